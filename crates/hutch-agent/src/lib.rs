@@ -1,0 +1,88 @@
+//! hutch-agent: the process that runs as PID 1 inside every hutch sandbox and speaks E2B's envd
+//! protocol to the SDKs (through the host's proxy).
+//!
+//! Layout: [`init`] and [`reaper`] are the PID-1 duties, [`connect`] the RPC framing, [`process`]
+//! the process service, [`http`] the routes, [`auth`] who may call and as whom.
+
+pub mod auth;
+pub mod config;
+pub mod connect;
+pub mod http;
+pub mod init;
+mod json;
+pub mod process;
+pub mod reaper;
+pub mod users;
+
+use std::sync::Arc;
+
+use config::{AgentConfig, Options};
+use process::ProcessService;
+use reaper::Reaper;
+use users::UserDb;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Setting up PID-1 duties failed.
+    #[error(transparent)]
+    Init(#[from] init::InitError),
+    /// The SIGCHLD handler could not be installed.
+    #[error("cannot install the SIGCHLD handler: {0}")]
+    Reaper(std::io::Error),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the agent until SIGTERM/SIGINT; must be called inside a tokio runtime.
+pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError> {
+    init::adopt_orphans()?;
+    let shutdown = init::shutdown_signal()?;
+    let reaper = Reaper::new();
+    reaper.start().map_err(AgentError::Reaper)?;
+
+    let process = ProcessService::new(
+        reaper,
+        UserDb::new(&options.passwd, &options.group),
+        config.env_vars.clone(),
+    );
+    let state = http::AppState {
+        process: process.clone(),
+        access_token: config.access_token.as_deref().map(Arc::from),
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| AgentError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    tracing::info!(
+        addr = %options.listen,
+        sandbox_id = %config.sandbox_id,
+        pid1 = init::is_pid1(),
+        token = config.access_token.is_some(),
+        "agent listening"
+    );
+
+    // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
+    // the sandbox is going away anyway.
+    let outcome = tokio::select! {
+        served = axum::serve(listener, http::router(state)) => served.map_err(AgentError::Serve),
+        signal = shutdown => {
+            tracing::info!(signal, "shutting down");
+            Ok(())
+        }
+    };
+    // Outside a pid namespace nothing else would stop the commands the agent started.
+    process.kill_all();
+    outcome
+}

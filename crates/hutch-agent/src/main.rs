@@ -1,0 +1,59 @@
+//! `hutch-agent`: see the library docs. This file only wires process-level setup together.
+
+use std::process::ExitCode;
+
+use hutch_agent::config::{AgentConfig, Options, CONFIG_ENV};
+
+fn main() -> ExitCode {
+    // Before anything starts a thread: this edits the process environment.
+    let config = AgentConfig::take_from_env();
+    init_logging();
+    let options = match Options::parse(std::env::args_os().skip(1)) {
+        Ok(options) => options,
+        Err(err) => {
+            tracing::error!(error = %err, "bad command line");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match config {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            tracing::warn!(
+                "{CONFIG_ENV} is not set; running without sandbox env vars or access token"
+            );
+            AgentConfig::default()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hutch_agent::run(options, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// JSON lines on stderr, filtered by `HUTCH_AGENT_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,264 @@
+//! The one place that calls `waitpid`.
+//!
+//! As PID 1 the agent inherits every orphan in the sandbox and must reap them all, so it calls
+//! `waitpid(-1)`. That makes any other waiter (tokio::process, `Child::wait`) racy: whoever reaps
+//! first wins and the other sees `ECHILD`. So the agent spawns its children through [`Reaper`],
+//! which registers a waiter for the new pid and hands each exit status to it.
+//!
+//! A single mutex orders spawning against reaping. A spawn holds it from before `fork` until the
+//! waiter is registered, and the reap loop holds it around `waitpid`. Hence an exit can never be
+//! reaped before its waiter exists, a status is never kept for later (which would go stale when the
+//! kernel reuses the pid), and std's own `waitpid` on a child whose `exec` failed (inside
+//! `Command::spawn`) cannot be beaten to the status by the reap loop.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::oneshot;
+
+/// How a child ended, decoded from a raw `waitpid` status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus(libc::c_int);
+
+impl ExitStatus {
+    /// Wraps a raw status as `waitpid` returns it.
+    pub fn from_raw(raw: libc::c_int) -> Self {
+        Self(raw)
+    }
+
+    /// Whether the process called `exit` (as opposed to dying from a signal).
+    pub fn exited(self) -> bool {
+        libc::WIFEXITED(self.0)
+    }
+
+    /// The exit code, or -1 when a signal ended the process (Go's `ProcessState.ExitCode`, which
+    /// is what E2B's envd reports).
+    pub fn exit_code(self) -> i32 {
+        if self.exited() {
+            libc::WEXITSTATUS(self.0)
+        } else {
+            -1
+        }
+    }
+
+    /// The signal that ended the process, if one did.
+    pub fn signal(self) -> Option<i32> {
+        libc::WIFSIGNALED(self.0).then(|| libc::WTERMSIG(self.0))
+    }
+
+    /// Whether the process exited with code 0.
+    pub fn success(self) -> bool {
+        self.exited() && self.exit_code() == 0
+    }
+
+    /// The status in the words E2B's envd uses (Go's `ProcessState.String`): `exit status 3`,
+    /// `signal: killed`, `signal: segmentation fault (core dumped)`.
+    pub fn describe(self) -> String {
+        let mut text = if let Some(sig) = self.signal() {
+            format!("signal: {}", signal_name(sig))
+        } else if self.exited() {
+            format!("exit status {}", self.exit_code())
+        } else {
+            format!("wait status {:#x}", self.0)
+        };
+        if libc::WIFSIGNALED(self.0) && libc::WCOREDUMP(self.0) {
+            text.push_str(" (core dumped)");
+        }
+        text
+    }
+}
+
+/// Go's descriptions of Linux signals, so `status` strings match what E2B clients have seen.
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "hangup",
+        2 => "interrupt",
+        3 => "quit",
+        4 => "illegal instruction",
+        5 => "trace/breakpoint trap",
+        6 => "aborted",
+        7 => "bus error",
+        8 => "floating point exception",
+        9 => "killed",
+        10 => "user defined signal 1",
+        11 => "segmentation fault",
+        12 => "user defined signal 2",
+        13 => "broken pipe",
+        14 => "alarm clock",
+        15 => "terminated",
+        16 => "stack fault",
+        17 => "child exited",
+        18 => "continued",
+        19 => "stopped (signal)",
+        20 => "stopped",
+        21 => "stopped (tty input)",
+        22 => "stopped (tty output)",
+        23 => "urgent I/O condition",
+        24 => "CPU time limit exceeded",
+        25 => "file size limit exceeded",
+        26 => "virtual timer expired",
+        27 => "profiling timer expired",
+        28 => "window changed",
+        29 => "I/O possible",
+        30 => "power failure",
+        31 => "bad system call",
+        other => return format!("signal {other}"),
+    };
+    name.to_owned()
+}
+
+/// The receiving end of a registered child's exit status.
+pub type ExitWaiter = oneshot::Receiver<ExitStatus>;
+
+/// Spawns children and reaps every process that ends up as the agent's child.
+#[derive(Clone, Default)]
+pub struct Reaper {
+    waiters: Arc<Mutex<HashMap<libc::pid_t, oneshot::Sender<ExitStatus>>>>,
+}
+
+impl Reaper {
+    /// A reaper with no children registered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<libc::pid_t, oneshot::Sender<ExitStatus>>> {
+        // A panic while holding the lock leaves the map consistent (every operation on it is a
+        // single insert/remove), so a poisoned lock is safe to keep using.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the SIGCHLD handler and starts the reap loop on the current tokio runtime.
+    ///
+    /// Call this before the first spawn: a SIGCHLD that arrives before the handler exists is not
+    /// lost (the loop sweeps once at start), but installing first keeps the order obvious.
+    pub fn start(&self) -> io::Result<()> {
+        let sigchld = signal(SignalKind::child())?;
+        let reaper = self.clone();
+        tokio::spawn(reaper.run(sigchld));
+        Ok(())
+    }
+
+    async fn run(self, mut sigchld: Signal) {
+        self.reap_all();
+        // SIGCHLDs coalesce, so every wakeup drains all exited children, not just one.
+        while sigchld.recv().await.is_some() {
+            self.reap_all();
+        }
+    }
+
+    /// Reaps every exited child without blocking and hands each status to its waiter.
+    pub fn reap_all(&self) {
+        let mut waiters = self.lock();
+        loop {
+            let mut raw: libc::c_int = 0;
+            // SAFETY: `raw` is a valid, writable c_int for the duration of the call; WNOHANG
+            // keeps this from blocking the runtime thread.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            match pid {
+                0 => break,
+                -1 => {
+                    let err = io::Error::last_os_error();
+                    if err.raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
+                    if err.raw_os_error() != Some(libc::ECHILD) {
+                        tracing::warn!(error = %err, "waitpid failed");
+                    }
+                    break;
+                }
+                pid => {
+                    let status = ExitStatus::from_raw(raw);
+                    match waiters.remove(&pid) {
+                        // The receiver may be gone if its supervisor was dropped; the status is
+                        // then of no use to anyone.
+                        Some(tx) => drop(tx.send(status)),
+                        None => tracing::debug!(
+                            pid,
+                            status = %status.describe(),
+                            "reaped an orphan"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Spawns `cmd` and registers a waiter for its exit.
+    ///
+    /// Blocks for the duration of `fork` + `exec` (std waits for `exec` to succeed), so call it
+    /// from a blocking context.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, ExitWaiter)> {
+        let mut waiters = self.lock();
+        let child = cmd.spawn()?;
+        let pid = libc::pid_t::try_from(child.id())
+            .map_err(|_| io::Error::other("child pid does not fit in pid_t"))?;
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(pid, tx);
+        Ok((child, rx))
+    }
+
+    /// Sends `sig` to `pid` if it is a registered child that has not been reaped yet.
+    ///
+    /// Returns `Ok(false)` when the child is already gone. Checking and killing under the reap
+    /// lock is what makes this safe: an unreaped pid cannot have been reused by the kernel.
+    pub fn signal(&self, pid: libc::pid_t, sig: libc::c_int) -> io::Result<bool> {
+        let waiters = self.lock();
+        if !waiters.contains_key(&pid) {
+            return Ok(false);
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        if unsafe { libc::kill(pid, sig) } == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(false);
+            }
+            return Err(err);
+        }
+        Ok(true)
+    }
+
+    /// Sends `sig` to the process group of every registered child (each child leads its own
+    /// session), used on shutdown so nothing the agent started outlives it.
+    pub fn signal_all_groups(&self, sig: libc::c_int) {
+        let waiters = self.lock();
+        for &pid in waiters.keys() {
+            // SAFETY: as in `signal`; an unreaped leader keeps its process-group id reserved.
+            unsafe {
+                libc::kill(-pid, sig);
+                libc::kill(pid, sig);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(shell: &str) -> ExitStatus {
+        let out = Command::new("/bin/sh")
+            .args(["-c", shell])
+            .status()
+            .expect("run sh");
+        use std::os::unix::process::ExitStatusExt;
+        ExitStatus::from_raw(out.into_raw())
+    }
+
+    #[test]
+    fn describes_exit_codes_and_signals_like_go() {
+        let ok = status_of("exit 0");
+        assert!(ok.success());
+        assert_eq!(ok.describe(), "exit status 0");
+        let three = status_of("exit 3");
+        assert_eq!((three.exit_code(), three.exited()), (3, true));
+        assert_eq!(three.describe(), "exit status 3");
+        let killed = status_of("kill -9 $$");
+        assert_eq!((killed.exit_code(), killed.exited()), (-1, false));
+        assert_eq!(killed.describe(), "signal: killed");
+        assert_eq!(status_of("kill -15 $$").describe(), "signal: terminated");
+    }
+}

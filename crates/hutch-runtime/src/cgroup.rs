@@ -1,0 +1,400 @@
+//! cgroups for sandboxes, on v1 (one hierarchy per controller) and v2 (unified) hosts.
+//!
+//! Every sandbox gets its own cgroup named after its id below a `hutch` parent. The
+//! limits (memory, CPU, pids), the freezer used by pause, the usage figures behind
+//! metrics and the "kill everything" used by kill all live here.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::error::{Result, RuntimeError};
+
+/// The v1 controllers a sandbox is placed in.
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "freezer"];
+
+/// How the host organises its cgroups.
+#[derive(Debug, Clone)]
+pub enum CgroupDriver {
+    /// cgroup v1: controller name → the directory of hutch's parent cgroup in that hierarchy.
+    V1 {
+        /// (controller, `<mount>/<parent>`) pairs; co-mounted controllers share a directory.
+        parents: Vec<(String, PathBuf)>,
+    },
+    /// cgroup v2: the directory of hutch's parent cgroup.
+    V2 {
+        /// `<mount>/<parent>`.
+        parent: PathBuf,
+    },
+}
+
+/// Resource figures read from a sandbox's cgroup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CgroupStats {
+    /// CPU time used since creation, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use excluding reclaimable page cache, in bytes.
+    pub mem_used: u64,
+    /// Page cache charged to the sandbox, in bytes.
+    pub mem_cache: u64,
+    /// Number of processes (tasks) in the cgroup.
+    pub pids: u64,
+}
+
+/// Limits applied to a sandbox's cgroup.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupLimits {
+    /// Memory limit in bytes (swap is not allowed on top).
+    pub memory_bytes: u64,
+    /// CPU quota as a number of CPUs.
+    pub cpus: u32,
+    /// Maximum number of tasks.
+    pub pids: u64,
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| RuntimeError::io("write", path, e))
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| RuntimeError::io("read", path, e))
+}
+
+fn read_u64(path: &Path) -> Result<u64> {
+    let s = read(path)?;
+    s.trim().parse().map_err(|_| {
+        RuntimeError::io(
+            "parse",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, s.clone()),
+        )
+    })
+}
+
+fn stat_field(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl CgroupDriver {
+    /// Finds the host's cgroup layout from `/proc/self/mountinfo` and creates hutch's parent
+    /// cgroup `name` in it. v1 is used when the memory controller is mounted as v1 (hybrid
+    /// hosts keep their controllers there); otherwise the unified v2 hierarchy.
+    pub fn detect(name: &str) -> Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| RuntimeError::io("read", "/proc/self/mountinfo", e))?;
+        let mut v1: Vec<(String, PathBuf)> = Vec::new();
+        let mut v2: Option<PathBuf> = None;
+        for line in mountinfo.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = pre.split(' ').nth(4).unwrap_or_default();
+            let mut post = post.split(' ');
+            let fstype = post.next().unwrap_or_default();
+            let _source = post.next();
+            let opts = post.next().unwrap_or_default();
+            match fstype {
+                "cgroup" => {
+                    for opt in opts.split(',') {
+                        if V1_CONTROLLERS.contains(&opt) {
+                            v1.push((opt.to_string(), PathBuf::from(mount_point)));
+                        }
+                    }
+                }
+                "cgroup2" => {
+                    let p = PathBuf::from(mount_point);
+                    let has_memory = fs::read_to_string(p.join("cgroup.controllers"))
+                        .map(|c| c.split_whitespace().any(|c| c == "memory"))
+                        .unwrap_or(false);
+                    if has_memory {
+                        v2 = Some(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if v1.iter().any(|(c, _)| c == "memory") {
+            for c in V1_CONTROLLERS {
+                if !v1.iter().any(|(have, _)| have == c) {
+                    return Err(RuntimeError::Cgroup(format!(
+                        "cgroup v1 host without the {c} controller mounted"
+                    )));
+                }
+            }
+            let parents: Vec<(String, PathBuf)> =
+                v1.into_iter().map(|(c, m)| (c, m.join(name))).collect();
+            for (_, p) in &parents {
+                fs::create_dir_all(p).map_err(|e| RuntimeError::io("mkdir", p, e))?;
+            }
+            // Let memory limits of children apply hierarchically (v1 default is off on old kernels).
+            if let Some((_, p)) = parents.iter().find(|(c, _)| c == "memory") {
+                let _ = fs::write(p.join("memory.use_hierarchy"), "1");
+            }
+            return Ok(CgroupDriver::V1 { parents });
+        }
+        if let Some(root) = v2 {
+            let parent = root.join(name);
+            fs::create_dir_all(&parent).map_err(|e| RuntimeError::io("mkdir", &parent, e))?;
+            // Controllers must be enabled on every level from the root down to our parent.
+            for dir in [&root, &parent] {
+                let ctl = dir.join("cgroup.subtree_control");
+                for c in ["+memory", "+cpu", "+pids"] {
+                    let _ = fs::write(&ctl, c);
+                }
+            }
+            return Ok(CgroupDriver::V2 { parent });
+        }
+        Err(RuntimeError::Cgroup(
+            "neither a v1 memory hierarchy nor a v2 hierarchy with the memory controller is mounted"
+                .into(),
+        ))
+    }
+
+    /// True on a unified (v2) host.
+    pub fn is_v2(&self) -> bool {
+        matches!(self, CgroupDriver::V2 { .. })
+    }
+
+    fn dir(&self, controller: &str, id: &str) -> PathBuf {
+        match self {
+            CgroupDriver::V1 { parents } => parents
+                .iter()
+                .find(|(c, _)| c == controller)
+                .map(|(_, p)| p.join(id))
+                .unwrap_or_default(),
+            CgroupDriver::V2 { parent } => parent.join(id),
+        }
+    }
+
+    /// Every distinct directory that makes up sandbox `id`'s cgroup.
+    pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = match self {
+            CgroupDriver::V1 { parents } => parents.iter().map(|(_, p)| p.join(id)).collect(),
+            CgroupDriver::V2 { parent } => vec![parent.join(id)],
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The `cgroup.procs` files a process must be written to, to join sandbox `id`.
+    pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
+        self.dirs(id)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Creates sandbox `id`'s cgroup with its limits.
+    pub fn create(&self, id: &str, limits: &CgroupLimits) -> Result<()> {
+        for d in self.dirs(id) {
+            match fs::create_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(RuntimeError::io("mkdir", &d, e)),
+            }
+        }
+        let quota = u64::from(limits.cpus.max(1)) * 100_000;
+        match self {
+            CgroupDriver::V1 { .. } => {
+                let mem = self.dir("memory", id);
+                write(
+                    &mem.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
+                // memsw exists only with swap accounting; where it does, forbid swap on top.
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &limits.memory_bytes.to_string())?;
+                }
+                let cpu = self.dir("cpu", id);
+                write(&cpu.join("cpu.cfs_period_us"), "100000")?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                write(
+                    &self.dir("pids", id).join("pids.max"),
+                    &limits.pids.to_string(),
+                )?;
+            }
+            CgroupDriver::V2 { .. } => {
+                let d = self.dir("", id);
+                write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
+                let swap = d.join("memory.swap.max");
+                if swap.exists() {
+                    write(&swap, "0")?;
+                }
+                write(&d.join("cpu.max"), &format!("{quota} 100000"))?;
+                write(&d.join("pids.max"), &limits.pids.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes (`true`) or thaws (`false`) every process of sandbox `id`, waiting until the
+    /// kernel reports the new state so that a paused sandbox really uses no CPU.
+    pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match self {
+            CgroupDriver::V1 { .. } => {
+                let f = self.dir("freezer", id).join("freezer.state");
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                loop {
+                    write(&f, want)?;
+                    if read(&f)?.trim() == want {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(RuntimeError::Cgroup(format!(
+                            "{} did not become {want}",
+                            f.display()
+                        )));
+                    }
+                    sleep(Duration::from_millis(2));
+                }
+            }
+            CgroupDriver::V2 { .. } => {
+                let d = self.dir("", id);
+                write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                loop {
+                    if read(&d.join("cgroup.events"))?
+                        .lines()
+                        .any(|l| l.trim() == want)
+                    {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(RuntimeError::Cgroup(format!(
+                            "{} did not reach `{want}`",
+                            d.display()
+                        )));
+                    }
+                    sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+
+    /// True when sandbox `id` is frozen.
+    pub fn is_frozen(&self, id: &str) -> bool {
+        match self {
+            CgroupDriver::V1 { .. } => {
+                fs::read_to_string(self.dir("freezer", id).join("freezer.state"))
+                    .map(|s| s.trim() == "FROZEN")
+                    .unwrap_or(false)
+            }
+            CgroupDriver::V2 { .. } => fs::read_to_string(self.dir("", id).join("cgroup.events"))
+                .map(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+                .unwrap_or(false),
+        }
+    }
+
+    /// The pids of every process in sandbox `id`'s cgroup.
+    pub fn pids(&self, id: &str) -> Vec<i32> {
+        let ctl = if self.is_v2() { "" } else { "pids" };
+        fs::read_to_string(self.dir(ctl, id).join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGKILL to every process in sandbox `id`'s cgroup (thawing it first: frozen
+    /// tasks do not die).
+    pub fn kill_all(&self, id: &str) {
+        if self.dirs(id).iter().all(|d| !d.exists()) {
+            return;
+        }
+        if self.is_frozen(id) {
+            let _ = self.set_frozen(id, false);
+        }
+        if let CgroupDriver::V2 { .. } = self {
+            let kill = self.dir("", id).join("cgroup.kill");
+            if fs::write(&kill, "1").is_ok() {
+                return;
+            }
+        }
+        for pid in self.pids(id) {
+            // SAFETY: kill(2) with a pid read from the sandbox's own cgroup; no memory is touched.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    /// Removes sandbox `id`'s cgroup, retrying while exiting tasks still hold it.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for d in self.dirs(id) {
+            loop {
+                match fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => {
+                        if Instant::now() > deadline {
+                            return Err(RuntimeError::io("rmdir", &d, e));
+                        }
+                        self.kill_all(id);
+                        sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resource usage of sandbox `id`.
+    pub fn stats(&self, id: &str) -> Result<CgroupStats> {
+        match self {
+            CgroupDriver::V1 { .. } => {
+                let mem = self.dir("memory", id);
+                let usage = read_u64(&mem.join("memory.usage_in_bytes"))?;
+                let stat = read(&mem.join("memory.stat"))?;
+                let cache = stat_field(&stat, "total_cache")
+                    .or_else(|| stat_field(&stat, "cache"))
+                    .unwrap_or(0);
+                let inactive = stat_field(&stat, "total_inactive_file").unwrap_or(0);
+                Ok(CgroupStats {
+                    cpu_usage_ns: read_u64(&self.dir("cpuacct", id).join("cpuacct.usage"))?,
+                    mem_used: usage.saturating_sub(inactive),
+                    mem_cache: cache,
+                    pids: read_u64(&self.dir("pids", id).join("pids.current"))?,
+                })
+            }
+            CgroupDriver::V2 { .. } => {
+                let d = self.dir("", id);
+                let usage = read_u64(&d.join("memory.current"))?;
+                let stat = read(&d.join("memory.stat"))?;
+                let inactive = stat_field(&stat, "inactive_file").unwrap_or(0);
+                let cpu = read(&d.join("cpu.stat"))?;
+                Ok(CgroupStats {
+                    cpu_usage_ns: stat_field(&cpu, "usage_usec").unwrap_or(0) * 1000,
+                    mem_used: usage.saturating_sub(inactive),
+                    mem_cache: stat_field(&stat, "file").unwrap_or(0),
+                    pids: read_u64(&d.join("pids.current"))?,
+                })
+            }
+        }
+    }
+
+    /// Ids of every sandbox cgroup that exists below hutch's parent (for the restart sweep).
+    pub fn existing(&self) -> Vec<String> {
+        let parent = match self {
+            CgroupDriver::V1 { parents } => {
+                parents.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
+            }
+            CgroupDriver::V2 { parent } => vec![parent.clone()],
+        };
+        let mut ids: Vec<String> = parent
+            .iter()
+            .filter_map(|p| fs::read_dir(p).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}

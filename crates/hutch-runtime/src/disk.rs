@@ -1,0 +1,208 @@
+//! The sandbox's disk: a sparse ext4 image, loop-mounted, that holds the overlay's
+//! writable layer. Its size is the sandbox's disk limit; it costs host disk only for the
+//! blocks actually written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Result, RuntimeError};
+use crate::sys;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Returns the path of a freshly formatted, empty ext4 image of `size_mb`, creating it
+/// once per size under `cache_dir` so that each sandbox only copies ~1 MiB of metadata.
+pub fn blank_image(cache_dir: &Path, size_mb: u64) -> Result<PathBuf> {
+    let path = cache_dir.join(format!("blank-ext4-{size_mb}m.img"));
+    if path.exists() {
+        return Ok(path);
+    }
+    fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::io("mkdir", cache_dir, e))?;
+    let tmp = cache_dir.join(format!(".blank-{size_mb}m-{}.img", std::process::id()));
+    let f = File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
+    f.set_len(size_mb * 1024 * 1024)
+        .map_err(|e| RuntimeError::io("truncate", &tmp, e))?;
+    drop(f);
+    // No journal: the disk lives and dies with one sandbox, crash consistency buys nothing.
+    let out = Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-O",
+            "^has_journal",
+            "-E",
+            "lazy_itable_init=1,nodiscard",
+        ])
+        .arg(&tmp)
+        .output()
+        .map_err(|e| RuntimeError::io("run mkfs.ext4 on", &tmp, e))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        return Err(RuntimeError::Command {
+            cmd: format!("mkfs.ext4 {}", tmp.display()),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    fs::rename(&tmp, &path).map_err(|e| RuntimeError::io("rename", &tmp, e))?;
+    Ok(path)
+}
+
+/// Copies `src` to `dst` keeping holes, so the copy of a sparse image stays sparse.
+pub fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
+    let mut from = File::open(src).map_err(|e| RuntimeError::io("open", src, e))?;
+    let len = from
+        .metadata()
+        .map_err(|e| RuntimeError::io("stat", src, e))?
+        .len();
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(|e| RuntimeError::io("create", dst, e))?;
+    to.set_len(len)
+        .map_err(|e| RuntimeError::io("truncate", dst, e))?;
+    let fd = from.as_raw_fd();
+    let mut pos: i64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    let len = len as i64;
+    while pos < len {
+        // SAFETY: lseek on a file descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data after pos, the rest is a hole.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let hole = if hole < 0 { len } else { hole };
+        from.seek(SeekFrom::Start(data as u64))
+            .map_err(|e| RuntimeError::io("seek", src, e))?;
+        to.seek(SeekFrom::Start(data as u64))
+            .map_err(|e| RuntimeError::io("seek", dst, e))?;
+        let mut left = (hole - data) as usize;
+        while left > 0 {
+            let n = left.min(buf.len());
+            from.read_exact(&mut buf[..n])
+                .map_err(|e| RuntimeError::io("read", src, e))?;
+            to.write_all(&buf[..n])
+                .map_err(|e| RuntimeError::io("write", dst, e))?;
+            left -= n;
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+/// Attaches `image` to a free loop device that detaches itself on the last unmount, and
+/// mounts it on `target`.
+pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
+    let ctl = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(|e| RuntimeError::io("open", "/dev/loop-control", e))?;
+    let backing = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| RuntimeError::io("open", image, e))?;
+    // Another process may take the device we were offered before we configure it: retry.
+    for _ in 0..32 {
+        // SAFETY: ioctl without argument on the loop-control fd we own.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(RuntimeError::last_os("LOOP_CTL_GET_FREE"));
+        }
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        let loopf = match OpenOptions::new().read(true).write(true).open(&dev) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(RuntimeError::io("open", &dev, e)),
+        };
+        // SAFETY: LoopConfig is plain old data; all-zero is a valid value.
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing.as_raw_fd() as u32;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a struct loop_config; cfg lives across the call.
+        let ret =
+            unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EBUSY) {
+                continue;
+            }
+            return Err(RuntimeError::Sys {
+                op: format!("LOOP_CONFIGURE {}", dev.display()),
+                source: err,
+            });
+        }
+        let res = sys::mount(
+            Some(&dev),
+            target,
+            Some("ext4"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME,
+            None,
+        );
+        // With AUTOCLEAR the device detaches once unmounted and closed; on a failed mount
+        // closing `loopf` alone detaches it.
+        drop(loopf);
+        return res.map_err(|e| RuntimeError::Sys {
+            op: format!("mount {} on {}", dev.display(), target.display()),
+            source: e,
+        });
+    }
+    Err(RuntimeError::Spawn(
+        "no free loop device after 32 attempts".into(),
+    ))
+}
+
+/// Used and total bytes of the filesystem mounted at `path`.
+pub fn usage(path: &Path) -> Result<(u64, u64)> {
+    let c = sys::cpath(path).map_err(|e| RuntimeError::io("statvfs", path, e))?;
+    // SAFETY: statvfs writes into the zeroed struct we pass; c is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(RuntimeError::io(
+            "statvfs",
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    let total = st.f_blocks * st.f_frsize;
+    let free = st.f_bfree * st.f_frsize;
+    Ok((total.saturating_sub(free), total))
+}

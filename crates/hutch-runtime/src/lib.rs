@@ -1,0 +1,24 @@
+//! Sandbox isolation for hutch: the pieces that turn a template rootfs into a running,
+//! isolated sandbox and back into nothing.
+//!
+//! This crate speaks no HTTP. The server drives it through [`Runtime`]; the process that
+//! actually clones into the new namespaces is a short-lived helper (`hutch __spawn`)
+//! whose entry point is [`spawn::helper_main`], so that `fork` never happens inside the
+//! multi-threaded server.
+
+pub mod caps;
+pub mod cgroup;
+pub mod disk;
+pub mod error;
+pub mod mounts;
+pub mod net;
+pub mod proc;
+pub mod runtime;
+pub mod seccomp;
+pub mod spawn;
+mod sys;
+
+pub use cgroup::{CgroupDriver, CgroupStats};
+pub use error::RuntimeError;
+pub use net::{NetConfig, SandboxNet};
+pub use runtime::{Limits, Runtime, RuntimeConfig, SandboxSpec, Spawned};

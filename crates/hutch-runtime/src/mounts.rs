@@ -1,0 +1,129 @@
+//! Host-side mounts of a sandbox: its disk and the overlay rootfs built on it, plus the
+//! mount-table scan used to find and remove leftovers.
+
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::disk;
+use crate::error::{Result, RuntimeError};
+use crate::sys;
+
+/// The paths that make up one sandbox's storage under its state directory.
+#[derive(Debug, Clone)]
+pub struct SandboxPaths {
+    /// `<data>/sandboxes/<id>`.
+    pub dir: PathBuf,
+    /// The sparse ext4 image (the sandbox's disk).
+    pub image: PathBuf,
+    /// Where the image is mounted.
+    pub disk: PathBuf,
+    /// The merged overlay: the sandbox's `/`.
+    pub rootfs: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The layout for sandbox `id` below `sandboxes_dir`.
+    pub fn new(sandboxes_dir: &Path, id: &str) -> Self {
+        let dir = sandboxes_dir.join(id);
+        SandboxPaths {
+            image: dir.join("disk.img"),
+            disk: dir.join("disk"),
+            rootfs: dir.join("rootfs"),
+            dir,
+        }
+    }
+}
+
+/// Creates the disk, mounts it and mounts the overlay rootfs (template below, the disk's
+/// `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
+/// layer's top directory belongs to it so that root inside owns `/`.
+pub fn setup(paths: &SandboxPaths, template: &Path, blank: &Path, root_uid: u32) -> Result<()> {
+    for d in [&paths.dir, &paths.disk, &paths.rootfs] {
+        fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
+    }
+    fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))?;
+    disk::copy_sparse(blank, &paths.image)?;
+    disk::mount_image(&paths.image, &paths.disk)?;
+    let upper = paths.disk.join("upper");
+    let work = paths.disk.join("work");
+    for d in [&upper, &work] {
+        fs::create_dir(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
+    }
+    chown(&upper, Some(root_uid), Some(root_uid))
+        .map_err(|e| RuntimeError::io("chown", &upper, e))?;
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+        .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
+    let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        template.display(),
+        upper.display(),
+        work.display()
+    );
+    sys::mount(
+        Some(Path::new("overlay")),
+        &paths.rootfs,
+        Some("overlay"),
+        0,
+        Some(&opts),
+    )
+    .map_err(|e| RuntimeError::Sys {
+        op: format!("mount overlay ({opts}) on {}", paths.rootfs.display()),
+        source: e,
+    })
+}
+
+/// Unmounts everything at or below `dir` (deepest first) and removes the directory.
+/// Idempotent: missing pieces are skipped.
+pub fn teardown(dir: &Path) -> Result<()> {
+    for m in mounts_below(dir).into_iter().rev() {
+        if let Err(e) = sys::umount2(&m, libc::MNT_DETACH) {
+            if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(RuntimeError::Sys {
+                    op: format!("umount {}", m.display()),
+                    source: e,
+                });
+            }
+        }
+    }
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io("remove", dir, e)),
+    }
+}
+
+/// Mount points at or below `dir`, in mount-table order (parents before children).
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escaping of spaces and friends.
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}

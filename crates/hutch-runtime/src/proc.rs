@@ -1,0 +1,48 @@
+//! Facts about host processes: identity (pid + start time survives pid reuse), liveness,
+//! reaping.
+
+use std::fs;
+
+/// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
+/// None if there is no such process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The state letter of `pid` (field 3): 'Z' for a zombie.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// True when `pid` is the process that started at `start` and has not exited.
+pub fn is_alive(pid: i32, start: u64) -> bool {
+    start_time(pid) == Some(start) && state(pid) != Some('Z')
+}
+
+/// Reaps `pid` if it is our exited child. Returns true if it was reaped or is not our child.
+pub fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a local integer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r == pid || r < 0
+}
+
+/// Sends `sig` to `pid` if it is still the process that started at `start`.
+pub fn signal(pid: i32, start: u64, sig: libc::c_int) -> bool {
+    if start_time(pid) != Some(start) {
+        return false;
+    }
+    // SAFETY: kill(2) only takes integers.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Makes the calling process a child subreaper: sandbox init processes, orphaned when
+/// their short-lived spawn helper exits, become our children so we can reap them.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}

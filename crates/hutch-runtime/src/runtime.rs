@@ -1,0 +1,300 @@
+//! [`Runtime`]: create, pause, resume, measure and destroy sandboxes on this host.
+//!
+//! All methods block (they run external tools and wait on the kernel); async callers wrap
+//! them in `spawn_blocking`.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
+use crate::error::{Result, RuntimeError};
+use crate::mounts::{self, SandboxPaths};
+use crate::net::{self, NetConfig, SandboxNet};
+use crate::spawn::{SpawnRequest, SpawnResponse};
+use crate::{disk, proc};
+
+/// Host-wide settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Per-sandbox state lives in `<state_dir>/sandboxes/<id>`.
+    pub state_dir: PathBuf,
+    /// Where blank disk images are cached.
+    pub cache_dir: PathBuf,
+    /// The program that runs the spawn helper, and its arguments.
+    pub helper: (PathBuf, Vec<String>),
+    /// The agent binary bind-mounted into every sandbox.
+    pub agent_bin: PathBuf,
+    /// Host uid/gid of root inside sandboxes, and how many ids are mapped.
+    pub id_base: u32,
+    /// Number of ids mapped.
+    pub id_count: u32,
+    /// Sandbox address range.
+    pub net: NetConfig,
+    /// Name of hutch's parent cgroup.
+    pub cgroup_parent: String,
+    /// Install the seccomp allowlist.
+    pub seccomp: bool,
+    /// Set `no_new_privs` on the sandbox's init.
+    pub no_new_privs: bool,
+    /// Keep the agent's output in `<state_dir>/sandboxes/<id>/agent.log` (debugging).
+    pub agent_log: bool,
+}
+
+/// Resource limits of one sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// CPUs (CFS quota).
+    pub cpus: u32,
+    /// Maximum number of processes and threads.
+    pub pids: u64,
+    /// Disk (writable layer) in MiB.
+    pub disk_mb: u64,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Sandbox id (lowercase alphanumeric).
+    pub id: String,
+    /// The template's read-only rootfs.
+    pub template_rootfs: PathBuf,
+    /// Limits.
+    pub limits: Limits,
+    /// Egress to the internet.
+    pub allow_internet: bool,
+    /// Network slot allocated by the caller.
+    pub slot: u32,
+    /// Environment of the agent.
+    pub agent_env: Vec<(String, String)>,
+}
+
+/// A running sandbox's host-side identity.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    /// Host pid of the sandbox's PID 1.
+    pub pid: i32,
+    /// Its start time, to tell it from a later process with the same pid.
+    pub start_time: u64,
+    /// Its network.
+    pub net: SandboxNet,
+}
+
+/// Usage figures of one sandbox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// From the cgroup.
+    pub cgroup: CgroupStats,
+    /// Bytes used on its disk.
+    pub disk_used: u64,
+    /// Size of its disk.
+    pub disk_total: u64,
+}
+
+/// The sandbox runtime of this host.
+#[derive(Debug)]
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    cgroups: CgroupDriver,
+}
+
+impl Runtime {
+    /// Prepares the host: cgroup parent, nftables rules (`noinet` = addresses of existing
+    /// sandboxes without egress), state directories.
+    pub fn new(cfg: RuntimeConfig, noinet: &[Ipv4Addr]) -> Result<Self> {
+        let cgroups = CgroupDriver::detect(&cfg.cgroup_parent)?;
+        for d in [cfg.state_dir.join("sandboxes"), cfg.cache_dir.clone()] {
+            std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
+        }
+        net::install_host_rules(&cfg.net, noinet)?;
+        proc::become_subreaper();
+        Ok(Runtime { cfg, cgroups })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    /// The cgroup driver in use.
+    pub fn cgroups(&self) -> &CgroupDriver {
+        &self.cgroups
+    }
+
+    /// Storage paths of sandbox `id`.
+    pub fn paths(&self, id: &str) -> SandboxPaths {
+        SandboxPaths::new(&self.cfg.state_dir.join("sandboxes"), id)
+    }
+
+    /// Creates and starts a sandbox. On failure nothing of it is left behind.
+    pub fn create(&self, spec: &SandboxSpec) -> Result<Spawned> {
+        let net = self.cfg.net.slot(spec.slot);
+        match self.try_create(spec, &net) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = self.destroy(&spec.id, Some(&net), None);
+                Err(e)
+            }
+        }
+    }
+
+    fn try_create(&self, spec: &SandboxSpec, net: &SandboxNet) -> Result<Spawned> {
+        let paths = self.paths(&spec.id);
+        let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
+        mounts::setup(&paths, &spec.template_rootfs, &blank, self.cfg.id_base)?;
+        self.cgroups.create(
+            &spec.id,
+            &CgroupLimits {
+                memory_bytes: spec.limits.memory_mb * 1024 * 1024,
+                cpus: spec.limits.cpus,
+                pids: spec.limits.pids,
+            },
+        )?;
+        if !spec.allow_internet {
+            net::set_internet(net.sandbox_ip, false)?;
+        }
+        let req = SpawnRequest {
+            id: spec.id.clone(),
+            rootfs: paths.rootfs.clone(),
+            agent_bin: self.cfg.agent_bin.clone(),
+            agent_env: spec.agent_env.clone(),
+            id_base: self.cfg.id_base,
+            id_count: self.cfg.id_count,
+            cgroup_procs: self.cgroups.procs_files(&spec.id),
+            net: net.clone(),
+            seccomp: self.cfg.seccomp,
+            no_new_privs: self.cfg.no_new_privs,
+            log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
+        };
+        let resp = run_helper(&self.cfg.helper, &req)?;
+        match (resp.pid, resp.start_time) {
+            (Some(pid), Some(start_time)) => Ok(Spawned {
+                pid,
+                start_time,
+                net: net.clone(),
+            }),
+            _ => Err(RuntimeError::Helper(
+                resp.error
+                    .unwrap_or_else(|| "spawn helper gave no pid".into()),
+            )),
+        }
+    }
+
+    /// Freezes every process of sandbox `id`.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.cgroups.set_frozen(id, true)
+    }
+
+    /// Thaws sandbox `id`.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.cgroups.set_frozen(id, false)
+    }
+
+    /// Usage figures of sandbox `id`.
+    pub fn usage(&self, id: &str) -> Result<Usage> {
+        let cgroup = self.cgroups.stats(id)?;
+        let (disk_used, disk_total) = disk::usage(&self.paths(id).disk)?;
+        Ok(Usage {
+            cgroup,
+            disk_used,
+            disk_total,
+        })
+    }
+
+    /// Kills sandbox `id` and releases everything it holds: processes, cgroup, mounts, disk,
+    /// veth, no-egress entry. Idempotent; pieces already gone are skipped.
+    /// `init` is the (pid, start time) of its PID 1 when known.
+    pub fn destroy(
+        &self,
+        id: &str,
+        net: Option<&SandboxNet>,
+        init: Option<(i32, u64)>,
+    ) -> Result<()> {
+        self.cgroups.kill_all(id);
+        if let Some((pid, start)) = init {
+            proc::signal(pid, start, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                proc::try_reap(pid);
+                if !proc::is_alive(pid, start) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(RuntimeError::Spawn(format!(
+                        "sandbox {id}'s init (pid {pid}) did not exit after SIGKILL"
+                    )));
+                }
+                sleep(Duration::from_millis(5));
+            }
+        }
+        self.cgroups.remove(id)?;
+        mounts::teardown(&self.paths(id).dir)?;
+        if let Some(net) = net {
+            net::remove_host_side(net);
+            let _ = net::set_internet(net.sandbox_ip, true);
+        }
+        Ok(())
+    }
+
+    /// Ids of sandboxes with something left on this host (a state directory or a cgroup).
+    pub fn leftover_ids(&self) -> Vec<String> {
+        let mut ids = self.cgroups.existing();
+        if let Ok(rd) = std::fs::read_dir(self.cfg.state_dir.join("sandboxes")) {
+            ids.extend(
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Slots of `hv*` interfaces present on the host.
+    pub fn leftover_slots(&self) -> Vec<u32> {
+        net::existing_slots()
+    }
+
+    /// Network facts of a slot.
+    pub fn net_for(&self, slot: u32) -> SandboxNet {
+        self.cfg.net.slot(slot)
+    }
+
+    /// Number of slots in the address range.
+    pub fn slots(&self) -> u32 {
+        self.cfg.net.slots()
+    }
+}
+
+fn run_helper(helper: &(PathBuf, Vec<String>), req: &SpawnRequest) -> Result<SpawnResponse> {
+    let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
+    let mut child = Command::new(&helper.0)
+        .args(&helper.1)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&body)
+            .map_err(|e| RuntimeError::io("write to", &helper.0, e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
+    serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
+        RuntimeError::Spawn(format!(
+            "spawn helper {} exited with {}: {}{}",
+            Path::new(&helper.0).display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}

@@ -1,0 +1,504 @@
+//! The E2B-compatible control plane over HTTP, and the front door that splits sandbox
+//! traffic (routed to sandboxes) from control-plane calls. Handlers parse, call one
+//! service function and map its error.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tower::ServiceExt;
+
+use crate::sandbox::{valid_id, SandboxState};
+use crate::service::{CreateRequest, ListQuery, Service, ServiceError};
+use crate::store::Store;
+use crate::templates::BuildStatus;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    /// The sandbox service.
+    pub svc: Arc<Service>,
+    /// For API-key checks.
+    pub store: Arc<Store>,
+    /// A key accepted in addition to the stored ones (`--api-key`).
+    pub extra_key: Option<Arc<str>>,
+}
+
+/// An error in E2B's format: `{"code": <status>, "message": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
+        (
+            self.status,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// JSON body extractor whose rejections are E2B-style 400s. An empty body reads as `{}`.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                )
+            })?;
+        let slice: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(slice).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        })
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let control = control_plane(state.clone());
+    Router::new()
+        .fallback(move |State(st): State<AppState>, req: Request| {
+            let control = control.clone();
+            async move {
+                if let Some((id, port)) = crate::proxy::target(req.headers()) {
+                    return crate::proxy::forward(&st.svc, &id, port, req).await;
+                }
+                match control.oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        })
+        .with_state(state)
+}
+
+fn control_plane(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/sandboxes", post(create_v1).get(list_v1))
+        .route("/v2/sandboxes", post(create_v2).get(list_v2))
+        .route("/sandboxes/{id}", get(info).delete(kill))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(refresh))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(authed)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
+        .with_state(state)
+}
+
+async fn require_api_key(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let key = req
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        });
+    let Some(key) = key else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing API key: send it in the X-API-KEY header",
+        )
+        .into_response();
+    };
+    let ok =
+        st.extra_key.as_deref() == Some(key.as_str()) || st.store.key_valid(&key).unwrap_or(false);
+    if !ok {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API key: create one with `hutch keys create`",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let status = st.svc.templates().status();
+    let code = match status {
+        BuildStatus::Ready => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    if let Some(m) = body.as_object_mut() {
+        m.insert("sandboxes".into(), st.svc.count().into());
+    }
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct NewSandbox {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    timeout: Option<i64>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    env_vars: Option<BTreeMap<String, String>>,
+    #[serde(rename = "allow_internet_access")]
+    allow_internet_access: Option<bool>,
+    secure: Option<bool>,
+    auto_pause: Option<bool>,
+}
+
+fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
+    match t {
+        Some(t) if t < 0 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("timeout must not be negative (got {t})"),
+        )),
+        Some(t) => Ok(Some(t as u64)),
+        None => Ok(None),
+    }
+}
+
+async fn create(st: &AppState, b: NewSandbox, always_secure: bool) -> ApiResult<Response> {
+    if b.template_id.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "templateID is required",
+        ));
+    }
+    let rec = st
+        .svc
+        .create(CreateRequest {
+            template_id: b.template_id,
+            timeout: timeout_arg(b.timeout)?,
+            metadata: b.metadata.unwrap_or_default(),
+            env_vars: b.env_vars.unwrap_or_default(),
+            allow_internet_access: b.allow_internet_access,
+            secure: always_secure || b.secure.unwrap_or(false),
+            auto_pause: b.auto_pause.unwrap_or(false),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(rec.to_sandbox_json())).into_response())
+}
+
+async fn create_v1(
+    State(st): State<AppState>,
+    ApiJson(b): ApiJson<NewSandbox>,
+) -> ApiResult<Response> {
+    create(&st, b, false).await
+}
+
+async fn create_v2(
+    State(st): State<AppState>,
+    ApiJson(b): ApiJson<NewSandbox>,
+) -> ApiResult<Response> {
+    // API v2: "all system communication with the sandbox is always secured".
+    create(&st, b, true).await
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
+        ))
+    }
+}
+
+async fn info(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    check_id(&id)?;
+    Ok(axum::Json(st.svc.get(&id)?.to_detail_json()).into_response())
+}
+
+async fn kill(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    st.svc.kill(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+struct TimeoutBody {
+    timeout: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefreshBody {
+    duration: Option<i64>,
+}
+
+async fn connect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<TimeoutBody>,
+) -> ApiResult<Response> {
+    check_id(&id)?;
+    let (rec, resumed) = st.svc.connect(&id, timeout_arg(b.timeout)?).await?;
+    let status = if resumed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(rec.to_sandbox_json())).into_response())
+}
+
+async fn set_timeout(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<TimeoutBody>,
+) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    if b.timeout.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "timeout is required",
+        ));
+    }
+    st.svc.set_timeout(&id, timeout_arg(b.timeout)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn refresh(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<RefreshBody>,
+) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    st.svc.refresh(&id, timeout_arg(b.duration)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    st.svc.pause(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resume(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<TimeoutBody>,
+) -> ApiResult<Response> {
+    check_id(&id)?;
+    let rec = st.svc.resume(&id, timeout_arg(b.timeout)?).await?;
+    Ok((StatusCode::CREATED, axum::Json(rec.to_sandbox_json())).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct MetricsQuery {
+    start: Option<i64>,
+    end: Option<i64>,
+}
+
+async fn metrics(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    check_id(&id)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(axum::Json(st.svc.metrics(&id, q.start, q.end)?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    metadata: Option<String>,
+    state: Option<String>,
+    order: Option<String>,
+    started_after: Option<String>,
+    template: Option<String>,
+    next_token: Option<String>,
+    limit: Option<String>,
+}
+
+/// Decodes E2B's metadata filter: `k=v&k2=v2` with each part percent-quoted (the outer
+/// query encoding is already undone by the query extractor).
+fn parse_metadata_filter(s: &str) -> Vec<(String, String)> {
+    let unquote = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    url::form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (unquote(&k), unquote(&v)))
+        .collect()
+}
+
+fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
+    let mut q = ListQuery {
+        metadata: p
+            .metadata
+            .as_deref()
+            .map(parse_metadata_filter)
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(states) = p.state.filter(|s| !s.is_empty()) {
+        for s in states.split(',') {
+            q.states.push(match s.trim() {
+                "running" => SandboxState::Running,
+                "paused" => SandboxState::Paused,
+                other => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid state {other:?}: expected running or paused"),
+                    ))
+                }
+            });
+        }
+    } else if !v2 {
+        q.states.push(SandboxState::Running);
+    }
+    q.ascending = match p.order.as_deref() {
+        None | Some("") | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid order {o:?}: expected asc or desc"),
+            ))
+        }
+    };
+    if let Some(t) = p.started_after.filter(|s| !s.is_empty()) {
+        let t = DateTime::parse_from_rfc3339(&t).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid startedAfter {t:?}: {e}"),
+            )
+        })?;
+        q.started_after = Some(t.with_timezone(&Utc));
+    }
+    q.template = p.template.filter(|s| !s.is_empty());
+    q.next_token = p.next_token.filter(|s| !s.is_empty());
+    if let Some(l) = p.limit.filter(|s| !s.is_empty()) {
+        let n: usize = l
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid limit {l:?}: expected 1 to 1000"),
+                )
+            })?;
+        q.limit = Some(n);
+    }
+    Ok(q)
+}
+
+async fn list(
+    st: &AppState,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    v2: bool,
+) -> ApiResult<Response> {
+    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let q = parse_list(p, v2)?;
+    let (recs, next) = st.svc.list(&q)?;
+    let body: Vec<serde_json::Value> = recs.iter().map(|r| r.to_listed_json()).collect();
+    let mut headers = HeaderMap::new();
+    if let Some(n) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        headers.insert("x-next-token", n);
+    }
+    Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
+}
+
+async fn list_v1(
+    State(st): State<AppState>,
+    p: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    list(&st, p, false).await
+}
+
+async fn list_v2(
+    State(st): State<AppState>,
+    p: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    list(&st, p, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_filter_decodes_quoted_pairs() {
+        // The SDK quotes each key and value, then urlencodes the joined string as one value.
+        assert_eq!(
+            parse_metadata_filter("user%253Aid=a%2526b&k=v"),
+            vec![
+                ("user:id".to_string(), "a&b".to_string()),
+                ("k".to_string(), "v".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! hutch's server: the E2B-compatible control plane, the router for sandbox traffic, the
+//! sandbox lifecycle and the durable state behind them.
+
+pub mod api;
+pub mod proxy;
+pub mod sandbox;
+pub mod service;
+pub mod store;
+pub mod templates;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hutch_runtime::{Limits, NetConfig, Runtime, RuntimeConfig};
+
+use crate::service::{SandboxDefaults, Service};
+use crate::store::Store;
+use crate::templates::Templates;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory is unusable.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The host could not be prepared for sandboxes.
+    #[error("preparing the host for sandboxes: {0}")]
+    Runtime(#[from] hutch_runtime::RuntimeError),
+    /// The listening address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything `hutch serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address of the control plane and of all sandbox traffic.
+    pub listen: SocketAddr,
+    /// SQLite database and per-sandbox state.
+    pub data_dir: PathBuf,
+    /// Built templates and blank disks (outside the data dir so a new data dir reuses them).
+    pub cache_dir: PathBuf,
+    /// A key accepted besides the stored ones.
+    pub api_key: Option<String>,
+    /// The agent binary.
+    pub agent_bin: PathBuf,
+    /// The program and arguments that run the spawn helper.
+    pub helper: (PathBuf, Vec<String>),
+    /// Limits of every sandbox.
+    pub limits: Limits,
+    /// Sandbox address range.
+    pub net: NetConfig,
+    /// Keep agent logs per sandbox.
+    pub agent_log: bool,
+}
+
+/// What the caller should tell the user once the server is up.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// A key created on this start (printed once, never stored in clear).
+    pub new_key: Option<String>,
+}
+
+/// Host uid of root inside sandboxes; template rootfs ownership is shifted to match.
+pub const ID_BASE: u32 = hutch_template::SANDBOX_ID_BASE;
+
+/// Runs the server until the process is stopped. `on_started` is called once listening.
+pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServeError::DataDir {
+        path: cfg.data_dir.clone(),
+        source: e,
+    })?;
+    let store = Arc::new(Store::open(&cfg.data_dir)?);
+    let new_key = if let Some(k) = &cfg.api_key {
+        store.add_key(k, Some("--api-key"))?;
+        None
+    } else if store.active_keys()? == 0 {
+        let k = store::generate_key();
+        store.add_key(&k, Some("first start"))?;
+        Some(k)
+    } else {
+        None
+    };
+
+    let (records, bad) = store.sandboxes()?;
+    for id in &bad {
+        store.delete_sandbox(id)?;
+    }
+    let noinet = Service::noinet_addresses(&records, &cfg.net);
+    let runtime = Runtime::new(runtime_config(&cfg), &noinet)?;
+    tracing::info!(cgroup_v2 = runtime.cgroups().is_v2(), "runtime ready");
+    let templates = Arc::new(Templates::default());
+    let svc = {
+        let runtime = Arc::new(runtime);
+        let templates = Arc::clone(&templates);
+        let defaults = SandboxDefaults { limits: cfg.limits };
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || {
+            Service::new(runtime, store, templates, defaults, records)
+        })
+        .await
+        .map_err(|e| ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(e.to_string())))?
+    };
+    {
+        let templates = Arc::clone(&templates);
+        let cache = cfg.cache_dir.clone();
+        std::thread::Builder::new()
+            .name("template-build".into())
+            .spawn(move || templates.build_defaults(&cache))
+            .map_err(|e| ServeError::DataDir {
+                path: cfg.cache_dir.clone(),
+                source: e,
+            })?;
+    }
+    tokio::spawn(Arc::clone(&svc).lifecycle_loop());
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| ServeError::Listen {
+            addr: cfg.listen,
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Listen {
+        addr: cfg.listen,
+        source: e,
+    })?;
+    let state = api::AppState {
+        svc,
+        store,
+        extra_key: cfg.api_key.as_deref().map(Arc::from),
+    };
+    on_started(&Started { addr, new_key });
+    let app = api::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| ServeError::Listen { addr, source: e })?;
+    tracing::info!("server stopped; sandboxes keep running and are adopted by the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
+    RuntimeConfig {
+        state_dir: cfg.data_dir.clone(),
+        cache_dir: cfg.cache_dir.join("disks"),
+        helper: cfg.helper.clone(),
+        agent_bin: cfg.agent_bin.clone(),
+        id_base: ID_BASE,
+        id_count: hutch_template::SANDBOX_ID_COUNT,
+        net: cfg.net,
+        cgroup_parent: "hutch".into(),
+        seccomp: true,
+        no_new_privs: true,
+        agent_log: cfg.agent_log,
+    }
+}
+
+/// Kills every sandbox of a data directory (the server must be stopped), removes whatever
+/// they left on the host and hutch's firewall table. Returns how many sandboxes it killed.
+pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
+    let store = Store::open(&cfg.data_dir)?;
+    let (records, bad) = store.sandboxes()?;
+    let runtime = Runtime::new(runtime_config(cfg), &[])?;
+    let mut killed = 0;
+    for rec in &records {
+        let net = runtime.net_for(rec.slot);
+        match runtime.destroy(&rec.id, Some(&net), Some((rec.pid, rec.pid_start))) {
+            Ok(()) => killed += 1,
+            Err(e) => tracing::warn!(sandbox = %rec.id, error = %e, "cleanup failed"),
+        }
+        store.delete_sandbox(&rec.id)?;
+    }
+    for id in bad {
+        store.delete_sandbox(&id)?;
+    }
+    for id in runtime.leftover_ids() {
+        runtime.destroy(&id, None, None)?;
+    }
+    for slot in runtime.leftover_slots() {
+        hutch_runtime::net::remove_host_side(&runtime.net_for(slot));
+    }
+    hutch_runtime::net::remove_host_rules()?;
+    Ok(killed)
+}

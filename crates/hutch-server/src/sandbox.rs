@@ -1,0 +1,182 @@
+//! The sandbox record and the E2B API's JSON shapes built from it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The envd version hutch's agent reports. The official SDKs switch features on by this
+/// number (see docs/e2b-wire.md).
+pub const ENVD_VERSION: &str = "0.6.4";
+/// The `clientID` field E2B returns; constant for a single-node install.
+pub const CLIENT_ID: &str = "hutch";
+
+/// Lifecycle state of a sandbox, as E2B names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    /// Processes run.
+    Running,
+    /// Processes are frozen; the sandbox does not expire.
+    Paused,
+}
+
+impl SandboxState {
+    /// E2B's name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SandboxState::Running => "running",
+            SandboxState::Paused => "paused",
+        }
+    }
+}
+
+/// Everything hutch remembers about one sandbox (persisted as JSON in SQLite).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// 20 lowercase alphanumeric characters.
+    pub id: String,
+    /// The template id the caller asked for (an alias such as `base` is kept as given).
+    pub template_id: String,
+    /// The template's alias, if it has one.
+    pub alias: Option<String>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables every process in the sandbox gets.
+    pub env_vars: BTreeMap<String, String>,
+    /// Creation time.
+    pub started_at: DateTime<Utc>,
+    /// When the sandbox will be killed (while running).
+    pub end_at: DateTime<Utc>,
+    /// Running or paused.
+    pub state: SandboxState,
+    /// CPUs.
+    pub cpu_count: u32,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+    /// Disk in MiB.
+    pub disk_mb: u64,
+    /// Token the agent requires in `X-Access-Token` (secure sandboxes).
+    pub envd_access_token: Option<String>,
+    /// As requested at creation (None = unset = allowed).
+    pub allow_internet_access: Option<bool>,
+    /// Pause instead of kill at the end time.
+    pub auto_pause: bool,
+    /// Network slot.
+    pub slot: u32,
+    /// Host pid of the sandbox's PID 1.
+    pub pid: i32,
+    /// Start time of that pid.
+    pub pid_start: u64,
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl SandboxRecord {
+    /// The `Sandbox` body of create / connect / resume.
+    pub fn to_sandbox_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "templateID": self.template_id,
+            "sandboxID": self.id,
+            "clientID": CLIENT_ID,
+            "envdVersion": ENVD_VERSION,
+            "alias": self.alias,
+            "envdAccessToken": self.envd_access_token,
+            "trafficAccessToken": null,
+            "domain": null,
+        })
+    }
+
+    fn common_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let v = serde_json::json!({
+            "templateID": self.template_id,
+            "sandboxID": self.id,
+            "clientID": CLIENT_ID,
+            "alias": self.alias,
+            "startedAt": rfc3339(&self.started_at),
+            "endAt": rfc3339(&self.end_at),
+            "envdVersion": ENVD_VERSION,
+            "cpuCount": self.cpu_count,
+            "memoryMB": self.memory_mb,
+            "diskSizeMB": self.disk_mb,
+            "state": self.state.as_str(),
+            "metadata": self.metadata,
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The `ListedSandbox` body of list.
+    pub fn to_listed_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.common_json())
+    }
+
+    /// The `SandboxDetail` body of get-info.
+    pub fn to_detail_json(&self) -> serde_json::Value {
+        let mut m = self.common_json();
+        m.insert(
+            "envdAccessToken".into(),
+            serde_json::json!(self.envd_access_token),
+        );
+        m.insert(
+            "allowInternetAccess".into(),
+            serde_json::json!(self.allow_internet_access),
+        );
+        m.insert("domain".into(), serde_json::Value::Null);
+        m.insert(
+            "lifecycle".into(),
+            serde_json::json!({
+                "autoResume": false,
+                "onTimeout": if self.auto_pause { "pause" } else { "kill" },
+            }),
+        );
+        serde_json::Value::Object(m)
+    }
+}
+
+/// One metrics sample, as E2B's `SandboxMetric`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    /// RFC 3339 time of the sample.
+    pub timestamp: String,
+    /// Unix seconds of the sample.
+    pub timestamp_unix: i64,
+    /// CPUs of the sandbox.
+    pub cpu_count: u32,
+    /// CPU use in percent of all its CPUs since the previous sample.
+    pub cpu_used_pct: f64,
+    /// Memory used, bytes.
+    pub mem_used: u64,
+    /// Memory limit, bytes.
+    pub mem_total: u64,
+    /// Page cache, bytes.
+    pub mem_cache: u64,
+    /// Disk used, bytes.
+    pub disk_used: u64,
+    /// Disk size, bytes.
+    pub disk_total: u64,
+}
+
+/// Makes a new sandbox id: 20 lowercase alphanumeric characters, like E2B's.
+pub fn new_id() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// True for strings that can be sandbox ids (checked before any lookup or path use).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}

@@ -1,0 +1,216 @@
+//! Durable state in SQLite: API keys (hashes only) and sandbox records.
+//!
+//! Sandbox records are stored as JSON documents keyed by id: the server keeps the live
+//! set in memory and writes through, and a restarted server reads them back to find its
+//! running sandboxes again.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::sandbox::SandboxRecord;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {id}: {source}")]
+    Corrupt {
+        /// The record's id.
+        id: String,
+        /// Why it did not decode.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    /// Stable id.
+    pub id: String,
+    /// The key with all but its first and last characters hidden.
+    pub mask: String,
+    /// Optional label.
+    pub name: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The SQLite database of one data directory.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Hex SHA-256 of an API key: what is stored and compared.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random API key in E2B's format (`e2b_` + 40 hex characters).
+pub fn generate_key() -> String {
+    let mut b = [0u8; 20];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("e2b_{}", hex::encode(b))
+}
+
+fn mask(key: &str) -> String {
+    let n = key.len();
+    if n <= 10 {
+        return "*".repeat(n);
+    }
+    format!("{}…{}", &key[..8], &key[n - 4..])
+}
+
+impl Store {
+    /// Opens (creating if needed) `hutch.db` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let conn = Connection::open(data_dir.join("hutch.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id TEXT PRIMARY KEY,
+                 hash TEXT NOT NULL UNIQUE,
+                 mask TEXT NOT NULL,
+                 name TEXT,
+                 created_at TEXT NOT NULL,
+                 revoked_at TEXT
+             );
+             CREATE TABLE IF NOT EXISTS sandboxes (
+                 id TEXT PRIMARY KEY,
+                 record TEXT NOT NULL
+             );",
+        )?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a new key's hash; returns its id.
+    pub fn add_key(&self, key: &str, name: Option<&str>) -> Result<String> {
+        let id = hash_key(key)[..12].to_string();
+        self.conn().execute(
+            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339()],
+        )?;
+        Ok(id)
+    }
+
+    /// True when `key` is a stored, unrevoked key.
+    pub fn key_valid(&self, key: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash_key(key)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Every key, newest first.
+    pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT id, mask, name, created_at, revoked_at FROM api_keys ORDER BY created_at DESC",
+        )?;
+        let rows = st.query_map([], |r| {
+            let created: String = r.get(3)?;
+            let revoked: Option<String> = r.get(4)?;
+            Ok(ApiKeyInfo {
+                id: r.get(0)?,
+                mask: r.get(1)?,
+                name: r.get(2)?,
+                created_at: DateTime::parse_from_rfc3339(&created)
+                    .map(|d| d.with_timezone(&Utc))
+                    .unwrap_or_default(),
+                revoked_at: revoked
+                    .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                    .map(|d| d.with_timezone(&Utc)),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Number of unrevoked keys.
+    pub fn active_keys(&self) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Revokes the key with this id (or this exact key). Returns false if none matched.
+    pub fn revoke_key(&self, id_or_key: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE api_keys SET revoked_at = ?1 WHERE (id = ?2 OR hash = ?3) AND revoked_at IS NULL",
+            params![Utc::now().to_rfc3339(), id_or_key, hash_key(id_or_key)],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Inserts or replaces a sandbox record.
+    pub fn put_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
+        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
+            id: rec.id.clone(),
+            source: e,
+        })?;
+        self.conn().execute(
+            "INSERT INTO sandboxes (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
+            params![rec.id, json],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a sandbox record.
+    pub fn delete_sandbox(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Every stored sandbox record; undecodable ones are returned as ids to clean up.
+    pub fn sandboxes(&self) -> Result<(Vec<SandboxRecord>, Vec<String>)> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, record FROM sandboxes")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(rec) => good.push(rec),
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "undecodable sandbox record");
+                    bad.push(id)
+                }
+            }
+        }
+        Ok((good, bad))
+    }
+}

@@ -1,0 +1,280 @@
+//! Re-owning a tree for the sandbox user namespace.
+//!
+//! Sandboxes map inside ids `0..SANDBOX_ID_COUNT` to host ids
+//! `SANDBOX_ID_BASE..`. Pre-shifting the read-only template once means the
+//! overlay lower layer already shows correct owners inside every sandbox,
+//! without idmapped mounts or a per-sandbox chown.
+//!
+//! POSIX ACL entries naming specific users are not rewritten; Debian base
+//! images carry none.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::TemplateError;
+
+/// Name of the xattr holding file capabilities; the kernel drops it on chown.
+const CAP_XATTR: &[u8] = b"security.capability\0";
+
+/// Mode bits chown may clear (setuid, setgid) plus sticky, re-applied after
+/// re-owning.
+const SPECIAL_BITS: u32 = 0o7000;
+
+/// Adds `base` to the owner uid and gid of every file, directory, symlink and
+/// special file below (and including) `root`, without following symlinks or
+/// crossing into other filesystems. Ids must be below `count`.
+///
+/// `progress(done, total)` is called every few hundred entries. Returns the
+/// number of entries re-owned.
+pub(crate) fn shift_tree(
+    root: &Path,
+    base: u32,
+    count: u32,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, TemplateError> {
+    let entries = collect(root)?;
+    let total = entries.len() as u64;
+    progress(0, total);
+
+    // Hard links share one inode: shifting it a second time would push the
+    // ids out of range, so remember inodes with more than one link.
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut done = 0u64;
+    for path in &entries {
+        let meta =
+            std::fs::symlink_metadata(path).map_err(TemplateError::io("could not stat", path))?;
+        done += 1;
+        if !meta.is_dir() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        shift_one(path, &meta, base, count)?;
+        if done % 500 == 0 {
+            progress(done, total);
+        }
+    }
+    progress(total, total);
+    Ok(total)
+}
+
+/// Lists `root` and everything below it on the same filesystem, parents
+/// before children.
+fn collect(root: &Path) -> Result<Vec<PathBuf>, TemplateError> {
+    let root_meta =
+        std::fs::symlink_metadata(root).map_err(TemplateError::io("could not stat", root))?;
+    let dev = root_meta.dev();
+    let mut out = vec![root.to_path_buf()];
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(TemplateError::io("could not list", &dir))?;
+        for entry in rd {
+            let entry = entry.map_err(TemplateError::io("could not list", &dir))?;
+            let path = entry.path();
+            // DirEntry::file_type does not follow symlinks.
+            let ft = entry
+                .file_type()
+                .map_err(TemplateError::io("could not stat", &path))?;
+            if ft.is_dir() {
+                let meta = std::fs::symlink_metadata(&path)
+                    .map_err(TemplateError::io("could not stat", &path))?;
+                if meta.dev() != dev {
+                    // A mount point: its contents are not part of the image.
+                    tracing::warn!(path = %path.display(), "not descending into another filesystem");
+                    continue;
+                }
+                dirs.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn shift_one(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    base: u32,
+    count: u32,
+) -> Result<(), TemplateError> {
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid >= count || gid >= count {
+        return Err(TemplateError::IdOutOfRange {
+            path: path.to_path_buf(),
+            uid,
+            gid,
+        });
+    }
+    let is_symlink = meta.file_type().is_symlink();
+    let caps = if meta.is_file() {
+        get_caps(path).map_err(TemplateError::io(
+            "could not read file capabilities of",
+            path,
+        ))?
+    } else {
+        None
+    };
+
+    std::os::unix::fs::lchown(path, Some(base + uid), Some(base + gid))
+        .map_err(TemplateError::io("could not change owner of", path))?;
+
+    // Symlink modes are meaningless and chmod would follow the link.
+    if !is_symlink && meta.mode() & SPECIAL_BITS != 0 {
+        let perms = std::fs::Permissions::from_mode(meta.mode() & 0o7777);
+        std::fs::set_permissions(path, perms)
+            .map_err(TemplateError::io("could not restore mode of", path))?;
+    }
+    if let Some(caps) = caps {
+        set_caps(path, &caps).map_err(TemplateError::io(
+            "could not restore file capabilities of",
+            path,
+        ))?;
+    }
+    Ok(())
+}
+
+fn cpath(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// Reads `security.capability` of `path` (not following symlinks); `None` if
+/// the file has none or the filesystem has no xattrs.
+pub(crate) fn get_caps(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let c = cpath(path)?;
+    // v3 capability data is 24 bytes; leave room for future formats and
+    // retry with the exact size should it ever be larger.
+    let mut buf = vec![0u8; 64];
+    loop {
+        // SAFETY: `c` and `CAP_XATTR` are NUL-terminated, `buf` is writable
+        // for `buf.len()` bytes, and the kernel writes at most that many.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                CAP_XATTR.as_ptr() as *const libc::c_char,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(Some(buf));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < 65536 => {
+                let len = buf.len() * 4;
+                buf.resize(len, 0);
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Writes `security.capability` of `path` (not following symlinks).
+pub(crate) fn set_caps(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` and `CAP_XATTR` are NUL-terminated; `value` is readable for
+    // `value.len()` bytes; the kernel copies the data during the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            CAP_XATTR.as_ptr() as *const libc::c_char,
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{is_root, TempDir};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A v2 capability blob granting cap_net_raw (bit 13) permitted+effective.
+    fn net_raw_caps() -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0x0200_0001u32.to_le_bytes()); // VFS_CAP_REVISION_2 | EFFECTIVE
+        v.extend_from_slice(&(1u32 << 13).to_le_bytes()); // permitted lo
+        v.extend_from_slice(&0u32.to_le_bytes()); // inheritable lo
+        v.extend_from_slice(&0u32.to_le_bytes()); // permitted hi
+        v.extend_from_slice(&0u32.to_le_bytes()); // inheritable hi
+        v
+    }
+
+    #[test]
+    fn shifts_owners_keeps_setuid_caps_and_symlinks() {
+        if !is_root() {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let tmp = TempDir::new("shift");
+        let root = tmp.path().join("rootfs");
+        std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+        std::fs::create_dir_all(root.join("home/user")).expect("mkdir");
+        let sudo = root.join("usr/bin/sudo");
+        std::fs::write(&sudo, b"#!/bin/true\n").expect("write");
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        let ping = root.join("usr/bin/ping");
+        std::fs::write(&ping, b"x").expect("write");
+        let caps_supported = set_caps(&ping, &net_raw_caps()).is_ok();
+        std::os::unix::fs::lchown(root.join("home/user"), Some(1000), Some(1000)).expect("chown");
+        // Hard link: must be shifted once only.
+        std::fs::hard_link(&sudo, root.join("usr/bin/sudoedit")).expect("link");
+        // Dangling symlink owned by 1000: must be re-owned itself, never
+        // followed (following would fail or touch the host).
+        let link = root.join("home/user/link");
+        symlink("/etc/shadow-does-not-matter", &link).expect("symlink");
+        std::os::unix::fs::lchown(&link, Some(1000), Some(1000)).expect("lchown");
+
+        let mut calls = Vec::new();
+        let n = shift_tree(&root, 1_000_000, 65_536, &mut |d, t| calls.push((d, t)))
+            .expect("shift works");
+        assert_eq!(n, 9);
+        assert_eq!(calls.last(), Some(&(9, 9)));
+
+        let m = |p: &Path| std::fs::symlink_metadata(p).expect("stat");
+        assert_eq!((m(&root).uid(), m(&root).gid()), (1_000_000, 1_000_000));
+        let s = m(&sudo);
+        assert_eq!((s.uid(), s.gid()), (1_000_000, 1_000_000));
+        assert_eq!(s.mode() & 0o7777, 0o4755, "setuid bit must survive chown");
+        let h = m(&root.join("home/user"));
+        assert_eq!((h.uid(), h.gid()), (1_001_000, 1_001_000));
+        let l = m(&link);
+        assert!(l.file_type().is_symlink());
+        assert_eq!((l.uid(), l.gid()), (1_001_000, 1_001_000));
+        if caps_supported {
+            assert_eq!(get_caps(&ping).expect("getxattr"), Some(net_raw_caps()));
+        }
+        assert_eq!(get_caps(&sudo).expect("getxattr"), None);
+    }
+
+    #[test]
+    fn rejects_ids_outside_the_range() {
+        if !is_root() {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let tmp = TempDir::new("shift-range");
+        let root = tmp.path().join("rootfs");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let f = root.join("big");
+        std::fs::write(&f, b"").expect("write");
+        std::os::unix::fs::lchown(&f, Some(70_000), Some(0)).expect("chown");
+        let err = shift_tree(&root, 1_000_000, 65_536, &mut |_, _| {}).expect_err("must fail");
+        assert!(
+            matches!(err, TemplateError::IdOutOfRange { uid: 70_000, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("big"), "{err}");
+    }
+}

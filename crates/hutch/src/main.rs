@@ -1,0 +1,247 @@
+//! `hutch`: the command-line entry point. Thin: it parses arguments and calls the library
+//! crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use hutch_runtime::{Limits, NetConfig};
+use hutch_server::store::Store;
+use hutch_server::ServeConfig;
+
+/// Default listening address (also the default the hutch Python SDK connects to).
+const DEFAULT_LISTEN: &str = "127.0.0.1:49982";
+
+#[derive(Parser)]
+#[command(
+    name = "hutch",
+    version,
+    about = "Self-hosted, E2B-compatible code-interpreter sandboxes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: E2B's control plane and all sandbox traffic on one address.
+    Serve(ServeArgs),
+    /// Manage API keys (works whether or not the server runs).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// Data directory holding the database.
+        #[arg(
+            long,
+            env = "HUTCH_DATA_DIR",
+            default_value = "/var/lib/hutch",
+            global = true
+        )]
+        data_dir: PathBuf,
+    },
+    /// Kill every sandbox of a data directory and remove all they left (server stopped).
+    Cleanup(ServeArgs),
+    /// Internal: the sandbox spawn helper run by `hutch serve`.
+    #[command(name = "__spawn", hide = true)]
+    Spawn,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HUTCH_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Where the database and per-sandbox state live.
+    #[arg(long, env = "HUTCH_DATA_DIR", default_value = "/var/lib/hutch")]
+    data_dir: PathBuf,
+    /// Where built templates are cached (keyed by their recipe).
+    #[arg(long, env = "HUTCH_CACHE_DIR", default_value = "/var/cache/hutch")]
+    cache_dir: PathBuf,
+    /// An API key to accept (otherwise the first start creates one and prints it once).
+    #[arg(long, env = "HUTCH_API_KEY")]
+    api_key: Option<String>,
+    /// The agent binary put into every sandbox (default: `hutch-agent` next to this binary).
+    #[arg(long, env = "HUTCH_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
+    /// Memory of each sandbox, MiB.
+    #[arg(long, default_value_t = 1024)]
+    sandbox_memory_mb: u64,
+    /// CPUs of each sandbox.
+    #[arg(long, default_value_t = 2)]
+    sandbox_cpus: u32,
+    /// Disk (writable layer) of each sandbox, MiB.
+    #[arg(long, default_value_t = 4096)]
+    sandbox_disk_mb: u64,
+    /// Maximum processes and threads in each sandbox.
+    #[arg(long, default_value_t = 1024)]
+    sandbox_pids: u64,
+    /// Address range sandboxes are numbered from (a /16 gives 16384 sandboxes).
+    #[arg(long, default_value = "10.201.0.0/16")]
+    sandbox_cidr: String,
+    /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log.
+    #[arg(long)]
+    agent_log: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it (it is shown only this once).
+    Create {
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (masked).
+    List,
+    /// Revoke a key by its id (from `list`) or by the key itself.
+    Revoke {
+        /// Key id or key.
+        key: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
+        Command::Keys { action, data_dir } => keys(action, &data_dir),
+        Command::Cleanup(args) => {
+            init_logging();
+            let cfg = serve_config(args)?;
+            let n = hutch_server::cleanup(&cfg)?;
+            eprintln!("cleanup: killed {n} sandbox(es); nothing of hutch's is left on this host");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            init_logging();
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(serve(args))
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HUTCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HUTCH_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<NetConfig> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .context("--sandbox-cidr must look like 10.201.0.0/16")?;
+    let base: std::net::Ipv4Addr = ip.parse().context("--sandbox-cidr: bad address")?;
+    let prefix: u8 = prefix
+        .parse()
+        .context("--sandbox-cidr: bad prefix length")?;
+    if !(8..=28).contains(&prefix) {
+        bail!("--sandbox-cidr: prefix length must be between 8 and 28");
+    }
+    Ok(NetConfig { base, prefix })
+}
+
+fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("hutch must run as root (it creates namespaces, cgroups, mounts and network interfaces)");
+    }
+    let exe = std::env::current_exe().context("finding the hutch binary")?;
+    let agent_bin = match a.agent_bin {
+        Some(p) => p,
+        None => exe.with_file_name("hutch-agent"),
+    };
+    if !agent_bin.is_file() {
+        bail!("the sandbox agent {} does not exist; build it (cargo build --release -p hutch-agent) or pass --agent-bin", agent_bin.display());
+    }
+    let cfg = ServeConfig {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        cache_dir: a.cache_dir,
+        api_key: a.api_key,
+        agent_bin,
+        helper: (exe, vec!["__spawn".into()]),
+        limits: Limits {
+            memory_mb: a.sandbox_memory_mb,
+            cpus: a.sandbox_cpus,
+            pids: a.sandbox_pids,
+            disk_mb: a.sandbox_disk_mb,
+        },
+        net: parse_cidr(&a.sandbox_cidr)?,
+        agent_log: a.agent_log,
+    };
+    Ok(cfg)
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let cfg = serve_config(a)?;
+    let given_key = cfg.api_key.clone();
+    hutch_server::serve(cfg, |s| {
+        let url = format!("http://{}", s.addr);
+        let key = match (&s.new_key, &given_key) {
+            (Some(k), _) => {
+                eprintln!("Created an API key (shown only now; `hutch keys create` makes more):");
+                k.clone()
+            }
+            (None, Some(k)) => k.clone(),
+            (None, None) => "<your key: `hutch keys create` prints a new one>".into(),
+        };
+        println!("hutch is listening on {url}. Point the E2B SDKs at it with:\n");
+        println!("export E2B_API_URL={url}");
+        println!("export E2B_SANDBOX_URL={url}");
+        println!("export E2B_API_KEY={key}");
+        println!();
+    })
+    .await?;
+    Ok(())
+}
+
+fn keys(action: KeysAction, data_dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = Store::open(data_dir)?;
+    match action {
+        KeysAction::Create { name } => {
+            let key = hutch_server::store::generate_key();
+            let id = store.add_key(&key, name.as_deref())?;
+            eprintln!("created key {id} (shown only now):");
+            println!("{key}");
+        }
+        KeysAction::List => {
+            println!(
+                "{:<14} {:<18} {:<26} {:<10} NAME",
+                "ID", "KEY", "CREATED", "STATE"
+            );
+            for k in store.list_keys()? {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<14} {:<18} {:<26} {:<10} {}",
+                    k.id,
+                    k.mask,
+                    k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    state,
+                    k.name.unwrap_or_default()
+                );
+            }
+        }
+        KeysAction::Revoke { key } => {
+            if !store.revoke_key(&key)? {
+                bail!("no active key with id or value {key:?} (see `hutch keys list`)");
+            }
+            println!("revoked");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The one command to run hutch on this machine: installs what is missing, builds, and runs
+# `hutch serve` with the embedded defaults (the first start builds the default templates,
+# with a progress bar). Extra arguments go to `hutch serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+    echo "hutch serve needs root (namespaces, cgroups, mounts, network): run it with sudo" >&2
+    exit 1
+fi
+scripts/install-deps.sh
+scripts/build.sh
+exec target/release/hutch serve "$@"

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The test command (README; CI runs it through .ci/run as root on a clean clone).
+#
+# 1. installs what is missing and builds the release binaries;
+# 2. runs the Rust unit and integration tests and clippy;
+# 3. starts a real `hutch serve` on loopback with a fresh data dir (templates come from
+#    the cache outside the clone, built on first use);
+# 4. runs the end-to-end tests in tests/e2e with the official e2b SDK from PyPI;
+# 5. kills every sandbox and the server, and removes what they left.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+if [ "$(id -u)" -ne 0 ]; then
+    echo "the tests create namespaces, cgroups and network interfaces: run them as root (sudo)" >&2
+    exit 1
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+CACHE=${HUTCH_TEST_CACHE:-/var/cache/hutch-test}
+TEMPLATE_CACHE=${HUTCH_CACHE_DIR:-/var/cache/hutch}
+mkdir -p "$CACHE" "$TEMPLATE_CACHE"
+
+step() { echo; echo "==> $*" >&2; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "build"
+scripts/build.sh
+
+if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
+    step "cargo fmt --check, clippy, cargo test"
+    cargo fmt --all -- --check
+    cargo clippy --release --locked --all-targets -- -D warnings
+    cargo test --release --locked --workspace
+fi
+
+step "python venv with the official SDKs"
+REQ_HASH=$(sha256sum tests/requirements.txt | cut -c1-16)
+VENV="$CACHE/venv-$REQ_HASH"
+if [ ! -x "$VENV/bin/pytest" ]; then
+    rm -rf "$VENV.tmp"
+    python3 -m venv "$VENV.tmp"
+    "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+    mv "$VENV.tmp" "$VENV"
+fi
+
+step "start hutch serve"
+WORK=$(mktemp -d /tmp/hutch-test.XXXXXX)
+PORT=${HUTCH_TEST_PORT:-49990}
+KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
+    --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY")
+printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
+"${SERVER_CMD[@]}" >"$WORK/server.out" 2>"$WORK/server.log" &
+echo $! > "$WORK/server.pid"
+
+cleanup() {
+    local rc=$?
+    step "cleanup"
+    # Kill every sandbox through the API, then stop the server (by its pid only) and sweep.
+    local pid
+    pid=$(cat "$WORK/server.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    "$ROOT/target/release/hutch" cleanup --data-dir "$WORK/data" || rc=1
+    if [ $rc -ne 0 ]; then
+        echo "---- last server log lines ----" >&2
+        tail -n 60 "$WORK/server.log" >&2 || true
+    fi
+    rm -rf "$WORK"
+    exit $rc
+}
+trap cleanup EXIT
+
+# A cold first run builds the templates with debootstrap: allow it time.
+for i in $(seq 1 2400); do
+    code=$(curl -s -o "$WORK/health" -w '%{http_code}' "http://127.0.0.1:$PORT/health" || true)
+    [ "$code" = 200 ] && break
+    if ! kill -0 "$(cat "$WORK/server.pid")" 2>/dev/null; then
+        echo "hutch serve exited during start-up" >&2
+        exit 1
+    fi
+    if [ $((i % 20)) = 0 ]; then echo "waiting for hutch serve: $(cat "$WORK/health" 2>/dev/null)" >&2; fi
+    if grep -q '"status":"failed"' "$WORK/health" 2>/dev/null; then
+        echo "template build failed: $(cat "$WORK/health")" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+[ "$code" = 200 ] || { echo "hutch serve never became healthy" >&2; exit 1; }
+
+step "end-to-end tests"
+export E2B_API_URL="http://127.0.0.1:$PORT"
+export E2B_SANDBOX_URL="http://127.0.0.1:$PORT"
+export E2B_API_KEY="$KEY"
+export HUTCH_TEST_WORK="$WORK"
+unset E2B_DEBUG
+"$VENV/bin/pytest" -q -p no:cacheprovider --timeout 600 tests/e2e "$@"
