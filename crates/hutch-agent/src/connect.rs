@@ -177,17 +177,20 @@ impl ConnectError {
 
     /// The error as a whole streaming response: HTTP 200 whose only frame is the end-of-stream
     /// frame carrying the error, which is how Connect servers report a stream that failed before
-    /// its first message.
-    pub fn into_stream_response(self) -> Response {
-        stream_response_headers(axum::body::Body::from(end_stream_frame(Some(&self))))
+    /// its first message. (The end-of-stream frame is JSON whatever the codec.)
+    pub fn into_stream_response(self, codec: Codec) -> Response {
+        stream_response(codec, axum::body::Body::from(end_stream_frame(Some(&self))))
     }
 }
 
-/// A 200 response with the streaming JSON content type around `body`.
-pub fn stream_response_headers(body: axum::body::Body) -> Response {
+/// A 200 streaming response in `codec` around `body`.
+pub fn stream_response(codec: Codec, body: axum::body::Body) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(STREAM_JSON))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(codec.stream_content_type()),
+        )],
         body,
     )
         .into_response()
@@ -230,7 +233,8 @@ pub fn single_message(body: &[u8]) -> Result<&[u8], ConnectError> {
     let flags = body[0];
     let declared = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if flags & FLAG_COMPRESSED != 0 {
-        return Err(ConnectError::invalid_argument(
+        // Connect's answer to an unsupported compression is `unimplemented`.
+        return Err(ConnectError::unimplemented(
             "compressed request messages are not supported; send them uncompressed",
         ));
     }
@@ -258,17 +262,65 @@ pub fn single_message(body: &[u8]) -> Result<&[u8], ConnectError> {
 }
 
 /// The error for a message above [`MAX_MESSAGE_BYTES`].
-pub fn message_too_large(len: usize) -> ConnectError {
+fn message_too_large(len: usize) -> ConnectError {
     ConnectError::invalid_argument(format!(
         "request message of {len} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
     ))
 }
 
-/// The message codecs the agent can read, chosen by `Content-Type`.
+/// The message codecs the agent speaks, chosen by the request's `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     /// proto3's canonical JSON mapping (what the Python and JS SDKs send).
     Json,
+    /// The protobuf binary format.
+    Proto,
+}
+
+impl Codec {
+    /// The content type of a streaming response in this codec.
+    pub fn stream_content_type(self) -> &'static str {
+        match self {
+            Codec::Json => STREAM_JSON,
+            Codec::Proto => "application/connect+proto",
+        }
+    }
+
+    /// The content type of a successful unary response in this codec.
+    pub fn unary_content_type(self) -> &'static str {
+        match self {
+            Codec::Json => UNARY_JSON,
+            Codec::Proto => "application/proto",
+        }
+    }
+
+    /// Decodes a request message.
+    pub fn decode<T>(self, bytes: &[u8]) -> Result<T, ConnectError>
+    where
+        T: serde::de::DeserializeOwned + crate::proto::FromProto,
+    {
+        match self {
+            Codec::Json => serde_json::from_slice(bytes).map_err(|err| {
+                ConnectError::invalid_argument(format!("invalid JSON request message: {err}"))
+            }),
+            Codec::Proto => T::from_proto(bytes).map_err(|err| {
+                ConnectError::invalid_argument(format!("invalid protobuf request message: {err}"))
+            }),
+        }
+    }
+
+    /// Encodes a response message.
+    pub fn encode<T>(self, message: &T) -> Result<Vec<u8>, ConnectError>
+    where
+        T: Serialize + crate::proto::ToProto,
+    {
+        match self {
+            Codec::Json => serde_json::to_vec(message).map_err(|err| {
+                ConnectError::internal(format!("encoding the response failed: {err}"))
+            }),
+            Codec::Proto => Ok(message.to_proto()),
+        }
+    }
 }
 
 /// The codec of a streaming request, from `application/connect+<codec>`.
@@ -295,11 +347,9 @@ fn codec_from(headers: &HeaderMap, prefix: &str) -> Result<Codec, ConnectError> 
         .to_ascii_lowercase();
     match essence.strip_prefix(prefix) {
         Some("json") => Ok(Codec::Json),
-        Some("proto") => Err(ConnectError::unimplemented(
-            "the binary protobuf codec is not supported by this agent; use the JSON codec",
-        )),
+        Some("proto") => Ok(Codec::Proto),
         _ => Err(ConnectError::invalid_argument(format!(
-            "unsupported content type '{raw}'; expected '{prefix}json'"
+            "unsupported content type '{raw}'; expected '{prefix}json' or '{prefix}proto'"
         ))),
     }
 }

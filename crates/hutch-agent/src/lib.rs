@@ -11,6 +11,7 @@ pub mod http;
 pub mod init;
 mod json;
 pub mod process;
+pub mod proto;
 pub mod reaper;
 pub mod users;
 

@@ -26,6 +26,25 @@ pub enum ProtoError {
     BadUtf8(u32),
 }
 
+/// A message that can be decoded from the binary format.
+pub trait FromProto: Default {
+    /// Merges the fields encoded in `buf` into `self` (protobuf's merge semantics).
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError>;
+
+    /// Decodes a whole message.
+    fn from_proto(buf: &[u8]) -> Result<Self, ProtoError> {
+        let mut message = Self::default();
+        message.merge_proto(buf)?;
+        Ok(message)
+    }
+}
+
+/// A message that can be encoded in the binary format.
+pub trait ToProto {
+    /// The encoded message.
+    fn to_proto(&self) -> Vec<u8>;
+}
+
 /// One field's value as it appears on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value<'a> {
@@ -121,7 +140,9 @@ impl<'a> Reader<'a> {
             0 => Value::Varint(self.varint()?),
             1 => {
                 let b = self.take(8)?;
-                Value::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| ProtoError::Truncated)?))
+                Value::Fixed64(u64::from_le_bytes(
+                    b.try_into().map_err(|_| ProtoError::Truncated)?,
+                ))
             }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| ProtoError::Truncated)?;
@@ -129,7 +150,9 @@ impl<'a> Reader<'a> {
             }
             5 => {
                 let b = self.take(4)?;
-                Value::Fixed32(u32::from_le_bytes(b.try_into().map_err(|_| ProtoError::Truncated)?))
+                Value::Fixed32(u32::from_le_bytes(
+                    b.try_into().map_err(|_| ProtoError::Truncated)?,
+                ))
             }
             other => return Err(ProtoError::BadWireType(other)),
         };

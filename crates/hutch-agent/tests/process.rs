@@ -200,19 +200,52 @@ async fn stdin_is_an_open_pipe_unless_disabled() {
 }
 
 #[tokio::test]
-async fn connect_timeout_kills_the_process_when_it_expires() {
+async fn connect_timeout_kills_the_process_and_ends_the_stream_with_deadline_exceeded() {
     let agent = Agent::start(CONFIG).await;
     let started = Instant::now();
+    let mut stream = agent
+        .start_bash(
+            "echo before; sleep 30",
+            json!({}),
+            &[("connect-timeout-ms", "700")],
+        )
+        .await;
+    let pid = stream.next().await.unwrap().json["event"]["start"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let frames = stream.collect(10).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(output_str(&frames, "stdout"), "before\n");
+    // Like envd, whose limit is also the call's deadline: no `end`, a deadline_exceeded stream end.
+    let last = frames.last().unwrap();
+    assert_eq!(last.kind(), "eos");
+    assert_eq!(
+        last.json["error"]["code"], "deadline_exceeded",
+        "{frames:?}"
+    );
+    assert!(frames.iter().all(|f| f.kind() != "end"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} survived its timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, list) = agent.unary("/process.Process/List", &json!({}), &[]).await;
+    assert_eq!(list, json!({"processes": []}));
+}
+
+#[tokio::test]
+async fn a_process_finishing_within_its_timeout_ends_normally() {
+    let agent = Agent::start(CONFIG).await;
     let frames = agent
-        .start_bash("sleep 30", json!({}), &[("connect-timeout-ms", "500")])
+        .start_bash("exit 4", json!({}), &[("connect-timeout-ms", "10000")])
         .await
         .collect(10)
         .await;
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(
-        end_event(&frames),
-        json!({"exitCode": -1, "exited": false, "status": "signal: killed", "error": "signal: killed"})
-    );
+    assert_eq!(end_event(&frames)["exitCode"], 4);
+    assert_eq!(frames.last().unwrap().json, json!({}));
 }
 
 #[tokio::test]

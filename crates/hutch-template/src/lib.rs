@@ -15,6 +15,8 @@
 //! Building needs root and the host packages `debootstrap` and `coreutils`
 //! (for `chroot`), plus network access to the recipe's Debian mirror.
 
+#![warn(missing_docs)]
+
 mod debootstrap;
 mod error;
 mod lock;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::connect::ConnectError;
 use crate::reaper::{ExitStatus, ExitWaiter, Reaper};
@@ -44,6 +45,8 @@ pub struct Started {
     pub pid: u32,
     /// Every event after `start`, ending with `end`; `None` after that.
     pub events: mpsc::Receiver<ProcessEvent>,
+    /// When the process gets killed if it is still running.
+    pub deadline: Option<Instant>,
 }
 
 /// The process service.
@@ -93,6 +96,21 @@ impl ProcessService {
 
     /// Starts a process as `user`, to be killed after `lifetime` if it is still running.
     pub async fn start(
+        &self,
+        request: wire::StartRequest,
+        user: User,
+        lifetime: Option<Duration>,
+    ) -> Result<Started, ConnectError> {
+        // On a task of its own: if the caller goes away mid-start (client disconnect), the
+        // process that may already exist must still be registered and supervised, not orphaned
+        // with closed pipes.
+        let service = self.clone();
+        tokio::spawn(async move { service.start_detached(request, user, lifetime).await })
+            .await
+            .map_err(|err| ConnectError::internal(format!("starting the process failed: {err}")))?
+    }
+
+    async fn start_detached(
         &self,
         request: wire::StartRequest,
         user: User,
@@ -169,8 +187,13 @@ impl ProcessService {
                 }
             })
             .collect::<Vec<_>>();
-        tokio::spawn(self.clone().supervise(pid, entry, exit, pipes, lifetime));
-        Ok(Started { pid, events })
+        let deadline = lifetime.map(|limit| Instant::now() + limit);
+        tokio::spawn(self.clone().supervise(pid, entry, exit, pipes, deadline));
+        Ok(Started {
+            pid,
+            events,
+            deadline,
+        })
     }
 
     /// Runs for the lifetime of one process: forwards its output, enforces its lifetime, and
@@ -181,7 +204,7 @@ impl ProcessService {
         entry: Arc<Entry>,
         mut exit: ExitWaiter,
         pipes: Vec<(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, Stream)>,
-        lifetime: Option<Duration>,
+        deadline: Option<Instant>,
     ) {
         let (exited_tx, exited_rx) = watch::channel(false);
         let pumps = pipes
@@ -196,12 +219,12 @@ impl ProcessService {
             })
             .collect::<Vec<_>>();
 
-        let status = match lifetime {
+        let status = match deadline {
             None => exit.await,
-            Some(limit) => tokio::select! {
+            Some(deadline) => tokio::select! {
                 status = &mut exit => status,
-                _ = tokio::time::sleep(limit) => {
-                    tracing::info!(pid, limit_ms = limit.as_millis() as u64, "process outlived its timeout; killing it");
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!(pid, "process outlived its timeout; killing it");
                     self.kill(pid, libc::SIGKILL);
                     exit.await
                 }

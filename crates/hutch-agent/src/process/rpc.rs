@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::wire::{ListResponse, ProcessEvent, SendSignalRequest, StartRequest};
 use super::{ProcessService, Started};
 use crate::auth;
-use crate::connect::{self, ConnectError, MAX_MESSAGE_BYTES};
+use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
+use crate::proto::{FromProto, ToProto};
 use crate::users::DEFAULT_USER;
 
 /// `POST /process.Process/Start`: a server stream of the new process's events.
@@ -25,14 +26,17 @@ pub async fn start(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // An unreadable content type still gets a readable answer: the error frame is JSON anyway.
+    let codec = connect::stream_codec(&headers).unwrap_or(Codec::Json);
     match start_stream(&service, &headers, body).await {
         Ok(started) => {
             let keepalive = keepalive_interval(&headers);
-            connect::stream_response_headers(Body::from_stream(event_frames(started, keepalive)))
+            let frames = event_frames(started, codec, keepalive);
+            connect::stream_response(codec, Body::from_stream(frames))
         }
         Err(err) => {
             tracing::info!(error = %err, "Start rejected");
-            err.into_stream_response()
+            err.into_stream_response(codec)
         }
     }
 }
@@ -43,10 +47,10 @@ async fn start_stream(
     body: Body,
 ) -> Result<Started, ConnectError> {
     connect::check_protocol_version(headers)?;
-    connect::stream_codec(headers)?;
+    let codec = connect::stream_codec(headers)?;
     let lifetime = process_lifetime(headers)?;
     let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
-    let request: StartRequest = decode_json(connect::single_message(&body)?)?;
+    let request: StartRequest = codec.decode(connect::single_message(&body)?)?;
     let username = auth::basic_username(headers).unwrap_or_else(|| DEFAULT_USER.to_owned());
     let user = service.user(&username)?;
     service.start(request, user, lifetime).await
@@ -54,29 +58,67 @@ async fn start_stream(
 
 /// The frames of a `Start` stream: `start`, the process's events (with keepalives in quiet
 /// stretches), and the end-of-stream frame once the process's `end` went out.
+///
+/// When the process had a lifetime and outlived it, the stream ends with `deadline_exceeded`
+/// instead of the `end` event, as envd's does (there the limit is also the call's deadline); the
+/// SDKs turn that into their timeout error.
 fn event_frames(
     started: Started,
+    codec: Codec,
     keepalive: Option<Duration>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let first = connect::message_frame(&ProcessEvent::Start { pid: started.pid }.to_json());
-    let rest = stream::unfold(Some(started.events), move |events| async move {
+    let Started {
+        pid,
+        events,
+        deadline,
+    } = started;
+    let first = connect::message_frame(&ProcessEvent::Start { pid }.encode(codec));
+    let rest = stream::unfold(Some(events), move |events| async move {
         let mut events = events?;
-        let next = match keepalive {
-            Some(interval) => tokio::time::timeout(interval, events.recv())
-                .await
-                .unwrap_or(Some(ProcessEvent::Keepalive)),
-            None => events.recv().await,
+        let next = tokio::select! {
+            event = next_event(&mut events, keepalive) => event,
+            _ = sleep_until_deadline(deadline) => None,
         };
+        let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         Some(match next {
-            Some(event) => (connect::message_frame(&event.to_json()), Some(events)),
+            Some(ProcessEvent::End(_)) | None if expired => {
+                let err = ConnectError::new(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "process {pid} outlived its timeout (Connect-Timeout-Ms) and was killed"
+                    ),
+                );
+                (connect::end_stream_frame(Some(&err)), None)
+            }
+            Some(event) => (connect::message_frame(&event.encode(codec)), Some(events)),
             None => (connect::end_stream_frame(None), None),
         })
     });
     stream::once(async move { first }).chain(rest).map(Ok)
 }
 
-/// `Connect-Timeout-Ms` on `Start`: how long the process may live (envd's meaning, not the
-/// request deadline). Absent or 0 means no limit.
+/// The next event, or a keepalive after `keepalive` of silence.
+async fn next_event(
+    events: &mut tokio::sync::mpsc::Receiver<ProcessEvent>,
+    keepalive: Option<Duration>,
+) -> Option<ProcessEvent> {
+    match keepalive {
+        Some(interval) => tokio::time::timeout(interval, events.recv())
+            .await
+            .unwrap_or(Some(ProcessEvent::Keepalive)),
+        None => events.recv().await,
+    }
+}
+
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `Connect-Timeout-Ms` on `Start`: how long the process may live (envd's meaning), which is
+/// also the stream's deadline. Absent or 0 means no limit.
 fn process_lifetime(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
     let Some(value) = headers.get("connect-timeout-ms") else {
         return Ok(None);
@@ -107,12 +149,27 @@ fn keepalive_interval(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// `ListRequest` has no fields; anything else in it is ignored.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct ListRequest {}
+
+impl FromProto for ListRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), crate::proto::ProtoError> {
+        // Still walk the fields so garbage is rejected like in any other message.
+        let mut reader = crate::proto::Reader::new(buf);
+        while reader.next_field()?.is_some() {}
+        Ok(())
+    }
+}
 
 /// `SendSignalResponse` (and other empty responses).
 #[derive(Serialize)]
 struct Empty {}
+
+impl ToProto for Empty {
+    fn to_proto(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
 
 /// `POST /process.Process/List`.
 pub async fn list(
@@ -149,39 +206,31 @@ async fn unary<Req, Res>(
     call: impl FnOnce(Req) -> Result<Res, ConnectError>,
 ) -> Response
 where
-    Req: DeserializeOwned,
-    Res: Serialize,
+    Req: DeserializeOwned + FromProto,
+    Res: Serialize + ToProto,
 {
     let result = async {
         connect::check_protocol_version(headers)?;
-        connect::unary_codec(headers)?;
+        let codec = connect::unary_codec(headers)?;
         let body = read_body(body, MAX_MESSAGE_BYTES).await?;
-        // An empty body is the empty message; some hand-written clients send nothing for `{}`.
-        let request = if body.is_empty() {
-            decode_json(b"{}")?
-        } else {
-            decode_json(&body)?
+        // An empty body is the empty message in both codecs; for JSON that is `{}`.
+        let request = match (codec, body.is_empty()) {
+            (Codec::Json, true) => codec.decode(b"{}")?,
+            _ => codec.decode(&body)?,
         };
-        call(request)
+        let response = codec.encode(&call(request)?)?;
+        Ok::<_, ConnectError>((codec, response))
     }
     .await;
     match result {
-        Ok(response) => unary_ok(&response),
-        Err(err) => err.into_unary_response(),
-    }
-}
-
-fn unary_ok<T: Serialize>(message: &T) -> Response {
-    match serde_json::to_vec(message) {
-        Ok(body) => axum::response::IntoResponse::into_response((
+        Ok((codec, body)) => axum::response::IntoResponse::into_response((
             [(
                 axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static(connect::UNARY_JSON),
+                axum::http::HeaderValue::from_static(codec.unary_content_type()),
             )],
             body,
         )),
-        Err(err) => ConnectError::internal(format!("encoding the response failed: {err}"))
-            .into_unary_response(),
+        Err(err) => err.into_unary_response(),
     }
 }
 
@@ -193,16 +242,13 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ConnectError> 
         let limit_hit = std::error::Error::source(&err)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if limit_hit {
-            connect::message_too_large(limit)
+            ConnectError::invalid_argument(format!(
+                "request body exceeds the {limit}-byte limit ({MAX_MESSAGE_BYTES} per message)"
+            ))
         } else {
             ConnectError::invalid_argument(format!("reading the request body failed: {err}"))
         }
     })
-}
-
-fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConnectError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| ConnectError::invalid_argument(format!("invalid request message: {err}")))
 }
 
 /// Any RPC this agent does not implement (yet): `unimplemented`, shaped for the caller's kind of
@@ -215,7 +261,8 @@ pub async fn unimplemented(uri: axum::http::Uri, headers: HeaderMap) -> Response
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/connect+"));
     if streaming {
-        err.into_stream_response()
+        let codec = connect::stream_codec(&headers).unwrap_or(Codec::Json);
+        err.into_stream_response(codec)
     } else {
         err.into_unary_response()
     }

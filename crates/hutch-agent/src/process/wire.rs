@@ -9,6 +9,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::proto::{FromProto, ProtoError, Reader, ToProto, Writer};
+
+use crate::connect::Codec;
 use crate::json::{nullable, uint32};
 
 /// `ProcessConfig`: what to run.
@@ -34,9 +37,9 @@ pub struct StartRequest {
     /// What to run.
     #[serde(default)]
     pub process: Option<ProcessConfig>,
-    /// Run on a pseudo-terminal of this size (kept opaque until PTY support lands).
+    /// Run on a pseudo-terminal of this size instead of pipes.
     #[serde(default)]
-    pub pty: Option<serde_json::Value>,
+    pub pty: Option<Pty>,
     /// A caller-chosen name to find the process by.
     #[serde(default)]
     pub tag: Option<String>,
@@ -44,6 +47,25 @@ pub struct StartRequest {
     /// default).
     #[serde(default)]
     pub stdin: Option<bool>,
+}
+
+/// `PTY`: the terminal a process runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Pty {
+    /// The terminal's size.
+    #[serde(default)]
+    pub size: Option<PtySize>,
+}
+
+/// `PTY.Size`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PtySize {
+    /// Columns.
+    #[serde(default, deserialize_with = "uint32")]
+    pub cols: Option<u32>,
+    /// Rows.
+    #[serde(default, deserialize_with = "uint32")]
+    pub rows: Option<u32>,
 }
 
 /// `ProcessSelector`: a process by pid or by tag.
@@ -68,6 +90,17 @@ pub enum Signal {
     Kill,
 }
 
+impl Signal {
+    /// The enum value with number `n`.
+    pub fn from_number(n: i64) -> Self {
+        match n {
+            15 => Signal::Term,
+            9 => Signal::Kill,
+            n => Signal::Unspecified(n),
+        }
+    }
+}
+
 impl Default for Signal {
     fn default() -> Self {
         Signal::Unspecified(0)
@@ -84,9 +117,7 @@ impl<'de> Deserialize<'de> for Signal {
         }
         Ok(match Option::<Repr>::deserialize(de)? {
             None => Signal::default(),
-            Some(Repr::Num(15)) => Signal::Term,
-            Some(Repr::Num(9)) => Signal::Kill,
-            Some(Repr::Num(n)) => Signal::Unspecified(n),
+            Some(Repr::Num(n)) => Signal::from_number(n),
             Some(Repr::Name(name)) => match name.as_str() {
                 "SIGNAL_SIGTERM" => Signal::Term,
                 "SIGNAL_SIGKILL" => Signal::Kill,
@@ -162,7 +193,15 @@ pub enum ProcessEvent {
 }
 
 impl ProcessEvent {
-    /// The event as the payload of a `StartResponse`/`ConnectResponse` (`{"event":{...}}`).
+    /// The event as the payload of a `StartResponse`/`ConnectResponse` in `codec`.
+    pub fn encode(&self, codec: Codec) -> Vec<u8> {
+        match codec {
+            Codec::Json => self.to_json(),
+            Codec::Proto => self.to_proto(),
+        }
+    }
+
+    /// The event as a JSON `StartResponse`/`ConnectResponse` (`{"event":{...}}`).
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail; an empty object is a safe fallback that
         // clients ignore.
@@ -204,6 +243,190 @@ fn data(field: &'static str, bytes: &[u8]) -> BTreeMap<&'static str, String> {
         field,
         base64::engine::general_purpose::STANDARD.encode(bytes),
     )])
+}
+
+// ---- binary protobuf (field numbers from envd's process.proto) ----
+
+impl FromProto for ProcessConfig {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => self.cmd = value.string(field)?,
+                2 => self.args.push(value.string(field)?),
+                3 => {
+                    let (mut key, mut val) = (String::new(), String::new());
+                    let mut entry = Reader::new(value.bytes(field)?);
+                    while let Some((f, v)) = entry.next_field()? {
+                        match f {
+                            1 => key = v.string(f)?,
+                            2 => val = v.string(f)?,
+                            _ => {}
+                        }
+                    }
+                    self.envs.insert(key, val);
+                }
+                4 => self.cwd = Some(value.string(field)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for PtySize {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => self.cols = Some(value.uint32(field)?),
+                2 => self.rows = Some(value.uint32(field)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for Pty {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            if field == 1 {
+                self.size
+                    .get_or_insert_with(PtySize::default)
+                    .merge_proto(value.bytes(field)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for StartRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => self
+                    .process
+                    .get_or_insert_with(ProcessConfig::default)
+                    .merge_proto(value.bytes(field)?)?,
+                2 => self
+                    .pty
+                    .get_or_insert_with(Pty::default)
+                    .merge_proto(value.bytes(field)?)?,
+                3 => self.tag = Some(value.string(field)?),
+                4 => self.stdin = Some(value.boolean(field)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for ProcessSelector {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            // A oneof: the last member on the wire wins.
+            match field {
+                1 => (self.pid, self.tag) = (Some(value.uint32(field)?), None),
+                2 => (self.pid, self.tag) = (None, Some(value.string(field)?)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for SendSignalRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => self
+                    .process
+                    .get_or_insert_with(ProcessSelector::default)
+                    .merge_proto(value.bytes(field)?)?,
+                // Enums are int32 on the wire; negative values arrive sign-extended.
+                2 => self.signal = Signal::from_number(i64::from(value.varint(field)? as i32)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_config(w: &mut Writer, config: &ProcessConfig) {
+    w.non_empty(1, config.cmd.as_bytes());
+    for arg in &config.args {
+        w.bytes(2, arg.as_bytes());
+    }
+    for (key, value) in &config.envs {
+        w.message(3, |entry| {
+            entry
+                .non_empty(1, key.as_bytes())
+                .non_empty(2, value.as_bytes());
+        });
+    }
+    if let Some(cwd) = &config.cwd {
+        w.bytes(4, cwd.as_bytes());
+    }
+}
+
+impl ToProto for ProcessEvent {
+    /// Encodes `StartResponse { event = 1 }`; oneof members are written even when empty, since
+    /// their presence is the information.
+    fn to_proto(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.message(1, |event| match self {
+            ProcessEvent::Start { pid } => {
+                event.message(1, |start| {
+                    start.varint(1, u64::from(*pid));
+                });
+            }
+            ProcessEvent::Stdout(bytes) => {
+                event.message(2, |data| {
+                    data.bytes(1, bytes);
+                });
+            }
+            ProcessEvent::Stderr(bytes) => {
+                event.message(2, |data| {
+                    data.bytes(2, bytes);
+                });
+            }
+            ProcessEvent::End(end) => {
+                event.message(3, |e| {
+                    e.sint32(1, end.exit_code)
+                        .boolean(2, end.exited)
+                        .non_empty(3, end.status.as_bytes());
+                    if let Some(error) = &end.error {
+                        e.bytes(4, error.as_bytes());
+                    }
+                });
+            }
+            ProcessEvent::Keepalive => {
+                event.bytes(4, &[]);
+            }
+        });
+        w.finish()
+    }
+}
+
+impl ToProto for ListResponse {
+    fn to_proto(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        for info in &self.processes {
+            w.message(1, |p| {
+                p.message(1, |c| write_config(c, &info.config))
+                    .varint(2, u64::from(info.pid));
+                if let Some(tag) = &info.tag {
+                    p.bytes(3, tag.as_bytes());
+                }
+            });
+        }
+        w.finish()
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +484,62 @@ mod tests {
                 .unwrap();
         assert_eq!(sig.signal, Signal::Term);
         assert!(serde_json::from_value::<SendSignalRequest>(json!({"signal": "SIGHUP"})).is_err());
+    }
+
+    #[test]
+    fn start_request_decodes_from_protobuf() {
+        let mut w = Writer::new();
+        w.message(1, |p| {
+            p.bytes(1, b"/bin/bash")
+                .bytes(2, b"-c")
+                .bytes(2, b"echo hi");
+            p.message(3, |e| {
+                e.bytes(1, b"K").bytes(2, b"V");
+            });
+            p.bytes(4, b"/tmp");
+        })
+        .bytes(3, b"tag");
+        let mut buf = w.finish();
+        // `optional bool stdin = 4` set to false: present on the wire despite being the default.
+        buf.extend_from_slice(&[0x20, 0x00]);
+        let mut req = StartRequest::default();
+        req.merge_proto(&buf).unwrap();
+        let p = req.process.unwrap();
+        assert_eq!(p.cmd, "/bin/bash");
+        assert_eq!(p.args, ["-c", "echo hi"]);
+        assert_eq!(p.envs["K"], "V");
+        assert_eq!(p.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(req.tag.as_deref(), Some("tag"));
+        assert_eq!(req.stdin, Some(false));
+        let mut sig = SendSignalRequest::default();
+        let mut w = Writer::new();
+        w.message(1, |s| {
+            s.varint(1, 42);
+        })
+        .varint(2, 9);
+        sig.merge_proto(&w.finish()).unwrap();
+        assert_eq!(sig.process.unwrap().pid, Some(42));
+        assert_eq!(sig.signal, Signal::Kill);
+    }
+
+    #[test]
+    fn end_event_encodes_exit_code_as_zigzag() {
+        let end = ProcessEvent::End(EndEvent {
+            exit_code: -1,
+            exited: false,
+            status: "signal: killed".into(),
+            error: None,
+        });
+        let buf = end.to_proto();
+        let mut outer = Reader::new(&buf);
+        let (_, event) = outer.next_field().unwrap().unwrap();
+        let mut event = Reader::new(event.bytes(1).unwrap());
+        let (field, end) = event.next_field().unwrap().unwrap();
+        assert_eq!(field, 3);
+        let mut end = Reader::new(end.bytes(3).unwrap());
+        assert_eq!(
+            end.next_field().unwrap(),
+            Some((1, crate::proto::Value::Varint(1)))
+        );
     }
 }

@@ -1,0 +1,107 @@
+"""Isolation: what a sandbox can see and do, checked from inside and from the host."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from e2b import CommandExitException, Sandbox
+
+from conftest import host_pid_of
+
+
+def run(sbx: Sandbox, cmd: str, user: str = "user") -> str:
+    return sbx.commands.run(cmd, user=user, timeout=120).stdout  # type: ignore[arg-type]
+
+
+def test_two_sandboxes_cannot_see_each_other() -> None:
+    a = Sandbox.create()
+    b = Sandbox.create()
+    try:
+        marker = f"marker-{uuid.uuid4().hex}"
+        a.commands.run(f"exec -a {marker} sleep 600", background=True)
+        a.commands.run(f"echo secret > /tmp/{marker}")
+        assert marker in run(a, "ps -eo args")
+        assert marker not in run(b, "ps -eo args")
+        assert run(b, f"ls /tmp/{marker} 2>&1 || true").find("No such file") >= 0
+        # every pid b can see belongs to b: its pid namespace starts at 1 with the agent
+        pids = run(b, "ls /proc | grep -E '^[0-9]+$' | sort -n").split()
+        assert pids[0] == "1"
+        assert "hutch-agent" in run(b, "cat /proc/1/cmdline")
+        assert run(a, "hostname").strip() == a.sandbox_id
+        assert run(b, "hostname").strip() == b.sandbox_id
+    finally:
+        a.kill()
+        b.kill()
+
+
+def test_sandbox_sees_no_host_process_or_file(sandbox: Sandbox) -> None:
+    marker = f"hutch-host-marker-{uuid.uuid4().hex}"
+    host_proc = subprocess.Popen(["sleep", "600"], executable="sleep")
+    host_file = f"/root/{marker}"
+    with open(host_file, "w") as f:
+        f.write("host secret")
+    try:
+        ps = run(sandbox, "ps -eo pid,args")
+        assert "sleep 600" not in ps
+        assert str(host_proc.pid) not in ps.split()
+        out = run(sandbox, f"cat {host_file} 2>&1 || true", user="root")
+        assert "host secret" not in out
+        # the sandbox's / is its template: no host directories such as the repo or /work
+        assert run(sandbox, "ls / ").split() == sorted(run(sandbox, "ls /").split())
+        assert run(sandbox, "test -e /work && echo yes || echo no").strip() == "no"
+        assert run(sandbox, "test -e /var/lib/hutch && echo yes || echo no").strip() == "no"
+    finally:
+        host_proc.kill()
+        host_proc.wait()
+        os.unlink(host_file)
+
+
+def test_root_inside_is_not_root_outside(sandbox: Sandbox) -> None:
+    assert run(sandbox, "id -u", user="root").strip() == "0"
+    pid = host_pid_of(sandbox)
+    status = open(f"/proc/{pid}/status").read()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    host_uids = [int(u) for u in uid_line.split()[1:]]
+    assert all(u >= 1_000_000 for u in host_uids), uid_line
+    # root inside holds no dangerous capability: mounting and changing the clock fail
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run("mount -t tmpfs none /mnt", user="root")
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run("date -s '2001-01-01'", user="root")
+    with pytest.raises(CommandExitException):
+        sandbox.commands.run("unshare -U true", user="root")
+
+
+def test_memory_limit_stops_the_hog_not_the_sandbox(sandbox: Sandbox) -> None:
+    with pytest.raises(CommandExitException):
+        # 3 GiB against a 1 GiB limit: killed by the cgroup's OOM killer (or MemoryError)
+        sandbox.commands.run("python3 -c 'b = bytearray(3 * 1024**3); b[::4096] = b\"x\" * len(b[::4096])'", timeout=120)
+    assert run(sandbox, "echo alive").strip() == "alive"
+
+
+def test_pids_limit_stops_a_fork_bomb(sandbox: Sandbox) -> None:
+    out = run(
+        sandbox,
+        "for i in $(seq 1 1500); do sleep 30 & done 2>/tmp/err; wait_n=$(jobs -p | wc -l); "
+        "echo started=$wait_n; grep -c 'Resource temporarily unavailable' /tmp/err || true; "
+        "kill $(jobs -p) 2>/dev/null; true",
+    )
+    started = int(out.split("started=")[1].split()[0])
+    assert started < 1500
+    assert "Resource temporarily unavailable" in run(sandbox, "cat /tmp/err") or started < 1024
+    assert run(sandbox, "echo alive").strip() == "alive"
+
+
+def test_disk_limit_stops_a_filler_without_touching_the_host(sandbox: Sandbox) -> None:
+    before = os.statvfs("/")
+    with pytest.raises(CommandExitException) as err:
+        sandbox.commands.run("dd if=/dev/zero of=/home/user/fill bs=4M count=2000", timeout=300)
+    assert "No space left on device" in err.value.stderr
+    after = os.statvfs("/")
+    used = (before.f_bfree - after.f_bfree) * after.f_frsize
+    assert used < 5 * 1024**3
+    sandbox.commands.run("rm -f /home/user/fill")
+    assert run(sandbox, "echo alive > /home/user/ok && cat /home/user/ok").strip() == "alive"
