@@ -100,7 +100,17 @@ def host_resources() -> Dict[str, List[str]]:
             netns.add(os.readlink(p))
         except OSError:
             pass
+    server = str(server_pid())
+    zombies = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and fields[1] == server:
+            zombies.append(stat)
     return {
+        "zombies": sorted(zombies),
         "cgroups": cgroup_dirs(),
         "mounts": sorted(mounts),
         "veths": veths,

@@ -28,6 +28,8 @@ def test_kill_releases_processes_mounts_cgroups_netns_veths_and_disk() -> None:
     for s in sandboxes:
         assert s.kill() is True
     assert wait_for(lambda: host_resources() == before, timeout=10), (before, host_resources())
+    # every sandbox init was reaped by the server (none left as a zombie)
+    assert host_resources()["zombies"] == []
 
 
 def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:

@@ -448,10 +448,10 @@ async fn malformed_requests_are_invalid_argument_and_never_crash_the_agent() {
         envelope(&json!({})),
     ];
     for body in bodies {
-        let (resp, task) = agent
+        let (resp, _conn) = agent
             .post_raw("/process.Process/Start", ct, &[], body.clone())
             .await;
-        let frames = RpcStreamExt::frames(resp, task).await;
+        let frames = read_frames(resp).await;
         assert_eq!(error_code(&frames), "invalid_argument", "body {body:?}");
     }
 
@@ -460,13 +460,10 @@ async fn malformed_requests_are_invalid_argument_and_never_crash_the_agent() {
     let len = (16 << 20) + 16;
     huge.extend_from_slice(&(len as u32).to_be_bytes());
     huge.resize(5 + len, b' ');
-    let (resp, task) = agent
+    let (resp, _conn) = agent
         .post_raw("/process.Process/Start", ct, &[], huge)
         .await;
-    assert_eq!(
-        error_code(&RpcStreamExt::frames(resp, task).await),
-        "invalid_argument"
-    );
+    assert_eq!(error_code(&read_frames(resp).await), "invalid_argument");
 
     // Unary: bad JSON is a 400 with a Connect error body.
     let (resp, _task) = agent
@@ -487,30 +484,23 @@ async fn malformed_requests_are_invalid_argument_and_never_crash_the_agent() {
     assert_eq!(health.status(), 204);
 }
 
-/// Reads a whole stream response from a raw POST.
-struct RpcStreamExt;
-
-impl RpcStreamExt {
-    async fn frames(
-        resp: hyper::Response<hyper::body::Incoming>,
-        _task: tokio::task::JoinHandle<()>,
-    ) -> Vec<Frame> {
-        use http_body_util::BodyExt;
-        assert_eq!(resp.status(), 200);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let mut frames = Vec::new();
-        let mut rest = &body[..];
-        while rest.len() >= 5 {
-            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-            frames.push(Frame {
-                flags: rest[0],
-                json: serde_json::from_slice(&rest[5..5 + len]).unwrap(),
-            });
-            rest = &rest[5 + len..];
-        }
-        assert!(rest.is_empty());
-        frames
+/// Reads a whole streaming response from a raw POST into frames.
+async fn read_frames(resp: hyper::Response<hyper::body::Incoming>) -> Vec<Frame> {
+    use http_body_util::BodyExt;
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let mut frames = Vec::new();
+    let mut rest = &body[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        frames.push(Frame {
+            flags: rest[0],
+            json: serde_json::from_slice(&rest[5..5 + len]).unwrap(),
+        });
+        rest = &rest[5 + len..];
     }
+    assert!(rest.is_empty());
+    frames
 }
 
 #[tokio::test]

@@ -222,6 +222,9 @@ impl Runtime {
             loop {
                 proc::try_reap(pid);
                 if !proc::is_alive(pid, start) {
+                    // It may have become a zombie between the two calls: reap it now, or
+                    // it stays one for as long as the server runs.
+                    proc::try_reap(pid);
                     break;
                 }
                 if Instant::now() > deadline {

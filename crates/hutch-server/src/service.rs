@@ -589,7 +589,7 @@ impl Service {
                 && q.metadata.iter().all(|(k, v)| r.metadata.get(k) == Some(v))
                 && q.template.as_ref().is_none_or(|t| {
                     let t = t.split(':').next().unwrap_or(t);
-                    &r.template_id == t || r.alias.as_deref() == Some(t)
+                    r.template_id == t || r.alias.as_deref() == Some(t)
                 })
                 && q.started_after.is_none_or(|t| r.started_at > t)
         });

@@ -139,11 +139,7 @@ impl Templates {
                     b.set_position(p.done.min(p.total));
                     b.set_message(format!("{}: {}", p.phase, truncate(&p.message, 40)));
                 } else {
-                    let pct = if p.total == 0 {
-                        0
-                    } else {
-                        p.done * 100 / p.total
-                    };
+                    let pct = (p.done * 100).checked_div(p.total).unwrap_or(0);
                     if last_logged.0 != p.phase || last_logged.1 / 10 != pct / 10 {
                         tracing::info!(template = %p.template, phase = %p.phase, done = p.done, total = p.total, "building template ({pct}%)");
                         last_logged = (p.phase.clone(), pct);

@@ -146,7 +146,10 @@ impl Agent {
             .env("HUTCH_AGENT_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
-            .expect("spawn hutch-agent");
+            .unwrap_or_else(|err| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("cannot spawn hutch-agent: {err}")
+            });
         let mut agent = Agent {
             agent_pid: child.id() as i32,
             child,
