@@ -37,11 +37,12 @@ fi
 step "python venv with the official SDKs"
 REQ_HASH=$(sha256sum tests/requirements.txt | cut -c1-16)
 VENV="$CACHE/venv-$REQ_HASH"
-if [ ! -x "$VENV/bin/pytest" ]; then
-    rm -rf "$VENV.tmp"
-    python3 -m venv "$VENV.tmp"
-    "$VENV.tmp/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
-    mv "$VENV.tmp" "$VENV"
+if [ ! -e "$VENV/.complete" ]; then
+    # Built in place (a venv cannot be moved) and marked complete only at the end.
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+    touch "$VENV/.complete"
 fi
 
 step "start hutch serve"
@@ -97,4 +98,4 @@ export E2B_SANDBOX_URL="http://127.0.0.1:$PORT"
 export E2B_API_KEY="$KEY"
 export HUTCH_TEST_WORK="$WORK"
 unset E2B_DEBUG
-"$VENV/bin/pytest" -q -p no:cacheprovider --timeout 600 tests/e2e "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 tests/e2e "$@"

@@ -158,3 +158,12 @@ def host_pid_of(sbx: Sandbox) -> int:
         con.close()
     assert row, "sandbox record not found in the server's database"
     return int(json.loads(row[0])["pid"])
+
+
+def diff_resources(before: Dict[str, List[str]], after: Dict[str, List[str]]) -> Dict[str, object]:
+    """The keys whose values differ, with what was added and removed (for failure messages)."""
+    out: Dict[str, object] = {}
+    for k in before:
+        if before[k] != after.get(k):
+            out[k] = {"added": sorted(set(after.get(k, [])) - set(before[k])), "removed": sorted(set(before[k]) - set(after.get(k, [])))}
+    return out

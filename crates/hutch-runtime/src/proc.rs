@@ -23,12 +23,28 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     start_time(pid) == Some(start) && state(pid) != Some('Z')
 }
 
-/// Reaps `pid` if it is our exited child. Returns true if it was reaped or is not our child.
-pub fn try_reap(pid: i32) -> bool {
+/// What `waitpid(pid, WNOHANG)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reap {
+    /// It was our child and has now been reaped.
+    Reaped,
+    /// It is our child and has not finished exiting (a multi-threaded leader stays a
+    /// zombie that cannot be reaped until its last thread is gone).
+    Running,
+    /// It is not our child (adopted after a server restart): its parent reaps it.
+    NotOurs,
+}
+
+/// Reaps `pid` if it is our exited child.
+pub fn try_reap(pid: i32) -> Reap {
     let mut status = 0;
     // SAFETY: waitpid writes the status into a local integer.
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    r == pid || r < 0
+    match r {
+        0 => Reap::Running,
+        r if r == pid => Reap::Reaped,
+        _ => Reap::NotOurs,
+    }
 }
 
 /// Sends `sig` to `pid` if it is still the process that started at `start`.

@@ -220,11 +220,14 @@ impl Runtime {
             proc::signal(pid, start, libc::SIGKILL);
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                proc::try_reap(pid);
-                if !proc::is_alive(pid, start) {
-                    // It may have become a zombie between the two calls: reap it now, or
-                    // it stays one for as long as the server runs.
-                    proc::try_reap(pid);
+                let gone = match proc::try_reap(pid) {
+                    proc::Reap::Reaped => true,
+                    // Our child: only a successful reap means it is gone, or it would be
+                    // left a zombie for as long as the server runs.
+                    proc::Reap::Running => false,
+                    proc::Reap::NotOurs => !proc::is_alive(pid, start),
+                };
+                if gone {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -232,7 +235,7 @@ impl Runtime {
                         "sandbox {id}'s init (pid {pid}) did not exit after SIGKILL"
                     )));
                 }
-                sleep(Duration::from_millis(5));
+                sleep(Duration::from_millis(2));
             }
         }
         self.cgroups.remove(id)?;

@@ -647,7 +647,7 @@ impl Service {
             }
             for e in entries {
                 let rec = e.record();
-                hutch_runtime::proc::try_reap(rec.pid);
+                let _ = hutch_runtime::proc::try_reap(rec.pid);
                 if !hutch_runtime::proc::is_alive(rec.pid, rec.pid_start) {
                     tracing::warn!(sandbox = %rec.id, "sandbox init exited; releasing the sandbox");
                     let _ = self.kill(&rec.id).await;
