@@ -124,14 +124,15 @@ def test_paused_sandbox_uses_no_cpu(sandbox: Sandbox) -> None:
 
 def test_metrics_report_cpu_memory_and_disk(sandbox: Sandbox) -> None:
     sandbox.commands.run("head -c 50000000 /dev/urandom > /home/user/blob")
-    assert wait_for(lambda: len(sandbox.get_metrics()) >= 2, timeout=15)
+    # samples are taken every few seconds: wait for one taken after the write
+    assert wait_for(lambda: sandbox.get_metrics()[-1].disk_used >= 50_000_000, timeout=15)
     metrics = sandbox.get_metrics()
+    assert len(metrics) >= 2
     last = metrics[-1]
     assert last.cpu_count == 2
     assert 0 <= last.cpu_used_pct <= 100
     assert 0 < last.mem_used < last.mem_total
     assert last.mem_total == 1024 * 1024 * 1024
-    assert last.disk_used >= 50_000_000
     assert last.disk_total > last.disk_used
 
 
