@@ -29,6 +29,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// A key accepted in addition to the stored ones (`--api-key`).
     pub extra_key: Option<Arc<str>>,
+    /// The domain sandbox hosts live under (`--domain`), returned to clients.
+    pub domain: Option<Arc<str>>,
 }
 
 /// An error in E2B's format: `{"code": <status>, "message": "..."}`.
@@ -117,6 +119,13 @@ pub fn app(state: AppState) -> Router {
             async move {
                 if let Some((id, port)) = crate::proxy::target(req.headers()) {
                     return crate::proxy::forward(&st.svc, &id, port, req).await;
+                }
+                // Signed URLs carry no routing header: the signature names the sandbox.
+                if let Some(id) =
+                    crate::proxy::signed_files_target(&st.svc, req.method(), req.uri())
+                {
+                    return crate::proxy::forward(&st.svc, &id, crate::service::AGENT_PORT, req)
+                        .await;
                 }
                 match control.oneshot(req).await {
                     Ok(r) => r,
@@ -246,7 +255,11 @@ async fn create(st: &AppState, b: NewSandbox, always_secure: bool) -> ApiResult<
             auto_pause: b.auto_pause.unwrap_or(false),
         })
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(rec.to_sandbox_json())).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(rec.to_sandbox_json(st.domain.as_deref())),
+    )
+        .into_response())
 }
 
 async fn create_v1(
@@ -277,7 +290,7 @@ fn check_id(id: &str) -> ApiResult<()> {
 
 async fn info(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     check_id(&id)?;
-    Ok(axum::Json(st.svc.get(&id)?.to_detail_json()).into_response())
+    Ok(axum::Json(st.svc.get(&id)?.to_detail_json(st.domain.as_deref())).into_response())
 }
 
 async fn kill(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -308,7 +321,11 @@ async fn connect(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(rec.to_sandbox_json())).into_response())
+    Ok((
+        status,
+        axum::Json(rec.to_sandbox_json(st.domain.as_deref())),
+    )
+        .into_response())
 }
 
 async fn set_timeout(
@@ -350,7 +367,11 @@ async fn resume(
 ) -> ApiResult<Response> {
     check_id(&id)?;
     let rec = st.svc.resume(&id, timeout_arg(b.timeout)?).await?;
-    Ok((StatusCode::CREATED, axum::Json(rec.to_sandbox_json())).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(rec.to_sandbox_json(st.domain.as_deref())),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]

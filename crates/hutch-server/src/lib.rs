@@ -68,6 +68,8 @@ pub struct ServeConfig {
     pub net: NetConfig,
     /// Keep agent logs per sandbox.
     pub agent_log: bool,
+    /// Domain under which `{port}-{id}.{domain}` reaches sandbox ports (returned to SDKs).
+    pub domain: Option<String>,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -146,6 +148,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         svc,
         store,
         extra_key: cfg.api_key.as_deref().map(Arc::from),
+        domain: cfg.domain.as_deref().map(Arc::from),
     };
     on_started(&Started { addr, new_key });
     let app = api::app(state);

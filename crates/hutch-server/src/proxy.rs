@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::sandbox::{valid_id, SandboxState};
 use crate::service::{Service, AGENT_PORT};
@@ -83,8 +83,25 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Forwards one request to sandbox `id`'s `port`.
-pub async fn forward(svc: &Service, id: &str, port: u16, req: Request<Body>) -> Response<Body> {
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+        && h.contains_key(header::UPGRADE)
+}
+
+/// Resolves once the sandbox is killed (or its route is dropped).
+async fn killed(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|k| *k).await;
+}
+
+/// Forwards one request to sandbox `id`'s `port`: bodies stream both ways, protocol
+/// upgrades (WebSocket) are spliced, and everything in flight ends when the sandbox is
+/// killed.
+pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>) -> Response<Body> {
     if !valid_id(id) {
         return not_found(id);
     }
@@ -94,6 +111,8 @@ pub async fn forward(svc: &Service, id: &str, port: u16, req: Request<Body>) -> 
     if route.state == SandboxState::Paused {
         return not_found(id);
     }
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -111,7 +130,15 @@ pub async fn forward(svc: &Service, id: &str, port: u16, req: Request<Body>) -> 
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
+    let upgrade_hdr = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(u)) = (upgrade, upgrade_hdr) {
+        parts.headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        parts.headers.insert(header::UPGRADE, u);
+    }
     parts
         .headers
         .remove(HeaderName::from_static("e2b-sandbox-id"));
@@ -119,11 +146,44 @@ pub async fn forward(svc: &Service, id: &str, port: u16, req: Request<Body>) -> 
         .headers
         .remove(HeaderName::from_static("e2b-sandbox-port"));
     let out = Request::from_parts(parts, body);
-    match svc.http().request(out).await {
-        Ok(resp) => {
+    let sent = tokio::select! {
+        r = svc.http().request(out) => r,
+        _ = killed(route.killed.clone()) => return not_found(id),
+    };
+    match sent {
+        Ok(mut resp) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    let killed_rx = route.killed.clone();
+                    let sid = id.to_string();
+                    tokio::spawn(async move {
+                        let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream.await)
+                        else {
+                            return;
+                        };
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        tokio::select! {
+                            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                                tracing::debug!(sandbox = %sid, result = ?r, "upgraded connection closed");
+                            }
+                            _ = killed(killed_rx) => {}
+                        }
+                    });
+                }
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, Body::empty());
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(
+                parts,
+                Body::new(AbortOnKill {
+                    inner: body,
+                    killed: Box::pin(killed(route.killed)),
+                }),
+            )
         }
         Err(e) => {
             tracing::debug!(sandbox = %id, port, error = %e, "sandbox port unreachable");
@@ -141,6 +201,77 @@ pub async fn forward(svc: &Service, id: &str, port: u16, req: Request<Body>) -> 
             )
         }
     }
+}
+
+/// A response body that fails (so the client's connection is cut, not cleanly ended)
+/// as soon as its sandbox is killed: a killed sandbox's veth vanishes without a TCP
+/// reset, and the stream would otherwise hang.
+struct AbortOnKill {
+    inner: hyper::body::Incoming,
+    killed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl http_body::Body for AbortOnKill {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.killed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the sandbox was killed",
+            ))));
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            other => other.map(|o| o.map(|r| r.map_err(std::io::Error::other))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// For a `/files` request signed with a sandbox's token and without routing headers,
+/// the sandbox it belongs to.
+pub fn signed_files_target(svc: &Service, method: &http::Method, uri: &Uri) -> Option<String> {
+    if uri.path() != "/files" {
+        return None;
+    }
+    let mut path = None;
+    let mut user = String::new();
+    let mut signature = None;
+    let mut expiration = None;
+    for (k, v) in url::form_urlencoded::parse(uri.query()?.as_bytes()) {
+        match k.as_ref() {
+            "path" => path = Some(v.into_owned()),
+            "username" => user = v.into_owned(),
+            "signature" => signature = Some(v.into_owned()),
+            "signature_expiration" => expiration = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let op = if method == http::Method::GET {
+        "read"
+    } else {
+        "write"
+    };
+    svc.find_by_signature(
+        &path.unwrap_or_default(),
+        op,
+        &user,
+        &signature?,
+        expiration.as_deref(),
+    )
 }
 
 /// Waits until `GET /health` on `ip:port` answers 2xx, or `limit` passes.

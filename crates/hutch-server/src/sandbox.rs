@@ -76,7 +76,8 @@ fn rfc3339(t: &DateTime<Utc>) -> String {
 
 impl SandboxRecord {
     /// The `Sandbox` body of create / connect / resume.
-    pub fn to_sandbox_json(&self) -> serde_json::Value {
+    /// `domain` is the server's `--domain` (None: the SDK uses its own default).
+    pub fn to_sandbox_json(&self, domain: Option<&str>) -> serde_json::Value {
         serde_json::json!({
             "templateID": self.template_id,
             "sandboxID": self.id,
@@ -85,7 +86,7 @@ impl SandboxRecord {
             "alias": self.alias,
             "envdAccessToken": self.envd_access_token,
             "trafficAccessToken": null,
-            "domain": null,
+            "domain": domain,
         })
     }
 
@@ -116,7 +117,7 @@ impl SandboxRecord {
     }
 
     /// The `SandboxDetail` body of get-info.
-    pub fn to_detail_json(&self) -> serde_json::Value {
+    pub fn to_detail_json(&self, domain: Option<&str>) -> serde_json::Value {
         let mut m = self.common_json();
         m.insert(
             "envdAccessToken".into(),
@@ -126,7 +127,7 @@ impl SandboxRecord {
             "allowInternetAccess".into(),
             serde_json::json!(self.allow_internet_access),
         );
-        m.insert("domain".into(), serde_json::Value::Null);
+        m.insert("domain".into(), serde_json::json!(domain));
         m.insert(
             "lifecycle".into(),
             serde_json::json!({

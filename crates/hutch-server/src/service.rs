@@ -117,6 +117,9 @@ pub struct Entry {
     op: tokio::sync::Mutex<()>,
     metrics: Mutex<VecDeque<Metric>>,
     last_cpu: Mutex<Option<(Instant, u64)>>,
+    /// Flips to true when the sandbox is killed, so proxied streams end at once instead
+    /// of waiting on a peer that vanished without a reset.
+    killed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Entry {
@@ -126,6 +129,7 @@ impl Entry {
             op: tokio::sync::Mutex::new(()),
             metrics: Mutex::new(VecDeque::new()),
             last_cpu: Mutex::new(None),
+            killed: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -146,6 +150,8 @@ pub struct Route {
     pub ip: Ipv4Addr,
     /// Paused sandboxes are not routable.
     pub state: SandboxState,
+    /// Becomes true when the sandbox is killed.
+    pub killed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The sandbox service.
@@ -259,6 +265,37 @@ impl Service {
         Some(Route {
             ip: self.runtime.net_for(rec.slot).sandbox_ip,
             state: rec.state,
+            killed: e.killed.subscribe(),
+        })
+    }
+
+    /// Finds the sandbox whose access token signed a `/files` URL. Signed URLs carry no
+    /// routing header, so on a shared origin the signature itself names the sandbox: it is
+    /// a SHA-256 over the path, operation, user, that sandbox's token and the expiration.
+    pub fn find_by_signature(
+        &self,
+        path: &str,
+        operation: &str,
+        user: &str,
+        signature: &str,
+        expiration: Option<&str>,
+    ) -> Option<String> {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let live: Vec<Arc<Entry>> = lock(&self.live).values().cloned().collect();
+        live.iter().find_map(|e| {
+            let rec = lock(&e.rec);
+            let token = rec.envd_access_token.as_deref()?;
+            let raw = match expiration {
+                Some(exp) => format!("{path}:{operation}:{user}:{token}:{exp}"),
+                None => format!("{path}:{operation}:{user}:{token}"),
+            };
+            let expect = format!(
+                "v1_{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .encode(Sha256::digest(raw.as_bytes()))
+            );
+            (expect == signature).then(|| rec.id.clone())
         })
     }
 
@@ -391,6 +428,7 @@ impl Service {
         let entry = lock(&self.live)
             .remove(id)
             .ok_or_else(|| ServiceError::NotFound(format!("sandbox \"{id}\" not found")))?;
+        entry.killed.send_replace(true);
         let _op = entry.op.lock().await;
         let rec = entry.record();
         let rt = Arc::clone(&self.runtime);

@@ -83,6 +83,10 @@ struct ServeArgs {
     /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log.
     #[arg(long)]
     agent_log: bool,
+    /// Domain whose `{port}-{sandbox id}.{domain}` names point at this server (wildcard DNS
+    /// and, for the SDKs' https URLs, TLS in front); returned to clients as `domain`.
+    #[arg(long, env = "HUTCH_DOMAIN")]
+    domain: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +181,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         },
         net: parse_cidr(&a.sandbox_cidr)?,
         agent_log: a.agent_log,
+        domain: a.domain,
     };
     Ok(cfg)
 }
