@@ -146,8 +146,15 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
         .headers
         .remove(HeaderName::from_static("e2b-sandbox-port"));
     let out = Request::from_parts(parts, body);
+    let send = async {
+        if port == AGENT_PORT {
+            svc.http().request(out).await.map_err(|e| e.to_string())
+        } else {
+            send_to_user_port(&route, port, out).await
+        }
+    };
     let sent = tokio::select! {
-        r = svc.http().request(out) => r,
+        r = send => r,
         _ = killed(route.killed.clone()) => return not_found(id),
     };
     match sent {
@@ -201,6 +208,80 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
             )
         }
     }
+}
+
+/// Opens a TCP connection to `port` from inside the sandbox's network namespace, trying
+/// its loopback first: programs often listen on 127.0.0.1 only (dev servers do), and
+/// those are unreachable through the sandbox's `eth0`. The connecting thread enters the
+/// namespace and exits afterwards; the socket keeps the namespace it was made in.
+fn connect_in_sandbox(
+    init: (i32, u64),
+    ip: Ipv4Addr,
+    port: u16,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let handle = std::thread::Builder::new()
+        .name("sandbox-connect".into())
+        .spawn(move || {
+            let ns = std::fs::File::open(format!("/proc/{}/ns/net", init.0))?;
+            // The pid could have been reused by an unrelated process after the sandbox died.
+            if hutch_runtime::proc::start_time(init.0) != Some(init.1) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the sandbox is gone",
+                ));
+            }
+            // SAFETY: setns on an fd we own, on this short-lived thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut last = None;
+            for addr in [Ipv4Addr::LOCALHOST, ip] {
+                match std::net::TcpStream::connect_timeout(
+                    &(addr, port).into(),
+                    Duration::from_secs(5),
+                ) {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| std::io::Error::other("no address to try")))
+        })?;
+    handle
+        .join()
+        .map_err(|_| std::io::Error::other("connect thread panicked"))?
+}
+
+/// Sends a request to a user port over a fresh connection made inside the sandbox.
+async fn send_to_user_port(
+    route: &crate::service::Route,
+    port: u16,
+    mut req: Request<Body>,
+) -> Result<Response<hyper::body::Incoming>, String> {
+    // A bare connection sends the URI as given: use origin-form (`/path?query`).
+    let origin: Uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    *req.uri_mut() = origin;
+    let (init, ip) = (route.init, route.ip);
+    let stream = tokio::task::spawn_blocking(move || connect_in_sandbox(init, ip, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
 /// A response body that fails (so the client's connection is cut, not cleanly ended)

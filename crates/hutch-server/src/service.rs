@@ -152,6 +152,8 @@ pub struct Route {
     pub state: SandboxState,
     /// Becomes true when the sandbox is killed.
     pub killed: tokio::sync::watch::Receiver<bool>,
+    /// Host pid and start time of the sandbox's PID 1 (its network namespace).
+    pub init: (i32, u64),
 }
 
 /// The sandbox service.
@@ -266,6 +268,7 @@ impl Service {
             ip: self.runtime.net_for(rec.slot).sandbox_ip,
             state: rec.state,
             killed: e.killed.subscribe(),
+            init: (rec.pid, rec.pid_start),
         })
     }
 
