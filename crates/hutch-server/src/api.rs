@@ -127,6 +127,13 @@ pub fn app(state: AppState) -> Router {
                     return crate::proxy::forward(&st.svc, &id, crate::service::AGENT_PORT, req)
                         .await;
                 }
+                // A signed /files URL that no live sandbox signed: refuse it as envd would.
+                if req.uri().path() == "/files"
+                    && req.uri().query().is_some_and(|q| q.contains("signature="))
+                {
+                    return ApiError::new(StatusCode::UNAUTHORIZED, "invalid signature")
+                        .into_response();
+                }
                 match control.oneshot(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},

@@ -428,19 +428,28 @@ impl Service {
 
     /// Kills a sandbox and releases everything it holds. NotFound if it does not exist.
     pub async fn kill(&self, id: &str) -> Result<()> {
-        let entry = lock(&self.live)
-            .remove(id)
-            .ok_or_else(|| ServiceError::NotFound(format!("sandbox \"{id}\" not found")))?;
+        let entry = {
+            let mut live = lock(&self.live);
+            let entry = live
+                .remove(id)
+                .ok_or_else(|| ServiceError::NotFound(format!("sandbox \"{id}\" not found")))?;
+            // The slot (and with it the `hv<slot>` interface name) stays taken until the
+            // teardown is over, or a new sandbox could get it and lose its veth to us.
+            lock(&self.reserved_slots).insert(lock(&entry.rec).slot);
+            entry
+        };
         entry.killed.send_replace(true);
         let _op = entry.op.lock().await;
         let rec = entry.record();
+        let slot = rec.slot;
         let rt = Arc::clone(&self.runtime);
         let net = rt.net_for(rec.slot);
         let res = tokio::task::spawn_blocking(move || {
             rt.destroy(&rec.id, Some(&net), Some((rec.pid, rec.pid_start)))
         })
-        .await
-        .map_err(blocking_err)?;
+        .await;
+        lock(&self.reserved_slots).remove(&slot);
+        let res = res.map_err(blocking_err)?;
         self.store.delete_sandbox(id)?;
         match res {
             Ok(()) => {
