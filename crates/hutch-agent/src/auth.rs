@@ -18,7 +18,8 @@ use crate::connect::ConnectError;
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 
 /// Middleware: when the sandbox has an access token, rejects requests without it (except
-/// `GET /health`, which the host and the SDK's liveness probe call without credentials).
+/// `GET /health`, which the host and the SDK's liveness probe call without credentials, and
+/// signed `/files` URLs, which their handlers check).
 pub async fn require_access_token(
     State(token): State<Option<Arc<str>>>,
     request: Request,
@@ -28,6 +29,10 @@ pub async fn require_access_token(
         return next.run(request).await;
     };
     if request.method() == Method::GET && request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    // Signed download/upload URLs carry no token; the /files handlers verify the signature.
+    if crate::files::is_signed_files_request(request.method(), request.uri(), request.headers()) {
         return next.run(request).await;
     }
     let presented = request

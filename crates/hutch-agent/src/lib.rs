@@ -7,12 +7,15 @@
 pub mod auth;
 pub mod config;
 pub mod connect;
+pub mod files;
+pub mod filesystem;
 pub mod http;
 pub mod init;
 mod json;
 pub mod process;
 pub mod proto;
 pub mod reaper;
+pub mod sudo;
 pub mod users;
 
 use std::sync::Arc;
@@ -50,15 +53,24 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     let shutdown = init::shutdown_signal()?;
     let reaper = Reaper::new();
     reaper.start().map_err(AgentError::Reaper)?;
+    sudo::start(&reaper, &options.passwd, &options.group);
 
     let process = ProcessService::new(
         reaper,
         UserDb::new(&options.passwd, &options.group),
         config.env_vars.clone(),
     );
+    let access_token: Option<Arc<str>> = config.access_token.as_deref().map(Arc::from);
+    let files = files::FilesService::new(
+        UserDb::new(&options.passwd, &options.group),
+        config.env_vars.clone(),
+        access_token.clone(),
+    );
     let state = http::AppState {
         process: process.clone(),
-        access_token: config.access_token.as_deref().map(Arc::from),
+        files,
+        filesystem: filesystem::FilesystemService::new(&options.passwd, &options.group),
+        access_token,
     };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

@@ -544,17 +544,18 @@ async fn unknown_rpcs_are_unimplemented() {
     let agent = Agent::start(CONFIG).await;
     let (status, body) = agent
         .unary(
-            "/process.Process/CloseStdin",
+            "/process.Process/NoSuchMethod",
             &json!({"process": {"pid": 1}}),
             &[],
         )
         .await;
     assert_eq!(status, 501);
     assert_eq!(body["code"], "unimplemented");
+    // Shaped like the call: a streaming content type gets a stream end.
     let frames = agent
         .stream(
-            "/filesystem.Filesystem/WatchDir",
-            &json!({"path": "/"}),
+            "/process.Process/NoSuchStream",
+            &json!({"process": {"pid": 1}}),
             &[],
         )
         .await

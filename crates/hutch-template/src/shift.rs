@@ -51,7 +51,7 @@ pub(crate) fn shift_tree(
             continue;
         }
         shift_one(path, &meta, base, count)?;
-        if done % 500 == 0 {
+        if done.is_multiple_of(500) {
             progress(done, total);
         }
     }

@@ -1,7 +1,8 @@
-//! The process service (`process.Process`): starting commands, listing and signalling them.
+//! The process service (`process.Process`): starting commands on pipes or on a pseudo-terminal,
+//! attaching to them, feeding them input, resizing their terminal, listing and signalling them.
 //!
-//! [`ProcessService`] holds the policy and the table of running processes and knows nothing of
-//! HTTP; [`rpc`] adapts it to Connect.
+//! [`ProcessService`] holds the policy and the table of processes and knows nothing of HTTP;
+//! [`rpc`] adapts it to Connect.
 
 pub mod output;
 pub mod rpc;
@@ -9,44 +10,177 @@ pub mod spawn;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
-use std::process::ChildStdin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connect::ConnectError;
+use crate::connect::{Code, ConnectError};
 use crate::reaper::{ExitStatus, ExitWaiter, Reaper};
 use crate::users::{User, UserDb, UserError};
 use output::{EventHub, Stream};
-use spawn::{SpawnSpec, Spawned};
-use wire::{EndEvent, ProcessConfig, ProcessEvent, ProcessInfo, ProcessSelector, Signal};
+use spawn::{Io, SpawnSpec, Spawned, WinSize};
+use wire::{
+    EndEvent, ProcessConfig, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, Signal,
+};
 
 /// `PATH` for processes when the agent itself was started without one.
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// `TERM` of PTY processes whose request and sandbox set none (what the SDKs send anyway).
+const DEFAULT_TERM: &str = "xterm-256color";
+
+/// How long a finished process's end stays available to `Connect`: long enough for a client
+/// that lost its stream (network blip, sandbox paused) to come back and learn how it ended.
+const FINISHED_RETENTION: Duration = Duration::from_secs(10 * 60);
+
+/// At most this many finished processes are remembered; the oldest go first. Bounds the memory
+/// a loop of short commands can make PID 1 hold.
+const FINISHED_MAX: usize = 1024;
+
+/// Where a process's input goes, as far as the agent still has it.
+#[derive(Debug)]
+enum InputState {
+    /// Open: the write end of its stdin pipe, or its PTY master (shared with the output pump).
+    Open(Arc<AsyncFd<OwnedFd>>),
+    /// Started with `stdin: false`: stdin is /dev/null.
+    Disabled,
+    /// Closed by `CloseStdin`.
+    Closed,
+    /// The process has exited.
+    Ended,
+}
+
 /// A process started through the agent and not yet ended.
 #[derive(Debug)]
 struct Entry {
+    pid: u32,
     config: ProcessConfig,
     tag: Option<String>,
     hub: Arc<EventHub>,
-    /// Held so the process sees no end of file on stdin until it exits; `SendInput` and
-    /// `CloseStdin` will write to and close it.
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Whether it runs on a PTY (input is `pty`, it can be resized, stdin cannot be closed).
+    pty: bool,
+    input: Mutex<InputState>,
+    /// Held across each write so concurrent `SendInput` calls do not interleave their bytes.
+    write_order: tokio::sync::Mutex<()>,
 }
 
-/// What a successful start hands to the caller.
+impl Entry {
+    fn input(&self) -> MutexGuard<'_, InputState> {
+        // A single assignment is the only thing done under this lock; it cannot be torn.
+        self.input.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How a process that is no longer running ended, kept for late `Connect` calls.
+#[derive(Debug)]
+struct Finished {
+    tag: Option<String>,
+    end: EndEvent,
+    at: Instant,
+}
+
+/// Every process the agent knows: those running and those that recently ended.
+#[derive(Debug, Default)]
+struct Table {
+    running: HashMap<u32, Arc<Entry>>,
+    finished: HashMap<u32, Finished>,
+}
+
+impl Table {
+    /// Records how `pid` ended, forgetting ends that are too old or too many.
+    fn remember(&mut self, pid: u32, finished: Finished) {
+        self.finished
+            .retain(|_, f| f.at.elapsed() < FINISHED_RETENTION);
+        while self.finished.len() >= FINISHED_MAX {
+            let Some(oldest) = self
+                .finished
+                .iter()
+                .min_by_key(|(_, f)| f.at)
+                .map(|(pid, _)| *pid)
+            else {
+                break;
+            };
+            self.finished.remove(&oldest);
+        }
+        self.finished.insert(pid, finished);
+    }
+}
+
+/// A stream of one process's events, for a `Start` or `Connect` call.
 #[derive(Debug)]
 pub struct Started {
-    /// The new process's pid.
+    /// The process's pid.
     pub pid: u32,
     /// Every event after `start`, ending with `end`; `None` after that.
     pub events: mpsc::Receiver<ProcessEvent>,
-    /// When the process gets killed if it is still running.
+    /// When the process gets killed if it is still running (`Start` with a lifetime only).
     pub deadline: Option<Instant>,
+}
+
+/// A running process that input can be written to (the target of a `StreamInput` call).
+#[derive(Debug, Clone)]
+pub struct InputTarget {
+    entry: Arc<Entry>,
+}
+
+impl InputTarget {
+    /// The process's pid.
+    pub fn pid(&self) -> u32 {
+        self.entry.pid
+    }
+
+    /// Writes `input` to the process: its stdin pipe or its terminal, whichever `input` names
+    /// and the process has. Waits while the process is not reading.
+    pub async fn write(&self, input: ProcessInput) -> Result<(), ConnectError> {
+        let entry = &self.entry;
+        let pid = entry.pid;
+        let (bytes, what) = match (input, entry.pty) {
+            (ProcessInput::Stdin(bytes), false) => (bytes, "stdin"),
+            (ProcessInput::Pty(bytes), true) => (bytes, "tty"),
+            (ProcessInput::Stdin(_), true) => {
+                return Err(ConnectError::invalid_argument(format!(
+                    "process {pid} runs on a PTY: send its input as 'pty', not 'stdin'"
+                )))
+            }
+            (ProcessInput::Pty(_), false) => {
+                return Err(ConnectError::invalid_argument(format!(
+                    "process {pid} has no PTY: send its input as 'stdin', not 'pty'"
+                )))
+            }
+        };
+        let _order = entry.write_order.lock().await;
+        // A clone, so `CloseStdin` or the exit can drop the agent's copy while this write is
+        // still waiting; the descriptor closes when the last write finishes.
+        let fd = match &*entry.input() {
+            InputState::Open(fd) => fd.clone(),
+            InputState::Ended => return Err(not_found(pid)),
+            InputState::Disabled => {
+                return Err(ConnectError::new(
+                    Code::FailedPrecondition,
+                    format!("process {pid} was started without stdin (stdin: false)"),
+                ))
+            }
+            InputState::Closed => {
+                return Err(ConnectError::new(
+                    Code::FailedPrecondition,
+                    format!("the stdin of process {pid} was already closed"),
+                ))
+            }
+        };
+        output::write_all(&fd, &bytes).await.map_err(|err| {
+            ConnectError::internal(format!("error writing to {what} of process {pid}: {err}"))
+        })
+    }
+}
+
+fn not_found(pid: u32) -> ConnectError {
+    ConnectError::not_found(format!("process with pid {pid} not found"))
 }
 
 /// The process service.
@@ -60,7 +194,7 @@ struct Inner {
     users: UserDb,
     sandbox_env: BTreeMap<String, String>,
     agent_path: String,
-    table: Mutex<HashMap<u32, Arc<Entry>>>,
+    table: Mutex<Table>,
 }
 
 impl ProcessService {
@@ -74,13 +208,14 @@ impl ProcessService {
                 users,
                 sandbox_env,
                 agent_path,
-                table: Mutex::new(HashMap::new()),
+                table: Mutex::new(Table::default()),
             }),
         }
     }
 
-    fn table(&self) -> MutexGuard<'_, HashMap<u32, Arc<Entry>>> {
-        // Every critical section is a single map operation, so a poisoned map is still valid.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // Every critical section leaves the maps consistent between statements, so a poisoned
+        // table is still valid.
         self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -124,18 +259,20 @@ impl ProcessService {
                 "the process config has an empty cmd",
             ));
         }
-        if request.pty.is_some() {
-            return Err(ConnectError::unimplemented(
-                "PTY processes are not supported by this agent yet",
-            ));
-        }
+        let pty = request.pty.map(|pty| win_size(&pty));
         let cwd = resolve_cwd(config.cwd.as_deref(), &user)?;
+        let mut env = self.environment(&user, &config.envs);
+        if pty.is_some() {
+            env.entry("TERM".to_owned())
+                .or_insert_with(|| DEFAULT_TERM.to_owned());
+        }
         let spec = SpawnSpec {
-            env: self.environment(&user, &config.envs),
+            env,
             cmd: config.cmd.clone(),
             args: config.args.clone(),
             cwd,
             stdin: request.stdin.unwrap_or(true),
+            pty,
             user,
         };
         let command_line = std::iter::once(&config.cmd)
@@ -153,13 +290,42 @@ impl ProcessService {
                     "error starting process '{command_line}': {err}"
                 ))
             })?;
-        let Spawned {
-            pid,
-            stdin,
-            stdout,
-            stderr,
-            exit,
-        } = spawned;
+        let Spawned { pid, io, exit } = spawned;
+
+        // Registering descriptors can only fail if the runtime is shutting down; the process is
+        // still supervised so it gets reaped and reported.
+        let register = |fd: OwnedFd, interest: Interest, what: &str| {
+            output::async_fd(fd, interest)
+                .map(Arc::new)
+                .map_err(|err| tracing::error!(pid, error = %err, what, "cannot watch process I/O"))
+                .ok()
+        };
+        let (input, pipes) = match io {
+            Io::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let input = match stdin {
+                    Some(fd) => register(fd, Interest::WRITABLE, "stdin")
+                        .map_or(InputState::Closed, InputState::Open),
+                    None => InputState::Disabled,
+                };
+                let pipes = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
+                    .into_iter()
+                    .filter_map(|(fd, stream)| {
+                        register(fd, Interest::READABLE, "output").map(|fd| (fd, stream))
+                    })
+                    .collect::<Vec<_>>();
+                (input, pipes)
+            }
+            Io::Pty { master } => {
+                match register(master, Interest::READABLE | Interest::WRITABLE, "pty") {
+                    Some(fd) => (InputState::Open(fd.clone()), vec![(fd, Stream::Pty)]),
+                    None => (InputState::Ended, Vec::new()),
+                }
+            }
+        };
 
         let hub = EventHub::new();
         // Subscribe before the pumps start so not a byte of output is missed.
@@ -167,28 +333,24 @@ impl ProcessService {
             .subscribe()
             .ok_or_else(|| ConnectError::internal("a new event hub is already closed"))?;
         let entry = Arc::new(Entry {
+            pid,
             config,
             tag: request.tag,
-            hub: hub.clone(),
-            stdin: Mutex::new(stdin),
+            hub,
+            pty: pty.is_some(),
+            input: Mutex::new(input),
+            write_order: tokio::sync::Mutex::new(()),
         });
-        self.table().insert(pid, entry.clone());
-        tracing::info!(pid, command = %command_line, "process started");
+        {
+            let mut table = self.table();
+            // The pid was reused: the old process's end is no longer reachable by it.
+            table.finished.remove(&pid);
+            table.running.insert(pid, entry.clone());
+        }
+        tracing::info!(pid, command = %command_line, pty = pty.is_some(), "process started");
 
-        // Registering the pipes can only fail if the runtime is shutting down; the process is
-        // still supervised so it gets reaped and reported.
-        let pipes = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
-            .into_iter()
-            .filter_map(|(fd, stream)| match output::async_pipe(fd) {
-                Ok(pipe) => Some((pipe, stream)),
-                Err(err) => {
-                    tracing::error!(pid, error = %err, ?stream, "cannot watch process output");
-                    None
-                }
-            })
-            .collect::<Vec<_>>();
         let deadline = lifetime.map(|limit| Instant::now() + limit);
-        tokio::spawn(self.clone().supervise(pid, entry, exit, pipes, deadline));
+        tokio::spawn(self.clone().supervise(entry, exit, pipes, deadline));
         Ok(Started {
             pid,
             events,
@@ -200,12 +362,12 @@ impl ProcessService {
     /// reports its end.
     async fn supervise(
         self,
-        pid: u32,
         entry: Arc<Entry>,
         mut exit: ExitWaiter,
-        pipes: Vec<(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, Stream)>,
+        pipes: Vec<(Arc<AsyncFd<OwnedFd>>, Stream)>,
         deadline: Option<Instant>,
     ) {
+        let pid = entry.pid;
         let (exited_tx, exited_rx) = watch::channel(false);
         let pumps = pipes
             .into_iter()
@@ -230,8 +392,10 @@ impl ProcessService {
                 }
             },
         };
-        // Nothing can be written to a process that is gone.
-        entry.stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Nothing can be written to a process that is gone. For a PTY this drops the agent's
+        // input reference to the master; the pump's reference closes it once drained, which
+        // hangs up whatever the process left running on the terminal (as envd does).
+        *entry.input() = InputState::Ended;
         let _ = exited_tx.send(true);
         for pump in pumps {
             // A pump only fails by panicking; its output is lost but the end event still goes out.
@@ -250,9 +414,21 @@ impl ProcessService {
             },
         };
         tracing::info!(pid, status = %end.status, "process ended");
-        // Out of the table before the end event goes out, so a client that lists processes right
-        // after seeing the end does not see this one.
-        self.table().remove(&pid);
+        // Out of the running set before the end event goes out, so a client that lists processes
+        // right after seeing the end does not see this one; into the finished set in the same
+        // step, so a `Connect` either subscribed in time to get the end live or replays it.
+        {
+            let mut table = self.table();
+            table.running.remove(&pid);
+            table.remember(
+                pid,
+                Finished {
+                    tag: entry.tag.clone(),
+                    end: end.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
         entry.hub.publish(ProcessEvent::End(end)).await;
         entry.hub.close();
     }
@@ -288,6 +464,7 @@ impl ProcessService {
     pub fn list(&self) -> Vec<ProcessInfo> {
         let mut list: Vec<ProcessInfo> = self
             .table()
+            .running
             .iter()
             .map(|(pid, entry)| ProcessInfo {
                 config: entry.config.clone(),
@@ -299,13 +476,114 @@ impl ProcessService {
         list
     }
 
+    /// Attaches to the selected process: its live events from now on, ending with its `end`;
+    /// for a process that ended recently, just the `end`.
+    pub fn connect(&self, selector: Option<ProcessSelector>) -> Result<Started, ConnectError> {
+        let selector = Selector::parse(selector)?;
+        let table = self.table();
+        if let Some(entry) = selector.running(&table) {
+            // Under the table lock: the end moves the entry out of `running` under the same lock
+            // before it is published, so this subscription cannot miss it.
+            if let Some(events) = entry.hub.subscribe() {
+                return Ok(Started {
+                    pid: entry.pid,
+                    events,
+                    deadline: None,
+                });
+            }
+        }
+        let (pid, finished) = selector
+            .finished(&table)
+            .ok_or_else(|| selector.not_found())?;
+        let (tx, events) = mpsc::channel(1);
+        // Cannot fail: the channel is new, has room for one, and `events` is alive.
+        let _ = tx.try_send(ProcessEvent::End(finished.end.clone()));
+        Ok(Started {
+            pid,
+            events,
+            deadline: None,
+        })
+    }
+
+    /// The running process `selector` names, as a target for input.
+    pub fn input_target(
+        &self,
+        selector: Option<ProcessSelector>,
+    ) -> Result<InputTarget, ConnectError> {
+        let entry = self.select(selector)?;
+        Ok(InputTarget { entry })
+    }
+
+    /// Writes `input` to the selected process.
+    pub async fn send_input(
+        &self,
+        selector: Option<ProcessSelector>,
+        input: Option<ProcessInput>,
+    ) -> Result<(), ConnectError> {
+        let target = self.input_target(selector)?;
+        let Some(input) = input else {
+            return Err(ConnectError::invalid_argument(
+                "the request has no input: set 'stdin' or 'pty'",
+            ));
+        };
+        target.write(input).await
+    }
+
+    /// Closes the selected process's stdin so it reads end of file. Closing it again, or the
+    /// stdin of a process started without one, does nothing.
+    pub fn close_stdin(&self, selector: Option<ProcessSelector>) -> Result<(), ConnectError> {
+        let entry = self.select(selector)?;
+        if entry.pty {
+            return Err(ConnectError::invalid_argument(format!(
+                "process {} runs on a PTY, which has no stdin to close: send Ctrl+D (0x04) as \
+                 'pty' input instead",
+                entry.pid
+            )));
+        }
+        let mut input = entry.input();
+        if matches!(*input, InputState::Open(_)) {
+            // Dropping the agent's reference closes the pipe, unless a write is still waiting
+            // to complete; it then closes right after that write.
+            *input = InputState::Closed;
+        }
+        Ok(())
+    }
+
+    /// Applies `pty` (a new terminal size) to the selected PTY process.
+    pub fn update(
+        &self,
+        selector: Option<ProcessSelector>,
+        pty: Option<Pty>,
+    ) -> Result<(), ConnectError> {
+        let entry = self.select(selector)?;
+        let Some(pty) = pty else {
+            return Ok(());
+        };
+        if !entry.pty {
+            return Err(ConnectError::invalid_argument(format!(
+                "process {} has no PTY to resize",
+                entry.pid
+            )));
+        }
+        let master = match &*entry.input() {
+            InputState::Open(master) => master.clone(),
+            _ => return Err(not_found(entry.pid)),
+        };
+        spawn::set_winsize(master.get_ref(), win_size(&pty)).map_err(|err| {
+            ConnectError::internal(format!(
+                "error resizing tty of process {}: {err}",
+                entry.pid
+            ))
+        })
+    }
+
     /// Sends `signal` to the selected process.
     pub fn send_signal(
         &self,
         selector: Option<ProcessSelector>,
         signal: Signal,
     ) -> Result<(), ConnectError> {
-        let pid = self.select(selector)?;
+        let pid = self.select(selector)?.pid;
         let sig = match signal {
             Signal::Kill => libc::SIGKILL,
             Signal::Term => libc::SIGTERM,
@@ -315,8 +593,7 @@ impl ProcessService {
                 )))
             }
         };
-        let pid_t = libc::pid_t::try_from(pid)
-            .map_err(|_| ConnectError::not_found(format!("process with pid {pid} not found")))?;
+        let pid_t = libc::pid_t::try_from(pid).map_err(|_| not_found(pid))?;
         // Ok(false) means it exited in the meantime, which is what the caller wanted anyway.
         self.inner
             .reaper
@@ -325,32 +602,88 @@ impl ProcessService {
             .map_err(|err| ConnectError::internal(format!("error sending signal: {err}")))
     }
 
-    /// The pid of the running process `selector` names.
-    fn select(&self, selector: Option<ProcessSelector>) -> Result<u32, ConnectError> {
-        let selector = selector.unwrap_or_default();
-        let table = self.table();
-        if let Some(pid) = selector.pid {
-            return table.contains_key(&pid).then_some(pid).ok_or_else(|| {
-                ConnectError::not_found(format!("process with pid {pid} not found"))
-            });
-        }
-        if let Some(tag) = selector.tag {
-            return table
-                .iter()
-                .find(|(_, e)| e.tag.as_deref() == Some(tag.as_str()))
-                .map(|(pid, _)| *pid)
-                .ok_or_else(|| {
-                    ConnectError::not_found(format!("process with tag {tag} not found"))
-                });
-        }
-        Err(ConnectError::invalid_argument(
-            "the process selector names neither a pid nor a tag",
-        ))
+    /// The running process `selector` names.
+    fn select(&self, selector: Option<ProcessSelector>) -> Result<Arc<Entry>, ConnectError> {
+        let selector = Selector::parse(selector)?;
+        selector
+            .running(&self.table())
+            .ok_or_else(|| selector.not_found())
     }
 
     /// Kills every process the agent started, with its process group; used on shutdown.
     pub fn kill_all(&self) {
         self.inner.reaper.signal_all_groups(libc::SIGKILL);
+    }
+}
+
+/// A validated `ProcessSelector`.
+enum Selector {
+    Pid(u32),
+    Tag(String),
+}
+
+impl Selector {
+    fn parse(selector: Option<ProcessSelector>) -> Result<Self, ConnectError> {
+        let selector = selector.unwrap_or_default();
+        match (selector.pid, selector.tag) {
+            (Some(pid), _) => Ok(Selector::Pid(pid)),
+            (None, Some(tag)) => Ok(Selector::Tag(tag)),
+            (None, None) => Err(ConnectError::invalid_argument(
+                "the process selector names neither a pid nor a tag",
+            )),
+        }
+    }
+
+    fn running(&self, table: &Table) -> Option<Arc<Entry>> {
+        match self {
+            Selector::Pid(pid) => table.running.get(pid).cloned(),
+            // Tags are not required to be unique; the oldest process (lowest pid) wins, so the
+            // answer is at least stable.
+            Selector::Tag(tag) => table
+                .running
+                .values()
+                .filter(|e| e.tag.as_deref() == Some(tag.as_str()))
+                .min_by_key(|e| e.pid)
+                .cloned(),
+        }
+    }
+
+    fn finished<'t>(&self, table: &'t Table) -> Option<(u32, &'t Finished)> {
+        let fresh = |f: &Finished| f.at.elapsed() < FINISHED_RETENTION;
+        match self {
+            Selector::Pid(pid) => table
+                .finished
+                .get(pid)
+                .filter(|f| fresh(f))
+                .map(|f| (*pid, f)),
+            // The most recent end with that tag.
+            Selector::Tag(tag) => table
+                .finished
+                .iter()
+                .filter(|(_, f)| fresh(f) && f.tag.as_deref() == Some(tag.as_str()))
+                .max_by_key(|(_, f)| f.at)
+                .map(|(pid, f)| (*pid, f)),
+        }
+    }
+
+    fn not_found(&self) -> ConnectError {
+        match self {
+            Selector::Pid(pid) => not_found(*pid),
+            Selector::Tag(tag) => {
+                ConnectError::not_found(format!("process with tag {tag} not found"))
+            }
+        }
+    }
+}
+
+/// A requested terminal size; absent dimensions are 0 (proto3 defaults), and values beyond what
+/// the kernel stores saturate.
+fn win_size(pty: &Pty) -> WinSize {
+    let size = pty.size.unwrap_or_default();
+    let clamp = |n: Option<u32>| u16::try_from(n.unwrap_or(0)).unwrap_or(u16::MAX);
+    WinSize {
+        cols: clamp(size.cols),
+        rows: clamp(size.rows),
     }
 }
 
@@ -418,6 +751,63 @@ mod tests {
             home: home.into(),
             groups: vec![1],
         }
+    }
+
+    fn finished(at: Instant, tag: Option<&str>) -> Finished {
+        Finished {
+            tag: tag.map(str::to_owned),
+            end: EndEvent {
+                exit_code: 0,
+                exited: true,
+                status: "exit status 0".into(),
+                error: None,
+            },
+            at,
+        }
+    }
+
+    #[test]
+    fn finished_processes_are_bounded_in_number_and_age() {
+        let mut table = Table::default();
+        let now = Instant::now();
+        for pid in 0..FINISHED_MAX as u32 + 10 {
+            table.remember(pid, finished(now, None));
+        }
+        assert_eq!(table.finished.len(), FINISHED_MAX);
+        // An end older than the retention is dropped at the next insert and never selected.
+        if let Some(long_ago) = now.checked_sub(FINISHED_RETENTION + Duration::from_secs(1)) {
+            let mut table = Table::default();
+            table.remember(1, finished(long_ago, Some("t")));
+            assert!(Selector::Pid(1).finished(&table).is_none());
+            assert!(Selector::Tag("t".into()).finished(&table).is_none());
+            table.remember(2, finished(now, Some("t")));
+            assert_eq!(table.finished.len(), 1);
+            assert_eq!(
+                Selector::Tag("t".into())
+                    .finished(&table)
+                    .map(|(pid, _)| pid),
+                Some(2)
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_sizes_default_to_zero_and_saturate() {
+        let pty = |cols, rows| Pty {
+            size: Some(wire::PtySize { cols, rows }),
+        };
+        assert_eq!(
+            win_size(&pty(Some(80), Some(24))),
+            WinSize { cols: 80, rows: 24 }
+        );
+        assert_eq!(
+            win_size(&pty(Some(1 << 20), None)),
+            WinSize {
+                cols: u16::MAX,
+                rows: 0
+            }
+        );
+        assert_eq!(win_size(&Pty::default()), WinSize { cols: 0, rows: 0 });
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Moving a process's output from its pipes to the clients watching it.
 //!
 //! Each process has an [`EventHub`]: its output pumps publish into it and every stream watching
-//! the process (the `Start` call now, `Connect` calls later) holds a subscription. Delivery applies
+//! the process (its `Start` call and any `Connect` calls) holds a subscription. Delivery applies
 //! back-pressure like envd's multiplexer: a slow reader slows the process's pipe down rather than
 //! losing output, while a reader that went away is dropped and the process keeps running.
 
@@ -88,6 +88,8 @@ pub enum Stream {
     Stdout,
     /// The process's stderr.
     Stderr,
+    /// The master side of the process's terminal.
+    Pty,
 }
 
 impl Stream {
@@ -95,16 +97,50 @@ impl Stream {
         match self {
             Stream::Stdout => ProcessEvent::Stdout(bytes),
             Stream::Stderr => ProcessEvent::Stderr(bytes),
+            Stream::Pty => ProcessEvent::Pty(bytes),
         }
     }
 }
 
-/// Makes `fd` non-blocking and registers it with the runtime.
-pub fn async_pipe(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+/// Makes `fd` non-blocking and registers it with the runtime for `interest`.
+pub fn async_fd(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     set_nonblocking(&fd)?;
     // SAFETY: an `OwnedFd` is an open descriptor that stays open, and keeps returning the same
     // number, until it is dropped, which happens only together with the `AsyncFd`.
-    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+}
+
+/// Writes all of `data` to the non-blocking `fd`, waiting whenever it is full (a process that
+/// does not read its input slows the writer down; nothing is dropped).
+pub async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        let mut guard = fd.writable().await?;
+        match guard.try_io(|fd| write_fd(fd.get_ref(), data)) {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(err)) => return Err(err),
+            // Spurious readiness; try_io cleared it and the next poll waits again.
+            Err(_would_block) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One `write(2)` from `buf`.
+fn write_fd(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n.unsigned_abs())
+    }
+}
+
+/// Whether a read error means "no more data ever": a PTY master reads EIO once every holder of
+/// the slave side has closed it.
+fn is_hangup(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EIO)
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -139,7 +175,7 @@ fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
 /// pipe and keeps it open, and the stream must still end when the process does. The read end is
 /// closed when this returns, so such descendants get SIGPIPE, as under envd.
 pub async fn pump(
-    pipe: AsyncFd<OwnedFd>,
+    pipe: Arc<AsyncFd<OwnedFd>>,
     stream: Stream,
     hub: Arc<EventHub>,
     mut exited: watch::Receiver<bool>,
@@ -166,6 +202,7 @@ pub async fn pump(
                     Ok(Ok(0)) => return,
                     Ok(Ok(n)) => hub.publish(stream.event(Bytes::copy_from_slice(&buf[..n]))).await,
                     Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(err)) if is_hangup(&err) => return,
                     Ok(Err(err)) => {
                         tracing::warn!(error = %err, ?stream, "reading process output failed");
                         return;
@@ -193,7 +230,8 @@ async fn drain(pipe: &AsyncFd<OwnedFd>, stream: Stream, hub: &EventHub, buf: &mu
                     .await;
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            // WouldBlock: the pipe is empty; anything else: nothing more to read either way.
+            // WouldBlock: the pipe is empty; EIO: a terminal nobody holds any more; anything
+            // else: nothing more to read either way.
             Err(_) => return,
         }
     }

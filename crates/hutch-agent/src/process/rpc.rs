@@ -2,19 +2,23 @@
 //! answer or the error.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{ListResponse, ProcessEvent, SendSignalRequest, StartRequest};
-use super::{ProcessService, Started};
+use super::wire::{
+    CloseStdinRequest, ConnectRequest, ListResponse, ProcessEvent, SendInputRequest,
+    SendSignalRequest, StartRequest, StreamInputRequest, UpdateRequest,
+};
+use super::{InputTarget, ProcessService, Started};
 use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
 use crate::proto::{FromProto, ToProto};
@@ -31,7 +35,7 @@ pub async fn start(
     match start_stream(&service, &headers, body).await {
         Ok(started) => {
             let keepalive = keepalive_interval(&headers);
-            let frames = event_frames(started, codec, keepalive);
+            let frames = event_frames(started, codec, keepalive, Call::Start);
             connect::stream_response(codec, Body::from_stream(frames))
         }
         Err(err) => {
@@ -41,6 +45,52 @@ pub async fn start(
     }
 }
 
+/// `POST /process.Process/Connect`: a server stream of a running process's events from now on,
+/// or just its `end` if it finished recently. `Connect-Timeout-Ms` bounds this stream only; the
+/// process keeps running when it expires.
+pub async fn connect(
+    State(service): State<ProcessService>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let codec = connect::stream_codec(&headers).unwrap_or(Codec::Json);
+    match connect_stream(&service, &headers, body).await {
+        Ok(started) => {
+            let keepalive = keepalive_interval(&headers);
+            let frames = event_frames(started, codec, keepalive, Call::Connect);
+            connect::stream_response(codec, Body::from_stream(frames))
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "Connect rejected");
+            err.into_stream_response(codec)
+        }
+    }
+}
+
+async fn connect_stream(
+    service: &ProcessService,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Started, ConnectError> {
+    connect::check_protocol_version(headers)?;
+    let codec = connect::stream_codec(headers)?;
+    let timeout = connect_timeout(headers)?;
+    let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
+    let request: ConnectRequest = codec.decode(connect::single_message(&body)?)?;
+    let mut started = service.connect(request.process)?;
+    started.deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    Ok(started)
+}
+
+/// Which call a stream of process events answers; they differ in what their deadline means.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// The deadline is the process's lifetime; the process was killed when it passed.
+    Start,
+    /// The deadline is the stream's own; the process is not affected.
+    Connect,
+}
+
 async fn start_stream(
     service: &ProcessService,
     headers: &HeaderMap,
@@ -48,7 +98,7 @@ async fn start_stream(
 ) -> Result<Started, ConnectError> {
     connect::check_protocol_version(headers)?;
     let codec = connect::stream_codec(headers)?;
-    let lifetime = process_lifetime(headers)?;
+    let lifetime = connect_timeout(headers)?;
     let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
     let request: StartRequest = codec.decode(connect::single_message(&body)?)?;
     let username = auth::basic_username(headers).unwrap_or_else(|| DEFAULT_USER.to_owned());
@@ -56,16 +106,17 @@ async fn start_stream(
     service.start(request, user, lifetime).await
 }
 
-/// The frames of a `Start` stream: `start`, the process's events (with keepalives in quiet
-/// stretches), and the end-of-stream frame once the process's `end` went out.
+/// The frames of a `Start` or `Connect` stream: `start`, the process's events (with keepalives in
+/// quiet stretches), and the end-of-stream frame once the process's `end` went out.
 ///
-/// When the process had a lifetime and outlived it, the stream ends with `deadline_exceeded`
-/// instead of the `end` event, as envd's does (there the limit is also the call's deadline); the
-/// SDKs turn that into their timeout error.
+/// When the deadline passes first, the stream ends with `deadline_exceeded` instead of the `end`
+/// event, as envd's does (there the limit is the call's deadline); the SDKs turn that into their
+/// timeout error. For `Start` the process was killed at that moment.
 fn event_frames(
     started: Started,
     codec: Codec,
     keepalive: Option<Duration>,
+    call: Call,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let Started {
         pid,
@@ -82,12 +133,16 @@ fn event_frames(
         let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         Some(match next {
             Some(ProcessEvent::End(_)) | None if expired => {
-                let err = ConnectError::new(
-                    Code::DeadlineExceeded,
-                    format!(
+                let message = match call {
+                    Call::Start => format!(
                         "process {pid} outlived its timeout (Connect-Timeout-Ms) and was killed"
                     ),
-                );
+                    Call::Connect => format!(
+                        "the stream of process {pid} reached its timeout (Connect-Timeout-Ms); \
+                         the process keeps running"
+                    ),
+                };
+                let err = ConnectError::new(Code::DeadlineExceeded, message);
                 (connect::end_stream_frame(Some(&err)), None)
             }
             Some(event) => (connect::message_frame(&event.encode(codec)), Some(events)),
@@ -117,9 +172,9 @@ async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// `Connect-Timeout-Ms` on `Start`: how long the process may live (envd's meaning), which is
-/// also the stream's deadline. Absent or 0 means no limit.
-fn process_lifetime(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
+/// `Connect-Timeout-Ms`: on `Start` how long the process may live (envd's meaning), which is
+/// also the stream's deadline; on `Connect` the stream's deadline. Absent or 0 means no limit.
+fn connect_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
     let Some(value) = headers.get("connect-timeout-ms") else {
         return Ok(None);
     };
@@ -161,7 +216,7 @@ impl FromProto for ListRequest {
     }
 }
 
-/// `SendSignalResponse` (and other empty responses).
+/// `SendSignalResponse` and the other empty responses.
 #[derive(Serialize)]
 struct Empty {}
 
@@ -177,7 +232,7 @@ pub async fn list(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<ListRequest, _>(&headers, body, |_| {
+    unary::<ListRequest, _, _>(&headers, body, |_| async move {
         Ok(ListResponse {
             processes: service.list(),
         })
@@ -191,7 +246,7 @@ pub async fn send_signal(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<SendSignalRequest, _>(&headers, body, |req| {
+    unary::<SendSignalRequest, _, _>(&headers, body, |req| async move {
         service
             .send_signal(req.process, req.signal)
             .map(|()| Empty {})
@@ -199,15 +254,175 @@ pub async fn send_signal(
     .await
 }
 
+/// `POST /process.Process/SendInput`: writes bytes to a process's stdin or terminal.
+pub async fn send_input(
+    State(service): State<ProcessService>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    unary::<SendInputRequest, _, _>(&headers, body, |req| async move {
+        service
+            .send_input(req.process, req.input)
+            .await
+            .map(|()| Empty {})
+    })
+    .await
+}
+
+/// `POST /process.Process/CloseStdin`: closes a process's stdin pipe (it reads end of file).
+pub async fn close_stdin(
+    State(service): State<ProcessService>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    unary::<CloseStdinRequest, _, _>(&headers, body, |req| async move {
+        service.close_stdin(req.process).map(|()| Empty {})
+    })
+    .await
+}
+
+/// `POST /process.Process/Update`: resizes a PTY process's terminal.
+pub async fn update(
+    State(service): State<ProcessService>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    unary::<UpdateRequest, _, _>(&headers, body, |req| async move {
+        service.update(req.process, req.pty).map(|()| Empty {})
+    })
+    .await
+}
+
+/// `POST /process.Process/StreamInput`: a client stream of input for one process. The first
+/// message names the process (`start`), then `data` messages are written in order as they
+/// arrive, with `keepalive`s in between as the client likes. Answered with the empty response
+/// once the client ends its stream, or with the first error.
+pub async fn stream_input(
+    State(service): State<ProcessService>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let codec = connect::stream_codec(&headers).unwrap_or(Codec::Json);
+    let result = async {
+        connect::check_protocol_version(&headers)?;
+        let codec = connect::stream_codec(&headers)?;
+        feed_input(&service, codec, body).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut frames = BytesMut::new();
+            frames.extend_from_slice(&connect::message_frame(&Empty {}.encode_in(codec)));
+            frames.extend_from_slice(&connect::end_stream_frame(None));
+            connect::stream_response(codec, Body::from(frames.freeze()))
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "StreamInput failed");
+            err.into_stream_response(codec)
+        }
+    }
+}
+
+/// Reads the enveloped messages of a `StreamInput` body as they arrive and acts on each.
+async fn feed_input(
+    service: &ProcessService,
+    codec: Codec,
+    body: Body,
+) -> Result<(), ConnectError> {
+    let mut body = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    let mut target: Option<InputTarget> = None;
+    loop {
+        while let Some(payload) = next_envelope(&mut buf)? {
+            let message: StreamInputRequest = codec.decode(&payload)?;
+            match message {
+                StreamInputRequest::Start(selector) => {
+                    target = Some(service.input_target(selector)?);
+                }
+                StreamInputRequest::Data(input) => {
+                    let target = target.as_ref().ok_or_else(|| {
+                        ConnectError::invalid_argument(
+                            "StreamInput sent data before its start event named a process",
+                        )
+                    })?;
+                    let input = input.ok_or_else(|| {
+                        ConnectError::invalid_argument(
+                            "a StreamInput data event has no input: set 'stdin' or 'pty'",
+                        )
+                    })?;
+                    target.write(input).await?;
+                }
+                StreamInputRequest::Keepalive | StreamInputRequest::Empty => {}
+            }
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(err)) => {
+                return Err(ConnectError::new(
+                    Code::Unknown,
+                    format!("error streaming input: {err}"),
+                ))
+            }
+            None if buf.is_empty() => return Ok(()),
+            None => {
+                return Err(ConnectError::invalid_argument(format!(
+                    "the StreamInput body ended inside a message ({} bytes left over)",
+                    buf.len()
+                )))
+            }
+        }
+    }
+}
+
+/// Takes one whole enveloped message off the front of `buf`, if it holds one.
+fn next_envelope(buf: &mut BytesMut) -> Result<Option<Bytes>, ConnectError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let flags = buf[0];
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if flags & 0x01 != 0 {
+        return Err(ConnectError::unimplemented(
+            "compressed request messages are not supported; send them uncompressed",
+        ));
+    }
+    if flags != 0 {
+        return Err(ConnectError::invalid_argument(format!(
+            "unexpected envelope flags {flags:#04x} on a request message"
+        )));
+    }
+    if len > MAX_MESSAGE_BYTES {
+        return Err(ConnectError::invalid_argument(format!(
+            "request message of {len} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+        )));
+    }
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+impl Empty {
+    /// The empty message in `codec`: `{}` or no bytes.
+    fn encode_in(&self, codec: Codec) -> Vec<u8> {
+        match codec {
+            Codec::Json => b"{}".to_vec(),
+            Codec::Proto => Vec::new(),
+        }
+    }
+}
+
 /// Runs one unary call: validates and decodes the request, applies `call`, encodes its result.
-async fn unary<Req, Res>(
+async fn unary<Req, Res, Fut>(
     headers: &HeaderMap,
     body: Body,
-    call: impl FnOnce(Req) -> Result<Res, ConnectError>,
+    call: impl FnOnce(Req) -> Fut,
 ) -> Response
 where
     Req: DeserializeOwned + FromProto,
     Res: Serialize + ToProto,
+    Fut: Future<Output = Result<Res, ConnectError>>,
 {
     let result = async {
         connect::check_protocol_version(headers)?;
@@ -218,7 +433,7 @@ where
             (Codec::Json, true) => codec.decode(b"{}")?,
             _ => codec.decode(&body)?,
         };
-        let response = codec.encode(&call(request)?)?;
+        let response = codec.encode(&call(request).await?)?;
         Ok::<_, ConnectError>((codec, response))
     }
     .await;

@@ -69,7 +69,7 @@ pub struct PtySize {
 }
 
 /// `ProcessSelector`: a process by pid or by tag.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ProcessSelector {
     /// The pid, when selecting by pid.
     #[serde(default, deserialize_with = "uint32")]
@@ -139,6 +139,158 @@ pub struct SendSignalRequest {
     pub signal: Signal,
 }
 
+/// `ConnectRequest`: attach to a process.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConnectRequest {
+    /// Which process.
+    #[serde(default)]
+    pub process: Option<ProcessSelector>,
+}
+
+/// `CloseStdinRequest`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CloseStdinRequest {
+    /// Which process.
+    #[serde(default)]
+    pub process: Option<ProcessSelector>,
+}
+
+/// `UpdateRequest`: change a running process's terminal.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UpdateRequest {
+    /// Which process.
+    #[serde(default)]
+    pub process: Option<ProcessSelector>,
+    /// The terminal's new size; absent changes nothing.
+    #[serde(default)]
+    pub pty: Option<Pty>,
+}
+
+/// `ProcessInput`: bytes for a process, to its stdin pipe or to its terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessInput {
+    /// For the stdin pipe of a process started without a PTY.
+    Stdin(Bytes),
+    /// For the terminal of a PTY process.
+    Pty(Bytes),
+}
+
+impl<'de> Deserialize<'de> for ProcessInput {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            #[serde(default, deserialize_with = "base64_bytes")]
+            stdin: Option<Bytes>,
+            #[serde(default, deserialize_with = "base64_bytes")]
+            pty: Option<Bytes>,
+        }
+        let repr = Repr::deserialize(de)?;
+        match (repr.stdin, repr.pty) {
+            (Some(bytes), None) => Ok(ProcessInput::Stdin(bytes)),
+            (None, Some(bytes)) => Ok(ProcessInput::Pty(bytes)),
+            (Some(_), Some(_)) => Err(serde::de::Error::custom(
+                "ProcessInput sets both 'stdin' and 'pty'; a oneof takes one",
+            )),
+            (None, None) => Err(serde::de::Error::custom(
+                "ProcessInput sets neither 'stdin' nor 'pty'",
+            )),
+        }
+    }
+}
+
+/// `SendInputRequest`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SendInputRequest {
+    /// Which process.
+    #[serde(default)]
+    pub process: Option<ProcessSelector>,
+    /// What to write.
+    #[serde(default)]
+    pub input: Option<ProcessInput>,
+}
+
+/// `StreamInputRequest`: one message of a `StreamInput` client stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StreamInputRequest {
+    /// A message with no event set; ignored like a keepalive.
+    #[default]
+    Empty,
+    /// `start`: which process the rest of the stream writes to; must come first.
+    Start(Option<ProcessSelector>),
+    /// `data`: input for the process.
+    Data(Option<ProcessInput>),
+    /// `keepalive`: nothing.
+    Keepalive,
+}
+
+impl<'de> Deserialize<'de> for StreamInputRequest {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct StartEvent {
+            #[serde(default)]
+            process: Option<ProcessSelector>,
+        }
+        #[derive(Deserialize)]
+        struct DataEvent {
+            #[serde(default)]
+            input: Option<ProcessInput>,
+        }
+        #[derive(Deserialize)]
+        struct Repr {
+            #[serde(default)]
+            start: Option<StartEvent>,
+            #[serde(default)]
+            data: Option<DataEvent>,
+            #[serde(default)]
+            keepalive: Option<serde::de::IgnoredAny>,
+        }
+        let repr = Repr::deserialize(de)?;
+        let set = [
+            repr.start.is_some(),
+            repr.data.is_some(),
+            repr.keepalive.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() > 1 {
+            return Err(serde::de::Error::custom(
+                "StreamInputRequest sets more than one of 'start', 'data', 'keepalive'",
+            ));
+        }
+        Ok(if let Some(start) = repr.start {
+            StreamInputRequest::Start(start.process)
+        } else if let Some(data) = repr.data {
+            StreamInputRequest::Data(data.input)
+        } else if repr.keepalive.is_some() {
+            StreamInputRequest::Keepalive
+        } else {
+            StreamInputRequest::Empty
+        })
+    }
+}
+
+/// A proto3 JSON `bytes` field: standard or URL-safe base64, padded or not; `null` is absent.
+fn base64_bytes<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Bytes>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(de)? else {
+        return Ok(None);
+    };
+    decode_base64(&text)
+        .map(|bytes| Some(Bytes::from(bytes)))
+        .map_err(|err| serde::de::Error::custom(format!("invalid base64 in a bytes field: {err}")))
+}
+
+/// Decodes base64 the way proto3 JSON parsers must accept it: either alphabet, padding optional.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    let normalised: String = text
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    base64::engine::general_purpose::STANDARD_NO_PAD.decode(normalised)
+}
+
 /// `ProcessInfo`, an element of `ListResponse`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessInfo {
@@ -186,6 +338,8 @@ pub enum ProcessEvent {
     Stdout(Bytes),
     /// Bytes the process wrote to stderr.
     Stderr(Bytes),
+    /// Bytes the process wrote to its terminal (PTY processes have no separate streams).
+    Pty(Bytes),
     /// The process ended; the last event.
     End(EndEvent),
     /// Nothing happened for a while; sent so proxies keep the stream open.
@@ -230,6 +384,7 @@ impl Serialize for ProcessEvent {
             ProcessEvent::Start { pid } => map.serialize_entry("start", &Start { pid: *pid })?,
             ProcessEvent::Stdout(bytes) => map.serialize_entry("data", &data("stdout", bytes))?,
             ProcessEvent::Stderr(bytes) => map.serialize_entry("data", &data("stderr", bytes))?,
+            ProcessEvent::Pty(bytes) => map.serialize_entry("data", &data("pty", bytes))?,
             ProcessEvent::End(end) => map.serialize_entry("end", end)?,
             ProcessEvent::Keepalive => map.serialize_entry("keepalive", &Empty {})?,
         }
@@ -357,6 +512,130 @@ impl FromProto for SendSignalRequest {
     }
 }
 
+/// Merges an embedded `ProcessSelector` field into `slot`.
+fn merge_selector(slot: &mut Option<ProcessSelector>, buf: &[u8]) -> Result<(), ProtoError> {
+    slot.get_or_insert_with(ProcessSelector::default)
+        .merge_proto(buf)
+}
+
+impl FromProto for ConnectRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            if field == 1 {
+                merge_selector(&mut self.process, value.bytes(field)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for CloseStdinRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            if field == 1 {
+                merge_selector(&mut self.process, value.bytes(field)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for UpdateRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => merge_selector(&mut self.process, value.bytes(field)?)?,
+                2 => self
+                    .pty
+                    .get_or_insert_with(Pty::default)
+                    .merge_proto(value.bytes(field)?)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a `ProcessInput` (a oneof: the last member on the wire wins).
+fn read_input(buf: &[u8]) -> Result<Option<ProcessInput>, ProtoError> {
+    let mut input = None;
+    let mut r = Reader::new(buf);
+    while let Some((field, value)) = r.next_field()? {
+        match field {
+            1 => {
+                input = Some(ProcessInput::Stdin(Bytes::copy_from_slice(
+                    value.bytes(field)?,
+                )))
+            }
+            2 => {
+                input = Some(ProcessInput::Pty(Bytes::copy_from_slice(
+                    value.bytes(field)?,
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(input)
+}
+
+impl FromProto for SendInputRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            match field {
+                1 => merge_selector(&mut self.process, value.bytes(field)?)?,
+                2 => {
+                    if let Some(input) = read_input(value.bytes(field)?)? {
+                        self.input = Some(input);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromProto for StreamInputRequest {
+    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), ProtoError> {
+        let mut r = Reader::new(buf);
+        while let Some((field, value)) = r.next_field()? {
+            // A oneof: the last member on the wire wins.
+            match field {
+                1 => {
+                    let mut process = None;
+                    let mut start = Reader::new(value.bytes(field)?);
+                    while let Some((f, v)) = start.next_field()? {
+                        if f == 1 {
+                            merge_selector(&mut process, v.bytes(f)?)?;
+                        }
+                    }
+                    *self = StreamInputRequest::Start(process);
+                }
+                2 => {
+                    let mut input = None;
+                    let mut data = Reader::new(value.bytes(field)?);
+                    while let Some((f, v)) = data.next_field()? {
+                        if f == 2 {
+                            input = read_input(v.bytes(f)?)?.or(input);
+                        }
+                    }
+                    *self = StreamInputRequest::Data(input);
+                }
+                3 => {
+                    value.bytes(field)?;
+                    *self = StreamInputRequest::Keepalive;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 fn write_config(w: &mut Writer, config: &ProcessConfig) {
     w.non_empty(1, config.cmd.as_bytes());
     for arg in &config.args {
@@ -393,6 +672,11 @@ impl ToProto for ProcessEvent {
             ProcessEvent::Stderr(bytes) => {
                 event.message(2, |data| {
                     data.bytes(2, bytes);
+                });
+            }
+            ProcessEvent::Pty(bytes) => {
+                event.message(2, |data| {
+                    data.bytes(3, bytes);
                 });
             }
             ProcessEvent::End(end) => {
@@ -520,6 +804,170 @@ mod tests {
         sig.merge_proto(&w.finish()).unwrap();
         assert_eq!(sig.process.unwrap().pid, Some(42));
         assert_eq!(sig.signal, Signal::Kill);
+    }
+
+    #[test]
+    fn pty_output_is_data_pty_in_both_codecs() {
+        let event = ProcessEvent::Pty(Bytes::from_static(b"$ "));
+        assert_eq!(as_value(&event), json!({"event":{"data":{"pty":"JCA="}}}));
+        let buf = event.to_proto();
+        let (_, outer) = Reader::new(&buf).next_field().unwrap().unwrap();
+        let (field, data) = Reader::new(outer.bytes(1).unwrap())
+            .next_field()
+            .unwrap()
+            .unwrap();
+        assert_eq!(field, 2);
+        assert_eq!(
+            Reader::new(data.bytes(2).unwrap()).next_field().unwrap(),
+            Some((3, crate::proto::Value::Bytes(b"$ ")))
+        );
+    }
+
+    #[test]
+    fn input_requests_decode_from_json() {
+        let req: SendInputRequest = serde_json::from_value(json!({
+            "process": {"pid": 5}, "input": {"stdin": "aGk="}
+        }))
+        .unwrap();
+        assert_eq!(req.process.unwrap().pid, Some(5));
+        assert_eq!(
+            req.input,
+            Some(ProcessInput::Stdin(Bytes::from_static(b"hi")))
+        );
+        // URL-safe alphabet and missing padding are valid proto3 JSON for bytes.
+        let req: SendInputRequest =
+            serde_json::from_value(json!({"process": {"tag": "t"}, "input": {"pty": "-_8"}}))
+                .unwrap();
+        assert_eq!(
+            req.input,
+            Some(ProcessInput::Pty(Bytes::from_static(&[0xfb, 0xff])))
+        );
+        assert!(serde_json::from_value::<SendInputRequest>(
+            json!({"input": {"stdin": "aGk=", "pty": "aGk="}})
+        )
+        .is_err());
+        assert!(
+            serde_json::from_value::<SendInputRequest>(json!({"input": {"stdin": "%%"}})).is_err()
+        );
+        let req: SendInputRequest = serde_json::from_value(json!({"input": null})).unwrap();
+        assert_eq!(req.input, None);
+
+        let start: StreamInputRequest =
+            serde_json::from_value(json!({"start": {"process": {"pid": "7"}}})).unwrap();
+        assert_eq!(
+            start,
+            StreamInputRequest::Start(Some(ProcessSelector {
+                pid: Some(7),
+                tag: None
+            }))
+        );
+        let data: StreamInputRequest =
+            serde_json::from_value(json!({"data": {"input": {"stdin": ""}}})).unwrap();
+        assert_eq!(
+            data,
+            StreamInputRequest::Data(Some(ProcessInput::Stdin(Bytes::new())))
+        );
+        let keepalive: StreamInputRequest =
+            serde_json::from_value(json!({"keepalive": {}})).unwrap();
+        assert_eq!(keepalive, StreamInputRequest::Keepalive);
+        assert_eq!(
+            serde_json::from_value::<StreamInputRequest>(json!({})).unwrap(),
+            StreamInputRequest::Empty
+        );
+        assert!(serde_json::from_value::<StreamInputRequest>(
+            json!({"keepalive": {}, "start": {}})
+        )
+        .is_err());
+
+        let update: UpdateRequest = serde_json::from_value(
+            json!({"process": {"pid": 1}, "pty": {"size": {"cols": 120, "rows": "40"}}}),
+        )
+        .unwrap();
+        let size = update.pty.unwrap().size.unwrap();
+        assert_eq!((size.cols, size.rows), (Some(120), Some(40)));
+    }
+
+    #[test]
+    fn input_requests_decode_from_protobuf() {
+        let mut w = Writer::new();
+        w.message(1, |s| {
+            s.bytes(2, b"tagged");
+        })
+        .message(2, |i| {
+            i.bytes(2, b"\x03");
+        });
+        let req = SendInputRequest::from_proto(&w.finish()).unwrap();
+        assert_eq!(req.process.unwrap().tag.as_deref(), Some("tagged"));
+        assert_eq!(
+            req.input,
+            Some(ProcessInput::Pty(Bytes::from_static(b"\x03")))
+        );
+
+        let mut w = Writer::new();
+        w.message(1, |start| {
+            start.message(1, |s| {
+                s.varint(1, 9);
+            });
+        });
+        assert_eq!(
+            StreamInputRequest::from_proto(&w.finish()).unwrap(),
+            StreamInputRequest::Start(Some(ProcessSelector {
+                pid: Some(9),
+                tag: None
+            }))
+        );
+        let mut w = Writer::new();
+        w.message(2, |data| {
+            data.message(2, |i| {
+                i.bytes(1, b"x");
+            });
+        });
+        assert_eq!(
+            StreamInputRequest::from_proto(&w.finish()).unwrap(),
+            StreamInputRequest::Data(Some(ProcessInput::Stdin(Bytes::from_static(b"x"))))
+        );
+        let mut w = Writer::new();
+        w.bytes(3, &[]);
+        assert_eq!(
+            StreamInputRequest::from_proto(&w.finish()).unwrap(),
+            StreamInputRequest::Keepalive
+        );
+
+        let mut w = Writer::new();
+        w.message(1, |s| {
+            s.varint(1, 3);
+        })
+        .message(2, |pty| {
+            pty.message(1, |size| {
+                size.varint(1, 100).varint(2, 30);
+            });
+        });
+        let update = UpdateRequest::from_proto(&w.finish()).unwrap();
+        assert_eq!(update.process.unwrap().pid, Some(3));
+        let size = update.pty.unwrap().size.unwrap();
+        assert_eq!((size.cols, size.rows), (Some(100), Some(30)));
+
+        let mut w = Writer::new();
+        w.message(1, |s| {
+            s.varint(1, 4);
+        });
+        let buf = w.finish();
+        assert_eq!(
+            ConnectRequest::from_proto(&buf)
+                .unwrap()
+                .process
+                .unwrap()
+                .pid,
+            Some(4)
+        );
+        assert_eq!(
+            CloseStdinRequest::from_proto(&buf)
+                .unwrap()
+                .process
+                .unwrap()
+                .pid,
+            Some(4)
+        );
     }
 
     #[test]

@@ -1,0 +1,703 @@
+//! An incremental `multipart/form-data` parser (RFC 7578 / RFC 2046 §5.1) with bounded memory.
+//!
+//! Uploads can be gigabytes, so the parser never holds a whole part: the caller [`push`]es the
+//! body as it arrives and drains [`Event`]s with [`next_event`] until it returns `None`, then
+//! pushes more. Between pushes the parser keeps at most [`MAX_HEADER_BYTES`] (while reading a
+//! part's headers) or a delimiter's length plus a little padding (while reading content), so
+//! memory is bounded by the size of the chunks the caller pushes plus a constant.
+//!
+//! It is a pure function of its input (no I/O, no allocation beyond the above) and must never
+//! panic, whatever bytes it is fed: the `fuzz/` folder at the top of the repository drives it
+//! with arbitrary input.
+//!
+//! [`push`]: Parser::push
+//! [`next_event`]: Parser::next_event
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Largest header block a part may have (all its header lines together).
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// Longest boundary accepted. RFC 2046 allows 70 characters; some clients use a little more.
+pub const MAX_BOUNDARY_LEN: usize = 200;
+
+/// Most whitespace ("transport padding") allowed between a delimiter and its line end.
+const MAX_PADDING: usize = 256;
+
+/// Why a multipart body could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MultipartError {
+    /// The `Content-Type` has no usable `boundary` parameter.
+    #[error("the multipart content type has no valid boundary parameter: {0}")]
+    BadBoundary(String),
+    /// The body ended before the first boundary.
+    #[error("the multipart body ended before its first boundary line")]
+    NoBoundary,
+    /// The body ended inside a part (no closing delimiter).
+    #[error("the multipart body ended before its closing boundary")]
+    UnexpectedEnd,
+    /// A part's header block is larger than [`MAX_HEADER_BYTES`].
+    #[error("a multipart part's headers exceed {MAX_HEADER_BYTES} bytes")]
+    HeadersTooLarge,
+    /// A part's headers are malformed.
+    #[error("malformed multipart part headers: {0}")]
+    BadHeaders(String),
+}
+
+/// The headers of one part that the agent cares about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartHeaders {
+    /// The disposition type of `Content-Disposition` (lowercased), e.g. `form-data`.
+    pub disposition: Option<String>,
+    /// The `name` parameter of `Content-Disposition`: the form field.
+    pub name: Option<String>,
+    /// The `filename` (or RFC 2231 `filename*`) parameter, exactly as sent: not reduced to its
+    /// last path component, because E2B clients put the full target path there.
+    pub filename: Option<String>,
+    /// The part's `Content-Type`, if it has one.
+    pub content_type: Option<String>,
+}
+
+impl PartHeaders {
+    /// The form field name, when this is a `form-data` part (what Go's `Part.FormName` returns).
+    pub fn form_name(&self) -> Option<&str> {
+        match self.disposition.as_deref() {
+            Some("form-data") => self.name.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What the parser found next in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A part begins; its content follows as [`Event::Data`] until [`Event::PartEnd`].
+    PartStart(PartHeaders),
+    /// A piece of the current part's content.
+    Data(Bytes),
+    /// The current part is complete.
+    PartEnd,
+    /// The closing delimiter was seen; anything after it (the epilogue) is ignored.
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first delimiter; bytes here are discarded.
+    Preamble,
+    /// After a delimiter line: the next part's headers.
+    Headers,
+    /// Inside a part's content.
+    Body,
+    /// The closing delimiter was seen and `End` not yet reported.
+    Closing,
+    /// `End` was reported.
+    Done,
+}
+
+/// Where the next delimiter is, as far as the buffered bytes tell.
+enum Scan {
+    /// A complete delimiter line starts at `at`; the next part (or the end) begins at `next`.
+    Found { at: usize, next: usize, close: bool },
+    /// Bytes before `safe` cannot be part of a delimiter; the rest needs more input to decide.
+    Undecided { safe: usize },
+}
+
+/// The incremental parser; see the module docs for the push/drain protocol.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    /// `"\r\n--" + boundary`: what separates parts.
+    delimiter: Vec<u8>,
+    buf: BytesMut,
+    state: State,
+    eof: bool,
+}
+
+impl Parser {
+    /// A parser for parts separated by `boundary` (the `boundary` parameter of the content type).
+    pub fn new(boundary: &str) -> Result<Self, MultipartError> {
+        validate_boundary(boundary)?;
+        let mut delimiter = Vec::with_capacity(boundary.len() + 4);
+        delimiter.extend_from_slice(b"\r\n--");
+        delimiter.extend_from_slice(boundary.as_bytes());
+        let mut buf = BytesMut::new();
+        // The first delimiter may start the body without a preceding line break; a virtual one
+        // lets a single search pattern find every delimiter.
+        buf.extend_from_slice(b"\r\n");
+        Ok(Self {
+            delimiter,
+            buf,
+            state: State::Preamble,
+            eof: false,
+        })
+    }
+
+    /// A parser for the boundary of a `multipart/...` `Content-Type` value.
+    pub fn from_content_type(content_type: &str) -> Result<Self, MultipartError> {
+        Self::new(&boundary_from_content_type(content_type)?)
+    }
+
+    /// Appends the next piece of the body. Drain [`Parser::next_event`] before pushing again, or
+    /// memory grows with everything pushed.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.state == State::Done || self.state == State::Closing {
+            // The epilogue is ignored; do not buffer it.
+            return;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Marks the end of the body: from now on, incomplete input is an error.
+    pub fn finish(&mut self) {
+        self.eof = true;
+    }
+
+    /// How many bytes the parser currently holds (for tests and the fuzzer's memory bound).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The most bytes the parser may still hold after `next_event` returned `Ok(None)`.
+    pub fn retained_bound(&self) -> usize {
+        MAX_HEADER_BYTES.max(self.delimiter.len() + MAX_PADDING + 4)
+    }
+
+    /// Whether the closing delimiter has been reported.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The next event, `Ok(None)` when more input is needed (or after [`Event::End`]).
+    pub fn next_event(&mut self) -> Result<Option<Event>, MultipartError> {
+        loop {
+            match self.state {
+                State::Done => return Ok(None),
+                State::Closing => {
+                    self.state = State::Done;
+                    self.buf.clear();
+                    return Ok(Some(Event::End));
+                }
+                State::Preamble => match self.scan() {
+                    Scan::Found { next, close, .. } => {
+                        self.buf.advance(next);
+                        self.state = if close {
+                            State::Closing
+                        } else {
+                            State::Headers
+                        };
+                    }
+                    Scan::Undecided { safe } => {
+                        self.buf.advance(safe);
+                        if self.eof {
+                            return Err(MultipartError::NoBoundary);
+                        }
+                        return Ok(None);
+                    }
+                },
+                State::Headers => {
+                    let Some((block_len, consumed)) = header_block(&self.buf) else {
+                        if self.buf.len() > MAX_HEADER_BYTES {
+                            return Err(MultipartError::HeadersTooLarge);
+                        }
+                        if self.eof {
+                            return Err(MultipartError::UnexpectedEnd);
+                        }
+                        return Ok(None);
+                    };
+                    if block_len > MAX_HEADER_BYTES {
+                        return Err(MultipartError::HeadersTooLarge);
+                    }
+                    let headers = parse_headers(&self.buf[..block_len])?;
+                    self.buf.advance(consumed);
+                    self.state = State::Body;
+                    return Ok(Some(Event::PartStart(headers)));
+                }
+                State::Body => match self.scan() {
+                    Scan::Found { at: 0, next, close } => {
+                        self.buf.advance(next);
+                        self.state = if close {
+                            State::Closing
+                        } else {
+                            State::Headers
+                        };
+                        return Ok(Some(Event::PartEnd));
+                    }
+                    Scan::Found { at, .. } => {
+                        return Ok(Some(Event::Data(self.buf.split_to(at).freeze())));
+                    }
+                    Scan::Undecided { safe } => {
+                        if safe > 0 {
+                            return Ok(Some(Event::Data(self.buf.split_to(safe).freeze())));
+                        }
+                        if self.eof {
+                            return Err(MultipartError::UnexpectedEnd);
+                        }
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Looks for the next complete delimiter line in the buffer.
+    fn scan(&self) -> Scan {
+        let buf = &self.buf[..];
+        let d = &self.delimiter[..];
+        let mut from = 0;
+        while let Some(rel) = find(buf.get(from..).unwrap_or_default(), d) {
+            let at = from + rel;
+            let after_start = at + d.len();
+            let after = buf.get(after_start..).unwrap_or_default();
+            match classify_after_delimiter(after, self.eof) {
+                After::Close => {
+                    return Scan::Found {
+                        at,
+                        next: after_start + 2,
+                        close: true,
+                    }
+                }
+                After::Open(n) => {
+                    return Scan::Found {
+                        at,
+                        next: after_start + n,
+                        close: false,
+                    }
+                }
+                After::NeedMore => return Scan::Undecided { safe: at },
+                // Looked like a delimiter but is not followed by a line end: it is content
+                // (e.g. a longer boundary that merely starts with ours). Keep searching.
+                After::Invalid => from = at + 1,
+            }
+        }
+        // No delimiter: everything is content except a tail that could be the start of one.
+        let keep = if self.eof { 0 } else { partial_suffix(buf, d) };
+        Scan::Undecided {
+            safe: buf.len() - keep,
+        }
+    }
+}
+
+/// What follows the bytes of a delimiter.
+enum After {
+    /// `--`: the closing delimiter.
+    Close,
+    /// Optional padding and CRLF, `n` bytes in all: a part follows.
+    Open(usize),
+    /// Not enough bytes yet to tell.
+    NeedMore,
+    /// Anything else: not a delimiter.
+    Invalid,
+}
+
+fn classify_after_delimiter(after: &[u8], eof: bool) -> After {
+    let need_more = if eof { After::Invalid } else { After::NeedMore };
+    match after {
+        [] | [b'-'] => return need_more,
+        [b'-', b'-', ..] => return After::Close,
+        _ => {}
+    }
+    let padding = after
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if padding > MAX_PADDING {
+        return After::Invalid;
+    }
+    match after.get(padding..).unwrap_or_default() {
+        [] | [b'\r'] => need_more,
+        [b'\r', b'\n', ..] => After::Open(padding + 2),
+        _ => After::Invalid,
+    }
+}
+
+/// Length of the longest suffix of `buf` that is a proper prefix of `pattern`.
+fn partial_suffix(buf: &[u8], pattern: &[u8]) -> usize {
+    let max = pattern.len().saturating_sub(1).min(buf.len());
+    (1..=max)
+        .rev()
+        .find(|&n| {
+            buf.get(buf.len() - n..)
+                .is_some_and(|tail| pattern.starts_with(tail))
+        })
+        .unwrap_or(0)
+}
+
+/// Position of the first occurrence of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while from + needle.len() <= haystack.len() {
+        let pos = from + haystack.get(from..)?.iter().position(|&b| b == first)?;
+        let end = pos + needle.len();
+        if end > haystack.len() {
+            return None;
+        }
+        if haystack.get(pos + 1..end) == Some(rest) {
+            return Some(pos);
+        }
+        from = pos + 1;
+    }
+    None
+}
+
+/// The header block at the start of `buf`: `(block length, bytes to consume)`, or `None` when its
+/// end has not arrived yet.
+fn header_block(buf: &[u8]) -> Option<(usize, usize)> {
+    if buf.starts_with(b"\r\n") {
+        return Some((0, 2));
+    }
+    find(buf, b"\r\n\r\n").map(|i| (i, i + 4))
+}
+
+fn parse_headers(block: &[u8]) -> Result<PartHeaders, MultipartError> {
+    let text = std::str::from_utf8(block)
+        .map_err(|_| MultipartError::BadHeaders("part headers are not valid UTF-8".into()))?;
+    // Unfold continuation lines (obsolete but legal) into their header.
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            match lines.last_mut() {
+                Some(last) => {
+                    last.push(' ');
+                    last.push_str(line.trim());
+                }
+                None => {
+                    return Err(MultipartError::BadHeaders(
+                        "a continuation line precedes the first header".into(),
+                    ))
+                }
+            }
+        } else {
+            lines.push(line.to_owned());
+        }
+    }
+    let mut headers = PartHeaders::default();
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(MultipartError::BadHeaders(format!(
+                "header line '{}' has no ':'",
+                truncate(&line)
+            )));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-disposition") {
+            let (kind, params) = parse_disposition(value)?;
+            headers.disposition = Some(kind);
+            for (key, val) in params {
+                match key.as_str() {
+                    "name" => headers.name = Some(val),
+                    "filename" => headers.filename = Some(val),
+                    _ => {}
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            headers.content_type = Some(value.to_owned());
+        }
+    }
+    Ok(headers)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Whether `b` may appear in an RFC 7230 token.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Parses `type; key=value; key="quoted"; key*=utf-8''pct` (RFC 6266 / RFC 2231) into the
+/// lowercased type and the parameters, `key*` forms decoded and taking precedence over plain ones.
+fn parse_disposition(value: &str) -> Result<(String, Vec<(String, String)>), MultipartError> {
+    let bad = |why: &str| {
+        MultipartError::BadHeaders(format!("Content-Disposition '{}': {why}", truncate(value)))
+    };
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    let token = |i: &mut usize| {
+        let start = *i;
+        while *i < bytes.len() && is_token_byte(bytes[*i]) {
+            *i += 1;
+        }
+        value.get(start..*i).unwrap_or_default().to_owned()
+    };
+    let skip_ws = |i: &mut usize| {
+        while *i < bytes.len() && (bytes[*i] == b' ' || bytes[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    let kind = token(&mut i).to_ascii_lowercase();
+    if kind.is_empty() {
+        return Err(bad("no disposition type"));
+    }
+    let mut plain: Vec<(String, String)> = Vec::new();
+    let mut extended: Vec<(String, String)> = Vec::new();
+    loop {
+        skip_ws(&mut i);
+        if i >= bytes.len() {
+            break;
+        }
+        if bytes[i] != b';' {
+            return Err(bad("expected ';' between parameters"));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        if i >= bytes.len() {
+            // A trailing ';' is common enough to accept.
+            break;
+        }
+        let key = token(&mut i).to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(bad("empty parameter name"));
+        }
+        skip_ws(&mut i);
+        if bytes.get(i) != Some(&b'=') {
+            return Err(bad("parameter without '='"));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        let val = if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            let mut out = Vec::new();
+            loop {
+                match bytes.get(i) {
+                    None => return Err(bad("unterminated quoted string")),
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') => {
+                        let Some(&escaped) = bytes.get(i + 1) else {
+                            return Err(bad("unterminated quoted string"));
+                        };
+                        out.push(escaped);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            // Input was a &str and only whole bytes between ASCII quotes were copied.
+            String::from_utf8(out).map_err(|_| bad("quoted string is not UTF-8"))?
+        } else {
+            let v = token(&mut i);
+            if v.is_empty() {
+                return Err(bad("empty parameter value"));
+            }
+            v
+        };
+        if let Some(base) = key.strip_suffix('*') {
+            let decoded = decode_ext_value(&val).ok_or_else(|| bad("invalid RFC 2231 value"))?;
+            if extended.iter().any(|(k, _)| k == base) {
+                return Err(bad("duplicate parameter"));
+            }
+            extended.push((base.to_owned(), decoded));
+        } else {
+            if plain.iter().any(|(k, _)| *k == key) {
+                return Err(bad("duplicate parameter"));
+            }
+            plain.push((key, val));
+        }
+    }
+    for (key, val) in extended {
+        match plain.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = val,
+            None => plain.push((key, val)),
+        }
+    }
+    Ok((kind, plain))
+}
+
+/// Decodes an RFC 5987 `charset'language'percent-encoded` value (UTF-8 or US-ASCII only).
+fn decode_ext_value(value: &str) -> Option<String> {
+    let mut fields = value.splitn(3, '\'');
+    let charset = fields.next()?.to_ascii_lowercase();
+    let _language = fields.next()?;
+    let encoded = fields.next()?;
+    if charset != "utf-8" && charset != "us-ascii" {
+        return None;
+    }
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (charset == "utf-8" || s.is_ascii()).then_some(s)
+}
+
+fn validate_boundary(boundary: &str) -> Result<(), MultipartError> {
+    if boundary.is_empty() || boundary.len() > MAX_BOUNDARY_LEN {
+        return Err(MultipartError::BadBoundary(format!(
+            "boundary must be 1 to {MAX_BOUNDARY_LEN} characters long"
+        )));
+    }
+    // RFC 2046 bchars, plus anything printable: being lenient costs nothing, CR/LF would break
+    // the framing.
+    if !boundary.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(MultipartError::BadBoundary(
+            "boundary must be printable ASCII".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The `boundary` parameter of a `multipart/...` content type.
+pub fn boundary_from_content_type(content_type: &str) -> Result<String, MultipartError> {
+    let bad = || MultipartError::BadBoundary(truncate(content_type));
+    let (_essence, params) = parse_media_type(content_type).map_err(|_| bad())?;
+    let boundary = params
+        .into_iter()
+        .find(|(k, _)| k == "boundary")
+        .map(|(_, v)| v)
+        .ok_or_else(bad)?;
+    validate_boundary(&boundary)?;
+    Ok(boundary)
+}
+
+/// Splits a media type `type/subtype; params` into its lowercased essence and parameters.
+pub fn parse_media_type(value: &str) -> Result<(String, Vec<(String, String)>), MultipartError> {
+    let value = value.trim();
+    let (essence, rest) = match value.find(';') {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    // The parameter grammar is the same as Content-Disposition's; give it a placeholder type.
+    let (_, params) = parse_disposition(&format!("x{rest}"))?;
+    Ok((essence, params))
+}
+
+/// Parses a whole in-memory body (tests and the fuzzer): every part's headers and content.
+pub fn parse_all(
+    boundary: &str,
+    body: &[u8],
+) -> Result<Vec<(PartHeaders, Vec<u8>)>, MultipartError> {
+    let mut parser = Parser::new(boundary)?;
+    parser.push(body);
+    parser.finish();
+    let mut parts: Vec<(PartHeaders, Vec<u8>)> = Vec::new();
+    while let Some(event) = parser.next_event()? {
+        match event {
+            Event::PartStart(h) => parts.push((h, Vec::new())),
+            Event::Data(d) => {
+                if let Some((_, content)) = parts.last_mut() {
+                    content.extend_from_slice(&d);
+                }
+            }
+            Event::PartEnd => {}
+            Event::End => break,
+        }
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/home/user/a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b/c.bin\"\r\n\r\n\r\n--XyZx\r\n\r\n--XyZ--\r\nepilogue";
+
+    #[test]
+    fn parses_parts_whole() {
+        let parts = parse_all("XyZ", BODY).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].0.form_name(), Some("file"));
+        assert_eq!(parts[0].0.filename.as_deref(), Some("/home/user/a.txt"));
+        assert_eq!(parts[0].0.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(parts[0].1, b"hello");
+        assert_eq!(parts[1].0.filename.as_deref(), Some("b/c.bin"));
+        // A longer boundary that starts with ours is content.
+        assert_eq!(parts[1].1, b"\r\n--XyZx\r\n");
+    }
+
+    #[test]
+    fn parses_parts_byte_by_byte() {
+        let mut p = Parser::new("XyZ").unwrap();
+        let mut data = Vec::new();
+        let mut starts = 0;
+        let mut ended = false;
+        for b in BODY {
+            p.push(&[*b]);
+            while let Some(ev) = p.next_event().unwrap() {
+                match ev {
+                    Event::PartStart(_) => starts += 1,
+                    Event::Data(d) => data.extend_from_slice(&d),
+                    Event::PartEnd => data.push(b'|'),
+                    Event::End => ended = true,
+                }
+            }
+            assert!(p.buffered() <= p.retained_bound());
+        }
+        p.finish();
+        assert_eq!(p.next_event().unwrap(), None);
+        assert!(ended);
+        assert_eq!(starts, 2);
+        assert_eq!(data, b"hello|\r\n--XyZx\r\n|");
+    }
+
+    #[test]
+    fn rejects_truncated_bodies() {
+        assert_eq!(parse_all("b", b""), Err(MultipartError::NoBoundary));
+        assert_eq!(
+            parse_all(
+                "b",
+                b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\nabc"
+            ),
+            Err(MultipartError::UnexpectedEnd)
+        );
+        assert_eq!(
+            parse_all("b", b"--b\r\nContent-Disp"),
+            Err(MultipartError::UnexpectedEnd)
+        );
+    }
+
+    #[test]
+    fn parses_disposition_forms() {
+        let (kind, params) = parse_disposition(
+            r#"form-data; name=file; filename="a\"b\\c"; filename*=UTF-8''%C3%A9.txt"#,
+        )
+        .unwrap();
+        assert_eq!(kind, "form-data");
+        assert_eq!(params[0], ("name".into(), "file".into()));
+        assert_eq!(params[1], ("filename".into(), "é.txt".into()));
+        assert!(parse_disposition("form-data; name").is_err());
+        assert!(parse_disposition("form-data; name=\"x").is_err());
+        assert!(parse_disposition("form-data; name=a; name=b").is_err());
+        assert!(parse_disposition("").is_err());
+    }
+
+    #[test]
+    fn reads_boundary_from_content_type() {
+        assert_eq!(
+            boundary_from_content_type("multipart/form-data; boundary=abc123").unwrap(),
+            "abc123"
+        );
+        assert_eq!(
+            boundary_from_content_type("multipart/form-data; charset=utf-8; boundary=\"a b\"")
+                .unwrap(),
+            "a b"
+        );
+        assert!(boundary_from_content_type("multipart/form-data").is_err());
+        assert!(boundary_from_content_type("multipart/form-data; boundary=").is_err());
+    }
+
+    #[test]
+    fn header_block_size_is_bounded() {
+        let mut p = Parser::new("b").unwrap();
+        p.push(b"--b\r\n");
+        let big = vec![b'a'; MAX_HEADER_BYTES + 10];
+        p.push(&big);
+        assert_eq!(p.next_event(), Err(MultipartError::HeadersTooLarge));
+    }
+}

@@ -1,0 +1,379 @@
+//! The disk side of `POST /files`, run on a blocking thread: the request body arrives through a
+//! bounded channel, is un-gzipped and split into parts as it streams, and each part is written
+//! straight to its file. Memory use is a few chunks, whatever the upload's size.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::multipart::{self, Event, Parser};
+use super::paths::{self, EnsureDirsError};
+use super::{xattr, FileError};
+use crate::users::User;
+
+/// Bytes read from the (decoded) body at a time.
+const CHUNK: usize = 128 << 10;
+
+/// How the body carries the file(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/octet-stream`: the body is the file; `?path=` names it.
+    Raw,
+    /// `multipart/form-data` with this boundary: one file per `file` part.
+    Multipart(String),
+}
+
+/// Everything the blocking side needs to know about an upload.
+#[derive(Debug, Clone)]
+pub struct UploadPlan {
+    /// Who the files will belong to; relative paths resolve against their home.
+    pub user: User,
+    /// The `path` query parameter.
+    pub path: Option<String>,
+    /// Raw or multipart.
+    pub kind: BodyKind,
+    /// Whether the body is gzip-compressed (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// The metadata every written file gets (replacing what it had).
+    pub metadata: BTreeMap<String, String>,
+    /// The request's `Content-Length`, for the "disk full" message.
+    pub content_length: Option<u64>,
+}
+
+/// One written file, as the SDK's `WriteInfo` reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WrittenFile {
+    /// The file name (last path component).
+    pub name: String,
+    /// The absolute path.
+    pub path: String,
+    /// Always `file`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The metadata now on the file, read back from disk; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A `Read` over the request body chunks the async side forwards.
+pub struct BodyReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl BodyReader {
+    /// Reads what arrives on `rx` until it closes (end of body) or yields an error.
+    pub fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(err)) => return Err(err),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(self.current.get(..n).unwrap_or_default());
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// Where a read from the body failed: the client's fault, not the disk's.
+fn body_error(err: io::Error) -> FileError {
+    FileError::new(
+        StatusCode::BAD_REQUEST,
+        format!("error reading the request body: {err}"),
+    )
+}
+
+/// Performs the upload. Must run on a blocking thread.
+pub fn run(plan: &UploadPlan, body: impl Read) -> Result<Vec<WrittenFile>, FileError> {
+    let mut source: Box<dyn Read> = if plan.gzip {
+        // Multi-member: concatenated gzip streams are one valid body (as Go's reader accepts).
+        Box::new(flate2::read::MultiGzDecoder::new(body))
+    } else {
+        Box::new(body)
+    };
+    match &plan.kind {
+        BodyKind::Raw => {
+            let path = plan.path.as_deref().ok_or_else(|| {
+                FileError::new(
+                    StatusCode::BAD_REQUEST,
+                    "path query parameter is required for raw body upload",
+                )
+            })?;
+            let path = resolve(path, &plan.user)?;
+            let mut target = Target::create(&path, &plan.user)?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match source.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(body_error(err)),
+                };
+                target.write(buf.get(..n).unwrap_or_default(), plan)?;
+            }
+            Ok(vec![target.finish(plan)?])
+        }
+        BodyKind::Multipart(boundary) => multipart_upload(plan, boundary, &mut source),
+    }
+}
+
+fn multipart_upload(
+    plan: &UploadPlan,
+    boundary: &str,
+    source: &mut dyn Read,
+) -> Result<Vec<WrittenFile>, FileError> {
+    let bad_form = |err: multipart::MultipartError| {
+        FileError::new(
+            StatusCode::BAD_REQUEST,
+            format!("error reading form: {err}"),
+        )
+    };
+    let mut parser = Parser::new(boundary).map_err(bad_form)?;
+    let mut written: Vec<WrittenFile> = Vec::new();
+    // The part being written: `Some(None)` for a part that is not a file (skipped).
+    let mut current: Option<Option<Target>> = None;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(body_error(err)),
+        };
+        if n == 0 {
+            parser.finish();
+        } else {
+            parser.push(buf.get(..n).unwrap_or_default());
+        }
+        while let Some(event) = parser.next_event().map_err(bad_form)? {
+            match event {
+                Event::PartStart(headers) => {
+                    if headers.form_name() != Some("file") {
+                        current = Some(None);
+                        continue;
+                    }
+                    let raw = match plan.path.as_deref() {
+                        Some(p) => p.to_owned(),
+                        None => headers.filename.clone().ok_or_else(|| {
+                            FileError::new(
+                                StatusCode::BAD_REQUEST,
+                                "error getting multipart custom part file name: filename not found in Content-Disposition header",
+                            )
+                        })?,
+                    };
+                    let path = resolve(&raw, &plan.user)?;
+                    check_duplicate(&path, &written)?;
+                    current = Some(Some(Target::create(&path, &plan.user)?));
+                }
+                Event::Data(data) => {
+                    if let Some(Some(target)) = current.as_mut() {
+                        target.write(&data, plan)?;
+                    }
+                }
+                Event::PartEnd => {
+                    if let Some(Some(target)) = current.take() {
+                        written.push(target.finish(plan)?);
+                    }
+                }
+                Event::End => return Ok(written),
+            }
+        }
+        if n == 0 {
+            // finish() makes the parser report End or an error; this is unreachable in practice
+            // but must not loop forever.
+            return Ok(written);
+        }
+    }
+}
+
+fn resolve(raw: &str, user: &User) -> Result<PathBuf, FileError> {
+    paths::resolve(raw, user).map_err(|err| {
+        FileError::new(
+            StatusCode::BAD_REQUEST,
+            format!("error resolving path: {err}"),
+        )
+    })
+}
+
+fn check_duplicate(path: &Path, written: &[WrittenFile]) -> Result<(), FileError> {
+    let display = path.to_string_lossy();
+    if !written.iter().any(|w| w.path == display) {
+        return Ok(());
+    }
+    let others: Vec<&str> = written
+        .iter()
+        .map(|w| w.path.as_str())
+        .filter(|p| *p != display)
+        .collect();
+    let mut message = format!(
+        "you cannot upload multiple files to the same path '{display}' in one upload request, only the first specified file was uploaded"
+    );
+    if !others.is_empty() {
+        message.push_str(&format!(
+            ", also the following files were uploaded: {}",
+            others.join(", ")
+        ));
+    }
+    Err(FileError::new(StatusCode::BAD_REQUEST, message))
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+fn is_no_space(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// A file being written.
+struct Target {
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+impl Target {
+    /// Creates (or truncates) `path` for `user`, making missing parent directories theirs too.
+    fn create(path: &Path, user: &User) -> Result<Self, FileError> {
+        if let Some(parent) = path.parent() {
+            paths::ensure_dirs(parent, user.uid, user.gid).map_err(|err| {
+                let status = match &err {
+                    EnsureDirsError::NotADirectory(_) => StatusCode::BAD_REQUEST,
+                    e if e.os_error().is_some_and(is_no_space) => StatusCode::INSUFFICIENT_STORAGE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                FileError::new(status, format!("error ensuring directories: {err}"))
+            })?;
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(FileError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("path is a directory: {}", path.display()),
+                ))
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(FileError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("error getting file info: {err}"),
+                ))
+            }
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o666)
+            .open(path)
+            .map_err(|err| {
+                if is_no_space(&err) {
+                    FileError::new(
+                        StatusCode::INSUFFICIENT_STORAGE,
+                        format!("not enough inodes available: {err}"),
+                    )
+                } else {
+                    FileError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("error opening file: {err}"),
+                    )
+                }
+            })?;
+        // An overwritten file changes hands too (as in envd): the uploader owns what it wrote.
+        std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid)).map_err(|err| {
+            FileError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("error changing file ownership: {err}"),
+            )
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            written: 0,
+        })
+    }
+
+    fn write(&mut self, data: &[u8], plan: &UploadPlan) -> Result<(), FileError> {
+        self.file.write_all(data).map_err(|err| {
+            if is_no_space(&err) {
+                let message = match plan.content_length {
+                    Some(len) if len > 0 => {
+                        format!("attempted to write {len} bytes: not enough disk space available")
+                    }
+                    _ => "not enough disk space available".to_owned(),
+                };
+                FileError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+            } else {
+                FileError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("error writing file: {err}"),
+                )
+            }
+        })?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Stores the metadata and describes the file for the response.
+    fn finish(self, plan: &UploadPlan) -> Result<WrittenFile, FileError> {
+        match xattr::replace(self.file.as_fd(), &plan.metadata) {
+            Ok(()) => {}
+            // /proc, /sys and old tmpfs have no user attributes; the content is written, and the
+            // answer below reads attributes back, so it will not claim metadata it lacks.
+            Err(err) if xattr::is_unsupported(&err) => {
+                if !plan.metadata.is_empty() {
+                    tracing::warn!(path = %self.path.display(), error = %err, "filesystem has no xattrs; metadata not stored");
+                }
+            }
+            Err(err) if is_no_space(&err) => {
+                return Err(FileError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!("not enough space for file metadata: {err}"),
+                ))
+            }
+            Err(err) => {
+                return Err(FileError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("error writing file metadata: {err}"),
+                ))
+            }
+        }
+        let metadata = match xattr::read_fd(self.file.as_fd()) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::warn!(path = %self.path.display(), error = %err, "cannot read back file metadata");
+                BTreeMap::new()
+            }
+        };
+        tracing::debug!(path = %self.path.display(), bytes = self.written, "file written");
+        Ok(WrittenFile {
+            name: self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: self.path.to_string_lossy().into_owned(),
+            kind: "file",
+            metadata: (!metadata.is_empty()).then_some(metadata),
+        })
+    }
+}

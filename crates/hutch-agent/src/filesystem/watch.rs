@@ -1,0 +1,624 @@
+//! Watching directories with inotify, with envd's event semantics (it uses a recursive fork of
+//! fsnotify).
+//!
+//! One inotify instance per watch. A reader task waits for the descriptor to become readable,
+//! hands each batch of raw events to the blocking pool (turning them into protocol events can
+//! stat files and walk new directories) and forwards the results on a bounded channel. The task
+//! ends, and the descriptor closes, when the receiving side goes away: the `WatchDir` response
+//! stream being dropped, or a polling watcher being removed.
+//!
+//! Mapping (fsnotify's): `IN_CREATE`/`IN_MOVED_TO` → CREATE, `IN_MOVED_FROM`/`IN_MOVE_SELF` →
+//! RENAME, `IN_ATTRIB` → CHMOD, `IN_MODIFY` → WRITE, `IN_DELETE`/`IN_DELETE_SELF` → REMOVE; one
+//! raw event can yield several, in that order. Recursive watches add every directory that
+//! appears under the root and report what was already inside it as CREATE events (a
+//! `mkdir -p a/b/c` is over before the agent can watch `a`).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::entry::{c_path, entry_info, relative_name, Names};
+use super::wire::{EventType, FilesystemEvent};
+use crate::connect::{Code, ConnectError};
+
+/// What a watch delivers: events, or one terminal error after which nothing follows.
+pub type EventItem = Result<FilesystemEvent, ConnectError>;
+
+/// The receiving end of a watch; dropping it stops the watch.
+pub type EventReceiver = mpsc::Receiver<EventItem>;
+
+/// Events in flight between the reader task and its consumer. When the consumer (a slow
+/// stream client) falls this far behind, the reader stops reading and the kernel queues the
+/// rest, up to `fs.inotify.max_queued_events`.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// Events a polling watcher keeps before it gives up: a client that never fetches must not
+/// make PID 1 grow without bound.
+pub const MAX_BUFFERED_EVENTS: usize = 65_536;
+
+/// Size of one read from the inotify descriptor; room for hundreds of events with names.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Size of `struct inotify_event` without its name.
+const EVENT_HEADER: usize = 16;
+
+/// The changes every watch subscribes to (fsnotify's default set).
+const WATCH_MASK: u32 = libc::IN_CREATE
+    | libc::IN_MODIFY
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVED_TO
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVE_SELF
+    | libc::IN_ATTRIB;
+
+/// Filesystem magic numbers (linux/magic.h) of network and FUSE filesystems, which envd refuses
+/// to watch unless asked: inotify does not see changes made by other machines.
+const NETWORK_MAGICS: [i64; 5] = [
+    0x6969,      // NFS
+    0xFF53_4D42, // CIFS
+    0x517B,      // SMB
+    0xFE53_4D42, // SMB2
+    0x6573_5546, // FUSE
+];
+
+/// What to watch, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    /// The watched directory (absolute, lexically clean; may be a symlink to a directory).
+    pub root: PathBuf,
+    /// Watch the whole tree under it.
+    pub recursive: bool,
+    /// Attach `EntryInfo` to events that describe an existing entry.
+    pub include_entry: bool,
+    /// Where owner names come from, for `EntryInfo`.
+    pub passwd: PathBuf,
+    /// Where group names come from.
+    pub group: PathBuf,
+}
+
+/// Checks that `root` is a directory that may be watched (envd's errors).
+pub fn check_watchable(root: &Path, allow_network_mounts: bool) -> Result<(), ConnectError> {
+    let meta = std::fs::metadata(root).map_err(|err| {
+        if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
+            ConnectError::not_found(format!("path {} not found", root.display()))
+        } else {
+            ConnectError::internal(format!("error statting path {}: {err}", root.display()))
+        }
+    })?;
+    if !meta.is_dir() {
+        return Err(ConnectError::invalid_argument(format!(
+            "path {} not a directory",
+            root.display()
+        )));
+    }
+    if !allow_network_mounts && is_network_mount(root)? {
+        return Err(ConnectError::invalid_argument(format!(
+            "cannot watch path on network filesystem: {}",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+fn is_network_mount(path: &Path) -> Result<bool, ConnectError> {
+    let c_path = c_path(path).map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `buf` is a valid, writable statfs.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
+        let err = io::Error::last_os_error();
+        return Err(ConnectError::internal(format!(
+            "error checking mount status: failed to statfs {}: {err}",
+            path.display()
+        )));
+    }
+    // f_type's width differs between architectures; the magics all fit in 32 bits unsigned.
+    let magic = i64::from(buf.f_type as u32);
+    Ok(NETWORK_MAGICS.contains(&magic))
+}
+
+/// A fresh id for a polling watcher: `w` and 16 random hex digits (envd's ids also start with
+/// `w`; clients treat them as opaque).
+pub fn new_watcher_id() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(1);
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is a writable buffer of the given length.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let value = if got == bytes.len() as isize {
+        u64::from_ne_bytes(bytes)
+    } else {
+        // Without randomness ids only need to be unique within this agent.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(40)
+    };
+    format!("w{value:016x}")
+}
+
+/// Sets up the watch and starts its reader task.
+pub async fn start(spec: WatchSpec) -> Result<EventReceiver, ConnectError> {
+    let state = tokio::task::spawn_blocking(move || State::new(spec))
+        .await
+        .map_err(|err| ConnectError::internal(format!("watch setup failed: {err}")))??;
+    let fd = state.fd.clone();
+    // SAFETY: the Arc inside the AsyncFd keeps the descriptor open, with the same number, for
+    // as long as the AsyncFd exists; nothing closes an `OwnedFd` behind its owners' backs.
+    let async_fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| ConnectError::internal(format!("error creating watcher: {err}")))?;
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    tokio::spawn(run(async_fd, Arc::new(Mutex::new(state)), tx));
+    Ok(rx)
+}
+
+/// The reader task: runs until the receiver is dropped or the watch fails.
+async fn run(fd: AsyncFd<Arc<OwnedFd>>, state: Arc<Mutex<State>>, tx: mpsc::Sender<EventItem>) {
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let read = tokio::select! {
+            _ = tx.closed() => return,
+            read = read_events(&fd, &mut buf) => read,
+        };
+        let batch = match read {
+            Ok(n) => buf[..n].to_vec(),
+            Err(err) => {
+                let _ = tx
+                    .send(Err(ConnectError::internal(format!("watcher error: {err}"))))
+                    .await;
+                return;
+            }
+        };
+        let state = state.clone();
+        let items = match tokio::task::spawn_blocking(move || lock(&state).process(&batch)).await {
+            Ok(items) => items,
+            Err(err) => vec![Err(ConnectError::internal(format!("watcher error: {err}")))],
+        };
+        for item in items {
+            let terminal = item.is_err();
+            if tx.send(item).await.is_err() || terminal {
+                return;
+            }
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Only the reader task's blocking step locks it; a panic there would have ended the task.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One read's worth of raw events.
+async fn read_events(fd: &AsyncFd<Arc<OwnedFd>>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        let result = guard.try_io(|inner| {
+            // SAFETY: reading into a writable buffer of `buf.len()` bytes from a descriptor
+            // this watch owns (kept open by the Arc inside the AsyncFd).
+            let n = unsafe { libc::read(inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match result {
+            Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "inotify descriptor returned end of file",
+                ))
+            }
+            Ok(result) => return result,
+            // Spurious readiness: try_io cleared it; wait again.
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// A watch's inotify descriptor and the directories it watches.
+struct State {
+    fd: Arc<OwnedFd>,
+    spec: WatchSpec,
+    by_wd: HashMap<i32, PathBuf>,
+    by_path: HashMap<PathBuf, i32>,
+}
+
+impl State {
+    /// Opens the descriptor and watches the root (and, if recursive, every directory under
+    /// it, without following symlinks).
+    fn new(spec: WatchSpec) -> Result<Self, ConnectError> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EMFILE) | Some(libc::ENFILE) => ConnectError::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "error creating watcher: {err}; too many watchers are open \
+                         (fs.inotify.max_user_instances), remove ones you no longer need"
+                    ),
+                ),
+                _ => ConnectError::internal(format!("error creating watcher: {err}")),
+            });
+        }
+        // SAFETY: `raw` is a new descriptor nothing else owns.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        let mut state = State {
+            fd,
+            spec,
+            by_wd: HashMap::new(),
+            by_path: HashMap::new(),
+        };
+        let root = state.spec.root.clone();
+        state
+            .add_watch(&root, true)
+            .map_err(|err| add_error(&root, &err))?;
+        if state.spec.recursive {
+            state
+                .watch_subtree(&root, &mut |_, _| {})
+                .map_err(|(path, err)| add_error(&path, &err))?;
+        }
+        Ok(state)
+    }
+
+    /// Adds an inotify watch on the directory `path`. Only the root may be reached through a
+    /// symlink; anything below is watched as what it is, never followed.
+    fn add_watch(&mut self, path: &Path, is_root: bool) -> io::Result<()> {
+        let c_path = c_path(path)?;
+        let mut mask = WATCH_MASK | libc::IN_ONLYDIR;
+        if !is_root {
+            mask |= libc::IN_DONT_FOLLOW;
+        }
+        // SAFETY: the descriptor is open for the lifetime of `self`; `c_path` is NUL-terminated.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c_path.as_ptr(), mask) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The kernel hands out one wd per inode: a directory known under another path (a bind
+        // mount, or a move the agent missed) now goes by this one.
+        if let Some(old) = self.by_wd.insert(wd, path.to_owned()) {
+            if old != path {
+                self.by_path.remove(&old);
+            }
+        }
+        self.by_path.insert(path.to_owned(), wd);
+        Ok(())
+    }
+
+    /// Watches every directory below `dir` (pre-order, names in byte order), calling `found`
+    /// for each entry found on the way. Entries that vanish meanwhile are skipped; running out
+    /// of watches is an error.
+    fn watch_subtree(
+        &mut self,
+        dir: &Path,
+        found: &mut dyn FnMut(&Path, bool),
+    ) -> Result<(), (PathBuf, io::Error)> {
+        let mut stack = vec![dir.to_owned()];
+        while let Some(dir) = stack.pop() {
+            let Ok(read) = std::fs::read_dir(&dir) else {
+                // Gone, or unreadable: nothing to watch in it.
+                continue;
+            };
+            let mut kids: Vec<(PathBuf, bool)> = read
+                .filter_map(Result::ok)
+                .map(|e| {
+                    // d_type: a symlink to a directory is not a directory here.
+                    let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                    (e.path(), is_dir)
+                })
+                .collect();
+            kids.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+            let mut subdirs = Vec::new();
+            for (path, is_dir) in kids {
+                found(&path, is_dir);
+                if !is_dir {
+                    continue;
+                }
+                match self.add_watch(&path, false) {
+                    Ok(()) => subdirs.push(path),
+                    Err(err) if is_vanished(&err) => {}
+                    Err(err) => return Err((path, err)),
+                }
+            }
+            // Reversed so the stack pops them in name order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// Forgets `wd` (the kernel dropped it, or is about to).
+    fn forget(&mut self, wd: i32) {
+        if let Some(path) = self.by_wd.remove(&wd) {
+            if self.by_path.get(&path) == Some(&wd) {
+                self.by_path.remove(&path);
+            }
+        }
+    }
+
+    /// Stops watching `path` and everything under it (it moved out of the watched tree, or
+    /// away within it: the destination gets fresh watches when its `IN_MOVED_TO` arrives).
+    fn unwatch_tree(&mut self, path: &Path) {
+        let doomed: Vec<i32> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(path))
+            .map(|(_, wd)| *wd)
+            .collect();
+        for wd in doomed {
+            // SAFETY: the descriptor is open; a wd the kernel already dropped just fails.
+            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+            self.forget(wd);
+        }
+    }
+
+    /// Turns a batch of raw events into protocol events.
+    fn process(&mut self, buf: &[u8]) -> Vec<EventItem> {
+        let mut out = Vec::new();
+        let mut names = None;
+        let mut offset = 0;
+        while buf.len() - offset >= EVENT_HEADER {
+            let field = |i: usize| {
+                let at = offset + 4 * i;
+                [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
+            };
+            let wd = i32::from_ne_bytes(field(0));
+            let mask = u32::from_ne_bytes(field(1));
+            let len = u32::from_ne_bytes(field(3)) as usize;
+            let name_start = offset + EVENT_HEADER;
+            let Some(raw_name) = buf.get(name_start..name_start + len) else {
+                // The kernel never splits an event across reads; a short one is a bug.
+                out.push(Err(ConnectError::internal(
+                    "watcher error: truncated inotify event",
+                )));
+                return out;
+            };
+            offset = name_start + len;
+            // The name is NUL-padded to an alignment boundary.
+            let name = raw_name.split(|b| *b == 0).next().unwrap_or(&[]);
+            if !self.handle(wd, mask, OsStr::from_bytes(name), &mut out, &mut names) {
+                return out;
+            }
+        }
+        out
+    }
+
+    /// Handles one raw event; false once the watch has failed.
+    fn handle(
+        &mut self,
+        wd: i32,
+        mask: u32,
+        name: &OsStr,
+        out: &mut Vec<EventItem>,
+        names: &mut Option<Names>,
+    ) -> bool {
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            out.push(Err(ConnectError::internal(
+                "watcher error: the inotify event queue overflowed and events were lost; \
+                 watch again",
+            )));
+            return false;
+        }
+        let Some(dir) = self.by_wd.get(&wd).cloned() else {
+            // A watch already forgotten (removed while its events were queued).
+            return true;
+        };
+        let path = if name.is_empty() {
+            dir.clone()
+        } else {
+            dir.join(name)
+        };
+        if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT) != 0 {
+            self.forget(wd);
+            return true;
+        }
+        if mask & libc::IN_DELETE_SELF != 0 {
+            self.forget(wd);
+            // The watched parent reports the deletion already.
+            if dir.parent().is_some_and(|p| self.by_path.contains_key(p)) {
+                return true;
+            }
+        }
+        if mask & libc::IN_MOVE_SELF != 0 {
+            if self.spec.recursive {
+                // The parent's IN_MOVED_FROM/IN_MOVED_TO describe the move.
+                return true;
+            }
+            // The directory is elsewhere now; its events would carry a stale path.
+            self.unwatch_tree(&dir);
+        }
+
+        let mut types = Vec::with_capacity(2);
+        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+            types.push(EventType::Create);
+        }
+        if mask & (libc::IN_MOVED_FROM | libc::IN_MOVE_SELF) != 0 {
+            types.push(EventType::Rename);
+        }
+        if mask & libc::IN_ATTRIB != 0 {
+            types.push(EventType::Chmod);
+        }
+        if mask & libc::IN_MODIFY != 0 {
+            types.push(EventType::Write);
+        }
+        if mask & (libc::IN_DELETE | libc::IN_DELETE_SELF) != 0 {
+            types.push(EventType::Remove);
+        }
+        for event_type in types {
+            let event = self.event(&path, event_type, names);
+            out.push(Ok(event));
+        }
+
+        if self.spec.recursive && mask & libc::IN_ISDIR != 0 {
+            if mask & libc::IN_MOVED_FROM != 0 {
+                self.unwatch_tree(&path);
+            }
+            if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+                return self.watch_new_dir(&path, out, names);
+            }
+        }
+        true
+    }
+
+    /// A directory appeared under a recursive watch: watch it and its subdirectories, and
+    /// report what is already in it as created.
+    fn watch_new_dir(
+        &mut self,
+        path: &Path,
+        out: &mut Vec<EventItem>,
+        names: &mut Option<Names>,
+    ) -> bool {
+        match self.add_watch(path, false) {
+            Ok(()) => {}
+            // Already gone again (or replaced by a file): nothing to watch.
+            Err(err) if is_vanished(&err) => return true,
+            Err(err) => {
+                out.push(Err(add_error(path, &err)));
+                return false;
+            }
+        }
+        let mut found = Vec::new();
+        let result = self.watch_subtree(path, &mut |p, _| found.push(p.to_owned()));
+        for p in found {
+            let event = self.event(&p, EventType::Create, names);
+            out.push(Ok(event));
+        }
+        match result {
+            Ok(()) => true,
+            Err((p, err)) => {
+                out.push(Err(add_error(&p, &err)));
+                false
+            }
+        }
+    }
+
+    fn event(
+        &self,
+        path: &Path,
+        event_type: EventType,
+        names: &mut Option<Names>,
+    ) -> FilesystemEvent {
+        let entry = (self.spec.include_entry && event_type.carries_entry())
+            .then(|| {
+                let names =
+                    names.get_or_insert_with(|| Names::load(&self.spec.passwd, &self.spec.group));
+                // Best effort: the entry may be gone again by now.
+                entry_info(path, names).ok()
+            })
+            .flatten();
+        FilesystemEvent {
+            name: relative_name(&self.spec.root, path),
+            event_type,
+            entry,
+        }
+    }
+}
+
+/// The path disappeared or stopped being a directory between being seen and being watched.
+fn is_vanished(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+    )
+}
+
+fn add_error(path: &Path, err: &io::Error) -> ConnectError {
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) => ConnectError::new(
+            Code::ResourceExhausted,
+            format!(
+                "error adding path {} to watcher: the inotify watch limit \
+                 (fs.inotify.max_user_watches) is reached",
+                path.display()
+            ),
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => ConnectError::new(
+            Code::PermissionDenied,
+            format!("error adding path {} to watcher: {err}", path.display()),
+        ),
+        Some(libc::ENOENT) => ConnectError::not_found(format!("path {} not found", path.display())),
+        _ => ConnectError::internal(format!(
+            "error adding path {} to watcher: {err}",
+            path.display()
+        )),
+    }
+}
+
+/// A watcher of the polling API: a task moves its events into a buffer until they are fetched.
+pub struct PollingWatcher {
+    buffer: Arc<Mutex<Buffer>>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    events: Vec<FilesystemEvent>,
+    error: Option<ConnectError>,
+}
+
+impl PollingWatcher {
+    /// Starts buffering `events`.
+    pub fn new(mut events: EventReceiver) -> Self {
+        let buffer = Arc::new(Mutex::new(Buffer::default()));
+        let sink = buffer.clone();
+        let task = tokio::spawn(async move {
+            while let Some(item) = events.recv().await {
+                let mut buffer = lock_buffer(&sink);
+                match item {
+                    Ok(event) if buffer.events.len() < MAX_BUFFERED_EVENTS => {
+                        buffer.events.push(event)
+                    }
+                    Ok(_) => {
+                        buffer.error = Some(ConnectError::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "the watcher buffered {MAX_BUFFERED_EVENTS} events that were \
+                                 never fetched and stopped; create a new one"
+                            ),
+                        ));
+                        return;
+                    }
+                    Err(err) => {
+                        buffer.error = Some(err);
+                        return;
+                    }
+                }
+            }
+        });
+        Self { buffer, task }
+    }
+
+    /// Every buffered event, oldest first; the watcher's error once it failed.
+    pub fn take_events(&self) -> Result<Vec<FilesystemEvent>, ConnectError> {
+        let mut buffer = lock_buffer(&self.buffer);
+        if let Some(err) = &buffer.error {
+            return Err(err.clone());
+        }
+        Ok(std::mem::take(&mut buffer.events))
+    }
+}
+
+impl Drop for PollingWatcher {
+    fn drop(&mut self) {
+        // Dropping the receiver with the task ends the reader task, which closes the
+        // inotify descriptor.
+        self.task.abort();
+    }
+}
+
+fn lock_buffer(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
+    // Critical sections are single pushes and swaps; a poisoned buffer is still consistent.
+    buffer.lock().unwrap_or_else(|e| e.into_inner())
+}
