@@ -27,22 +27,30 @@ scripts/install-deps.sh
 step "build"
 scripts/build.sh
 
+# Venvs are cached outside the clone, keyed by their pinned requirements, and built in
+# place (a venv cannot be moved), marked complete only at the end.
+make_venv() {
+    local req=$1 name=$2 dir
+    dir="$CACHE/$name-$(sha256sum "$req" | cut -c1-16)"
+    if [ ! -e "$dir/.complete" ]; then
+        rm -rf "$dir"
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
+step "python venvs (official SDKs; a host ipykernel for hutch-kernel's tests)"
+VENV=$(make_venv tests/requirements.txt venv)
+HUTCH_KERNEL_VENV=$(make_venv tests/kernel-requirements.txt kernel-venv)
+export HUTCH_KERNEL_VENV
+
 if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
     step "cargo fmt --check, clippy, cargo test"
     cargo fmt --all -- --check
     cargo clippy --release --locked --all-targets -- -D warnings
     cargo test --release --locked --workspace
-fi
-
-step "python venv with the official SDKs"
-REQ_HASH=$(sha256sum tests/requirements.txt | cut -c1-16)
-VENV="$CACHE/venv-$REQ_HASH"
-if [ ! -e "$VENV/.complete" ]; then
-    # Built in place (a venv cannot be moved) and marked complete only at the end.
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
-    touch "$VENV/.complete"
 fi
 
 step "start hutch serve"
@@ -98,4 +106,5 @@ export E2B_SANDBOX_URL="http://127.0.0.1:$PORT"
 export E2B_API_KEY="$KEY"
 export HUTCH_TEST_WORK="$WORK"
 unset E2B_DEBUG
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 tests/e2e "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
+    --timeout 600 tests/e2e "$@"
