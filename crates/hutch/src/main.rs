@@ -10,6 +10,8 @@ use hutch_runtime::{Limits, NetConfig};
 use hutch_server::store::Store;
 use hutch_server::ServeConfig;
 
+mod run;
+
 /// Default listening address (also the default the hutch Python SDK connects to).
 const DEFAULT_LISTEN: &str = "127.0.0.1:49982";
 
@@ -41,6 +43,8 @@ enum Command {
         )]
         data_dir: PathBuf,
     },
+    /// Run code in a sandbox's code interpreter, streaming its output (images are saved).
+    Run(run::RunArgs),
     /// Kill every sandbox of a data directory and remove all they left (server stopped).
     Cleanup(ServeArgs),
     /// Internal: the sandbox spawn helper run by `hutch serve`.
@@ -111,6 +115,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
         Command::Keys { action, data_dir } => keys(action, &data_dir),
+        Command::Run(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let code = rt.block_on(run::run(args))?;
+            std::process::exit(code)
+        }
         Command::Cleanup(args) => {
             init_logging();
             let cfg = serve_config(args)?;
