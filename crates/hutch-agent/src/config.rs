@@ -18,15 +18,17 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:49983";
 pub enum ConfigError {
     /// A flag the agent does not know.
     #[error(
-        "unknown argument '{0}'; usage: hutch-agent [--listen ADDR] [--passwd PATH] [--group PATH]"
+        "unknown argument '{0}'; usage: hutch-agent [--listen ADDR] [--passwd PATH] [--group PATH] [--interpreter-listen ADDR] [--kernel-dir DIR]..."
     )]
     UnknownArgument(String),
     /// A flag given without its value.
     #[error("flag {0} needs a value")]
     MissingValue(&'static str),
-    /// `--listen` is not an `IP:PORT`.
-    #[error("--listen '{value}' is not an IP:PORT address: {source}")]
+    /// `--listen` or `--interpreter-listen` is not an `IP:PORT`.
+    #[error("{flag} '{value}' is not an IP:PORT address: {source}")]
     BadListen {
+        /// The flag.
+        flag: &'static str,
         /// The rejected value.
         value: String,
         /// The parse error.
@@ -46,6 +48,11 @@ pub struct Options {
     pub passwd: PathBuf,
     /// The group file supplementary groups are read from.
     pub group: PathBuf,
+    /// Where the code interpreter listens; `None` means its default (port 49999 in a sandbox,
+    /// off elsewhere).
+    pub interpreter_listen: Option<SocketAddr>,
+    /// Kernel spec directories searched before the system ones (repeatable `--kernel-dir`).
+    pub kernel_dirs: Vec<PathBuf>,
 }
 
 impl Options {
@@ -54,6 +61,8 @@ impl Options {
         let mut listen = DEFAULT_LISTEN.to_owned();
         let mut passwd = PathBuf::from("/etc/passwd");
         let mut group = PathBuf::from("/etc/group");
+        let mut interpreter_listen = None;
+        let mut kernel_dirs = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let arg = arg.to_string_lossy().into_owned();
@@ -71,10 +80,23 @@ impl Options {
                 "--listen" => listen = value("--listen")?.to_string_lossy().into_owned(),
                 "--passwd" => passwd = value("--passwd")?.into(),
                 "--group" => group = value("--group")?.into(),
+                "--interpreter-listen" => {
+                    let addr = value("--interpreter-listen")?
+                        .to_string_lossy()
+                        .into_owned();
+                    interpreter_listen =
+                        Some(addr.parse().map_err(|source| ConfigError::BadListen {
+                            flag: "--interpreter-listen",
+                            value: addr.clone(),
+                            source,
+                        })?);
+                }
+                "--kernel-dir" => kernel_dirs.push(value("--kernel-dir")?.into()),
                 _ => return Err(ConfigError::UnknownArgument(arg)),
             }
         }
         let listen = listen.parse().map_err(|source| ConfigError::BadListen {
+            flag: "--listen",
             value: listen.clone(),
             source,
         })?;
@@ -82,6 +104,8 @@ impl Options {
             listen,
             passwd,
             group,
+            interpreter_listen,
+            kernel_dirs,
         })
     }
 }

@@ -2,7 +2,8 @@
 //! protocol to the SDKs (through the host's proxy).
 //!
 //! Layout: [`init`] and [`reaper`] are the PID-1 duties, [`connect`] the RPC framing, [`process`]
-//! the process service, [`http`] the routes, [`auth`] who may call and as whom.
+//! the process service, [`http`] the routes, [`auth`] who may call and as whom, [`interpreter`]
+//! the code interpreter.
 
 pub mod auth;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod files;
 pub mod filesystem;
 pub mod http;
 pub mod init;
+pub mod interpreter;
 mod json;
 pub mod process;
 pub mod proto;
@@ -56,7 +58,7 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     sudo::start(&reaper, &options.passwd, &options.group);
 
     let process = ProcessService::new(
-        reaper,
+        reaper.clone(),
         UserDb::new(&options.passwd, &options.group),
         config.env_vars.clone(),
     );
@@ -85,6 +87,8 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
         token = config.access_token.is_some(),
         "agent listening"
     );
+    // The code interpreter (port 49999); kept until the end so its scratch dir goes last.
+    let _interpreter = interpreter::launch(&reaper, &options, &config).await;
 
     // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
     // the sandbox is going away anyway.

@@ -18,7 +18,6 @@ use tower::ServiceExt;
 use crate::sandbox::{valid_id, SandboxState};
 use crate::service::{CreateRequest, ListQuery, Service, ServiceError};
 use crate::store::Store;
-use crate::templates::BuildStatus;
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -199,14 +198,22 @@ async fn require_api_key(State(st): State<AppState>, req: Request, next: Next) -
 }
 
 async fn health(State(st): State<AppState>) -> Response {
-    let status = st.svc.templates().status();
-    let code = match status {
-        BuildStatus::Ready => StatusCode::OK,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+    // Sandboxes can be created as soon as the default template (`base`) is built; the
+    // larger templates after it keep building and report their progress here.
+    let templates = st.svc.templates();
+    let status = templates.status();
+    let code = if templates.ready("base") {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     let mut body = serde_json::to_value(&status).unwrap_or_default();
     if let Some(m) = body.as_object_mut() {
         m.insert("sandboxes".into(), st.svc.count().into());
+        m.insert(
+            "templates".into(),
+            serde_json::json!(templates.ready_names()),
+        );
     }
     (
         code,

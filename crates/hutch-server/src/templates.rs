@@ -70,6 +70,18 @@ impl Templates {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True when template `name` can be started.
+    pub fn ready(&self, name: &str) -> bool {
+        self.lock().0.contains_key(name)
+    }
+
+    /// Names of the templates that can be started, sorted.
+    pub fn ready_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().0.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// The build's status.
     pub fn status(&self) -> BuildStatus {
         self.lock().1.clone()

@@ -482,7 +482,13 @@ mod tests {
     fn builds_once_and_shares_tree_between_names() {
         let tmp = TempDir::new("ensure");
         let calls = Arc::new(AtomicUsize::new(0));
-        let recipes = default_recipes();
+        // Two names for the same content.
+        let base = default_recipes().remove(0);
+        let alias = Recipe {
+            name: "alias".into(),
+            ..base.clone()
+        };
+        let recipes = [base, alias];
         let mut reports = Vec::new();
         let mut b = fake_builder(calls.clone(), false);
         let first = ensure_built_with(tmp.path(), &recipes[0], &mut |p| reports.push(p), &mut b)
@@ -502,7 +508,7 @@ mod tests {
         let second =
             ensure_built_with(tmp.path(), &recipes[1], &mut |_| {}, &mut b).expect("cached");
         assert!(t.elapsed().as_millis() < 100);
-        assert_eq!(second.name, "code-interpreter-v1");
+        assert_eq!(second.name, "alias");
         assert_eq!(second.rootfs, first.rootfs);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(find_built(tmp.path(), &recipes[1]), Some(second));
@@ -538,7 +544,12 @@ mod tests {
         let tmp = TempDir::new("ensure-conc");
         let calls = Arc::new(AtomicUsize::new(0));
         let dir = tmp.path().to_path_buf();
-        let handles: Vec<_> = default_recipes()
+        let base = default_recipes().remove(0);
+        let alias = Recipe {
+            name: "alias".into(),
+            ..base.clone()
+        };
+        let handles: Vec<_> = [base, alias]
             .into_iter()
             .map(|r| {
                 let calls = calls.clone();

@@ -5,6 +5,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{TemplateError, SANDBOX_ID_BASE, SANDBOX_ID_COUNT};
 
+mod code_interpreter;
+
 /// Version of the build procedure. It is part of every cache key, so bump it
 /// whenever a change to this crate changes what ends up in a rootfs (user
 /// setup, cleanup, id shifting, ...): old cache entries then stop matching and
@@ -166,15 +168,13 @@ impl Recipe {
     }
 }
 
-/// The two built-in templates under E2B's names: `base` and
-/// `code-interpreter-v1`. They currently share one package set (so one built
-/// tree); the code interpreter will gain Jupyter via `post_install` steps.
+/// The two built-in templates under E2B's names: `base`, and
+/// `code-interpreter-v1`, which is `base` plus Jupyter kernels for python3,
+/// bash, JavaScript/TypeScript (Deno), R and Java and hutch's IPython
+/// extension (see `docs/kernels.md`).
 pub fn default_recipes() -> Vec<Recipe> {
     let base = Recipe::new("base", DEFAULT_SUITE, DEFAULT_MIRROR, BASE_PACKAGES);
-    let code_interpreter = Recipe {
-        name: "code-interpreter-v1".to_string(),
-        ..base.clone()
-    };
+    let code_interpreter = code_interpreter::recipe(&base);
     vec![base, code_interpreter]
 }
 
@@ -188,7 +188,12 @@ mod tests {
         assert_eq!(recipes.len(), 2);
         assert_eq!(recipes[0].name, "base");
         assert_eq!(recipes[1].name, "code-interpreter-v1");
-        assert_eq!(recipes[0].key(), recipes[1].key());
+        // The code interpreter installs more, so it is a tree of its own.
+        assert_ne!(recipes[0].key(), recipes[1].key());
+
+        let mut renamed = recipes[0].clone();
+        renamed.name = "anything".into();
+        assert_eq!(renamed.key(), recipes[0].key());
 
         let mut shuffled = recipes[0].clone();
         shuffled.packages.reverse();
@@ -231,6 +236,18 @@ mod tests {
             &["python3", "bash"],
         );
         assert_eq!(r.key_for_arch("x86_64"), PINNED_KEY);
+    }
+
+    #[test]
+    fn base_key_is_unchanged() {
+        // `base` trees already built stay valid: adding the code interpreter
+        // must not change base's recipe. Update only together with a
+        // deliberate change to base.
+        let base = default_recipes().remove(0);
+        assert_eq!(
+            base.key_for_arch("x86_64"),
+            "d0190f9996373e8faf02238bbcb56513e2b901c5a84d5339ef9fe453c6baf133"
+        );
     }
 
     // sha256 of "format:1:1\nid_base:7:1000000\nid_count:5:65536\narch:6:x86_64\n...".

@@ -154,10 +154,29 @@ pub(crate) fn configure(
         )?;
         step += 1;
 
+        // Post-install steps download over TLS (pip, npm). A host behind a
+        // TLS-inspecting proxy trusts that proxy through certificates of its
+        // own; the steps need them too. They are taken out again afterwards,
+        // so the tree does not depend on the host it was built on.
+        let host_cas = if recipe.post_install.is_empty() {
+            0
+        } else {
+            trust_host_cas(
+                root,
+                Path::new(HOST_LOCAL_CAS),
+                &chroot,
+                progress,
+                step,
+                total,
+            )?
+        };
         for cmd in &recipe.post_install {
             report(step, format!("running `{cmd}`"), progress);
             chroot.run(&["/bin/sh", "-ec", cmd], progress, step, total)?;
             step += 1;
+        }
+        if host_cas > 0 {
+            untrust_host_cas(root, &chroot, progress, step, total)?;
         }
 
         report(
@@ -208,6 +227,70 @@ pub(crate) fn configure(
     step += 1;
     report(step, "tree configured".into(), progress);
     Ok(())
+}
+
+/// Where Debian and Ubuntu hosts keep locally added CA certificates.
+const HOST_LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
+
+/// Folder (inside the tree's own local-CA folder) that holds the host's
+/// certificates while post-install steps run.
+const BUILD_CAS: &str = "usr/local/share/ca-certificates/hutch-build-host";
+
+/// Copies the host's locally added CA certificates (`*.crt` directly in
+/// `host_dir`) into the tree and makes the tree trust them, if the tree has
+/// `update-ca-certificates`. Returns how many were added.
+fn trust_host_cas(
+    root: &Path,
+    host_dir: &Path,
+    chroot: &Chroot<'_>,
+    progress: &mut dyn FnMut(Progress),
+    step: u64,
+    total: u64,
+) -> Result<usize, TemplateError> {
+    let Ok(entries) = std::fs::read_dir(host_dir) else {
+        return Ok(0);
+    };
+    let mut certs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crt") && p.is_file())
+        .collect();
+    if certs.is_empty() || !root.join("usr/sbin/update-ca-certificates").exists() {
+        return Ok(0);
+    }
+    certs.sort();
+    let dir = root.join(BUILD_CAS);
+    std::fs::create_dir_all(&dir).map_err(TemplateError::io("could not create directory", &dir))?;
+    for cert in &certs {
+        let name = cert.file_name().unwrap_or_default();
+        let contents = std::fs::read(cert).map_err(TemplateError::io("could not read", cert))?;
+        let rel = Path::new(BUILD_CAS).join(name);
+        write_tree_file(root, &rel.to_string_lossy(), &contents, 0o644)?;
+    }
+    tracing::info!(
+        count = certs.len(),
+        from = %host_dir.display(),
+        "trusting the host's local CA certificates during post-install steps"
+    );
+    chroot.run(&["update-ca-certificates"], progress, step, total)?;
+    Ok(certs.len())
+}
+
+/// Undoes [`trust_host_cas`].
+fn untrust_host_cas(
+    root: &Path,
+    chroot: &Chroot<'_>,
+    progress: &mut dyn FnMut(Progress),
+    step: u64,
+    total: u64,
+) -> Result<(), TemplateError> {
+    mounts::remove_tree(&root.join(BUILD_CAS))?;
+    chroot.run(
+        &["update-ca-certificates", "--fresh"],
+        progress,
+        step,
+        total,
+    )
 }
 
 /// Runs commands inside the tree with chroot(8).
@@ -496,6 +579,30 @@ mod tests {
         assert!(m.is_file());
         assert_eq!(m.len(), 0);
         assert_eq!(m.mode() & 0o7777, 0o644);
+    }
+
+    #[test]
+    fn host_cas_are_skipped_without_certificates_or_update_tool() {
+        let tmp = TempDir::new("setup-cas");
+        let root = tmp.path().join("rootfs");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let chroot = Chroot {
+            root: &root,
+            chroot_bin: Path::new("/nonexistent/chroot"),
+            template: "t",
+        };
+        let mut progress = |_: Progress| {};
+        let missing = tmp.path().join("no-such-dir");
+        let n = trust_host_cas(&root, &missing, &chroot, &mut progress, 0, 1).expect("no dir");
+        assert_eq!(n, 0);
+
+        // Certificates, but a tree without update-ca-certificates.
+        let host = tmp.path().join("host-cas");
+        std::fs::create_dir_all(&host).expect("mkdir");
+        std::fs::write(host.join("proxy.crt"), b"cert").expect("write");
+        let n = trust_host_cas(&root, &host, &chroot, &mut progress, 0, 1).expect("no tool");
+        assert_eq!(n, 0);
+        assert!(!root.join(BUILD_CAS).exists());
     }
 
     #[test]

@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(name("bash").as_deref(), Some("bash"));
         assert_eq!(name("cobol"), None);
 
-        let node = vec![spec("javascript", "javascript"), spec("tslab", "typescript")];
+        let node = vec![
+            spec("javascript", "javascript"),
+            spec("tslab", "typescript"),
+        ];
         assert_eq!(
             select_spec("typescript", &node).map(|s| s.name.as_str()),
             Some("tslab")
@@ -191,9 +194,14 @@ mod tests {
             "export 'K=it'\\''s \"x\" \\ $HOME\nend'"
         );
         assert_eq!(Dialect::Bash.unset("K"), "unset 'K'");
-        assert_eq!(Dialect::Java.set("K", "v"), r#"System.setProperty("K", "v");"#);
+        assert_eq!(
+            Dialect::Java.set("K", "v"),
+            r#"System.setProperty("K", "v");"#
+        );
         assert_eq!(Dialect::R.unset("K"), r#"Sys.unsetenv("K")"#);
-        assert!(Dialect::JavaScript.set("K", "v").contains(r#"process.env["K"] = "v""#));
+        assert!(Dialect::JavaScript
+            .set("K", "v")
+            .contains(r#"process.env["K"] = "v""#));
         assert_eq!(Dialect::of("ts"), None, "takes normalized names only");
         assert_eq!(Dialect::of("typescript"), Some(Dialect::JavaScript));
     }

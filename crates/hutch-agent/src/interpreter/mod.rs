@@ -1,0 +1,429 @@
+//! The code interpreter (E2B's port 49999): stateful code contexts, each backed by one Jupyter
+//! kernel that the agent spawns and drives over ZeroMQ itself; no Jupyter Server runs.
+//!
+//! [`InterpreterService`] owns the contexts and knows nothing of HTTP; [`http`] adapts it to
+//! E2B's routes and NDJSON stream; [`kernel`] owns one kernel process; [`execution`] runs one
+//! `/execute` request; [`language`] maps languages to kernel specs and env snippets.
+
+pub mod execution;
+pub mod http;
+pub mod kernel;
+pub mod language;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hutch_kernel::KernelSpec;
+
+use crate::config::{AgentConfig, Options};
+use crate::reaper::Reaper;
+use crate::users::{UserDb, UserError, DEFAULT_USER};
+use kernel::{Kernel, Launch, StartError, StopReason};
+
+/// Where E2B clients expect the code interpreter.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:49999";
+
+/// The working directory of a context that names none, when the user's home is unknown.
+pub const DEFAULT_CWD: &str = "/home/user";
+
+/// Where kernels' socket directories live inside a sandbox.
+pub const SANDBOX_RUNTIME_DIR: &str = "/run/hutch/kernels";
+
+/// `PATH` for kernels when the agent itself was started without one.
+const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Languages whose default context exists from the start, as on E2B (its clients list
+/// contexts and expect both). Only Python's kernel is started eagerly; the others start on
+/// first use, so an idle sandbox pays for one kernel.
+const EAGER_DEFAULTS: [&str; 2] = ["python", "javascript"];
+
+/// Why a request to the interpreter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpreterError {
+    /// No context has that id.
+    #[error("Context {0} not found")]
+    ContextNotFound(String),
+    /// No installed kernel spec runs the language.
+    #[error("No kernel for language '{language}' is installed in this sandbox (installed kernels: {installed}); searched {searched}")]
+    NoKernel {
+        /// The language asked for (normalized).
+        language: String,
+        /// `name (language)` of every spec found.
+        installed: String,
+        /// The directories searched.
+        searched: String,
+    },
+    /// The sandbox user the kernels run as cannot be looked up.
+    #[error("cannot run kernels as '{DEFAULT_USER}': {0}")]
+    User(#[from] UserError),
+    /// The kernel could not be started.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The task doing the work panicked (a bug).
+    #[error("the interpreter's task failed: {0}")]
+    Task(String),
+}
+
+/// Settings of the interpreter, from the agent's command line and host configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kernel spec directories, searched in order (the first that has a name wins).
+    pub kernel_dirs: Vec<PathBuf>,
+    /// Where each kernel's private socket directory is created.
+    pub runtime_dir: PathBuf,
+    /// The sandbox's users.
+    pub users: UserDb,
+    /// The sandbox's environment variables, which every kernel gets.
+    pub sandbox_env: BTreeMap<String, String>,
+}
+
+/// A code context: one kernel's worth of state, in one language and working directory.
+#[derive(Debug)]
+pub struct Context {
+    /// Its id (UUID-shaped).
+    pub id: String,
+    /// Its language, normalized (`python`, `javascript`, ...).
+    pub language: String,
+    /// Its working directory, as reported to clients.
+    pub cwd: String,
+    spec: KernelSpec,
+    /// The kernel, once started. Held while starting, so concurrent users wait for one kernel.
+    kernel: tokio::sync::Mutex<Option<Arc<Kernel>>>,
+    /// Held by the running execution: executions in one context run one at a time, in order.
+    turn: Arc<tokio::sync::Mutex<()>>,
+    removed: AtomicBool,
+}
+
+impl Context {
+    /// The `{"id","language","cwd"}` object clients receive.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"id": self.id, "language": self.language, "cwd": self.cwd})
+    }
+}
+
+/// The interpreter: contexts, their kernels, and the default context of each language.
+#[derive(Clone)]
+pub struct InterpreterService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reaper: Reaper,
+    settings: Settings,
+    agent_path: String,
+    /// In creation order, which is the order clients list them in.
+    contexts: Mutex<Vec<Arc<Context>>>,
+    /// Language → id of its default context. An async lock: held while a default is created,
+    /// so two first requests in one language share one context.
+    defaults: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+impl InterpreterService {
+    /// A service spawning kernels through `reaper`, configured by `settings`.
+    pub fn new(reaper: Reaper, settings: Settings) -> Self {
+        let agent_path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
+        Self {
+            inner: Arc::new(Inner {
+                reaper,
+                settings,
+                agent_path,
+                contexts: Mutex::new(Vec::new()),
+                defaults: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn contexts(&self) -> MutexGuard<'_, Vec<Arc<Context>>> {
+        // Every critical section is a single push, remove or read.
+        self.inner
+            .contexts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every context, oldest first, the default ones included.
+    pub async fn list(&self) -> Vec<Arc<Context>> {
+        // Kernels installed after the agent started get their default context now.
+        self.start_defaults().await;
+        self.contexts().clone()
+    }
+
+    /// The context with `id`.
+    pub fn get(&self, id: &str) -> Result<Arc<Context>, InterpreterError> {
+        self.contexts()
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .ok_or_else(|| InterpreterError::ContextNotFound(id.to_owned()))
+    }
+
+    /// Creates a context and starts its kernel; an error leaves no context behind.
+    pub async fn create(
+        &self,
+        language: Option<&str>,
+        cwd: Option<&str>,
+    ) -> Result<Arc<Context>, InterpreterError> {
+        let context = self.register(&language::normalize(language), cwd)?;
+        if let Err(err) = self.kernel(&context).await {
+            // Nobody else knows the id yet, so it is still there to remove.
+            let _ = self.unregister(&context.id);
+            return Err(err);
+        }
+        Ok(context)
+    }
+
+    /// The default context of `language` (normalized), created (without a kernel yet) on first
+    /// use, and again if it was removed.
+    pub async fn default_context(&self, language: &str) -> Result<Arc<Context>, InterpreterError> {
+        let mut defaults = self.inner.defaults.lock().await;
+        if let Some(context) = defaults.get(language).and_then(|id| self.get(id).ok()) {
+            return Ok(context);
+        }
+        let context = self.register(language, None)?;
+        defaults.insert(language.to_owned(), context.id.clone());
+        Ok(context)
+    }
+
+    /// Registers the default contexts E2B clients expect to find, and starts the Python
+    /// kernel in the background so the first `run_code` does not wait for it.
+    ///
+    /// A language whose default context exists, or existed and was removed by a client, is
+    /// left alone: only its next use creates a new one.
+    pub async fn start_defaults(&self) {
+        for language in EAGER_DEFAULTS {
+            if self.inner.defaults.lock().await.contains_key(language) {
+                continue;
+            }
+            match self.default_context(language).await {
+                Ok(context) if language == language::DEFAULT_LANGUAGE => {
+                    let service = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = service.kernel(&context).await {
+                            tracing::warn!(error = %err, "cannot start the default python kernel; the first execution will try again");
+                        }
+                    });
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(language, error = %err, "no default context"),
+            }
+        }
+    }
+
+    /// Restarts the context's kernel: its state is lost, a running execution ends with an
+    /// error, and a fresh kernel is ready when this returns.
+    pub async fn restart(&self, id: &str) -> Result<(), InterpreterError> {
+        let context = self.get(id)?;
+        let mut slot = context.kernel.lock().await;
+        if let Some(old) = slot.take() {
+            old.stop(StopReason::Restarted).await;
+        }
+        *slot = Some(self.start_kernel(&context).await?);
+        Ok(())
+    }
+
+    /// Removes the context and stops its kernel.
+    pub async fn remove(&self, id: &str) -> Result<(), InterpreterError> {
+        let context = self.unregister(id)?;
+        let mut slot = context.kernel.lock().await;
+        if let Some(kernel) = slot.take() {
+            kernel.stop(StopReason::Removed).await;
+        }
+        Ok(())
+    }
+
+    /// The context's running kernel, started now if it has none or the last one died.
+    pub async fn kernel(&self, context: &Context) -> Result<Arc<Kernel>, InterpreterError> {
+        let mut slot = context.kernel.lock().await;
+        if context.removed.load(Ordering::SeqCst) {
+            return Err(InterpreterError::ContextNotFound(context.id.clone()));
+        }
+        if let Some(kernel) = slot.as_ref().filter(|k| !k.has_exited()) {
+            return Ok(Arc::clone(kernel));
+        }
+        if slot.is_some() {
+            tracing::info!(context = %context.id, "the context's kernel died; starting a new one");
+        }
+        let kernel = self.start_kernel(context).await?;
+        *slot = Some(Arc::clone(&kernel));
+        Ok(kernel)
+    }
+
+    async fn start_kernel(&self, context: &Context) -> Result<Arc<Kernel>, InterpreterError> {
+        let settings = &self.inner.settings;
+        let user = settings.users.lookup(DEFAULT_USER)?;
+        let mut env = BTreeMap::from([
+            ("PATH".to_owned(), self.inner.agent_path.clone()),
+            ("HOME".to_owned(), user.home.to_string_lossy().into_owned()),
+            ("USER".to_owned(), user.name.clone()),
+            ("LOGNAME".to_owned(), user.name.clone()),
+        ]);
+        env.extend(settings.sandbox_env.clone());
+        let cwd = resolve_cwd(&context.cwd, &user.home);
+        let launch = Launch {
+            spec: context.spec.clone(),
+            language: context.language.clone(),
+            user,
+            cwd,
+            env,
+            runtime_dir: settings.runtime_dir.clone(),
+        };
+        let started = std::time::Instant::now();
+        let kernel = Kernel::start(&self.inner.reaper, launch).await?;
+        tracing::info!(
+            context = %context.id,
+            language = %context.language,
+            pid = kernel.pid(),
+            ready_ms = started.elapsed().as_millis() as u64,
+            "kernel ready"
+        );
+        Ok(kernel)
+    }
+
+    fn register(
+        &self,
+        language: &str,
+        cwd: Option<&str>,
+    ) -> Result<Arc<Context>, InterpreterError> {
+        let spec = self.spec_for(language)?;
+        let cwd = match cwd.map(str::trim) {
+            Some(cwd) if !cwd.is_empty() => cwd.to_owned(),
+            // The user's home, which is E2B's /home/user in a sandbox.
+            _ => self
+                .inner
+                .settings
+                .users
+                .lookup(DEFAULT_USER)
+                .map(|u| u.home.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| DEFAULT_CWD.to_owned()),
+        };
+        let context = Arc::new(Context {
+            id: hutch_kernel::message::new_id(),
+            language: language.to_owned(),
+            cwd,
+            spec,
+            kernel: tokio::sync::Mutex::new(None),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+            removed: AtomicBool::new(false),
+        });
+        self.contexts().push(Arc::clone(&context));
+        tracing::info!(context = %context.id, language, kernel = %context.spec.name, cwd = %context.cwd, "context created");
+        Ok(context)
+    }
+
+    fn unregister(&self, id: &str) -> Result<Arc<Context>, InterpreterError> {
+        let mut contexts = self.contexts();
+        let index = contexts
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| InterpreterError::ContextNotFound(id.to_owned()))?;
+        let context = contexts.remove(index);
+        context.removed.store(true, Ordering::SeqCst);
+        Ok(context)
+    }
+
+    /// The kernel spec for `language`, read afresh so kernels installed after start count.
+    fn spec_for(&self, language: &str) -> Result<KernelSpec, InterpreterError> {
+        let dirs = &self.inner.settings.kernel_dirs;
+        let specs = hutch_kernel::find_kernel_specs(dirs);
+        language::select_spec(language, &specs)
+            .cloned()
+            .ok_or_else(|| InterpreterError::NoKernel {
+                language: language.to_owned(),
+                installed: if specs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    specs
+                        .iter()
+                        .map(|s| format!("{} ({})", s.name, s.language))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                searched: dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// The directory a kernel starts in: a relative context cwd is taken from the user's home.
+fn resolve_cwd(cwd: &str, home: &Path) -> PathBuf {
+    let path = Path::new(cwd);
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        home.join(path)
+    }
+}
+
+/// The running interpreter; removes its scratch directory when dropped (outside a sandbox).
+#[derive(Debug)]
+pub struct Running {
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Starts the interpreter if it should run: in a sandbox on [`DEFAULT_LISTEN`], elsewhere
+/// only when `--interpreter-listen` asks. Failing to listen is logged, never fatal: the
+/// agent's own service must stay up.
+pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) -> Option<Running> {
+    let sandbox = crate::sudo::in_sandbox();
+    let listen: SocketAddr = match options.interpreter_listen {
+        Some(addr) => addr,
+        None if sandbox => DEFAULT_LISTEN.parse().expect("valid default address"),
+        None => return None,
+    };
+    let (runtime_dir, scratch) = if sandbox {
+        (PathBuf::from(SANDBOX_RUNTIME_DIR), None)
+    } else {
+        let dir = std::env::temp_dir().join(format!("hutch-agent-{}-kernels", std::process::id()));
+        (dir.clone(), Some(dir))
+    };
+    let settings = Settings {
+        kernel_dirs: hutch_kernel::kernel_dirs(&options.kernel_dirs),
+        runtime_dir,
+        users: UserDb::new(&options.passwd, &options.group),
+        sandbox_env: config.env_vars.clone(),
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::warn!(addr = %listen, error = %err, "cannot listen for the code interpreter; it is disabled");
+            return None;
+        }
+    };
+    let service = InterpreterService::new(reaper.clone(), settings);
+    let token = config.access_token.as_deref().map(Arc::from);
+    let router = http::router(service.clone(), token);
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(error = %err, "the code interpreter stopped serving");
+        }
+    });
+    tracing::info!(addr = %listen, "code interpreter listening");
+    service.start_defaults().await;
+    Some(Running { scratch })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_cwd_is_under_home() {
+        let home = Path::new("/home/user");
+        assert_eq!(resolve_cwd("/tmp", home), PathBuf::from("/tmp"));
+        assert_eq!(resolve_cwd("work", home), PathBuf::from("/home/user/work"));
+    }
+}
