@@ -30,11 +30,11 @@ scripts/build.sh
 # Venvs are cached outside the clone, keyed by their pinned requirements, and built in
 # place (a venv cannot be moved), marked complete only at the end.
 make_venv() {
-    local req=$1 name=$2 dir
-    dir="$CACHE/$name-$(sha256sum "$req" | cut -c1-16)"
+    local req=$1 name=$2 python=${3:-python3} dir
+    dir="$CACHE/$name-$( (cat "$req"; command -v "$python") | sha256sum | cut -c1-16)"
     if [ ! -e "$dir/.complete" ]; then
         rm -rf "$dir"
-        python3 -m venv "$dir"
+        "$python" -m venv "$dir"
         "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
         touch "$dir/.complete"
     fi
@@ -43,7 +43,9 @@ make_venv() {
 
 step "python venvs (official SDKs; a host ipykernel for hutch-kernel's tests)"
 VENV=$(make_venv tests/requirements.txt venv)
-HUTCH_KERNEL_VENV=$(make_venv tests/kernel-requirements.txt kernel-venv)
+# Kernels run as an unprivileged user: build this venv on the system Python, not on an
+# interpreter under root's home (pyenv), which that user cannot execute.
+HUTCH_KERNEL_VENV=$(make_venv tests/kernel-requirements.txt kernel-venv /usr/bin/python3)
 export HUTCH_KERNEL_VENV
 
 if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
