@@ -62,7 +62,7 @@ KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
     --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY")
 printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
-"${SERVER_CMD[@]}" >"$WORK/server.out" 2>"$WORK/server.log" &
+RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >"$WORK/server.out" 2>"$WORK/server.log" &
 echo $! > "$WORK/server.pid"
 
 cleanup() {
@@ -77,8 +77,10 @@ cleanup() {
     fi
     "$ROOT/target/release/hutch" cleanup --data-dir "$WORK/data" || rc=1
     if [ $rc -ne 0 ]; then
-        echo "---- last server log lines ----" >&2
-        tail -n 60 "$WORK/server.log" >&2 || true
+        echo "---- server log (start and end) ----" >&2
+        head -n 20 "$WORK/server.log" >&2 || true
+        echo "[...]" >&2
+        tail -n 40 "$WORK/server.log" >&2 || true
     fi
     rm -rf "$WORK"
     exit $rc
