@@ -2,12 +2,13 @@
 and runs a cell in it; run inside the template (see sandbox.sh) by its own
 Python, /opt/hutch/python, which has jupyter_client.
 
-Prints one line per kernel: how long from spawn to the first kernel_info
-reply, and how long the cell took. Exits 1 if any kernel fails its check.
+Prints one line per kernel: how long from spawn to ready (a kernel_info
+request answered, its status seen on IOPub), and how long each cell took. Exits 1 if any kernel fails its check.
 """
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -112,30 +113,59 @@ def start(name, workdir):
     client = BlockingKernelClient(connection_file=conn)
     client.load_connection_file()
     client.start_channels()
+    # Ready means a kernel_info request's status arrived on IOPub: a reply on
+    # the shell socket alone does not prove the IOPub subscription is
+    # connected yet, and a fast first cell's output would then be lost.
     asked = set()
     while True:
         asked.add(client.kernel_info())
         try:
-            reply = client.get_shell_msg(timeout=0.05)
-        except Exception:
+            msg = client.get_iopub_msg(timeout=0.05)
+        except queue.Empty:
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with {proc.returncode}") from None
             if time.monotonic() - started > 120:
-                raise RuntimeError("no kernel_info reply in 120 s") from None
+                raise RuntimeError("not ready in 120 s") from None
             continue
-        if reply["parent_header"].get("msg_id") in asked:
-            return proc, client, time.monotonic() - started
+        if msg["parent_header"].get("msg_id") in asked:
+            ready = time.monotonic() - started
+            # Let the remaining kernel_info replies and statuses go by.
+            time.sleep(0.2)
+            for get in (client.get_shell_msg, client.get_iopub_msg):
+                while True:
+                    try:
+                        get(timeout=0.01)
+                    except queue.Empty:
+                        break
+            return proc, client, ready
 
 
 def run(client, code):
     msg_id = client.execute(code)
     outputs = []
     while True:
-        msg = client.get_iopub_msg(timeout=120)
+        try:
+            msg = client.get_iopub_msg(timeout=120)
+        except queue.Empty:
+            raise RuntimeError(f"no output for 120 s; so far {outputs}") from None
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         kind = msg["msg_type"]
         if kind == "status" and msg["content"]["execution_state"] == "idle":
+            # Deno (2.9) sometimes publishes a cell's result a fraction of
+            # a millisecond after its idle status: listen a little longer.
+            idle_at = time.monotonic()
+            while time.monotonic() - idle_at < 0.05:
+                try:
+                    late = client.get_iopub_msg(timeout=0.05)
+                except queue.Empty:
+                    break
+                if late["parent_header"].get("msg_id") == msg_id and late["msg_type"] in (
+                    "stream",
+                    "execute_result",
+                    "display_data",
+                ):
+                    outputs.append(late["content"])
             return outputs
         if kind == "error":
             raise RuntimeError(f"{msg['content']['ename']}: {msg['content']['evalue']}")
@@ -154,10 +184,11 @@ def main():
                 cell_s = []
                 for code, check in CHECKS[name]:
                     t = time.monotonic()
-                    complaint = check(run(client, code))
+                    outputs = run(client, code)
+                    complaint = check(outputs)
                     cell_s.append(time.monotonic() - t)
                     if complaint:
-                        raise RuntimeError(f"{complaint}; cell {code!r}")
+                        raise RuntimeError(f"{complaint}; cell {code!r}; outputs {outputs}")
                 client.shutdown()
                 note = ""
                 try:
@@ -174,7 +205,7 @@ def main():
                 failed = True
                 log = os.path.join(workdir, f"{name}.log")
                 tail = open(log, errors="replace").read()[-2000:] if os.path.exists(log) else ""
-                print(f"kernel {name}: FAILED: {e}\n{tail}")
+                print(f"kernel {name}: FAILED: {type(e).__name__}: {e}\n{tail}")
             finally:
                 if proc is not None and proc.poll() is None:
                     proc.kill()
