@@ -19,7 +19,7 @@ use zeromq::{
 
 use crate::connection::{ConnectionInfo, Transport};
 use crate::error::KernelError;
-use crate::execute::{ExecuteRequest, Execution};
+use crate::execute::{ExecuteRequest, Execution, OutputBarrier};
 use crate::message::{self, new_id, Channel, Message, Signer};
 use crate::spec::InterruptMode;
 
@@ -42,6 +42,12 @@ pub struct ConnectOptions {
     pub pid: Option<u32>,
     /// `username` in our message headers.
     pub username: String,
+    /// For kernels that forward a cell's output from a task of their own, so that it can
+    /// arrive after the cell's `idle` and reply, parented to whatever request is current by
+    /// then (Deno does). Given a marker, returns code that prints the marker on stdout once
+    /// all output queued before it has gone out. Every non-silent execution is followed by
+    /// that code, and lasts until the marker arrives; see [`crate::execute`].
+    pub output_barrier: Option<fn(&str) -> String>,
 }
 
 impl Default for ConnectOptions {
@@ -52,6 +58,7 @@ impl Default for ConnectOptions {
             interrupt_mode: InterruptMode::Signal,
             pid: None,
             username: "hutch".to_owned(),
+            output_barrier: None,
         }
     }
 }
@@ -104,6 +111,20 @@ impl Routes {
                 msg_id: msg_id.to_owned(),
             },
         ))
+    }
+
+    /// Routes replies to `alias` to the waiter of `msg_id` too.
+    fn alias(self: &Arc<Self>, alias: &str, msg_id: &str) -> Result<RouteGuard, KernelError> {
+        let mut map = self.map.lock().expect("routes lock");
+        let tx = map
+            .get(msg_id)
+            .cloned()
+            .ok_or_else(|| KernelError::Disconnected("the request's waiter is gone".into()))?;
+        map.insert(alias.to_owned(), tx);
+        Ok(RouteGuard {
+            routes: Arc::clone(self),
+            msg_id: alias.to_owned(),
+        })
     }
 
     fn route(&self, channel: Channel, msg: Message) {
@@ -361,9 +382,33 @@ impl KernelClient {
         let msg = self.message("execute_request", request.content());
         let id = msg.header.msg_id.clone();
         let (rx, guard) = self.routes.register(&id)?;
-        self.send(Channel::Shell, &msg).await?;
-        tracing::debug!(msg_id = %id, "execute_request sent");
-        Ok(Execution::new(id, rx, guard))
+        let barrier = match self.options.output_barrier {
+            Some(code) if !request.silent => {
+                let marker = format!("hutch-output-barrier-{}", new_id());
+                let hidden = ExecuteRequest {
+                    silent: true,
+                    store_history: false,
+                    stop_on_error: false,
+                    ..ExecuteRequest::new(code(&marker))
+                };
+                let bmsg = self.message("execute_request", hidden.content());
+                let bguard = self.routes.alias(&bmsg.header.msg_id, &id)?;
+                Some((bmsg, marker, bguard))
+            }
+            _ => None,
+        };
+        match &barrier {
+            // Both in one go: nothing else may queue between the code and its barrier.
+            Some((bmsg, ..)) => self.send_all(Channel::Shell, &[&msg, bmsg]).await?,
+            None => self.send_all(Channel::Shell, &[&msg]).await?,
+        }
+        tracing::debug!(msg_id = %id, barrier = barrier.is_some(), "execute_request sent");
+        let barrier = barrier.map(|(bmsg, marker, bguard)| OutputBarrier {
+            msg_id: bmsg.header.msg_id,
+            marker,
+            route: bguard,
+        });
+        Ok(Execution::new(id, rx, guard, barrier))
     }
 
     /// [`KernelClient::execute`] with E2B's default request options.
@@ -499,18 +544,25 @@ impl KernelClient {
     }
 
     async fn send(&self, channel: Channel, msg: &Message) -> Result<(), KernelError> {
-        let frames = message::encode(msg, &self.signer);
-        let zmsg = ZmqMessage::try_from(frames).expect("encoded messages have frames");
+        self.send_all(channel, &[msg]).await
+    }
+
+    /// Sends `msgs` in order, holding the socket throughout.
+    async fn send_all(&self, channel: Channel, msgs: &[&Message]) -> Result<(), KernelError> {
         let sock = match channel {
             Channel::Shell => &self.shell,
             Channel::Control => &self.control,
             other => return Err(KernelError::NotARequestChannel(other.name())),
         };
-        sock.lock()
-            .await
-            .send(zmsg)
-            .await
-            .map_err(|e| KernelError::zmq(channel.name(), e))
+        let mut sock = sock.lock().await;
+        for msg in msgs {
+            let frames = message::encode(msg, &self.signer);
+            let zmsg = ZmqMessage::try_from(frames).expect("encoded messages have frames");
+            sock.send(zmsg)
+                .await
+                .map_err(|e| KernelError::zmq(channel.name(), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -637,7 +689,16 @@ async fn watch_iopub(
 
 fn deliver(channel: Channel, frames: ZmqMessage, signer: &Signer, routes: &Routes) {
     match message::decode(frames.into_vec(), signer) {
-        Ok(msg) => routes.route(channel, msg),
+        Ok(msg) => {
+            tracing::trace!(
+                channel = channel.name(),
+                msg_type = msg.msg_type(),
+                parent = msg.parent_msg_id().unwrap_or("-"),
+                content = %msg.content,
+                "received"
+            );
+            routes.route(channel, msg)
+        }
         Err(e) => tracing::warn!(channel = channel.name(), error = %e, "dropping bad message"),
     }
 }

@@ -4,10 +4,19 @@
 //! no ordering between them. An execution is complete only when both the `execute_reply`
 //! and the iopub `status: idle` for its msg_id have arrived; idle is the last iopub
 //! message the kernel sends for a request, so nothing is lost after it.
+//!
+//! Except in kernels that forward output from a task of their own (Deno): there a cell's
+//! stream output can arrive after its idle, parented to the cell or to the next request.
+//! For those the client queues a hidden *output barrier* right behind the cell
+//! ([`crate::ConnectOptions::output_barrier`]): it prints a marker, and the execution lasts
+//! until the marker arrives. Whatever the barrier request carries besides the marker is the
+//! cell's late output.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -150,6 +159,37 @@ pub struct ExecutionState {
     idle: bool,
     reply: Option<ReplyContent>,
     done: bool,
+    barrier: Option<BarrierState>,
+}
+
+/// How long a barrier that has finished gets for its marker to arrive; it only fails to when
+/// the user's code broke printing (say, replaced `console.log`).
+const BARRIER_GRACE: Duration = Duration::from_millis(500);
+
+/// The hidden request queued behind a cell, and what has come back of it.
+#[derive(Debug)]
+struct BarrierState {
+    msg_id: String,
+    marker: String,
+    idle: bool,
+    replied: bool,
+    /// The marker arrived, or will not: all of the cell's output is in.
+    passed: bool,
+}
+
+impl BarrierState {
+    /// Finished without the marker having arrived.
+    fn stalled(&self) -> bool {
+        self.idle && self.replied && !self.passed
+    }
+}
+
+/// A barrier request sent behind an execution (see the module docs).
+#[derive(Debug)]
+pub(crate) struct OutputBarrier {
+    pub(crate) msg_id: String,
+    pub(crate) marker: String,
+    pub(crate) route: RouteGuard,
 }
 
 #[derive(Debug)]
@@ -165,11 +205,111 @@ impl ExecutionState {
         self.done
     }
 
+    /// A state that also follows the output barrier `msg_id`, which prints `marker`.
+    pub fn with_barrier(msg_id: impl Into<String>, marker: impl Into<String>) -> Self {
+        ExecutionState {
+            barrier: Some(BarrierState {
+                msg_id: msg_id.into(),
+                marker: marker.into(),
+                idle: false,
+                replied: false,
+                passed: false,
+            }),
+            ..ExecutionState::default()
+        }
+    }
+
+    /// True when only a finished barrier's marker is still awaited.
+    fn barrier_stalled(&self) -> bool {
+        !self.done
+            && self.idle
+            && self.reply.is_some()
+            && self.barrier.as_ref().is_some_and(BarrierState::stalled)
+    }
+
+    /// Stops waiting for the barrier's marker.
+    fn give_up_barrier(&mut self, out: &mut VecDeque<ExecutionEvent>) {
+        if let Some(b) = self.barrier.as_mut() {
+            tracing::debug!(barrier = %b.msg_id, "output barrier finished without its marker");
+            b.passed = true;
+        }
+        self.maybe_finish(out);
+    }
+
+    /// Handles a message of the barrier request; returns the message if it is the cell's
+    /// late output, to be handled as the cell's own.
+    fn barrier_message<'m>(
+        &mut self,
+        channel: Channel,
+        msg: &'m Message,
+    ) -> Option<std::borrow::Cow<'m, Message>> {
+        let b = self.barrier.as_mut()?;
+        if msg.parent_msg_id() != Some(b.msg_id.as_str()) {
+            return Some(std::borrow::Cow::Borrowed(msg));
+        }
+        let c = &msg.content;
+        match (channel, msg.msg_type()) {
+            (Channel::IoPub, "status") => {
+                if c["execution_state"] == "idle" {
+                    b.idle = true;
+                }
+                None
+            }
+            (Channel::Shell, "execute_reply") => {
+                b.replied = true;
+                if c["status"] != "ok" {
+                    // An aborted or failed barrier prints nothing.
+                    b.passed = true;
+                }
+                None
+            }
+            (Channel::IoPub, "stream") => {
+                let text = c["text"].as_str().unwrap_or_default();
+                let Some(at) = text.find(&b.marker) else {
+                    return Some(std::borrow::Cow::Borrowed(msg));
+                };
+                b.passed = true;
+                let after = &text[at + b.marker.len()..];
+                let rest = format!(
+                    "{}{}",
+                    &text[..at],
+                    after.strip_prefix('\n').unwrap_or(after)
+                );
+                if rest.is_empty() {
+                    return None;
+                }
+                let mut m = msg.clone();
+                m.content["text"] = Value::String(rest);
+                Some(std::borrow::Cow::Owned(m))
+            }
+            (
+                Channel::IoPub,
+                "execute_result" | "display_data" | "update_display_data" | "clear_output",
+            ) => Some(std::borrow::Cow::Borrowed(msg)),
+            (Channel::IoPub, "error") => {
+                tracing::warn!(content = %c, "output barrier raised");
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// Feeds one message for this request, pushing any resulting events onto `out`.
     pub fn handle(&mut self, channel: Channel, msg: &Message, out: &mut VecDeque<ExecutionEvent>) {
         if self.done {
             return;
         }
+        let msg = match self.barrier.is_some() {
+            true => match self.barrier_message(channel, msg) {
+                Some(m) => m,
+                None => {
+                    self.maybe_finish(out);
+                    return;
+                }
+            },
+            false => std::borrow::Cow::Borrowed(msg),
+        };
+        let msg = msg.as_ref();
         let c = &msg.content;
         match (channel, msg.msg_type()) {
             (Channel::IoPub, "status") => {
@@ -253,6 +393,9 @@ impl ExecutionState {
     }
 
     fn maybe_finish(&mut self, out: &mut VecDeque<ExecutionEvent>) {
+        if self.barrier.as_ref().is_some_and(|b| !b.passed) {
+            return;
+        }
         let Some(reply) = self.reply.as_mut().filter(|_| self.idle) else {
             return;
         };
@@ -317,6 +460,9 @@ pub struct Execution {
     msg_id: String,
     rx: mpsc::UnboundedReceiver<Routed>,
     _route: RouteGuard,
+    _barrier_route: Option<RouteGuard>,
+    /// Runs while a finished barrier's marker is awaited.
+    grace: Option<Pin<Box<tokio::time::Sleep>>>,
     state: ExecutionState,
     pending: VecDeque<ExecutionEvent>,
     failed: bool,
@@ -327,12 +473,22 @@ impl Execution {
         msg_id: String,
         rx: mpsc::UnboundedReceiver<Routed>,
         route: RouteGuard,
+        barrier: Option<OutputBarrier>,
     ) -> Self {
+        let (state, barrier_route) = match barrier {
+            Some(b) => (
+                ExecutionState::with_barrier(b.msg_id, b.marker),
+                Some(b.route),
+            ),
+            None => (ExecutionState::default(), None),
+        };
         Execution {
             msg_id,
             rx,
             _route: route,
-            state: ExecutionState::default(),
+            _barrier_route: barrier_route,
+            grace: None,
+            state,
             pending: VecDeque::new(),
             failed: false,
         }
@@ -370,7 +526,18 @@ impl Execution {
                 return Poll::Ready(Ok(None));
             }
             match self.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if !self.state.barrier_stalled() {
+                        return Poll::Pending;
+                    }
+                    let grace = self
+                        .grace
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(BARRIER_GRACE)));
+                    match grace.as_mut().poll(cx) {
+                        Poll::Ready(()) => self.state.give_up_barrier(&mut self.pending),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
                 Poll::Ready(Some(Routed::Message(channel, msg))) => {
                     self.state.handle(channel, &msg, &mut self.pending);
                 }
@@ -571,5 +738,134 @@ mod tests {
             json!({"code": "1+1", "silent": false, "store_history": true,
                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true})
         );
+    }
+
+    /// `m` as if sent for the barrier request "bar".
+    fn of_barrier((ch, mut m): (Channel, Message)) -> (Channel, Message) {
+        m.parent_header = Some(Header {
+            msg_id: "bar".into(),
+            ..Header::default()
+        });
+        (ch, m)
+    }
+
+    fn stream(text: &str) -> (Channel, Message) {
+        (
+            IoPub,
+            msg("stream", json!({"name": "stdout", "text": text})),
+        )
+    }
+
+    fn run_with_barrier(script: &[(Channel, Message)]) -> (Vec<ExecutionEvent>, ExecutionState) {
+        let mut st = ExecutionState::with_barrier("bar", "MARK");
+        let mut out = VecDeque::new();
+        for (ch, m) in script {
+            st.handle(*ch, m, &mut out);
+        }
+        (out.into_iter().collect(), st)
+    }
+
+    fn texts(events: &[ExecutionEvent]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ExecutionEvent::Stream { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn barrier_keeps_the_execution_open_for_late_output() {
+        let (events, st) = run_with_barrier(&[
+            busy(),
+            input(1),
+            idle(),
+            reply("ok", 1),
+            // The cell's own output, after its idle and reply.
+            stream("late\n"),
+            of_barrier(busy()),
+            // The cell's output, forwarded once the barrier was the current request.
+            of_barrier(stream("later\n")),
+            of_barrier(idle()),
+            of_barrier(reply("ok", 1)),
+        ]);
+        assert!(!st.is_done(), "the marker has not arrived yet");
+        assert!(!events.iter().any(|e| matches!(e, ExecutionEvent::Done(_))));
+        assert_eq!(texts(&events), ["late\n", "later\n"]);
+
+        let (events, st) = run_with_barrier(&[
+            busy(),
+            input(1),
+            stream("a\n"),
+            idle(),
+            reply("ok", 1),
+            of_barrier(busy()),
+            of_barrier(stream("bMARK\n")),
+            of_barrier(idle()),
+            of_barrier(reply("ok", 1)),
+        ]);
+        assert!(st.is_done());
+        assert_eq!(texts(&events), ["a\n", "b"]);
+        assert!(matches!(events.last(), Some(ExecutionEvent::Done(_))));
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, ExecutionEvent::ExecutionCount(1)))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn marker_before_the_cells_end_waits_for_idle_and_reply() {
+        let (events, st) = run_with_barrier(&[busy(), of_barrier(stream("MARK\n")), idle()]);
+        assert!(!st.is_done());
+        assert!(texts(&events).is_empty());
+        let mut st = st;
+        let mut out = VecDeque::new();
+        let (ch, m) = reply("ok", 1);
+        st.handle(ch, &m, &mut out);
+        assert!(st.is_done());
+    }
+
+    #[test]
+    fn a_failed_barrier_or_a_given_up_one_ends_the_execution() {
+        let (_, st) = run_with_barrier(&[idle(), reply("ok", 1), of_barrier(reply("aborted", 1))]);
+        assert!(st.is_done());
+
+        let (_, mut st) = run_with_barrier(&[
+            idle(),
+            reply("ok", 1),
+            of_barrier(idle()),
+            of_barrier(reply("ok", 1)),
+        ]);
+        assert!(st.barrier_stalled());
+        let mut out = VecDeque::new();
+        st.give_up_barrier(&mut out);
+        assert!(st.is_done());
+        assert!(matches!(out.back(), Some(ExecutionEvent::Done(_))));
+    }
+
+    #[test]
+    fn late_results_parented_to_the_barrier_are_the_cells() {
+        let (events, _) = run_with_barrier(&[
+            idle(),
+            reply("ok", 1),
+            of_barrier((
+                IoPub,
+                msg(
+                    "execute_result",
+                    json!({"data": {"text/plain": "42"}, "metadata": {}}),
+                ),
+            )),
+        ]);
+        assert!(matches!(
+            &events[..],
+            [ExecutionEvent::Result {
+                is_main_result: true,
+                ..
+            }]
+        ));
     }
 }

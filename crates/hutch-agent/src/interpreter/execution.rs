@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hutch_kernel::{e2b, ExecuteRequest, ExecutionEvent};
+use hutch_kernel::e2b;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -27,9 +27,6 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 /// that lands while ipykernel itself (not the user's code) runs can be swallowed, and the
 /// code then starts anyway.
 const INTERRUPT_REPEAT: Duration = Duration::from_secs(1);
-
-/// How long the hidden set-up and clean-up snippets may run.
-const SNIPPET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts running `code` in `context` on a task of its own and returns its NDJSON lines, each
 /// ending in `\n`. Dropping the receiver means the client went away: the kernel is then
@@ -78,7 +75,7 @@ async fn run(
         match dialect {
             Some(d) => {
                 let set: Vec<String> = env_vars.iter().map(|(k, v)| d.set(k, v)).collect();
-                run_hidden(&kernel, &set.join("\n"), "setting env_vars").await;
+                kernel.run_hidden(&set.join("\n"), "setting env_vars").await;
             }
             None => tracing::warn!(
                 language = %context.language,
@@ -101,7 +98,9 @@ async fn run(
                 None => d.unset(k),
             })
             .collect();
-        run_hidden(&kernel, &restore.join("\n"), "restoring env_vars").await;
+        kernel
+            .run_hidden(&restore.join("\n"), "restoring env_vars")
+            .await;
     }
     drop(turn);
 }
@@ -170,36 +169,6 @@ async fn lost(kernel: &Kernel, tx: &mpsc::Sender<Bytes>) {
     let (name, value) = kernel.lost_error().await;
     send(tx, e2b::error_line(&name, &value, "")).await;
     send(tx, json!({"type": "end_of_execution"})).await;
-}
-
-/// Runs `code` without output, history or execution count (E2B's set-up snippets); failures
-/// are only logged, as E2B does.
-async fn run_hidden(kernel: &Kernel, code: &str, what: &str) {
-    let request = ExecuteRequest {
-        silent: true,
-        store_history: false,
-        // An error here must not abort the user's request queued right behind it.
-        stop_on_error: false,
-        ..ExecuteRequest::new(code)
-    };
-    let run = async {
-        let client = kernel
-            .client()
-            .ok_or_else(|| hutch_kernel::KernelError::Disconnected("the kernel exited".into()))?;
-        let execution = client.execute(request).await?;
-        execution.collect().await
-    };
-    match tokio::time::timeout(SNIPPET_TIMEOUT, run).await {
-        Ok(Ok(events)) => {
-            for event in events {
-                if let ExecutionEvent::Error { ename, evalue, .. } = event {
-                    tracing::warn!(what, ename, evalue, "hidden snippet failed");
-                }
-            }
-        }
-        Ok(Err(err)) => tracing::warn!(what, error = %err, "hidden snippet failed"),
-        Err(_) => tracing::warn!(what, "hidden snippet timed out"),
-    }
 }
 
 /// Sends one line; a client that went away is noticed by the caller's `closed()`.

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use hutch_kernel::{ConnectOptions, ConnectionInfo, KernelClient, KernelSpec};
+use hutch_kernel::{
+    ConnectOptions, ConnectionInfo, ExecuteRequest, ExecutionEvent, KernelClient, KernelError,
+    KernelSpec,
+};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
@@ -29,6 +32,9 @@ const SHUTDOWN_EXIT: Duration = Duration::from_secs(2);
 
 /// How long a kernel that died while starting gets for its log to be read to the end.
 const LOG_FLUSH: Duration = Duration::from_millis(200);
+
+/// How long a hidden set-up or clean-up snippet may run.
+const SNIPPET_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of a kernel's own stdout/stderr (its log, not the user's output) is kept for
 /// error messages.
@@ -142,8 +148,15 @@ impl Kernel {
         prepare_runtime_dir(runtime).map_err(|e| prepare(runtime, e))?;
         let short_id = hutch_kernel::message::new_id()[..8].to_owned();
         let dir = runtime.join(short_id);
-        let info = ConnectionInfo::new_ipc(&dir)
-            .map_err(|e| prepare(&dir, io::Error::other(e.to_string())))?;
+        // Unix sockets where the kernel supports them; Deno reads `ip` as a host name and
+        // JeroMQ (Java) has no real ipc transport, so those get loopback TCP (docs/kernels.md).
+        let info = if speaks_ipc(&launch.spec.name) {
+            ConnectionInfo::new_ipc(&dir)
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| prepare(&dir, e))?;
+            ConnectionInfo::new_tcp()
+        }
+        .map_err(|e| prepare(&dir, io::Error::other(e.to_string())))?;
         let conn_file = dir.join("connection.json");
         let setup = || -> io::Result<()> {
             info.write(&conn_file)
@@ -206,6 +219,7 @@ impl Kernel {
             timeout: START_TIMEOUT,
             interrupt_mode: command.interrupt_mode,
             pid: Some(pid),
+            output_barrier: output_barrier(&launch.spec.name),
             ..ConnectOptions::default()
         };
         let mut exited = exit_rx.clone();
@@ -303,6 +317,44 @@ impl Kernel {
                     ),
                 )
             }
+        }
+    }
+
+    /// Runs `code` without output, history or execution count (E2B's set-up snippets);
+    /// failures are only logged, as E2B does.
+    pub async fn run_hidden(&self, code: &str, what: &str) {
+        let request = ExecuteRequest {
+            silent: true,
+            store_history: false,
+            // An error here must not abort the user's request queued right behind it.
+            stop_on_error: false,
+            ..ExecuteRequest::new(code)
+        };
+        let run = async {
+            let client = self
+                .client()
+                .ok_or_else(|| KernelError::Disconnected("the kernel exited".into()))?;
+            let execution = client.execute(request).await?;
+            execution.collect().await
+        };
+        match tokio::time::timeout(SNIPPET_TIMEOUT, run).await {
+            Ok(Ok(events)) => {
+                for event in events {
+                    if let ExecutionEvent::Error { ename, evalue, .. } = event {
+                        tracing::warn!(
+                            pid = self.pid,
+                            what,
+                            ename,
+                            evalue,
+                            "hidden snippet failed"
+                        );
+                    }
+                }
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(pid = self.pid, what, error = %err, "hidden snippet failed")
+            }
+            Err(_) => tracing::warn!(pid = self.pid, what, "hidden snippet timed out"),
         }
     }
 
@@ -465,6 +517,22 @@ async fn drain_log(fd: OwnedFd, stream: &'static str, pid: u32, tail: Arc<LogTai
             }
         }
     }
+}
+
+/// Whether the kernel named `name` can bind ZeroMQ's ipc transport: the ipykernel-based ones can.
+fn speaks_ipc(name: &str) -> bool {
+    matches!(name, "python3" | "bash")
+}
+
+/// Deno forwards console output from a task of its own, so a cell's output can arrive after
+/// its end (docs/kernels.md): its executions are followed by a barrier that prints a marker.
+fn output_barrier(name: &str) -> Option<fn(&str) -> String> {
+    (name == "deno").then_some(deno_barrier as fn(&str) -> String)
+}
+
+/// Lets pending work of the cell (a result still being published) run first, then prints.
+fn deno_barrier(marker: &str) -> String {
+    format!("await new Promise((resolve) => setTimeout(resolve, 0));\nconsole.log({marker:?});")
 }
 
 #[cfg(test)]

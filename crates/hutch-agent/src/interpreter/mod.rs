@@ -272,6 +272,21 @@ impl InterpreterService {
         };
         let started = std::time::Instant::now();
         let kernel = Kernel::start(&self.inner.reaper, launch).await?;
+        // Java has no settable environment; E2B gives its kernels the sandbox's variables
+        // as system properties, which is what its clients read.
+        if language::Dialect::of(&context.language) == Some(language::Dialect::Java)
+            && !settings.sandbox_env.is_empty()
+        {
+            let java = language::Dialect::Java;
+            let set: Vec<String> = settings
+                .sandbox_env
+                .iter()
+                .map(|(k, v)| java.set(k, v))
+                .collect();
+            kernel
+                .run_hidden(&set.join("\n"), "setting sandbox variables as properties")
+                .await;
+        }
         tracing::info!(
             context = %context.id,
             language = %context.language,
