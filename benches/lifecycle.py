@@ -35,15 +35,20 @@ def pct(xs: list[float], p: float) -> float:
 
 def report(name: str, xs: list[float], base: list[float]) -> None:
     m, b = statistics.median(xs), statistics.median(base)
-    print(f"{name:<34} median {m*1000:8.2f} ms  p90 {pct(xs, .9)*1000:8.2f} ms  "
-          f"baseline median {b*1000:7.2f} ms  ratio {m/b:6.1f}x  ({1/m:6.1f}/s)")
+    print(
+        f"{name:<34} median {m * 1000:8.2f} ms  p90 {pct(xs, 0.9) * 1000:8.2f} ms  "
+        f"baseline median {b * 1000:7.2f} ms  ratio {m / b:6.1f}x  ({1 / m:6.1f}/s)"
+    )
 
 
 def main() -> None:
     base_ns = []
     for _ in range(N):
         t = time.perf_counter()
-        subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork", "true"], check=True)
+        subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork", "true"],
+            check=True,
+        )
         base_ns.append(time.perf_counter() - t)
 
     churn = []

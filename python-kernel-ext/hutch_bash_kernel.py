@@ -9,11 +9,15 @@ every cell 50 ms longer per line. The kernel is otherwise bash_kernel's own.
 kernel.json: ``python -m hutch_bash_kernel -f {connection_file}``.
 """
 
+from typing import Any
+
 import pexpect
 
 
-class _Spawn(pexpect.spawn):  # type: ignore[misc]
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+# pexpect's stubs make spawn generic in what it reads (str, as bash_kernel passes an
+# encoding); pexpect itself cannot be subscripted at run time.
+class _Spawn(pexpect.spawn):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.delaybeforesend = None
 

@@ -23,6 +23,7 @@ when PIL is first imported, so a kernel that never uses them pays nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import importlib.abc
@@ -30,7 +31,8 @@ import math
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.formatters import BaseFormatter, JSONFormatter
 from traitlets import ObjectName, Unicode
@@ -71,7 +73,7 @@ class DataFrameFormatter(BaseFormatter):  # type: ignore[misc]
         return super().__call__(obj)
 
 
-def dataframe_to_data(frame: Any) -> Dict[str, list]:
+def dataframe_to_data(frame: Any) -> dict[str, list[Any]]:
     """``frame.to_dict(orient="list")`` with values JSON can carry.
 
     Column names become strings (JSON object keys are strings); dates and
@@ -79,11 +81,9 @@ def dataframe_to_data(frame: Any) -> Dict[str, list]:
     missing values become ``null``; anything else without a JSON form becomes
     its ``str``.
     """
-    data: Dict[str, list] = {}
+    data: dict[str, list[Any]] = {}
     for name, column in frame.items():
-        data[name if isinstance(name, str) else str(name)] = [
-            json_safe(value) for value in column.tolist()
-        ]
+        data[name if isinstance(name, str) else str(name)] = [json_safe(value) for value in column.tolist()]
     return data
 
 
@@ -131,7 +131,7 @@ class FigureChartFormatter(BaseFormatter):  # type: ignore[misc]
         return super().__call__(obj)
 
 
-def figure_to_chart(figure: Any) -> Optional[dict]:
+def figure_to_chart(figure: Any) -> dict[str, Any] | None:
     """The chart data of `figure`, or None for a blank figure or one that
     ``e2b-charts`` cannot read."""
     try:
@@ -141,7 +141,8 @@ def figure_to_chart(figure: Any) -> Optional[dict]:
         if chart is None:
             return None
         # JSON mode: enums as their values, NaN as null.
-        return chart.model_dump(mode="json")
+        data: dict[str, Any] = chart.model_dump(mode="json")
+        return data
     except Exception:
         return None
 
@@ -181,7 +182,7 @@ def _register_pil_viewer(image_show: Any) -> None:
     if any(getattr(v, "_hutch_displays", False) for v in image_show._viewers):
         return  # the extension was loaded again
 
-    class KernelOutputViewer(image_show.Viewer):  # type: ignore[misc,name-defined]
+    class KernelOutputViewer(image_show.Viewer):  # type: ignore[misc]
         _hutch_displays = True
 
         def show(self, image: Any, **options: Any) -> int:
@@ -203,10 +204,8 @@ def _display_on_save(image_module: Any) -> None:
     def save(self: Any, fp: Any, format: Any = None, **params: Any) -> Any:
         result = original(self, fp, format, **params)
         if isinstance(fp, (str, os.PathLike)):
-            try:
+            with contextlib.suppress(Exception):
                 _display(self)
-            except Exception:
-                pass
         return result
 
     save._hutch_displays = True  # type: ignore[attr-defined]
@@ -221,7 +220,7 @@ class _AfterImportFinder(importlib.abc.MetaPathFinder):
     imports it, without importing it ahead of time."""
 
     def __init__(self) -> None:
-        self.hooks: Dict[str, Callable[[Any], None]] = {}
+        self.hooks: dict[str, Callable[[Any], None]] = {}
         self._local = threading.local()
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
@@ -260,10 +259,8 @@ _finder = _AfterImportFinder()
 
 
 def _run_hook(hook: Callable[[Any], None], module: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # never break the user's import
         hook(module)
-    except Exception:  # never break the user's import
-        pass
 
 
 def _after_import(name: str, hook: Callable[[Any], None]) -> None:

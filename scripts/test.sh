@@ -2,10 +2,11 @@
 # The test command (README; CI runs it through .ci/run as root on a clean clone).
 #
 # 1. installs what is missing and builds the release binaries;
-# 2. runs the Rust unit and integration tests and clippy;
+# 2. runs the Rust unit and integration tests and clippy, then ruff and mypy over the Python;
 # 3. starts a real `hutch serve` on loopback with a fresh data dir (templates come from
 #    the cache outside the clone, built on first use);
-# 4. runs the end-to-end tests in tests/e2e with the official e2b SDK from PyPI;
+# 4. runs the end-to-end tests in tests/e2e with the official e2b SDK from PyPI, then the
+#    tests of our own SDK (python/) and of the examples (examples/);
 # 5. kills every sandbox and the server, and removes what they left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,28 @@ if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
     cargo clippy --release --locked --all-targets -- -D warnings
     cargo test --release --locked --workspace
 fi
+
+step "ruff check, ruff format --check, mypy --strict (Python)"
+# Settings: ruff.toml and mypy.ini at the root; the tools are pinned in tests/requirements.txt.
+# The SDK (python/) and examples/ are checked once they hold Python. Caches stay outside the clone.
+export RUFF_CACHE_DIR="$CACHE/ruff-cache" MYPY_CACHE_DIR="$CACHE/mypy-cache"
+has_py() { [ -n "$(find "$@" -name '*.py' -print -quit 2>/dev/null)" ]; }
+# mypy takes each module name once per run, and several of these folders have a conftest.py:
+# one run per group (the SDK's tests go with the package they import).
+MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext")
+sdk=()
+for d in python/hutch python/tests; do
+    if has_py "$d"; then sdk+=("$d"); fi
+done
+if [ ${#sdk[@]} -gt 0 ]; then MYPY_GROUPS+=("${sdk[*]}"); fi
+if has_py examples; then MYPY_GROUPS+=("examples"); fi
+read -ra PY_PATHS <<< "${MYPY_GROUPS[*]}"
+"$VENV/bin/ruff" check "${PY_PATHS[@]}"
+"$VENV/bin/ruff" format --check "${PY_PATHS[@]}"
+for group in "${MYPY_GROUPS[@]}"; do
+    read -ra dirs <<< "$group"
+    "$VENV/bin/mypy" "${dirs[@]}"
+done
 
 step "start hutch serve"
 WORK=$(mktemp -d /tmp/hutch-test.XXXXXX)
@@ -124,3 +147,4 @@ export HUTCH_TEST_WORK="$WORK"
 unset E2B_DEBUG
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
     --timeout 600 tests/e2e "$@"
+

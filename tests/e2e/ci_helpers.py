@@ -8,16 +8,16 @@ hutch server named by E2B_SANDBOX_URL (loopback).
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Tuple, Union
+from typing import Any
 
-import pytest
-import pytest_asyncio
-from e2b_code_interpreter import AsyncSandbox, Execution, Sandbox
+from e2b_code_interpreter import Execution
+from e2b_code_interpreter.code_interpreter_async import AsyncSandbox
+from e2b_code_interpreter.code_interpreter_sync import Sandbox
 
 TEMPLATE = "code-interpreter-v1"
 HOME = "/home/user"
@@ -26,49 +26,37 @@ HOME = "/home/user"
 # that a server that never answers fails the test instead of holding the suite.
 SANDBOX_LIFETIME = 600
 
-AnyCodeSandbox = Union[Sandbox, AsyncSandbox]
+# The code interpreter's sandbox classes, for the tests to import from here. The SDK's package
+# runs `from e2b import *` before it imports its own `Sandbox` and `AsyncSandbox`, and mypy
+# keeps the first of two bindings of a name: through the package it would see e2b's classes,
+# which have no `run_code`. These come from the classes' own modules (the very same objects
+# at run time).
+CodeSandbox = Sandbox
+AsyncCodeSandbox = AsyncSandbox
 
 
 @contextmanager
-def code_sandbox(**kwargs: Any) -> Iterator[Sandbox]:
+def code_sandbox(**kwargs: Any) -> Iterator[CodeSandbox]:
     """A code-interpreter sandbox (created with `kwargs`), killed afterwards whatever happened."""
     kwargs.setdefault("timeout", SANDBOX_LIFETIME)
-    sbx = Sandbox.create(**kwargs)
+    sbx = CodeSandbox.create(**kwargs)
     try:
         yield sbx
     finally:
-        try:
+        with suppress(Exception):
             sbx.kill()
-        except Exception:
-            pass
 
 
 @asynccontextmanager
-async def async_code_sandbox(**kwargs: Any) -> AsyncIterator[AsyncSandbox]:
+async def async_code_sandbox(**kwargs: Any) -> AsyncIterator[AsyncCodeSandbox]:
     """The async twin of `code_sandbox`."""
     kwargs.setdefault("timeout", SANDBOX_LIFETIME)
-    sbx = await AsyncSandbox.create(**kwargs)
+    sbx = await AsyncCodeSandbox.create(**kwargs)
     try:
         yield sbx
     finally:
-        try:
+        with suppress(Exception):
             await sbx.kill()
-        except Exception:
-            pass
-
-
-@pytest.fixture
-def ci_sandbox() -> Iterator[Sandbox]:
-    """A fresh code-interpreter sandbox for one test."""
-    with code_sandbox() as sbx:
-        yield sbx
-
-
-@pytest_asyncio.fixture
-async def async_ci_sandbox() -> AsyncIterator[AsyncSandbox]:
-    """A fresh code-interpreter AsyncSandbox for one test."""
-    async with async_code_sandbox() as sbx:
-        yield sbx
 
 
 def stdout_of(execution: Execution) -> str:
@@ -84,8 +72,9 @@ def stderr_of(execution: Execution) -> str:
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def png_size(b64: str) -> Tuple[int, int]:
+def png_size(b64: str | None) -> tuple[int, int]:
     """(width, height) of a base64 PNG, read from its IHDR chunk; fails if it is not a PNG."""
+    assert b64 is not None, "no PNG"
     raw = base64.b64decode(b64)
     assert raw[:8] == PNG_MAGIC, f"not a PNG: starts with {raw[:8]!r}"
     assert raw[12:16] == b"IHDR", "a PNG starts with its IHDR chunk"
@@ -100,7 +89,7 @@ class Arrivals:
     """Records what an output callback receives and the wall-clock second it arrived in."""
 
     def __init__(self) -> None:
-        self.items: List[Tuple[float, Any]] = []
+        self.items: list[tuple[float, Any]] = []
 
     def __call__(self, item: Any) -> None:
         self.items.append((time.time(), item))
@@ -127,9 +116,17 @@ class EnvProbe:
     value: Callable[[Execution], str]
     print: Callable[[str], str]  # code printing the value verbatim on stdout
 
+    def run(self, sbx: CodeSandbox, code: str, envs: dict[str, str] | None = None) -> str:
+        """Runs `code` in this language in `sbx` and returns its `value`."""
+        return self.value(sbx.run_code(code, language=self.language, envs=envs))
+
+    async def run_async(self, sbx: AsyncCodeSandbox, code: str, envs: dict[str, str] | None = None) -> str:
+        """The async twin of `run`."""
+        return self.value(await sbx.run_code(code, language=self.language, envs=envs))
+
 
 def _text(e: Execution) -> str:
-    assert e.error is None, f"{e.error.name}: {e.error.value}" if e.error else ""
+    assert e.error is None, f"{e.error.name}: {e.error.value}"
     assert e.text is not None, f"no main result: {e}"
     return e.text.strip()
 
@@ -137,7 +134,7 @@ def _text(e: Execution) -> str:
 def _r_text(e: Execution) -> str:
     # IRkernel shows a value as display data (not a main result), and a character vector
     # as `[1] "value"`.
-    assert e.error is None, f"{e.error.name}: {e.error.value}" if e.error else ""
+    assert e.error is None, f"{e.error.name}: {e.error.value}"
     assert e.results, f"no result: {e}"
     text = (e.results[0].text or "").strip()
     assert text.startswith('[1] "') and text.endswith('"'), text
@@ -145,7 +142,7 @@ def _r_text(e: Execution) -> str:
 
 
 def _bash_stdout(e: Execution) -> str:
-    assert e.error is None, f"{e.error.name}: {e.error.value}" if e.error else ""
+    assert e.error is None, f"{e.error.name}: {e.error.value}"
     return stdout_of(e).strip()
 
 

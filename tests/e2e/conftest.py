@@ -8,6 +8,7 @@ can inspect host resources and restart the server.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -15,11 +16,14 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List
 
 import pytest
-from e2b import Sandbox
+import pytest_asyncio
+from e2b import AsyncSandbox, Sandbox
+
+from ci_helpers import AsyncCodeSandbox, CodeSandbox, async_code_sandbox, code_sandbox
 
 WORK = Path(os.environ["HUTCH_TEST_WORK"])
 DATA_DIR = WORK / "data"
@@ -49,15 +53,13 @@ def restart_server_hard() -> None:
         except ProcessLookupError:
             break
         # The server may be our grandchild's sibling; reap it if it is ours.
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         time.sleep(0.05)
     cmd = (WORK / "server.cmd").read_text().splitlines()
-    out = open(WORK / "server.out", "ab")
-    log = open(WORK / "server.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=log, start_new_session=True)
+    # The server keeps its own copies of these; ours are closed once it has started.
+    with open(WORK / "server.out", "ab") as out, open(WORK / "server.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, start_new_session=True)
     (WORK / "server.pid").write_text(str(proc.pid))
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -67,7 +69,7 @@ def restart_server_hard() -> None:
     raise RuntimeError("hutch serve did not come back after the restart")
 
 
-def cgroup_dirs() -> List[str]:
+def cgroup_dirs() -> list[str]:
     """Every per-sandbox cgroup directory on the host (v1 and v2 layouts)."""
     found = set()
     for parent in glob.glob("/sys/fs/cgroup/*/hutch") + glob.glob("/sys/fs/cgroup/hutch"):
@@ -77,7 +79,7 @@ def cgroup_dirs() -> List[str]:
     return sorted(found)
 
 
-def host_resources() -> Dict[str, List[str]]:
+def host_resources() -> dict[str, list[str]]:
     """What sandboxes hold on the host: counted before and after to prove nothing leaks."""
     mounts = [
         line.split()[4]
@@ -88,18 +90,14 @@ def host_resources() -> Dict[str, List[str]]:
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     loops_ours = sorted(line for line in loops.splitlines() if str(DATA_DIR) in line)
     sandbox_dirs = sorted(os.listdir(DATA_DIR / "sandboxes")) if (DATA_DIR / "sandboxes").exists() else []
-    procs = []
+    procs: list[str] = []
     for d in cgroup_dirs():
-        try:
-            procs += [p for p in Path(d, "cgroup.procs").read_text().split()]
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError):
+            procs += Path(d, "cgroup.procs").read_text().split()
     netns = set()
     for p in glob.glob("/proc/[0-9]*/ns/net"):
-        try:
+        with contextlib.suppress(OSError):
             netns.add(os.readlink(p))
-        except OSError:
-            pass
     server = str(server_pid())
     zombies = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -121,13 +119,7 @@ def host_resources() -> Dict[str, List[str]]:
     }
 
 
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.1) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
+# --- fixtures: a fresh sandbox for one test, killed afterwards whatever happened ----------------
 
 
 @pytest.fixture
@@ -136,10 +128,32 @@ def sandbox() -> Iterator[Sandbox]:
     try:
         yield sbx
     finally:
-        try:
+        with contextlib.suppress(Exception):
             sbx.kill()
-        except Exception:
-            pass
+
+
+@pytest_asyncio.fixture
+async def async_sandbox() -> AsyncIterator[AsyncSandbox]:
+    sbx = await AsyncSandbox.create(timeout=120)
+    try:
+        yield sbx
+    finally:
+        with contextlib.suppress(Exception):
+            await sbx.kill()
+
+
+@pytest.fixture
+def ci_sandbox() -> Iterator[CodeSandbox]:
+    """A code-interpreter sandbox (`code-interpreter-v1`)."""
+    with code_sandbox() as sbx:
+        yield sbx
+
+
+@pytest_asyncio.fixture
+async def async_ci_sandbox() -> AsyncIterator[AsyncCodeSandbox]:
+    """A code-interpreter AsyncSandbox (`code-interpreter-v1`)."""
+    async with async_code_sandbox() as sbx:
+        yield sbx
 
 
 def sandbox_ip(sbx: Sandbox) -> str:
@@ -160,10 +174,13 @@ def host_pid_of(sbx: Sandbox) -> int:
     return int(json.loads(row[0])["pid"])
 
 
-def diff_resources(before: Dict[str, List[str]], after: Dict[str, List[str]]) -> Dict[str, object]:
+def diff_resources(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, object]:
     """The keys whose values differ, with what was added and removed (for failure messages)."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for k in before:
         if before[k] != after.get(k):
-            out[k] = {"added": sorted(set(after.get(k, [])) - set(before[k])), "removed": sorted(set(before[k]) - set(after.get(k, [])))}
+            out[k] = {
+                "added": sorted(set(after.get(k, [])) - set(before[k])),
+                "removed": sorted(set(before[k]) - set(after.get(k, []))),
+            }
     return out

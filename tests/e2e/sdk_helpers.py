@@ -10,20 +10,19 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import AsyncIterator, Callable, Dict, Optional, Tuple, Union
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
-import pytest_asyncio
 from e2b import AsyncSandbox, Sandbox
 
 SANDBOX_URL = os.environ["E2B_SANDBOX_URL"].rstrip("/")
 ENVD_PORT = 49983
 
-AnySandbox = Union[Sandbox, AsyncSandbox]
+AnySandbox = Sandbox | AsyncSandbox
 
 
-def sandbox_origin() -> Tuple[str, int]:
+def sandbox_origin() -> tuple[str, int]:
     """The (address, port) every sandbox request goes to: the hutch server itself."""
     parts = urlsplit(SANDBOX_URL)
     assert parts.hostname is not None
@@ -39,7 +38,7 @@ def plain_async_client(timeout: float = 30) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=timeout, trust_env=False)
 
 
-def envd_headers(sbx: AnySandbox, token: Optional[str] = None, with_token: bool = True) -> Dict[str, str]:
+def envd_headers(sbx: AnySandbox, token: str | None = None, with_token: bool = True) -> dict[str, str]:
     """The routing headers the SDK sends to a sandbox's agent; the access token is optional."""
     headers = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": str(ENVD_PORT)}
     if with_token:
@@ -53,7 +52,7 @@ def envd_unary(
     sbx: AnySandbox,
     rpc: str,
     body: str = "{}",
-    token: Optional[str] = None,
+    token: str | None = None,
     with_token: bool = True,
 ) -> httpx.Response:
     """A raw Connect unary call (JSON codec) to the agent of `sbx`, e.g. rpc="process.Process/List"."""
@@ -66,10 +65,10 @@ def envd_unary(
 def envd_get(
     sbx: AnySandbox,
     path: str,
-    params: Optional[Dict[str, str]] = None,
-    token: Optional[str] = None,
+    params: dict[str, str] | None = None,
+    token: str | None = None,
     with_token: bool = True,
-    headers: Optional[Dict[str, str]] = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """A raw GET to the agent of `sbx` (for example /files or /health)."""
     all_headers = envd_headers(sbx, token, with_token)
@@ -106,7 +105,7 @@ def user_port_connection() -> socket.socket:
 # internet, so nothing can be pip-installed there). Text frames come back as "echo:<text>",
 # binary frames byte for byte; pings get pongs; a close frame is answered and ends the
 # connection. Client frames are masked (RFC 6455), server frames are not.
-WS_ECHO_SERVER = r'''
+WS_ECHO_SERVER = r"""
 import base64, hashlib, socket, struct, sys, threading
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -151,7 +150,9 @@ def serve(conn):
             key = headers.get("sec-websocket-key", "")
             if headers.get("upgrade", "").lower() != "websocket" or not key:
                 body = b"not a websocket request"
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+                conn.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                )
                 return
             accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
             conn.sendall(
@@ -192,22 +193,9 @@ srv.listen(16)
 while True:
     c, _ = srv.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
-'''
+"""
 
 
 def start_ws_echo_server_cmd(port: int) -> str:
     """A shell command that writes the echo server into the sandbox and runs it in the foreground."""
     return f"cat > /tmp/ws_echo.py <<'PYEOF'\n{WS_ECHO_SERVER}\nPYEOF\nexec python3 /tmp/ws_echo.py {port}"
-
-
-@pytest_asyncio.fixture
-async def async_sandbox() -> AsyncIterator[AsyncSandbox]:
-    """A fresh AsyncSandbox for one test, killed afterwards whatever happened."""
-    sbx = await AsyncSandbox.create(timeout=120)
-    try:
-        yield sbx
-    finally:
-        try:
-            await sbx.kill()
-        except Exception:
-            pass

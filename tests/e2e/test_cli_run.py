@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import List
 
-from conftest import WORK
 from e2b import Sandbox
-from e2b_code_interpreter import Sandbox as CodeSandbox
+
+from ci_helpers import CodeSandbox
+from conftest import WORK
 
 HUTCH = (WORK / "server.cmd").read_text().splitlines()[0]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -30,7 +30,7 @@ def hutch_run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> 
     )
 
 
-def running_ids() -> List[str]:
+def running_ids() -> list[str]:
     return [s.sandbox_id for s in Sandbox.list().next_items()]
 
 
@@ -71,7 +71,7 @@ def test_run_reads_code_from_stdin_and_from_a_file_in_other_languages(tmp_path: 
     assert out.stdout.splitlines() == ["js says 3"]
 
     script = tmp_path / "hello.sh"
-    script.write_text("echo \"bash in $PWD\"\n")
+    script.write_text('echo "bash in $PWD"\n')
     out = hutch_run("-l", "bash", "--file", str(script), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["bash in /home/user"]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import Any, List, Tuple
+from typing import Any
 
 import pytest
 from e2b import InvalidArgumentException, NotFoundException, TimeoutException
-from e2b_code_interpreter import ExecutionError, OutputMessage, Result, Sandbox
+from e2b_code_interpreter import ExecutionError, OutputMessage, Result
 
-from ci_helpers import (  # noqa: F401  (ci_sandbox is a fixture)
+from ci_helpers import (
     HOME,
     Arrivals,
-    ci_sandbox,
+    CodeSandbox,
     png_size,
     stderr_of,
     stdout_of,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(300)
 # --- basics and state ------------------------------------------------------------------
 
 
-def test_last_expression_is_the_main_result(ci_sandbox: Sandbox) -> None:
+def test_last_expression_is_the_main_result(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code("x = 1; x")
     assert execution.text == "1"
     assert execution.error is None
@@ -40,7 +40,7 @@ def test_last_expression_is_the_main_result(ci_sandbox: Sandbox) -> None:
     assert execution.logs.stdout == [] and execution.logs.stderr == []
 
 
-def test_variables_persist_between_runs(ci_sandbox: Sandbox) -> None:
+def test_variables_persist_between_runs(ci_sandbox: CodeSandbox) -> None:
     first = ci_sandbox.run_code("x = 1")
     assert first.results == [] and first.error is None
     assert ci_sandbox.run_code("x += 1; x").text == "2"
@@ -48,13 +48,13 @@ def test_variables_persist_between_runs(ci_sandbox: Sandbox) -> None:
     assert ci_sandbox.run_code("double(x) + math.floor(0.5)").text == "4"
 
 
-def test_string_result_text_has_its_quotes_stripped(ci_sandbox: Sandbox) -> None:
+def test_string_result_text_has_its_quotes_stripped(ci_sandbox: CodeSandbox) -> None:
     assert ci_sandbox.run_code("'hello'").text == "hello"
     assert ci_sandbox.run_code('"double"').text == "double"
     assert ci_sandbox.run_code("[1, 'a']").text == "[1, 'a']"
 
 
-def test_print_goes_to_stdout_and_sys_stderr_to_stderr(ci_sandbox: Sandbox) -> None:
+def test_print_goes_to_stdout_and_sys_stderr_to_stderr(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         "import sys\nprint('Hello from e2b')\nprint('This is an error message', file=sys.stderr)"
     )
@@ -63,7 +63,7 @@ def test_print_goes_to_stdout_and_sys_stderr_to_stderr(ci_sandbox: Sandbox) -> N
     assert execution.results == [] and execution.error is None
 
 
-def test_shell_escape_runs_in_home(ci_sandbox: Sandbox) -> None:
+def test_shell_escape_runs_in_home(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code("!pwd")
     assert stdout_of(execution).strip() == HOME
     assert ci_sandbox.run_code("from pathlib import Path; str(Path.cwd())").text == HOME
@@ -83,8 +83,8 @@ raise RuntimeError("stop here")
 """
 
 
-def test_callbacks_fire_in_the_order_output_happened(ci_sandbox: Sandbox) -> None:
-    events: List[Tuple[str, Any]] = []
+def test_callbacks_fire_in_the_order_output_happened(ci_sandbox: CodeSandbox) -> None:
+    events: list[tuple[str, Any]] = []
     execution = ci_sandbox.run_code(
         CALLBACK_ORDER_CODE,
         on_stdout=lambda m: events.append(("stdout", m)),
@@ -106,20 +106,20 @@ def test_callbacks_fire_in_the_order_output_happened(ci_sandbox: Sandbox) -> Non
     assert execution.error is error
 
 
-def test_each_callback_gets_one_call_per_output(ci_sandbox: Sandbox) -> None:
-    results: List[Result] = []
+def test_each_callback_gets_one_call_per_output(ci_sandbox: CodeSandbox) -> None:
+    results: list[Result] = []
     execution = ci_sandbox.run_code("x = 1;x", on_result=results.append)
     assert len(results) == 1 and results[0].text == "1" == execution.results[0].text
 
-    errors: List[ExecutionError] = []
+    errors: list[ExecutionError] = []
     execution = ci_sandbox.run_code("xyz", on_error=errors.append)
     assert len(errors) == 1 and execution.error is not None and execution.error.name == "NameError"
 
-    stdout: List[OutputMessage] = []
+    stdout: list[OutputMessage] = []
     execution = ci_sandbox.run_code("print('Hello from e2b')", on_stdout=stdout.append)
     assert [m.line for m in stdout] == ["Hello from e2b\n"] == execution.logs.stdout
 
-    stderr: List[OutputMessage] = []
+    stderr: list[OutputMessage] = []
     execution = ci_sandbox.run_code("import sys;print(1, file=sys.stderr)", on_stderr=stderr.append)
     assert [m.line for m in stderr] == ["1\n"] == execution.logs.stderr
 
@@ -127,7 +127,7 @@ def test_each_callback_gets_one_call_per_output(ci_sandbox: Sandbox) -> None:
 # --- errors ------------------------------------------------------------------------------
 
 
-def test_exception_is_reported_with_name_value_and_traceback(ci_sandbox: Sandbox) -> None:
+def test_exception_is_reported_with_name_value_and_traceback(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         "def inner_function():\n    raise ValueError('boom: bad value')\n\ninner_function()"
     )
@@ -139,7 +139,7 @@ def test_exception_is_reported_with_name_value_and_traceback(ci_sandbox: Sandbox
     assert execution.results == []
 
 
-def test_undefined_name_and_syntax_errors_are_execution_errors(ci_sandbox: Sandbox) -> None:
+def test_undefined_name_and_syntax_errors_are_execution_errors(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code("xyz")
     assert execution.error is not None
     assert execution.error.name == "NameError"
@@ -150,7 +150,7 @@ def test_undefined_name_and_syntax_errors_are_execution_errors(ci_sandbox: Sandb
     assert execution.error.name == "SyntaxError"
 
 
-def test_output_before_an_error_is_kept_and_state_survives_it(ci_sandbox: Sandbox) -> None:
+def test_output_before_an_error_is_kept_and_state_survives_it(ci_sandbox: CodeSandbox) -> None:
     ci_sandbox.run_code("kept = 5")
     execution = ci_sandbox.run_code("print('before'); kept = 6; 1 / 0; kept = 7")
     assert stdout_of(execution) == "before\n"
@@ -161,7 +161,7 @@ def test_output_before_an_error_is_kept_and_state_survives_it(ci_sandbox: Sandbo
 # --- execution count -----------------------------------------------------------------------
 
 
-def test_execution_count_increments_per_run(ci_sandbox: Sandbox) -> None:
+def test_execution_count_increments_per_run(ci_sandbox: CodeSandbox) -> None:
     counts = [
         ci_sandbox.run_code("echo 'E2B is awesome!'").execution_count,  # a SyntaxError still counts
         ci_sandbox.run_code("!pwd").execution_count,
@@ -189,8 +189,8 @@ plt.show()
 """
 
 
-def test_display_data_comes_before_and_apart_from_the_main_result(ci_sandbox: Sandbox) -> None:
-    streamed: List[Result] = []
+def test_display_data_comes_before_and_apart_from_the_main_result(ci_sandbox: CodeSandbox) -> None:
+    streamed: list[Result] = []
     execution = ci_sandbox.run_code(PLOT_THEN_VALUE, on_result=streamed.append)
     assert streamed == execution.results
     assert len(execution.results) == 2
@@ -207,7 +207,7 @@ def test_display_data_comes_before_and_apart_from_the_main_result(ci_sandbox: Sa
     assert execution.text == "the value"
 
 
-def test_dataframe_result_has_html_and_data(ci_sandbox: Sandbox) -> None:
+def test_dataframe_result_has_html_and_data(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         'import pandas as pd\npd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0.5, 1.5, 2.5]})'
     )
@@ -220,7 +220,7 @@ def test_dataframe_result_has_html_and_data(ci_sandbox: Sandbox) -> None:
     assert "data" in result.formats() and "html" in result.formats()
 
 
-def test_dataframe_dates_become_iso_strings_in_data(ci_sandbox: Sandbox) -> None:
+def test_dataframe_dates_become_iso_strings_in_data(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         'import pandas as pd\npd.DataFrame({"day": pd.to_datetime(["2024-01-02", "2024-03-04"]), "n": [1, 2]})'
     )
@@ -230,13 +230,13 @@ def test_dataframe_dates_become_iso_strings_in_data(ci_sandbox: Sandbox) -> None
     assert result.data["n"] == [1, 2]
 
 
-def test_list_and_dict_results_carry_json(ci_sandbox: Sandbox) -> None:
+def test_list_and_dict_results_carry_json(ci_sandbox: CodeSandbox) -> None:
     result = ci_sandbox.run_code('{"a": 1, "b": [1, 2, 3], "c": None}').results[0]
     assert result.json == {"a": 1, "b": [1, 2, 3], "c": None}
     assert result.text == "{'a': 1, 'b': [1, 2, 3], 'c': None}"
 
 
-def test_non_dataframe_results_carry_no_data_or_chart(ci_sandbox: Sandbox) -> None:
+def test_non_dataframe_results_carry_no_data_or_chart(ci_sandbox: CodeSandbox) -> None:
     result = ci_sandbox.run_code("import pandas, matplotlib\n41 + 1").results[0]
     assert result.formats() == ["text"]
     assert result.text == "42"
@@ -251,7 +251,7 @@ image = Image.fromarray(imarray.astype('uint8')).convert('RGBA')
 """
 
 
-def test_pil_image_show_displays_a_png(ci_sandbox: Sandbox) -> None:
+def test_pil_image_show_displays_a_png(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(PIL_IMAGE + "image.show()\nprint('Image shown.')")
     assert execution.error is None
     assert stdout_of(execution) == "Image shown.\n"
@@ -259,14 +259,14 @@ def test_pil_image_show_displays_a_png(ci_sandbox: Sandbox) -> None:
     assert png_size(execution.results[0].png) == (16, 16)
 
 
-def test_pil_image_as_last_expression_is_a_png(ci_sandbox: Sandbox) -> None:
+def test_pil_image_as_last_expression_is_a_png(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(PIL_IMAGE + "image")
     result = execution.results[0]
     assert result.is_main_result
     assert png_size(result.png) == (16, 16)
 
 
-def test_pil_image_saved_to_a_file_is_displayed_and_written(ci_sandbox: Sandbox) -> None:
+def test_pil_image_saved_to_a_file_is_displayed_and_written(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(PIL_IMAGE + "image.save('test.png')\nprint('Image saved.')")
     assert execution.error is None
     assert png_size(execution.results[0].png) == (16, 16)
@@ -304,7 +304,7 @@ class Everything(Html, Markdown, Svg, Png, Latex, Json):
 """
 
 
-def test_custom_repr_methods_fill_the_matching_result_fields(ci_sandbox: Sandbox) -> None:
+def test_custom_repr_methods_fill_the_matching_result_fields(ci_sandbox: CodeSandbox) -> None:
     assert ci_sandbox.run_code(CUSTOM_REPRS).error is None
 
     assert ci_sandbox.run_code("Html()").results[0].html == "<b>bold</b>"
@@ -322,7 +322,7 @@ def test_custom_repr_methods_fill_the_matching_result_fields(ci_sandbox: Sandbox
     assert everything.text == "Everything()"
 
 
-def test_raw_display_of_one_mime_type_gives_only_that_format(ci_sandbox: Sandbox) -> None:
+def test_raw_display_of_one_mime_type_gives_only_that_format(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         "from IPython.display import display\ndisplay({'text/latex': r'\\text{CustomReprObject}'}, raw=True)"
     )
@@ -332,7 +332,7 @@ def test_raw_display_of_one_mime_type_gives_only_that_format(ci_sandbox: Sandbox
     assert not execution.results[0].is_main_result
 
 
-def test_unknown_mime_types_land_in_extra(ci_sandbox: Sandbox) -> None:
+def test_unknown_mime_types_land_in_extra(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         "from IPython.display import display\n"
         "display({'text/plain': 'custom', 'application/x-hutch-test': 'payload'}, raw=True)"
@@ -345,13 +345,13 @@ def test_unknown_mime_types_land_in_extra(ci_sandbox: Sandbox) -> None:
 # --- contexts ------------------------------------------------------------------------------
 
 
-def test_default_python_and_javascript_contexts_are_listed(ci_sandbox: Sandbox) -> None:
+def test_default_python_and_javascript_contexts_are_listed(ci_sandbox: CodeSandbox) -> None:
     languages = [c.language for c in ci_sandbox.list_code_contexts()]
     assert "python" in languages
     assert "javascript" in languages
 
 
-def test_created_context_defaults_to_python_in_home_and_is_listed_last(ci_sandbox: Sandbox) -> None:
+def test_created_context_defaults_to_python_in_home_and_is_listed_last(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context()
     assert context.language == "python"
     assert context.cwd == HOME
@@ -359,7 +359,7 @@ def test_created_context_defaults_to_python_in_home_and_is_listed_last(ci_sandbo
     assert (last.id, last.language, last.cwd) == (context.id, context.language, context.cwd)
 
 
-def test_context_with_cwd_runs_code_there(ci_sandbox: Sandbox) -> None:
+def test_context_with_cwd_runs_code_there(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context(language="python", cwd="/tmp")
     assert (context.language, context.cwd) == ("python", "/tmp")
     last = ci_sandbox.list_code_contexts()[-1]
@@ -370,13 +370,13 @@ def test_context_with_cwd_runs_code_there(ci_sandbox: Sandbox) -> None:
     assert ci_sandbox.run_code("import os; os.getcwd()").text == HOME
 
 
-def test_context_in_root_home_is_listed_with_its_cwd(ci_sandbox: Sandbox) -> None:
+def test_context_in_root_home_is_listed_with_its_cwd(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context(language="python", cwd="/root")
     last = ci_sandbox.list_code_contexts()[-1]
     assert (last.id, last.language, last.cwd) == (context.id, "python", "/root")
 
 
-def test_contexts_have_separate_state(ci_sandbox: Sandbox) -> None:
+def test_contexts_have_separate_state(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context()
     ci_sandbox.run_code("x = 1")
     execution = ci_sandbox.run_code("x", context=context)
@@ -388,7 +388,7 @@ def test_contexts_have_separate_state(ci_sandbox: Sandbox) -> None:
     assert ci_sandbox.run_code("x").text == "1"
 
 
-def test_javascript_context_keeps_its_own_state(ci_sandbox: Sandbox) -> None:
+def test_javascript_context_keeps_its_own_state(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context(language="js")
     assert context.language == "javascript"
     ci_sandbox.run_code("let counter = 40;", context=context)
@@ -396,7 +396,7 @@ def test_javascript_context_keeps_its_own_state(ci_sandbox: Sandbox) -> None:
     assert ci_sandbox.run_code("counter").error is not None  # not in Python's default context
 
 
-def test_restarted_context_loses_its_state_but_keeps_its_id(ci_sandbox: Sandbox) -> None:
+def test_restarted_context_loses_its_state_but_keeps_its_id(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context(cwd="/tmp")
     ci_sandbox.run_code("x = 1", context=context)
     ci_sandbox.restart_code_context(context.id)
@@ -412,7 +412,7 @@ def test_restarted_context_loses_its_state_but_keeps_its_id(ci_sandbox: Sandbox)
     assert ci_sandbox.run_code("1 + 1", context=context).text == "2"
 
 
-def test_removed_context_is_gone(ci_sandbox: Sandbox) -> None:
+def test_removed_context_is_gone(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context()
     ci_sandbox.run_code("x = 1", context=context)
     ci_sandbox.remove_code_context(context.id)
@@ -424,16 +424,16 @@ def test_removed_context_is_gone(ci_sandbox: Sandbox) -> None:
     assert ci_sandbox.run_code("1 + 1").text == "2"
 
 
-def test_context_and_language_together_are_refused(ci_sandbox: Sandbox) -> None:
+def test_context_and_language_together_are_refused(ci_sandbox: CodeSandbox) -> None:
     context = ci_sandbox.create_code_context(language="python")
     with pytest.raises(InvalidArgumentException):
-        ci_sandbox.run_code("console.log('Hello, World!')", language="js", context=context)
+        ci_sandbox.run_code("console.log('Hello, World!')", language="js", context=context)  # type: ignore[call-overload]
 
 
 # --- interrupts, reconnects, kills ------------------------------------------------------------
 
 
-def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(ci_sandbox: Sandbox) -> None:
+def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(ci_sandbox: CodeSandbox) -> None:
     ci_sandbox.run_code("before = 42")
     with pytest.raises(TimeoutException):
         ci_sandbox.run_code("import time; time.sleep(30); after = 1", timeout=2)
@@ -446,28 +446,30 @@ def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(ci_sandbox: Sa
     assert ci_sandbox.run_code("'after' in globals()", timeout=15).text == "False"
 
 
-def test_silent_code_longer_than_the_keepalive_interval_completes(ci_sandbox: Sandbox) -> None:
+def test_silent_code_longer_than_the_keepalive_interval_completes(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code("import time; time.sleep(12); print('done'); 'ok'", timeout=60)
     assert execution.error is None
     assert stdout_of(execution) == "done\n"
     assert execution.text == "ok"
 
 
-def test_reconnected_sandbox_keeps_kernel_state(ci_sandbox: Sandbox) -> None:
+def test_reconnected_sandbox_keeps_kernel_state(ci_sandbox: CodeSandbox) -> None:
     ci_sandbox.run_code("x = 1")
-    again = Sandbox.connect(ci_sandbox.sandbox_id)
+    again = CodeSandbox.connect(ci_sandbox.sandbox_id)
+    assert isinstance(again, CodeSandbox)  # typed as e2b's Sandbox, made as the class it is called on
     assert again.run_code("x += 1; x").text == "2"
     assert ci_sandbox.run_code("x").text == "2"
 
 
-def test_kernel_state_survives_pause_and_resume(ci_sandbox: Sandbox) -> None:
+def test_kernel_state_survives_pause_and_resume(ci_sandbox: CodeSandbox) -> None:
     ci_sandbox.run_code("survivor = 'still here'")
     ci_sandbox.pause()
-    resumed = Sandbox.connect(ci_sandbox.sandbox_id)
+    resumed = CodeSandbox.connect(ci_sandbox.sandbox_id)
+    assert isinstance(resumed, CodeSandbox)
     assert resumed.run_code("survivor").text == "still here"
 
 
-def test_killing_the_sandbox_mid_run_raises_timeout_exception(ci_sandbox: Sandbox) -> None:
+def test_killing_the_sandbox_mid_run_raises_timeout_exception(ci_sandbox: CodeSandbox) -> None:
     timer = threading.Timer(2.0, ci_sandbox.kill)
     timer.start()
     try:
@@ -481,7 +483,7 @@ def test_killing_the_sandbox_mid_run_raises_timeout_exception(ci_sandbox: Sandbo
 # --- streaming --------------------------------------------------------------------------------
 
 
-def test_output_streams_while_the_code_runs(ci_sandbox: Sandbox) -> None:
+def test_output_streams_while_the_code_runs(ci_sandbox: CodeSandbox) -> None:
     arrivals = Arrivals()
     execution = ci_sandbox.run_code(
         "import time\nfor i in range(60):\n    print(f'line {i}', flush=True)\n    time.sleep(1)",

@@ -1,4 +1,4 @@
-"""The stateful code interpreter through the official async SDK (`AsyncSandbox.run_code`).
+"""The stateful code interpreter through the official async SDK (`AsyncCodeSandbox.run_code`).
 
 Mirrors test_code_interpreter.py; callbacks here may be coroutines, and the sandbox is
 killed from a concurrent task.
@@ -7,17 +7,17 @@ killed from a concurrent task.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Tuple
+from typing import Any
 
 import pytest
 from e2b import InvalidArgumentException, NotFoundException, TimeoutException
-from e2b_code_interpreter import AsyncSandbox, ExecutionError, OutputMessage, Result
+from e2b_code_interpreter import ExecutionError, OutputMessage, Result
 from e2b_code_interpreter.charts import ChartType, LineChart, ScatterChart, SuperChart
 
-from ci_helpers import (  # noqa: F401  (async_ci_sandbox is a fixture)
+from ci_helpers import (
     HOME,
     Arrivals,
-    async_ci_sandbox,
+    AsyncCodeSandbox,
     png_size,
     stderr_of,
     stdout_of,
@@ -26,26 +26,26 @@ from ci_helpers import (  # noqa: F401  (async_ci_sandbox is a fixture)
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 
 
-async def test_last_expression_is_the_main_result(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_last_expression_is_the_main_result(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code("x = 1; x")
     assert execution.text == "1"
     assert execution.error is None
     assert len(execution.results) == 1 and execution.results[0].is_main_result
 
 
-async def test_variables_persist_between_runs(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_variables_persist_between_runs(async_ci_sandbox: AsyncCodeSandbox) -> None:
     await async_ci_sandbox.run_code("async_test_stateful = 1")
     execution = await async_ci_sandbox.run_code("async_test_stateful += 1; async_test_stateful")
     assert execution.text == "2"
 
 
-async def test_shell_escape_runs_in_home(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_shell_escape_runs_in_home(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code("!pwd")
     assert stdout_of(execution).strip() == HOME
 
 
-async def test_sync_and_async_callbacks_fire_in_order(async_ci_sandbox: AsyncSandbox) -> None:
-    events: List[Tuple[str, Any]] = []
+async def test_sync_and_async_callbacks_fire_in_order(async_ci_sandbox: AsyncCodeSandbox) -> None:
+    events: list[tuple[str, Any]] = []
 
     async def on_stdout(m: OutputMessage) -> None:
         await asyncio.sleep(0)
@@ -78,7 +78,7 @@ async def test_sync_and_async_callbacks_fire_in_order(async_ci_sandbox: AsyncSan
     assert execution.logs.stderr == ["err 1\n"]
 
 
-async def test_exception_is_reported_with_name_value_and_traceback(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_exception_is_reported_with_name_value_and_traceback(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code("def f():\n    raise KeyError('missing')\nf()")
     assert execution.error is not None
     assert execution.error.name == "KeyError"
@@ -91,14 +91,14 @@ async def test_exception_is_reported_with_name_value_and_traceback(async_ci_sand
     assert (execution.error.name, execution.error.value) == ("NameError", "name 'xyz' is not defined")
 
 
-async def test_execution_count_increments_per_run(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_execution_count_increments_per_run(async_ci_sandbox: AsyncCodeSandbox) -> None:
     await async_ci_sandbox.run_code("echo 'E2B is awesome!'")
     assert (await async_ci_sandbox.run_code("!pwd")).execution_count == 2
     assert (await async_ci_sandbox.run_code("3")).execution_count == 3
 
 
-async def test_display_data_comes_before_and_apart_from_the_main_result(async_ci_sandbox: AsyncSandbox) -> None:
-    streamed: List[Result] = []
+async def test_display_data_comes_before_and_apart_from_the_main_result(async_ci_sandbox: AsyncCodeSandbox) -> None:
+    streamed: list[Result] = []
 
     async def on_result(r: Result) -> None:
         streamed.append(r)
@@ -114,14 +114,14 @@ async def test_display_data_comes_before_and_apart_from_the_main_result(async_ci
     assert main.is_main_result and main.text == "100"
 
 
-async def test_dataframe_result_has_html_and_data(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_dataframe_result_has_html_and_data(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code('import pandas as pd\npd.DataFrame({"a": [1, 2, 3]})')
     result = execution.results[0]
     assert result.data is not None and result.data["a"] == [1, 2, 3]
     assert result.html and "<table" in result.html
 
 
-async def test_pil_image_show_displays_a_png(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_pil_image_show_displays_a_png(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code(
         "import numpy\nfrom PIL import Image\n"
         "image = Image.fromarray((numpy.random.rand(16, 16, 3) * 255).astype('uint8')).convert('RGBA')\n"
@@ -131,7 +131,7 @@ async def test_pil_image_show_displays_a_png(async_ci_sandbox: AsyncSandbox) -> 
     assert png_size(execution.results[0].png) == (16, 16)
 
 
-async def test_custom_repr_object_shows_its_formats(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_custom_repr_object_shows_its_formats(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code(
         "class Rich:\n"
         "    def _repr_html_(self): return '<i>rich</i>'\n"
@@ -149,7 +149,7 @@ async def test_custom_repr_object_shows_its_formats(async_ci_sandbox: AsyncSandb
     assert execution.results[0].formats() == ["latex"]
 
 
-async def test_figure_with_several_axes_is_a_superchart(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_figure_with_several_axes_is_a_superchart(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code(
         "import matplotlib.pyplot as plt\nimport numpy as np\n"
         "fig, axs = plt.subplots(1, 2, figsize=(10, 8))\n"
@@ -171,7 +171,7 @@ async def test_figure_with_several_axes_is_a_superchart(async_ci_sandbox: AsyncS
     assert len(scatter.elements[0].points) == 5
 
 
-async def test_contexts_are_created_listed_isolated_restarted_and_removed(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_contexts_are_created_listed_isolated_restarted_and_removed(async_ci_sandbox: AsyncCodeSandbox) -> None:
     languages = [c.language for c in await async_ci_sandbox.list_code_contexts()]
     assert "python" in languages and "javascript" in languages
 
@@ -197,13 +197,13 @@ async def test_contexts_are_created_listed_isolated_restarted_and_removed(async_
     assert (await async_ci_sandbox.run_code("x")).text == "1"
 
 
-async def test_context_and_language_together_are_refused(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_context_and_language_together_are_refused(async_ci_sandbox: AsyncCodeSandbox) -> None:
     context = await async_ci_sandbox.create_code_context(language="python")
     with pytest.raises(InvalidArgumentException):
-        await async_ci_sandbox.run_code("1", language="js", context=context)
+        await async_ci_sandbox.run_code("1", language="js", context=context)  # type: ignore[call-overload]
 
 
-async def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(async_ci_sandbox: AsyncCodeSandbox) -> None:
     await async_ci_sandbox.run_code("before = 42")
     with pytest.raises(TimeoutException):
         await async_ci_sandbox.run_code("import time; time.sleep(30)", timeout=2)
@@ -212,7 +212,7 @@ async def test_client_timeout_interrupts_the_kernel_and_keeps_its_state(async_ci
     assert execution.text == "42"
 
 
-async def test_cancelled_run_code_task_interrupts_the_kernel(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_cancelled_run_code_task_interrupts_the_kernel(async_ci_sandbox: AsyncCodeSandbox) -> None:
     started = asyncio.Event()
 
     async def on_stdout(_: OutputMessage) -> None:
@@ -228,13 +228,14 @@ async def test_cancelled_run_code_task_interrupts_the_kernel(async_ci_sandbox: A
     assert (await async_ci_sandbox.run_code("1 + 1", timeout=15)).text == "2"
 
 
-async def test_reconnected_sandbox_keeps_kernel_state(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_reconnected_sandbox_keeps_kernel_state(async_ci_sandbox: AsyncCodeSandbox) -> None:
     await async_ci_sandbox.run_code("x = 1")
-    again = await AsyncSandbox.connect(async_ci_sandbox.sandbox_id)
+    again = await AsyncCodeSandbox.connect(async_ci_sandbox.sandbox_id)
+    assert isinstance(again, AsyncCodeSandbox)  # typed as e2b's AsyncSandbox, made as the class it is called on
     assert (await again.run_code("x += 1; x")).text == "2"
 
 
-async def test_killing_the_sandbox_mid_run_raises_timeout_exception(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_killing_the_sandbox_mid_run_raises_timeout_exception(async_ci_sandbox: AsyncCodeSandbox) -> None:
     async def kill_later() -> None:
         await asyncio.sleep(2)
         await async_ci_sandbox.kill()
@@ -247,7 +248,7 @@ async def test_killing_the_sandbox_mid_run_raises_timeout_exception(async_ci_san
         killer.cancel()
 
 
-async def test_output_streams_while_the_code_runs(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_output_streams_while_the_code_runs(async_ci_sandbox: AsyncCodeSandbox) -> None:
     arrivals = Arrivals()
 
     async def on_stdout(m: OutputMessage) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import json
+from typing import cast
 
 import pytest
-from e2b_code_interpreter import Result, Sandbox
+from e2b_code_interpreter import Result
 from e2b_code_interpreter.charts import (
     BarChart,
     BoxAndWhiskerChart,
@@ -23,17 +24,19 @@ from e2b_code_interpreter.charts import (
     SuperChart,
 )
 
-from ci_helpers import ci_sandbox, png_size  # noqa: F401  (ci_sandbox is a fixture)
+from ci_helpers import CodeSandbox, png_size
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def only_chart_result(sbx: Sandbox, code: str) -> Result:
+def only_chart_result(sbx: CodeSandbox, code: str) -> Result:
     """Runs `code` and returns its one result that carries a chart, checking its PNG too."""
     execution = sbx.run_code(code)
-    assert execution.error is None, f"{execution.error.name}: {execution.error.value}" if execution.error else ""
+    assert execution.error is None, f"{execution.error.name}: {execution.error.value}"
     with_chart = [r for r in execution.results if r.chart is not None]
-    assert len(with_chart) == 1, f"expected one chart, got results with formats {[list(r.formats()) for r in execution.results]}"
+    assert len(with_chart) == 1, (
+        f"expected one chart, got results with formats {[list(r.formats()) for r in execution.results]}"
+    )
     result = with_chart[0]
     width, height = png_size(result.png)
     assert width > 100 and height > 100
@@ -58,7 +61,7 @@ plt.show()
 """
 
 
-def test_line_chart_has_labels_units_scales_ticks_and_points(ci_sandbox: Sandbox) -> None:
+def test_line_chart_has_labels_units_scales_ticks_and_points(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(ci_sandbox, LINE).chart
     assert isinstance(chart, LineChart)
     assert chart.type == ChartType.LINE
@@ -68,7 +71,7 @@ def test_line_chart_has_labels_units_scales_ticks_and_points(ci_sandbox: Sandbox
     assert (chart.x_scale, chart.y_scale) == ("datetime", "linear")
 
     assert chart.x_ticks and all(isinstance(x, str) for x in chart.x_ticks)
-    datetime.datetime.fromisoformat(chart.x_ticks[0])
+    datetime.datetime.fromisoformat(cast(str, chart.x_ticks[0]))  # a str: checked above
     assert chart.y_ticks and all(isinstance(y, float) for y in chart.y_ticks)
     assert all(isinstance(label, str) for label in chart.y_tick_labels)
 
@@ -76,10 +79,10 @@ def test_line_chart_has_labels_units_scales_ticks_and_points(ci_sandbox: Sandbox
     assert (sin.label, cos.label) == ("sin(x)", "cos(x)")
     assert len(sin.points) == len(cos.points) == 100
     assert all(isinstance(x, str) and isinstance(y, float) for x, y in sin.points)
-    datetime.datetime.fromisoformat(sin.points[0][0])
+    datetime.datetime.fromisoformat(cast(str, sin.points[0][0]))  # a str: checked above
 
 
-def test_log_scale_is_reported(ci_sandbox: Sandbox) -> None:
+def test_log_scale_is_reported(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -116,11 +119,12 @@ plt.show()
 """
 
 
-def test_scatter_chart_has_one_element_per_dataset(ci_sandbox: Sandbox) -> None:
+def test_scatter_chart_has_one_element_per_dataset(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(ci_sandbox, SCATTER).chart
     assert isinstance(chart, ScatterChart)
     assert chart.type == ChartType.SCATTER
-    assert chart.title is None
+    # The SDK types Chart.title as str; a chart without a title has None.
+    assert cast("str | None", chart.title) is None
     assert (chart.x_label, chart.y_label) == ("A", "B")
     assert (chart.x_scale, chart.y_scale) == ("linear", "linear")
     assert all(isinstance(x, float) for x in chart.x_ticks)
@@ -131,13 +135,13 @@ def test_scatter_chart_has_one_element_per_dataset(ci_sandbox: Sandbox) -> None:
     assert all(isinstance(p, tuple) and len(p) == 2 for p in first.points)
 
 
-def test_chart_survives_the_sdks_json_serialisation(ci_sandbox: Sandbox) -> None:
+def test_chart_survives_the_sdks_json_serialisation(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(SCATTER)
     serialized = json.loads(execution.to_json())
     assert serialized["results"][0]["chart"]["type"] == "scatter"
 
 
-def test_bar_chart_has_labels_values_and_groups(ci_sandbox: Sandbox) -> None:
+def test_bar_chart_has_labels_values_and_groups(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -159,12 +163,13 @@ plt.show()
     assert chart.title == "Book Sales by Authors"
     assert (chart.x_label, chart.y_label) == ("Authors", "Number of Books Sold")
     assert (chart.x_unit, chart.y_unit) == (None, None)
-    assert [bar.value for bar in chart.elements] == [100, 200, 300, 400]
+    # The SDK types BarData.value as str; it holds what e2b-charts sent, numbers here.
+    assert [cast(object, bar.value) for bar in chart.elements] == [100, 200, 300, 400]
     assert [bar.label for bar in chart.elements] == ["Author A", "Author B", "Author C", "Author D"]
     assert [bar.group for bar in chart.elements] == ["Books Sold"] * 4
 
 
-def test_pie_chart_has_angles_and_radii(ci_sandbox: Sandbox) -> None:
+def test_pie_chart_has_angles_and_radii(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -183,7 +188,7 @@ plt.show()
     assert [(p.label, p.angle, p.radius) for p in chart.elements] == [("No", 324, 1), ("No, in blue", 36, 1)]
 
 
-def test_box_and_whisker_chart_has_quartiles_and_outliers(ci_sandbox: Sandbox) -> None:
+def test_box_and_whisker_chart_has_quartiles_and_outliers(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -220,7 +225,7 @@ plt.show()
     assert [b.max for b in boxes] == [92, 95, 88]
 
 
-def test_figure_with_several_axes_is_a_superchart(ci_sandbox: Sandbox) -> None:
+def test_figure_with_several_axes_is_a_superchart(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -255,7 +260,7 @@ plt.show()
     assert len(scatter.elements) == 1 and len(scatter.elements[0].points) == 5
 
 
-def test_figure_without_known_chart_elements_is_an_unknown_chart(ci_sandbox: Sandbox) -> None:
+def test_figure_without_known_chart_elements_is_an_unknown_chart(ci_sandbox: CodeSandbox) -> None:
     chart = only_chart_result(
         ci_sandbox,
         """
@@ -275,7 +280,7 @@ plt.show()
     assert chart.elements == []
 
 
-def test_figure_left_open_at_the_end_of_a_cell_is_shown_with_its_chart(ci_sandbox: Sandbox) -> None:
+def test_figure_left_open_at_the_end_of_a_cell_is_shown_with_its_chart(ci_sandbox: CodeSandbox) -> None:
     result = only_chart_result(
         ci_sandbox,
         "import matplotlib.pyplot as plt\n"
@@ -290,7 +295,7 @@ def test_figure_left_open_at_the_end_of_a_cell_is_shown_with_its_chart(ci_sandbo
     assert result.chart.elements[0].points == [(1.0, 4.0), (2.0, 5.0), (3.0, 6.0)]
 
 
-def test_figure_as_the_value_of_a_cell_is_the_main_result_with_a_chart(ci_sandbox: Sandbox) -> None:
+def test_figure_as_the_value_of_a_cell_is_the_main_result_with_a_chart(ci_sandbox: CodeSandbox) -> None:
     execution = ci_sandbox.run_code(
         "import matplotlib.pyplot as plt\n"
         "fig, ax = plt.subplots()\n"
@@ -305,4 +310,4 @@ def test_figure_as_the_value_of_a_cell_is_the_main_result_with_a_chart(ci_sandbo
     assert main[0].png and png_size(main[0].png)[0] > 0
     assert isinstance(main[0].chart, BarChart)
     assert main[0].chart.title == "value of the cell"
-    assert [bar.value for bar in main[0].chart.elements] == [3, 5]
+    assert [cast(object, bar.value) for bar in main[0].chart.elements] == [3, 5]  # numbers, typed str

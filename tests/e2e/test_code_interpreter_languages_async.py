@@ -7,13 +7,12 @@ no Jupyter kernel for them.
 from __future__ import annotations
 
 import pytest
-from e2b_code_interpreter import AsyncSandbox
 
-from ci_helpers import (  # noqa: F401  (async_ci_sandbox is a fixture)
+from ci_helpers import (
     HOME,
     PROBES,
+    AsyncCodeSandbox,
     EnvProbe,
-    async_ci_sandbox,
     async_code_sandbox,
     stdout_of,
 )
@@ -21,7 +20,7 @@ from ci_helpers import (  # noqa: F401  (async_ci_sandbox is a fixture)
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(300)]
 
 
-async def test_javascript_kernel_prints_imports_and_awaits(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_javascript_kernel_prints_imports_and_awaits(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code("console.log('Hello, World!')", language="js")
     assert execution.logs.stdout == ["Hello, World!\n"]
 
@@ -34,7 +33,7 @@ async def test_javascript_kernel_prints_imports_and_awaits(async_ci_sandbox: Asy
     assert execution.text == "Hello World!"
 
 
-async def test_typescript_kernel_runs_typed_code(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_typescript_kernel_runs_typed_code(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code(
         "const message: string = 'Hello, World!'; console.log(message)", language="ts"
     )
@@ -42,17 +41,17 @@ async def test_typescript_kernel_runs_typed_code(async_ci_sandbox: AsyncSandbox)
     assert (await async_ci_sandbox.run_code("process.cwd()", language="ts")).text == HOME
 
 
-async def test_bash_kernel_runs_in_home(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_bash_kernel_runs_in_home(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code("pwd", language="bash")
     assert stdout_of(execution).strip() == HOME
 
 
-async def test_r_kernel_prints(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_r_kernel_prints(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code('print("Hello, World!")', language="r")
     assert execution.logs.stdout == ['[1] "Hello, World!"\n']
 
 
-async def test_java_kernel_prints(async_ci_sandbox: AsyncSandbox) -> None:
+async def test_java_kernel_prints(async_ci_sandbox: AsyncCodeSandbox) -> None:
     execution = await async_ci_sandbox.run_code('System.out.println("Hello, World!")', language="java")
     assert stdout_of(execution).strip() == "Hello, World!"
 
@@ -60,20 +59,14 @@ async def test_java_kernel_prints(async_ci_sandbox: AsyncSandbox) -> None:
 @pytest.mark.parametrize("probe", PROBES, ids=[p.language for p in PROBES])
 async def test_sandbox_envs_reach_the_kernel_and_a_run_overrides_them_once(probe: EnvProbe) -> None:
     async with async_code_sandbox(envs={"HUTCH_SBX_VAR": "from-sandbox"}) as sbx:
-
-        async def run(code: str, **kw: object) -> str:
-            return probe.value(await sbx.run_code(code, language=probe.language, **kw))  # type: ignore[arg-type]
-
-        assert await run(probe.read("HUTCH_SBX_VAR")) == "from-sandbox"
-        assert await run(probe.read("HUTCH_SBX_VAR"), envs={"HUTCH_SBX_VAR": "overwrite"}) == "overwrite"
-        assert await run(probe.read("HUTCH_SBX_VAR")) == "from-sandbox"
+        assert await probe.run_async(sbx, probe.read("HUTCH_SBX_VAR")) == "from-sandbox"
+        assert (
+            await probe.run_async(sbx, probe.read("HUTCH_SBX_VAR"), envs={"HUTCH_SBX_VAR": "overwrite"}) == "overwrite"
+        )
+        assert await probe.run_async(sbx, probe.read("HUTCH_SBX_VAR")) == "from-sandbox"
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=[p.language for p in PROBES])
-async def test_run_envs_apply_to_that_run_only(async_ci_sandbox: AsyncSandbox, probe: EnvProbe) -> None:
-
-    async def run(code: str, **kw: object) -> str:
-        return probe.value(await async_ci_sandbox.run_code(code, language=probe.language, **kw))  # type: ignore[arg-type]
-
-    assert await run(probe.read("HUTCH_RUN_VAR"), envs={"HUTCH_RUN_VAR": "bar"}) == "bar"
-    assert await run(probe.read_or("HUTCH_RUN_VAR", "default")) == "default"
+async def test_run_envs_apply_to_that_run_only(async_ci_sandbox: AsyncCodeSandbox, probe: EnvProbe) -> None:
+    assert await probe.run_async(async_ci_sandbox, probe.read("HUTCH_RUN_VAR"), envs={"HUTCH_RUN_VAR": "bar"}) == "bar"
+    assert await probe.run_async(async_ci_sandbox, probe.read_or("HUTCH_RUN_VAR", "default")) == "default"

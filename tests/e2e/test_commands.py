@@ -5,6 +5,7 @@ The async mirror is test_commands_async.py.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 
@@ -32,7 +33,8 @@ def test_echo_returns_stdout_and_exit_code_zero(sandbox: Sandbox) -> None:
 
 
 def test_stdout_and_stderr_reach_callbacks_in_order(sandbox: Sandbox) -> None:
-    out, err = [], []
+    out: list[str] = []
+    err: list[str] = []
     r = sandbox.commands.run(
         "for i in 1 2 3; do echo out$i; echo err$i >&2; done",
         on_stdout=out.append,
@@ -106,7 +108,9 @@ def test_passwordless_sudo_gives_root(sandbox: Sandbox) -> None:
 
 def test_three_megabytes_of_output_arrive_intact(sandbox: Sandbox) -> None:
     size = 3 * 1024 * 1024
-    r = sandbox.commands.run(f"python3 -c \"import sys; sys.stdout.write(''.join(chr(97 + i % 26) for i in range({size})))\"")
+    r = sandbox.commands.run(
+        f"python3 -c \"import sys; sys.stdout.write(''.join(chr(97 + i % 26) for i in range({size})))\""
+    )
     assert len(r.stdout) == size
     assert r.stdout == "".join(chr(97 + i % 26) for i in range(size))
 
@@ -130,9 +134,9 @@ def test_timeout_kills_a_long_command(sandbox: Sandbox) -> None:
     with pytest.raises(TimeoutException):
         sandbox.commands.run(f"sleep 10 # {tag}", timeout=2)
     # the timeout is the command's lifetime: the process is gone too, not just the stream
-    assert wait_until(
-        lambda: not any(tag in " ".join(p.args) for p in sandbox.commands.list()), timeout=5
-    ), "the timed-out command is still running"
+    assert wait_until(lambda: not any(tag in " ".join(p.args) for p in sandbox.commands.list()), timeout=5), (
+        "the timed-out command is still running"
+    )
     assert sandbox.commands.run("pgrep -x sleep || true").stdout == ""
 
     handle = sandbox.commands.run("sleep 10", timeout=2, background=True)
@@ -206,9 +210,7 @@ def test_kill_ends_a_background_command(sandbox: Sandbox) -> None:
 
 
 def test_connect_follows_a_running_command_to_its_end(sandbox: Sandbox) -> None:
-    handle = sandbox.commands.run(
-        "echo started; read line; echo got:$line; exit 5", background=True, stdin=True
-    )
+    handle = sandbox.commands.run("echo started; read line; echo got:$line; exit 5", background=True, stdin=True)
     for stdout, _, _ in handle:
         assert stdout == "started\n"
         break
@@ -244,7 +246,7 @@ def test_connect_to_unknown_pid_raises_not_found(sandbox: Sandbox) -> None:
 def test_killing_the_sandbox_ends_a_streaming_command() -> None:
     sbx = Sandbox.create(timeout=120)
     tag = uuid.uuid4().hex[:8]
-    errors: list = []
+    errors: list[BaseException] = []
 
     def kill_when_running() -> None:
         try:
@@ -269,7 +271,5 @@ def test_killing_the_sandbox_ends_a_streaming_command() -> None:
         assert not errors, errors
         assert sbx.is_running() is False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             sbx.kill()
-        except Exception:
-            pass

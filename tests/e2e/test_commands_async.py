@@ -6,7 +6,9 @@ Mirrors test_commands.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 from e2b import (
@@ -17,12 +19,10 @@ from e2b import (
     TimeoutException,
 )
 
-from sdk_helpers import async_sandbox  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.asyncio
 
 
-async def wait_until_async(pred, timeout: float = 15.0, interval: float = 0.1) -> bool:
+async def wait_until_async(pred: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.1) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
@@ -43,7 +43,8 @@ async def test_echo_returns_stdout_and_exit_code_zero(async_sandbox: AsyncSandbo
 
 
 async def test_stdout_and_stderr_reach_sync_and_async_callbacks(async_sandbox: AsyncSandbox) -> None:
-    out, err = [], []
+    out: list[str] = []
+    err: list[str] = []
 
     async def on_err(chunk: str) -> None:
         err.append(chunk)
@@ -92,7 +93,7 @@ async def test_user_root_and_sudo_give_root(async_sandbox: AsyncSandbox) -> None
 
 async def test_three_megabytes_of_output_arrive_intact(async_sandbox: AsyncSandbox) -> None:
     size = 3 * 1024 * 1024
-    chunks = []
+    chunks: list[str] = []
     r = await async_sandbox.commands.run(
         f"python3 -c \"import sys; sys.stdout.write(''.join(chr(97 + i % 26) for i in range({size})))\"",
         on_stdout=chunks.append,
@@ -166,7 +167,7 @@ async def test_connect_follows_a_running_command_to_its_end(async_sandbox: Async
     await asyncio.wait_for(started.wait(), 15)
     await handle.disconnect()
 
-    seen = []
+    seen: list[str] = []
     again = await async_sandbox.commands.connect(handle.pid, on_stdout=seen.append)
     assert again.pid == handle.pid
     await again.send_stdin("hello\n")
@@ -199,7 +200,5 @@ async def test_killing_the_sandbox_ends_a_streaming_command() -> None:
             await run
         assert await sbx.is_running() is False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await sbx.kill()
-        except Exception:
-            pass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from e2b import AsyncSandbox, Sandbox
 
-from sdk_helpers import SANDBOX_URL, async_sandbox, envd_get, envd_headers, envd_unary, plain_async_client  # noqa: F401
+from sdk_helpers import SANDBOX_URL, envd_get, envd_headers, envd_unary, plain_async_client
 
 
 def test_create_and_connect_hand_out_the_access_token(sandbox: Sandbox) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterator, List
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from e2b import (
@@ -96,7 +97,7 @@ def test_write_creates_missing_parent_directories(sandbox: Sandbox) -> None:
     assert sandbox.files.get_info("deep/er").owner == "user"
 
 
-def test_write_file_like_objects(sandbox: Sandbox, tmp_path) -> None:
+def test_write_file_like_objects(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.files.write("bytesio.bin", io.BytesIO(b"from BytesIO"))
     sandbox.files.write("stringio.txt", io.StringIO("from StringIO"))
     local = tmp_path / "local.bin"
@@ -136,7 +137,7 @@ def test_write_files_uploads_many_files_at_once(sandbox: Sandbox) -> None:
     files.append(WriteEntry(path="multi/io.bin", data=io.BytesIO(b"io in multipart")))
     infos = sandbox.files.write_files(files)
     assert len(infos) == len(files)
-    for entry, info in zip(files, infos):
+    for entry, info in zip(files, infos, strict=True):
         expected = entry["path"] if entry["path"].startswith("/") else f"{HOME}/{entry['path']}"
         assert info.path == expected
         assert info.type == FileType.FILE
@@ -242,7 +243,8 @@ def test_metadata_is_stored_returned_and_replaced(sandbox: Sandbox) -> None:
     assert listed["meta.txt"].metadata == meta
     # stored as user.e2b.* extended attributes
     xattr = sandbox.commands.run(
-        "python3 -c \"import os; print(sorted((k, os.getxattr('meta.txt', k).decode()) for k in os.listxattr('meta.txt')))\""
+        'python3 -c "import os; '
+        "print(sorted((k, os.getxattr('meta.txt', k).decode()) for k in os.listxattr('meta.txt')))\""
     ).stdout.strip()
     assert xattr == "[('user.e2b.author', 'mish'), ('user.e2b.purpose', 'upload')]"
 
@@ -286,7 +288,7 @@ def test_list_respects_depth_in_walk_order(sandbox: Sandbox) -> None:
     sandbox.files.write(f"{base}/file1.txt", "Hello, world!")
     sandbox.files.write(f"{base}/subdir1/subdir1_1/deep.txt", "deep")
 
-    def listing(depth):
+    def listing(depth: int | None) -> list[tuple[str, FileType | None]]:
         return [(e.path[len(HOME) + len(base) + 2 :], e.type) for e in sandbox.files.list(base, depth=depth)]
 
     top = [("file1.txt", FileType.FILE), ("subdir1", FileType.DIR), ("subdir2", FileType.DIR)]
@@ -302,7 +304,7 @@ def test_list_respects_depth_in_walk_order(sandbox: Sandbox) -> None:
         ("subdir2/subdir2_2", FileType.DIR),
     ]
     assert listing(2) == two
-    three = two[:3] + [("subdir1/subdir1_1/deep.txt", FileType.FILE)] + two[3:]
+    three = [*two[:3], ("subdir1/subdir1_1/deep.txt", FileType.FILE), *two[3:]]
     assert listing(3) == three
     assert listing(10) == three
     names = [e.name for e in sandbox.files.list(base, depth=2)]
@@ -328,7 +330,7 @@ def test_list_entries_carry_full_details(sandbox: Sandbox) -> None:
     assert f.permissions == "-rw-r--r--"
     assert (f.owner, f.group) == ("user", "user")
     assert f.symlink_target is None
-    assert abs(f.modified_time - datetime.now(timezone.utc)) < timedelta(minutes=5)
+    assert abs(f.modified_time - datetime.now(UTC)) < timedelta(minutes=5)
 
     d = entries["subdir"]
     assert d.path == f"{HOME}/details/subdir"
@@ -349,7 +351,7 @@ def test_get_info_of_file_directory_and_symlink(sandbox: Sandbox) -> None:
     assert f.mode == 0o600
     assert f.permissions == "-rw-------"
     assert (f.owner, f.group) == ("user", "user")
-    assert f.modified_time == datetime(2021, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert f.modified_time == datetime(2021, 2, 3, 4, 5, 6, tzinfo=UTC)
 
     d = sandbox.files.get_info("info")
     assert d.name == "info"
@@ -439,8 +441,10 @@ def test_remove_files_and_directory_trees(sandbox: Sandbox) -> None:
 # ---- watch (the sync SDK polls a server-side watcher) -------------------------------------
 
 
-def poll_events(handle: WatchHandle, done: Callable[[List[FilesystemEvent]], bool], timeout: float = 10) -> List[FilesystemEvent]:
-    events: List[FilesystemEvent] = []
+def poll_events(
+    handle: WatchHandle, done: Callable[[list[FilesystemEvent]], bool], timeout: float = 10
+) -> list[FilesystemEvent]:
+    events: list[FilesystemEvent] = []
     deadline = time.time() + timeout
     while True:
         events += handle.get_new_events()
@@ -449,7 +453,7 @@ def poll_events(handle: WatchHandle, done: Callable[[List[FilesystemEvent]], boo
         time.sleep(0.1)
 
 
-def has(events: List[FilesystemEvent], kind: FilesystemEventType, name: str) -> bool:
+def has(events: list[FilesystemEvent], kind: FilesystemEventType, name: str) -> bool:
     return any(e.type == kind and e.name == name for e in events)
 
 
@@ -470,7 +474,12 @@ def test_watch_dir_reports_create_write_rename_and_remove(sandbox: Sandbox) -> N
         assert not has(events, FilesystemEventType.WRITE, "new.txt"), "events were delivered twice"
 
         sandbox.files.rename("watched/new.txt", "watched/renamed.txt")
-        events = poll_events(handle, lambda ev: has(ev, FilesystemEventType.RENAME, "new.txt") and has(ev, FilesystemEventType.CREATE, "renamed.txt"))
+        events = poll_events(
+            handle,
+            lambda ev: (
+                has(ev, FilesystemEventType.RENAME, "new.txt") and has(ev, FilesystemEventType.CREATE, "renamed.txt")
+            ),
+        )
         assert has(events, FilesystemEventType.RENAME, "new.txt"), events
         assert has(events, FilesystemEventType.CREATE, "renamed.txt"), events
 

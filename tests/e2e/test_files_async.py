@@ -6,8 +6,9 @@ Mirrors test_files.py; watching here is the streaming `WatchDir` RPC with callba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
-from typing import AsyncIterator, List, Optional
+from collections.abc import AsyncIterator
 
 import pytest
 from e2b import (
@@ -20,8 +21,6 @@ from e2b import (
     SandboxException,
 )
 from e2b.sandbox.filesystem.filesystem import AsyncWriteEntry, WriteEntry
-
-from sdk_helpers import async_sandbox  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.asyncio
 
@@ -99,7 +98,11 @@ async def test_list_info_exists_make_dir_rename_remove(async_sandbox: AsyncSandb
     await files.write("tree/file.txt", "Hello, World!")
 
     one = await files.list("tree")
-    assert [(e.name, e.type) for e in one] == [("file.txt", FileType.FILE), ("sub1", FileType.DIR), ("sub2", FileType.DIR)]
+    assert [(e.name, e.type) for e in one] == [
+        ("file.txt", FileType.FILE),
+        ("sub1", FileType.DIR),
+        ("sub2", FileType.DIR),
+    ]
     assert [e.path for e in await files.list("tree", depth=2)] == [
         f"{HOME}/tree/file.txt",
         f"{HOME}/tree/sub1",
@@ -110,7 +113,13 @@ async def test_list_info_exists_make_dir_rename_remove(async_sandbox: AsyncSandb
         await files.list("tree/file.txt")
 
     info = await files.get_info("tree/file.txt")
-    assert (info.name, info.type, info.size, info.mode, info.permissions) == ("file.txt", FileType.FILE, 13, 0o644, "-rw-r--r--")
+    assert (info.name, info.type, info.size, info.mode, info.permissions) == (
+        "file.txt",
+        FileType.FILE,
+        13,
+        0o644,
+        "-rw-r--r--",
+    )
     assert (info.owner, info.group) == ("user", "user")
     d = await files.get_info("tree")
     assert (d.type, d.mode, d.permissions) == (FileType.DIR, 0o755, "drwxr-xr-x")
@@ -140,16 +149,16 @@ class Collector:
     """Gathers watch events and lets a test wait, bounded, for one it expects."""
 
     def __init__(self) -> None:
-        self.events: List[FilesystemEvent] = []
+        self.events: list[FilesystemEvent] = []
         self.changed = asyncio.Event()
         self.exited = asyncio.Event()
-        self.exit_error: Optional[Exception] = None
+        self.exit_error: Exception | None = None
 
     def on_event(self, e: FilesystemEvent) -> None:
         self.events.append(e)
         self.changed.set()
 
-    async def on_exit(self, err: Optional[Exception]) -> None:
+    async def on_exit(self, err: Exception | None) -> None:
         self.exit_error = err
         self.exited.set()
 
@@ -163,10 +172,8 @@ class Collector:
             remaining = deadline - loop.time()
             assert remaining > 0, f"no {kind} event for {name!r}; got {self.events}"
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
 
 
 async def test_watch_dir_streams_events_to_callbacks(async_sandbox: AsyncSandbox) -> None:
@@ -239,7 +246,5 @@ async def test_watch_ends_with_an_error_when_the_sandbox_is_killed() -> None:
         await asyncio.wait_for(c.exited.wait(), 30)
         assert c.exit_error is not None
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await sbx.kill()
-        except Exception:
-            pass

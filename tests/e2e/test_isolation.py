@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from e2b import CommandExitException, Sandbox
@@ -13,7 +14,7 @@ from conftest import host_pid_of
 
 
 def run(sbx: Sandbox, cmd: str, user: str = "user") -> str:
-    return sbx.commands.run(cmd, user=user, timeout=120).stdout  # type: ignore[arg-type]
+    return sbx.commands.run(cmd, user=user, timeout=120).stdout
 
 
 def test_two_sandboxes_cannot_see_each_other() -> None:
@@ -62,7 +63,7 @@ def test_sandbox_sees_no_host_process_or_file(sandbox: Sandbox) -> None:
 def test_root_inside_is_not_root_outside(sandbox: Sandbox) -> None:
     assert run(sandbox, "id -u", user="root").strip() == "0"
     pid = host_pid_of(sandbox)
-    status = open(f"/proc/{pid}/status").read()
+    status = Path(f"/proc/{pid}/status").read_text()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
     host_uids = [int(u) for u in uid_line.split()[1:]]
     assert all(u >= 1_000_000 for u in host_uids), uid_line
@@ -78,7 +79,9 @@ def test_root_inside_is_not_root_outside(sandbox: Sandbox) -> None:
 def test_memory_limit_stops_the_hog_not_the_sandbox(sandbox: Sandbox) -> None:
     with pytest.raises(CommandExitException):
         # 3 GiB against a 1 GiB limit: killed by the cgroup's OOM killer (or MemoryError)
-        sandbox.commands.run("python3 -c 'b = bytearray(3 * 1024**3); b[::4096] = b\"x\" * len(b[::4096])'", timeout=120)
+        sandbox.commands.run(
+            "python3 -c 'b = bytearray(3 * 1024**3); b[::4096] = b\"x\" * len(b[::4096])'", timeout=120
+        )
     assert run(sandbox, "echo alive").strip() == "alive"
 
 

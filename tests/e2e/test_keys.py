@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from e2b import Sandbox
-from e2b.exceptions import AuthenticationException
+from e2b.exceptions import AuthenticationException, RateLimitException
 
 from conftest import DATA_DIR, WORK
 
@@ -33,3 +33,22 @@ def test_created_key_works_until_revoked() -> None:
     with pytest.raises(AuthenticationException):
         Sandbox.list(api_key=key).next_items()
     assert "revoked" in hutch("keys", "list")
+
+
+def test_a_key_with_a_sandbox_limit_gets_429_beyond_it() -> None:
+    key = hutch("keys", "create", "--name", "limited", "--max-sandboxes", "1").strip()
+    first = Sandbox.create(api_key=key, template="base")
+    try:
+        with pytest.raises(RateLimitException) as refused:
+            Sandbox.create(api_key=key, template="base")
+        assert "at most 1 sandbox" in str(refused.value)
+        # Other keys are not held back by this one's limit.
+        other = Sandbox.create(template="base")
+        other.kill()
+    finally:
+        first.kill()
+    # Once the first is gone, the key may create again.
+    again = Sandbox.create(api_key=key, template="base")
+    again.kill()
+    assert "limited" in hutch("keys", "list")
+    hutch("keys", "revoke", key)

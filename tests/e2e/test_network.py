@@ -13,7 +13,7 @@ import random
 import subprocess
 import time
 import urllib.request
-from typing import Iterator, Tuple
+from collections.abc import Iterator
 
 import pytest
 from e2b import Sandbox
@@ -37,10 +37,22 @@ class FakeHost:
         self.ip = f"{prefix}.{n}.2"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "FakeHost":
+    def __enter__(self) -> FakeHost:
         try:
             sh("ip", "netns", "add", self.name)
-            sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", "tmp" + self.host_if[2:], "netns", self.name)
+            sh(
+                "ip",
+                "link",
+                "add",
+                self.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "tmp" + self.host_if[2:],
+                "netns",
+                self.name,
+            )
             sh("ip", "-n", self.name, "link", "set", "tmp" + self.host_if[2:], "name", self.ns_if)
             sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
             sh("ip", "link", "set", self.host_if, "up")
@@ -95,8 +107,8 @@ def internet() -> Iterator[FakeHost]:
         yield h
 
 
-def curl(sbx: Sandbox, url: str) -> Tuple[int, str]:
-    r = sbx.commands.run(f"curl -s --max-time 3 {url}; echo \" rc=$?\"", timeout=30)
+def curl(sbx: Sandbox, url: str) -> tuple[int, str]:
+    r = sbx.commands.run(f'curl -s --max-time 3 {url}; echo " rc=$?"', timeout=30)
     out, rc = r.stdout.rsplit(" rc=", 1)
     return int(rc.strip()), out
 
@@ -160,7 +172,13 @@ def test_sandboxes_cannot_reach_each_other() -> None:
     b = Sandbox.create()
     try:
         a.commands.run("python3 -m http.server 8000 --bind 0.0.0.0", background=True)
-        assert a.commands.run("for i in $(seq 50); do curl -s -o /dev/null localhost:8000 && break; sleep 0.1; done; curl -s -o /dev/null -w '%{http_code}' localhost:8000").stdout == "200"
+        assert (
+            a.commands.run(
+                "for i in $(seq 50); do curl -s -o /dev/null localhost:8000 && break; sleep 0.1; done; "
+                "curl -s -o /dev/null -w '%{http_code}' localhost:8000"
+            ).stdout
+            == "200"
+        )
         rc, _ = curl(b, f"http://{sandbox_ip(a)}:8000/")
         assert rc != 0
     finally:

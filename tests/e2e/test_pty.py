@@ -6,18 +6,18 @@ contain (for example `echo $((40+2))` and then `42`). The async mirror is test_p
 
 from __future__ import annotations
 
-from typing import List
+from collections.abc import Callable
 
 import pytest
 from e2b import CommandExitException, Sandbox
 from e2b.sandbox.commands.command_handle import PtySize
 
 
-def collect(chunks: List[bytes]):
+def collect(chunks: list[bytes]) -> Callable[[bytes], None]:
     return chunks.append
 
 
-def text(chunks: List[bytes]) -> str:
+def text(chunks: list[bytes]) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
@@ -30,7 +30,7 @@ def test_pty_runs_an_interactive_login_shell(sandbox: Sandbox) -> None:
     assert procs[terminal.pid].args == ["-i", "-l"]
 
     sandbox.pty.send_stdin(terminal.pid, b"echo [$ABC] [$TERM] [$(pwd)] [$(whoami)]; tty; exit\n")
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     result = terminal.wait(on_pty=collect(chunks))
     assert result.exit_code == 0
     out = text(chunks)
@@ -44,7 +44,7 @@ def test_pty_input_can_interrupt_with_ctrl_c(sandbox: Sandbox) -> None:
     sandbox.commands.run("for i in $(seq 100); do pgrep -x sleep && exit 0; sleep 0.1; done; exit 1")
     sandbox.pty.send_stdin(terminal.pid, b"\x03")
     sandbox.pty.send_stdin(terminal.pid, b"echo after-$((40+2))\nexit\n")
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     result = terminal.wait(on_pty=collect(chunks))
     assert result.exit_code == 0
     assert "after-42" in text(chunks)
@@ -53,7 +53,7 @@ def test_pty_input_can_interrupt_with_ctrl_c(sandbox: Sandbox) -> None:
 def test_pty_resize_changes_what_the_terminal_reports(sandbox: Sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80))
     sandbox.pty.send_stdin(terminal.pid, b"echo cols=$(tput cols) lines=$(tput lines); exit\n")
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     assert terminal.wait(on_pty=collect(chunks)).exit_code == 0
     assert "cols=80 lines=24" in text(chunks)
 
@@ -79,7 +79,7 @@ def test_pty_kill_ends_the_terminal(sandbox: Sandbox) -> None:
 def test_pty_connect_resumes_a_disconnected_terminal(sandbox: Sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80), envs={"FOO": "b" + "ar"})
     sandbox.pty.send_stdin(terminal.pid, b"echo first-$((1+1))\n")
-    first: List[bytes] = []
+    first: list[bytes] = []
     for _, _, pty in terminal:
         if pty is not None:
             first.append(pty)
@@ -90,7 +90,7 @@ def test_pty_connect_resumes_a_disconnected_terminal(sandbox: Sandbox) -> None:
     again = sandbox.pty.connect(terminal.pid)
     assert again.pid == terminal.pid
     sandbox.pty.send_stdin(terminal.pid, b"echo second-$FOO-$((2+2))\nexit\n")
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     result = again.wait(on_pty=collect(chunks))
     assert result.exit_code == 0
     assert "second-bar-4" in text(chunks)
@@ -99,6 +99,6 @@ def test_pty_connect_resumes_a_disconnected_terminal(sandbox: Sandbox) -> None:
 def test_pty_as_root(sandbox: Sandbox) -> None:
     terminal = sandbox.pty.create(PtySize(rows=24, cols=80), user="root")
     sandbox.pty.send_stdin(terminal.pid, b"echo who=$(whoami) home=$HOME; exit\n")
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     assert terminal.wait(on_pty=collect(chunks)).exit_code == 0
     assert "who=root home=/root" in text(chunks)

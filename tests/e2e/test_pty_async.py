@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import List
 
 import pytest
 from e2b import AsyncSandbox, CommandExitException
 from e2b.sandbox.commands.command_handle import PtySize
 
-from sdk_helpers import async_sandbox  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.asyncio
 
 
-def text(chunks: List[bytes]) -> str:
+def text(chunks: list[bytes]) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-async def wait_for_text(chunks: List[bytes], needle: str, timeout: float = 15) -> None:
+async def wait_for_text(chunks: list[bytes], needle: str, timeout: float = 15) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while needle not in text(chunks):
@@ -27,7 +24,7 @@ async def wait_for_text(chunks: List[bytes], needle: str, timeout: float = 15) -
 
 
 async def test_pty_runs_an_interactive_login_shell(async_sandbox: AsyncSandbox) -> None:
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     terminal = await async_sandbox.pty.create(
         PtySize(rows=24, cols=80), on_data=chunks.append, envs={"ABC": "123"}, cwd="/tmp"
     )
@@ -41,7 +38,7 @@ async def test_pty_runs_an_interactive_login_shell(async_sandbox: AsyncSandbox) 
 
 
 async def test_pty_resize_changes_what_the_terminal_reports(async_sandbox: AsyncSandbox) -> None:
-    chunks: List[bytes] = []
+    chunks: list[bytes] = []
     terminal = await async_sandbox.pty.create(PtySize(rows=24, cols=80), on_data=chunks.append)
     await async_sandbox.pty.send_stdin(terminal.pid, b"echo cols=$(tput cols)\n")
     await wait_for_text(chunks, "cols=80")
@@ -60,13 +57,13 @@ async def test_pty_kill_ends_the_terminal(async_sandbox: AsyncSandbox) -> None:
 
 
 async def test_pty_connect_resumes_a_disconnected_terminal(async_sandbox: AsyncSandbox) -> None:
-    first: List[bytes] = []
+    first: list[bytes] = []
     terminal = await async_sandbox.pty.create(PtySize(rows=24, cols=80), on_data=first.append, envs={"FOO": "bar"})
     await async_sandbox.pty.send_stdin(terminal.pid, b"echo first-$FOO-$((1+1))\n")
     await wait_for_text(first, "first-bar-2")
     await terminal.disconnect()
 
-    second: List[bytes] = []
+    second: list[bytes] = []
     again = await async_sandbox.pty.connect(terminal.pid, on_data=second.append)
     assert again.pid == terminal.pid
     await async_sandbox.pty.send_stdin(terminal.pid, b"echo second-$FOO-$((2+2))\nexit\n")

@@ -8,17 +8,17 @@ the name as the `Host` header, which is how the router picks the sandbox and por
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 
 import pytest
 import websockets.asyncio.client
 import websockets.sync.client
-from e2b import AsyncSandbox, Sandbox
+from e2b import AsyncSandbox, CommandHandle, Sandbox
 
 from sdk_helpers import (
     SANDBOX_URL,
-    async_sandbox,  # noqa: F401  (fixture)
     plain_async_client,
     plain_client,
     start_ws_echo_server_cmd,
@@ -27,7 +27,7 @@ from sdk_helpers import (
 )
 
 
-def start_http_server(sbx: Sandbox, port: int, marker: str):
+def start_http_server(sbx: Sandbox, port: int, marker: str) -> CommandHandle:
     sbx.commands.run(f"mkdir -p /tmp/www && echo '{marker}' > /tmp/www/hello.txt")
     handle = sbx.commands.run(f"python3 -m http.server {port} --bind 0.0.0.0", background=True, cwd="/tmp/www")
     sbx.commands.run(wait_for_port_cmd(port))
@@ -54,7 +54,9 @@ def test_http_server_in_the_sandbox_is_reached_by_its_host_name(sandbox: Sandbox
         assert missing.status_code == 404
 
         # the SDK's routing headers reach the same port
-        r = c.get(f"{SANDBOX_URL}/hello.txt", headers={"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000"})
+        r = c.get(
+            f"{SANDBOX_URL}/hello.txt", headers={"E2b-Sandbox-Id": sandbox.sandbox_id, "E2b-Sandbox-Port": "8000"}
+        )
         assert r.status_code == 200
         assert r.text == f"{marker}\n"
 
@@ -103,19 +105,24 @@ def test_closed_port_and_unknown_sandbox_answer_502(sandbox: Sandbox) -> None:
         assert r.json()["sandboxId"] == "doesnotexist00000000"
 
 
-def start_ws_echo_server(sbx: Sandbox, port: int):
+def start_ws_echo_server(sbx: Sandbox, port: int) -> CommandHandle:
     handle = sbx.commands.run(start_ws_echo_server_cmd(port), background=True)
     sbx.commands.run(wait_for_port_cmd(port))
     return handle
 
 
+def ws_connect(url: str) -> websockets.sync.client.ClientConnection:
+    """A WebSocket to `url` (ws://<port>-<id>.<domain>/...) through the router: `sock` is an open
+    connection to the hutch server, and the URL only supplies Host and path."""
+    return websockets.sync.client.connect(
+        url, sock=user_port_connection(), proxy=None, compression=None, open_timeout=15, close_timeout=5
+    )
+
+
 def test_websocket_server_in_the_sandbox_echoes_through_the_router(sandbox: Sandbox) -> None:
     start_ws_echo_server(sandbox, 8765)
     host = sandbox.get_host(8765)
-    # sock: an open connection to the hutch server; the URI only supplies Host and path
-    with websockets.sync.client.connect(
-        f"ws://{host}/chat", sock=user_port_connection(), proxy=None, compression=None, open_timeout=15, close_timeout=5
-    ) as ws:
+    with ws_connect(f"ws://{host}/chat") as ws:
         ws.send("hello through the router")
         assert ws.recv(timeout=15) == "echo:hello through the router"
         blob = os.urandom(200_000)
@@ -130,13 +137,11 @@ def test_websocket_server_in_the_sandbox_echoes_through_the_router(sandbox: Sand
 def test_two_websocket_clients_at_once(sandbox: Sandbox) -> None:
     start_ws_echo_server(sandbox, 8765)
     host = sandbox.get_host(8765)
-    opts = dict(proxy=None, compression=None, open_timeout=15, close_timeout=5)
-    with websockets.sync.client.connect(f"ws://{host}/", sock=user_port_connection(), **opts) as one:
-        with websockets.sync.client.connect(f"ws://{host}/", sock=user_port_connection(), **opts) as two:
-            one.send("from one")
-            two.send("from two")
-            assert two.recv(timeout=15) == "echo:from two"
-            assert one.recv(timeout=15) == "echo:from one"
+    with ws_connect(f"ws://{host}/") as one, ws_connect(f"ws://{host}/") as two:
+        one.send("from one")
+        two.send("from two")
+        assert two.recv(timeout=15) == "echo:from two"
+        assert one.recv(timeout=15) == "echo:from one"
 
 
 @pytest.mark.timeout(60)
@@ -144,19 +149,15 @@ def test_websocket_ends_when_the_sandbox_is_killed() -> None:
     sbx = Sandbox.create(timeout=120)
     try:
         start_ws_echo_server(sbx, 8765)
-        with websockets.sync.client.connect(
-            f"ws://{sbx.get_host(8765)}/", sock=user_port_connection(), proxy=None, compression=None, open_timeout=15, close_timeout=5
-        ) as ws:
+        with ws_connect(f"ws://{sbx.get_host(8765)}/") as ws:
             ws.send("before")
             assert ws.recv(timeout=15) == "echo:before"
             sbx.kill()
             with pytest.raises(websockets.exceptions.ConnectionClosed):
                 ws.recv(timeout=30)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             sbx.kill()
-        except Exception:
-            pass
 
 
 @pytest.mark.asyncio

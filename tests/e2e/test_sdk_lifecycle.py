@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import AuthenticationException, NotFoundException
 
-from conftest import wait_for
+from sdk_helpers import wait_until
 
 
 def test_create_with_metadata_and_envs_then_get_info() -> None:
@@ -54,14 +55,14 @@ def test_list_filters_by_metadata_and_pages() -> None:
         assert len(running) == 3
         assert all(s.metadata["suite"] == tag for s in running)
     finally:
-        for s in sandboxes + [other]:
+        for s in [*sandboxes, other]:
             s.kill()
 
 
 def test_set_timeout_and_connect_only_extends(sandbox: Sandbox) -> None:
     sandbox.set_timeout(600)
     end = sandbox.get_info().end_at
-    remaining = (end - datetime.now(timezone.utc)).total_seconds()
+    remaining = (end - datetime.now(UTC)).total_seconds()
     assert 590 <= remaining <= 605
 
     # connect with a shorter timeout does not shorten the sandbox's life
@@ -71,7 +72,7 @@ def test_set_timeout_and_connect_only_extends(sandbox: Sandbox) -> None:
 
     # set_timeout may shorten
     sandbox.set_timeout(60)
-    remaining = (sandbox.get_info().end_at - datetime.now(timezone.utc)).total_seconds()
+    remaining = (sandbox.get_info().end_at - datetime.now(UTC)).total_seconds()
     assert remaining <= 61
 
 
@@ -111,8 +112,8 @@ def test_paused_sandbox_uses_no_cpu(sandbox: Sandbox) -> None:
 
     def read_usage() -> int:
         if os.path.exists(v1):
-            return int(open(v1).read().strip())
-        stat = dict(line.split() for line in open(v2).read().splitlines())
+            return int(Path(v1).read_text().strip())
+        stat = dict(line.split() for line in Path(v2).read_text().splitlines())
         return int(stat["usage_usec"])
 
     before = read_usage()
@@ -125,7 +126,7 @@ def test_paused_sandbox_uses_no_cpu(sandbox: Sandbox) -> None:
 def test_metrics_report_cpu_memory_and_disk(sandbox: Sandbox) -> None:
     sandbox.commands.run("head -c 50000000 /dev/urandom > /home/user/blob")
     # samples are taken every few seconds: wait for one taken after the write
-    assert wait_for(lambda: sandbox.get_metrics()[-1].disk_used >= 50_000_000, timeout=15)
+    assert wait_until(lambda: sandbox.get_metrics()[-1].disk_used >= 50_000_000, timeout=15)
     metrics = sandbox.get_metrics()
     assert len(metrics) >= 2
     last = metrics[-1]
@@ -165,6 +166,6 @@ def test_wrong_api_key_is_refused() -> None:
 def test_unknown_sandbox_and_template() -> None:
     with pytest.raises(NotFoundException):
         Sandbox.connect("doesnotexist00000000")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Exception, match="no-such-template") as err:
         Sandbox.create(template="no-such-template")
     assert "no-such-template" in str(err.value)

@@ -5,12 +5,13 @@ server has to tell from the URL alone which sandbox it is for.
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 from e2b import AsyncSandbox, Sandbox
 
-from sdk_helpers import async_sandbox, plain_async_client, plain_client  # noqa: F401  (fixture)
+from sdk_helpers import plain_async_client, plain_client
 
 EXPIRED = {"code": 401, "message": "signature is already expired"}
 
@@ -143,10 +144,8 @@ def test_signed_url_of_a_killed_sandbox_no_longer_works() -> None:
         assert r.status_code >= 400
         assert "soon gone" not in r.text
     finally:
-        try:
+        with contextlib.suppress(Exception):
             sbx.kill()
-        except Exception:
-            pass
 
 
 @pytest.mark.asyncio

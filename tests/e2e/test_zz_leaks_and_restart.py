@@ -10,7 +10,8 @@ import uuid
 
 from e2b import Sandbox, SandboxQuery
 
-from conftest import diff_resources, host_resources, restart_server_hard, wait_for
+from conftest import diff_resources, host_resources, restart_server_hard
+from sdk_helpers import wait_until
 
 
 def test_kill_releases_processes_mounts_cgroups_netns_veths_and_disk() -> None:
@@ -27,7 +28,7 @@ def test_kill_releases_processes_mounts_cgroups_netns_veths_and_disk() -> None:
     assert len(during["processes"]) > len(before["processes"])
     for s in sandboxes:
         assert s.kill() is True
-    assert wait_for(lambda: host_resources() == before, timeout=10), diff_resources(before, host_resources())
+    assert wait_until(lambda: host_resources() == before, timeout=10), diff_resources(before, host_resources())
     # every sandbox init was reaped by the server (none left as a zombie)
     assert host_resources()["zombies"] == []
 
@@ -50,6 +51,6 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     assert resumed.commands.run("echo awake").stdout.strip() == "awake"
     # timeouts still apply after the restart
     again.set_timeout(2)
-    assert wait_for(lambda: not again.is_running(), timeout=15)
+    assert wait_until(lambda: not again.is_running(), timeout=15)
     assert resumed.kill() is True
-    assert wait_for(lambda: host_resources() == before, timeout=10), diff_resources(before, host_resources())
+    assert wait_until(lambda: host_resources() == before, timeout=10), diff_resources(before, host_resources())

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use tower::ServiceExt;
 
 use crate::sandbox::{valid_id, SandboxState};
 use crate::service::{CreateRequest, ListQuery, Service, ServiceError};
-use crate::store::Store;
+use crate::store::{Caller, Store};
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -68,6 +69,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -185,15 +187,28 @@ async fn require_api_key(State(st): State<AppState>, req: Request, next: Next) -
         )
         .into_response();
     };
-    let ok =
-        st.extra_key.as_deref() == Some(key.as_str()) || st.store.key_valid(&key).unwrap_or(false);
-    if !ok {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "Invalid API key: create one with `hutch keys create`",
-        )
-        .into_response();
-    }
+    // The key given on the command line has no limit; stored keys may have one.
+    let caller = if st.extra_key.as_deref() == Some(key.as_str()) {
+        None
+    } else {
+        match st.store.caller(&key) {
+            Ok(Some(caller)) => Some(caller),
+            Ok(None) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Invalid API key: create one with `hutch keys create`",
+                )
+                .into_response()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading API keys failed");
+                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reading API keys failed")
+                    .into_response();
+            }
+        }
+    };
+    let mut req = req;
+    req.extensions_mut().insert(CallerExt(caller));
     next.run(req).await
 }
 
@@ -250,7 +265,16 @@ fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
     }
 }
 
-async fn create(st: &AppState, b: NewSandbox, always_secure: bool) -> ApiResult<Response> {
+/// The authenticated caller of a control-plane request (None: the server's own `--api-key`).
+#[derive(Debug, Clone)]
+struct CallerExt(Option<Caller>);
+
+async fn create(
+    st: &AppState,
+    caller: Option<Caller>,
+    b: NewSandbox,
+    always_secure: bool,
+) -> ApiResult<Response> {
     if b.template_id.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -267,6 +291,7 @@ async fn create(st: &AppState, b: NewSandbox, always_secure: bool) -> ApiResult<
             allow_internet_access: b.allow_internet_access,
             secure: always_secure || b.secure.unwrap_or(false),
             auto_pause: b.auto_pause.unwrap_or(false),
+            caller,
         })
         .await?;
     Ok((
@@ -278,17 +303,19 @@ async fn create(st: &AppState, b: NewSandbox, always_secure: bool) -> ApiResult<
 
 async fn create_v1(
     State(st): State<AppState>,
+    Extension(CallerExt(caller)): Extension<CallerExt>,
     ApiJson(b): ApiJson<NewSandbox>,
 ) -> ApiResult<Response> {
-    create(&st, b, false).await
+    create(&st, caller, b, false).await
 }
 
 async fn create_v2(
     State(st): State<AppState>,
+    Extension(CallerExt(caller)): Extension<CallerExt>,
     ApiJson(b): ApiJson<NewSandbox>,
 ) -> ApiResult<Response> {
     // API v2: "all system communication with the sandbox is always secured".
-    create(&st, b, true).await
+    create(&st, caller, b, true).await
 }
 
 fn check_id(id: &str) -> ApiResult<()> {

@@ -92,11 +92,11 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     })?;
     let store = Arc::new(Store::open(&cfg.data_dir)?);
     let new_key = if let Some(k) = &cfg.api_key {
-        store.add_key(k, Some("--api-key"))?;
+        store.add_key(k, Some("--api-key"), None)?;
         None
     } else if store.active_keys()? == 0 {
         let k = store::generate_key();
-        store.add_key(&k, Some("first start"))?;
+        store.add_key(&k, Some("first start"), None)?;
         Some(k)
     } else {
         None

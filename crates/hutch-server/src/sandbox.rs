@@ -68,6 +68,9 @@ pub struct SandboxRecord {
     pub pid: i32,
     /// Start time of that pid.
     pub pid_start: u64,
+    /// Id of the API key that created it (None for records from before keys were remembered).
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use hutch_runtime::{Limits, Runtime, SandboxNet, SandboxSpec};
 
 use crate::sandbox::{new_id, Metric, SandboxRecord, SandboxState};
-use crate::store::Store;
+use crate::store::{Caller, Store};
 use crate::templates::{TemplateLookupError, Templates};
 
 /// Port of the agent (E2B's envd) inside every sandbox.
@@ -42,6 +42,9 @@ pub enum ServiceError {
     /// The server cannot do this right now (templates still building).
     #[error("{0}")]
     Unavailable(String),
+    /// The caller already holds as many sandboxes as its key allows.
+    #[error("{0}")]
+    RateLimited(String),
     /// Something failed on the host.
     #[error("{0}")]
     Internal(String),
@@ -83,6 +86,8 @@ pub struct CreateRequest {
     pub secure: bool,
     /// Pause rather than kill at the end time.
     pub auto_pause: bool,
+    /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
+    pub caller: Option<Caller>,
 }
 
 /// Filters of the list call.
@@ -164,7 +169,27 @@ pub struct Service {
     defaults: SandboxDefaults,
     live: Mutex<HashMap<String, Arc<Entry>>>,
     reserved_slots: Mutex<HashSet<u32>>,
+    /// Sandboxes being created, per key id: they count against the key's limit too.
+    creating: Mutex<HashMap<String, u32>>,
     http: crate::proxy::HttpClient,
+}
+
+/// A sandbox being created for a key; dropping it (created or failed) stops counting it as pending.
+struct KeyReservation<'a> {
+    creating: &'a Mutex<HashMap<String, u32>>,
+    key_id: String,
+}
+
+impl Drop for KeyReservation<'_> {
+    fn drop(&mut self) {
+        let mut creating = lock(self.creating);
+        if let Some(n) = creating.get_mut(&self.key_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                creating.remove(&self.key_id);
+            }
+        }
+    }
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> ServiceError {
@@ -187,6 +212,7 @@ impl Service {
             defaults,
             live: Mutex::new(HashMap::new()),
             reserved_slots: Mutex::new(HashSet::new()),
+            creating: Mutex::new(HashMap::new()),
             http: crate::proxy::client(),
         });
         svc.recover(records);
@@ -318,6 +344,34 @@ impl Service {
         Ok(slot)
     }
 
+    /// Counts a sandbox about to be created against its key's limit; refuses it when the key
+    /// already holds (or is creating) as many as it may.
+    fn reserve_for_key(&self, caller: Option<&Caller>) -> Result<Option<KeyReservation<'_>>> {
+        let Some(caller) = caller else {
+            return Ok(None);
+        };
+        let live = lock(&self.live);
+        let mut creating = lock(&self.creating);
+        let pending = creating.get(&caller.key_id).copied().unwrap_or(0);
+        if let Some(max) = caller.max_sandboxes {
+            let held = live
+                .values()
+                .filter(|e| lock(&e.rec).key_id.as_deref() == Some(caller.key_id.as_str()))
+                .count() as u64;
+            if held + u64::from(pending) >= u64::from(max) {
+                return Err(ServiceError::RateLimited(format!(
+                    "Rate limit exceeded: this API key may hold at most {max} sandboxes at once \
+                     (running and paused); kill one or ask for a key with a higher limit"
+                )));
+            }
+        }
+        *creating.entry(caller.key_id.clone()).or_insert(0) += 1;
+        Ok(Some(KeyReservation {
+            creating: &self.creating,
+            key_id: caller.key_id.clone(),
+        }))
+    }
+
     /// Creates and starts a sandbox; returns once its agent answers.
     pub async fn create(&self, req: CreateRequest) -> Result<SandboxRecord> {
         let timeout = validate_timeout(req.timeout)?;
@@ -329,6 +383,7 @@ impl Service {
                 )));
             }
         }
+        let _reservation = self.reserve_for_key(req.caller.as_ref())?;
         let id = new_id();
         let token = req.secure.then(|| {
             use rand::RngCore;
@@ -394,6 +449,7 @@ impl Service {
             slot,
             pid: spawned.pid,
             pid_start: spawned.start_time,
+            key_id: req.caller.as_ref().map(|c| c.key_id.clone()),
         };
         let ready = crate::proxy::wait_healthy(
             &self.http,

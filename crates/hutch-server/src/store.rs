@@ -48,6 +48,17 @@ pub struct ApiKeyInfo {
     pub created_at: DateTime<Utc>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// How many sandboxes (running or paused) the key may hold at once; None = no limit.
+    pub max_sandboxes: Option<u32>,
+}
+
+/// A valid key, as the API sees its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key's id (`hutch keys list`); sandboxes remember which key made them.
+    pub key_id: String,
+    /// How many sandboxes the key may hold at once; None = no limit.
+    pub max_sandboxes: Option<u32>,
 }
 
 /// The SQLite database of one data directory.
@@ -55,7 +66,13 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `api_keys.max_sandboxes`.
+const SCHEMA_VERSION: i64 = 2;
+
+/// The id of `key`: the start of its hash, stable and safe to show.
+pub fn key_id(key: &str) -> String {
+    hash_key(key)[..12].to_string()
+}
 
 /// Hex SHA-256 of an API key: what is stored and compared.
 pub fn hash_key(key: &str) -> String {
@@ -98,6 +115,15 @@ impl Store {
                  record TEXT NOT NULL
              );",
         )?;
+        // Databases made before version 2 lack the per-key limit: add it (NULL = no limit).
+        let has_limit: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'max_sandboxes'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_limit == 0 {
+            conn.execute_batch("ALTER TABLE api_keys ADD COLUMN max_sandboxes INTEGER")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -109,34 +135,43 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a new key's hash; returns its id.
-    pub fn add_key(&self, key: &str, name: Option<&str>) -> Result<String> {
-        let id = hash_key(key)[..12].to_string();
+    /// Stores a new key's hash, with the most sandboxes it may hold at once; returns its id.
+    pub fn add_key(
+        &self,
+        key: &str,
+        name: Option<&str>,
+        max_sandboxes: Option<u32>,
+    ) -> Result<String> {
+        let id = key_id(key);
         self.conn().execute(
-            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339()],
+            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at, max_sandboxes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339(), max_sandboxes],
         )?;
         Ok(id)
     }
 
-    /// True when `key` is a stored, unrevoked key.
-    pub fn key_valid(&self, key: &str) -> Result<bool> {
-        let found: Option<i64> = self
+    /// The caller `key` identifies, if it is a stored, unrevoked key.
+    pub fn caller(&self, key: &str) -> Result<Option<Caller>> {
+        Ok(self
             .conn()
             .query_row(
-                "SELECT 1 FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                "SELECT id, max_sandboxes FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
                 params![hash_key(key)],
-                |r| r.get(0),
+                |r| {
+                    Ok(Caller {
+                        key_id: r.get(0)?,
+                        max_sandboxes: r.get(1)?,
+                    })
+                },
             )
-            .optional()?;
-        Ok(found.is_some())
+            .optional()?)
     }
 
     /// Every key, newest first.
     pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, mask, name, created_at, revoked_at FROM api_keys ORDER BY created_at DESC",
+            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes FROM api_keys ORDER BY created_at DESC",
         )?;
         let rows = st.query_map([], |r| {
             let created: String = r.get(3)?;
@@ -151,6 +186,7 @@ impl Store {
                 revoked_at: revoked
                     .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
                     .map(|d| d.with_timezone(&Utc)),
+                max_sandboxes: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -212,5 +248,70 @@ impl Store {
             }
         }
         Ok((good, bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hutch-store-{}", generate_key()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn a_key_remembers_its_sandbox_limit_and_stops_working_when_revoked() {
+        let dir = temp_dir();
+        let store = Store::open(&dir).expect("open");
+        let limited = generate_key();
+        let open = generate_key();
+        let id = store.add_key(&limited, Some("ci"), Some(2)).expect("add");
+        store.add_key(&open, None, None).expect("add");
+        assert_eq!(
+            store.caller(&limited).expect("read"),
+            Some(Caller {
+                key_id: id.clone(),
+                max_sandboxes: Some(2)
+            })
+        );
+        assert_eq!(
+            store
+                .caller(&open)
+                .expect("read")
+                .and_then(|c| c.max_sandboxes),
+            None
+        );
+        assert_eq!(store.caller("e2b_unknown").expect("read"), None);
+        assert!(store.revoke_key(&id).expect("revoke"));
+        assert_eq!(store.caller(&limited).expect("read"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_limit_column_and_keeps_its_keys() {
+        let dir = temp_dir();
+        let key = generate_key();
+        {
+            let conn = Connection::open(dir.join("hutch.db")).expect("db");
+            conn.execute_batch(
+                "CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, mask TEXT NOT NULL,
+                     name TEXT, created_at TEXT NOT NULL, revoked_at TEXT);
+                 CREATE TABLE sandboxes (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+                 PRAGMA user_version = 1;",
+            )
+            .expect("old schema");
+            conn.execute(
+                "INSERT INTO api_keys (id, hash, mask, name, created_at) VALUES (?1, ?2, 'm', NULL, ?3)",
+                params![key_id(&key), hash_key(&key), Utc::now().to_rfc3339()],
+            )
+            .expect("old key");
+        }
+        let store = Store::open(&dir).expect("migrate");
+        let caller = store.caller(&key).expect("read").expect("key kept");
+        assert_eq!(caller.max_sandboxes, None);
+        assert_eq!(store.list_keys().expect("list").len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -100,6 +100,10 @@ enum KeysAction {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
+        /// The most sandboxes (running and paused) the key may hold at once; creating one
+        /// more is refused with 429. Without it, no limit.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_sandboxes: Option<u32>,
     },
     /// List keys (masked).
     List,
@@ -223,16 +227,19 @@ fn keys(action: KeysAction, data_dir: &std::path::Path) -> Result<()> {
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let store = Store::open(data_dir)?;
     match action {
-        KeysAction::Create { name } => {
+        KeysAction::Create {
+            name,
+            max_sandboxes,
+        } => {
             let key = hutch_server::store::generate_key();
-            let id = store.add_key(&key, name.as_deref())?;
+            let id = store.add_key(&key, name.as_deref(), max_sandboxes)?;
             eprintln!("created key {id} (shown only now):");
             println!("{key}");
         }
         KeysAction::List => {
             println!(
-                "{:<14} {:<18} {:<26} {:<10} NAME",
-                "ID", "KEY", "CREATED", "STATE"
+                "{:<14} {:<18} {:<26} {:<10} {:<6} NAME",
+                "ID", "KEY", "CREATED", "STATE", "MAX"
             );
             for k in store.list_keys()? {
                 let state = if k.revoked_at.is_some() {
@@ -240,12 +247,16 @@ fn keys(action: KeysAction, data_dir: &std::path::Path) -> Result<()> {
                 } else {
                     "active"
                 };
+                let max = k
+                    .max_sandboxes
+                    .map_or_else(|| "-".to_string(), |m| m.to_string());
                 println!(
-                    "{:<14} {:<18} {:<26} {:<10} {}",
+                    "{:<14} {:<18} {:<26} {:<10} {:<6} {}",
                     k.id,
                     k.mask,
                     k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
                     state,
+                    max,
                     k.name.unwrap_or_default()
                 );
             }
