@@ -148,3 +148,12 @@ unset E2B_DEBUG
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
     --timeout 600 tests/e2e "$@"
 
+step "hutch Python SDK: install, API reference, tests"
+# Installed the way users install it; reinstalled every run, since the venv is cached.
+"$VENV/bin/pip" install -q --no-deps --force-reinstall ./python
+"$VENV/bin/pdoc" -o "$WORK/sdk-reference" hutch
+test -s "$WORK/sdk-reference/hutch.html"
+export HUTCH_API_URL="$E2B_API_URL" HUTCH_API_KEY="$KEY"
+if [ "${HUTCH_TEST_SKIP_SDK:-0}" != 1 ]; then
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 python/tests
+fi

@@ -1,0 +1,611 @@
+"""The sandbox's filesystem, for asyncio: `async_sandbox.files` (also `async_sandbox.filesystem`)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from types import TracebackType
+from typing import Any, Callable, Literal, overload
+
+import httpx
+
+from ._callbacks import call_async
+from ._config import ENVD_PORT, SandboxTarget
+from ._connect import AsyncRpc
+from ._errors import transport_error
+from .exceptions import (
+    FileNotFoundException,
+    FilesystemError,
+    InvalidArgumentException,
+    TimeoutException,
+    in_domain,
+)
+from .filesystem_models import (
+    HEALTH_TIMEOUT,
+    AsyncWriteData,
+    Counter,
+    FileInfo,
+    FilesystemEvent,
+    agzip_chunks,
+    as_bytes,
+    connect_code,
+    download_headers,
+    entry_parts,
+    files_error,
+    files_params,
+    files_url,
+    gzip_bytes,
+    is_buffered,
+    is_start_frame,
+    iter_async_chunks,
+    list_request,
+    method,
+    multipart_files,
+    multipart_params,
+    parse_entry_response,
+    parse_list_response,
+    parse_watch_frame,
+    parse_write_response,
+    plan_upload,
+    upload_headers,
+    watch_request,
+    written_info,
+)
+
+logger = logging.getLogger("hutch")
+
+WATCH_KEEPALIVE = 50
+"""Seconds of silence after which the agent sends a keepalive on a watch stream."""
+
+DEFAULT_WATCH_TIMEOUT = 60.0
+"""Seconds an async watch lasts unless told otherwise (E2B's default)."""
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception as err:
+            logger.debug("closing a stream failed: %s", err)
+
+
+class AsyncFileStreamReader(AsyncIterator[bytes]):
+    """The content of a file as it downloads: an async iterator of `bytes` chunks.
+
+    It holds an HTTP connection until it is read to the end or closed, so read it fully, use it
+    in an `async with` block, or call `aclose()`::
+
+        async with await sandbox.files.read("/data/big.bin", format="stream") as chunks:
+            async for chunk in chunks:
+                ...
+    """
+
+    def __init__(self, response: httpx.Response, on_error: Callable[[httpx.HTTPError], Awaitable[Exception]]) -> None:
+        self._response = response
+        self._on_error = on_error
+        self._chunks = response.aiter_bytes()
+        self._closed = False
+
+    def __aiter__(self) -> AsyncFileStreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except httpx.HTTPError as err:
+            await self.aclose()
+            raise await self._on_error(err) from err
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def read(self) -> bytes:
+        """Everything not read yet, as one `bytes`."""
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        """Ends the download and releases its connection; safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            await self._response.aclose()
+
+    async def __aenter__(self) -> AsyncFileStreamReader:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncWatchHandle:
+    """A running watch of a directory (what `AsyncFilesystem.watch_dir` returns).
+
+    A task reads the agent's event stream: with an `on_event` callback it is called for every
+    event; without one, the events are kept until `await get_new_events()` collects them.
+    `await stop()` ends the watch; the handle is also an async context manager that stops it.
+    """
+
+    def __init__(
+        self,
+        events: AsyncIterator[dict[str, Any]],
+        on_event: Callable[[FilesystemEvent], Any] | None = None,
+        on_exit: Callable[[Exception | None], Any] | None = None,
+    ) -> None:
+        self._events = events
+        self._on_event = on_event
+        self._on_exit = on_exit
+        self._pending: list[FilesystemEvent] = []
+        self._error: Exception | None = None
+        self._closed = False
+        self._stop_requested = False
+        self._stopped = False
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the watch still reports events (it was not stopped and did not fail)."""
+        return not self._closed
+
+    async def _wait_started(self, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._started), timeout)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise in_domain(TimeoutException, FilesystemError)(
+                "The sandbox did not start the watch in time: pass a larger 'request_timeout'"
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _run(self) -> None:
+        started = False
+        error: Exception | None = None
+        try:
+            async for frame in self._events:
+                if not started:
+                    if not is_start_frame(frame):
+                        raise FilesystemError(f"The watch did not start: expected a start event, got {frame!r}")
+                    started = True
+                    if not self._started.done():
+                        self._started.set_result(None)
+                    continue
+                event = parse_watch_frame(frame)
+                if event is None:
+                    continue
+                if self._on_event is None:
+                    self._pending.append(event)
+                else:
+                    await call_async(self._on_event, event)
+                if self._stop_requested:
+                    break
+            if not started:
+                raise FilesystemError("The watch stream ended before the watch started")
+        except asyncio.CancelledError:
+            self._closed = True
+            if not self._started.done():
+                self._started.cancel()
+            elif started:
+                await self._exit(None)
+            raise
+        except Exception as err:
+            error = err
+        finally:
+            await _aclose(self._events)
+        self._closed = True
+        if not started:
+            if not self._started.done():
+                self._started.set_exception(error or FilesystemError("The watch did not start"))
+            return
+        self._error = error
+        await self._exit(error)
+
+    async def _exit(self, error: Exception | None) -> None:
+        if self._on_exit is None:
+            if error is not None and self._on_event is not None:
+                logger.warning("watch ended: %s", error)
+            return
+        try:
+            await call_async(self._on_exit, error)
+        except Exception as err:
+            logger.warning("on_exit of a watch raised: %s", err)
+
+    async def get_new_events(self) -> builtins.list[FilesystemEvent]:
+        """The events since the previous call (or since the watch started).
+
+        Only for a watch without `on_event` (its events go to the callback). Once the watch
+        has ended by itself, the events it reported are still returned; after them, the error
+        that ended it is raised (e.g. a `TimeoutException` when its `timeout` passed). After
+        `stop()`, it raises `FilesystemError`.
+        """
+        if self._on_event is not None:
+            raise in_domain(InvalidArgumentException, FilesystemError)(
+                "This watch delivers its events to on_event; get_new_events is for watches started without it"
+            )
+        if self._stopped:
+            raise FilesystemError("The watcher is already stopped")
+        await asyncio.sleep(0)
+        if self._pending:
+            events, self._pending = self._pending, []
+            return events
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise FilesystemError("The watcher is already stopped")
+        return []
+
+    async def stop(self) -> None:
+        """Stops watching. Safe to call more than once, and from inside `on_event`."""
+        self._stopped = True
+        if asyncio.current_task() is self._task:
+            self._stop_requested = True
+            return
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.wait([self._task])
+        self._closed = True
+
+    async def __aenter__(self) -> AsyncWatchHandle:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class AsyncFilesystem:
+    """Files and directories inside a sandbox, for asyncio: read, write, list, move, remove, watch.
+
+    Every method takes `user=` (who the operation runs as: None is the sandbox's default user,
+    `user`; `"root"` may touch anything) and `request_timeout=` (seconds one request may take;
+    0 for no limit). Relative paths are relative to the user's home directory.
+    """
+
+    def __init__(self, rpc: AsyncRpc, client: httpx.AsyncClient, target: SandboxTarget) -> None:
+        self._rpc = rpc
+        self._client = client
+        self._target = target
+
+    # --- content ---------------------------------------------------------------------------------
+
+    async def _files_request(
+        self,
+        verb: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        timeout: float | None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        try:
+            response = await self._client.request(
+                verb, files_url(self._target), params=params, headers=headers, timeout=timeout, **kwargs
+            )
+        except httpx.HTTPError as err:
+            raise transport_error(err, self._target.sandbox_id) from err
+        if response.status_code != 200:
+            raise files_error(response, self._target)
+        return response
+
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["text"] = "text",
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        stream_idle_timeout: float | None = None,
+    ) -> str: ...
+
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["bytes"],
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        stream_idle_timeout: float | None = None,
+    ) -> bytearray: ...
+
+    @overload
+    async def read(
+        self,
+        path: str,
+        format: Literal["stream"],
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        stream_idle_timeout: float | None = None,
+    ) -> AsyncFileStreamReader: ...
+
+    async def read(
+        self,
+        path: str,
+        format: Literal["text", "bytes", "stream"] = "text",
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        stream_idle_timeout: float | None = None,
+    ) -> str | bytearray | AsyncFileStreamReader:
+        """Reads a file.
+
+        :param format: `"text"` (a `str`, decoded as UTF-8), `"bytes"` (a `bytearray`) or
+            `"stream"` (an `AsyncFileStreamReader`: an async iterator of `bytes` chunks).
+        :param gzip: have the content compressed in transit.
+        :param stream_idle_timeout: for `"stream"`, seconds to wait for each chunk (default:
+            `request_timeout`; 0 for no limit).
+        :raises FileNotFoundException: there is no such file.
+        :raises InvalidArgumentException: the path is a directory (also a `FilesystemError`).
+        """
+        if format not in ("text", "bytes", "stream"):
+            raise in_domain(InvalidArgumentException, FilesystemError)(
+                f"format must be 'text', 'bytes' or 'stream', not {format!r}"
+            )
+        timeout = self._target.config.timeout(request_timeout)
+        if format == "stream" and stream_idle_timeout is not None:
+            timeout_spec = httpx.Timeout(timeout, read=stream_idle_timeout or None)
+        else:
+            timeout_spec = httpx.Timeout(timeout)
+        request = self._client.build_request(
+            "GET",
+            files_url(self._target),
+            params=files_params(path, user),
+            headers=download_headers(self._target, gzip),
+            timeout=timeout_spec,
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as err:
+            raise transport_error(err, self._target.sandbox_id) from err
+
+        async def failed(err: httpx.HTTPError) -> Exception:
+            return await self._download_failed(err, path)
+
+        if response.status_code != 200:
+            try:
+                await response.aread()
+            except httpx.HTTPError as err:
+                raise await failed(err) from err
+            finally:
+                await response.aclose()
+            raise files_error(response, self._target)
+        if format == "stream":
+            return AsyncFileStreamReader(response, failed)
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as err:
+            raise await failed(err) from err
+        finally:
+            await response.aclose()
+        if format == "bytes":
+            return bytearray(content)
+        return content.decode("utf-8", errors="replace")
+
+    async def _download_failed(self, err: httpx.HTTPError, path: str) -> Exception:
+        # A download the agent broke off part-way (an unreadable file) looks like a lost
+        # connection; the sandbox is gone only if its agent no longer answers.
+        if isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError)):
+            try:
+                health = await self._client.get(
+                    self._target.base_url(ENVD_PORT) + "/health",
+                    headers=self._target.headers(ENVD_PORT),
+                    timeout=HEALTH_TIMEOUT,
+                )
+            except httpx.HTTPError:
+                health = None
+            if health is not None and health.is_success:
+                return FilesystemError(f"Reading {path} failed part-way: the sandbox ended the download ({err})")
+        return transport_error(err, self._target.sandbox_id)
+
+    async def write(
+        self,
+        path: str,
+        data: AsyncWriteData,
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        use_octet_stream: bool | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> FileInfo:
+        """Writes a file, creating it (and its missing parent directories) or replacing it.
+
+        :param data: a `str` (written as UTF-8), `bytes`, a file-like object (binary or text,
+            blocking or with an async `read`), or an iterable or async iterable of `bytes`
+            chunks; file-like objects and iterables are streamed, never held in memory whole.
+        :param gzip: compress the content in transit.
+        :param use_octet_stream: send the content as a raw body (True) or as a multipart form
+            (False); by default streams go raw and text/bytes go as a form.
+        :param metadata: key/value text stored with the file (replacing what it had); it comes
+            back in `FileInfo.metadata`.
+        :return: the written file (name, path, type, size, metadata).
+        :raises FilesystemError: the user may not write there, or the path is a directory.
+        """
+        infos = await self.write_files(
+            [{"path": path, "data": data}],
+            user=user,
+            request_timeout=request_timeout,
+            gzip=gzip,
+            use_octet_stream=use_octet_stream,
+            metadata=metadata,
+        )
+        return infos[0]
+
+    async def write_files(
+        self,
+        files: Sequence[Any],
+        user: str | None = None,
+        request_timeout: float | None = None,
+        gzip: bool = False,
+        use_octet_stream: bool | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> builtins.list[FileInfo]:
+        """Writes several files: each entry is `{"path": ..., "data": ...}` (or a `(path, data)`
+        pair), with data as `write` takes it. Text and bytes go in one request.
+
+        :return: the written files, in the order given.
+        """
+        entries = [entry_parts(entry) for entry in files]
+        if not entries:
+            return []
+        headers = upload_headers(self._target, metadata)
+        timeout = self._target.config.timeout(request_timeout)
+        plan = plan_upload([data for _, data in entries], gzip, use_octet_stream)
+        results: dict[int, FileInfo] = {}
+        if plan.multipart:
+            buffered = [(entries[i][0], await self._buffer(*entries[i])) for i in plan.multipart]
+            paths = [path for path, _ in buffered]
+            response = await self._files_request(
+                "POST", multipart_params(paths, user), headers, timeout, files=multipart_files(buffered)
+            )
+            answers = parse_write_response(response, self._target, len(buffered))
+            for index, answer, (_, content) in zip(plan.multipart, answers, buffered):
+                results[index] = written_info(answer, len(content))
+        for index in plan.octet:
+            path, data = entries[index]
+            results[index] = await self._write_raw(path, data, user, headers, timeout, gzip)
+        return [results[i] for i in range(len(entries))]
+
+    @staticmethod
+    async def _buffer(path: str, data: Any) -> bytes:
+        if is_buffered(data):
+            return as_bytes(data)
+        return b"".join([chunk async for chunk in iter_async_chunks(data, path, Counter())])
+
+    async def _write_raw(
+        self, path: str, data: Any, user: str | None, headers: dict[str, str], timeout: float | None, gzip: bool
+    ) -> FileInfo:
+        counter = Counter()
+        body: bytes | AsyncIterator[bytes]
+        if is_buffered(data):
+            raw = as_bytes(data)
+            counter.total = len(raw)
+            body = gzip_bytes(raw) if gzip else raw
+        else:
+            chunks = iter_async_chunks(data, path, counter)
+            body = agzip_chunks(chunks) if gzip else chunks
+        raw_headers = {**headers, "Content-Type": "application/octet-stream"}
+        if gzip:
+            raw_headers["Content-Encoding"] = "gzip"
+        response = await self._files_request("POST", files_params(path, user), raw_headers, timeout, content=body)
+        return written_info(parse_write_response(response, self._target, 1)[0], counter.total)
+
+    # --- metadata ----------------------------------------------------------------------------------
+
+    async def list(
+        self, path: str, depth: int | None = 1, user: str | None = None, request_timeout: float | None = None
+    ) -> builtins.list[FileInfo]:
+        """The entries of a directory, `depth` levels deep (1: its direct children), in name order.
+
+        :raises FileNotFoundException: there is no such directory.
+        :raises InvalidArgumentException: the path is not a directory (also a `FilesystemError`).
+        """
+        response = await self._rpc.unary(
+            method("ListDir"), list_request(path, depth), user=user, request_timeout=request_timeout
+        )
+        return parse_list_response(response)
+
+    async def exists(self, path: str, user: str | None = None, request_timeout: float | None = None) -> bool:
+        """Whether a file or directory exists at `path`."""
+        try:
+            await self._rpc.unary(method("Stat"), {"path": path}, user=user, request_timeout=request_timeout)
+        except FileNotFoundException:
+            return False
+        return True
+
+    async def get_info(self, path: str, user: str | None = None, request_timeout: float | None = None) -> FileInfo:
+        """Everything about a file or directory: type, size, mode, owner, modification time...
+
+        A symlink is described, not followed (its `symlink_target` says where it points).
+
+        :raises FileNotFoundException: there is no such file or directory.
+        """
+        response = await self._rpc.unary(method("Stat"), {"path": path}, user=user, request_timeout=request_timeout)
+        return parse_entry_response(response)
+
+    async def remove(self, path: str, user: str | None = None, request_timeout: float | None = None) -> None:
+        """Removes a file, or a directory with everything in it. A missing path is not an error."""
+        await self._rpc.unary(method("Remove"), {"path": path}, user=user, request_timeout=request_timeout)
+
+    async def rename(
+        self, old_path: str, new_path: str, user: str | None = None, request_timeout: float | None = None
+    ) -> FileInfo:
+        """Renames or moves a file or directory (creating the new path's missing parents).
+
+        :return: the entry at its new path.
+        :raises FileNotFoundException: `old_path` does not exist.
+        """
+        response = await self._rpc.unary(
+            method("Move"),
+            {"source": old_path, "destination": new_path},
+            user=user,
+            request_timeout=request_timeout,
+        )
+        return parse_entry_response(response)
+
+    async def make_dir(self, path: str, user: str | None = None, request_timeout: float | None = None) -> bool:
+        """Creates a directory and any missing parents.
+
+        :return: True if it was created, False if the directory already existed.
+        :raises InvalidArgumentException: a file (not a directory) is in the way.
+        """
+        try:
+            await self._rpc.unary(method("MakeDir"), {"path": path}, user=user, request_timeout=request_timeout)
+        except InvalidArgumentException as err:
+            if connect_code(err) == "already_exists":
+                return False
+            raise
+        return True
+
+    async def watch_dir(
+        self,
+        path: str,
+        on_event: Callable[[FilesystemEvent], Any] | None = None,
+        on_exit: Callable[[Exception | None], Any] | None = None,
+        user: str | None = None,
+        request_timeout: float | None = None,
+        timeout: float | None = DEFAULT_WATCH_TIMEOUT,
+        recursive: bool = False,
+        include_entry: bool = False,
+        allow_network_mounts: bool = False,
+    ) -> AsyncWatchHandle:
+        """Watches a directory for changes (files created, written, removed, renamed, chmod-ed).
+
+        With `on_event`, it is called (a function or an `async def`) with each
+        `FilesystemEvent` as the changes happen; `on_exit` is called once when the watch ends,
+        with the error that ended it (None after `stop()`). Without `on_event`, collect the
+        events with `await handle.get_new_events()`. End the watch with `await handle.stop()`.
+
+        :param request_timeout: seconds to wait for the sandbox to start the watch.
+        :param timeout: seconds after which the watch ends by itself (default 60, as E2B's;
+            None or 0: never); `on_exit` then gets a `TimeoutException`.
+        :param recursive: also watch every subdirectory.
+        :param include_entry: attach the changed entry's `FileInfo` to each event.
+        :param allow_network_mounts: allow watching a network filesystem (events may be missed).
+        :raises FileNotFoundException: there is no such directory.
+        """
+        events = self._rpc.stream(
+            method("WatchDir"),
+            watch_request(path, recursive, include_entry, allow_network_mounts),
+            user=user,
+            request_timeout=request_timeout,
+            lifetime=timeout or None,
+            keepalive=WATCH_KEEPALIVE,
+        )
+        handle = AsyncWatchHandle(events, on_event, on_exit)
+        await handle._wait_started(self._target.config.timeout(request_timeout))
+        return handle
+
+
+__all__ = ["AsyncFileStreamReader", "AsyncFilesystem", "AsyncWatchHandle"]
