@@ -101,20 +101,11 @@ impl ConnectionInfo {
 
     /// A new tcp connection on 127.0.0.1 with five currently free ports.
     ///
-    /// The ports are free when chosen; another process could take one before the kernel
-    /// binds it (the same race jupyter_client accepts). Prefer [`ConnectionInfo::new_ipc`].
+    /// The ports come from just below the system's ephemeral range, so
+    /// the outgoing connections of clients (which get ephemeral ports) cannot take one
+    /// between now and the kernel binding it. Prefer [`ConnectionInfo::new_ipc`].
     pub fn new_tcp() -> Result<Self, ConnectionError> {
-        // Hold all five listeners at once so the OS cannot hand out the same port twice.
-        let listeners = (0..5)
-            .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConnectionError::NoFreePort)?;
-        let ports = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConnectionError::NoFreePort)?;
-        drop(listeners);
+        let ports = kernel_ports(5)?;
         Ok(ConnectionInfo {
             transport: Transport::Tcp,
             ip: "127.0.0.1".to_owned(),
@@ -253,6 +244,60 @@ pub fn create_private_dir(dir: &Path) -> Result<(), ConnectionError> {
 }
 
 /// `n` random bytes from the OS generator, hex-encoded.
+/// Where the next search for kernel ports starts (an offset into the range); random at first,
+/// so agents started at the same moment do not all try the same ports.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// The range kernel ports are taken from: up to 16384 ports just below the ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768 by default), which the kernel never hands to a
+/// socket that binds port 0 or connects without binding.
+fn kernel_port_range() -> (u16, u16) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let end = ephemeral_low.max(2048);
+    (end.saturating_sub(16384).max(1024), end)
+}
+
+/// `n` distinct ports on 127.0.0.1 that are free now, taken in turn from
+/// [`kernel_port_range`]: two kernels started at once never get the same port, and a port
+/// comes round again only after the whole range has been handed out.
+fn kernel_ports(n: usize) -> Result<Vec<u16>, ConnectionError> {
+    use std::sync::atomic::Ordering;
+    let (start, end) = kernel_port_range();
+    let span = u32::from(end - start);
+    if NEXT_PORT.load(Ordering::Relaxed) == u32::MAX {
+        use rand::RngCore;
+        let seed = rand::rngs::OsRng.next_u32() % span;
+        let _ = NEXT_PORT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    // Held until all are found, so none is counted twice.
+    let mut held = Vec::with_capacity(n);
+    let mut ports = Vec::with_capacity(n);
+    let mut last_error = None;
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let offset = NEXT_PORT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = start + offset as u16;
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => {
+                held.push(listener);
+                ports.push(port);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if ports.len() < n {
+        return Err(ConnectionError::NoFreePort(last_error.unwrap_or_else(
+            || std::io::Error::other(format!("no free port in {start}..{end}")),
+        )));
+    }
+    Ok(ports)
+}
+
 fn random_hex(n: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; n];
@@ -263,6 +308,33 @@ fn random_hex(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_ports_are_distinct_and_below_the_ephemeral_range() {
+        let (start, end) = kernel_port_range();
+        let a = ConnectionInfo::new_tcp().expect("ports");
+        let b = ConnectionInfo::new_tcp().expect("ports");
+        let mut all = Vec::new();
+        for info in [&a, &b] {
+            all.extend([
+                info.shell_port,
+                info.iopub_port,
+                info.stdin_port,
+                info.control_port,
+                info.hb_port,
+            ]);
+        }
+        assert!(
+            all.iter().all(|p| (start..end).contains(p)),
+            "{all:?} outside {start}..{end}"
+        );
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            all.len(),
+            "a port was handed out twice: {all:?}"
+        );
+    }
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("hutch-kernel-{tag}-{}", random_hex(4)));
