@@ -498,3 +498,15 @@ def test_signed_url_follows_e2bs_v1_signature() -> None:
     assert "signature" not in signed_url(unsecured, "/x", "read")
     with pytest.raises(InvalidArgumentException):
         signed_url(unsecured, "/x", "read", expiration=60)
+
+
+def test_a_file_that_cannot_be_read_raises_filesystem_error_and_the_sandbox_stays_usable(
+    sandbox: hutch.Sandbox,
+) -> None:
+    # The agent's own memory: opening works, the first read fails.
+    for _ in range(5):
+        with pytest.raises(hutch.FilesystemError, match="Input/output error"):
+            sandbox.files.read("/proc/self/mem", format="bytes")
+        assert sandbox.is_running()
+        sandbox.files.write("/tmp/still-fine.txt", "fine")
+        assert sandbox.files.read("/tmp/still-fine.txt") == "fine"

@@ -276,6 +276,17 @@ pub fn byteranges(
     segments
 }
 
+/// Reads the file's first byte, so that a file that cannot be read at all is told apart
+/// before any of the response is sent. Files without offsets (pipes) count as readable.
+pub fn first_read(file: &File) -> io::Result<()> {
+    let mut probe = [0u8; 1];
+    match read_at_retrying(file, &mut probe, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// A body that streams `segments` of `file` from a blocking thread.
 pub fn segments_body(file: File, segments: Vec<Segment>) -> Body {
     spawn_body(move |tx| send_segments(&file, &segments, tx))

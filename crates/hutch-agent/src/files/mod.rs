@@ -375,6 +375,18 @@ async fn serve_download(
         }
     }
 
+    // Bodies are streamed after the status line has gone out, so a file that fails on its
+    // first read (`/proc/self/mem`, a file on a failing disk) would only show as a cut-off
+    // download: find out now, and answer with an error instead.
+    if method != Method::HEAD {
+        if let Err(e) = download::first_read(&file) {
+            return Err(FileError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("error reading file '{}': {e}", resolved.display()),
+            ));
+        }
+    }
+
     if encoding == Encoding::Gzip {
         let content_type =
             download::content_type_by_extension(&resolved).unwrap_or("application/octet-stream");
