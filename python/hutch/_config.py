@@ -9,7 +9,9 @@ deployment addressed only by a domain puts each sandbox port on its own host
 from __future__ import annotations
 
 import base64
+import functools
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +32,13 @@ DEFAULT_SANDBOX_TIMEOUT = 300
 
 DEFAULT_USER = "user"
 """The unprivileged user commands and file operations run as unless told otherwise."""
+
+
+@functools.lru_cache(maxsize=1)
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings of every client the SDK makes, built once: loading the CA bundle costs
+    tens of milliseconds, which would otherwise be paid by every new sandbox object."""
+    return ssl.create_default_context()
 
 
 def _env(*names: str) -> Optional[str]:

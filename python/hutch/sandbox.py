@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import httpx
 
 from . import api
-from ._config import ENVD_PORT, ConnectionConfig, SandboxTarget
+from ._config import ENVD_PORT, ConnectionConfig, SandboxTarget, tls_context
 from ._connect import Rpc
 from ._errors import sandbox_http_error, transport_error
 from ._hybrid import hybridmethod
@@ -33,7 +33,11 @@ DEFAULT_TEMPLATE = "code-interpreter-v1"
 
 
 def _client(config: ConnectionConfig) -> httpx.Client:
-    return httpx.Client(timeout=config.request_timeout, limits=httpx.Limits(max_keepalive_connections=20))
+    return httpx.Client(
+        timeout=config.request_timeout,
+        limits=httpx.Limits(max_keepalive_connections=20),
+        verify=tls_context(),
+    )
 
 
 class SandboxPaginator(list[SandboxInfo]):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import httpx
 
 from . import api
-from ._config import ENVD_PORT, ConnectionConfig, SandboxTarget
+from ._config import ENVD_PORT, ConnectionConfig, SandboxTarget, tls_context
 from ._connect import AsyncRpc
 from ._errors import sandbox_http_error, transport_error
 from ._hybrid import hybridmethod
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 
 def _client(config: ConnectionConfig) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=config.request_timeout, limits=httpx.Limits(max_keepalive_connections=20))
+    return httpx.AsyncClient(
+        timeout=config.request_timeout,
+        limits=httpx.Limits(max_keepalive_connections=20),
+        verify=tls_context(),
+    )
 
 
 class AsyncSandboxPaginator(list[SandboxInfo]):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import operator
-import os
-import subprocess
 import time
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
+from helpers import hutch_cli
 
 import hutch
 from hutch import (
@@ -214,16 +212,8 @@ def test_seed_exception_names_are_exported() -> None:
     assert issubclass(hutch.FilesystemError, hutch.SandboxException)
 
 
-def _hutch_cli(*args: str) -> str:
-    """Runs the `hutch` binary of the server under test (scripts/test.sh names it in HUTCH_TEST_WORK)."""
-    work = Path(os.environ["HUTCH_TEST_WORK"])
-    binary = (work / "server.cmd").read_text().splitlines()[0]
-    out = subprocess.run([binary, *args, "--data-dir", str(work / "data")], capture_output=True, text=True, check=True)
-    return out.stdout
-
-
 def test_a_key_over_its_sandbox_limit_raises_rate_limit_exception() -> None:
-    key = _hutch_cli("keys", "create", "--name", "sdk-limit", "--max-sandboxes", "1").strip()
+    key = hutch_cli("keys", "create", "--name", "sdk-limit", "--max-sandboxes", "1").strip()
     try:
         with Sandbox(template=BASE, api_key=key):
             with pytest.raises(RateLimitException) as caught:
@@ -234,4 +224,4 @@ def test_a_key_over_its_sandbox_limit_raises_rate_limit_exception() -> None:
         with Sandbox(template=BASE, api_key=key) as again:
             assert again.is_running()
     finally:
-        _hutch_cli("keys", "revoke", key)
+        hutch_cli("keys", "revoke", key)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from helpers import hutch_cli
 
 from hutch import (
     AsyncSandbox,
     AuthenticationError,
     NotFoundError,
     OutputMessage,
+    RateLimitException,
     Sandbox,
     SandboxNotFoundException,
     SandboxQuery,
@@ -105,3 +107,14 @@ async def test_methods_before_start_say_how_to_start() -> None:
     with pytest.raises(Exception, match="has not been started"):
         _ = described.sandbox_id
     await described.close()
+
+
+async def test_a_key_over_its_sandbox_limit_raises_rate_limit_exception() -> None:
+    key = hutch_cli("keys", "create", "--name", "sdk-limit-async", "--max-sandboxes", "1").strip()
+    try:
+        async with AsyncSandbox(template=BASE, api_key=key):
+            with pytest.raises(RateLimitException) as caught:
+                await AsyncSandbox.create(template=BASE, api_key=key)
+            assert caught.value.status_code == 429
+    finally:
+        hutch_cli("keys", "revoke", key)

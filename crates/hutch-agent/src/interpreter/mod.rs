@@ -422,7 +422,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
     let token = config.access_token.as_deref().map(Arc::from);
     let router = http::router(service.clone(), token);
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
+        if let Err(err) = axum::serve(crate::no_delay(listener), router).await {
             tracing::error!(error = %err, "the code interpreter stopped serving");
         }
     });
