@@ -18,9 +18,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
 
 from e2b_code_interpreter.code_interpreter_sync import Sandbox
+from stats import pct, timed
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 CELLS = {
@@ -30,20 +30,6 @@ CELLS = {
     "r": "1 + 1",
     "java": "1 + 1",
 }
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
-
-
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def report(name: str, xs: list[float], base: list[float]) -> None:

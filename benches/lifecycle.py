@@ -22,15 +22,11 @@ import time
 
 import httpx
 from e2b import Sandbox
+from stats import pct
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 API = os.environ["E2B_API_URL"]
 HEADERS = {"X-API-KEY": os.environ["E2B_API_KEY"]}
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
 def report(name: str, xs: list[float], base: list[float]) -> None:

@@ -13,29 +13,14 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 from e2b_code_interpreter.code_interpreter_sync import Sandbox as E2BSandbox
+from stats import pct, timed
 
 from hutch import Sandbox
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 MIB = b"x" * (1 << 20)
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
-
-
-def timed(fn: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def report(name: str, ours: list[float], theirs: list[float]) -> None:
