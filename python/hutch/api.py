@@ -16,7 +16,7 @@ import httpx
 from ._config import ConnectionConfig
 from ._dictlike import DictLike
 from ._errors import api_error, message_of, transport_error
-from .exceptions import E2BException
+from .exceptions import AuthenticationError, E2BException
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -257,8 +257,6 @@ async def arun(
 
 def raise_missing_key() -> None:
     """Refuses to call the server without an API key, saying where one goes."""
-    from .exceptions import AuthenticationError
-
     raise AuthenticationError(
         "No API key: pass api_key=..., or set HUTCH_API_KEY (or E2B_API_KEY). "
         "`hutch serve` prints one when it starts; `hutch keys create` makes another."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import warnings
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 import httpx
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPLATE = "code-interpreter-v1"
 """The template of a sandbox created without one: Python, JavaScript/TypeScript, R, Java and bash kernels."""
+
+
+T = TypeVar("T")
 
 
 def _client(config: ConnectionConfig) -> httpx.Client:
@@ -78,6 +81,13 @@ class SandboxPaginator(list[SandboxInfo]):
         return page.items
 
 
+def _once(call: api.Call[T], api_key: Optional[str], request_timeout: Optional[float], options: dict[str, Any]) -> T:
+    """Runs one control-plane call with a client of its own: what the class-level methods do."""
+    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
+    with _client(config) as client:
+        return api.run(client, config, call, request_timeout)
+
+
 # The class-level forms of the hybrid methods below (`Sandbox.kill(sandbox_id)`, ...).
 
 
@@ -88,9 +98,7 @@ def _kill_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> bool:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    with _client(config) as client:
-        return api.run(client, config, api.kill(sandbox_id), request_timeout)
+    return _once(api.kill(sandbox_id), api_key, request_timeout, options)
 
 
 def _set_timeout_by_id(
@@ -101,9 +109,7 @@ def _set_timeout_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> None:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    with _client(config) as client:
-        api.run(client, config, api.set_timeout(sandbox_id, timeout), request_timeout)
+    return _once(api.set_timeout(sandbox_id, timeout), api_key, request_timeout, options)
 
 
 def _get_info_by_id(
@@ -113,9 +119,7 @@ def _get_info_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> SandboxInfo:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    with _client(config) as client:
-        return api.run(client, config, api.get_info(sandbox_id), request_timeout)
+    return _once(api.get_info(sandbox_id), api_key, request_timeout, options)
 
 
 def _get_metrics_by_id(
@@ -127,9 +131,7 @@ def _get_metrics_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> builtins.list[SandboxMetrics]:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    with _client(config) as client:
-        return api.run(client, config, api.metrics(sandbox_id, start, end), request_timeout)
+    return _once(api.metrics(sandbox_id, start, end), api_key, request_timeout, options)
 
 
 def _pause_by_id(
@@ -139,9 +141,7 @@ def _pause_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> bool:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    with _client(config) as client:
-        return api.run(client, config, api.pause(sandbox_id), request_timeout)
+    return _once(api.pause(sandbox_id), api_key, request_timeout, options)
 
 
 class Sandbox:
@@ -452,6 +452,9 @@ class Sandbox:
         """Removes `context` and ends its kernel."""
         self._notebook.remove_code_context(context, request_timeout=request_timeout)
 
+    def _api(self, call: api.Call[T], request_timeout: Optional[float] = None) -> T:
+        return api.run(self._http, self._config, call, request_timeout)
+
     # --- lifetime ------------------------------------------------------------------------------
 
     def is_running(self, request_timeout: Optional[float] = None) -> bool:
@@ -472,7 +475,7 @@ class Sandbox:
 
     def _kill(self, request_timeout: Optional[float] = None) -> bool:
         """Ends the sandbox now; True if it was running, False if it was already gone."""
-        killed = api.run(self._http, self._config, api.kill(self.sandbox_id), request_timeout)
+        killed = self._api(api.kill(self.sandbox_id), request_timeout)
         self._closed = True
         return killed
 
@@ -482,7 +485,7 @@ class Sandbox:
 
     def _set_timeout(self, timeout: int, request_timeout: Optional[float] = None) -> None:
         """The sandbox ends `timeout` seconds from now (shorter or longer than before)."""
-        api.run(self._http, self._config, api.set_timeout(self.sandbox_id, timeout), request_timeout)
+        self._api(api.set_timeout(self.sandbox_id, timeout), request_timeout)
 
     set_timeout = hybridmethod(_set_timeout_by_id, _set_timeout)
     """`sandbox.set_timeout(seconds)` / `Sandbox.set_timeout(sandbox_id, seconds)`: the sandbox ends that
@@ -490,7 +493,7 @@ class Sandbox:
 
     def _get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
         """What the server knows about this sandbox."""
-        return api.run(self._http, self._config, api.get_info(self.sandbox_id), request_timeout)
+        return self._api(api.get_info(self.sandbox_id), request_timeout)
 
     get_info = hybridmethod(_get_info_by_id, _get_info)
     """`sandbox.get_info()` / `Sandbox.get_info(sandbox_id)`: a `SandboxInfo`."""
@@ -499,14 +502,14 @@ class Sandbox:
         self, start: Optional[datetime] = None, end: Optional[datetime] = None, request_timeout: Optional[float] = None
     ) -> builtins.list[SandboxMetrics]:
         """Samples of this sandbox's CPU, memory and disk use between `start` and `end`."""
-        return api.run(self._http, self._config, api.metrics(self.sandbox_id, start, end), request_timeout)
+        return self._api(api.metrics(self.sandbox_id, start, end), request_timeout)
 
     get_metrics = hybridmethod(_get_metrics_by_id, _get_metrics)
     """`sandbox.get_metrics()` / `Sandbox.get_metrics(sandbox_id)`: samples of resource use."""
 
     def _pause(self, request_timeout: Optional[float] = None) -> bool:
         """Pauses the sandbox (its processes are frozen); `Sandbox.connect` resumes it. False if already paused."""
-        return api.run(self._http, self._config, api.pause(self.sandbox_id), request_timeout)
+        return self._api(api.pause(self.sandbox_id), request_timeout)
 
     pause = hybridmethod(_pause_by_id, _pause)
     """`sandbox.pause()` / `Sandbox.pause(sandbox_id)`: freezes the sandbox until it is connected to again."""

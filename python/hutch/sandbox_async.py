@@ -6,7 +6,7 @@ import builtins
 import warnings
 from collections.abc import Generator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 import httpx
 
@@ -27,6 +27,9 @@ from .sandbox import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+
+T = TypeVar("T")
 
 
 def _client(config: ConnectionConfig) -> httpx.AsyncClient:
@@ -70,6 +73,15 @@ class AsyncSandboxPaginator(list[SandboxInfo]):
         return page.items
 
 
+async def _once(
+    call: api.Call[T], api_key: Optional[str], request_timeout: Optional[float], options: dict[str, Any]
+) -> T:
+    """Runs one control-plane call with a client of its own: what the class-level methods do."""
+    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
+    async with _client(config) as client:
+        return await api.arun(client, config, call, request_timeout)
+
+
 # The class-level forms of the hybrid methods below (`Sandbox.kill(sandbox_id)`, ...).
 
 
@@ -80,9 +92,7 @@ async def _kill_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> bool:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    async with _client(config) as client:
-        return await api.arun(client, config, api.kill(sandbox_id), request_timeout)
+    return await _once(api.kill(sandbox_id), api_key, request_timeout, options)
 
 
 async def _set_timeout_by_id(
@@ -93,9 +103,7 @@ async def _set_timeout_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> None:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    async with _client(config) as client:
-        await api.arun(client, config, api.set_timeout(sandbox_id, timeout), request_timeout)
+    return await _once(api.set_timeout(sandbox_id, timeout), api_key, request_timeout, options)
 
 
 async def _get_info_by_id(
@@ -105,9 +113,7 @@ async def _get_info_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> SandboxInfo:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    async with _client(config) as client:
-        return await api.arun(client, config, api.get_info(sandbox_id), request_timeout)
+    return await _once(api.get_info(sandbox_id), api_key, request_timeout, options)
 
 
 async def _get_metrics_by_id(
@@ -119,9 +125,7 @@ async def _get_metrics_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> builtins.list[SandboxMetrics]:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    async with _client(config) as client:
-        return await api.arun(client, config, api.metrics(sandbox_id, start, end), request_timeout)
+    return await _once(api.metrics(sandbox_id, start, end), api_key, request_timeout, options)
 
 
 async def _pause_by_id(
@@ -131,9 +135,7 @@ async def _pause_by_id(
     request_timeout: Optional[float] = None,
     **options: Any,
 ) -> bool:
-    config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
-    async with _client(config) as client:
-        return await api.arun(client, config, api.pause(sandbox_id), request_timeout)
+    return await _once(api.pause(sandbox_id), api_key, request_timeout, options)
 
 
 class AsyncSandbox:
@@ -438,6 +440,9 @@ class AsyncSandbox:
         """Removes `context` and ends its kernel."""
         await self.notebook.remove_code_context(context, request_timeout=request_timeout)
 
+    async def _api(self, call: api.Call[T], request_timeout: Optional[float] = None) -> T:
+        return await api.arun(self._client(), self._config, call, request_timeout)
+
     # --- lifetime ------------------------------------------------------------------------------
 
     async def is_running(self, request_timeout: Optional[float] = None) -> bool:
@@ -459,7 +464,7 @@ class AsyncSandbox:
 
     async def _kill(self, request_timeout: Optional[float] = None) -> bool:
         """Ends the sandbox now; True if it was running, False if it was already gone."""
-        killed = await api.arun(self._client(), self._config, api.kill(self.sandbox_id), request_timeout)
+        killed = await self._api(api.kill(self.sandbox_id), request_timeout)
         self._closed = True
         return killed
 
@@ -468,14 +473,14 @@ class AsyncSandbox:
 
     async def _set_timeout(self, timeout: int, request_timeout: Optional[float] = None) -> None:
         """The sandbox ends `timeout` seconds from now."""
-        await api.arun(self._client(), self._config, api.set_timeout(self.sandbox_id, timeout), request_timeout)
+        await self._api(api.set_timeout(self.sandbox_id, timeout), request_timeout)
 
     set_timeout = hybridmethod(_set_timeout_by_id, _set_timeout)
     """`await sandbox.set_timeout(seconds)` / `await AsyncSandbox.set_timeout(sandbox_id, seconds)`."""
 
     async def _get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
         """What the server knows about this sandbox."""
-        return await api.arun(self._client(), self._config, api.get_info(self.sandbox_id), request_timeout)
+        return await self._api(api.get_info(self.sandbox_id), request_timeout)
 
     get_info = hybridmethod(_get_info_by_id, _get_info)
     """`await sandbox.get_info()` / `await AsyncSandbox.get_info(sandbox_id)`: a `SandboxInfo`."""
@@ -484,14 +489,14 @@ class AsyncSandbox:
         self, start: Optional[datetime] = None, end: Optional[datetime] = None, request_timeout: Optional[float] = None
     ) -> builtins.list[SandboxMetrics]:
         """Samples of this sandbox's CPU, memory and disk use."""
-        return await api.arun(self._client(), self._config, api.metrics(self.sandbox_id, start, end), request_timeout)
+        return await self._api(api.metrics(self.sandbox_id, start, end), request_timeout)
 
     get_metrics = hybridmethod(_get_metrics_by_id, _get_metrics)
     """`await sandbox.get_metrics()` / `await AsyncSandbox.get_metrics(sandbox_id)`."""
 
     async def _pause(self, request_timeout: Optional[float] = None) -> bool:
         """Pauses the sandbox; `connect` resumes it. False if it already was paused."""
-        return await api.arun(self._client(), self._config, api.pause(self.sandbox_id), request_timeout)
+        return await self._api(api.pause(self.sandbox_id), request_timeout)
 
     pause = hybridmethod(_pause_by_id, _pause)
     """`await sandbox.pause()` / `await AsyncSandbox.pause(sandbox_id)`."""

@@ -74,8 +74,9 @@ async fn run(
     if !env_vars.is_empty() {
         match dialect {
             Some(d) => {
-                let set: Vec<String> = env_vars.iter().map(|(k, v)| d.set(k, v)).collect();
-                kernel.run_hidden(&set.join("\n"), "setting env_vars").await;
+                kernel
+                    .run_hidden(&d.set_all(&env_vars), "setting env_vars")
+                    .await;
             }
             None => tracing::warn!(
                 language = %context.language,

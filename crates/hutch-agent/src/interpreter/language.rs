@@ -77,6 +77,14 @@ impl Dialect {
         }
     }
 
+    /// Statements that set every pair of `vars`, one per line.
+    pub fn set_all<'a>(self, vars: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+        vars.into_iter()
+            .map(|(k, v)| self.set(k, v))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A statement that sets `key` to `value`.
     pub fn set(self, key: &str, value: &str) -> String {
         let (k, v) = (quoted(key), quoted(value));

@@ -277,14 +277,9 @@ impl InterpreterService {
         if language::Dialect::of(&context.language) == Some(language::Dialect::Java)
             && !settings.sandbox_env.is_empty()
         {
-            let java = language::Dialect::Java;
-            let set: Vec<String> = settings
-                .sandbox_env
-                .iter()
-                .map(|(k, v)| java.set(k, v))
-                .collect();
+            let properties = language::Dialect::Java.set_all(&settings.sandbox_env);
             kernel
-                .run_hidden(&set.join("\n"), "setting sandbox variables as properties")
+                .run_hidden(&properties, "setting sandbox variables as properties")
                 .await;
         }
         tracing::info!(
