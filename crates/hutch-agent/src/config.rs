@@ -123,6 +123,16 @@ pub struct AgentConfig {
     /// When set, every request but `GET /health` must carry it in `X-Access-Token`.
     #[serde(default)]
     pub access_token: Option<String>,
+    /// The default user (a custom template's USER); `None` = `user`.
+    #[serde(default)]
+    pub default_user: Option<String>,
+    /// The default working directory (a custom template's WORKDIR); `None` = the user's home.
+    #[serde(default)]
+    pub default_workdir: Option<String>,
+    /// Run the code interpreter (off in template builds, whose kernels would write into the
+    /// layer being built). Absent = on.
+    #[serde(default)]
+    pub interpreter: Option<bool>,
 }
 
 impl AgentConfig {

@@ -52,6 +52,7 @@ pub enum AgentError {
 /// Runs the agent until SIGTERM/SIGINT; must be called inside a tokio runtime.
 pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError> {
     init::adopt_orphans()?;
+    users::set_defaults(config.default_user.clone(), config.default_workdir.clone());
     let shutdown = init::shutdown_signal()?;
     let reaper = Reaper::new();
     reaper.start().map_err(AgentError::Reaper)?;
@@ -88,7 +89,11 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
         "agent listening"
     );
     // The code interpreter (port 49999); kept until the end so its scratch dir goes last.
-    let _interpreter = interpreter::launch(&reaper, &options, &config).await;
+    let _interpreter = if config.interpreter.unwrap_or(true) {
+        interpreter::launch(&reaper, &options, &config).await
+    } else {
+        None
+    };
 
     // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
     // the sandbox is going away anyway.

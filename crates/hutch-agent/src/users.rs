@@ -5,9 +5,33 @@
 //! every lookup picks up users a command created a moment ago (`useradd`).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The default user of sandboxes whose template names none.
+pub const DEFAULT_USER: &str = "user";
+
+static DEFAULTS: OnceLock<(Option<String>, Option<PathBuf>)> = OnceLock::new();
+
+/// Sets the sandbox's default user and working directory (a custom template's last USER and
+/// WORKDIR); once, at start.
+pub fn set_defaults(user: Option<String>, workdir: Option<String>) {
+    let user = user.filter(|u| !u.is_empty());
+    let workdir = workdir.filter(|w| w.starts_with('/')).map(PathBuf::from);
+    let _ = DEFAULTS.set((user, workdir));
+}
 
 /// The sandbox's default user: what a request without an `Authorization` header runs as.
-pub const DEFAULT_USER: &str = "user";
+pub fn default_user() -> &'static str {
+    DEFAULTS
+        .get()
+        .and_then(|d| d.0.as_deref())
+        .unwrap_or(DEFAULT_USER)
+}
+
+/// The working directory of processes started without one, when the template set it.
+pub fn default_workdir() -> Option<&'static Path> {
+    DEFAULTS.get().and_then(|d| d.1.as_deref())
+}
 
 /// A user a process can run as.
 #[derive(Debug, Clone, PartialEq, Eq)]

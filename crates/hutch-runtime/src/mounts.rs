@@ -35,10 +35,18 @@ impl SandboxPaths {
     }
 }
 
-/// Creates the disk, mounts it and mounts the overlay rootfs (template below, the disk's
-/// `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
+/// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
+/// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
 /// layer's top directory belongs to it so that root inside owns `/`.
-pub fn setup(paths: &SandboxPaths, template: &Path, blank: &Path, root_uid: u32) -> Result<()> {
+pub fn setup(
+    paths: &SandboxPaths,
+    layers: &[PathBuf],
+    blank: &Path,
+    root_uid: u32,
+) -> Result<()> {
+    if layers.is_empty() {
+        return Err(RuntimeError::Spawn("a template needs at least one layer".into()));
+    }
     for d in [&paths.dir, &paths.disk, &paths.rootfs] {
         fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
     }
@@ -56,9 +64,10 @@ pub fn setup(paths: &SandboxPaths, template: &Path, blank: &Path, root_uid: u32)
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
+    let lower: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        template.display(),
+        lower.join(":"),
         upper.display(),
         work.display()
     );

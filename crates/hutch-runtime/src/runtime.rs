@@ -62,8 +62,9 @@ pub struct Limits {
 pub struct SandboxSpec {
     /// Sandbox id (lowercase alphanumeric).
     pub id: String,
-    /// The template's read-only rootfs.
-    pub template_rootfs: PathBuf,
+    /// The template's read-only layers, topmost first (a custom template's own layer, then
+    /// its parents', down to the base rootfs).
+    pub template_layers: Vec<PathBuf>,
     /// Limits.
     pub limits: Limits,
     /// Egress to the internet.
@@ -146,7 +147,7 @@ impl Runtime {
     fn try_create(&self, spec: &SandboxSpec, net: &SandboxNet) -> Result<Spawned> {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
-        mounts::setup(&paths, &spec.template_rootfs, &blank, self.cfg.id_base)?;
+        mounts::setup(&paths, &spec.template_layers, &blank, self.cfg.id_base)?;
         self.cgroups.create(
             &spec.id,
             &CgroupLimits {
@@ -215,6 +216,50 @@ impl Runtime {
         net: Option<&SandboxNet>,
         init: Option<(i32, u64)>,
     ) -> Result<()> {
+        self.stop(id, init)?;
+        self.cgroups.remove(id)?;
+        mounts::teardown(&self.paths(id).dir)?;
+        if let Some(net) = net {
+            net::remove_host_side(net);
+            let _ = net::set_internet(net.sandbox_ip, true);
+        }
+        Ok(())
+    }
+
+    /// Ends every process of sandbox `id` and copies what it changed (its overlay upper
+    /// dir: new files, whiteouts of deleted ones, opaque-directory markers) to `dest`, a
+    /// new directory, keeping owners, modes and extended attributes. This is how a
+    /// template build keeps its result as a layer. The sandbox is left for
+    /// [`Runtime::destroy`].
+    pub fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> Result<()> {
+        self.stop(id, Some(init))?;
+        let upper = self.paths(id).disk.join("upper");
+        // The agent's runtime state (sockets, kernel connection files) is not content.
+        let _ = std::fs::remove_dir_all(upper.join("run/hutch"));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io("mkdir", parent, e))?;
+        }
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg("--no-target-directory")
+            .arg(&upper)
+            .arg(dest)
+            .output()
+            .map_err(|e| RuntimeError::io("run cp for", dest, e))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(dest);
+            return Err(RuntimeError::Spawn(format!(
+                "copying {} to {} failed: {}",
+                upper.display(),
+                dest.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Kills every process of sandbox `id` and waits for its init to be gone.
+    fn stop(&self, id: &str, init: Option<(i32, u64)>) -> Result<()> {
         self.cgroups.kill_all(id);
         if let Some((pid, start)) = init {
             proc::signal(pid, start, libc::SIGKILL);
@@ -237,12 +282,6 @@ impl Runtime {
                 }
                 sleep(Duration::from_millis(2));
             }
-        }
-        self.cgroups.remove(id)?;
-        mounts::teardown(&self.paths(id).dir)?;
-        if let Some(net) = net {
-            net::remove_host_side(net);
-            let _ = net::set_internet(net.sandbox_ip, true);
         }
         Ok(())
     }

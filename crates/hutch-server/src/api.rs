@@ -31,6 +31,8 @@ pub struct AppState {
     pub extra_key: Option<Arc<str>>,
     /// The domain sandbox hosts live under (`--domain`), returned to clients.
     pub domain: Option<Arc<str>>,
+    /// Template builds.
+    pub builds: Arc<crate::builds::Builds>,
 }
 
 /// An error in E2B's format: `{"code": <status>, "message": "..."}`.
@@ -70,6 +72,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -156,12 +159,36 @@ fn control_plane(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/v3/templates", post(crate::template_api::request_build))
+        .route("/templates", get(crate::template_api::list))
+        .route(
+            "/templates/{id}",
+            get(crate::template_api::get_one).delete(crate::template_api::delete),
+        )
+        .route("/templates/aliases/{alias}", get(crate::template_api::alias))
+        .route(
+            "/templates/{id}/files/{hash}",
+            get(crate::template_api::file_link),
+        )
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(crate::template_api::start_build),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(crate::template_api::build_status),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,
         ));
     Router::new()
         .route("/health", get(health))
+        // Uploads carry a per-build token instead of the API key, as E2B's presigned URLs do.
+        .route(
+            "/templates/{id}/files/{hash}/upload",
+            axum::routing::put(crate::template_api::upload),
+        )
         .merge(authed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
         .with_state(state)
@@ -292,6 +319,7 @@ async fn create(
             secure: always_secure || b.secure.unwrap_or(false),
             auto_pause: b.auto_pause.unwrap_or(false),
             caller,
+            build: None,
         })
         .await?;
     Ok((

@@ -1,11 +1,14 @@
 //! hutch's server: the E2B-compatible control plane, the router for sandbox traffic, the
 //! sandbox lifecycle and the durable state behind them.
 
+pub mod agent_client;
 pub mod api;
+pub mod builds;
 pub mod proxy;
 pub mod sandbox;
 pub mod service;
 pub mod store;
+pub mod template_api;
 pub mod templates;
 
 use std::net::SocketAddr;
@@ -133,6 +136,14 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
             })?;
     }
     tokio::spawn(Arc::clone(&svc).lifecycle_loop());
+    let builds = crate::builds::Builds::new(Arc::clone(&svc));
+    {
+        let builds = Arc::clone(&builds);
+        tokio::task::spawn_blocking(move || builds.load())
+            .await
+            .map_err(|e| ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(e.to_string())))?
+            .map_err(|e| ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(e.to_string())))?;
+    }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -149,6 +160,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         store,
         extra_key: cfg.api_key.as_deref().map(Arc::from),
         domain: cfg.domain.as_deref().map(Arc::from),
+        builds,
     };
     on_started(&Started { addr, new_key });
     let app = api::app(state);

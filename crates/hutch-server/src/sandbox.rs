@@ -71,6 +71,13 @@ pub struct SandboxRecord {
     /// Id of the API key that created it (None for records from before keys were remembered).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// The template layers it was started on (user-built layers are kept while in use).
+    #[serde(default)]
+    pub layers: Vec<std::path::PathBuf>,
+    /// The template build this sandbox runs, for build sandboxes (ended when the server
+    /// restarts, since their build died with it).
+    #[serde(default)]
+    pub build: Option<String>,
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {

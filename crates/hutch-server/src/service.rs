@@ -42,6 +42,9 @@ pub enum ServiceError {
     /// The server cannot do this right now (templates still building).
     #[error("{0}")]
     Unavailable(String),
+    /// The request lacks a valid credential.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller already holds as many sandboxes as its key allows.
     #[error("{0}")]
     RateLimited(String),
@@ -55,7 +58,9 @@ impl From<TemplateLookupError> for ServiceError {
         match e {
             TemplateLookupError::NotFound(_) => ServiceError::NotFound(e.to_string()),
             TemplateLookupError::Building(_) => ServiceError::Unavailable(e.to_string()),
-            TemplateLookupError::Failed(_) => ServiceError::Internal(e.to_string()),
+            TemplateLookupError::Failed(_) | TemplateLookupError::Broken(..) => {
+                ServiceError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -88,6 +93,9 @@ pub struct CreateRequest {
     pub auto_pause: bool,
     /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
     pub caller: Option<Caller>,
+    /// Set for a template build's sandbox: the build id. Such a sandbox runs no code
+    /// interpreter (its kernels would write into the layer being built).
+    pub build: Option<String>,
 }
 
 /// Filters of the list call.
@@ -224,6 +232,42 @@ impl Service {
         &self.templates
     }
 
+    /// The limits sandboxes get unless their template sets its own.
+    pub fn limits(&self) -> Limits {
+        self.defaults.limits
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The runtime's state directory (`<data>`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.runtime.config().state_dir
+    }
+
+    /// Layers used by live sandboxes.
+    pub fn layers_in_use(&self) -> HashSet<std::path::PathBuf> {
+        lock(&self.live)
+            .values()
+            .flat_map(|e| lock(&e.rec).layers.clone())
+            .collect()
+    }
+
+    /// Ends every process of sandbox `id` and copies what it changed to `dest` (see
+    /// [`Runtime::commit_upper`]); the sandbox is then only good for [`Service::kill`].
+    pub async fn commit_layer(&self, id: &str, dest: std::path::PathBuf) -> Result<()> {
+        let e = self.entry(id)?;
+        let _op = e.op.lock().await;
+        let rec = e.record();
+        let rt = Arc::clone(&self.runtime);
+        tokio::task::spawn_blocking(move || rt.commit_upper(&rec.id, (rec.pid, rec.pid_start), &dest))
+            .await
+            .map_err(blocking_err)?
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
     /// The shared HTTP client for sandbox traffic.
     pub fn http(&self) -> &crate::proxy::HttpClient {
         &self.http
@@ -236,7 +280,16 @@ impl Service {
         let mut keep_slots = HashSet::new();
         for rec in records {
             let net = self.runtime.net_for(rec.slot);
-            if hutch_runtime::proc::is_alive(rec.pid, rec.pid_start) {
+            if rec.build.is_some() {
+                // Its build ended with the server that ran it.
+                tracing::info!(sandbox = %rec.id, build = rec.build.as_deref().unwrap_or(""), "ending the sandbox of an interrupted template build");
+                let init = Some((rec.pid, rec.pid_start))
+                    .filter(|(pid, start)| hutch_runtime::proc::is_alive(*pid, *start));
+                if let Err(e) = self.runtime.destroy(&rec.id, Some(&net), init) {
+                    tracing::warn!(sandbox = %rec.id, error = %e, "cleanup failed");
+                }
+                let _ = self.store.delete_sandbox(&rec.id);
+            } else if hutch_runtime::proc::is_alive(rec.pid, rec.pid_start) {
                 tracing::info!(sandbox = %rec.id, pid = rec.pid, state = rec.state.as_str(), "adopted running sandbox");
                 keep.insert(rec.id.clone());
                 keep_slots.insert(rec.slot);
@@ -392,15 +445,27 @@ impl Service {
             hex::encode(b)
         });
         let slot = self.allocate_slot()?;
+        // A user-built template brings its ENV, default user and workdir, and resources.
+        let custom = tpl.custom.as_ref();
+        let mut env_vars = custom.map(|t| t.env.clone()).unwrap_or_default();
+        env_vars.extend(req.env_vars.clone());
+        let mut limits = self.defaults.limits;
+        if let Some(t) = custom {
+            limits.cpus = t.cpu_count.unwrap_or(limits.cpus);
+            limits.memory_mb = t.memory_mb.unwrap_or(limits.memory_mb);
+        }
         let agent_config = serde_json::json!({
             "sandboxId": id,
-            "envVars": req.env_vars,
+            "envVars": env_vars,
             "accessToken": token,
+            "defaultUser": custom.and_then(|t| t.user.clone()),
+            "defaultWorkdir": custom.and_then(|t| t.workdir.clone()),
+            "interpreter": req.build.is_none(),
         });
         let spec = SandboxSpec {
             id: id.clone(),
-            template_rootfs: tpl.rootfs.clone(),
-            limits: self.defaults.limits,
+            template_layers: tpl.layers.clone(),
+            limits,
             allow_internet: req.allow_internet_access.unwrap_or(true),
             slot,
             agent_env: vec![
@@ -440,9 +505,9 @@ impl Service {
             started_at: now,
             end_at: now + chrono::Duration::seconds(timeout as i64),
             state: SandboxState::Running,
-            cpu_count: self.defaults.limits.cpus,
-            memory_mb: self.defaults.limits.memory_mb,
-            disk_mb: self.defaults.limits.disk_mb,
+            cpu_count: limits.cpus,
+            memory_mb: limits.memory_mb,
+            disk_mb: limits.disk_mb,
             envd_access_token: token,
             allow_internet_access: req.allow_internet_access,
             auto_pause: req.auto_pause,
@@ -450,6 +515,8 @@ impl Service {
             pid: spawned.pid,
             pid_start: spawned.start_time,
             key_id: req.caller.as_ref().map(|c| c.key_id.clone()),
+            layers: tpl.layers.clone(),
+            build: req.build.clone(),
         };
         let ready = crate::proxy::wait_healthy(
             &self.http,
@@ -458,6 +525,25 @@ impl Service {
             Duration::from_secs(15),
         )
         .await;
+        // A template's start command runs in every new sandbox, which is ready once the
+        // template's ready command succeeds.
+        let ready = match (ready, custom.and_then(|t| t.start_cmd.as_deref())) {
+            (Ok(()), Some(start)) if req.build.is_none() => {
+                let t = custom.expect("start command of a user-built template");
+                crate::builds::start_and_wait(
+                    &self.http,
+                    spawned.net.sandbox_ip,
+                    rec.envd_access_token.as_deref(),
+                    start,
+                    t.ready_cmd.as_deref(),
+                    t,
+                    false,
+                    |_| {},
+                )
+                .await
+            }
+            (r, _) => r,
+        };
         let entry = Entry::new(rec.clone());
         let stored = self.store.put_sandbox(&rec);
         {

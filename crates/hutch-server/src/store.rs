@@ -66,8 +66,8 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-/// 2 added `api_keys.max_sandboxes`.
-const SCHEMA_VERSION: i64 = 2;
+/// 2 added `api_keys.max_sandboxes`; 3 added `templates` (user-built templates).
+const SCHEMA_VERSION: i64 = 3;
 
 /// The id of `key`: the start of its hash, stable and safe to show.
 pub fn key_id(key: &str) -> String {
@@ -111,6 +111,10 @@ impl Store {
                  revoked_at TEXT
              );
              CREATE TABLE IF NOT EXISTS sandboxes (
+                 id TEXT PRIMARY KEY,
+                 record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS templates (
                  id TEXT PRIMARY KEY,
                  record TEXT NOT NULL
              );",
@@ -228,6 +232,42 @@ impl Store {
         self.conn()
             .execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
         Ok(())
+    }
+
+    /// Inserts or replaces a user-built template.
+    pub fn put_template(&self, rec: &crate::templates::TemplateRecord) -> Result<()> {
+        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
+            id: rec.id.clone(),
+            source: e,
+        })?;
+        self.conn().execute(
+            "INSERT INTO templates (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
+            params![rec.id, json],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a user-built template.
+    pub fn delete_template(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM templates WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Every user-built template; undecodable records are skipped with a warning.
+    pub fn templates(&self) -> Result<Vec<crate::templates::TemplateRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, record FROM templates")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!(template = %id, error = %e, "undecodable template record"),
+            }
+        }
+        Ok(out)
     }
 
     /// Every stored sandbox record; undecodable ones are returned as ids to clean up.

@@ -1,12 +1,13 @@
 //! The templates this server can start sandboxes from, and the build of the defaults.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hutch_template::{BuiltTemplate, Progress};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// What `/health` reports about the template build.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,50 @@ pub enum BuildStatus {
     },
 }
 
+/// A template built by users (`POST /v3/templates` + a build): its own layer on top of its
+/// parent's layers, plus the defaults its build steps set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateRecord {
+    /// Its id (`templateID`).
+    pub id: String,
+    /// Its name (E2B's alias): what `Sandbox(template=...)` is given.
+    pub name: String,
+    /// The build that made the current layer.
+    pub build_id: String,
+    /// The template it was built from.
+    pub parent: String,
+    /// Read-only layers, its own first and the base rootfs last.
+    pub layers: Vec<PathBuf>,
+    /// Environment variables every process in its sandboxes gets (ENV steps).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The default user of its sandboxes (the last USER step).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The default working directory of its sandboxes (the last WORKDIR step).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Started in every new sandbox; the sandbox is ready once `ready_cmd` succeeds.
+    #[serde(default)]
+    pub start_cmd: Option<String>,
+    /// Checks that `start_cmd` is ready (exit code 0 = ready).
+    #[serde(default)]
+    pub ready_cmd: Option<String>,
+    /// CPUs of its sandboxes (`None` = the server's default).
+    #[serde(default)]
+    pub cpu_count: Option<u32>,
+    /// Memory of its sandboxes in MiB (`None` = the server's default).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// When it was first built.
+    pub created_at: DateTime<Utc>,
+    /// When it was last built.
+    pub updated_at: DateTime<Utc>,
+    /// How many builds it had.
+    pub build_count: u32,
+}
+
 /// A template that can be started.
 #[derive(Debug, Clone)]
 pub struct ResolvedTemplate {
@@ -33,14 +78,24 @@ pub struct ResolvedTemplate {
     pub template_id: String,
     /// Its alias.
     pub alias: Option<String>,
-    /// The read-only rootfs.
-    pub rootfs: PathBuf,
+    /// Read-only layers, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// The user-built template's settings; `None` for the default templates.
+    pub custom: Option<TemplateRecord>,
 }
 
-/// Template registry: name → built rootfs, plus the build's status.
+#[derive(Debug)]
+struct Inner {
+    defaults: HashMap<String, PathBuf>,
+    custom: HashMap<String, TemplateRecord>,
+    status: BuildStatus,
+}
+
+/// Template registry: the default templates (name → built rootfs) and the ones users built,
+/// plus the status of the defaults' build.
 #[derive(Debug)]
 pub struct Templates {
-    inner: Mutex<(HashMap<String, PathBuf>, BuildStatus)>,
+    inner: Mutex<Inner>,
 }
 
 /// Why a template cannot be used.
@@ -55,36 +110,83 @@ pub enum TemplateLookupError {
     /// The build failed.
     #[error("the default templates failed to build: {0}")]
     Failed(String),
+    /// A layer of a user-built template is missing on disk.
+    #[error("template '{0}' cannot be started: its layer {1} is missing; build it again")]
+    Broken(String, String),
 }
 
 impl Default for Templates {
     fn default() -> Self {
         Templates {
-            inner: Mutex::new((HashMap::new(), BuildStatus::Building { progress: None })),
+            inner: Mutex::new(Inner {
+                defaults: HashMap::new(),
+                custom: HashMap::new(),
+                status: BuildStatus::Building { progress: None },
+            }),
         }
     }
 }
 
 impl Templates {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, PathBuf>, BuildStatus)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True when template `name` can be started.
+    /// True when default template `name` can be started.
     pub fn ready(&self, name: &str) -> bool {
-        self.lock().0.contains_key(name)
+        self.lock().defaults.contains_key(name)
     }
 
-    /// Names of the templates that can be started, sorted.
+    /// Names of the templates that can be started (defaults and user-built), sorted.
     pub fn ready_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().0.keys().cloned().collect();
+        let g = self.lock();
+        let mut v: Vec<String> = g
+            .defaults
+            .keys()
+            .cloned()
+            .chain(g.custom.values().map(|t| t.name.clone()))
+            .collect();
         v.sort();
         v
     }
 
-    /// The build's status.
+    /// The defaults' build status.
     pub fn status(&self) -> BuildStatus {
-        self.lock().1.clone()
+        self.lock().status.clone()
+    }
+
+    /// True when `name` is one of the default templates (built or not).
+    pub fn is_default(name: &str) -> bool {
+        hutch_template::default_recipes()
+            .iter()
+            .any(|r| r.name == name)
+    }
+
+    /// The user-built template with this id or name.
+    pub fn custom(&self, id_or_name: &str) -> Option<TemplateRecord> {
+        let base = id_or_name.split(':').next().unwrap_or(id_or_name);
+        let g = self.lock();
+        g.custom
+            .get(base)
+            .or_else(|| g.custom.values().find(|t| t.name == base))
+            .cloned()
+    }
+
+    /// Every user-built template.
+    pub fn customs(&self) -> Vec<TemplateRecord> {
+        let mut v: Vec<TemplateRecord> = self.lock().custom.values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        v
+    }
+
+    /// Registers (or replaces) a user-built template.
+    pub fn put_custom(&self, t: TemplateRecord) {
+        self.lock().custom.insert(t.id.clone(), t);
+    }
+
+    /// Forgets a user-built template; returns it.
+    pub fn remove_custom(&self, id: &str) -> Option<TemplateRecord> {
+        self.lock().custom.remove(id)
     }
 
     /// Resolves a template name as E2B clients send it (`base`, `code-interpreter-v1`,
@@ -92,17 +194,33 @@ impl Templates {
     pub fn resolve(&self, name: &str) -> Result<ResolvedTemplate, TemplateLookupError> {
         let base = name.split(':').next().unwrap_or(name);
         let g = self.lock();
-        if let Some(rootfs) = g.0.get(base) {
+        if let Some(rootfs) = g.defaults.get(base) {
             return Ok(ResolvedTemplate {
                 template_id: base.to_string(),
                 alias: Some(base.to_string()),
-                rootfs: rootfs.clone(),
+                layers: vec![rootfs.clone()],
+                custom: None,
             });
         }
-        let known = hutch_template::default_recipes()
-            .iter()
-            .any(|r| r.name == base);
-        match (&g.1, known) {
+        if let Some(t) = g
+            .custom
+            .get(base)
+            .or_else(|| g.custom.values().find(|t| t.name == base))
+        {
+            if let Some(missing) = t.layers.iter().find(|l| !l.is_dir()) {
+                return Err(TemplateLookupError::Broken(
+                    t.name.clone(),
+                    missing.display().to_string(),
+                ));
+            }
+            return Ok(ResolvedTemplate {
+                template_id: t.id.clone(),
+                alias: Some(t.name.clone()),
+                layers: t.layers.clone(),
+                custom: Some(t.clone()),
+            });
+        }
+        match (&g.status, Self::is_default(base)) {
             (BuildStatus::Building { progress }, true) => Err(TemplateLookupError::Building(
                 progress
                     .as_ref()
@@ -117,11 +235,11 @@ impl Templates {
     }
 
     fn set_progress(&self, p: Progress) {
-        self.lock().1 = BuildStatus::Building { progress: Some(p) };
+        self.lock().status = BuildStatus::Building { progress: Some(p) };
     }
 
     fn add(&self, t: BuiltTemplate) {
-        self.lock().0.insert(t.name, t.rootfs);
+        self.lock().defaults.insert(t.name, t.rootfs);
     }
 
     /// Builds (or finds in the cache) every default template, drawing a progress bar on a
@@ -169,24 +287,24 @@ impl Templates {
                 }
                 Err(e) => {
                     tracing::error!(template = %name, error = %e, "template build failed");
-                    self.lock().1 = BuildStatus::Failed {
+                    self.lock().status = BuildStatus::Failed {
                         error: e.to_string(),
                     };
                     return;
                 }
             }
         }
-        self.lock().1 = BuildStatus::Ready;
+        self.lock().status = BuildStatus::Ready;
     }
 
     /// Registers a recipe's already-built rootfs (tests, and templates found in the cache).
     pub fn insert(&self, name: &str, rootfs: PathBuf) {
-        self.lock().0.insert(name.to_string(), rootfs);
+        self.lock().defaults.insert(name.to_string(), rootfs);
     }
 
     /// Marks the build finished.
     pub fn mark_ready(&self) {
-        self.lock().1 = BuildStatus::Ready;
+        self.lock().status = BuildStatus::Ready;
     }
 }
 

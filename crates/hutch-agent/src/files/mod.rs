@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::auth::{self, ACCESS_TOKEN_HEADER};
-use crate::users::{User, UserDb, UserError, DEFAULT_USER};
+use crate::users::{default_user, User, UserDb, UserError};
 use download::{Encoding, Precondition, RangeError};
 use signature::{Operation, SignatureError};
 use upload::{BodyKind, UploadPlan};
@@ -174,8 +174,8 @@ impl FilesService {
         };
         Ok(match &params.username {
             Some(name) => name.clone(),
-            None if signed => DEFAULT_USER.to_owned(),
-            None => auth::basic_username(headers).unwrap_or_else(|| DEFAULT_USER.to_owned()),
+            None if signed => default_user().to_owned(),
+            None => auth::basic_username(headers).unwrap_or_else(|| default_user().to_owned()),
         })
     }
 

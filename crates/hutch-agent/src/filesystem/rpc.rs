@@ -24,14 +24,14 @@ use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
 use crate::process::rpc::read_body;
 use crate::proto::{FromProto, ToProto};
-use crate::users::{User, DEFAULT_USER};
+use crate::users::{default_user, User};
 
 /// envd's keepalive interval when the client asks for none.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(90);
 
 /// The calling user: `Authorization: Basic` names them, the default user otherwise.
 fn caller(service: &FilesystemService, headers: &HeaderMap) -> Result<User, ConnectError> {
-    let username = auth::basic_username(headers).unwrap_or_else(|| DEFAULT_USER.to_owned());
+    let username = auth::basic_username(headers).unwrap_or_else(|| default_user().to_owned());
     service.user(&username)
 }
 

@@ -300,14 +300,17 @@ impl InterpreterService {
         let spec = self.spec_for(language)?;
         let cwd = match cwd.map(str::trim) {
             Some(cwd) if !cwd.is_empty() => cwd.to_owned(),
-            // The user's home, which is E2B's /home/user in a sandbox.
-            _ => self
+            // The template's WORKDIR, else the user's home (E2B's /home/user).
+            _ => match crate::users::default_workdir() {
+                Some(w) => w.to_string_lossy().into_owned(),
+                None => self
                 .inner
                 .settings
                 .users
                 .lookup(DEFAULT_USER)
                 .map(|u| u.home.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| DEFAULT_CWD.to_owned()),
+            },
         };
         let context = Arc::new(Context {
             id: hutch_kernel::message::new_id(),

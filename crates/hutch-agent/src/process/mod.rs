@@ -703,7 +703,10 @@ fn end_event(status: ExitStatus) -> EndEvent {
 fn resolve_cwd(requested: Option<&str>, user: &User) -> Result<PathBuf, ConnectError> {
     let requested = requested.unwrap_or("");
     let path = if requested.is_empty() {
-        user.home.clone()
+        crate::users::default_workdir()
+            .filter(|w| w.is_dir())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| user.home.clone())
     } else if let Some(rest) = requested.strip_prefix('~') {
         if !(rest.is_empty() || rest.starts_with('/')) {
             return Err(ConnectError::invalid_argument(format!(

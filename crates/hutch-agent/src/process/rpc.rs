@@ -22,7 +22,7 @@ use super::{InputTarget, ProcessService, Started};
 use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
 use crate::proto::{FromProto, ToProto};
-use crate::users::DEFAULT_USER;
+use crate::users::default_user;
 
 /// `POST /process.Process/Start`: a server stream of the new process's events.
 pub async fn start(
@@ -101,7 +101,7 @@ async fn start_stream(
     let lifetime = connect_timeout(headers)?;
     let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
     let request: StartRequest = codec.decode(connect::single_message(&body)?)?;
-    let username = auth::basic_username(headers).unwrap_or_else(|| DEFAULT_USER.to_owned());
+    let username = auth::basic_username(headers).unwrap_or_else(|| default_user().to_owned());
     let user = service.user(&username)?;
     service.start(request, user, lifetime).await
 }

@@ -1,0 +1,238 @@
+//! The server's own calls to a sandbox's agent: run a command to its end with its output
+//! streamed line by line, and upload a file. Template builds drive their build sandbox with
+//! these, over the same wire protocol (Connect JSON, `POST /files`) the SDKs speak.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Request, Uri};
+use base64::Engine;
+use bytes::{Buf, BytesMut};
+use http_body_util::BodyExt;
+
+use crate::proxy::HttpClient;
+use crate::service::AGENT_PORT;
+
+/// Which stream a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a command is run.
+#[derive(Debug, Clone, Default)]
+pub struct Command<'a> {
+    /// The shell script, run as `/bin/bash -l -c script`.
+    pub script: &'a str,
+    /// The user it runs as.
+    pub user: &'a str,
+    /// Its working directory (`None` = the user's home).
+    pub cwd: Option<&'a str>,
+    /// Extra environment variables.
+    pub envs: BTreeMap<String, String>,
+}
+
+/// A client for one sandbox's agent.
+pub struct AgentClient<'a> {
+    http: &'a HttpClient,
+    base: String,
+    token: Option<&'a str>,
+}
+
+fn basic(user: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))
+    )
+}
+
+impl<'a> AgentClient<'a> {
+    /// A client for the agent at `ip`, sending `token` when the sandbox has one.
+    pub fn new(http: &'a HttpClient, ip: Ipv4Addr, token: Option<&'a str>) -> Self {
+        AgentClient {
+            http,
+            base: format!("http://{ip}:{AGENT_PORT}"),
+            token,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, user: &str) -> axum::http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", basic(user));
+        if let Some(t) = self.token {
+            b = b.header("x-access-token", t);
+        }
+        b
+    }
+
+    /// Runs `cmd` to its end, handing each line of its output to `on_line`; returns its exit
+    /// code (-1 when it was killed by a signal).
+    pub async fn run(
+        &self,
+        cmd: &Command<'_>,
+        mut on_line: impl FnMut(Stream, &str),
+    ) -> Result<i32, String> {
+        let mut process = serde_json::json!({
+            "cmd": "/bin/bash",
+            "args": ["-l", "-c", cmd.script],
+            "envs": cmd.envs,
+        });
+        if let Some(cwd) = cmd.cwd {
+            process["cwd"] = cwd.into();
+        }
+        let payload = serde_json::to_vec(&serde_json::json!({ "process": process }))
+            .map_err(|e| e.to_string())?;
+        let mut body = Vec::with_capacity(payload.len() + 5);
+        body.push(0u8);
+        body.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        body.extend_from_slice(&payload);
+        let req = self
+            .request("POST", "/process.Process/Start", cmd.user)
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .body(Body::from(body))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the build sandbox's agent: {e}"))?;
+        if !resp.status().is_success() {
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(format!(
+                "the agent refused the command: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        let mut partial = [String::new(), String::new()];
+        let mut exit = None;
+        loop {
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < 5 + len {
+                    break;
+                }
+                let flags = buf[0];
+                buf.advance(5);
+                let msg = buf.split_to(len);
+                let v: serde_json::Value = serde_json::from_slice(&msg).unwrap_or_default();
+                if flags & 2 != 0 {
+                    if let Some(err) = v.get("error") {
+                        return Err(format!(
+                            "the command failed to run: {}",
+                            err.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                        ));
+                    }
+                    continue;
+                }
+                let event = &v["event"];
+                if let Some(data) = event.get("data") {
+                    for (i, (key, stream)) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let Some(b64) = data.get(key).and_then(|d| d.as_str()) else {
+                            continue;
+                        };
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap_or_default();
+                        partial[i].push_str(&String::from_utf8_lossy(&bytes));
+                        while let Some(n) = partial[i].find('\n') {
+                            let line: String = partial[i].drain(..=n).collect();
+                            on_line(stream, line.trim_end_matches(['\n', '\r']));
+                        }
+                    }
+                }
+                if let Some(end) = event.get("end") {
+                    let code = end.get("exitCode").and_then(|c| c.as_i64()).unwrap_or(0);
+                    let exited = end.get("exited").and_then(|c| c.as_bool()).unwrap_or(true);
+                    exit = Some(if exited { code as i32 } else { -1 });
+                }
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(format!("the command's output stream broke: {e}")),
+                None => break,
+            }
+        }
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            if !partial[i].is_empty() {
+                on_line(stream, &partial[i]);
+            }
+        }
+        exit.ok_or_else(|| "the command's stream ended without an exit status".to_string())
+    }
+
+    /// Uploads the host file `src` to `dest` in the sandbox, as `user`.
+    pub async fn upload(&self, src: &Path, dest: &str, user: &str) -> Result<(), String> {
+        let file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", src.display()))?;
+        let stream = futures_util::stream::unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut chunk = vec![0u8; 256 * 1024];
+            match f.read(&mut chunk).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("path", dest)
+            .append_pair("username", user)
+            .finish();
+        let uri: Uri = format!("{}/files?{query}", self.base)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let mut b = Request::post(uri)
+            .header("content-type", "application/octet-stream")
+            .header("authorization", basic(user));
+        if let Some(t) = self.token {
+            b = b.header("x-access-token", t);
+        }
+        let req = b
+            .body(Body::from_stream(stream))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the build sandbox's agent: {e}"))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Err(format!(
+            "uploading to {dest} failed ({status}): {}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    }
+}
