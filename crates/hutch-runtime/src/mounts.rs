@@ -38,14 +38,11 @@ impl SandboxPaths {
 /// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
 /// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
 /// layer's top directory belongs to it so that root inside owns `/`.
-pub fn setup(
-    paths: &SandboxPaths,
-    layers: &[PathBuf],
-    blank: &Path,
-    root_uid: u32,
-) -> Result<()> {
+pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u32) -> Result<()> {
     if layers.is_empty() {
-        return Err(RuntimeError::Spawn("a template needs at least one layer".into()));
+        return Err(RuntimeError::Spawn(
+            "a template needs at least one layer".into(),
+        ));
     }
     for d in [&paths.dir, &paths.disk, &paths.rootfs] {
         fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;

@@ -141,9 +141,10 @@ impl<'a> AgentClient<'a> {
                 }
                 let event = &v["event"];
                 if let Some(data) = event.get("data") {
-                    for (i, (key, stream)) in [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)]
-                        .into_iter()
-                        .enumerate()
+                    for (i, (key, stream)) in
+                        [("stdout", Stream::Stdout), ("stderr", Stream::Stderr)]
+                            .into_iter()
+                            .enumerate()
                     {
                         let Some(b64) = data.get(key).and_then(|d| d.as_str()) else {
                             continue;

@@ -165,7 +165,10 @@ fn control_plane(state: AppState) -> Router {
             "/templates/{id}",
             get(crate::template_api::get_one).delete(crate::template_api::delete),
         )
-        .route("/templates/aliases/{alias}", get(crate::template_api::alias))
+        .route(
+            "/templates/aliases/{alias}",
+            get(crate::template_api::alias),
+        )
         .route(
             "/templates/{id}/files/{hash}",
             get(crate::template_api::file_link),

@@ -10,7 +10,6 @@
 //! stack that layer on its parent's layers. docs/templates.md has the design.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::agent_client::{AgentClient, Command, Stream};
-use crate::proxy::HttpClient;
 use crate::service::{CreateRequest, Service, ServiceError};
 use crate::templates::{TemplateRecord, Templates};
 
@@ -341,11 +339,13 @@ impl Builds {
             .map(|b| b.upload_token.clone())
             .next();
         let Some(token) = token else {
-            return Err(ServiceError::NotFound(if self.knows_template(template_id) {
-                format!("template '{template_id}' has no build waiting for files")
-            } else {
-                format!("template '{template_id}' not found")
-            }));
+            return Err(ServiceError::NotFound(
+                if self.knows_template(template_id) {
+                    format!("template '{template_id}' has no build waiting for files")
+                } else {
+                    format!("template '{template_id}' not found")
+                },
+            ));
         };
         Ok((self.files_dir().join(hash).is_file(), token))
     }
@@ -392,7 +392,12 @@ impl Builds {
     }
 
     /// `POST /v2/templates/{id}/builds/{build}`: checks the steps and starts the build.
-    pub fn start(self: &Arc<Self>, template_id: &str, build_id: &str, spec: BuildSpec) -> Result<()> {
+    pub fn start(
+        self: &Arc<Self>,
+        template_id: &str,
+        build_id: &str,
+        spec: BuildSpec,
+    ) -> Result<()> {
         let build = self.build_of(template_id, build_id)?;
         let steps = spec.steps.as_deref().unwrap_or_default();
         for (i, step) in steps.iter().enumerate() {
@@ -447,7 +452,12 @@ impl Builds {
 
     /// `GET /templates/{id}/builds/{build}/status`: the status and the log entries from
     /// `offset` on (at most 100).
-    pub fn status(&self, template_id: &str, build_id: &str, offset: usize) -> Result<serde_json::Value> {
+    pub fn status(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        offset: usize,
+    ) -> Result<serde_json::Value> {
         let build = self.build_of(template_id, build_id)?;
         let s = lock(&build.state);
         let entries: Vec<&LogEntry> = s.logs.iter().skip(offset).take(LOGS_PAGE).collect();
@@ -472,9 +482,10 @@ impl Builds {
                 "'{id_or_name}' is a built-in template and cannot be deleted"
             )));
         }
-        let t = self.templates().custom(id_or_name).ok_or_else(|| {
-            ServiceError::NotFound(format!("template '{id_or_name}' not found"))
-        })?;
+        let t = self
+            .templates()
+            .custom(id_or_name)
+            .ok_or_else(|| ServiceError::NotFound(format!("template '{id_or_name}' not found")))?;
         self.svc.store().delete_template(&t.id)?;
         self.templates().remove_custom(&t.id);
         tracing::info!(template = %t.id, name = %t.name, "template deleted");
@@ -486,7 +497,12 @@ impl Builds {
     /// directories of builds that never finished.
     pub fn sweep(&self) {
         let mut used: HashSet<PathBuf> = self.svc.layers_in_use();
-        used.extend(self.templates().customs().into_iter().flat_map(|t| t.layers));
+        used.extend(
+            self.templates()
+                .customs()
+                .into_iter()
+                .flat_map(|t| t.layers),
+        );
         let busy: HashSet<String> = lock(&self.builds)
             .values()
             .filter(|b| lock(&b.state).status == Status::Building)
@@ -655,7 +671,15 @@ impl Builds {
                 "USER" => {
                     let u = args[0].clone();
                     let code = self
-                        .exec(build, &agent, &name, &format!("id -u -- {}", shell_quote(&u)), "root", "/", &env)
+                        .exec(
+                            build,
+                            &agent,
+                            &name,
+                            &format!("id -u -- {}", shell_quote(&u)),
+                            "root",
+                            "/",
+                            &env,
+                        )
                         .await
                         .map_err(fail)?;
                     if code != 0 {
@@ -675,12 +699,18 @@ impl Builds {
                         .await
                         .map_err(fail)?;
                     if code != 0 {
-                        return Err(fail(format!("WORKDIR {dir}: cannot create it (exit code {code})")));
+                        return Err(fail(format!(
+                            "WORKDIR {dir}: cannot create it (exit code {code})"
+                        )));
                     }
                     workdir = dir;
                 }
                 "RUN" => {
-                    let run_as = args.get(1).filter(|u| !u.is_empty()).unwrap_or(&user).clone();
+                    let run_as = args
+                        .get(1)
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or(&user)
+                        .clone();
                     let code = self
                         .exec(build, &agent, &name, &args[0], &run_as, &workdir, &env)
                         .await
@@ -706,7 +736,10 @@ impl Builds {
                         ("HUTCH_SRC".to_string(), args[0].clone()),
                         ("HUTCH_DEST".to_string(), absolute(&workdir, &args[1])),
                         ("HUTCH_OWNER".to_string(), owner.clone()),
-                        ("HUTCH_MODE".to_string(), args.get(3).cloned().unwrap_or_default()),
+                        (
+                            "HUTCH_MODE".to_string(),
+                            args.get(3).cloned().unwrap_or_default(),
+                        ),
                     ]);
                     let code = self
                         .exec(build, &agent, &name, COPY_SCRIPT, "root", "/", &vars)
@@ -753,9 +786,7 @@ impl Builds {
         if let Some(start) = record.start_cmd.as_deref() {
             build.log("info", Some("finalize"), format!("Starting: {start}"));
             start_and_wait(
-                &http,
-                ip,
-                rec.envd_access_token.as_deref(),
+                &agent,
                 start,
                 record.ready_cmd.as_deref(),
                 &record,
@@ -799,7 +830,11 @@ impl Builds {
                     envs: envs.clone(),
                 },
                 |stream, line| {
-                    let level = if stream == Stream::Stderr { "warn" } else { "info" };
+                    let level = if stream == Stream::Stderr {
+                        "warn"
+                    } else {
+                        "info"
+                    };
                     build.log(level, Some(step), line);
                 },
             )
@@ -812,16 +847,13 @@ impl Builds {
 /// N`, what E2B's `wait_for_timeout` gives) is honoured at build time only, since a new
 /// sandbox need not wait for a fixed time.
 pub async fn start_and_wait(
-    http: &HttpClient,
-    ip: Ipv4Addr,
-    token: Option<&str>,
+    agent: &AgentClient<'_>,
     start: &str,
     ready: Option<&str>,
     t: &TemplateRecord,
     at_build: bool,
     mut on_log: impl FnMut(String),
 ) -> std::result::Result<(), String> {
-    let agent = AgentClient::new(http, ip, token);
     let user = t.user.clone().unwrap_or_else(|| "user".into());
     let cwd = t.workdir.clone();
     let launch = format!(
@@ -840,7 +872,9 @@ pub async fn start_and_wait(
         )
         .await?;
     if code != 0 {
-        return Err(format!("the start command could not be launched (exit code {code})"));
+        return Err(format!(
+            "the start command could not be launched (exit code {code})"
+        ));
     }
     let Some(ready) = ready else {
         return Ok(());
@@ -910,7 +944,8 @@ async fn write_body(path: &Path, body: axum::body::Body) -> Result<()> {
         .map_err(|e| ServiceError::Internal(format!("create {}: {e}", path.display())))?;
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ServiceError::BadRequest(format!("upload broke off: {e}")))?;
+        let frame =
+            frame.map_err(|e| ServiceError::BadRequest(format!("upload broke off: {e}")))?;
         if let Ok(data) = frame.into_data() {
             f.write_all(&data)
                 .await
@@ -976,7 +1011,10 @@ mod tests {
 
     #[test]
     fn e2b_images_map_to_templates() {
-        assert_eq!(image_template("e2bdev/code-interpreter:latest"), Some("code-interpreter-v1"));
+        assert_eq!(
+            image_template("e2bdev/code-interpreter:latest"),
+            Some("code-interpreter-v1")
+        );
         assert_eq!(image_template("docker.io/e2bdev/base"), Some("base"));
         assert_eq!(image_template("python:3.12"), None);
     }

@@ -262,10 +262,12 @@ impl Service {
         let _op = e.op.lock().await;
         let rec = e.record();
         let rt = Arc::clone(&self.runtime);
-        tokio::task::spawn_blocking(move || rt.commit_upper(&rec.id, (rec.pid, rec.pid_start), &dest))
-            .await
-            .map_err(blocking_err)?
-            .map_err(|e| ServiceError::Internal(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            rt.commit_upper(&rec.id, (rec.pid, rec.pid_start), &dest)
+        })
+        .await
+        .map_err(blocking_err)?
+        .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// The shared HTTP client for sandbox traffic.
@@ -531,9 +533,11 @@ impl Service {
             (Ok(()), Some(start)) if req.build.is_none() => {
                 let t = custom.expect("start command of a user-built template");
                 crate::builds::start_and_wait(
-                    &self.http,
-                    spawned.net.sandbox_ip,
-                    rec.envd_access_token.as_deref(),
+                    &crate::agent_client::AgentClient::new(
+                        &self.http,
+                        spawned.net.sandbox_ip,
+                        rec.envd_access_token.as_deref(),
+                    ),
                     start,
                     t.ready_cmd.as_deref(),
                     t,

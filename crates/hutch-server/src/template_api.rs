@@ -33,9 +33,10 @@ pub async fn request_build(
     State(st): State<AppState>,
     ApiJson(b): ApiJson<BuildRequest>,
 ) -> ApiResult<Response> {
-    let name = b.name.or(b.alias).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "the template needs a name")
-    })?;
+    let name = b
+        .name
+        .or(b.alias)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the template needs a name"))?;
     let build = st.builds.request(&name, b.cpu_count, b.memory_mb)?;
     let mut tags = b.tags.unwrap_or_default();
     if tags.is_empty() {
@@ -125,17 +126,16 @@ pub async fn build_status(
 }
 
 /// Whether a template has this name (E2B's alias check).
-pub async fn alias(
-    State(st): State<AppState>,
-    Path(alias): Path<String>,
-) -> ApiResult<Response> {
+pub async fn alias(State(st): State<AppState>, Path(alias): Path<String>) -> ApiResult<Response> {
     let id = if Templates::is_default(&alias) {
         Some(alias.clone())
     } else {
         st.svc.templates().custom(&alias).map(|t| t.id)
     };
     match id {
-        Some(id) => Ok(Json(serde_json::json!({ "templateID": id, "public": true })).into_response()),
+        Some(id) => {
+            Ok(Json(serde_json::json!({ "templateID": id, "public": true })).into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("template '{alias}' not found"),

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hutch_template::{BuiltTemplate, Progress};
 use chrono::{DateTime, Utc};
+use hutch_template::{BuiltTemplate, Progress};
 use serde::{Deserialize, Serialize};
 
 /// What `/health` reports about the template build.
@@ -175,7 +175,7 @@ impl Templates {
     /// Every user-built template.
     pub fn customs(&self) -> Vec<TemplateRecord> {
         let mut v: Vec<TemplateRecord> = self.lock().custom.values().cloned().collect();
-        v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        v.sort_by_key(|t| t.created_at);
         v
     }
 

@@ -10,7 +10,10 @@ use hutch_runtime::{Limits, NetConfig};
 use hutch_server::store::Store;
 use hutch_server::ServeConfig;
 
+mod client;
+mod dockerfile;
 mod run;
+mod template;
 
 /// Default listening address (also the default the hutch Python SDK connects to).
 const DEFAULT_LISTEN: &str = "127.0.0.1:49982";
@@ -45,6 +48,13 @@ enum Command {
     },
     /// Run code in a sandbox's code interpreter, streaming its output (images are saved).
     Run(run::RunArgs),
+    /// Build, list and delete templates on a server (`e2b template build` for hutch).
+    Template {
+        #[command(subcommand)]
+        action: template::TemplateAction,
+        #[command(flatten)]
+        server: template::ServerArgs,
+    },
     /// Kill every sandbox of a data directory and remove all they left (server stopped).
     Cleanup(ServeArgs),
     /// Internal: the sandbox spawn helper run by `hutch serve`.
@@ -123,6 +133,11 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let code = rt.block_on(run::run(args))?;
             std::process::exit(code)
+        }
+        Command::Template { action, server } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let code = rt.block_on(template::run(server, action))?;
+            std::process::exit(code);
         }
         Command::Cleanup(args) => {
             init_logging();

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::client::Api;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 /// What to run and where.
 #[derive(clap::Args)]
@@ -42,47 +42,6 @@ pub struct RunArgs {
     api_key: Option<String>,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-struct Api {
-    client: HttpClient,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<(u16, serde_json::Value)> {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("x-api-key", &self.key)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .with_context(|| format!("calling {}{path}", self.base))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        if status >= 300 {
-            let msg = json
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("")
-                .to_string();
-            bail!("{path}: HTTP {status}: {msg}");
-        }
-        Ok((status, json))
-    }
-}
-
 /// Runs `hutch run`; returns the process exit code (1 when the code raised an error).
 pub async fn run(a: RunArgs) -> Result<i32> {
     let code = match (&a.code, &a.file) {
@@ -95,20 +54,7 @@ pub async fn run(a: RunArgs) -> Result<i32> {
         (Some(c), None) => c.clone(),
         (None, None) => bail!("give the code as an argument, `-` for stdin, or --file PATH"),
     };
-    let base = std::env::var("E2B_API_URL")
-        .ok()
-        .filter(|_| std::env::var_os("HUTCH_API_URL").is_none())
-        .unwrap_or(a.url.clone());
-    let key = a
-        .api_key
-        .clone()
-        .or_else(|| std::env::var("E2B_API_KEY").ok())
-        .ok_or_else(|| anyhow!("no API key: pass --api-key or set HUTCH_API_KEY / E2B_API_KEY"))?;
-    let api = Api {
-        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-        base: base.trim_end_matches('/').to_string(),
-        key,
-    };
+    let api = Api::new(&a.url, a.api_key.clone())?;
 
     let (id, token, created) = match &a.sandbox {
         Some(id) => {

@@ -304,12 +304,12 @@ impl InterpreterService {
             _ => match crate::users::default_workdir() {
                 Some(w) => w.to_string_lossy().into_owned(),
                 None => self
-                .inner
-                .settings
-                .users
-                .lookup(DEFAULT_USER)
-                .map(|u| u.home.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| DEFAULT_CWD.to_owned()),
+                    .inner
+                    .settings
+                    .users
+                    .lookup(DEFAULT_USER)
+                    .map(|u| u.home.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| DEFAULT_CWD.to_owned()),
             },
         };
         let context = Arc::new(Context {
