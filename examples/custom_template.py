@@ -1,20 +1,20 @@
 """The seed's custom-template example: a sandbox from a template you built.
 
-    python examples/custom_template.py [template-name]
+Build the template first (once; `hutch serve` must be running):
 
-The template name defaults to `my-custom-template` (the seed's); any template `hutch serve`
-knows works, e.g. `code-interpreter-v1`.
+    hutch template build --name my-custom-template --path examples/custom-template
+
+then run `python examples/custom_template.py`. Only the import differs from the seed.
 """
-
-import sys
 
 from hutch import Sandbox
 
-template = sys.argv[1] if len(sys.argv) > 1 else "my-custom-template"
-
-# Use the ID or name of the template
-with Sandbox(template=template) as sandbox:
+# Use the ID or name provided after 'e2b template build'
+with Sandbox(template="my-custom-template") as sandbox:
     # Sandbox starts with pre-installed packages/files
     execution = sandbox.run_code("import pandas; print(pandas.__version__)")
     print(execution.text)
-    print(execution.stdout, end="")
+
+# Not in the seed: print() writes to stdout, which is not a result, so `execution.text` above
+# is None (on E2B too). The version is in the execution's stdout.
+print("".join(execution.logs.stdout), end="")

@@ -5,9 +5,12 @@ The seed's examples are the seed's code with only the import changed to `hutch`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from hutch import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,11 +48,35 @@ def test_streaming_example_streams_and_saves_the_png(tmp_path: Path) -> None:
     assert saved[0].read_bytes().startswith(PNG_MAGIC)
 
 
-def test_custom_template_example_runs_on_a_named_template(tmp_path: Path) -> None:
-    out = run_example("custom_template.py", "code-interpreter-v1", cwd=tmp_path)
+def build_template(name: str, context: Path) -> subprocess.CompletedProcess[str]:
+    """`hutch template build` with the binary of the server under test (HUTCH_TEST_WORK)."""
+    work = Path(os.environ["HUTCH_TEST_WORK"])
+    binary = (work / "server.cmd").read_text().splitlines()[0]
+    return subprocess.run(
+        [binary, "template", "build", "--name", name, "--path", str(context)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_custom_template_example_runs_on_the_template_its_dockerfile_builds(tmp_path: Path) -> None:
+    built = build_template("my-custom-template", EXAMPLES / "custom-template")
+    assert built.returncode == 0, built.stderr + built.stdout
+    assert "Template 'my-custom-template' is ready" in built.stdout
+    assert "Requirement already satisfied: pandas" in built.stderr
+
+    out = run_example("custom_template.py", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    version = out.stdout.splitlines()[-1]
+    text, version = out.stdout.splitlines()
+    assert text == "None"  # the seed prints execution.text, and print() output is not a result
     assert version.split(".")[0].isdigit(), out.stdout
+
+    # The template's files are in every sandbox of it.
+    with Sandbox(template="my-custom-template") as sandbox:
+        ex = sandbox.run_code("import helpers\nint(helpers.load_sales().revenue.sum())")
+        assert ex.text == "446"
+        assert sandbox.commands.run("stat -c '%U %a' /home/user/helpers.py").stdout.strip() == "user 644"
 
 
 def test_data_analysis_saves_a_chart_and_the_summary(tmp_path: Path) -> None:

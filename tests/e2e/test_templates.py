@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2b import BuildException, Sandbox, Template
@@ -26,7 +27,7 @@ from conftest import API_URL, DATA_DIR, diff_resources, host_resources, restart_
 KEY = os.environ["E2B_API_KEY"]
 
 
-def api(method: str, path: str, body: object | None = None, headers: dict[str, str] | None = None) -> tuple[int, object]:
+def api(method: str, path: str, body: object | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
         f"{API_URL}{path}",
@@ -79,7 +80,7 @@ def test_a_template_built_with_the_sdk_carries_its_files_env_workdir_and_package
         .copy("hello.txt", "/app/")
         .copy("pkg", "/app/pkg", mode=0o750)
         .run_cmd("mkdir -p /opt/tool && echo 42 > /opt/tool/answer && whoami > /opt/tool/built-by", user="root")
-        .run_cmd("echo \"$GREETING\" > ~/greeting")
+        .run_cmd('echo "$GREETING" > ~/greeting')
         .set_workdir("/app")
     )
     info = Template.build(template, name, on_build_logs=lambda e: logs.append(e.message))
@@ -90,7 +91,9 @@ def test_a_template_built_with_the_sdk_carries_its_files_env_workdir_and_package
 
     with Sandbox.create(template=name) as sbx:
         assert sbx.get_info().name == name
-        r = sbx.commands.run("pwd; whoami; cat /app/hello.txt /opt/tool/answer /opt/tool/built-by ~/greeting; echo $GREETING $MODE")
+        r = sbx.commands.run(
+            "pwd; whoami; cat /app/hello.txt /opt/tool/answer /opt/tool/built-by ~/greeting; echo $GREETING $MODE"
+        )
         assert r.stdout.splitlines() == [
             "/app",
             "user",
@@ -183,9 +186,13 @@ def test_start_and_ready_commands_run_in_every_new_sandbox(names: list[str]) -> 
 def test_templates_stack_rebuild_in_place_and_outlive_their_parent(context: Path, names: list[str]) -> None:
     parent, child = unique("parent"), unique("child")
     names += [parent, child]
-    info = Template.build(Template().from_template("base").run_cmd("echo v1 > /opt/parent-version", user="root"), parent)
+    info = Template.build(
+        Template().from_template("base").run_cmd("echo v1 > /opt/parent-version", user="root"), parent
+    )
     Template.build(
-        Template().from_template(parent).run_cmd("cat /opt/parent-version > /opt/child-saw && rm /opt/parent-version", user="root"),
+        Template()
+        .from_template(parent)
+        .run_cmd("cat /opt/parent-version > /opt/child-saw && rm /opt/parent-version", user="root"),
         child,
     )
     with Sandbox.create(template=child) as sbx:
@@ -196,7 +203,9 @@ def test_templates_stack_rebuild_in_place_and_outlive_their_parent(context: Path
 
     with Sandbox.create(template=parent) as old:
         # A rebuild keeps the id, and sandboxes already running keep their files.
-        again = Template.build(Template().from_template("base").run_cmd("echo v2 > /opt/parent-version", user="root"), parent)
+        again = Template.build(
+            Template().from_template("base").run_cmd("echo v2 > /opt/parent-version", user="root"), parent
+        )
         assert again.template_id == info.template_id
         assert old.commands.run("cat /opt/parent-version").stdout.strip() == "v1"
         with Sandbox.create(template=parent) as new:
@@ -212,9 +221,9 @@ def test_templates_stack_rebuild_in_place_and_outlive_their_parent(context: Path
 
 def test_template_api_errors_are_e2b_shaped_and_change_nothing() -> None:
     status, body = api("POST", "/v3/templates", {"name": "Bad Name!"})
-    assert status == 400 and "invalid template name" in body["message"]  # type: ignore[index]
+    assert status == 400 and "invalid template name" in body["message"]
     status, body = api("POST", "/v3/templates", {"name": "base"})
-    assert status == 400 and "built-in" in body["message"]  # type: ignore[index]
+    assert status == 400 and "built-in" in body["message"]
     status, body = api("GET", "/templates/nope/builds/nope/status")
     assert status == 404
     status, body = api("DELETE", "/templates/code-interpreter-v1")
@@ -225,26 +234,27 @@ def test_template_api_errors_are_e2b_shaped_and_change_nothing() -> None:
     name = unique("errors")
     status, created = api("POST", "/v3/templates", {"name": name})
     assert status == 202
-    tid, bid = created["templateID"], created["buildID"]  # type: ignore[index]
+    tid, bid = created["templateID"], created["buildID"]
     status, body = api("GET", f"/templates/{tid}/files/..%2Fetc")
     assert status == 400
     status, link = api("GET", f"/templates/{tid}/files/{'ab' * 32}")
-    assert status == 201 and link["present"] is False  # type: ignore[index]
+    assert status == 201 and link["present"] is False
     # An upload without the build's token is refused.
-    bad = urllib.request.Request(link["url"].split("?")[0] + "?token=wrong", data=b"x", method="PUT")  # type: ignore[index]
+    bad = urllib.request.Request(link["url"].split("?")[0] + "?token=wrong", data=b"x", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=10)
     assert err.value.code == 401
     # A COPY whose files were never uploaded, and an unknown step type.
     status, body = api(
-        "POST", f"/v2/templates/{tid}/builds/{bid}",
+        "POST",
+        f"/v2/templates/{tid}/builds/{bid}",
         {"fromTemplate": "base", "steps": [{"type": "COPY", "args": ["a", "/b"], "filesHash": "ab" * 32}]},
     )
-    assert status == 400 and "not uploaded" in body["message"]  # type: ignore[index]
+    assert status == 400 and "not uploaded" in body["message"]
     status, body = api("POST", f"/v2/templates/{tid}/builds/{bid}", {"steps": [{"type": "FLY", "args": []}]})
-    assert status == 400 and "unknown step type" in body["message"]  # type: ignore[index]
+    assert status == 400 and "unknown step type" in body["message"]
     status, st = api("GET", f"/templates/{tid}/builds/{bid}/status")
-    assert status == 200 and st["status"] == "waiting"  # type: ignore[index]
+    assert status == 200 and st["status"] == "waiting"
     assert not Template.exists(name)
 
 
@@ -289,9 +299,9 @@ def test_templates_survive_a_restart_and_an_interrupted_build_leaves_nothing(nam
     with pytest.raises(SandboxException, match="not found"):
         Sandbox.create(template=name)
     layers = DATA_DIR / "templates" / "layers"
-    left = [p for p in layers.glob("*/*")] if layers.exists() else []
+    left = list(layers.glob("*/*")) if layers.exists() else []
     owners = {p.parent.name for p in left}
     status, listed = api("GET", "/templates")
-    known = {t["templateID"] for t in listed}  # type: ignore[union-attr]
+    known = {t["templateID"] for t in listed}
     assert owners <= known, (owners, known)
     shutil.rmtree(DATA_DIR / "templates" / "layers" / "leftover", ignore_errors=True)

@@ -972,7 +972,7 @@ src=${src#./}
 [ -n "$src" ] || src=.
 IFS=
 matches=( $src )
-if [ ${#matches[@]} -eq 0 ]; then
+if [ ${#matches[@]} -eq 0 ] || ! [ -e "${matches[0]}" -o -L "${matches[0]}" ]; then
     echo "no file matches '$HUTCH_SRC'" >&2
     exit 1
 fi

@@ -136,7 +136,7 @@ shopt -s nullglob dotglob
 IFS=
 src=${2%/}
 m=( $src )
-if [ ${#m[@]} -eq 0 ]; then echo "no file matches '$2' in $1" >&2; exit 3; fi
+if [ ${#m[@]} -eq 0 ] || ! [ -e "${m[0]}" -o -L "${m[0]}" ]; then echo "no file matches '$2' in $1" >&2; exit 3; fi
 exec tar --sort=name --numeric-owner -cf - -- "${m[@]}""#,
         )
         .arg("hutch-copy")
