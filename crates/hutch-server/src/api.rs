@@ -297,7 +297,7 @@ fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
 
 /// The authenticated caller of a control-plane request (None: the server's own `--api-key`).
 #[derive(Debug, Clone)]
-struct CallerExt(Option<Caller>);
+pub struct CallerExt(pub Option<Caller>);
 
 async fn create(
     st: &AppState,

@@ -28,6 +28,8 @@ pub const MAX_DEPTH: usize = 24;
 const BUILD_TIMEOUT_SECS: u64 = 3600;
 /// How long a start command may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a finished (or never started) build's status stays readable.
+const BUILDS_KEPT: Duration = Duration::from_secs(3600);
 /// The status call's page size (E2B's).
 const LOGS_PAGE: usize = 100;
 /// Where a build's sandbox receives the archive of a COPY step.
@@ -87,8 +89,12 @@ pub struct Build {
     pub name: String,
     cpu_count: Option<u32>,
     memory_mb: Option<u64>,
+    /// Who asked: the build sandbox counts against that key's limit.
+    caller: Option<crate::store::Caller>,
     /// Authorises the file uploads of this build (they carry no API key).
     pub upload_token: String,
+    /// When it was requested.
+    requested: Instant,
     state: Mutex<BuildState>,
 }
 
@@ -251,6 +257,7 @@ impl Builds {
         name: &str,
         cpu_count: Option<u32>,
         memory_mb: Option<u64>,
+        caller: Option<crate::store::Caller>,
     ) -> Result<Arc<Build>> {
         let name = name.split(':').next().unwrap_or(name);
         if !valid_name(name) {
@@ -278,6 +285,10 @@ impl Builds {
             }
         }
         let mut builds = lock(&self.builds);
+        // Finished builds stay readable for an hour, as do requests never started.
+        builds.retain(|_, b| {
+            lock(&b.state).status == Status::Building || b.requested.elapsed() < BUILDS_KEPT
+        });
         let template_id = self
             .templates()
             .custom(name)
@@ -295,7 +306,9 @@ impl Builds {
             name: name.to_string(),
             cpu_count,
             memory_mb,
+            caller,
             upload_token: random_hex(24),
+            requested: Instant::now(),
             state: Mutex::new(BuildState {
                 status: Status::Waiting,
                 logs: Vec::new(),
@@ -627,6 +640,7 @@ impl Builds {
                 timeout: Some(BUILD_TIMEOUT_SECS),
                 metadata: BTreeMap::from([("hutch.build".to_string(), build.build_id.clone())]),
                 build: Some(build.build_id.clone()),
+                caller: build.caller.clone(),
                 ..CreateRequest::default()
             })
             .await

@@ -31,13 +31,16 @@ pub struct BuildRequest {
 /// Asks for a build of a template; answers its id and the build's.
 pub async fn request_build(
     State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::api::CallerExt>,
     ApiJson(b): ApiJson<BuildRequest>,
 ) -> ApiResult<Response> {
     let name = b
         .name
         .or(b.alias)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the template needs a name"))?;
-    let build = st.builds.request(&name, b.cpu_count, b.memory_mb)?;
+    let build = st
+        .builds
+        .request(&name, b.cpu_count, b.memory_mb, caller.0)?;
     let mut tags = b.tags.unwrap_or_default();
     if tags.is_empty() {
         tags.push("default".into());
