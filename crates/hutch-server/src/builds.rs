@@ -32,6 +32,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const BUILDS_KEPT: Duration = Duration::from_secs(3600);
 /// The status call's page size (E2B's).
 const LOGS_PAGE: usize = 100;
+/// The largest archive of one COPY step.
+const MAX_UPLOAD_BYTES: u64 = 4 << 30;
 /// Where a build's sandbox receives the archive of a COPY step.
 const COPY_ARCHIVE_DIR: &str = "/tmp";
 
@@ -656,119 +658,38 @@ impl Builds {
 
         // Steps run as the parent's default user in its default workdir unless USER and
         // WORKDIR say otherwise, as in E2B.
-        let mut user = pc
-            .as_ref()
-            .and_then(|t| t.user.clone())
-            .unwrap_or_else(|| "user".into());
-        let mut workdir = pc
-            .as_ref()
-            .and_then(|t| t.workdir.clone())
-            .unwrap_or_else(|| "/home/user".into());
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let mut stepper = Stepper {
+            build,
+            agent: &agent,
+            files_dir: self.files_dir(),
+            user: pc
+                .as_ref()
+                .and_then(|t| t.user.clone())
+                .unwrap_or_else(|| "user".into()),
+            workdir: pc
+                .as_ref()
+                .and_then(|t| t.workdir.clone())
+                .unwrap_or_else(|| "/home/user".into()),
+            env: BTreeMap::new(),
+        };
         let steps = spec.steps.clone().unwrap_or_default();
-        let n = steps.len();
         for (i, step) in steps.iter().enumerate() {
             let name = (i + 1).to_string();
-            let fail = |m: String| (name.clone(), m);
-            let args = step.args.clone().unwrap_or_default();
             build.log(
                 "info",
                 Some(&name),
-                format!("[{}/{n}] {} {}", i + 1, step.kind, args.join(" ")),
+                format!(
+                    "[{name}/{}] {} {}",
+                    steps.len(),
+                    step.kind,
+                    step.args.as_deref().unwrap_or_default().join(" ")
+                ),
             );
-            match step.kind.as_str() {
-                "ENV" => {
-                    for kv in args.chunks(2) {
-                        env.insert(kv[0].clone(), kv[1].clone());
-                    }
-                }
-                "USER" => {
-                    let u = args[0].clone();
-                    let code = self
-                        .exec(
-                            build,
-                            &agent,
-                            &name,
-                            &format!("id -u -- {}", shell_quote(&u)),
-                            "root",
-                            "/",
-                            &env,
-                        )
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(format!("USER {u}: no such user in the template")));
-                    }
-                    user = u;
-                }
-                "WORKDIR" => {
-                    let dir = absolute(&workdir, &args[0]);
-                    let script = format!(
-                        "[ -d {d} ] || {{ mkdir -p -- {d} && chown -- {u}: {d}; }}",
-                        d = shell_quote(&dir),
-                        u = shell_quote(&user)
-                    );
-                    let code = self
-                        .exec(build, &agent, &name, &script, "root", "/", &env)
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(format!(
-                            "WORKDIR {dir}: cannot create it (exit code {code})"
-                        )));
-                    }
-                    workdir = dir;
-                }
-                "RUN" => {
-                    let run_as = args
-                        .get(1)
-                        .filter(|u| !u.is_empty())
-                        .unwrap_or(&user)
-                        .clone();
-                    let code = self
-                        .exec(build, &agent, &name, &args[0], &run_as, &workdir, &env)
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(format!(
-                            "RUN {}: the command exited with code {code}",
-                            args[0]
-                        )));
-                    }
-                }
-                "COPY" => {
-                    let hash = step.files_hash.clone().unwrap_or_default();
-                    let archive = format!("{COPY_ARCHIVE_DIR}/.hutch-copy-{hash}");
-                    agent
-                        .upload(&self.files_dir().join(&hash), &archive, "root")
-                        .await
-                        .map_err(fail)?;
-                    let owner = args.get(2).filter(|o| !o.is_empty()).unwrap_or(&user);
-                    let mut vars = env.clone();
-                    vars.extend([
-                        ("HUTCH_TAR".to_string(), archive),
-                        ("HUTCH_SRC".to_string(), args[0].clone()),
-                        ("HUTCH_DEST".to_string(), absolute(&workdir, &args[1])),
-                        ("HUTCH_OWNER".to_string(), owner.clone()),
-                        (
-                            "HUTCH_MODE".to_string(),
-                            args.get(3).cloned().unwrap_or_default(),
-                        ),
-                    ]);
-                    let code = self
-                        .exec(build, &agent, &name, COPY_SCRIPT, "root", "/", &vars)
-                        .await
-                        .map_err(fail)?;
-                    if code != 0 {
-                        return Err(fail(format!(
-                            "COPY {} {}: failed (exit code {code})",
-                            args[0], args[1]
-                        )));
-                    }
-                }
-                _ => return Err(fail(format!("unknown step type {}", step.kind))),
-            }
+            stepper.run(&name, step).await.map_err(|m| (name, m))?;
         }
+        let Stepper {
+            user, workdir, env, ..
+        } = stepper;
 
         let mut all_env = pc.as_ref().map(|t| t.env.clone()).unwrap_or_default();
         all_env.extend(env);
@@ -822,20 +743,104 @@ impl Builds {
         self.templates().put_custom(record);
         Ok(())
     }
+}
 
-    /// Runs one step's command, logging its output.
-    #[allow(clippy::too_many_arguments)]
+/// Runs a build's steps in its sandbox, tracking the USER, WORKDIR and ENV they set.
+struct Stepper<'a> {
+    build: &'a Build,
+    agent: &'a AgentClient<'a>,
+    files_dir: PathBuf,
+    user: String,
+    workdir: String,
+    env: BTreeMap<String, String>,
+}
+
+impl Stepper<'_> {
+    /// Runs step `name`; the error is the failure's message.
+    async fn run(&mut self, name: &str, step: &Step) -> std::result::Result<(), String> {
+        let args = step.args.clone().unwrap_or_default();
+        match step.kind.as_str() {
+            "ENV" => {
+                for kv in args.chunks(2) {
+                    self.env.insert(kv[0].clone(), kv[1].clone());
+                }
+            }
+            "USER" => {
+                let u = args[0].clone();
+                let script = format!("id -u -- {}", shell_quote(&u));
+                if self.exec(name, &script, "root", "/", &self.env).await? != 0 {
+                    return Err(format!("USER {u}: no such user in the template"));
+                }
+                self.user = u;
+            }
+            "WORKDIR" => {
+                let dir = absolute(&self.workdir, &args[0]);
+                let script = format!(
+                    "[ -d {d} ] || {{ mkdir -p -- {d} && chown -- {u}: {d}; }}",
+                    d = shell_quote(&dir),
+                    u = shell_quote(&self.user)
+                );
+                let code = self.exec(name, &script, "root", "/", &self.env).await?;
+                if code != 0 {
+                    return Err(format!(
+                        "WORKDIR {dir}: cannot create it (exit code {code})"
+                    ));
+                }
+                self.workdir = dir;
+            }
+            "RUN" => {
+                let run_as = args.get(1).filter(|u| !u.is_empty()).unwrap_or(&self.user);
+                let code = self
+                    .exec(name, &args[0], run_as, &self.workdir, &self.env)
+                    .await?;
+                if code != 0 {
+                    return Err(format!(
+                        "RUN {}: the command exited with code {code}",
+                        args[0]
+                    ));
+                }
+            }
+            "COPY" => {
+                let hash = step.files_hash.clone().unwrap_or_default();
+                let archive = format!("{COPY_ARCHIVE_DIR}/.hutch-copy-{hash}");
+                self.agent
+                    .upload(&self.files_dir.join(&hash), &archive, "root")
+                    .await?;
+                let owner = args.get(2).filter(|o| !o.is_empty()).unwrap_or(&self.user);
+                let mut vars = self.env.clone();
+                vars.extend([
+                    ("HUTCH_TAR".to_string(), archive),
+                    ("HUTCH_SRC".to_string(), args[0].clone()),
+                    ("HUTCH_DEST".to_string(), absolute(&self.workdir, &args[1])),
+                    ("HUTCH_OWNER".to_string(), owner.clone()),
+                    (
+                        "HUTCH_MODE".to_string(),
+                        args.get(3).cloned().unwrap_or_default(),
+                    ),
+                ]);
+                let code = self.exec(name, COPY_SCRIPT, "root", "/", &vars).await?;
+                if code != 0 {
+                    return Err(format!(
+                        "COPY {} {}: failed (exit code {code})",
+                        args[0], args[1]
+                    ));
+                }
+            }
+            other => return Err(format!("unknown step type {other}")),
+        }
+        Ok(())
+    }
+
+    /// Runs one command of step `name` in the sandbox, logging its output.
     async fn exec(
         &self,
-        build: &Build,
-        agent: &AgentClient<'_>,
-        step: &str,
+        name: &str,
         script: &str,
         user: &str,
         cwd: &str,
         envs: &BTreeMap<String, String>,
     ) -> std::result::Result<i32, String> {
-        agent
+        self.agent
             .run(
                 &Command {
                     script,
@@ -849,7 +854,7 @@ impl Builds {
                     } else {
                         "info"
                     };
-                    build.log(level, Some(step), line);
+                    self.build.log(level, Some(name), line);
                 },
             )
             .await
@@ -957,10 +962,18 @@ async fn write_body(path: &Path, body: axum::body::Body) -> Result<()> {
         .await
         .map_err(|e| ServiceError::Internal(format!("create {}: {e}", path.display())))?;
     let mut body = body;
+    let mut total = 0u64;
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| ServiceError::BadRequest(format!("upload broke off: {e}")))?;
         if let Ok(data) = frame.into_data() {
+            total += data.len() as u64;
+            if total > MAX_UPLOAD_BYTES {
+                return Err(ServiceError::BadRequest(format!(
+                    "the upload exceeds {} GiB",
+                    MAX_UPLOAD_BYTES >> 30
+                )));
+            }
             f.write_all(&data)
                 .await
                 .map_err(|e| ServiceError::Internal(format!("write {}: {e}", path.display())))?;
