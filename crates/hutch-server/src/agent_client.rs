@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use axum::body::Body;
-use axum::http::{Request, Uri};
+use axum::http::Request;
 use base64::Engine;
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
@@ -72,6 +72,16 @@ impl<'a> AgentClient<'a> {
         b
     }
 
+    async fn send(
+        &self,
+        req: Request<Body>,
+    ) -> Result<axum::http::Response<hyper::body::Incoming>, String> {
+        self.http
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the sandbox's agent: {e}"))
+    }
+
     /// Runs `cmd` to its end, handing each line of its output to `on_line`; returns its exit
     /// code (-1 when it was killed by a signal).
     pub async fn run(
@@ -99,11 +109,7 @@ impl<'a> AgentClient<'a> {
             .header("connect-protocol-version", "1")
             .body(Body::from(body))
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| format!("cannot reach the build sandbox's agent: {e}"))?;
+        let resp = self.send(req).await?;
         if !resp.status().is_success() {
             let bytes = resp
                 .into_body()
@@ -204,23 +210,12 @@ impl<'a> AgentClient<'a> {
             .append_pair("path", dest)
             .append_pair("username", user)
             .finish();
-        let uri: Uri = format!("{}/files?{query}", self.base)
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let mut b = Request::post(uri)
+        let req = self
+            .request("POST", &format!("/files?{query}"), user)
             .header("content-type", "application/octet-stream")
-            .header("authorization", basic(user));
-        if let Some(t) = self.token {
-            b = b.header("x-access-token", t);
-        }
-        let req = b
             .body(Body::from_stream(stream))
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| format!("cannot reach the build sandbox's agent: {e}"))?;
+        let resp = self.send(req).await?;
         if resp.status().is_success() {
             return Ok(());
         }
