@@ -111,7 +111,7 @@ def main() -> None:
                 smallest = min(du(p) for p in layers)
                 base_size = min(du(p) for p in rootfs)
                 print(
-                    f"{'disk of a one-step template':<40} {smallest / 1e6:8.2f} MB   "
+                    f"{'disk of a one-step template':<40} {smallest / 1e3:8.1f} kB   "
                     f"smallest base rootfs {base_size / 1e6:8.1f} MB  ratio {smallest / base_size:.4f}"
                 )
     finally:
