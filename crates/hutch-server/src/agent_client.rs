@@ -111,15 +111,9 @@ impl<'a> AgentClient<'a> {
             .map_err(|e| e.to_string())?;
         let resp = self.send(req).await?;
         if !resp.status().is_success() {
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
             return Err(format!(
                 "the agent refused the command: {}",
-                String::from_utf8_lossy(&bytes)
+                body_text(resp).await
             ));
         }
         let mut body = resp.into_body();
@@ -220,15 +214,20 @@ impl<'a> AgentClient<'a> {
             return Ok(());
         }
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
         Err(format!(
             "uploading to {dest} failed ({status}): {}",
-            String::from_utf8_lossy(&bytes)
+            body_text(resp).await
         ))
     }
+}
+
+/// An answer's body as text, for an error message.
+async fn body_text(resp: axum::http::Response<hyper::body::Incoming>) -> String {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
