@@ -140,6 +140,19 @@ def test_a_dockerfile_from_e2bs_image_builds_on_the_code_interpreter(context: Pa
         assert r.stdout.splitlines() == ["user", "/home/user", "root", "hello from the build context", "/opt/tool"]
 
 
+def test_the_templates_user_and_workdir_are_the_sandboxes_defaults(names: list[str]) -> None:
+    name = unique("as-root")
+    names.append(name)
+    Template.build(Template().from_template("base").set_user("root").set_workdir("/srv/work"), name)
+    with Sandbox.create(template=name) as sbx:
+        assert sbx.commands.run("whoami; pwd").stdout.splitlines() == ["root", "/srv/work"]
+        # Relative file paths are the default user's home, as on E2B.
+        sbx.files.write("note.txt", "x")
+        assert sbx.commands.run("ls /root").stdout.split() == ["note.txt"]
+        # Another user can still be asked for.
+        assert sbx.commands.run("whoami", user="user").stdout.strip() == "user"
+
+
 def test_a_failing_step_fails_the_build_with_its_output_and_creates_nothing(names: list[str]) -> None:
     name = unique("broken")
     names.append(name)
