@@ -299,15 +299,16 @@ impl ExecutionState {
         if self.done {
             return;
         }
-        let msg = match self.barrier.is_some() {
-            true => match self.barrier_message(channel, msg) {
+        let msg = if self.barrier.is_some() {
+            match self.barrier_message(channel, msg) {
                 Some(m) => m,
                 None => {
                     self.maybe_finish(out);
                     return;
                 }
-            },
-            false => std::borrow::Cow::Borrowed(msg),
+            }
+        } else {
+            std::borrow::Cow::Borrowed(msg)
         };
         let msg = msg.as_ref();
         let c = &msg.content;

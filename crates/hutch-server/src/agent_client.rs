@@ -25,7 +25,7 @@ pub enum Stream {
 }
 
 /// How a command is run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Command<'a> {
     /// The shell script, run as `/bin/bash -l -c script`.
     pub script: &'a str,
@@ -34,7 +34,7 @@ pub struct Command<'a> {
     /// Its working directory (`None` = the user's home).
     pub cwd: Option<&'a str>,
     /// Extra environment variables.
-    pub envs: BTreeMap<String, String>,
+    pub envs: &'a BTreeMap<String, String>,
 }
 
 /// A client for one sandbox's agent.

@@ -175,6 +175,23 @@ pub fn image_template(image: &str) -> Option<&'static str> {
     }
 }
 
+/// The template a build starts from: `fromTemplate`, else the hutch twin of `fromImage`,
+/// else `base` (the twin of the SDK's default image).
+fn parent_name(spec: &BuildSpec) -> std::result::Result<String, String> {
+    if spec.from_image_registry.is_some() {
+        return Err("hutch does not pull images from registries: build FROM a template (base, code-interpreter-v1 or one built here)".into());
+    }
+    match (&spec.from_template, &spec.from_image) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(image)) => image_template(image).map(str::to_string).ok_or_else(|| {
+            format!(
+                "hutch does not pull Docker images ('{image}'): build FROM a template (base, code-interpreter-v1 or one built here), or from e2bdev/base or e2bdev/code-interpreter"
+            )
+        }),
+        (None, None) => Ok("base".to_string()),
+    }
+}
+
 /// A template name as E2B accepts it: lowercase letters, digits, `-`, `_` and `.`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -340,6 +357,15 @@ impl Builds {
                 .any(|b| b.template_id == template_id)
     }
 
+    /// The upload tokens of the template's builds still waiting for their files.
+    fn waiting_tokens(&self, template_id: &str) -> Vec<String> {
+        lock(&self.builds)
+            .values()
+            .filter(|b| b.template_id == template_id && lock(&b.state).status == Status::Waiting)
+            .map(|b| b.upload_token.clone())
+            .collect()
+    }
+
     /// `GET /templates/{id}/files/{hash}`: whether the archive is here already, and the
     /// token its upload URL needs.
     pub fn file_status(&self, template_id: &str, hash: &str) -> Result<(bool, String)> {
@@ -348,12 +374,7 @@ impl Builds {
                 "invalid files hash {hash:?}"
             )));
         }
-        let token = lock(&self.builds)
-            .values()
-            .filter(|b| b.template_id == template_id && lock(&b.state).status == Status::Waiting)
-            .map(|b| b.upload_token.clone())
-            .next();
-        let Some(token) = token else {
+        let Some(token) = self.waiting_tokens(template_id).into_iter().next() else {
             return Err(ServiceError::NotFound(
                 if self.knows_template(template_id) {
                     format!("template '{template_id}' has no build waiting for files")
@@ -379,11 +400,10 @@ impl Builds {
                 "invalid files hash {hash:?}"
             )));
         }
-        let allowed = lock(&self.builds).values().any(|b| {
-            b.template_id == template_id
-                && constant_time_eq(b.upload_token.as_bytes(), token.as_bytes())
-                && lock(&b.state).status == Status::Waiting
-        });
+        let allowed = self
+            .waiting_tokens(template_id)
+            .iter()
+            .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !allowed {
             return Err(ServiceError::Unauthorized(
                 "invalid or expired upload token".into(),
@@ -598,24 +618,7 @@ impl Builds {
     ) -> std::result::Result<(), (String, String)> {
         let base = |m: String| ("base".to_string(), m);
         let finalize = |m: String| ("finalize".to_string(), m);
-        // The parent.
-        if spec.from_image_registry.is_some() {
-            return Err(base(
-                "hutch does not pull images from registries: build FROM a template (base, code-interpreter-v1 or one built here)".into(),
-            ));
-        }
-        let parent_name = match (&spec.from_template, &spec.from_image) {
-            (Some(t), _) => t.clone(),
-            (None, Some(image)) => match image_template(image) {
-                Some(t) => t.to_string(),
-                None => {
-                    return Err(base(format!(
-                        "hutch does not pull Docker images ('{image}'): build FROM a template (base, code-interpreter-v1 or one built here), or from e2bdev/base or e2bdev/code-interpreter"
-                    )))
-                }
-            },
-            (None, None) => "base".to_string(),
-        };
+        let parent_name = parent_name(&spec).map_err(base)?;
         let parent = self
             .templates()
             .resolve(&parent_name)
@@ -653,8 +656,7 @@ impl Builds {
             .net(&rec.id)
             .map(|n| n.sandbox_ip)
             .ok_or_else(|| base("the build sandbox vanished".into()))?;
-        let http = self.svc.http().clone();
-        let agent = AgentClient::new(&http, ip, rec.envd_access_token.as_deref());
+        let agent = AgentClient::new(self.svc.http(), ip, rec.envd_access_token.as_deref());
 
         // Steps run as the parent's default user in its default workdir unless USER and
         // WORKDIR say otherwise, as in E2B.
@@ -720,17 +722,12 @@ impl Builds {
         };
         if let Some(start) = record.start_cmd.as_deref() {
             build.log("info", Some("finalize"), format!("Starting: {start}"));
-            start_and_wait(
-                &agent,
-                start,
-                record.ready_cmd.as_deref(),
-                &record,
-                true,
-                |line| build.log("info", Some("finalize"), line),
-            )
-            .await
-            .map_err(finalize)?;
         }
+        start_and_wait(&agent, &record, true, |line| {
+            build.log("info", Some("finalize"), line)
+        })
+        .await
+        .map_err(finalize)?;
         build.log("info", Some("finalize"), "Saving the template's layer");
         self.svc
             .commit_layer(&rec.id, layer.clone())
@@ -846,7 +843,7 @@ impl Stepper<'_> {
                     script,
                     user,
                     cwd: Some(cwd),
-                    envs: envs.clone(),
+                    envs,
                 },
                 |stream, line| {
                     let level = if stream == Stream::Stderr {
@@ -867,56 +864,42 @@ impl Stepper<'_> {
 /// sandbox need not wait for a fixed time.
 pub async fn start_and_wait(
     agent: &AgentClient<'_>,
-    start: &str,
-    ready: Option<&str>,
     t: &TemplateRecord,
     at_build: bool,
     mut on_log: impl FnMut(String),
 ) -> std::result::Result<(), String> {
-    let user = t.user.clone().unwrap_or_else(|| "user".into());
-    let cwd = t.workdir.clone();
+    let Some(start) = t.start_cmd.as_deref() else {
+        return Ok(());
+    };
+    let user = t.user.as_deref().unwrap_or("user");
+    // The sandbox's agent gives every process the template's ENV already.
+    let no_env = BTreeMap::new();
+    let cmd = |script| Command {
+        script,
+        user,
+        cwd: t.workdir.as_deref(),
+        envs: &no_env,
+    };
     let launch = format!(
         "setsid nohup /bin/bash -l -c {} >/tmp/.hutch-start.log 2>&1 </dev/null &",
         shell_quote(start)
     );
     let code = agent
-        .run(
-            &Command {
-                script: &launch,
-                user: &user,
-                cwd: cwd.as_deref(),
-                envs: BTreeMap::new(),
-            },
-            |_, l| on_log(l.to_string()),
-        )
+        .run(&cmd(&launch), |_, l| on_log(l.to_string()))
         .await?;
     if code != 0 {
         return Err(format!(
             "the start command could not be launched (exit code {code})"
         ));
     }
-    let Some(ready) = ready else {
+    let Some(ready) = t.ready_cmd.as_deref() else {
         return Ok(());
     };
     if !at_build && is_fixed_wait(ready) {
         return Ok(());
     }
     let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let code = agent
-            .run(
-                &Command {
-                    script: ready,
-                    user: &user,
-                    cwd: cwd.as_deref(),
-                    envs: BTreeMap::new(),
-                },
-                |_, _| {},
-            )
-            .await?;
-        if code == 0 {
-            return Ok(());
-        }
+    while agent.run(&cmd(ready), |_, _| {}).await? != 0 {
         if Instant::now() > deadline {
             return Err(format!(
                 "the ready command `{ready}` did not succeed within {} s of the start command `{start}`",
@@ -925,6 +908,7 @@ pub async fn start_and_wait(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(())
 }
 
 /// True for a ready command that only waits a fixed time (`sleep N`).

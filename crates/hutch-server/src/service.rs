@@ -529,22 +529,14 @@ impl Service {
         .await;
         // A template's start command runs in every new sandbox, which is ready once the
         // template's ready command succeeds.
-        let ready = match (ready, custom.and_then(|t| t.start_cmd.as_deref())) {
-            (Ok(()), Some(start)) if req.build.is_none() => {
-                let t = custom.expect("start command of a user-built template");
-                crate::builds::start_and_wait(
-                    &crate::agent_client::AgentClient::new(
-                        &self.http,
-                        spawned.net.sandbox_ip,
-                        rec.envd_access_token.as_deref(),
-                    ),
-                    start,
-                    t.ready_cmd.as_deref(),
-                    t,
-                    false,
-                    |_| {},
-                )
-                .await
+        let ready = match (ready, custom) {
+            (Ok(()), Some(t)) if req.build.is_none() => {
+                let agent = crate::agent_client::AgentClient::new(
+                    &self.http,
+                    spawned.net.sandbox_ip,
+                    rec.envd_access_token.as_deref(),
+                );
+                crate::builds::start_and_wait(&agent, t, false, |_| {}).await
             }
             (r, _) => r,
         };

@@ -91,6 +91,15 @@ struct Inner {
     status: BuildStatus,
 }
 
+impl Inner {
+    /// The user-built template with this id, else with this name.
+    fn find_custom(&self, id_or_name: &str) -> Option<&TemplateRecord> {
+        self.custom
+            .get(id_or_name)
+            .or_else(|| self.custom.values().find(|t| t.name == id_or_name))
+    }
+}
+
 /// Template registry: the default templates (name → built rootfs) and the ones users built,
 /// plus the status of the defaults' build.
 #[derive(Debug)]
@@ -165,11 +174,7 @@ impl Templates {
     /// The user-built template with this id or name.
     pub fn custom(&self, id_or_name: &str) -> Option<TemplateRecord> {
         let base = id_or_name.split(':').next().unwrap_or(id_or_name);
-        let g = self.lock();
-        g.custom
-            .get(base)
-            .or_else(|| g.custom.values().find(|t| t.name == base))
-            .cloned()
+        self.lock().find_custom(base).cloned()
     }
 
     /// Every user-built template.
@@ -202,11 +207,7 @@ impl Templates {
                 custom: None,
             });
         }
-        if let Some(t) = g
-            .custom
-            .get(base)
-            .or_else(|| g.custom.values().find(|t| t.name == base))
-        {
+        if let Some(t) = g.find_custom(base) {
             if let Some(missing) = t.layers.iter().find(|l| !l.is_dir()) {
                 return Err(TemplateLookupError::Broken(
                     t.name.clone(),

@@ -46,9 +46,7 @@ impl Api {
         }
         Ok((status, json))
     }
-}
 
-impl Api {
     /// A client for `url` (`E2B_API_URL` when `HUTCH_API_URL` is unset) with `api_key` (or
     /// `E2B_API_KEY`).
     pub(crate) fn new(url: &str, api_key: Option<String>) -> Result<Self> {
