@@ -113,9 +113,11 @@ trap cleanup EXIT
 # A cold first run builds the templates with debootstrap: allow it time.
 # /health is 200 once `base` is built and lists the templates that are ready; the tests need
 # `code-interpreter-v1` too, which keeps building after `base`.
+# Match the name inside "templates": while it builds, the progress object names it too.
+ci_ready() { grep -Eq '"templates":\[[^]]*"code-interpreter-v1"' "$WORK/health" 2>/dev/null; }
 for i in $(seq 1 4800); do
     curl -s -o "$WORK/health" "http://127.0.0.1:$PORT/health" || true
-    grep -q '"code-interpreter-v1"' "$WORK/health" 2>/dev/null && break
+    ci_ready && break
     if ! kill -0 "$(cat "$WORK/server.pid")" 2>/dev/null; then
         echo "hutch serve exited during start-up" >&2
         exit 1
@@ -127,7 +129,7 @@ for i in $(seq 1 4800); do
     if [ $((i % 20)) = 0 ]; then echo "waiting for hutch serve's templates: $(cat "$WORK/health" 2>/dev/null)" >&2; fi
     sleep 0.5
 done
-grep -q '"code-interpreter-v1"' "$WORK/health" || { echo "code-interpreter-v1 never became ready" >&2; exit 1; }
+ci_ready || { echo "code-interpreter-v1 never became ready" >&2; exit 1; }
 
 step "end-to-end tests"
 export E2B_API_URL="http://127.0.0.1:$PORT"
