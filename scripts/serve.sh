@@ -4,8 +4,10 @@
 # with a progress bar). Extra arguments go to `hutch serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Root runs it directly; anyone else is asked for root through sudo, when there is one.
 if [ "$(id -u)" -ne 0 ]; then
-    echo "hutch serve needs root (namespaces, cgroups, mounts, network): run it with sudo" >&2
+    if command -v sudo >/dev/null; then exec sudo -E -- "$0" "$@"; fi
+    echo "hutch serve needs root (namespaces, cgroups, mounts, network): run this as root" >&2
     exit 1
 fi
 scripts/install-deps.sh

@@ -11,8 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Root runs it directly; anyone else is asked for root through sudo, when there is one.
 if [ "$(id -u)" -ne 0 ]; then
-    echo "the tests create namespaces, cgroups and network interfaces: run them as root (sudo)" >&2
+    if command -v sudo >/dev/null; then exec sudo -E -- "$0" "$@"; fi
+    echo "the tests create namespaces, cgroups and network interfaces: they need root: run this as root" >&2
     exit 1
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
