@@ -76,6 +76,30 @@ def test_root_inside_is_not_root_outside(sandbox: Sandbox) -> None:
         sandbox.commands.run("unshare -U true", user="root")
 
 
+def test_setuid_sudo_gains_only_the_sandboxs_own_root(sandbox: Sandbox) -> None:
+    # Debian's setuid sudo works (no_new_privs is off), but what it gains is the same
+    # filtered root as user="root": same bounding set, still under seccomp, no mount.
+    def status(user: str, prefix: str) -> str:
+        cmd = "grep -E '^(CapBnd|Seccomp):' /proc/self/status"
+        return run(sandbox, prefix + cmd, user=user)
+
+    via_sudo = status("user", "sudo -n ")
+    assert via_sudo == status("root", "")
+    assert "Seccomp:\t2" in via_sudo
+    pid = host_pid_of(sandbox)
+    for cmd in ["mount -t tmpfs none /mnt", "unshare -U true", "date -s '2001-01-01'"]:
+        with pytest.raises(CommandExitException):
+            sandbox.commands.run("sudo -n " + cmd)
+    # and sudo's root is still an unprivileged uid on the host
+    run(sandbox, "sudo -n sh -c 'sleep 60 >/dev/null 2>&1 &'")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        uid_line = next(
+            line for line in Path(f"/proc/{child}/status").read_text().splitlines() if line.startswith("Uid:")
+        )
+        assert all(int(u) >= 1_000_000 for u in uid_line.split()[1:]), uid_line
+
+
 def test_memory_limit_stops_the_hog_not_the_sandbox(sandbox: Sandbox) -> None:
     with pytest.raises(CommandExitException):
         # 3 GiB against a 1 GiB limit: killed by the cgroup's OOM killer (or MemoryError)

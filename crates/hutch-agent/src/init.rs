@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -24,9 +26,89 @@ pub enum InitError {
     },
 }
 
+/// Where the host mounts the agent inside every sandbox.
+pub const AGENT_PATH: &str = "/.hutch/hutch-agent";
+
+/// Where agents before Debian's `sudo` took over linked a `sudo` of their own; template layers
+/// built by such an agent still hold the link (see [`remove_legacy_sudo_link`]).
+const LEGACY_SUDO_LINK: &str = "/usr/local/bin/sudo";
+
 /// Whether this process is its pid namespace's init.
 pub fn is_pid1() -> bool {
     std::process::id() == 1
+}
+
+/// Whether the agent runs as a sandbox's init: PID 1 and executing the binary mounted at
+/// [`AGENT_PATH`]. A local run as PID 1 of a bare pid namespace (the tests do that) shares the
+/// host's filesystem and must not touch it.
+pub fn in_sandbox() -> bool {
+    if !is_pid1() {
+        return false;
+    }
+    // Compared by inode, not by path: when the host rebuilds the binary, /proc/self/exe of a
+    // running sandbox reads "... (deleted)" although the mount is still there.
+    match (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::metadata(AGENT_PATH),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the `sudo` → agent link that earlier agents installed, so Debian's `/usr/bin/sudo`
+/// answers again in sandboxes of templates built back then. Only in a sandbox, and only that
+/// exact link: a `sudo` someone else put there stays.
+pub fn remove_legacy_sudo_link() {
+    if in_sandbox() {
+        remove_link_to(Path::new(LEGACY_SUDO_LINK), Path::new(AGENT_PATH));
+    }
+}
+
+/// Marks the `/etc/hosts` line the agent manages, so a later start (of this sandbox, or of one
+/// whose template layer captured the line) replaces it instead of adding another.
+const HOSTS_MARK: &str = "# hutch: this sandbox's hostname";
+
+/// Makes the sandbox's hostname (its id) resolve, as container runtimes do: `sudo` and other
+/// tools look their own host up and complain when it is unknown. Only in a sandbox.
+pub fn publish_hostname() {
+    if !in_sandbox() {
+        return;
+    }
+    let hostname = match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) => name.trim().to_owned(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the hostname");
+            return;
+        }
+    };
+    let hosts = Path::new("/etc/hosts");
+    let old = std::fs::read_to_string(hosts).unwrap_or_default();
+    let new = hosts_with(&old, &hostname);
+    if new != old {
+        if let Err(err) = std::fs::write(hosts, new) {
+            tracing::warn!(error = %err, "cannot add the hostname to /etc/hosts");
+        }
+    }
+}
+
+/// `hosts` with the managed line for `hostname` (and no other managed line).
+fn hosts_with(hosts: &str, hostname: &str) -> String {
+    let mut out: String = hosts
+        .lines()
+        .filter(|line| !line.ends_with(HOSTS_MARK))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    out.push_str(&format!("127.0.1.1\t{hostname}\t{HOSTS_MARK}\n"));
+    out
+}
+
+fn remove_link_to(link: &Path, target: &Path) {
+    if std::fs::read_link(link).is_ok_and(|t| t == target) {
+        if let Err(err) = std::fs::remove_file(link) {
+            tracing::warn!(link = %link.display(), error = %err, "cannot remove the old sudo link");
+        }
+    }
 }
 
 /// Makes orphans of our descendants come back to the agent even when it is not PID 1 (local
@@ -64,4 +146,47 @@ pub fn shutdown_signal() -> Result<impl Future<Output = &'static str>, InitError
             _ = int.recv() => "SIGINT",
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_only_a_link_to_the_agent() {
+        let dir = std::env::temp_dir().join(format!("hutch-init-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("sudo");
+        std::os::unix::fs::symlink("/elsewhere", &link).unwrap();
+        remove_link_to(&link, Path::new(AGENT_PATH));
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok(),
+            "a foreign link stays"
+        );
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(AGENT_PATH, &link).unwrap();
+        remove_link_to(&link, Path::new(AGENT_PATH));
+        assert!(
+            std::fs::symlink_metadata(&link).is_err(),
+            "the agent's link goes"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_hostname_line_is_added_once_and_replaced() {
+        let base = "127.0.0.1\tlocalhost\n::1\tlocalhost\n";
+        let first = hosts_with(base, "abc");
+        assert_eq!(first, format!("{base}127.0.1.1\tabc\t{HOSTS_MARK}\n"));
+        assert_eq!(hosts_with(&first, "abc"), first, "idempotent");
+        let other = hosts_with(&first, "xyz");
+        assert_eq!(other, format!("{base}127.0.1.1\txyz\t{HOSTS_MARK}\n"));
+        assert_eq!(hosts_with("", "h"), format!("127.0.1.1\th\t{HOSTS_MARK}\n"));
+    }
+
+    #[test]
+    fn not_a_sandbox_here() {
+        assert!(!in_sandbox());
+    }
 }

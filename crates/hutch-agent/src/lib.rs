@@ -17,7 +17,6 @@ mod json;
 pub mod process;
 pub mod proto;
 pub mod reaper;
-pub mod sudo;
 pub mod users;
 
 use std::sync::Arc;
@@ -56,7 +55,8 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     let shutdown = init::shutdown_signal()?;
     let reaper = Reaper::new();
     reaper.start().map_err(AgentError::Reaper)?;
-    sudo::start(&reaper, &options.passwd, &options.group);
+    init::remove_legacy_sudo_link();
+    init::publish_hostname();
 
     let process = ProcessService::new(
         reaper.clone(),

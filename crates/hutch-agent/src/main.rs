@@ -5,10 +5,6 @@ use std::process::ExitCode;
 use hutch_agent::config::{AgentConfig, Options, CONFIG_ENV};
 
 fn main() -> ExitCode {
-    // Multi-call binary: as `sudo` it is the agent-backed sudo client, nothing else.
-    if hutch_agent::sudo::invoked_as_sudo() {
-        return hutch_agent::sudo::client::main();
-    }
     // Before anything starts a thread: this edits the process environment.
     let config = AgentConfig::take_from_env();
     init_logging();

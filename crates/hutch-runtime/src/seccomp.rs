@@ -372,9 +372,36 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
 
 /// Installs already compiled filters on the calling thread (and so its future children).
 /// Compile before forking: this only runs syscalls.
+///
+/// Unlike `seccompiler::apply_filter`, this does not set `no_new_privs` (the caller decides,
+/// see `SpawnRequest::no_new_privs`): without it the kernel requires CAP_SYS_ADMIN in the
+/// caller's user namespace, which the sandbox's init holds until it execs the agent. Leaving
+/// `no_new_privs` off is what lets Debian's setuid `sudo` work inside (docs/design.md).
 pub fn install(programs: &[BpfProgram]) -> Result<()> {
     for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| RuntimeError::Seccomp(e.to_string()))?;
+        let len = u16::try_from(p.len())
+            .map_err(|_| RuntimeError::Seccomp(format!("filter of {} instructions", p.len())))?;
+        let prog = libc::sock_fprog {
+            len,
+            // seccompiler's `sock_filter` is `#[repr(C)]` with the kernel's layout, as libc's is.
+            filter: p.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `prog` points at `len` valid instructions that outlive the call; the kernel
+        // copies them and keeps no pointer.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(RuntimeError::Seccomp(format!(
+                "seccomp(SECCOMP_SET_MODE_FILTER): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
     }
     Ok(())
 }

@@ -197,7 +197,8 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         net: cfg.net,
         cgroup_parent: "hutch".into(),
         seccomp: true,
-        no_new_privs: true,
+        // Off so that Debian's setuid `sudo` works inside; docs/design.md says why that is safe.
+        no_new_privs: false,
         agent_log: cfg.agent_log,
     }
 }

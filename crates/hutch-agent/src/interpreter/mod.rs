@@ -391,7 +391,7 @@ impl Drop for Running {
 /// only when `--interpreter-listen` asks. Failing to listen is logged, never fatal: the
 /// agent's own service must stay up.
 pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) -> Option<Running> {
-    let sandbox = crate::sudo::in_sandbox();
+    let sandbox = crate::init::in_sandbox();
     let listen: SocketAddr = match options.interpreter_listen {
         Some(addr) => addr,
         None if sandbox => DEFAULT_LISTEN.parse().expect("valid default address"),
