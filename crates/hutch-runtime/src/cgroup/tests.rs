@@ -280,3 +280,56 @@ fn v1_dir_of_an_unknown_controller_is_empty() {
     assert_eq!(driver.dirs("s"), [PathBuf::from("/cg/memory/hutch/s")]);
     assert_eq!(driver.dir("pids", "s"), PathBuf::new());
 }
+
+/// True when the tests run as root (effective uid 0), read from `/proc/self/status`.
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uids = s.lines().find_map(|l| l.strip_prefix("Uid:"))?.to_owned();
+            uids.split_whitespace().nth(1).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Removes a real parent cgroup (and its sandbox child) even when the test fails.
+struct RealParent(CgroupDriver);
+
+impl Drop for RealParent {
+    fn drop(&mut self) {
+        let _ = self.0.remove("t");
+        let parents: Vec<PathBuf> = match &self.0 {
+            CgroupDriver::V1 { parents } => parents.iter().map(|(_, p)| p.clone()).collect(),
+            CgroupDriver::V2 { parent } => vec![parent.clone()],
+        };
+        for p in parents {
+            let _ = fs::remove_dir(p);
+        }
+    }
+}
+
+#[test]
+fn real_host_cgroup_round_trip_when_root() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to create cgroups");
+        return;
+    }
+    let name = format!("hutch-rtest-{}", std::process::id());
+    let driver = match CgroupDriver::detect(&name) {
+        Ok(d) => RealParent(d),
+        Err(e) => {
+            eprintln!("skipped: no usable cgroup hierarchy here: {e}");
+            return;
+        }
+    };
+    let d = &driver.0;
+    d.create("t", &LIMITS).expect("create");
+    let st = d.stats("t").expect("stats");
+    assert_eq!(st.pids, 0);
+    d.set_frozen("t", true).expect("freeze an empty cgroup");
+    assert!(d.is_frozen("t"));
+    d.set_frozen("t", false).expect("thaw");
+    assert_eq!(d.existing(), ["t"]);
+    d.remove("t").expect("remove");
+    assert!(d.existing().is_empty());
+}
