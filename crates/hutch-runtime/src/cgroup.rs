@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, RuntimeError};
 
-/// The v1 controllers a sandbox is placed in.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "freezer"];
+mod detect;
+mod limits;
+#[cfg(test)]
+mod tests;
+
+pub use detect::{CgroupLayout, V1_CONTROLLERS};
+pub use limits::{stat_field, CgroupLimits, LimitFile, CPU_PERIOD_US};
 
 /// How the host organises its cgroups.
 #[derive(Debug, Clone)]
@@ -43,17 +48,6 @@ pub struct CgroupStats {
     pub pids: u64,
 }
 
-/// Limits applied to a sandbox's cgroup.
-#[derive(Debug, Clone, Copy)]
-pub struct CgroupLimits {
-    /// Memory limit in bytes (swap is not allowed on top).
-    pub memory_bytes: u64,
-    /// CPU quota as a number of CPUs.
-    pub cpus: u32,
-    /// Maximum number of tasks.
-    pub pids: u64,
-}
-
 fn write(path: &Path, value: &str) -> Result<()> {
     fs::write(path, value).map_err(|e| RuntimeError::io("write", path, e))
 }
@@ -73,86 +67,50 @@ fn read_u64(path: &Path) -> Result<u64> {
     })
 }
 
-fn stat_field(stat: &str, key: &str) -> Option<u64> {
-    stat.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
 impl CgroupDriver {
     /// Finds the host's cgroup layout from `/proc/self/mountinfo` and creates hutch's parent
-    /// cgroup `name` in it. v1 is used when the memory controller is mounted as v1 (hybrid
-    /// hosts keep their controllers there); otherwise the unified v2 hierarchy.
+    /// cgroup `name` in it (see [`CgroupLayout::from_mountinfo`] for the choice).
     pub fn detect(name: &str) -> Result<Self> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| RuntimeError::io("read", "/proc/self/mountinfo", e))?;
-        let mut v1: Vec<(String, PathBuf)> = Vec::new();
-        let mut v2: Option<PathBuf> = None;
-        for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else {
-                continue;
-            };
-            let mount_point = pre.split(' ').nth(4).unwrap_or_default();
-            let mut post = post.split(' ');
-            let fstype = post.next().unwrap_or_default();
-            let _source = post.next();
-            let opts = post.next().unwrap_or_default();
-            match fstype {
-                "cgroup" => {
-                    for opt in opts.split(',') {
-                        if V1_CONTROLLERS.contains(&opt) {
-                            v1.push((opt.to_string(), PathBuf::from(mount_point)));
-                        }
+        let layout = CgroupLayout::from_mountinfo(&mountinfo, |mount| {
+            fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default()
+        })?;
+        Self::setup(&layout, name)
+    }
+
+    /// Creates hutch's parent cgroup `name` in the hierarchies of `layout` and returns the
+    /// driver for it. The layout's mount points may be any directories (tests use a tree in
+    /// a temp dir).
+    pub fn setup(layout: &CgroupLayout, name: &str) -> Result<Self> {
+        match layout {
+            CgroupLayout::V1 { controllers } => {
+                let parents: Vec<(String, PathBuf)> = controllers
+                    .iter()
+                    .map(|(c, m)| (c.clone(), m.join(name)))
+                    .collect();
+                for (_, p) in &parents {
+                    fs::create_dir_all(p).map_err(|e| RuntimeError::io("mkdir", p, e))?;
+                }
+                // Let memory limits of children apply hierarchically (v1 default is off on old kernels).
+                if let Some((_, p)) = parents.iter().find(|(c, _)| c == "memory") {
+                    let _ = fs::write(p.join("memory.use_hierarchy"), "1");
+                }
+                Ok(CgroupDriver::V1 { parents })
+            }
+            CgroupLayout::V2 { root } => {
+                let parent = root.join(name);
+                fs::create_dir_all(&parent).map_err(|e| RuntimeError::io("mkdir", &parent, e))?;
+                // Controllers must be enabled on every level from the root down to our parent.
+                for dir in [root, &parent] {
+                    let ctl = dir.join("cgroup.subtree_control");
+                    for c in ["+memory", "+cpu", "+pids"] {
+                        let _ = fs::write(&ctl, c);
                     }
                 }
-                "cgroup2" => {
-                    let p = PathBuf::from(mount_point);
-                    let has_memory = fs::read_to_string(p.join("cgroup.controllers"))
-                        .map(|c| c.split_whitespace().any(|c| c == "memory"))
-                        .unwrap_or(false);
-                    if has_memory {
-                        v2 = Some(p);
-                    }
-                }
-                _ => {}
+                Ok(CgroupDriver::V2 { parent })
             }
         }
-        if v1.iter().any(|(c, _)| c == "memory") {
-            for c in V1_CONTROLLERS {
-                if !v1.iter().any(|(have, _)| have == c) {
-                    return Err(RuntimeError::Cgroup(format!(
-                        "cgroup v1 host without the {c} controller mounted"
-                    )));
-                }
-            }
-            let parents: Vec<(String, PathBuf)> =
-                v1.into_iter().map(|(c, m)| (c, m.join(name))).collect();
-            for (_, p) in &parents {
-                fs::create_dir_all(p).map_err(|e| RuntimeError::io("mkdir", p, e))?;
-            }
-            // Let memory limits of children apply hierarchically (v1 default is off on old kernels).
-            if let Some((_, p)) = parents.iter().find(|(c, _)| c == "memory") {
-                let _ = fs::write(p.join("memory.use_hierarchy"), "1");
-            }
-            return Ok(CgroupDriver::V1 { parents });
-        }
-        if let Some(root) = v2 {
-            let parent = root.join(name);
-            fs::create_dir_all(&parent).map_err(|e| RuntimeError::io("mkdir", &parent, e))?;
-            // Controllers must be enabled on every level from the root down to our parent.
-            for dir in [&root, &parent] {
-                let ctl = dir.join("cgroup.subtree_control");
-                for c in ["+memory", "+cpu", "+pids"] {
-                    let _ = fs::write(&ctl, c);
-                }
-            }
-            return Ok(CgroupDriver::V2 { parent });
-        }
-        Err(RuntimeError::Cgroup(
-            "neither a v1 memory hierarchy nor a v2 hierarchy with the memory controller is mounted"
-                .into(),
-        ))
     }
 
     /// True on a unified (v2) host.
@@ -199,37 +157,17 @@ impl CgroupDriver {
                 Err(e) => return Err(RuntimeError::io("mkdir", &d, e)),
             }
         }
-        let quota = u64::from(limits.cpus.max(1)) * 100_000;
-        match self {
-            CgroupDriver::V1 { .. } => {
-                let mem = self.dir("memory", id);
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                // memsw exists only with swap accounting; where it does, forbid swap on top.
-                let memsw = mem.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    write(&memsw, &limits.memory_bytes.to_string())?;
-                }
-                let cpu = self.dir("cpu", id);
-                write(&cpu.join("cpu.cfs_period_us"), "100000")?;
-                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                write(
-                    &self.dir("pids", id).join("pids.max"),
-                    &limits.pids.to_string(),
-                )?;
+        let files = if self.is_v2() {
+            limits.v2_files()
+        } else {
+            limits.v1_files()
+        };
+        for f in files {
+            let path = self.dir(f.controller, id).join(f.file);
+            if f.only_if_present && !path.exists() {
+                continue;
             }
-            CgroupDriver::V2 { .. } => {
-                let d = self.dir("", id);
-                write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
-                let swap = d.join("memory.swap.max");
-                if swap.exists() {
-                    write(&swap, "0")?;
-                }
-                write(&d.join("cpu.max"), &format!("{quota} 100000"))?;
-                write(&d.join("pids.max"), &limits.pids.to_string())?;
-            }
+            write(&path, &f.value)?;
         }
         Ok(())
     }

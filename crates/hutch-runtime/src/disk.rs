@@ -45,14 +45,14 @@ struct LoopConfig {
 /// Returns the path of a freshly formatted, empty ext4 image of `size_mb`, creating it
 /// once per size under `cache_dir` so that each sandbox only copies ~1 MiB of metadata.
 pub fn blank_image(cache_dir: &Path, size_mb: u64) -> Result<PathBuf> {
-    let path = cache_dir.join(format!("blank-ext4-{size_mb}m.img"));
+    let path = cache_dir.join(blank_image_name(size_mb));
     if path.exists() {
         return Ok(path);
     }
     fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::io("mkdir", cache_dir, e))?;
     let tmp = cache_dir.join(format!(".blank-{size_mb}m-{}.img", std::process::id()));
     let f = File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
-    f.set_len(size_mb * 1024 * 1024)
+    f.set_len(image_len(size_mb))
         .map_err(|e| RuntimeError::io("truncate", &tmp, e))?;
     drop(f);
     // No journal: the disk lives and dies with one sandbox, crash consistency buys nothing.
@@ -202,7 +202,25 @@ pub fn usage(path: &Path) -> Result<(u64, u64)> {
             io::Error::last_os_error(),
         ));
     }
-    let total = st.f_blocks * st.f_frsize;
-    let free = st.f_bfree * st.f_frsize;
-    Ok((total.saturating_sub(free), total))
+    Ok(used_and_total(st.f_blocks, st.f_bfree, st.f_frsize))
 }
+
+/// The cache file name of the blank image of `size_mb`.
+fn blank_image_name(size_mb: u64) -> String {
+    format!("blank-ext4-{size_mb}m.img")
+}
+
+/// The size in bytes of a disk of `size_mb` MiB.
+fn image_len(size_mb: u64) -> u64 {
+    size_mb * 1024 * 1024
+}
+
+/// Used and total bytes from a filesystem's block counts (`statvfs`).
+fn used_and_total(blocks: u64, free_blocks: u64, fragment_size: u64) -> (u64, u64) {
+    let total = blocks * fragment_size;
+    let free = free_blocks * fragment_size;
+    (total.saturating_sub(free), total)
+}
+
+#[cfg(test)]
+mod tests;

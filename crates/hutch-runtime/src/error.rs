@@ -72,3 +72,53 @@ impl RuntimeError {
 
 /// Shorthand for results of this crate.
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_name_the_operation_and_path() {
+        let e = RuntimeError::io(
+            "mkdir",
+            "/sys/fs/cgroup/memory/hutch",
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        assert_eq!(
+            e.to_string(),
+            "mkdir /sys/fs/cgroup/memory/hutch: Permission denied (os error 13)"
+        );
+    }
+
+    #[test]
+    fn command_errors_point_at_the_install_script() {
+        let e = RuntimeError::Command {
+            cmd: "nft -f -".into(),
+            stderr: "Operation not permitted".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "`nft -f -` failed: Operation not permitted; is it installed (setup/install-deps.sh) and are we root?"
+        );
+    }
+
+    #[test]
+    fn helper_reports_pass_through_unchanged_and_slots_say_how_many() {
+        assert_eq!(
+            RuntimeError::Helper("pivot_root: EINVAL".into()).to_string(),
+            "pivot_root: EINVAL"
+        );
+        assert_eq!(
+            RuntimeError::NoSlot(64).to_string(),
+            "no free network slot for a new sandbox (all 64 in use)"
+        );
+        assert_eq!(
+            RuntimeError::Sys {
+                op: "setns".into(),
+                source: io::Error::from_raw_os_error(libc::EPERM),
+            }
+            .to_string(),
+            "setns failed: Operation not permitted (os error 1)"
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod disk;
 pub mod error;
+mod mountinfo;
 pub mod mounts;
 pub mod net;
 pub mod proc;
@@ -17,6 +18,8 @@ pub mod runtime;
 pub mod seccomp;
 pub mod spawn;
 mod sys;
+#[cfg(test)]
+mod testutil;
 
 pub use cgroup::{CgroupDriver, CgroupStats};
 pub use error::RuntimeError;

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::disk;
 use crate::error::{Result, RuntimeError};
-use crate::sys;
+use crate::{mountinfo, sys};
+
+pub mod plan;
 
 /// The paths that make up one sandbox's storage under its state directory.
 #[derive(Debug, Clone)]
@@ -61,13 +63,7 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
-    let lower: Vec<String> = layers.iter().map(|l| l.display().to_string()).collect();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
+    let opts = plan::overlay_options(layers, &upper, &work);
     sys::mount(
         Some(Path::new("overlay")),
         &paths.rootfs,
@@ -106,30 +102,5 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-/// Undoes mountinfo's octal escaping of spaces and friends.
-fn unescape(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(out))
+    mountinfo::mounts_below(&info, dir)
 }

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 
+pub mod rules;
+
 /// Name of hutch's nftables table (family `inet`).
 pub const NFT_TABLE: &str = "hutch";
 /// Prefix of the host-side veth names.
@@ -118,56 +120,7 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
 pub fn install_host_rules(cfg: &NetConfig, noinet: &[Ipv4Addr]) -> Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| RuntimeError::io("write", "/proc/sys/net/ipv4/ip_forward", e))?;
-    let elements = if noinet.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "elements = {{ {} }}",
-            noinet
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let p = HOST_IF_PREFIX;
-    let cidr = cfg.cidr();
-    let ruleset = format!(
-        r#"add table inet {NFT_TABLE}
-delete table inet {NFT_TABLE}
-table inet {NFT_TABLE} {{
-    set noinet {{
-        type ipv4_addr
-        {elements}
-    }}
-    set blocked {{
-        type ipv4_addr
-        flags interval
-        auto-merge
-        elements = {{ 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16,
-                      172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 224.0.0.0/3, {cidr} }}
-    }}
-    chain input {{
-        type filter hook input priority -10; policy accept;
-        iifname "{p}*" ct state established,related accept
-        iifname "{p}*" drop
-    }}
-    chain forward {{
-        type filter hook forward priority -10; policy accept;
-        oifname "{p}*" ct state established,related accept
-        oifname "{p}*" drop
-        iifname "{p}*" meta nfproto ipv6 drop
-        iifname "{p}*" ip saddr @noinet drop
-        iifname "{p}*" ip daddr @blocked drop
-        iifname "{p}*" ip saddr != {cidr} drop
-    }}
-    chain postrouting {{
-        type nat hook postrouting priority 100; policy accept;
-        ip saddr {cidr} oifname != "{p}*" masquerade
-    }}
-}}
-"#
-    );
+    let ruleset = rules::ruleset(cfg, noinet);
     run("nft", &["-f", "-"], Some(&ruleset))
 }
 
@@ -178,19 +131,9 @@ pub fn remove_host_rules() -> Result<()> {
 
 /// Adds or removes a sandbox address from the no-egress set.
 pub fn set_internet(ip: Ipv4Addr, allowed: bool) -> Result<()> {
-    let verb = if allowed { "delete" } else { "add" };
-    let res = run(
-        "nft",
-        &[
-            verb,
-            "element",
-            "inet",
-            NFT_TABLE,
-            "noinet",
-            &format!("{{ {ip} }}"),
-        ],
-        None,
-    );
+    let args = rules::noinet_args(ip, allowed);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let res = run("nft", &args, None);
     match res {
         // Deleting an element that is not there is fine.
         Err(_) if allowed => Ok(()),
@@ -203,12 +146,7 @@ pub fn set_internet(ip: Ipv4Addr, allowed: bool) -> Result<()> {
 pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
     // A leftover interface of a dead sandbox with the same slot would make `link add` fail.
     let _ = run("ip", &["link", "del", &net.host_if], None);
-    let batch = format!(
-        "link add {h} type veth peer name {p} netns {pid}\naddr add {hip}/30 dev {h}\nlink set {h} up\n",
-        h = net.host_if,
-        p = net.peer_if,
-        hip = net.host_ip,
-    );
+    let batch = rules::host_side_batch(net, pid);
     run("ip", &["-batch", "-"], Some(&batch))?;
     // Strict reverse-path filtering stops a sandbox from sending with another one's address.
     let _ = std::fs::write(
@@ -228,12 +166,7 @@ pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
     for f in ["all", "default", "lo"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
     }
-    let batch = format!(
-        "link set lo up\nlink set {p} name eth0\naddr add {sip}/30 dev eth0\nlink set eth0 up\nroute add default via {hip}\n",
-        p = net.peer_if,
-        sip = net.sandbox_ip,
-        hip = net.host_ip,
-    );
+    let batch = rules::sandbox_side_batch(net);
     run("ip", &["-batch", "-"], Some(&batch))
 }
 
@@ -254,7 +187,7 @@ pub fn existing_slots() -> Vec<u32> {
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter_map(|n| n.strip_prefix(HOST_IF_PREFIX).and_then(|s| s.parse().ok()))
+                .filter_map(|n| rules::slot_of_interface(&n))
                 .collect()
         })
         .unwrap_or_default()

@@ -6,16 +6,28 @@ use std::fs;
 /// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
 /// None if there is no such process.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the command name, which may itself
+/// contain spaces and parentheses: they start after the last ')'.
+fn after_comm(stat: &str) -> Option<&str> {
+    stat.get(stat.rfind(')')? + 2..)
+}
+
+/// Field 22 (start time) of a `/proc/<pid>/stat` line.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    after_comm(stat)?.split(' ').nth(19)?.parse().ok()
+}
+
+/// Field 3 (state letter) of a `/proc/<pid>/stat` line.
+pub fn parse_state(stat: &str) -> Option<char> {
+    after_comm(stat)?.chars().next()
 }
 
 /// The state letter of `pid` (field 3): 'Z' for a zombie.
 pub fn state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+    parse_state(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// True when `pid` is the process that started at `start` and has not exited.
@@ -61,4 +73,38 @@ pub fn signal(pid: i32, start: u64, sig: libc::c_int) -> bool {
 pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real stat line whose command name holds spaces and parentheses.
+    const STAT: &str = "4242 (python3 (x) y) S 1 4242 4242 0 -1 4194560 1201 0 0 0 7 3 0 0 20 0 1 0 987654 15138816 2301 18446744073709551615 1 1 0 0 0 0 0 16781312 2 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn start_time_is_field_22_even_with_parentheses_in_the_name() {
+        assert_eq!(parse_start_time(STAT), Some(987_654));
+    }
+
+    #[test]
+    fn state_is_the_letter_after_the_name() {
+        assert_eq!(parse_state(STAT), Some('S'));
+        assert_eq!(parse_state("1 (init) Z 0"), Some('Z'));
+    }
+
+    #[test]
+    fn truncated_stat_lines_give_nothing() {
+        assert_eq!(parse_start_time("1 (init) S 0 1"), None);
+        assert_eq!(parse_state("1 (init)"), None);
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_with_its_own_start_time() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).expect("own start time");
+        assert!(is_alive(me, start));
+        assert!(!is_alive(me, start + 1));
+    }
 }

@@ -57,6 +57,17 @@ pub struct Limits {
     pub disk_mb: u64,
 }
 
+impl Limits {
+    /// The cgroup part of these limits (the disk limit is the size of the sandbox's disk).
+    pub fn cgroup_limits(&self) -> CgroupLimits {
+        CgroupLimits {
+            memory_bytes: self.memory_mb * 1024 * 1024,
+            cpus: self.cpus,
+            pids: self.pids,
+        }
+    }
+}
+
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -148,14 +159,8 @@ impl Runtime {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
         mounts::setup(&paths, &spec.template_layers, &blank, self.cfg.id_base)?;
-        self.cgroups.create(
-            &spec.id,
-            &CgroupLimits {
-                memory_bytes: spec.limits.memory_mb * 1024 * 1024,
-                cpus: spec.limits.cpus,
-                pids: spec.limits.pids,
-            },
-        )?;
+        self.cgroups
+            .create(&spec.id, &spec.limits.cgroup_limits())?;
         if !spec.allow_internet {
             net::set_internet(net.sandbox_ip, false)?;
         }
@@ -343,3 +348,6 @@ fn run_helper(helper: &(PathBuf, Vec<String>), req: &SpawnRequest) -> Result<Spa
         ))
     })
 }
+
+#[cfg(test)]
+mod tests;

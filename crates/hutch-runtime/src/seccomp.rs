@@ -16,6 +16,11 @@ use seccompiler::{
 
 use crate::error::{Result, RuntimeError};
 
+#[cfg(test)]
+mod bpf;
+#[cfg(test)]
+mod tests;
+
 /// Syscalls allowed without conditions.
 const ALLOWED: &[libc::c_long] = &[
     libc::SYS_accept,

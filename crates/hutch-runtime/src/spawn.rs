@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
+use crate::mounts::plan::{self as mount_plan, Mount, MountFlags, Step};
 use crate::net::{self, SandboxNet};
 use crate::sys::{self, cpath, cstr};
 use crate::{caps, proc, seccomp};
@@ -138,7 +139,7 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
         envp: req
             .agent_env
             .iter()
-            .map(|(k, v)| cs(&format!("{k}={v}")))
+            .map(|(k, v)| cs(&env_entry(k, v)))
             .collect::<Result<_>>()?,
         programs: if req.seccomp {
             seccomp::programs()?
@@ -229,7 +230,7 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
 
 /// Host-side wiring of the new child, before it may continue.
 fn parent_setup(req: &SpawnRequest, pid: i32) -> Result<()> {
-    let map = format!("0 {} {}\n", req.id_base, req.id_count);
+    let map = id_map_line(req.id_base, req.id_count);
     for f in ["uid_map", "gid_map"] {
         let p = PathBuf::from(format!("/proc/{pid}/{f}"));
         fs::write(&p, &map).map_err(|e| RuntimeError::io("write", &p, e))?;
@@ -314,20 +315,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     // works relative to the current directory.
     // pivot_root refuses a new root whose mount was made outside our user namespace (it is
     // locked); a bind of the rootfs onto itself, made here, is ours.
-    mnt(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
-    mnt(
-        Some(&plan.rootfs),
-        &plan.rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )?;
+    run_steps(&mount_plan::enter_rootfs(&plan.rootfs))?;
     let croot = cpath(&plan.rootfs).map_err(|e| e.to_string())?;
     // SAFETY: chdir with a valid C string.
     if unsafe { libc::chdir(croot.as_ptr()) } < 0 {
@@ -369,35 +357,12 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
         libc::dup2(plan.stdout.as_raw_fd(), 2);
     }
 
-    let root = Path::new(".");
-    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    mkdir(&root.join("proc"))?;
-    mnt(
-        Some(Path::new("proc")),
-        &root.join("proc"),
-        Some("proc"),
-        nosuid,
-        None,
-    )?;
-    setup_dev(root)?;
-    mkdir(&root.join("sys"))?;
-    // sysfs is informative only (lscpu, psutil); a host that refuses it still runs sandboxes.
-    let _ = mnt(
-        Some(Path::new("sysfs")),
-        &root.join("sys"),
-        Some("sysfs"),
-        nosuid | libc::MS_RDONLY,
-        None,
-    );
-    let agent = root.join(AGENT_PATH_INSIDE.trim_start_matches('/'));
-    if let Some(parent) = agent.parent() {
-        mkdir(parent)?;
-    }
-    if !agent.exists() {
-        fs::write(&agent, b"").map_err(|e| format!("create {}: {e}", agent.display()))?;
-    }
     let agent_src = PathBuf::from(format!("/proc/self/fd/{}", agent_fd.as_raw_fd()));
-    bind_ro(&agent_src, &agent)?;
+    run_steps(&mount_plan::sandbox_tree(
+        Path::new("."),
+        &agent_src,
+        AGENT_PATH_INSIDE,
+    ))?;
 
     let dot = cstr(".").map_err(|e| e.to_string())?;
     // SAFETY: pivot_root/umount2/chdir with valid C strings. pivot_root(".", ".") stacks the
@@ -414,7 +379,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
             return Err(errno("chdir /"));
         }
     }
-    mask_proc()?;
+    run_steps(&mount_plan::proc_masks())?;
     // The parent already moved us into the sandbox's cgroup: make it our cgroup root.
     // SAFETY: unshare with a flag constant.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
@@ -441,87 +406,77 @@ fn mkdir(p: &Path) -> std::result::Result<(), String> {
     }
 }
 
-/// A minimal `/dev`: the usual character devices bound from the host, a private devpts
-/// instance for PTYs, and a small `/dev/shm`.
-fn setup_dev(root: &Path) -> std::result::Result<(), String> {
-    let dev = root.join("dev");
-    mkdir(&dev)?;
+/// The line written to a child's `uid_map` and `gid_map`: root inside is `base` outside,
+/// followed by `count - 1` more ids.
+fn id_map_line(base: u32, count: u32) -> String {
+    format!("0 {base} {count}\n")
+}
+
+/// One `NAME=value` entry of the agent's environment.
+fn env_entry(key: &str, value: &str) -> String {
+    format!("{key}={value}")
+}
+
+/// The kernel's mount flags for a plan's flags.
+fn ms_flags(flags: MountFlags) -> libc::c_ulong {
+    [
+        (MountFlags::BIND, libc::MS_BIND),
+        (MountFlags::REC, libc::MS_REC),
+        (MountFlags::PRIVATE, libc::MS_PRIVATE),
+        (MountFlags::RDONLY, libc::MS_RDONLY),
+        (MountFlags::NOSUID, libc::MS_NOSUID),
+        (MountFlags::NODEV, libc::MS_NODEV),
+        (MountFlags::NOEXEC, libc::MS_NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(ours, _)| flags.contains(*ours))
+    .fold(0, |acc, (_, ms)| acc | ms)
+}
+
+fn mount_step(m: &Mount) -> std::result::Result<(), String> {
     mnt(
-        Some(Path::new("tmpfs")),
-        &dev,
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("mode=755,size=64k"),
-    )?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(name);
-        fs::write(&target, b"").map_err(|e| format!("create {}: {e}", target.display()))?;
-        mnt(
-            Some(&Path::new("/dev").join(name)),
-            &target,
-            None,
-            libc::MS_BIND,
-            None,
-        )?;
-    }
-    mkdir(&dev.join("pts"))?;
-    mnt(
-        Some(Path::new("devpts")),
-        &dev.join("pts"),
-        Some("devpts"),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
-    mkdir(&dev.join("shm"))?;
-    mnt(
-        Some(Path::new("shm")),
-        &dev.join("shm"),
-        Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some("mode=1777,size=65536k"),
-    )?;
-    for (link, to) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(to, dev.join(link))
-            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+        m.source.as_deref(),
+        &m.target,
+        m.fstype,
+        ms_flags(m.flags),
+        m.data,
+    )
+}
+
+/// Carries out mount-plan steps in order; the first failure (other than of a
+/// [`Step::TryMount`]) ends the sandbox's start.
+fn run_steps(steps: &[Step]) -> std::result::Result<(), String> {
+    for step in steps {
+        match step {
+            Step::Mkdir(p) => mkdir(p)?,
+            Step::Touch(p) => {
+                if !p.exists() {
+                    fs::write(p, b"").map_err(|e| format!("create {}: {e}", p.display()))?;
+                }
+            }
+            Step::Symlink { link, to } => std::os::unix::fs::symlink(to, link)
+                .map_err(|e| format!("symlink {}: {e}", link.display()))?,
+            Step::Mount(m) => mount_step(m)?,
+            Step::TryMount(m) => {
+                // Informative filesystems only (sysfs: lscpu, psutil); a host that refuses
+                // them still runs sandboxes.
+                let _ = mount_step(m);
+            }
+            Step::BindReadOnly { source, target } => bind_ro(source, target)?,
+            Step::MaskIfPresent(p) => {
+                if p.exists() {
+                    mnt(Some(Path::new("/dev/null")), p, None, libc::MS_BIND, None)?;
+                }
+            }
+            Step::ReadOnlyIfPresent(p) => {
+                if p.exists() {
+                    bind_ro(p, p)?;
+                }
+            }
+        }
     }
     Ok(())
 }
 
-/// Hides host kernel details in `/proc` and makes its tunables read-only.
-fn mask_proc() -> std::result::Result<(), String> {
-    for p in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-        "/proc/kallsyms",
-    ] {
-        if Path::new(p).exists() {
-            mnt(
-                Some(Path::new("/dev/null")),
-                Path::new(p),
-                None,
-                libc::MS_BIND,
-                None,
-            )?;
-        }
-    }
-    for p in [
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-        "/proc/irq",
-        "/proc/bus",
-        "/proc/fs",
-    ] {
-        if Path::new(p).exists() {
-            bind_ro(Path::new(p), Path::new(p))?;
-        }
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! What a sandbox's limits look like as cgroup files, in v1 and v2 syntax.
+
+/// The CFS period hutch uses, in microseconds (the kernel's default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Limits applied to a sandbox's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Memory limit in bytes (swap is not allowed on top).
+    pub memory_bytes: u64,
+    /// CPU quota as a number of CPUs.
+    pub cpus: u32,
+    /// Maximum number of tasks.
+    pub pids: u64,
+}
+
+/// One value to write into a sandbox's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitFile {
+    /// The v1 controller whose directory holds the file (unused on v2).
+    pub controller: &'static str,
+    /// The file name.
+    pub file: &'static str,
+    /// What to write.
+    pub value: String,
+    /// Write only if the kernel offers the file (swap accounting is optional).
+    pub only_if_present: bool,
+}
+
+fn file(controller: &'static str, file: &'static str, value: impl ToString) -> LimitFile {
+    LimitFile {
+        controller,
+        file,
+        value: value.to_string(),
+        only_if_present: false,
+    }
+}
+
+fn optional(controller: &'static str, name: &'static str, value: impl ToString) -> LimitFile {
+    LimitFile {
+        only_if_present: true,
+        ..file(controller, name, value)
+    }
+}
+
+impl CgroupLimits {
+    /// The CFS quota per period: at least one CPU's worth.
+    pub fn cpu_quota_us(&self) -> u64 {
+        u64::from(self.cpus.max(1)) * CPU_PERIOD_US
+    }
+
+    /// The files to write on a v1 host, in order.
+    pub fn v1_files(&self) -> Vec<LimitFile> {
+        vec![
+            file("memory", "memory.limit_in_bytes", self.memory_bytes),
+            // memsw exists only with swap accounting; where it does, forbid swap on top.
+            optional("memory", "memory.memsw.limit_in_bytes", self.memory_bytes),
+            file("cpu", "cpu.cfs_period_us", CPU_PERIOD_US),
+            file("cpu", "cpu.cfs_quota_us", self.cpu_quota_us()),
+            file("pids", "pids.max", self.pids),
+        ]
+    }
+
+    /// The files to write on a v2 host, in order.
+    pub fn v2_files(&self) -> Vec<LimitFile> {
+        vec![
+            file("", "memory.max", self.memory_bytes),
+            optional("", "memory.swap.max", 0),
+            file(
+                "",
+                "cpu.max",
+                format!("{} {CPU_PERIOD_US}", self.cpu_quota_us()),
+            ),
+            file("", "pids.max", self.pids),
+        ]
+    }
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`memory.stat`, `cpu.stat`).
+pub fn stat_field(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: CgroupLimits = CgroupLimits {
+        memory_bytes: 512 * 1024 * 1024,
+        cpus: 2,
+        pids: 1024,
+    };
+
+    fn as_pairs(files: &[LimitFile]) -> Vec<(&str, &str, &str, bool)> {
+        files
+            .iter()
+            .map(|f| (f.controller, f.file, f.value.as_str(), f.only_if_present))
+            .collect()
+    }
+
+    #[test]
+    fn v1_files_set_memory_without_swap_cfs_quota_and_pids() {
+        assert_eq!(
+            as_pairs(&LIMITS.v1_files()),
+            [
+                ("memory", "memory.limit_in_bytes", "536870912", false),
+                ("memory", "memory.memsw.limit_in_bytes", "536870912", true),
+                ("cpu", "cpu.cfs_period_us", "100000", false),
+                ("cpu", "cpu.cfs_quota_us", "200000", false),
+                ("pids", "pids.max", "1024", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn v2_files_use_unified_syntax() {
+        assert_eq!(
+            as_pairs(&LIMITS.v2_files()),
+            [
+                ("", "memory.max", "536870912", false),
+                ("", "memory.swap.max", "0", true),
+                ("", "cpu.max", "200000 100000", false),
+                ("", "pids.max", "1024", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_cpus_still_gets_one_cpu_of_quota() {
+        let l = CgroupLimits { cpus: 0, ..LIMITS };
+        assert_eq!(l.cpu_quota_us(), 100_000);
+    }
+
+    #[test]
+    fn stat_field_finds_exact_keys_only() {
+        let stat = "cache 4096\ntotal_cache 8192\ninactive_file 12\nbad x\n";
+        assert_eq!(stat_field(stat, "cache"), Some(4096));
+        assert_eq!(stat_field(stat, "total_cache"), Some(8192));
+        assert_eq!(stat_field(stat, "inactive_file"), Some(12));
+        assert_eq!(stat_field(stat, "bad"), None);
+        assert_eq!(stat_field(stat, "missing"), None);
+    }
+}

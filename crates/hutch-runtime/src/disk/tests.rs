@@ -1,0 +1,67 @@
+//! Disk images without root: naming, sizing, the blank-image cache and sparse copies.
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+
+use super::*;
+use crate::testutil::TempDir;
+
+#[test]
+fn blank_images_are_cached_per_size() {
+    assert_eq!(blank_image_name(1024), "blank-ext4-1024m.img");
+    assert_eq!(image_len(2), 2 * 1024 * 1024);
+}
+
+#[test]
+fn an_existing_blank_image_is_reused_without_formatting() {
+    let tmp = TempDir::new("disk-cache");
+    let cached = tmp.path().join("blank-ext4-10m.img");
+    fs::write(&cached, b"formatted earlier").expect("write");
+    assert_eq!(blank_image(tmp.path(), 10).expect("cached"), cached);
+    assert_eq!(fs::read(&cached).expect("read"), b"formatted earlier");
+}
+
+#[test]
+fn sparse_copy_keeps_content_and_length() {
+    let tmp = TempDir::new("disk-sparse");
+    let src = tmp.path().join("src.img");
+    let mut f = fs::File::create(&src).expect("create");
+    f.set_len(8 << 20).expect("truncate");
+    f.write_all(b"superblock").expect("write");
+    f.seek(SeekFrom::Start(5 << 20)).expect("seek");
+    f.write_all(b"inode table").expect("write");
+    drop(f);
+    let dst = tmp.path().join("dst.img");
+    copy_sparse(&src, &dst).expect("copy");
+    assert_eq!(
+        fs::read(&dst).expect("read dst"),
+        fs::read(&src).expect("read src")
+    );
+}
+
+#[test]
+fn sparse_copy_never_overwrites_an_existing_file() {
+    let tmp = TempDir::new("disk-exists");
+    let src = tmp.path().join("src.img");
+    let dst = tmp.path().join("dst.img");
+    fs::write(&src, b"new").expect("write");
+    fs::write(&dst, b"old").expect("write");
+    let err = copy_sparse(&src, &dst).unwrap_err();
+    assert!(err.to_string().starts_with("create "), "{err}");
+    assert_eq!(fs::read(&dst).expect("read"), b"old");
+}
+
+#[test]
+fn usage_is_blocks_times_fragment_size_and_never_negative() {
+    assert_eq!(used_and_total(100, 40, 4096), (60 * 4096, 100 * 4096));
+    assert_eq!(used_and_total(10, 20, 512), (0, 5120));
+}
+
+#[test]
+fn usage_of_a_real_directory_and_of_a_missing_one() {
+    let tmp = TempDir::new("disk-usage");
+    let (used, total) = usage(tmp.path()).expect("statvfs");
+    assert!(total > 0 && used <= total);
+    let err = usage(&tmp.path().join("missing")).unwrap_err();
+    assert!(err.to_string().starts_with("statvfs "), "{err}");
+}

@@ -1,0 +1,198 @@
+//! The nftables and `ip` text, and the /30-per-sandbox arithmetic behind it.
+
+use super::*;
+
+fn cfg() -> NetConfig {
+    NetConfig::default()
+}
+
+/// The lines of the chain `name` in `text`, trimmed, without the braces.
+fn chain<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let start = format!("chain {name} {{");
+    text.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != start)
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .collect()
+}
+
+#[test]
+fn ruleset_replaces_the_table_atomically() {
+    let text = ruleset(&cfg(), &[]);
+    let head: Vec<&str> = text.lines().take(3).collect();
+    // "add" makes the "delete" succeed on a first run; both apply in one nft transaction.
+    assert_eq!(
+        head,
+        [
+            "add table inet hutch",
+            "delete table inet hutch",
+            "table inet hutch {"
+        ]
+    );
+}
+
+#[test]
+fn input_drops_everything_new_from_sandboxes_to_the_host() {
+    assert_eq!(
+        chain(&ruleset(&cfg(), &[]), "input"),
+        [
+            "type filter hook input priority -10; policy accept;",
+            r#"iifname "hv*" ct state established,related accept"#,
+            r#"iifname "hv*" drop"#,
+        ]
+    );
+}
+
+#[test]
+fn forward_isolates_sandboxes_and_filters_their_egress() {
+    assert_eq!(
+        chain(&ruleset(&cfg(), &[]), "forward"),
+        [
+            "type filter hook forward priority -10; policy accept;",
+            r#"oifname "hv*" ct state established,related accept"#,
+            r#"oifname "hv*" drop"#,
+            r#"iifname "hv*" meta nfproto ipv6 drop"#,
+            r#"iifname "hv*" ip saddr @noinet drop"#,
+            r#"iifname "hv*" ip daddr @blocked drop"#,
+            r#"iifname "hv*" ip saddr != 10.201.0.0/16 drop"#,
+        ]
+    );
+}
+
+#[test]
+fn postrouting_masquerades_the_sandbox_range_out_of_the_uplink() {
+    assert_eq!(
+        chain(&ruleset(&cfg(), &[]), "postrouting"),
+        [
+            "type nat hook postrouting priority 100; policy accept;",
+            r#"ip saddr 10.201.0.0/16 oifname != "hv*" masquerade"#,
+        ]
+    );
+}
+
+#[test]
+fn blocked_set_covers_private_metadata_and_the_sandbox_range_itself() {
+    let cfg = NetConfig {
+        base: Ipv4Addr::new(172, 30, 0, 0),
+        prefix: 20,
+    };
+    let text = ruleset(&cfg, &[]);
+    for net in [
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "224.0.0.0/3",
+        "172.30.0.0/20 }",
+    ] {
+        assert!(text.contains(net), "{net} missing");
+    }
+}
+
+#[test]
+fn noinet_set_is_empty_without_restricted_sandboxes() {
+    let text = ruleset(&cfg(), &[]);
+    let set: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "set noinet {")
+        .take_while(|l| *l != "}")
+        .collect();
+    assert_eq!(set, ["set noinet {", "type ipv4_addr", ""]);
+}
+
+#[test]
+fn noinet_set_is_rebuilt_from_the_adopted_sandboxes() {
+    let adopted = [Ipv4Addr::new(10, 201, 0, 6), Ipv4Addr::new(10, 201, 0, 10)];
+    let text = ruleset(&cfg(), &adopted);
+    assert!(text.contains("        elements = { 10.201.0.6, 10.201.0.10 }\n"));
+    assert_eq!(
+        text,
+        ruleset(&cfg(), &adopted),
+        "rendering is deterministic"
+    );
+}
+
+#[test]
+fn noinet_args_add_and_delete_one_element() {
+    let ip = Ipv4Addr::new(10, 201, 0, 6);
+    assert_eq!(
+        noinet_args(ip, false),
+        [
+            "add",
+            "element",
+            "inet",
+            "hutch",
+            "noinet",
+            "{ 10.201.0.6 }"
+        ]
+    );
+    assert_eq!(noinet_args(ip, true)[0], "delete");
+}
+
+#[test]
+fn ip_batches_wire_both_ends_of_the_veth() {
+    let net = cfg().slot(3);
+    assert_eq!(
+        host_side_batch(&net, 4242),
+        "link add hv3 type veth peer name hp3 netns 4242\naddr add 10.201.0.13/30 dev hv3\nlink set hv3 up\n"
+    );
+    assert_eq!(
+        sandbox_side_batch(&net),
+        "link set lo up\nlink set hp3 name eth0\naddr add 10.201.0.14/30 dev eth0\nlink set eth0 up\nroute add default via 10.201.0.13\n"
+    );
+}
+
+#[test]
+fn only_hv_names_with_a_number_are_slots() {
+    assert_eq!(slot_of_interface("hv0"), Some(0));
+    assert_eq!(slot_of_interface("hv16383"), Some(16383));
+    assert_eq!(slot_of_interface("hp3"), None);
+    assert_eq!(slot_of_interface("hv"), None);
+    assert_eq!(slot_of_interface("hvx1"), None);
+    assert_eq!(slot_of_interface("eth0"), None);
+}
+
+#[test]
+fn each_slot_is_a_30_with_host_at_1_and_sandbox_at_2() {
+    let c = cfg();
+    let s0 = c.slot(0);
+    assert_eq!(
+        (s0.host_ip, s0.sandbox_ip),
+        (Ipv4Addr::new(10, 201, 0, 1), Ipv4Addr::new(10, 201, 0, 2))
+    );
+    assert_eq!((s0.host_if.as_str(), s0.peer_if.as_str()), ("hv0", "hp0"));
+    let s64 = c.slot(64);
+    assert_eq!(s64.host_ip, Ipv4Addr::new(10, 201, 1, 1));
+    let last = c.slot(c.slots() - 1);
+    assert_eq!(last.sandbox_ip, Ipv4Addr::new(10, 201, 255, 254));
+}
+
+#[test]
+fn slot_count_follows_the_prefix() {
+    assert_eq!(cfg().slots(), 16384);
+    let small = NetConfig {
+        base: Ipv4Addr::new(192, 168, 7, 0),
+        prefix: 24,
+    };
+    assert_eq!(small.slots(), 64);
+    assert_eq!(small.cidr(), "192.168.7.0/24");
+    let one = NetConfig {
+        base: Ipv4Addr::new(192, 168, 7, 0),
+        prefix: 30,
+    };
+    assert_eq!(one.slots(), 1);
+}
+
+#[test]
+fn sandbox_net_round_trips_through_json() {
+    let net = cfg().slot(5);
+    let json = serde_json::to_string(&net).expect("serialize");
+    assert_eq!(
+        json,
+        r#"{"slot":5,"host_if":"hv5","peer_if":"hp5","host_ip":"10.201.0.21","sandbox_ip":"10.201.0.22"}"#
+    );
+    let back: SandboxNet = serde_json::from_str(&json).expect("parse");
+    assert_eq!(back, net);
+}

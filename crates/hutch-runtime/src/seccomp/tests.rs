@@ -1,0 +1,184 @@
+//! The compiled seccomp filters, run in a BPF interpreter against synthetic calls.
+
+use std::collections::BTreeSet;
+
+use super::bpf::{verdict, SeccompData, Verdict, AUDIT_ARCH_I386};
+use super::*;
+
+const EPERM: Verdict = Verdict::Errno(libc::EPERM as u32);
+const ENOSYS: Verdict = Verdict::Errno(libc::ENOSYS as u32);
+
+fn call(nr: i64, args: &[u64]) -> Verdict {
+    let programs = programs().expect("filters compile");
+    verdict(&programs, &SeccompData::x86_64(nr, args))
+}
+
+/// glibc's `pthread_create` flags.
+const THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID) as u64;
+
+/// glibc's `fork()` flags.
+const FORK_FLAGS: u64 =
+    (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
+
+#[test]
+fn filters_compile_to_two_programs_within_the_kernel_size_limit() {
+    let programs = programs().expect("compile");
+    assert_eq!(programs.len(), 2);
+    for p in &programs {
+        assert!(!p.is_empty() && p.len() <= 4096, "{} instructions", p.len());
+    }
+}
+
+#[test]
+fn ordinary_program_calls_are_allowed() {
+    for nr in [
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_openat,
+        libc::SYS_mmap,
+        libc::SYS_execve,
+        libc::SYS_futex,
+        libc::SYS_epoll_wait,
+        libc::SYS_socket,
+        libc::SYS_exit_group,
+        libc::SYS_ptrace,
+        333, // io_pgetevents
+    ] {
+        assert_eq!(call(nr, &[]), Verdict::Allow, "syscall {nr}");
+    }
+}
+
+#[test]
+fn clone3_answers_enosys_so_libc_falls_back_to_clone() {
+    assert_eq!(call(libc::SYS_clone3, &[0, 88]), ENOSYS);
+}
+
+#[test]
+fn attack_surface_and_escape_calls_are_refused_with_eperm() {
+    for (name, nr) in [
+        ("mount", libc::SYS_mount),
+        ("umount2", libc::SYS_umount2),
+        ("pivot_root", libc::SYS_pivot_root),
+        ("setns", libc::SYS_setns),
+        ("unshare", libc::SYS_unshare),
+        ("bpf", libc::SYS_bpf),
+        ("io_uring_setup", libc::SYS_io_uring_setup),
+        ("io_uring_enter", libc::SYS_io_uring_enter),
+        ("io_uring_register", libc::SYS_io_uring_register),
+        ("keyctl", libc::SYS_keyctl),
+        ("add_key", libc::SYS_add_key),
+        ("request_key", libc::SYS_request_key),
+        ("perf_event_open", libc::SYS_perf_event_open),
+        ("userfaultfd", libc::SYS_userfaultfd),
+        ("init_module", libc::SYS_init_module),
+        ("finit_module", libc::SYS_finit_module),
+        ("delete_module", libc::SYS_delete_module),
+        ("kexec_load", libc::SYS_kexec_load),
+        ("reboot", libc::SYS_reboot),
+        ("clock_settime", libc::SYS_clock_settime),
+        ("settimeofday", libc::SYS_settimeofday),
+        ("open_by_handle_at", libc::SYS_open_by_handle_at),
+        ("fsopen", libc::SYS_fsopen),
+        ("move_mount", libc::SYS_move_mount),
+        ("swapon", libc::SYS_swapon),
+    ] {
+        assert_eq!(call(nr, &[]), EPERM, "{name}");
+    }
+}
+
+#[test]
+fn unknown_syscall_numbers_are_refused() {
+    assert_eq!(call(1000, &[]), EPERM);
+}
+
+#[test]
+fn clone_for_threads_and_fork_is_allowed() {
+    assert_eq!(call(libc::SYS_clone, &[THREAD_FLAGS]), Verdict::Allow);
+    assert_eq!(call(libc::SYS_clone, &[FORK_FLAGS]), Verdict::Allow);
+    assert_eq!(
+        call(libc::SYS_clone, &[libc::SIGCHLD as u64]),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn clone_with_any_namespace_flag_is_refused() {
+    for flag in [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWCGROUP,
+    ] {
+        assert_eq!(
+            call(libc::SYS_clone, &[FORK_FLAGS | flag as u64]),
+            EPERM,
+            "flag {flag:#x}"
+        );
+    }
+}
+
+#[test]
+fn personality_allows_only_the_harmless_values() {
+    for ok in [0x0u64, 0x8, 0x0002_0000, 0x0004_0000, 0xffff_ffff] {
+        assert_eq!(
+            call(libc::SYS_personality, &[ok]),
+            Verdict::Allow,
+            "{ok:#x}"
+        );
+    }
+    // READ_IMPLIES_EXEC makes every readable mapping executable.
+    assert_eq!(call(libc::SYS_personality, &[0x0040_0000]), EPERM);
+    // The comparison covers all 64 bits: junk above an allowed value is refused.
+    assert_eq!(call(libc::SYS_personality, &[0x1_0000_0008]), EPERM);
+}
+
+#[test]
+fn calls_from_the_32_bit_abi_kill_the_process() {
+    let mut data = SeccompData::x86_64(libc::SYS_read, &[]);
+    data.arch = AUDIT_ARCH_I386;
+    let programs = programs().expect("compile");
+    assert_eq!(verdict(&programs, &data), Verdict::KillProcess);
+}
+
+#[test]
+fn x32_abi_numbers_are_refused() {
+    const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+    assert_eq!(call(X32_SYSCALL_BIT | libc::SYS_read, &[]), EPERM);
+}
+
+#[test]
+fn allowlist_has_no_duplicates_and_no_conditional_or_refused_calls() {
+    let unique: BTreeSet<_> = ALLOWED.iter().collect();
+    assert_eq!(unique.len(), ALLOWED.len(), "duplicate entries");
+    for refused in [
+        libc::SYS_clone,
+        libc::SYS_personality,
+        libc::SYS_mount,
+        libc::SYS_setns,
+        libc::SYS_unshare,
+        libc::SYS_bpf,
+        libc::SYS_keyctl,
+        libc::SYS_io_uring_setup,
+    ] {
+        assert!(
+            !ALLOWED.contains(&refused),
+            "{refused} must not be unconditional"
+        );
+    }
+}
+
+#[test]
+fn install_of_no_programs_is_a_no_op() {
+    install(&[]).expect("nothing to install");
+}

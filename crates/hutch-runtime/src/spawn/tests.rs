@@ -1,0 +1,136 @@
+//! The spawn helper's pure pieces: id maps, environment entries, flag translation and the
+//! request/response it exchanges with the server.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+
+#[test]
+fn id_map_maps_root_inside_to_the_base_outside() {
+    assert_eq!(id_map_line(100_000, 65_536), "0 100000 65536\n");
+}
+
+#[test]
+fn env_entries_are_name_equals_value() {
+    assert_eq!(env_entry("HUTCH_TOKEN", "a=b"), "HUTCH_TOKEN=a=b");
+}
+
+#[test]
+fn plan_flags_translate_to_the_kernel_mount_flags() {
+    assert_eq!(ms_flags(MountFlags::NONE), 0);
+    assert_eq!(
+        ms_flags(MountFlags::BIND | MountFlags::REC),
+        libc::MS_BIND | libc::MS_REC
+    );
+    assert_eq!(
+        ms_flags(MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY
+    );
+    assert_eq!(
+        ms_flags(MountFlags::REC | MountFlags::PRIVATE),
+        libc::MS_REC | libc::MS_PRIVATE
+    );
+}
+
+#[test]
+fn mount_plan_steps_run_in_a_plain_directory_except_mounts() {
+    // Directories, files and links are ordinary file operations: check them on a temp dir.
+    let tmp = crate::testutil::TempDir::new("spawn-steps");
+    let root = tmp.path();
+    run_steps(&[
+        Step::Mkdir(root.join("a/b")),
+        Step::Touch(root.join("a/b/f")),
+        Step::Symlink {
+            link: root.join("a/l"),
+            to: PathBuf::from("b/f"),
+        },
+        Step::MaskIfPresent(root.join("absent")),
+        Step::ReadOnlyIfPresent(root.join("absent")),
+    ])
+    .expect("steps");
+    assert!(root.join("a/b/f").is_file());
+    assert_eq!(
+        fs::read_link(root.join("a/l")).expect("link"),
+        PathBuf::from("b/f")
+    );
+}
+
+#[test]
+fn touch_leaves_an_existing_file_alone() {
+    let tmp = crate::testutil::TempDir::new("spawn-touch");
+    let f = tmp.path().join("agent");
+    fs::write(&f, b"binary").expect("write");
+    run_steps(&[Step::Touch(f.clone())]).expect("touch");
+    assert_eq!(fs::read(&f).expect("read"), b"binary");
+}
+
+#[test]
+fn a_failing_step_reports_what_it_did_and_stops() {
+    let tmp = crate::testutil::TempDir::new("spawn-fail");
+    let link = tmp.path().join("l");
+    fs::write(&link, b"").expect("write");
+    let err = run_steps(&[
+        Step::Symlink {
+            link: link.clone(),
+            to: PathBuf::from("x"),
+        },
+        Step::Mkdir(tmp.path().join("never")),
+    ])
+    .unwrap_err();
+    assert!(
+        err.starts_with(&format!("symlink {}: ", link.display())),
+        "{err}"
+    );
+    assert!(!tmp.path().join("never").exists());
+}
+
+#[test]
+fn spawn_request_round_trips_as_json_with_stable_field_names() {
+    let req = SpawnRequest {
+        id: "abc".into(),
+        rootfs: PathBuf::from("/s/abc/rootfs"),
+        agent_bin: PathBuf::from("/usr/lib/hutch/hutch-agent"),
+        agent_env: vec![("K".into(), "V".into())],
+        id_base: 100_000,
+        id_count: 65_536,
+        cgroup_procs: vec![PathBuf::from("/cg/hutch/abc/cgroup.procs")],
+        net: SandboxNet {
+            slot: 1,
+            host_if: "hv1".into(),
+            peer_if: "hp1".into(),
+            host_ip: Ipv4Addr::new(10, 201, 0, 5),
+            sandbox_ip: Ipv4Addr::new(10, 201, 0, 6),
+        },
+        seccomp: true,
+        no_new_privs: false,
+        log_file: None,
+    };
+    let json = serde_json::to_value(&req).expect("serialize");
+    for key in [
+        "id",
+        "rootfs",
+        "agent_bin",
+        "agent_env",
+        "id_base",
+        "id_count",
+        "cgroup_procs",
+        "net",
+        "seccomp",
+        "no_new_privs",
+        "log_file",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    let back: SpawnRequest = serde_json::from_value(json).expect("deserialize");
+    assert_eq!(back.net, req.net);
+    assert_eq!(back.agent_env, req.agent_env);
+}
+
+#[test]
+fn spawn_response_error_parses_without_pid() {
+    let resp: SpawnResponse =
+        serde_json::from_str(r#"{"pid":null,"start_time":null,"error":"mount /proc: EPERM"}"#)
+            .expect("parse");
+    assert_eq!(resp.pid, None);
+    assert_eq!(resp.error.as_deref(), Some("mount /proc: EPERM"));
+}
