@@ -12,8 +12,10 @@ use tokio::net::TcpStream;
 
 use super::Agent;
 
+/// The access token the agent is configured with.
 pub const TOKEN: &str = "secret-token";
 
+/// The agent configuration: a few env vars and [`TOKEN`].
 pub fn config() -> String {
     json!({"sandboxId": "files", "envVars": {"GREETING": "hi", "EMPTY": ""}, "accessToken": TOKEN})
         .to_string()
@@ -21,21 +23,27 @@ pub fn config() -> String {
 
 /// A response, fully read.
 pub struct Resp {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
 impl Resp {
+    /// The body as JSON (`Null` if it is not).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
+    /// A header's value, if present and text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
+/// Sends `req` on a fresh connection and reads the whole response.
 pub async fn send<B>(agent: &Agent, req: Request<B>) -> Resp
 where
     B: hyper::body::Body + Send + 'static,
@@ -95,6 +103,7 @@ pub async fn call(
     send(agent, req.body(Full::new(Bytes::from(body))).unwrap()).await
 }
 
+/// A `multipart/form-data` body with one `file` part per `(filename, data)`.
 pub fn multipart(boundary: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data) in files {
@@ -111,12 +120,14 @@ pub fn multipart(boundary: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// `data` gzip-compressed.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
+/// `data` gzip-decompressed (all members).
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(data)
@@ -125,6 +136,7 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `s` percent-encoded for a query string, keeping `/`.
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -137,6 +149,7 @@ pub fn enc(s: &str) -> String {
         .collect()
 }
 
+/// Writes `data` to `rel` under the user's home, creating parents; returns the path.
 pub fn write_fixture(agent: &Agent, rel: &str, data: &[u8]) -> std::path::PathBuf {
     let path = agent.home.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

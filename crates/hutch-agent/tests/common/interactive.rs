@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 
 use super::{output, Agent, Frame, RpcStream};
 
+/// The agent configuration the interactive process tests use.
 pub const CONFIG: &str = r#"{"sandboxId":"test","envVars":{"FOO":"bar"}}"#;
 
+/// `bytes` in standard base64.
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -42,6 +44,7 @@ pub async fn read_until(stream: &mut RpcStream, field: &str, needle: &str) -> Ve
     frames
 }
 
+/// `SendInput` of `data` to `pid`'s `field` (`stdin` or `pty`); returns status and body.
 pub async fn send_input(agent: &Agent, pid: u64, field: &str, data: &[u8]) -> (u16, Value) {
     let (status, body) = agent
         .unary(
@@ -53,6 +56,7 @@ pub async fn send_input(agent: &Agent, pid: u64, field: &str, data: &[u8]) -> (u
     (status.as_u16(), body)
 }
 
+/// The body of a `List` call.
 pub async fn list(agent: &Agent) -> Value {
     agent
         .unary("/process.Process/List", &json!({}), &[])

@@ -25,10 +25,11 @@ use rustix::process::Signal;
 
 use super::{is_root, signal, TEST_UID};
 
-pub const DEFAULT_VENV: &str = "/var/cache/hutch-dev/kernel-venv";
+const DEFAULT_VENV: &str = "/var/cache/hutch-dev/kernel-venv";
+/// The access token the agent is configured with.
 pub const TOKEN: &str = "interp-token";
 
-pub static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The ipykernel venv, or `None` after printing why the test is skipped.
 pub fn venv() -> Option<PathBuf> {
@@ -47,7 +48,7 @@ pub fn venv() -> Option<PathBuf> {
     }
 }
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -158,7 +159,7 @@ impl Interp {
         interp
     }
 
-    pub async fn send(
+    async fn send(
         &self,
         method: &str,
         path: &str,
@@ -189,6 +190,8 @@ impl Interp {
         Ok((resp, task))
     }
 
+    /// `method path` with an optional JSON body, with the access token if `token`; returns
+    /// the status and the body text, or why the request could not be made.
     pub async fn try_request(
         &self,
         method: &str,
@@ -252,6 +255,7 @@ impl Interp {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// The body of `GET /contexts`.
     pub async fn contexts(&self) -> Vec<Value> {
         let (status, text) = self.request("GET", "/contexts", None).await;
         assert_eq!(status, StatusCode::OK);
@@ -308,6 +312,7 @@ impl Lines {
         }
     }
 
+    /// Every remaining line; panics if that takes longer than `secs`.
     pub async fn all(mut self, secs: u64) -> Vec<Value> {
         tokio::time::timeout(Duration::from_secs(secs), async {
             let mut lines = Vec::new();
@@ -326,6 +331,7 @@ impl Lines {
     }
 }
 
+/// The lines whose `type` is `kind`.
 pub fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["type"] == kind).collect()
 }
@@ -338,6 +344,7 @@ pub fn text(lines: &[Value]) -> Option<String> {
         .and_then(|r| r["text"].as_str().map(str::to_owned))
 }
 
+/// The concatenated stdout text.
 pub fn stdout(lines: &[Value]) -> String {
     of_type(lines, "stdout")
         .iter()
@@ -345,6 +352,7 @@ pub fn stdout(lines: &[Value]) -> String {
         .collect()
 }
 
+/// The execution count the lines report.
 pub fn count(lines: &[Value]) -> u64 {
     of_type(lines, "number_of_executions")[0]["execution_count"]
         .as_u64()

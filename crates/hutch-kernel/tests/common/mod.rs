@@ -21,6 +21,7 @@ use hutch_kernel::{
     e2b, ConnectOptions, ConnectionInfo, ExecutionEvent, InterruptMode, KernelClient, ReplyStatus,
 };
 
+/// Where the venv is looked for without `$HUTCH_KERNEL_VENV`.
 pub const DEFAULT_VENV: &str = "/var/cache/hutch-dev/kernel-venv";
 
 /// The venv to use, or the path where it was looked for.
@@ -66,6 +67,7 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// Starts ipykernel from `venv` on a new connection file (tcp or ipc).
     pub fn start(venv: &Path, tcp: bool) -> Kernel {
         let dir = std::env::temp_dir().join(format!("hk-{}", hutch_kernel::message::new_id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -107,10 +109,12 @@ impl Kernel {
         self.child = Some(child);
     }
 
+    /// The running process's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Connects a client; panics with the kernel's log if that fails.
     pub async fn connect(&self, mode: InterruptMode) -> KernelClient {
         let opts = ConnectOptions {
             timeout: Duration::from_secs(60),
@@ -124,7 +128,7 @@ impl Kernel {
         }
     }
 
-    pub fn log(&self) -> String {
+    fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("kernel.log")).unwrap_or_default()
     }
 
@@ -141,6 +145,7 @@ impl Kernel {
         false
     }
 
+    /// Kills and reaps the process, if it runs.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -159,6 +164,7 @@ impl Drop for Kernel {
     }
 }
 
+/// Runs `code` and collects its events; panics if that takes over a minute.
 pub async fn run(client: &KernelClient, code: &str) -> Vec<ExecutionEvent> {
     let exec = client
         .execute_code(code)
@@ -170,6 +176,7 @@ pub async fn run(client: &KernelClient, code: &str) -> Vec<ExecutionEvent> {
         .expect("kernel lost")
 }
 
+/// The main result's text, as E2B would report it.
 pub fn main_text(events: &[ExecutionEvent]) -> Option<String> {
     events.iter().find_map(|e| match e {
         ExecutionEvent::Result {
@@ -183,6 +190,7 @@ pub fn main_text(events: &[ExecutionEvent]) -> Option<String> {
     })
 }
 
+/// The execution count the events report.
 pub fn count(events: &[ExecutionEvent]) -> Option<u64> {
     events.iter().find_map(|e| match e {
         ExecutionEvent::ExecutionCount(n) => Some(*n),
@@ -190,6 +198,7 @@ pub fn count(events: &[ExecutionEvent]) -> Option<u64> {
     })
 }
 
+/// The reply status of the final `Done` event.
 pub fn done(events: &[ExecutionEvent]) -> ReplyStatus {
     match events.last() {
         Some(ExecutionEvent::Done(r)) => r.status,
