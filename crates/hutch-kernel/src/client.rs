@@ -4,30 +4,33 @@
 //! msg_id to whoever sent that request (an [`Execution`], or a request waiting for its
 //! reply). Messages for nobody (another client's requests, startup noise) are dropped.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod endpoints;
+mod readers;
+mod routes;
+mod signal;
+
+pub use endpoints::wait_for_endpoints;
+pub(crate) use routes::{RouteGuard, Routed};
+pub use signal::sigint;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zeromq::{
-    DealerRecvHalf, DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketEvent, SocketOptions,
-    SocketRecv, SocketSend, SubSocket, ZmqMessage,
+    DealerSendHalf, DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend,
+    SubSocket, ZmqMessage,
 };
 
-use crate::connection::{ConnectionInfo, Transport};
+use crate::connection::ConnectionInfo;
 use crate::error::KernelError;
 use crate::execute::{ExecuteRequest, Execution, OutputBarrier};
 use crate::message::{self, new_id, Channel, Message, Signer};
 use crate::spec::InterruptMode;
-
-/// How long to wait between polls of a starting kernel's endpoints.
-///
-/// Short, because every poll is a cheap failed `connect` and each millisecond here is a
-/// millisecond of sandbox start-up.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+use readers::{read_dealer, read_iopub, serve_stdin, watch_iopub};
+use routes::Routes;
 
 /// Options for [`KernelClient::connect`].
 #[derive(Debug, Clone)]
@@ -70,109 +73,6 @@ pub enum Interrupted {
     ByMessage,
     /// SIGINT to the kernel's pid (or its process group, when it leads one).
     BySignal(u32),
-}
-
-/// A message routed to a waiter, or the news that no more will come.
-#[derive(Debug)]
-pub(crate) enum Routed {
-    Message(Channel, Box<Message>),
-    Lost(String),
-}
-
-/// msg_id → waiter, shared by the reader tasks and the request senders.
-#[derive(Debug, Default)]
-struct Routes {
-    map: Mutex<HashMap<String, mpsc::UnboundedSender<Routed>>>,
-    /// Set once the kernel is gone; new requests then fail at once.
-    lost: Mutex<Option<String>>,
-}
-
-impl Routes {
-    fn register(
-        self: &Arc<Self>,
-        msg_id: &str,
-    ) -> Result<(mpsc::UnboundedReceiver<Routed>, RouteGuard), KernelError> {
-        // Hold `lost` while inserting (fail_all takes the same locks in the same order),
-        // so a waiter registered as the kernel dies is either refused or told.
-        let lost = self.lost.lock().expect("routes lock");
-        if let Some(reason) = lost.as_ref() {
-            return Err(KernelError::Disconnected(reason.clone()));
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.map
-            .lock()
-            .expect("routes lock")
-            .insert(msg_id.to_owned(), tx);
-        drop(lost);
-        Ok((
-            rx,
-            RouteGuard {
-                routes: Arc::clone(self),
-                msg_id: msg_id.to_owned(),
-            },
-        ))
-    }
-
-    /// Routes replies to `alias` to the waiter of `msg_id` too.
-    fn alias(self: &Arc<Self>, alias: &str, msg_id: &str) -> Result<RouteGuard, KernelError> {
-        let mut map = self.map.lock().expect("routes lock");
-        let tx = map
-            .get(msg_id)
-            .cloned()
-            .ok_or_else(|| KernelError::Disconnected("the request's waiter is gone".into()))?;
-        map.insert(alias.to_owned(), tx);
-        Ok(RouteGuard {
-            routes: Arc::clone(self),
-            msg_id: alias.to_owned(),
-        })
-    }
-
-    fn route(&self, channel: Channel, msg: Message) {
-        let Some(parent) = msg.parent_msg_id() else {
-            tracing::trace!(
-                channel = channel.name(),
-                msg_type = msg.msg_type(),
-                "message without parent"
-            );
-            return;
-        };
-        let map = self.map.lock().expect("routes lock");
-        match map.get(parent) {
-            // A send error means the waiter was just dropped; nothing to do.
-            Some(tx) => drop(tx.send(Routed::Message(channel, Box::new(msg)))),
-            None => tracing::trace!(
-                channel = channel.name(),
-                msg_type = msg.msg_type(),
-                parent,
-                "message for no waiter"
-            ),
-        }
-    }
-
-    fn fail_all(&self, reason: &str) {
-        let mut lost = self.lost.lock().expect("routes lock");
-        if lost.is_none() {
-            *lost = Some(reason.to_owned());
-        }
-        for tx in self.map.lock().expect("routes lock").values() {
-            let _ = tx.send(Routed::Lost(reason.to_owned()));
-        }
-    }
-}
-
-/// Unregisters a waiter when dropped, so abandoned requests do not leak routes.
-#[derive(Debug)]
-pub(crate) struct RouteGuard {
-    routes: Arc<Routes>,
-    msg_id: String,
-}
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.routes.map.lock() {
-            map.remove(&self.msg_id);
-        }
-    }
 }
 
 /// A connected, ready Jupyter kernel client.
@@ -570,165 +470,4 @@ fn sock_options(connect_timeout: Duration) -> SocketOptions {
     let mut o = SocketOptions::default();
     o.connect_timeout(connect_timeout.max(Duration::from_millis(1)));
     o
-}
-
-/// Polls until every endpoint of `info` accepts a connection.
-///
-/// zeromq's own connect retries with a back-off that starts at 50–100 ms, so connecting to a
-/// kernel that has not bound yet would add that much to start-up; a cheap probe every few
-/// milliseconds finds the sockets as soon as they listen.
-pub async fn wait_for_endpoints(
-    info: &ConnectionInfo,
-    deadline: Instant,
-) -> Result<(), KernelError> {
-    let started = Instant::now();
-    let mut pending: Vec<Channel> = Channel::ALL.to_vec();
-    loop {
-        let mut still = Vec::new();
-        for ch in pending {
-            if !accepts(info, ch).await {
-                still.push(ch);
-            }
-        }
-        pending = still;
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(KernelError::EndpointsTimeout {
-                endpoints: pending.iter().map(|c| info.endpoint(*c)).collect(),
-                waited: started.elapsed(),
-            });
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-async fn accepts(info: &ConnectionInfo, ch: Channel) -> bool {
-    match info.transport {
-        Transport::Ipc => match info.ipc_path(ch) {
-            // Existence alone is not enough: a dead kernel's socket file can linger.
-            Some(p) => tokio::net::UnixStream::connect(p).await.is_ok(),
-            None => false,
-        },
-        Transport::Tcp => tokio::net::TcpStream::connect((info.ip.as_str(), info.port(ch)))
-            .await
-            .is_ok(),
-    }
-}
-
-/// Sends SIGINT to `pid`, or to its whole process group when it leads one (as
-/// jupyter_client does), so code the kernel started in a subprocess is interrupted too.
-pub fn sigint(pid: u32) -> Result<(), KernelError> {
-    let raw = libc::pid_t::try_from(pid).map_err(|_| KernelError::Signal {
-        pid,
-        source: std::io::Error::from_raw_os_error(libc::ESRCH),
-    })?;
-    // SAFETY: getpgid and kill only read their integer arguments; no memory is shared.
-    let rc = unsafe {
-        if raw > 0 && libc::getpgid(raw) == raw {
-            libc::kill(-raw, libc::SIGINT)
-        } else {
-            libc::kill(raw, libc::SIGINT)
-        }
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(KernelError::Signal {
-            pid,
-            source: std::io::Error::last_os_error(),
-        })
-    }
-}
-
-async fn read_dealer(
-    channel: Channel,
-    mut rx: DealerRecvHalf,
-    signer: Signer,
-    routes: Arc<Routes>,
-) {
-    loop {
-        match rx.recv().await {
-            Ok(m) => deliver(channel, m, &signer, &routes),
-            Err(e) => {
-                tracing::debug!(channel = channel.name(), error = %e, "recv failed");
-                // Errors here mean the peer went away; avoid a hot loop while it is gone.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn read_iopub(mut sub: SubSocket, signer: Signer, routes: Arc<Routes>) {
-    loop {
-        match sub.recv().await {
-            Ok(m) => deliver(Channel::IoPub, m, &signer, &routes),
-            Err(e) => {
-                tracing::debug!(error = %e, "iopub recv failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The kernel closing its iopub socket means it exited (or crashed): fail everything
-/// waiting on it rather than let executions hang.
-async fn watch_iopub(
-    mut events: impl futures_util::Stream<Item = SocketEvent> + Unpin,
-    routes: Arc<Routes>,
-) {
-    use futures_util::StreamExt;
-    while let Some(ev) = events.next().await {
-        if let SocketEvent::Disconnected(_) = ev {
-            tracing::debug!("kernel closed its iopub socket");
-            routes.fail_all("the kernel closed its sockets (it exited or crashed)");
-        }
-    }
-}
-
-fn deliver(channel: Channel, frames: ZmqMessage, signer: &Signer, routes: &Routes) {
-    match message::decode(frames.into_vec(), signer) {
-        Ok(msg) => {
-            tracing::trace!(
-                channel = channel.name(),
-                msg_type = msg.msg_type(),
-                parent = msg.parent_msg_id().unwrap_or("-"),
-                content = %msg.content,
-                "received"
-            );
-            routes.route(channel, msg)
-        }
-        Err(e) => tracing::warn!(channel = channel.name(), error = %e, "dropping bad message"),
-    }
-}
-
-/// Answers `input_request`s. We send `allow_stdin: false`, so a well-behaved kernel never
-/// asks; one that asks anyway would block forever, so it gets an empty line.
-async fn serve_stdin(mut sock: DealerSocket, signer: Signer, session: String, username: String) {
-    loop {
-        let frames = match sock.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "stdin recv failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let req = match message::decode(frames.into_vec(), &signer) {
-            Ok(m) if m.msg_type() == "input_request" => m,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "dropping bad stdin message");
-                continue;
-            }
-        };
-        tracing::warn!(prompt = %req.content["prompt"], "kernel asked for input; answering with an empty line");
-        let mut reply = Message::new("input_reply", json!({"value": ""}), &session, &username);
-        reply.parent_header = Some(req.header.clone());
-        let zmsg = ZmqMessage::try_from(message::encode(&reply, &signer)).expect("frames");
-        if let Err(e) = sock.send(zmsg).await {
-            tracing::debug!(error = %e, "input_reply failed");
-        }
-    }
 }

@@ -1,4 +1,4 @@
-"""Baseline for tests/ipykernel.rs `bench_against_jupyter_client`: raw jupyter_client.
+"""Baseline for tests/ipykernel_bench.rs `bench_against_jupyter_client`: raw jupyter_client.
 
 Usage: python bench_jupyter_client.py roundtrip CONNECTION_FILE N
        python bench_jupyter_client.py heartbeat CONNECTION_FILE N

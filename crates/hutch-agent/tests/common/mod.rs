@@ -3,6 +3,11 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod files;
+pub mod filesystem;
+pub mod interactive;
+pub mod interpreter;
+
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -15,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustix::process::{Pid, Signal};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -26,8 +32,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the tests run as root (needed to switch users and chown the fixture home).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Whether this machine lets the tests run the agent as PID 1 of a new pid namespace.
@@ -47,9 +52,9 @@ pub struct Setup {
     /// Run it as PID 1 of a new pid namespace (`unshare --pid --fork --mount-proc`), as the host
     /// does.
     pub pid1: bool,
-    /// Give it a non-zero OOM score adjustment to inherit: -1000 as the host does when the
-    /// tests may lower it (CAP_SYS_RESOURCE), else 500, which tests the same thing: children
-    /// must not keep the agent's value.
+    /// Give it a non-zero OOM score adjustment before it runs any command: -1000 as the host
+    /// does when the tests may lower it (CAP_SYS_RESOURCE), else 500, which tests the same
+    /// thing: children must not keep the agent's value.
     pub oom_protect: bool,
 }
 
@@ -85,8 +90,10 @@ impl Agent {
         let (uid, gid) = if is_root() {
             (TEST_UID, TEST_UID)
         } else {
-            // SAFETY: plain getters.
-            unsafe { (libc::geteuid(), libc::getegid()) }
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
         };
         if is_root() {
             std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
@@ -115,26 +122,6 @@ impl Agent {
         } else {
             Command::new(agent_bin)
         };
-        if setup.oom_protect {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: open/write/close only, on a static path and static buffers.
-            unsafe {
-                cmd.pre_exec(|| {
-                    for value in [&b"-1000"[..], &b"500"[..]] {
-                        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-                        if fd < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        let written = libc::write(fd, value.as_ptr().cast(), value.len());
-                        libc::close(fd);
-                        if written == value.len() as isize {
-                            return Ok(());
-                        }
-                    }
-                    Err(std::io::Error::last_os_error())
-                });
-            }
-        }
         let child = cmd
             .arg("--listen")
             .arg(addr.to_string())
@@ -175,6 +162,13 @@ impl Agent {
                 std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap();
             agent.agent_pid = children.split_whitespace().next().unwrap().parse().unwrap();
         }
+        if setup.oom_protect {
+            // Before any test command: the agent's children are what the tests look at.
+            let path = format!("/proc/{}/oom_score_adj", agent.agent_pid);
+            if std::fs::write(&path, "-1000").is_err() {
+                std::fs::write(&path, "500").unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+            }
+        }
         agent
     }
 
@@ -185,19 +179,16 @@ impl Agent {
 
     /// Sends SIGTERM and waits for the agent to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        signal(self.pid(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.success();
             }
             if Instant::now() > deadline {
-                // SAFETY: as above; the outer child too, in case it is `unshare`.
-                unsafe {
-                    libc::kill(self.pid(), libc::SIGKILL);
-                    libc::kill(self.child.id() as i32, libc::SIGKILL);
-                }
+                // The outer child too, in case it is `unshare`.
+                signal(self.pid(), Signal::KILL);
+                signal(self.child.id() as i32, Signal::KILL);
                 let _ = self.child.wait();
                 return false;
             }
@@ -321,6 +312,13 @@ impl Drop for Agent {
             self.terminate();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `sig` to `pid`, ignoring failure (the process may be gone already).
+pub fn signal(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 

@@ -1,0 +1,203 @@
+//! Running commands inside the tree with chroot(8), with /proc and a minimal /dev mounted
+//! while they run.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::mounts;
+use crate::process::{describe_status, run_streaming};
+use crate::{Progress, TemplateError};
+
+/// Environment for commands run in the chroot: a clean, predictable one
+/// rather than whatever the server process happens to have.
+const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host variables passed into the chroot so post-install steps that
+/// download (pip, apt) work behind a proxy.
+const PASSED_ENV: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// Character devices made in the temporary /dev while the build runs
+/// chroot commands: (name, major, minor).
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Runs commands inside the tree with chroot(8).
+pub(super) struct Chroot<'a> {
+    pub(super) root: &'a Path,
+    pub(super) chroot_bin: &'a Path,
+    pub(super) template: &'a str,
+}
+
+impl Chroot<'_> {
+    pub(super) fn run(
+        &self,
+        args: &[&str],
+        progress: &mut dyn FnMut(Progress),
+        step: u64,
+        total: u64,
+    ) -> Result<(), TemplateError> {
+        let mut cmd = Command::new(self.chroot_bin);
+        cmd.arg(self.root)
+            .args(args)
+            .current_dir("/")
+            .env_clear()
+            .env("PATH", CHROOT_PATH)
+            .env("HOME", "/root")
+            .env("LANG", "C.UTF-8")
+            .env("LC_ALL", "C.UTF-8")
+            .env("TERM", "dumb")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        for var in PASSED_ENV {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        let shown = args.join(" ");
+        tracing::debug!(root = %self.root.display(), command = %shown, "chroot");
+        let template = self.template;
+        let finished = run_streaming(&mut cmd, &mut |line| {
+            tracing::debug!(template, "{line}");
+            progress(Progress::new(
+                template,
+                "configure",
+                step,
+                total,
+                line.to_string(),
+            ));
+        })
+        .map_err(TemplateError::io("could not run chroot", self.chroot_bin))?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        Err(TemplateError::Chroot {
+            template: template.to_string(),
+            command: shown,
+            root: self.root.to_path_buf(),
+            status: describe_status(&finished.status),
+            output: finished.tail.joined(),
+        })
+    }
+}
+
+/// /proc and a minimal /dev mounted into the tree while chroot steps run.
+/// Dropping it unmounts them too, so an early return cannot leak mounts.
+pub(super) struct ChrootMounts {
+    root: PathBuf,
+    active: bool,
+}
+
+impl ChrootMounts {
+    pub(super) fn mount(root: &Path) -> Result<ChrootMounts, TemplateError> {
+        let guard = ChrootMounts {
+            root: root.to_path_buf(),
+            active: true,
+        };
+        let proc_dir = root.join("proc");
+        mounts::mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(TemplateError::io("could not mount proc on", &proc_dir))?;
+
+        // A private tmpfs rather than a bind of the host's /dev: chroot steps
+        // then cannot touch host devices, and nothing they create there
+        // survives into the image.
+        let dev = root.join("dev");
+        mounts::mount(
+            "tmpfs",
+            &dev,
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("mode=755,size=1m"),
+        )
+        .map_err(TemplateError::io("could not mount tmpfs on", &dev))?;
+        for (name, major, minor) in DEVICES {
+            make_device(
+                &dev.join(name),
+                Path::new("/dev").join(name),
+                *major,
+                *minor,
+            )?;
+        }
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            let link = dev.join(name);
+            std::os::unix::fs::symlink(target, &link)
+                .map_err(TemplateError::io("could not create symlink", &link))?;
+        }
+        for (name, mode) in [("shm", 0o1777), ("pts", 0o755)] {
+            let d = dev.join(name);
+            std::fs::create_dir(&d).map_err(TemplateError::io("could not create directory", &d))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                .map_err(TemplateError::io("could not set mode of", &d))?;
+        }
+        Ok(guard)
+    }
+
+    pub(super) fn unmount(mut self) -> Result<(), TemplateError> {
+        self.active = false;
+        mounts::unmount_all_under(&self.root)
+    }
+}
+
+impl Drop for ChrootMounts {
+    fn drop(&mut self) {
+        if self.active {
+            if let Err(e) = mounts::unmount_all_under(&self.root) {
+                tracing::error!(error = %e, "could not unmount chroot mounts");
+            }
+        }
+    }
+}
+
+/// Creates character device `path`; where mknod is not allowed (some
+/// containers), bind-mounts the host's node onto an empty file instead.
+fn make_device(path: &Path, host: PathBuf, major: u32, minor: u32) -> Result<(), TemplateError> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| {
+        TemplateError::io("invalid path", path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            e,
+        ))
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(major, minor),
+        )
+    };
+    if rc == 0 {
+        // mknod honours the umask; the nodes must be world-usable.
+        return std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(TemplateError::io("could not set mode of", path));
+    }
+    let err = std::io::Error::last_os_error();
+    tracing::debug!(path = %path.display(), error = %err, "mknod failed, bind-mounting host node");
+    std::fs::File::create(path).map_err(TemplateError::io("could not create", path))?;
+    let host_str = host.to_string_lossy();
+    mounts::mount(&host_str, path, "", libc::MS_BIND, None)
+        .map_err(TemplateError::io("could not bind-mount device onto", path))
+}
