@@ -37,10 +37,6 @@ class AsyncWorker:
     async def _run(body: Callable[[], Awaitable[None]]) -> None:
         await body()
 
-    def is_current(self) -> bool:
-        """Whether the caller is this worker (a callback it calls)."""
-        return asyncio.current_task() is self._task
-
     async def wait(self) -> None:
         """Waits until the body has returned, or the worker was stopped."""
         await asyncio.wait([self._task])
@@ -70,10 +66,6 @@ class SyncWorker:
             body()
         finally:
             self._done.set()
-
-    def is_current(self) -> bool:
-        """Whether the caller is this worker (a callback it calls)."""
-        return threading.current_thread() is self._thread
 
     def wait(self) -> None:
         """Waits until the body has returned, or the worker was stopped (by another thread)."""
