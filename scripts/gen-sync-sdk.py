@@ -292,6 +292,8 @@ def rewrite(text: str, name: str, used: dict[str, int], kept: Kept, renames: dic
     for pattern, replacement in CODE_PATTERNS:
         text = re.sub(pattern, replacement, text)
     left = sorted(set(re.findall(r"\b(?:Async[A-Z]|async_|a(?:next|iter|close|read)\b)\w*", text)))
+    if re.search(r"(?m)^\s*(?:import|from) (?:asyncio|anyio)\b", text):
+        left.append("asyncio (use an AsyncX of _concurrency.py)")
     if left:
         raise SystemExit(f"scripts/gen-sync-sdk.py: {name}: asyncio names without a blocking twin in RENAMES: {left}")
     return kept.restore(text)
