@@ -31,7 +31,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import unasync
+try:
+    import unasync  # type: ignore[import-untyped]
+except ImportError:
+    sys.exit(
+        "scripts/gen-sync-sdk.py needs unasync and ruff: run it with the test venv's python, or install "
+        "tests/requirements.txt (pip install -r tests/requirements.txt)"
+    )
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "python" / "hutch"
@@ -217,6 +223,7 @@ def regions(text: str, name: str, kept: Kept) -> str:
     lines, uncommented here) held in `kept`. The marker lines go too."""
     out: list[str] = []
     region: str | None = None
+    indent = ""
     lines: list[str] = []
     for number, line in enumerate(text.splitlines(keepends=True), 1):
         marker = line.strip()
@@ -279,11 +286,15 @@ class Rule(unasync.Rule):  # type: ignore[misc]
         return str(self.token_replacements.get(name, name))
 
 
+def held(substitute: Callable[[re.Match[str]], str], kept: Kept) -> Callable[[re.Match[str]], str]:
+    """`substitute`, whose replacement `kept` holds out of the renames."""
+    return lambda match: kept.hold(substitute(match))
+
+
 def rewrite(text: str, name: str, used: dict[str, int], kept: Kept, renames: dict[str, str]) -> str:
     """The wording, renames and code patterns over the whole of unasync's output."""
     for phrase, replacement in WORDING:
-        substitute = reworded(replacement)
-        text, count = phrase_pattern(phrase).subn(lambda m, sub=substitute: kept.hold(sub(m)), text)
+        text, count = phrase_pattern(phrase).subn(held(reworded(replacement), kept), text)
         used[phrase] += count
     for pattern, replacement in DOC_PATTERNS:
         text = re.sub(pattern, replacement, text)
