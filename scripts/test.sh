@@ -73,6 +73,12 @@ done
 if [ ${#sdk[@]} -gt 0 ]; then MYPY_GROUPS+=("${sdk[*]}"); fi
 if has_py examples; then MYPY_GROUPS+=("examples"); fi
 read -ra PY_PATHS <<< "${MYPY_GROUPS[*]}"
+# The SDK's blocking modules are generated from its asyncio ones (python/README.md).
+"$VENV/bin/python" scripts/gen-sync-sdk.py --check || {
+    echo "the SDK's generated blocking modules are stale: regenerate them with" \
+        "'$VENV/bin/python scripts/gen-sync-sdk.py' (edit the *_async.py modules, not them)" >&2
+    exit 1
+}
 "$VENV/bin/ruff" check "${PY_PATHS[@]}"
 "$VENV/bin/ruff" format --check "${PY_PATHS[@]}"
 for group in "${MYPY_GROUPS[@]}"; do

@@ -1,20 +1,19 @@
-"""The code interpreter (port 49999), async: `AsyncNotebook`, the awaitable twin of `Notebook`.
+"""The code interpreter (port 49999), asyncio API: `AsyncNotebook` runs code and manages code contexts.
 
-It shares the request building, error mapping and timeout rules of `hutch.code` and the stream
-parsing of `hutch.models`; only the I/O differs.
+`await sandbox.run_code(...)` and `await sandbox.notebook.exec_cell(...)` both end up in
+`AsyncNotebook.run_code`. The request building, error mapping and timeout rules live in
+`hutch._code` and the stream parsing in `hutch.models`, shared by the asyncio and the blocking API.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Optional, Union
 
 import httpx
 
 from ._callbacks import call_async
-from ._config import CODE_INTERPRETER_PORT, SandboxTarget
-from ._errors import amessage_of, message_of
-from .code import (
+from ._code import (
+    DEFAULT_EXECUTION_TIMEOUT,
     PROBE_TIMEOUT,
     Deadline,
     OnError,
@@ -37,18 +36,23 @@ from .code import (
     result_handlers,
     sandbox_killed,
 )
+from ._concurrency import AsyncLock
+from ._config import CODE_INTERPRETER_PORT, SandboxTarget
+from ._errors import amessage_of, message_of
 from .exceptions import NotFoundError
 from .models import Context, Execution, ExecutionParser, normalize_language, utc_now
 
-__all__ = ["AsyncNotebook"]
+__all__ = ["DEFAULT_EXECUTION_TIMEOUT", "AsyncNotebook"]
 
 
 class AsyncNotebook:
-    """The sandbox's code interpreter, async: stateful code execution, as in a Jupyter notebook.
+    """The sandbox's code interpreter, in asyncio code: stateful code execution, as in a Jupyter
+    notebook.
 
-    Reach it as `sandbox.notebook` on an `AsyncSandbox`; `await sandbox.run_code(...)` and the
-    `*_code_context` methods of the sandbox are the same calls. Callbacks may be plain functions or
-    `async def` ones (awaited in order).
+    Reach it as `sandbox.notebook` of an `AsyncSandbox`; `await sandbox.run_code(...)` and the
+    `*_code_context` methods of the sandbox are the same calls. Each language has a default context
+    (a kernel and its state); `create_code_context` makes more. Callbacks may be plain functions or
+    `async def` ones (each run to completion, in order).
     """
 
     def __init__(self, client: httpx.AsyncClient, target: SandboxTarget) -> None:
@@ -56,22 +60,13 @@ class AsyncNotebook:
         self._client = client
         self._target = target
         self._cwd_contexts: dict[tuple[str, str], Context] = {}
-        self._lock: Optional[asyncio.Lock] = None
-        self._lock_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._lock = AsyncLock()
 
     def _url(self, path: str) -> str:
         return f"{self._target.base_url(CODE_INTERPRETER_PORT)}{path}"
 
     def _headers(self) -> dict[str, str]:
         return self._target.headers(CODE_INTERPRETER_PORT)
-
-    def _cwd_lock(self) -> asyncio.Lock:
-        # An asyncio.Lock belongs to one event loop; a notebook used from another gets a new one.
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._lock_loop is not loop:
-            self._lock = asyncio.Lock()
-            self._lock_loop = loop
-        return self._lock
 
     # --- running code ---------------------------------------------------------------------------
 
@@ -95,7 +90,7 @@ class AsyncNotebook:
         State persists between runs in the same context: by default the language's default
         context. An error raised by the code is `Execution.error`, not an exception. Output is
         streamed to the callbacks as it happens, in order; each may be a plain function or an
-        `async def` (awaited before the next output is handled).
+        `async def` (run to completion before the next output is handled).
 
         :param code: the code to run.
         :param language: `python` (default), `javascript`/`js`, `typescript`/`ts`, `r`, `java` or
@@ -134,8 +129,9 @@ class AsyncNotebook:
                 )
             except NotFoundError:
                 # Someone removed the context since: make a new one, once.
-                if self._cwd_contexts.get(key) is found:
-                    del self._cwd_contexts[key]
+                async with self._lock.hold():
+                    if self._cwd_contexts.get(key) is found:
+                        del self._cwd_contexts[key]
             found = await self._context_in(key, request_timeout)
             return await self._execute(
                 code, None, found.id, envs, timeout, request_timeout, on_stdout, on_stderr, handlers, on_error
@@ -224,7 +220,7 @@ class AsyncNotebook:
         return parser.execution
 
     async def _context_in(self, key: tuple[str, str], request_timeout: Optional[float]) -> Context:
-        async with self._cwd_lock():
+        async with self._lock.hold():
             found = self._cwd_contexts.get(key)
             if found is None:
                 language, cwd = key
@@ -305,5 +301,6 @@ class AsyncNotebook:
         """
         context_id = context_id_of(context)
         await self._request("DELETE", f"/contexts/{context_id}", request_timeout)
-        for key in [k for k, c in self._cwd_contexts.items() if c.id == context_id]:
-            del self._cwd_contexts[key]
+        async with self._lock.hold():
+            for key in [k for k, c in self._cwd_contexts.items() if c.id == context_id]:
+                del self._cwd_contexts[key]

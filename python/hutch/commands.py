@@ -1,15 +1,16 @@
+# Generated from python/hutch/commands_async.py by scripts/gen-sync-sdk.py: do not edit.
+# Change the asyncio module and run `python3 scripts/gen-sync-sdk.py` (python/README.md, "Developing the SDK").
 """Running commands in the sandbox, blocking API (`sandbox.commands`, also `sandbox.process`)."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Callable, Literal, overload
 
 from ._callbacks import call_sync
+from ._concurrency import SyncQueue, SyncWorker
 from ._config import DEFAULT_USER, SandboxTarget
 from ._connect import Json, Rpc
 from .exceptions import ProcessError, SandboxException
@@ -46,11 +47,18 @@ def _dispatch(
     call_sync(callback, value)
 
 
+def _close(events: Iterator[Json]) -> None:
+    close = getattr(events, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
 def open_stream(events: Iterator[Json], action: str, domain: type[SandboxException]) -> int:
     """Reads the `start` event of a fresh `Start` / `Connect` stream and returns the pid; closes
     the stream if that fails."""
     try:
-        first = next(events, None)
+        first = next_or_none(events)
         if first is None:
             raise domain(f"Failed to {action}: the agent ended the stream before the process started")
         return start_pid(first, action, domain)
@@ -59,11 +67,12 @@ def open_stream(events: Iterator[Json], action: str, domain: type[SandboxExcepti
         raise
 
 
-def _close(events: Iterator[Json]) -> None:
-    close = getattr(events, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()
+def next_or_none(events: Iterator[Json]) -> Json | None:
+    """The next message of `events`, or None at its end."""
+    try:
+        return events.__next__()
+    except StopIteration:
+        return None
 
 
 def drive(
@@ -87,8 +96,8 @@ def drive(
 
 
 class StreamHandle:
-    """What the blocking handles of commands and terminals share: a thread reads the process's
-    event stream as it comes, so the output so far (`stdout`, `stderr`) is always current and the
+    """What the blocking handles of commands and terminals share: a thread reads the process's event
+    stream as it comes, so the output so far (`stdout`, `stderr`) is always current and the
     callbacks given when the process was started are called as output arrives (from that thread).
     Iterating over the handle, or `wait()` with callbacks, reads the same output in order."""
 
@@ -107,36 +116,36 @@ class StreamHandle:
         self._kill = kill
         self._state = ProcessState(pid, domain)
         self._callbacks = (on_stdout, on_stderr, on_pty)
-        self._queue: queue.Queue[OutputEvent | None] = queue.Queue()
-        self._done = threading.Event()
+        self._queue: SyncQueue[OutputEvent | None] = SyncQueue()
         self._error: BaseException | None = None
         self._disconnected = False
-        self._thread = threading.Thread(target=self._pump, name=f"hutch-process-{pid}", daemon=True)
-        self._thread.start()
+        self._ended = False
+        self._worker = SyncWorker(self._pump, f"hutch-process-{pid}")
 
     def _pump(self) -> None:
         try:
             for message in self._events:
                 if self._disconnected:
+                    # A reader thread cannot be cancelled: it stops at the next message.
                     break
                 for event in self._state.feed(message):
                     self._deliver(event)
             else:
                 for event in self._state.flush():
                     self._deliver(event)
-        except BaseException as err:
+        except SyncWorker.failures as err:
             if not self._disconnected:
                 self._error = err
         finally:
             _close(self._events)
-            self._done.set()
-            self._queue.put(None)
+            self._ended = True
+            self._queue.put_nowait(None)
 
     def _deliver(self, event: OutputEvent) -> None:
         if self._disconnected:
             return
         _dispatch(event, *self._callbacks)
-        self._queue.put(event)
+        self._queue.put_nowait(event)
 
     @property
     def pid(self) -> int:
@@ -166,7 +175,7 @@ class StreamHandle:
     @property
     def finished(self) -> bool:
         """Whether the process's stream is over (it ended, or the handle was disconnected)."""
-        return self._done.is_set() or self._disconnected
+        return self._ended or self._disconnected
 
     def __iter__(self) -> Iterator[OutputEvent]:
         """The process's output as it arrives, each an `OutputEvent` `(stdout, stderr, pty)` with one
@@ -175,7 +184,7 @@ class StreamHandle:
         while True:
             event = self._queue.get()
             if event is None:
-                self._queue.put(None)  # the end stays visible to every later reader
+                self._queue.put_nowait(None)  # the end stays visible to every later reader
                 break
             yield event
         if self._error is not None and not self._disconnected:
@@ -188,8 +197,7 @@ class StreamHandle:
         on_stderr: OutputCallback | None,
     ) -> ProcessExecution:
         if on_pty is None and on_stdout is None and on_stderr is None:
-            while not (self._done.wait(0.5) or self._disconnected):
-                pass
+            self._worker.wait()
         else:
             for event in self:
                 _dispatch(event, on_stdout, on_stderr, on_pty)
@@ -221,7 +229,8 @@ class StreamHandle:
         """Stops receiving the process's output; the process keeps running. `connect(pid)` attaches
         to it again. Iterations and waits in progress end."""
         self._disconnected = True
-        self._queue.put(None)
+        self._worker.stop()
+        self._queue.put_nowait(None)
 
     def __repr__(self) -> str:
         state = f"exit_code={self.exit_code}" if self._state.ended else "running"
@@ -229,9 +238,9 @@ class StreamHandle:
 
 
 class ProcessHandle(StreamHandle):
-    """A command started with `background=True` or attached to with `connect()` (E2B's
-    `CommandHandle`): its pid, its output so far, `wait()`, `kill()`, `send_stdin()`,
-    `disconnect()`, and iteration over its output."""
+    """A command started with `background=True` or attached to with `connect()`
+    (E2B's `CommandHandle`): its pid, its output so far, `wait()`, `kill()`,
+    `send_stdin()`, `disconnect()`, and iteration over its output."""
 
     def __init__(
         self,
@@ -277,12 +286,13 @@ CommandHandle = ProcessHandle
 
 
 class Commands:
-    """Runs commands in the sandbox and manages the processes (`sandbox.commands`, also
-    `sandbox.process`).
+    """Runs commands in the sandbox and manages the processes (`sandbox.commands`,
+    also `sandbox.process`).
 
     Commands run as `/bin/bash -l -c <cmd>`, as the user `user` unless told otherwise. Output
-    callbacks receive each chunk of output as a `ProcessOutput`, which is the chunk's `str` (as in
-    the official SDK) and also has `.line`, `.error` and `.timestamp` (readable as a dict too).
+    callbacks (plain or `async def`) receive each chunk of output as a `ProcessOutput`, which is
+    the chunk's `str` (as in the official SDK) and also has `.line`, `.error` and `.timestamp`
+    (readable as a dict too).
     """
 
     def __init__(self, rpc: Rpc, target: SandboxTarget) -> None:
@@ -352,7 +362,8 @@ class Commands:
         In the foreground (the default) it waits for the command to end and returns its
         `ProcessExecution` (stdout, stderr, exit_code, error); a non-zero exit code raises
         `CommandExitException` (which carries the same fields). With `background=True` it returns
-        a `ProcessHandle` as soon as the command started.
+        a `ProcessHandle` as soon as the command started; its callbacks keep being called
+        as output arrives.
 
         :param cmd: the command line.
         :param background: return a handle at once instead of waiting.
@@ -394,8 +405,8 @@ class Commands:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
     ) -> ProcessHandle:
-        """Attaches to the running process `pid` and returns a `ProcessHandle` that receives its
-        output from now on (a process that ended moments ago reports just its end).
+        """Attaches to the running process `pid` and returns a `ProcessHandle` that receives
+        its output from now on (a process that ended moments ago reports just its end).
 
         :param timeout: seconds this handle listens (the process is not affected); when they pass,
             `wait()` raises `TimeoutException`. 0 or None: no limit.
@@ -431,9 +442,8 @@ class Commands:
 
         :raises NotFoundError: there is no such process.
         """
-        self._rpc.unary(
-            f"{PROCESS_SERVICE}/SendInput", input_request(pid, data, "stdin"), request_timeout=request_timeout
-        )
+        body = input_request(pid, data, "stdin")
+        self._rpc.unary(f"{PROCESS_SERVICE}/SendInput", body, request_timeout=request_timeout)
 
     def close_stdin(self, pid: int, request_timeout: float | None = None) -> None:
         """Closes the stdin of process `pid`, so it reads end-of-file.
@@ -449,6 +459,5 @@ class Commands:
 
 Process = Commands
 """The seed's other name for `Commands` (`sandbox.process`)."""
-
 
 __all__ = ["CommandHandle", "Commands", "Process", "ProcessHandle"]

@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import builtins
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Callable, Literal, overload
 
 from ._callbacks import call_async
+from ._concurrency import AsyncQueue, AsyncWorker
 from ._config import DEFAULT_USER, SandboxTarget
 from ._connect import AsyncRpc, Json
 from .exceptions import ProcessError, SandboxException
 from .process_models import (
-    KEEPALIVE_SECONDS,
+    ASYNC_KEEPALIVE_SECONDS,
     PROCESS_SERVICE,
     DataCallback,
     OutputCallback,
@@ -80,8 +81,8 @@ async def adrive(
     on_stderr: OutputCallback | None = None,
     on_pty: DataCallback | None = None,
 ) -> ProcessExecution:
-    """Reads a process's stream to its end, passing output to the callbacks; returns the result
-    (or raises as `ProcessState.outcome` does)."""
+    """Reads a process's stream to its end in the calling task, passing output to the callbacks;
+    returns the result (or raises as `ProcessState.outcome` does)."""
     try:
         async for message in events:
             for event in state.feed(message):
@@ -96,8 +97,8 @@ async def adrive(
 class AsyncStreamHandle:
     """What the asyncio handles of commands and terminals share: a task reads the process's event
     stream as it comes, so the output so far (`stdout`, `stderr`) is always current and the
-    callbacks given when the process was started are called as output arrives. `async for` over
-    the handle, or `wait()` with callbacks, reads the same output in order."""
+    callbacks given when the process was started are called as output arrives (by that task).
+    `async for` over the handle, or `wait()` with callbacks, reads the same output in order."""
 
     def __init__(
         self,
@@ -114,28 +115,34 @@ class AsyncStreamHandle:
         self._kill = kill
         self._state = ProcessState(pid, domain)
         self._callbacks = (on_stdout, on_stderr, on_pty)
-        self._queue: asyncio.Queue[OutputEvent | None] = asyncio.Queue()
+        self._queue: AsyncQueue[OutputEvent | None] = AsyncQueue()
         self._error: BaseException | None = None
         self._disconnected = False
-        self._task = asyncio.get_running_loop().create_task(self._pump())
+        self._ended = False
+        self._worker = AsyncWorker(self._pump, f"hutch-process-{pid}")
 
     async def _pump(self) -> None:
         try:
             async for message in self._events:
+                if self._disconnected:
+                    # A reader thread cannot be cancelled: it stops at the next message.
+                    break
                 for event in self._state.feed(message):
                     await self._deliver(event)
-            for event in self._state.flush():
-                await self._deliver(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:
+            else:
+                for event in self._state.flush():
+                    await self._deliver(event)
+        except AsyncWorker.failures as err:
             if not self._disconnected:
                 self._error = err
         finally:
             await _aclose(self._events)
+            self._ended = True
             self._queue.put_nowait(None)
 
     async def _deliver(self, event: OutputEvent) -> None:
+        if self._disconnected:
+            return
         await _dispatch(event, *self._callbacks)
         self._queue.put_nowait(event)
 
@@ -167,7 +174,7 @@ class AsyncStreamHandle:
     @property
     def finished(self) -> bool:
         """Whether the process's stream is over (it ended, or the handle was disconnected)."""
-        return self._task.done() or self._disconnected
+        return self._ended or self._disconnected
 
     async def __aiter__(self) -> AsyncIterator[OutputEvent]:
         """The process's output as it arrives, each an `OutputEvent` `(stdout, stderr, pty)` with one
@@ -189,7 +196,7 @@ class AsyncStreamHandle:
         on_stderr: OutputCallback | None,
     ) -> ProcessExecution:
         if on_pty is None and on_stdout is None and on_stderr is None:
-            await asyncio.wait([self._task])
+            await self._worker.wait()
         else:
             async for event in self:
                 await _dispatch(event, on_stdout, on_stderr, on_pty)
@@ -219,11 +226,9 @@ class AsyncStreamHandle:
 
     async def disconnect(self) -> None:
         """Stops receiving the process's output; the process keeps running. `connect(pid)` attaches
-        to it again."""
+        to it again. Iterations and waits in progress end."""
         self._disconnected = True
-        if not self._task.done():
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        await self._worker.stop()
         self._queue.put_nowait(None)
 
     def __repr__(self) -> str:
@@ -259,9 +264,9 @@ class AsyncProcessHandle(AsyncStreamHandle):
         exit_code, error).
 
         `on_stdout` / `on_stderr` (plain or `async def`) get the output not yet read by `async for`
-        over the handle; `on_pty` is there for symmetry with terminals. Raises
-        `CommandExitException` when the exit code is not 0, `TimeoutException` when the command
-        outlived its `timeout` (it was killed), and `ProcessError` when the handle was
+        over the handle; `on_pty` is there for E2B compatibility (a command has no terminal).
+        Raises `CommandExitException` when the exit code is not 0, `TimeoutException` when the
+        command outlived its `timeout` (it was killed), and `ProcessError` when the handle was
         disconnected first.
         """
         return await self._wait(on_pty, on_stdout, on_stderr)
@@ -380,7 +385,7 @@ class AsyncCommands:
             user=user,
             request_timeout=request_timeout,
             lifetime=lifetime(timeout),
-            keepalive=KEEPALIVE_SECONDS,
+            keepalive=ASYNC_KEEPALIVE_SECONDS,
         )
         pid = await aopen_stream(events, "start process", ProcessError)
         remember_user(self._target.sandbox_id, pid, user, DEFAULT_USER)
@@ -411,12 +416,12 @@ class AsyncCommands:
             {"process": selector(pid)},
             request_timeout=request_timeout,
             lifetime=lifetime(timeout),
-            keepalive=KEEPALIVE_SECONDS,
+            keepalive=ASYNC_KEEPALIVE_SECONDS,
         )
         pid = await aopen_stream(events, "connect to process", ProcessError)
         return AsyncProcessHandle(pid, events, self, on_stdout=on_stdout, on_stderr=on_stderr)
 
-    async def list(self, request_timeout: float | None = None) -> list[ProcessInfo]:
+    async def list(self, request_timeout: float | None = None) -> builtins.list[ProcessInfo]:
         """The running processes: commands and terminals, including those started by others."""
         reply = await self._rpc.unary(f"{PROCESS_SERVICE}/List", {}, request_timeout=request_timeout)
         return process_list(reply, self._target.sandbox_id)
@@ -452,6 +457,6 @@ class AsyncCommands:
 
 
 AsyncProcess = AsyncCommands
-"""The seed's other name for `AsyncCommands`."""
+"""The seed's other name for `AsyncCommands` (`sandbox.process`)."""
 
 __all__ = ["AsyncCommandHandle", "AsyncCommands", "AsyncProcess", "AsyncProcessHandle"]

@@ -1,31 +1,29 @@
+# Generated from python/hutch/filesystem_async.py by scripts/gen-sync-sdk.py: do not edit.
+# Change the asyncio module and run `python3 scripts/gen-sync-sdk.py` (python/README.md, "Developing the SDK").
 """The sandbox's filesystem, for blocking code: `sandbox.files` (also `sandbox.filesystem`)."""
 
 from __future__ import annotations
 
 import builtins
 import logging
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Callable, Literal, overload
 
 import httpx
 
-from ._callbacks import call_sync
 from ._config import ENVD_PORT, SandboxTarget
 from ._connect import Rpc
 from ._errors import transport_error
+from ._watch import SYNC_WATCH_TIMEOUT, WatchHandle, start_watch
 from .exceptions import (
     FileNotFoundException,
     FilesystemError,
     InvalidArgumentException,
-    TimeoutException,
     in_domain,
 )
 from .filesystem_models import (
     HEALTH_TIMEOUT,
-    WATCH_POLL_INTERVAL,
     Counter,
     FileInfo,
     FilesystemEvent,
@@ -47,7 +45,6 @@ from .filesystem_models import (
     multipart_params,
     parse_entry_response,
     parse_list_response,
-    parse_watcher_events,
     parse_write_response,
     plan_upload,
     upload_headers,
@@ -59,7 +56,7 @@ logger = logging.getLogger("hutch")
 
 
 class FileStreamReader(Iterator[bytes]):
-    """The content of a file as it downloads: an iterator of `bytes` chunks.
+    """The content of a file as it downloads: an iterator of `bytes` chunks, for large files.
 
     It holds an HTTP connection until it is read to the end or closed, so read it fully, use it
     in a `with` block, or call `close()`::
@@ -82,7 +79,7 @@ class FileStreamReader(Iterator[bytes]):
         if self._closed:
             raise StopIteration
         try:
-            return next(self._chunks)
+            return self._chunks.__next__()
         except StopIteration:
             self.close()
             raise
@@ -95,7 +92,10 @@ class FileStreamReader(Iterator[bytes]):
 
     def read(self) -> bytes:
         """Everything not read yet, as one `bytes`."""
-        return b"".join(self)
+        content = bytearray()
+        for chunk in self:
+            content += chunk
+        return bytes(content)
 
     def close(self) -> None:
         """Ends the download and releases its connection; safe to call more than once."""
@@ -110,146 +110,6 @@ class FileStreamReader(Iterator[bytes]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-class WatchHandle:
-    """A running watch of a directory (what `Filesystem.watch_dir` returns).
-
-    Started with an `on_event` callback, a background thread polls the sandbox and calls it for
-    every event. Without one, fetch the events yourself with `get_new_events()` (E2B's style).
-    Either way, `stop()` ends the watch; the handle is also a context manager that stops it.
-    """
-
-    def __init__(
-        self,
-        rpc: Rpc,
-        watcher_id: str,
-        user: str | None,
-        on_event: Callable[[FilesystemEvent], Any] | None = None,
-        on_exit: Callable[[Exception | None], Any] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self._rpc = rpc
-        self._watcher_id = watcher_id
-        self._user = user
-        self._on_event = on_event
-        self._on_exit = on_exit
-        self._deadline = time.monotonic() + timeout if timeout else None
-        self._timeout = timeout
-        self._closed = False
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        if on_event is not None:
-            self._thread = threading.Thread(target=self._run, name=f"hutch-watch-{watcher_id}", daemon=True)
-            self._thread.start()
-
-    @property
-    def watcher_id(self) -> str:
-        """The agent's id of the watch."""
-        return self._watcher_id
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the watch still reports events (it was not stopped and did not fail)."""
-        return not self._closed
-
-    def _poll(self, request_timeout: float | None) -> list[FilesystemEvent]:
-        response = self._rpc.unary(
-            method("GetWatcherEvents"),
-            {"watcherId": self._watcher_id},
-            user=self._user,
-            request_timeout=request_timeout,
-        )
-        return parse_watcher_events(response)
-
-    def _remove(self, request_timeout: float | None) -> None:
-        self._rpc.unary(
-            method("RemoveWatcher"),
-            {"watcherId": self._watcher_id},
-            user=self._user,
-            request_timeout=request_timeout,
-        )
-
-    def _expired_error(self) -> Exception:
-        return in_domain(TimeoutException, FilesystemError)(
-            f"The watch reached its timeout ({self._timeout}s): pass a larger 'timeout' to watch_dir, or 0 for none"
-        )
-
-    def get_new_events(self, request_timeout: float | None = None) -> list[FilesystemEvent]:
-        """The events since the previous call (or since the watch started).
-
-        Only for a watch without `on_event` (its events go to the callback). When the watch's
-        `timeout` has passed, returns the last events and stops the watch.
-        """
-        if self._on_event is not None:
-            raise in_domain(InvalidArgumentException, FilesystemError)(
-                "This watch delivers its events to on_event; get_new_events is for watches started without it"
-            )
-        if self._closed:
-            raise FilesystemError("The watcher is already stopped")
-        expired = self._deadline is not None and time.monotonic() >= self._deadline
-        events = self._poll(request_timeout)
-        if expired:
-            self.stop(request_timeout)
-        return events
-
-    def stop(self, request_timeout: float | None = None) -> None:
-        """Stops watching; the events already reported are still delivered to `on_event`.
-
-        Safe to call more than once, and from inside `on_event`.
-        """
-        if self._thread is not None:
-            self._stopping.set()
-            if threading.current_thread() is not self._thread:
-                self._thread.join()
-            return
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._remove(request_timeout)
-
-    def _run(self) -> None:
-        error: Exception | None = None
-        try:
-            while True:
-                stopping = self._stopping.is_set()
-                expired = self._deadline is not None and time.monotonic() >= self._deadline
-                for event in self._poll(None):
-                    call_sync(self._on_event, event)
-                if stopping:
-                    break
-                if expired:
-                    error = self._expired_error()
-                    break
-                self._stopping.wait(WATCH_POLL_INTERVAL)
-        except Exception as err:
-            error = err
-        self._closed = True
-        try:
-            self._remove(None)
-        except Exception as err:
-            logger.debug("removing watcher %s failed: %s", self._watcher_id, err)
-        self._exit(error)
-
-    def _exit(self, error: Exception | None) -> None:
-        if self._on_exit is None:
-            if error is not None:
-                logger.warning("watch %s ended: %s", self._watcher_id, error)
-            return
-        try:
-            call_sync(self._on_exit, error)
-        except Exception as err:
-            logger.warning("on_exit of watch %s raised: %s", self._watcher_id, err)
-
-    def __enter__(self) -> WatchHandle:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class Filesystem:
@@ -420,14 +280,15 @@ class Filesystem:
         :return: the written file (name, path, type, size, metadata).
         :raises FilesystemError: the user may not write there, or the path is a directory.
         """
-        return self.write_files(
+        infos = self.write_files(
             [{"path": path, "data": data}],
             user=user,
             request_timeout=request_timeout,
             gzip=gzip,
             use_octet_stream=use_octet_stream,
             metadata=metadata,
-        )[0]
+        )
+        return infos[0]
 
     def write_files(
         self,
@@ -468,7 +329,10 @@ class Filesystem:
     def _buffer(path: str, data: Any) -> bytes:
         if is_buffered(data):
             return as_bytes(data)
-        return b"".join(iter_sync_chunks(data, path, Counter()))
+        content = bytearray()
+        for chunk in iter_sync_chunks(data, path, Counter()):
+            content += chunk
+        return bytes(content)
 
     def _write_raw(
         self, path: str, data: Any, user: str | None, headers: dict[str, str], timeout: float | None, gzip: bool
@@ -562,7 +426,7 @@ class Filesystem:
         on_exit: Callable[[Exception | None], Any] | None = None,
         user: str | None = None,
         request_timeout: float | None = None,
-        timeout: float | None = None,
+        timeout: float | None = SYNC_WATCH_TIMEOUT,
         recursive: bool = False,
         include_entry: bool = False,
         allow_network_mounts: bool = False,
@@ -574,22 +438,16 @@ class Filesystem:
         with the error that ended it (None after `stop()`). Without `on_event`, call
         `get_new_events()` on the returned handle (E2B's style). End the watch with `stop()`.
 
-        :param timeout: seconds after which the watch ends by itself (None or 0: never).
+        :param request_timeout: seconds to wait for the sandbox to start the watch.
+        :param timeout: seconds after which the watch ends by itself (None or 0: never);
+            `on_exit` then gets a `TimeoutException`.
         :param recursive: also watch every subdirectory.
         :param include_entry: attach the changed entry's `FileInfo` to each event.
         :param allow_network_mounts: allow watching a network filesystem (events may be missed).
         :raises FileNotFoundException: there is no such directory.
         """
-        response = self._rpc.unary(
-            method("CreateWatcher"),
-            watch_request(path, recursive, include_entry, allow_network_mounts),
-            user=user,
-            request_timeout=request_timeout,
-        )
-        watcher_id = response.get("watcherId")
-        if not isinstance(watcher_id, str) or not watcher_id:
-            raise FilesystemError(f"The sandbox did not start watching {path}: {response!r}")
-        return WatchHandle(self._rpc, watcher_id, user, on_event, on_exit, timeout)
+        request = watch_request(path, recursive, include_entry, allow_network_mounts)
+        return start_watch(self._rpc, self._target, path, request, on_event, on_exit, user, request_timeout, timeout)
 
 
 __all__ = ["FileStreamReader", "Filesystem", "WatchHandle"]

@@ -1,8 +1,7 @@
-"""The sandbox's filesystem, for asyncio: `async_sandbox.files` (also `async_sandbox.filesystem`)."""
+"""The sandbox's filesystem, for asyncio code: `sandbox.files` (also `sandbox.filesystem`) of an `AsyncSandbox`."""
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -11,15 +10,14 @@ from typing import Any, Callable, Literal, overload
 
 import httpx
 
-from ._callbacks import call_async
 from ._config import ENVD_PORT, SandboxTarget
 from ._connect import AsyncRpc
 from ._errors import transport_error
+from ._watch import ASYNC_WATCH_TIMEOUT, AsyncWatchHandle, astart_watch
 from .exceptions import (
     FileNotFoundException,
     FilesystemError,
     InvalidArgumentException,
-    TimeoutException,
     in_domain,
 )
 from .filesystem_models import (
@@ -38,7 +36,6 @@ from .filesystem_models import (
     files_url,
     gzip_bytes,
     is_buffered,
-    is_start_frame,
     iter_async_chunks,
     list_request,
     method,
@@ -46,7 +43,6 @@ from .filesystem_models import (
     multipart_params,
     parse_entry_response,
     parse_list_response,
-    parse_watch_frame,
     parse_write_response,
     plan_upload,
     upload_headers,
@@ -56,24 +52,9 @@ from .filesystem_models import (
 
 logger = logging.getLogger("hutch")
 
-WATCH_KEEPALIVE = 50
-"""Seconds of silence after which the agent sends a keepalive on a watch stream."""
-
-DEFAULT_WATCH_TIMEOUT = 60.0
-"""Seconds an async watch lasts unless told otherwise (E2B's default)."""
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception as err:
-            logger.debug("closing a stream failed: %s", err)
-
 
 class AsyncFileStreamReader(AsyncIterator[bytes]):
-    """The content of a file as it downloads: an async iterator of `bytes` chunks.
+    """The content of a file as it downloads: an async iterator of `bytes` chunks, for large files.
 
     It holds an HTTP connection until it is read to the end or closed, so read it fully, use it
     in an `async with` block, or call `aclose()`::
@@ -109,7 +90,10 @@ class AsyncFileStreamReader(AsyncIterator[bytes]):
 
     async def read(self) -> bytes:
         """Everything not read yet, as one `bytes`."""
-        return b"".join([chunk async for chunk in self])
+        content = bytearray()
+        async for chunk in self:
+            content += chunk
+        return bytes(content)
 
     async def aclose(self) -> None:
         """Ends the download and releases its connection; safe to call more than once."""
@@ -126,146 +110,8 @@ class AsyncFileStreamReader(AsyncIterator[bytes]):
         await self.aclose()
 
 
-class AsyncWatchHandle:
-    """A running watch of a directory (what `AsyncFilesystem.watch_dir` returns).
-
-    A task reads the agent's event stream: with an `on_event` callback it is called for every
-    event; without one, the events are kept until `await get_new_events()` collects them.
-    `await stop()` ends the watch; the handle is also an async context manager that stops it.
-    """
-
-    def __init__(
-        self,
-        events: AsyncIterator[dict[str, Any]],
-        on_event: Callable[[FilesystemEvent], Any] | None = None,
-        on_exit: Callable[[Exception | None], Any] | None = None,
-    ) -> None:
-        self._events = events
-        self._on_event = on_event
-        self._on_exit = on_exit
-        self._pending: list[FilesystemEvent] = []
-        self._error: Exception | None = None
-        self._closed = False
-        self._stop_requested = False
-        self._stopped = False
-        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run())
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the watch still reports events (it was not stopped and did not fail)."""
-        return not self._closed
-
-    async def _wait_started(self, timeout: float | None) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._started), timeout)
-        except asyncio.TimeoutError:
-            await self.stop()
-            raise in_domain(TimeoutException, FilesystemError)(
-                "The sandbox did not start the watch in time: pass a larger 'request_timeout'"
-            ) from None
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _run(self) -> None:
-        started = False
-        error: Exception | None = None
-        try:
-            async for frame in self._events:
-                if not started:
-                    if not is_start_frame(frame):
-                        raise FilesystemError(f"The watch did not start: expected a start event, got {frame!r}")
-                    started = True
-                    if not self._started.done():
-                        self._started.set_result(None)
-                    continue
-                event = parse_watch_frame(frame)
-                if event is None:
-                    continue
-                if self._on_event is None:
-                    self._pending.append(event)
-                else:
-                    await call_async(self._on_event, event)
-                if self._stop_requested:
-                    break
-            if not started:
-                raise FilesystemError("The watch stream ended before the watch started")
-        except asyncio.CancelledError:
-            self._closed = True
-            if not self._started.done():
-                self._started.cancel()
-            elif started:
-                await self._exit(None)
-            raise
-        except Exception as err:
-            error = err
-        finally:
-            await _aclose(self._events)
-        self._closed = True
-        if not started:
-            if not self._started.done():
-                self._started.set_exception(error or FilesystemError("The watch did not start"))
-            return
-        self._error = error
-        await self._exit(error)
-
-    async def _exit(self, error: Exception | None) -> None:
-        if self._on_exit is None:
-            if error is not None and self._on_event is not None:
-                logger.warning("watch ended: %s", error)
-            return
-        try:
-            await call_async(self._on_exit, error)
-        except Exception as err:
-            logger.warning("on_exit of a watch raised: %s", err)
-
-    async def get_new_events(self) -> builtins.list[FilesystemEvent]:
-        """The events since the previous call (or since the watch started).
-
-        Only for a watch without `on_event` (its events go to the callback). Once the watch
-        has ended by itself, the events it reported are still returned; after them, the error
-        that ended it is raised (e.g. a `TimeoutException` when its `timeout` passed). After
-        `stop()`, it raises `FilesystemError`.
-        """
-        if self._on_event is not None:
-            raise in_domain(InvalidArgumentException, FilesystemError)(
-                "This watch delivers its events to on_event; get_new_events is for watches started without it"
-            )
-        if self._stopped:
-            raise FilesystemError("The watcher is already stopped")
-        await asyncio.sleep(0)
-        if self._pending:
-            events, self._pending = self._pending, []
-            return events
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise FilesystemError("The watcher is already stopped")
-        return []
-
-    async def stop(self) -> None:
-        """Stops watching. Safe to call more than once, and from inside `on_event`."""
-        self._stopped = True
-        if asyncio.current_task() is self._task:
-            self._stop_requested = True
-            return
-        if not self._task.done():
-            self._task.cancel()
-        await asyncio.wait([self._task])
-        self._closed = True
-
-    async def __aenter__(self) -> AsyncWatchHandle:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
 class AsyncFilesystem:
-    """Files and directories inside a sandbox, for asyncio: read, write, list, move, remove, watch.
+    """Files and directories inside a sandbox, for asyncio code: read, write, list, move, remove, watch.
 
     Every method takes `user=` (who the operation runs as: None is the sandbox's default user,
     `user`; `"root"` may touch anything) and `request_timeout=` (seconds one request may take;
@@ -342,7 +188,7 @@ class AsyncFilesystem:
         """Reads a file.
 
         :param format: `"text"` (a `str`, decoded as UTF-8), `"bytes"` (a `bytearray`) or
-            `"stream"` (an `AsyncFileStreamReader`: an async iterator of `bytes` chunks).
+            `"stream"` (an `AsyncFileStreamReader`: an async iterator of `bytes` chunks, for large files).
         :param gzip: have the content compressed in transit.
         :param stream_idle_timeout: for `"stream"`, seconds to wait for each chunk (default:
             `request_timeout`; 0 for no limit).
@@ -481,7 +327,10 @@ class AsyncFilesystem:
     async def _buffer(path: str, data: Any) -> bytes:
         if is_buffered(data):
             return as_bytes(data)
-        return b"".join([chunk async for chunk in iter_async_chunks(data, path, Counter())])
+        content = bytearray()
+        async for chunk in iter_async_chunks(data, path, Counter()):
+            content += chunk
+        return bytes(content)
 
     async def _write_raw(
         self, path: str, data: Any, user: str | None, headers: dict[str, str], timeout: float | None, gzip: bool
@@ -575,17 +424,17 @@ class AsyncFilesystem:
         on_exit: Callable[[Exception | None], Any] | None = None,
         user: str | None = None,
         request_timeout: float | None = None,
-        timeout: float | None = DEFAULT_WATCH_TIMEOUT,
+        timeout: float | None = ASYNC_WATCH_TIMEOUT,
         recursive: bool = False,
         include_entry: bool = False,
         allow_network_mounts: bool = False,
     ) -> AsyncWatchHandle:
         """Watches a directory for changes (files created, written, removed, renamed, chmod-ed).
 
-        With `on_event`, it is called (a function or an `async def`) with each
+        With `on_event`, a task calls it (a function or an `async def`) with each
         `FilesystemEvent` as the changes happen; `on_exit` is called once when the watch ends,
-        with the error that ended it (None after `stop()`). Without `on_event`, collect the
-        events with `await handle.get_new_events()`. End the watch with `await handle.stop()`.
+        with the error that ended it (None after `stop()`). Without `on_event`, call
+        `await get_new_events()` on the returned handle (E2B's style). End the watch with `await stop()`.
 
         :param request_timeout: seconds to wait for the sandbox to start the watch.
         :param timeout: seconds after which the watch ends by itself (default 60, as E2B's;
@@ -595,17 +444,10 @@ class AsyncFilesystem:
         :param allow_network_mounts: allow watching a network filesystem (events may be missed).
         :raises FileNotFoundException: there is no such directory.
         """
-        events = self._rpc.stream(
-            method("WatchDir"),
-            watch_request(path, recursive, include_entry, allow_network_mounts),
-            user=user,
-            request_timeout=request_timeout,
-            lifetime=timeout or None,
-            keepalive=WATCH_KEEPALIVE,
+        request = watch_request(path, recursive, include_entry, allow_network_mounts)
+        return await astart_watch(
+            self._rpc, self._target, path, request, on_event, on_exit, user, request_timeout, timeout
         )
-        handle = AsyncWatchHandle(events, on_event, on_exit)
-        await handle._wait_started(self._target.config.timeout(request_timeout))
-        return handle
 
 
 __all__ = ["AsyncFileStreamReader", "AsyncFilesystem", "AsyncWatchHandle"]

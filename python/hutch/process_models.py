@@ -42,8 +42,11 @@ PROCESS_SERVICE = "process.Process"
 SHELL = "/bin/bash"
 """Every command and terminal runs in this shell."""
 
-KEEPALIVE_SECONDS = 50
+ASYNC_KEEPALIVE_SECONDS = 50
 """Asked-for keepalive interval of the streams of async handles (what the official SDK asks for)."""
+
+KEEPALIVE_SECONDS = ASYNC_KEEPALIVE_SECONDS
+"""The former name of `ASYNC_KEEPALIVE_SECONDS`."""
 
 SYNC_KEEPALIVE_SECONDS = 10
 """Keepalive interval of the streams of blocking handles: a disconnected handle's reader thread

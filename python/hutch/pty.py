@@ -1,3 +1,5 @@
+# Generated from python/hutch/pty_async.py by scripts/gen-sync-sdk.py: do not edit.
+# Change the asyncio module and run `python3 scripts/gen-sync-sdk.py` (python/README.md, "Developing the SDK").
 """Interactive terminals (PTYs) in the sandbox, blocking API (`sandbox.pty`, also `sandbox.terminal`)."""
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from .process_models import (
 
 
 class PtyHandle(StreamHandle):
-    """A running terminal: its pid, `send_stdin()` (also `send_data` / `send_input`), `resize()`,
-    `wait()`, `kill()`, `disconnect()`, and iteration over its output (each item an
-    `OutputEvent` whose `pty` holds the bytes, so `for _, _, data in handle` works as with the
-    official SDK).
+    """A running terminal: its pid, `send_stdin()` (also `send_data` / `send_input`),
+    `resize()`, `wait()`, `kill()`, `disconnect()`, and iteration over its output (each item
+    an `OutputEvent` whose `pty` holds the bytes, so `for _, _, data in handle` works as with
+    the official SDK).
 
     The `on_data` callback given when the terminal was started is called with every chunk of
     output as it arrives, from a reader thread."""

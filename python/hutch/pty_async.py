@@ -10,7 +10,7 @@ from ._connect import AsyncRpc, Json
 from .commands_async import AsyncStreamHandle, aopen_stream
 from .exceptions import SandboxException, TerminalError
 from .process_models import (
-    KEEPALIVE_SECONDS,
+    ASYNC_KEEPALIVE_SECONDS,
     PROCESS_SERVICE,
     DataCallback,
     OutputCallback,
@@ -31,9 +31,10 @@ from .process_models import (
 
 
 class AsyncPtyHandle(AsyncStreamHandle):
-    """A running terminal, in asyncio code: its pid, `send_stdin()` (also `send_data` /
-    `send_input`), `resize()`, `await wait()`, `kill()`, `disconnect()`, and `async for` over its
-    output (each item an `OutputEvent` whose `pty` holds the bytes).
+    """A running terminal, in asyncio code: its pid, `send_stdin()` (also `send_data` / `send_input`),
+    `resize()`, `await wait()`, `kill()`, `disconnect()`, and `async for` over its output (each item
+    an `OutputEvent` whose `pty` holds the bytes, so `async for _, _, data in handle` works as with
+    the official SDK).
 
     The `on_data` callback given when the terminal was started is called with every chunk of
     output as it arrives, by a task of the event loop."""
@@ -103,7 +104,7 @@ class AsyncPty:
 
         :param size: a `PtySize` or a `(rows, cols)` tuple (default 24 rows by 80 columns).
         :param on_data: called with every chunk of output (bytes) as it arrives (plain or
-            `async def`).
+            `async def`), by a task of the event loop.
         :param user: who the shell runs as (`"root"` or `"user"`, the default).
         :param cwd: working directory (default: the user's home).
         :param envs: environment variables, over `TERM=xterm-256color` and the sandbox's.
@@ -118,7 +119,7 @@ class AsyncPty:
             user=user,
             request_timeout=request_timeout,
             lifetime=lifetime(timeout),
-            keepalive=KEEPALIVE_SECONDS,
+            keepalive=ASYNC_KEEPALIVE_SECONDS,
         )
         pid = await aopen_stream(events, "start terminal", TerminalError)
         remember_user(self._target.sandbox_id, pid, user, DEFAULT_USER)
@@ -138,7 +139,7 @@ class AsyncPty:
         """Starts a terminal whose output goes to `on_data` (the seed's form of `create`).
 
         :param on_data: called with every chunk of output (bytes) as it arrives (plain or
-            `async def`).
+            `async def`), by a task of the event loop.
         :param size: a `(rows, cols)` tuple or a `PtySize` (default 24 rows by 80 columns).
         :param cmd: a command line to run on the terminal instead of an interactive shell.
         :param cwd: working directory (default: the user's home).
@@ -177,7 +178,7 @@ class AsyncPty:
             {"process": selector(pid)},
             request_timeout=request_timeout,
             lifetime=lifetime(timeout),
-            keepalive=KEEPALIVE_SECONDS,
+            keepalive=ASYNC_KEEPALIVE_SECONDS,
         )
         pid = await aopen_stream(events, "connect to terminal", TerminalError)
         return AsyncPtyHandle(pid, events, self, on_data)

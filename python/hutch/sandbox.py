@@ -1,3 +1,5 @@
+# Generated from python/hutch/sandbox_async.py by scripts/gen-sync-sdk.py: do not edit.
+# Change the asyncio module and run `python3 scripts/gen-sync-sdk.py` (python/README.md, "Developing the SDK").
 """`Sandbox`: one isolated, stateful sandbox, driven with blocking calls."""
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ._hybrid import hybridmethod
 from .api import SandboxInfo, SandboxMetrics, SandboxQuery
 from .code import Notebook
 from .commands import Commands
-from .exceptions import FilesystemError, ProcessError, TerminalError
+from .exceptions import FilesystemError, ProcessError, SandboxException, TerminalError
 from .filesystem import Filesystem
 from .filesystem_models import signed_url
 from .models import Context, Execution, ExecutionError, OutputMessage, Result
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPLATE = "code-interpreter-v1"
 """The template of a sandbox created without one: Python, JavaScript/TypeScript, R, Java and bash kernels."""
-
 
 T = TypeVar("T")
 
@@ -74,9 +75,8 @@ class SandboxPaginator(list[SandboxInfo]):
         if self.next_token is None:
             return []
         with _client(self._config) as client:
-            page = api.run(
-                client, self._config, api.list_page(self._query, self._limit, self.next_token), request_timeout
-            )
+            call = api.list_page(self._query, self._limit, self.next_token)
+            page = api.run(client, self._config, call, request_timeout)
         self.next_token = page.next_token
         return page.items
 
@@ -148,9 +148,9 @@ class Sandbox:
     """A sandbox running code in isolation: a Jupyter-like code interpreter whose state persists
     between calls, plus its filesystem, processes and terminals.
 
-    `Sandbox()` creates one (from the `code-interpreter-v1` template unless told otherwise) and
-    `Sandbox(sandbox_id=...)` connects to a running one. Use it as a context manager to end the
-    sandbox when the block ends:
+    `Sandbox()` creates one (from the `code-interpreter-v1` template unless told
+    otherwise) and `Sandbox(sandbox_id=...)` connects to a running one. Use it as a
+    context manager to end the sandbox when the block ends:
 
         with Sandbox() as sandbox:
             sandbox.run_code("x = 1")
@@ -201,30 +201,46 @@ class Sandbox:
         :param auto_pause: pause instead of ending when the timeout is reached.
         """
         self._config = ConnectionConfig.resolve(api_key, api_url, sandbox_url, domain, request_timeout)
-        self._http = _client(self._config)
-        try:
-            if sandbox_id is not None:
-                created = api.run(self._http, self._config, api.connect(sandbox_id, timeout))
-            else:
-                call = api.create(
-                    template or self.default_template,
-                    timeout,
-                    metadata,
-                    envs,
-                    secure,
-                    allow_internet_access,
-                    auto_pause,
-                )
-                created = api.run(self._http, self._config, call)
-        except BaseException:
-            self._http.close()
-            raise
-        self._attach(created, cwd)
-
-    def _attach(self, created: api.Created, cwd: Optional[str]) -> None:
-        self._created = created
         self._cwd = cwd
+        self._plan: Optional[api.Call[api.Created]] = (
+            api.connect(sandbox_id, timeout)
+            if sandbox_id is not None
+            else api.create(
+                template or self.default_template, timeout, metadata, envs, secure, allow_internet_access, auto_pause
+            )
+        )
+        self._created: Optional[api.Created] = None
+        self._http: Optional[httpx.Client] = None
         self._closed = False
+        self._start()
+
+    def _start(self) -> Sandbox:
+        if self._created is not None:
+            return self
+        if self._plan is None:
+            raise SandboxException("this Sandbox was closed")
+        http = _client(self._config)
+        try:
+            created = api.run(http, self._config, self._plan)
+        except BaseException:
+            http.close()
+            raise
+        self._setup(http, created)
+        return self
+
+    @classmethod
+    def _attached(cls, config: ConnectionConfig, created: api.Created, cwd: Optional[str]) -> Sandbox:
+        sandbox = cls.__new__(cls)
+        sandbox._config = config
+        sandbox._cwd = cwd
+        sandbox._plan = None
+        sandbox._closed = False
+        sandbox._setup(_client(config), created)
+        return sandbox
+
+    def _setup(self, http: httpx.Client, created: api.Created) -> None:
+        self._http = http
+        self._created = created
         self._target = SandboxTarget(
             sandbox_id=created.sandbox_id,
             config=self._config,
@@ -232,10 +248,23 @@ class Sandbox:
             traffic_access_token=created.traffic_access_token,
             domain=created.domain,
         )
-        self._files = Filesystem(Rpc(self._http, self._target, FilesystemError), self._http, self._target)
-        self._commands = Commands(Rpc(self._http, self._target, ProcessError), self._target)
-        self._pty = Pty(Rpc(self._http, self._target, TerminalError), self._target)
-        self._notebook = Notebook(self._http, self._target)
+        self._files = Filesystem(Rpc(http, self._target, FilesystemError), http, self._target)
+        self._commands = Commands(Rpc(http, self._target, ProcessError), self._target)
+        self._pty = Pty(Rpc(http, self._target, TerminalError), self._target)
+        self._notebook = Notebook(http, self._target)
+
+    def _live(self) -> api.Created:
+        if self._created is None:
+            raise SandboxException(
+                "this Sandbox has not been started: use `Sandbox.create(...)`, "
+                "`Sandbox(...)` or `with Sandbox(...) as sandbox`"
+            )
+        return self._created
+
+    def _client(self) -> httpx.Client:
+        self._live()
+        assert self._http is not None
+        return self._http
 
     # --- creating and finding sandboxes -------------------------------------------------------
 
@@ -252,7 +281,7 @@ class Sandbox:
         **options: Any,
     ) -> Sandbox:
         """Creates a sandbox; the same as `Sandbox(...)` (keyword options as there)."""
-        return cls(
+        sandbox = cls(
             template=template,
             api_key=api_key,
             cwd=cwd,
@@ -262,6 +291,7 @@ class Sandbox:
             request_timeout=request_timeout,
             **options,
         )
+        return sandbox._start()
 
     @classmethod
     def connect(
@@ -276,7 +306,10 @@ class Sandbox:
 
         Raises `SandboxNotFoundException` (a `NotFoundError`) if there is no such sandbox.
         """
-        return cls(sandbox_id=sandbox_id, api_key=api_key, timeout=timeout, request_timeout=request_timeout, **options)
+        sandbox = cls(
+            sandbox_id=sandbox_id, api_key=api_key, timeout=timeout, request_timeout=request_timeout, **options
+        )
+        return sandbox._start()
 
     @classmethod
     def reconnect(cls, sandbox_id: str, api_key: Optional[str] = None, **options: Any) -> Sandbox:
@@ -308,17 +341,17 @@ class Sandbox:
     @property
     def sandbox_id(self) -> str:
         """The sandbox's id."""
-        return self._created.sandbox_id
+        return self._live().sandbox_id
 
     @property
     def template_id(self) -> str:
         """The template the sandbox was created from."""
-        return self._created.template_id
+        return self._live().template_id
 
     @property
     def envd_version(self) -> str:
         """The protocol version the sandbox's agent speaks."""
-        return self._created.envd_version
+        return self._live().envd_version
 
     @property
     def connection_config(self) -> ConnectionConfig:
@@ -328,40 +361,45 @@ class Sandbox:
     @property
     def files(self) -> Filesystem:
         """The sandbox's filesystem: read, write, list, watch."""
+        self._live()
         return self._files
 
     @property
     def filesystem(self) -> Filesystem:
         """The sandbox's filesystem (the seed API's name of `files`)."""
-        return self._files
+        return self.files
 
     @property
     def commands(self) -> Commands:
         """Processes in the sandbox: run commands, list, kill, send input."""
+        self._live()
         return self._commands
 
     @property
     def process(self) -> Commands:
         """Processes in the sandbox (the seed API's name of `commands`)."""
-        return self._commands
+        return self.commands
 
     @property
     def pty(self) -> Pty:
         """Interactive terminals (PTYs) in the sandbox."""
+        self._live()
         return self._pty
 
     @property
     def terminal(self) -> Pty:
         """Interactive terminals in the sandbox (the seed API's name of `pty`)."""
-        return self._pty
+        return self.pty
 
     @property
     def notebook(self) -> Notebook:
         """The code interpreter: `notebook.exec_cell(code)` runs code like `run_code`."""
+        self._live()
         return self._notebook
 
     def get_host(self, port: int) -> str:
         """The host name that reaches `port` inside the sandbox (for a server your code starts there)."""
+        self._live()
         return self._target.host(port)
 
     def download_url(
@@ -371,12 +409,14 @@ class Sandbox:
 
         :param use_signature_expiration: seconds the signature stays valid (default: no expiry).
         """
+        self._live()
         return signed_url(self._target, path, "read", user, use_signature_expiration)
 
     def upload_url(
         self, path: Optional[str] = None, user: Optional[str] = None, use_signature_expiration: Optional[int] = None
     ) -> str:
         """A URL that uploads a file to `path` in the sandbox with a multipart POST, without the SDK."""
+        self._live()
         return signed_url(self._target, path or "", "write", user, use_signature_expiration)
 
     # --- code ----------------------------------------------------------------------------------
@@ -417,7 +457,7 @@ class Sandbox:
         """
         if cwd is None and context is None:
             cwd = self._cwd
-        return self._notebook.run_code(
+        return self.notebook.run_code(
             code,
             language=language,
             context=context,
@@ -436,31 +476,32 @@ class Sandbox:
         self, cwd: Optional[str] = None, language: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> Context:
         """A new code context: its own kernel and state, in `cwd` (default the sandbox's `cwd`, else home)."""
-        return self._notebook.create_code_context(
+        return self.notebook.create_code_context(
             cwd=cwd if cwd is not None else self._cwd, language=language, request_timeout=request_timeout
         )
 
     def list_code_contexts(self, request_timeout: Optional[float] = None) -> builtins.list[Context]:
         """The sandbox's code contexts, the default ones included."""
-        return self._notebook.list_code_contexts(request_timeout=request_timeout)
+        return self.notebook.list_code_contexts(request_timeout=request_timeout)
 
     def restart_code_context(self, context: Union[Context, str], request_timeout: Optional[float] = None) -> None:
         """Restarts the kernel of `context`: its state is lost, its id and cwd stay."""
-        self._notebook.restart_code_context(context, request_timeout=request_timeout)
+        self.notebook.restart_code_context(context, request_timeout=request_timeout)
 
     def remove_code_context(self, context: Union[Context, str], request_timeout: Optional[float] = None) -> None:
         """Removes `context` and ends its kernel."""
-        self._notebook.remove_code_context(context, request_timeout=request_timeout)
+        self.notebook.remove_code_context(context, request_timeout=request_timeout)
 
     def _api(self, call: api.Call[T], request_timeout: Optional[float] = None) -> T:
-        return api.run(self._http, self._config, call, request_timeout)
+        return api.run(self._client(), self._config, call, request_timeout)
 
     # --- lifetime ------------------------------------------------------------------------------
 
     def is_running(self, request_timeout: Optional[float] = None) -> bool:
         """Whether the sandbox is running and its agent answers."""
+        client = self._client()
         try:
-            response = self._http.get(
+            response = client.get(
                 f"{self._target.base_url(ENVD_PORT)}/health",
                 headers=self._target.headers(ENVD_PORT),
                 timeout=self._config.timeout(request_timeout),
@@ -480,16 +521,16 @@ class Sandbox:
         return killed
 
     kill = hybridmethod(_kill_by_id, _kill)
-    """`sandbox.kill()` ends this sandbox; `Sandbox.kill(sandbox_id, api_key=None)` ends any. Both return
-    True if the sandbox was running and False if there was no such sandbox."""
+    """`sandbox.kill()` ends this sandbox; `Sandbox.kill(sandbox_id, api_key=None)` ends any.
+    Both return True if the sandbox was running and False if there was no such sandbox."""
 
     def _set_timeout(self, timeout: int, request_timeout: Optional[float] = None) -> None:
         """The sandbox ends `timeout` seconds from now (shorter or longer than before)."""
         self._api(api.set_timeout(self.sandbox_id, timeout), request_timeout)
 
     set_timeout = hybridmethod(_set_timeout_by_id, _set_timeout)
-    """`sandbox.set_timeout(seconds)` / `Sandbox.set_timeout(sandbox_id, seconds)`: the sandbox ends that
-    many seconds from now."""
+    """`sandbox.set_timeout(seconds)` / `Sandbox.set_timeout(sandbox_id, seconds)`: the
+    sandbox ends that many seconds from now."""
 
     def _get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
         """What the server knows about this sandbox."""
@@ -508,26 +549,32 @@ class Sandbox:
     """`sandbox.get_metrics()` / `Sandbox.get_metrics(sandbox_id)`: samples of resource use."""
 
     def _pause(self, request_timeout: Optional[float] = None) -> bool:
-        """Pauses the sandbox (its processes are frozen); `Sandbox.connect` resumes it. False if already paused."""
+        """Pauses the sandbox (its processes are frozen); `Sandbox.connect` resumes it. False if already
+        paused."""
         return self._api(api.pause(self.sandbox_id), request_timeout)
 
     pause = hybridmethod(_pause_by_id, _pause)
-    """`sandbox.pause()` / `Sandbox.pause(sandbox_id)`: freezes the sandbox until it is connected to again."""
+    """`sandbox.pause()` / `Sandbox.pause(sandbox_id)`: freezes the sandbox until it is
+    connected to again."""
 
     def close(self) -> None:
         """Ends the sandbox and releases this object's connections (what leaving a `with` block does).
 
         Closing twice, or closing a sandbox that already ended, is fine.
         """
-        if not self._closed:
-            try:
+        if self._created is None:
+            self._plan = None
+            return
+        try:
+            if not self._closed:
                 self._kill()
-            finally:
-                self._closed = True
-        self._http.close()
+        finally:
+            self._closed = True
+            if self._http is not None:
+                self._http.close()
 
     def __enter__(self) -> Sandbox:
-        return self
+        return self._start()
 
     def __exit__(
         self,
@@ -540,7 +587,7 @@ class Sandbox:
     async def __aenter__(self) -> AsyncSandbox:
         from .sandbox_async import AsyncSandbox
 
-        self._async = AsyncSandbox._attached(self._config, self._created, self._cwd)
+        self._async = AsyncSandbox._attached(self._config, self._live(), self._cwd)
         return self._async
 
     async def __aexit__(
@@ -553,9 +600,12 @@ class Sandbox:
             await self._async.close()
         finally:
             self._closed = True
-            self._http.close()
+            if self._http is not None:
+                self._http.close()
 
     def __repr__(self) -> str:
+        if self._created is None:
+            return "Sandbox(<not started>)"
         return f"Sandbox(sandbox_id={self.sandbox_id!r}, template_id={self.template_id!r})"
 
 

@@ -1,4 +1,4 @@
-"""`AsyncSandbox`: the same sandbox as `Sandbox`, driven with `await`."""
+"""`AsyncSandbox`: one isolated, stateful sandbox, driven from asyncio code with `await`."""
 
 from __future__ import annotations
 
@@ -23,11 +23,16 @@ from .filesystem_async import AsyncFilesystem
 from .filesystem_models import signed_url
 from .models import Context, Execution, ExecutionError, OutputMessage, Result
 from .pty_async import AsyncPty
-from .sandbox import DEFAULT_TEMPLATE
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    # unasync: sync-only
+    # from .sandbox_async import AsyncSandbox
+    # unasync: end
+
+DEFAULT_TEMPLATE = "code-interpreter-v1"
+"""The template of a sandbox created without one: Python, JavaScript/TypeScript, R, Java and bash kernels."""
 
 T = TypeVar("T")
 
@@ -41,7 +46,11 @@ def _client(config: ConnectionConfig) -> httpx.AsyncClient:
 
 
 class AsyncSandboxPaginator(list[SandboxInfo]):
-    """The sandboxes `AsyncSandbox.list` found: a list of the first page, and a way to fetch the rest."""
+    """The sandboxes `AsyncSandbox.list` found: a list of the first page, and a way to fetch the rest.
+
+    Iterate it like a list, or page through everything as with E2B's SDK:
+    `while paginator.has_next: items = await paginator.next_items()`.
+    """
 
     def __init__(
         self, config: ConnectionConfig, query: Optional[SandboxQuery], limit: Optional[int], first: api.Page
@@ -139,18 +148,23 @@ async def _pause_by_id(
 
 
 class AsyncSandbox:
-    """A sandbox for asyncio code: `await AsyncSandbox.create()`, or `async with AsyncSandbox() as sandbox:`.
+    """A sandbox running code in isolation: a Jupyter-like code interpreter whose state persists
+    between calls, plus its filesystem, processes and terminals; for asyncio code.
 
-    Everything `Sandbox` does, with awaitable methods; streams are async iterators and callbacks
-    may be plain functions or `async def`.
+    `await AsyncSandbox.create()` creates one (from the `code-interpreter-v1` template unless told
+    otherwise) and `await AsyncSandbox.connect(sandbox_id)` connects to a running one. Use it as a
+    context manager to end the sandbox when the block ends:
 
         async with AsyncSandbox() as sandbox:
             await sandbox.run_code("x = 1")
             print((await sandbox.run_code("x += 1; x")).text)  # 2
+
+    Its methods are awaited, streams are async iterators and callbacks may be plain functions or
+    `async def`. `AsyncSandbox(...)` alone only describes a sandbox: `await` or `async with` starts it.
     """
 
     default_template = DEFAULT_TEMPLATE
-    """The template used when none is given."""
+    """The template `AsyncSandbox()` uses when none is given."""
 
     def __init__(
         self,
@@ -170,9 +184,25 @@ class AsyncSandbox:
         allow_internet_access: bool = True,
         auto_pause: bool = False,
     ) -> None:
-        """Describes a sandbox to create (or, with `sandbox_id`, to connect to); nothing happens until
-        it is awaited (`await AsyncSandbox(...)`) or entered (`async with AsyncSandbox(...)`).
-        `await AsyncSandbox.create(...)` does both at once. The parameters are `Sandbox`'s.
+        """Describes a sandbox to create, or the running sandbox `sandbox_id` to connect to. Nothing
+        happens until it is awaited or entered; `await AsyncSandbox.create(...)` does both at once.
+
+        :param template: template name or id (default `code-interpreter-v1`).
+        :param api_key: API key (default `HUTCH_API_KEY`, then `E2B_API_KEY`).
+        :param cwd: working directory of `run_code` and of new code contexts (default the user's home).
+        :param envs: environment variables of everything that runs in the sandbox.
+        :param timeout: seconds the sandbox lives (default 300); extend it with `set_timeout`.
+            With `sandbox_id`, the sandbox's end time is moved out to at least this far.
+        :param metadata: key-value pairs stored with the sandbox (`AsyncSandbox.list` filters on them).
+        :param sandbox_id: connect to this running (or paused) sandbox instead of creating one.
+        :param request_timeout: seconds one HTTP request may take (default 30; 0 for no limit).
+        :param api_url: the server (default `HUTCH_API_URL`, `E2B_API_URL`, then `http://127.0.0.1:49982`).
+        :param sandbox_url: where sandbox traffic goes (default `HUTCH_SANDBOX_URL`, `E2B_SANDBOX_URL`,
+            then the server's own address).
+        :param domain: domain of per-sandbox hosts (`{port}-{sandbox_id}.{domain}`), for E2B-style servers.
+        :param secure: require an access token for the sandbox's agent (default True).
+        :param allow_internet_access: let the sandbox reach the internet (default True).
+        :param auto_pause: pause instead of ending when the timeout is reached.
         """
         self._config = ConnectionConfig.resolve(api_key, api_url, sandbox_url, domain, request_timeout)
         self._cwd = cwd
@@ -186,6 +216,9 @@ class AsyncSandbox:
         self._created: Optional[api.Created] = None
         self._http: Optional[httpx.AsyncClient] = None
         self._closed = False
+        # unasync: sync-only
+        # self._start()
+        # unasync: end
 
     async def _start(self) -> AsyncSandbox:
         if self._created is not None:
@@ -201,8 +234,11 @@ class AsyncSandbox:
         self._setup(http, created)
         return self
 
+    # unasync: async-only
     def __await__(self) -> Generator[Any, None, AsyncSandbox]:
         return self._start().__await__()
+
+    # unasync: end
 
     @classmethod
     def _attached(cls, config: ConnectionConfig, created: api.Created, cwd: Optional[str]) -> AsyncSandbox:
@@ -256,7 +292,7 @@ class AsyncSandbox:
         request_timeout: Optional[float] = None,
         **options: Any,
     ) -> AsyncSandbox:
-        """Creates a sandbox (parameters as `Sandbox`)."""
+        """Creates a sandbox; the same as `await AsyncSandbox(...)` (keyword options as there)."""
         sandbox = cls(
             template=template,
             api_key=api_key,
@@ -278,7 +314,10 @@ class AsyncSandbox:
         request_timeout: Optional[float] = None,
         **options: Any,
     ) -> AsyncSandbox:
-        """Connects to the running sandbox `sandbox_id` (resuming it if paused); `SandboxNotFoundException` if none."""
+        """Connects to the running sandbox `sandbox_id` (resuming it if it is paused).
+
+        Raises `SandboxNotFoundException` (a `NotFoundError`) if there is no such sandbox.
+        """
         sandbox = cls(
             sandbox_id=sandbox_id, api_key=api_key, timeout=timeout, request_timeout=request_timeout, **options
         )
@@ -286,7 +325,7 @@ class AsyncSandbox:
 
     @classmethod
     async def reconnect(cls, sandbox_id: str, api_key: Optional[str] = None, **options: Any) -> AsyncSandbox:
-        """Another name of `AsyncSandbox.connect`."""
+        """Connects to the running sandbox `sandbox_id`; another name of `AsyncSandbox.connect`."""
         return await cls.connect(sandbox_id, api_key=api_key, **options)
 
     @classmethod
@@ -299,7 +338,11 @@ class AsyncSandbox:
         request_timeout: Optional[float] = None,
         **options: Any,
     ) -> AsyncSandboxPaginator:
-        """The sandboxes of this server, newest first (see `Sandbox.list`)."""
+        """The sandboxes of this server, newest first: running and paused ones unless `query` says otherwise.
+
+        The result is a list of the first page (`limit` sandboxes, or the server's page size);
+        `has_next` / `next_items()` page through the rest.
+        """
         config = ConnectionConfig.resolve(api_key, request_timeout=request_timeout, **options)
         async with _client(config) as client:
             page = await api.arun(client, config, api.list_page(query, limit, next_token), request_timeout)
@@ -329,7 +372,7 @@ class AsyncSandbox:
 
     @property
     def files(self) -> AsyncFilesystem:
-        """The sandbox's filesystem."""
+        """The sandbox's filesystem: read, write, list, watch."""
         self._live()
         return self._files
 
@@ -340,7 +383,7 @@ class AsyncSandbox:
 
     @property
     def commands(self) -> AsyncCommands:
-        """Processes in the sandbox."""
+        """Processes in the sandbox: run commands, list, kill, send input."""
         self._live()
         return self._commands
 
@@ -351,37 +394,40 @@ class AsyncSandbox:
 
     @property
     def pty(self) -> AsyncPty:
-        """Interactive terminals in the sandbox."""
+        """Interactive terminals (PTYs) in the sandbox."""
         self._live()
         return self._pty
 
     @property
     def terminal(self) -> AsyncPty:
-        """Interactive terminals (the seed API's name of `pty`)."""
+        """Interactive terminals in the sandbox (the seed API's name of `pty`)."""
         return self.pty
 
     @property
     def notebook(self) -> AsyncNotebook:
-        """The code interpreter: `await notebook.exec_cell(code)`."""
+        """The code interpreter: `await notebook.exec_cell(code)` runs code like `run_code`."""
         self._live()
         return self._notebook
 
     def get_host(self, port: int) -> str:
-        """The host name that reaches `port` inside the sandbox."""
+        """The host name that reaches `port` inside the sandbox (for a server your code starts there)."""
         self._live()
         return self._target.host(port)
 
     def download_url(
         self, path: str, user: Optional[str] = None, use_signature_expiration: Optional[int] = None
     ) -> str:
-        """A URL that downloads `path` without the SDK (see `Sandbox.download_url`)."""
+        """A URL that downloads `path` from the sandbox without the SDK (signed when the sandbox is secure).
+
+        :param use_signature_expiration: seconds the signature stays valid (default: no expiry).
+        """
         self._live()
         return signed_url(self._target, path, "read", user, use_signature_expiration)
 
     def upload_url(
         self, path: Optional[str] = None, user: Optional[str] = None, use_signature_expiration: Optional[int] = None
     ) -> str:
-        """A URL that uploads to `path` without the SDK (see `Sandbox.upload_url`)."""
+        """A URL that uploads a file to `path` in the sandbox with a multipart POST, without the SDK."""
         self._live()
         return signed_url(self._target, path or "", "write", user, use_signature_expiration)
 
@@ -402,7 +448,25 @@ class AsyncSandbox:
         timeout: Optional[float] = None,
         request_timeout: Optional[float] = None,
     ) -> Execution:
-        """Runs `code` in the code interpreter (see `Sandbox.run_code`)."""
+        """Runs `code` in the sandbox's code interpreter and returns what it printed and produced.
+
+        State persists between calls, per language (or per `context`). Output streams to the
+        callbacks as it happens; each may be a plain function or an `async def`. An exception
+        raised by the code is reported in `Execution.error`, not raised.
+
+        :param language: `python` (default), `javascript`/`js`, `typescript`/`ts`, `r`, `java` or `bash`.
+        :param context: a context from `create_code_context` (instead of `language`).
+        :param on_stdout: called with each piece of stdout (`OutputMessage`: line, timestamp, error).
+        :param on_stderr: called with each piece of stderr.
+        :param on_result: called with each rich result (`Result`: text, png, html, chart, ...).
+        :param on_results: the seed API's name of `on_result` (both may be given).
+        :param on_error: called with the code's error, if it raises.
+        :param envs: environment variables for this run only.
+        :param cwd: run in this directory (a context in it is made or reused); default the sandbox's `cwd`.
+        :param timeout: seconds the code may run (default 300); on expiry the kernel is interrupted and
+            `TimeoutException` is raised; its state is kept.
+        :param request_timeout: seconds to wait for the interpreter to accept the request.
+        """
         if cwd is None and context is None:
             cwd = self._cwd
         return await self.notebook.run_code(
@@ -423,17 +487,17 @@ class AsyncSandbox:
     async def create_code_context(
         self, cwd: Optional[str] = None, language: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> Context:
-        """A new code context with its own kernel (see `Sandbox.create_code_context`)."""
+        """A new code context: its own kernel and state, in `cwd` (default the sandbox's `cwd`, else home)."""
         return await self.notebook.create_code_context(
             cwd=cwd if cwd is not None else self._cwd, language=language, request_timeout=request_timeout
         )
 
     async def list_code_contexts(self, request_timeout: Optional[float] = None) -> builtins.list[Context]:
-        """The sandbox's code contexts."""
+        """The sandbox's code contexts, the default ones included."""
         return await self.notebook.list_code_contexts(request_timeout=request_timeout)
 
     async def restart_code_context(self, context: Union[Context, str], request_timeout: Optional[float] = None) -> None:
-        """Restarts the kernel of `context`."""
+        """Restarts the kernel of `context`: its state is lost, its id and cwd stay."""
         await self.notebook.restart_code_context(context, request_timeout=request_timeout)
 
     async def remove_code_context(self, context: Union[Context, str], request_timeout: Optional[float] = None) -> None:
@@ -469,14 +533,16 @@ class AsyncSandbox:
         return killed
 
     kill = hybridmethod(_kill_by_id, _kill)
-    """`await sandbox.kill()` / `await AsyncSandbox.kill(sandbox_id)`: True if it was running."""
+    """`await sandbox.kill()` ends this sandbox; `await AsyncSandbox.kill(sandbox_id, api_key=None)` ends any.
+    Both return True if the sandbox was running and False if there was no such sandbox."""
 
     async def _set_timeout(self, timeout: int, request_timeout: Optional[float] = None) -> None:
-        """The sandbox ends `timeout` seconds from now."""
+        """The sandbox ends `timeout` seconds from now (shorter or longer than before)."""
         await self._api(api.set_timeout(self.sandbox_id, timeout), request_timeout)
 
     set_timeout = hybridmethod(_set_timeout_by_id, _set_timeout)
-    """`await sandbox.set_timeout(seconds)` / `await AsyncSandbox.set_timeout(sandbox_id, seconds)`."""
+    """`await sandbox.set_timeout(seconds)` / `await AsyncSandbox.set_timeout(sandbox_id, seconds)`: the
+    sandbox ends that many seconds from now."""
 
     async def _get_info(self, request_timeout: Optional[float] = None) -> SandboxInfo:
         """What the server knows about this sandbox."""
@@ -488,21 +554,26 @@ class AsyncSandbox:
     async def _get_metrics(
         self, start: Optional[datetime] = None, end: Optional[datetime] = None, request_timeout: Optional[float] = None
     ) -> builtins.list[SandboxMetrics]:
-        """Samples of this sandbox's CPU, memory and disk use."""
+        """Samples of this sandbox's CPU, memory and disk use between `start` and `end`."""
         return await self._api(api.metrics(self.sandbox_id, start, end), request_timeout)
 
     get_metrics = hybridmethod(_get_metrics_by_id, _get_metrics)
-    """`await sandbox.get_metrics()` / `await AsyncSandbox.get_metrics(sandbox_id)`."""
+    """`await sandbox.get_metrics()` / `await AsyncSandbox.get_metrics(sandbox_id)`: samples of resource use."""
 
     async def _pause(self, request_timeout: Optional[float] = None) -> bool:
-        """Pauses the sandbox; `connect` resumes it. False if it already was paused."""
+        """Pauses the sandbox (its processes are frozen); `AsyncSandbox.connect` resumes it. False if already
+        paused."""
         return await self._api(api.pause(self.sandbox_id), request_timeout)
 
     pause = hybridmethod(_pause_by_id, _pause)
-    """`await sandbox.pause()` / `await AsyncSandbox.pause(sandbox_id)`."""
+    """`await sandbox.pause()` / `await AsyncSandbox.pause(sandbox_id)`: freezes the sandbox until it is
+    connected to again."""
 
     async def close(self) -> None:
-        """Ends the sandbox and releases this object's connections (what leaving `async with` does)."""
+        """Ends the sandbox and releases this object's connections (what leaving an `async with` block does).
+
+        Closing twice, or closing a sandbox that already ended, is fine.
+        """
         if self._created is None:
             self._plan = None
             return
@@ -525,6 +596,27 @@ class AsyncSandbox:
     ) -> None:
         await self.close()
 
+    # unasync: sync-only
+    # async def __aenter__(self) -> AsyncSandbox:
+    #     from .sandbox_async import AsyncSandbox
+    #
+    #     self._async = AsyncSandbox._attached(self._config, self._live(), self._cwd)
+    #     return self._async
+    #
+    # async def __aexit__(
+    #     self,
+    #     exc_type: Optional[type[BaseException]],
+    #     exc: Optional[BaseException],
+    #     tb: Optional[TracebackType],
+    # ) -> None:
+    #     try:
+    #         await self._async.close()
+    #     finally:
+    #         self._closed = True
+    #         if self._http is not None:
+    #             self._http.close()
+    #
+    # unasync: end
     def __repr__(self) -> str:
         if self._created is None:
             return "AsyncSandbox(<not started>)"

@@ -11,6 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
+from hutch._code import (
+    check_run_arguments,
+    connection_error,
+    context_body,
+    execute_body,
+    execution_timeouts,
+    find_context,
+    interpreter_error,
+)
 from hutch.charts import (
     BarChart,
     BoxAndWhiskerChart,
@@ -22,15 +31,6 @@ from hutch.charts import (
     ScatterChart,
     SuperChart,
     chart_from_json,
-)
-from hutch.code import (
-    check_run_arguments,
-    connection_error,
-    context_body,
-    execute_body,
-    execution_timeouts,
-    find_context,
-    interpreter_error,
 )
 from hutch.exceptions import (
     CodeExecutionError,
