@@ -65,7 +65,7 @@ export RUFF_CACHE_DIR="$CACHE/ruff-cache" MYPY_CACHE_DIR="$CACHE/mypy-cache"
 has_py() { [ -n "$(find "$@" -name '*.py' -print -quit 2>/dev/null)" ]; }
 # mypy takes each module name once per run, and several of these folders have a conftest.py:
 # one run per group (the SDK's tests go with the package they import).
-MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext")
+MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext" "scripts")
 sdk=()
 for d in python/hutch python/tests; do
     if has_py "$d"; then sdk+=("$d"); fi

@@ -1,6 +1,6 @@
 """What `Notebook` and `AsyncNotebook` share: request building, error mapping and timeout rules.
 
-Wire (`shared/docs/e2b-wire.md` §4): `POST /execute` with `{"code", "context_id", "language",
+Wire (`docs/wire.md` §4): `POST /execute` with `{"code", "context_id", "language",
 "env_vars"}` answers NDJSON; `/contexts` creates, lists, restarts and removes contexts. The
 stream parsing lives in `hutch.models`.
 """

@@ -2,7 +2,7 @@
 `OutputMessage`; code `Context`s; and the parsing of the interpreter's NDJSON stream, shared by the
 blocking `Notebook` and the async `AsyncNotebook`.
 
-`POST /execute` answers with one JSON object per line (`shared/docs/e2b-wire.md` §4):
+`POST /execute` answers with one JSON object per line (`docs/wire.md` §4):
 `number_of_executions`, `stdout`, `stderr`, `result`, `error`, `keepalive` and, last,
 `end_of_execution`. `ExecutionParser` folds those lines into an `Execution` and says which user
 callback each one is for.

@@ -1,5 +1,5 @@
 //! Mapping kernel output to the lines of E2B's `/execute` NDJSON stream
-//! (`shared/docs/e2b-wire.md` §4).
+//! (`docs/wire.md` §4).
 //!
 //! The reference is E2B's own server (`e2b-dev/code-interpreter`, `template/server`:
 //! `messaging.py` and `api/models/result.py`); where it does something surprising we
