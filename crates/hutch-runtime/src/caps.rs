@@ -25,44 +25,20 @@ pub const KEPT: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
-}
-
 /// Drops every capability not in [`KEPT`] from the bounding set and the ambient set.
 /// After the next `execve` as root, the permitted set is the bounding set.
 pub fn drop_bounding_set() -> Result<()> {
-    for cap in 0..=last_cap() {
-        if KEPT.contains(&cap) {
-            continue;
-        }
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
-            return Err(RuntimeError::last_os(format!("PR_CAPBSET_DROP {cap}")));
-        }
-    }
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
-    Ok(())
+    hutch_sys::caps::restrict_bounding_set(KEPT).map_err(|e| RuntimeError::Sys {
+        op: "drop capabilities from the bounding set".into(),
+        source: e.into(),
+    })
 }
 
 /// Sets `no_new_privs`: no later `execve` can gain privileges (setuid bits and file
 /// capabilities are ignored).
 pub fn set_no_new_privs() -> Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        return Err(RuntimeError::last_os("PR_SET_NO_NEW_PRIVS"));
-    }
-    Ok(())
+    hutch_sys::caps::set_no_new_privs().map_err(|e| RuntimeError::Sys {
+        op: "PR_SET_NO_NEW_PRIVS".into(),
+        source: e.into(),
+    })
 }

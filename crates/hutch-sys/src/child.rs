@@ -107,7 +107,10 @@ mod tests {
     fn the_child_starts_in_its_own_session_and_directory() {
         let mut cmd = Command::new("sh");
         // Field 6 of /proc/<pid>/stat is the session id; in a new session it equals the pid.
-        cmd.args(["-c", "read -r line < /proc/$$/stat; set -- $line; echo $1 $6; pwd"]);
+        cmd.args([
+            "-c",
+            "read -r line < /proc/$$/stat; set -- $line; echo $1 $6; pwd",
+        ]);
         ChildSetup::new()
             .new_session()
             .cwd(Path::new("/tmp"))
@@ -151,7 +154,10 @@ mod tests {
             .unwrap()
             .install(&mut cmd);
         let err = cmd.spawn().unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(rustix::io::Errno::NOENT.raw_os_error()));
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::NOENT.raw_os_error())
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub enum SysError {
 
 impl SysError {
     /// A failed call on `path`.
-    pub fn path(call: &'static str, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+    pub fn path(
+        call: &'static str,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> Self {
         SysError::Path {
             call,
             path: path.into(),
@@ -104,7 +108,10 @@ mod tests {
         let err = SysError::path("mount", "/mnt/x", rustix::io::Errno::NOENT);
         let text = err.to_string();
         assert!(text.starts_with("mount /mnt/x: "), "{text}");
-        assert_eq!(err.raw_os_error(), Some(rustix::io::Errno::NOENT.raw_os_error()));
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::NOENT.raw_os_error())
+        );
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NotFound);
     }
 }

@@ -127,7 +127,10 @@ mod tests {
         let a = std::fs::File::create(&path).unwrap();
         let b = std::fs::File::open(&path).unwrap();
         flock(&a, Lock::ExclusiveNonBlocking).unwrap();
-        assert_eq!(flock(&b, Lock::ExclusiveNonBlocking), Err(Errno::WOULDBLOCK));
+        assert_eq!(
+            flock(&b, Lock::ExclusiveNonBlocking),
+            Err(Errno::WOULDBLOCK)
+        );
         flock(&a, Lock::Unlock).unwrap();
         flock(&b, Lock::ExclusiveNonBlocking).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

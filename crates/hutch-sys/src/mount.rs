@@ -89,7 +89,15 @@ mod tests {
             })
             .max_by_key(|l| l.split(' ').nth(4).unwrap_or("").len())
             .unwrap();
-        let ro = mount.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro");
-        assert_eq!(flags & rustix::fs::StatVfsMountFlags::RDONLY.bits() != 0, ro);
+        let ro = mount
+            .split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro");
+        assert_eq!(
+            flags & rustix::fs::StatVfsMountFlags::RDONLY.bits() != 0,
+            ro
+        );
     }
 }

@@ -77,8 +77,8 @@ pub fn unshare_cgroup_namespace() -> Result<()> {
 }
 
 /// Sets the hostname of the caller's UTS namespace.
-pub fn set_hostname(name: &str) -> Result<()> {
-    rustix::system::sethostname(name.as_bytes())
+pub fn set_hostname(name: &[u8]) -> Result<()> {
+    rustix::system::sethostname(name)
 }
 
 /// `pivot_root(2)`: makes `new_root` the root and puts the old one on `put_old`.

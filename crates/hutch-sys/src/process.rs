@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn a_running_child_is_not_reaped_and_a_stranger_is_not_ours() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         assert_eq!(try_reap(child.id() as i32), Ok(None));
         child.kill().unwrap();
         child.wait().unwrap();

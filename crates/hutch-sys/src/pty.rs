@@ -33,12 +33,14 @@ pub struct Pty {
 /// inherit, and so hold open, a terminal that is not theirs) and neither becomes the
 /// caller's controlling terminal.
 pub fn open_pty(size: WinSize) -> SysResult<Pty> {
-    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-        .map_err(|e| SysError::call("posix_openpt", "O_RDWR|O_NOCTTY|O_CLOEXEC", e))?;
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(|e| SysError::call("posix_openpt", "O_RDWR|O_NOCTTY|O_CLOEXEC", e))?;
     let raw = master.as_raw_fd();
     rustix::pty::grantpt(&master).map_err(|e| SysError::fd("grantpt", raw, e))?;
     rustix::pty::unlockpt(&master).map_err(|e| SysError::fd("unlockpt", raw, e))?;
-    let name = rustix::pty::ptsname(&master, Vec::new()).map_err(|e| SysError::fd("ptsname", raw, e))?;
+    let name =
+        rustix::pty::ptsname(&master, Vec::new()).map_err(|e| SysError::fd("ptsname", raw, e))?;
     let slave = rustix::fs::open(
         name.as_c_str(),
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
@@ -89,10 +91,21 @@ mod tests {
 
     #[test]
     fn a_new_pty_has_the_requested_size_and_can_be_resized() {
-        let pty = open_pty(WinSize { cols: 100, rows: 30 }).unwrap();
+        let pty = open_pty(WinSize {
+            cols: 100,
+            rows: 30,
+        })
+        .unwrap();
         let ws = rustix::termios::tcgetwinsize(&pty.slave).unwrap();
         assert_eq!((ws.ws_col, ws.ws_row), (100, 30));
-        set_winsize(&pty.master, WinSize { cols: 120, rows: 40 }).unwrap();
+        set_winsize(
+            &pty.master,
+            WinSize {
+                cols: 120,
+                rows: 40,
+            },
+        )
+        .unwrap();
         let ws = rustix::termios::tcgetwinsize(&pty.slave).unwrap();
         assert_eq!((ws.ws_col, ws.ws_row), (120, 40));
     }

@@ -31,7 +31,9 @@ pub fn exists(target: i32) -> bool {
 
 /// The process group of process `target`.
 pub fn process_group(target: i32) -> Result<i32> {
-    Ok(rustix::process::getpgid(Some(pid(target)?))?.as_raw_nonzero().get())
+    Ok(rustix::process::getpgid(Some(pid(target)?))?
+        .as_raw_nonzero()
+        .get())
 }
 
 #[cfg(test)]
@@ -54,7 +56,10 @@ mod tests {
 
     #[test]
     fn a_killed_child_dies_of_the_signal() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         kill(child.id() as i32, Signal::KILL).unwrap();
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;

@@ -108,7 +108,11 @@ mod tests {
     /// None where they are not supported.
     fn scratch(tag: &str) -> Option<(std::path::PathBuf, std::fs::File)> {
         let dir = std::env::current_dir().unwrap().join("target");
-        let dir = if dir.is_dir() { dir } else { std::env::temp_dir() };
+        let dir = if dir.is_dir() {
+            dir
+        } else {
+            std::env::temp_dir()
+        };
         let path = dir.join(format!("hutch-sys-xattr-{tag}-{}", std::process::id()));
         let f = std::fs::File::create(&path).unwrap();
         match fset(&f, c"user.probe", b"1") {
