@@ -5,6 +5,26 @@ use std::path::Path;
 use rustix::io::Result;
 use rustix::mount::{MountFlags, UnmountFlags};
 
+/// The `MS_*` flags [`mount`] takes, for callers that do not link libc.
+pub mod flags {
+    use rustix::mount::MountFlags as F;
+
+    /// `MS_BIND`: bind mount.
+    pub const BIND: u64 = F::BIND.bits() as u64;
+    /// `MS_RDONLY`: read-only.
+    pub const RDONLY: u64 = F::RDONLY.bits() as u64;
+    /// `MS_NOSUID`: ignore setuid/setgid bits.
+    pub const NOSUID: u64 = F::NOSUID.bits() as u64;
+    /// `MS_NODEV`: no device files.
+    pub const NODEV: u64 = F::NODEV.bits() as u64;
+    /// `MS_NOEXEC`: no program execution.
+    pub const NOEXEC: u64 = F::NOEXEC.bits() as u64;
+    /// `MS_NOATIME`: no access-time updates.
+    pub const NOATIME: u64 = F::NOATIME.bits() as u64;
+    /// `MS_REC`: apply to the whole subtree.
+    pub const REC: u64 = F::REC.bits() as u64;
+}
+
 /// `mount(2)` with raw `MS_*` flags.
 ///
 /// A missing `source` or `fstype` is passed as an empty string: every kind of mount that

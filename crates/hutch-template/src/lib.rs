@@ -31,7 +31,6 @@ mod testutil;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -268,8 +267,7 @@ fn build_rootfs(
     recipe: &Recipe,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), TemplateError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = hutch_sys::creds::effective_uid();
     if euid != 0 {
         return Err(TemplateError::NotRoot {
             name: recipe.name.clone(),
@@ -356,14 +354,8 @@ fn fsync_path(path: &Path) -> Result<(), TemplateError> {
 /// than fsyncing the tens of thousands of files of a tree one by one.
 fn sync_filesystem(path: &Path) -> Result<(), TemplateError> {
     let f = File::open(path).map_err(TemplateError::io("could not open", path))?;
-    // SAFETY: the descriptor is owned by `f`, which outlives the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(TemplateError::io("could not sync filesystem of", path)(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    hutch_sys::fs::syncfs(&f)
+        .map_err(|e| TemplateError::io("could not sync filesystem of", path)(e.into()))
 }
 
 /// Deletes `.build-<key>-<pid>[...]` directories left by builds that died.
@@ -411,10 +403,7 @@ fn parse_build_dir_name(name: &str) -> Option<(String, i32)> {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission; it sends
-    // nothing and touches no memory.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    hutch_sys::signal::exists(pid)
 }
 
 /// Deletes the build directory (unmounting first) unless the build reached

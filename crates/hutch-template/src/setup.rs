@@ -4,7 +4,6 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +11,7 @@ use std::process::Command;
 use crate::mounts;
 use crate::process::{describe_status, run_streaming};
 use crate::{Progress, Recipe, TemplateError};
+use hutch_sys::mount::flags;
 
 /// uid and gid of the unprivileged account every sandbox runs code as.
 pub const USER_ID: u32 = 1000;
@@ -369,7 +369,7 @@ impl ChrootMounts {
             "proc",
             &proc_dir,
             "proc",
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            flags::NOSUID | flags::NODEV | flags::NOEXEC,
             None,
         )
         .map_err(TemplateError::io("could not mount proc on", &proc_dir))?;
@@ -382,7 +382,7 @@ impl ChrootMounts {
             "tmpfs",
             &dev,
             "tmpfs",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
+            flags::NOSUID | flags::NOEXEC,
             Some("mode=755,size=1m"),
         )
         .map_err(TemplateError::io("could not mount tmpfs on", &dev))?;
@@ -432,30 +432,18 @@ impl Drop for ChrootMounts {
 /// Creates character device `path`; where mknod is not allowed (some
 /// containers), bind-mounts the host's node onto an empty file instead.
 fn make_device(path: &Path, host: PathBuf, major: u32, minor: u32) -> Result<(), TemplateError> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| {
-        TemplateError::io("invalid path", path)(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            e,
-        ))
-    })?;
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(major, minor),
-        )
-    };
-    if rc == 0 {
+    let made = hutch_sys::fs::mknod_char(path, 0o666, major, minor);
+    if made.is_ok() {
         // mknod honours the umask; the nodes must be world-usable.
         return std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(TemplateError::io("could not set mode of", path));
     }
-    let err = std::io::Error::last_os_error();
-    tracing::debug!(path = %path.display(), error = %err, "mknod failed, bind-mounting host node");
+    if let Err(err) = made {
+        tracing::debug!(path = %path.display(), error = %err, "mknod failed, bind-mounting host node");
+    }
     std::fs::File::create(path).map_err(TemplateError::io("could not create", path))?;
     let host_str = host.to_string_lossy();
-    mounts::mount(&host_str, path, "", libc::MS_BIND, None)
+    mounts::mount(&host_str, path, "", flags::BIND, None)
         .map_err(TemplateError::io("could not bind-mount device onto", path))
 }
 
