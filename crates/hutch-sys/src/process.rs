@@ -45,6 +45,34 @@ pub fn wait_for(pid: i32) -> Result<i32> {
     }
 }
 
+/// A raw `waitpid` status, decoded as `<sys/wait.h>`'s macros do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitStatus(pub i32);
+
+impl WaitStatus {
+    /// Whether the process called `exit` (`WIFEXITED`).
+    pub fn exited(self) -> bool {
+        self.0 & 0x7f == 0
+    }
+
+    /// The exit code (`WEXITSTATUS`), meaningful when [`WaitStatus::exited`].
+    pub fn exit_code(self) -> i32 {
+        (self.0 >> 8) & 0xff
+    }
+
+    /// The signal that ended the process (`WIFSIGNALED`/`WTERMSIG`), if one did.
+    pub fn signal(self) -> Option<i32> {
+        let sig = self.0 & 0x7f;
+        // 0 is a normal exit, 0x7f a stopped (not ended) process.
+        (sig != 0 && sig != 0x7f).then_some(sig)
+    }
+
+    /// Whether the signal that ended the process also dumped core (`WCOREDUMP`).
+    pub fn core_dumped(self) -> bool {
+        self.signal().is_some() && self.0 & 0x80 != 0
+    }
+}
+
 /// Ends the calling process at once with `code`, running no exit handlers and flushing
 /// nothing: what a forked child that failed before `exec` must do.
 pub fn exit_now(code: i32) -> ! {
@@ -75,11 +103,28 @@ mod tests {
             .args(["-c", "exit 7"])
             .spawn()
             .unwrap();
-        let status = wait_for(child.id() as i32).unwrap();
+        let status = WaitStatus(wait_for(child.id() as i32).unwrap());
         // Reaped here, so std must not wait for it again.
         std::mem::forget(child);
-        assert!(libc::WIFEXITED(status));
-        assert_eq!(libc::WEXITSTATUS(status), 7);
+        assert!(status.exited());
+        assert_eq!(status.exit_code(), 7);
+        assert_eq!(status.signal(), None);
+    }
+
+    #[test]
+    fn wait_statuses_decode_like_the_libc_macros() {
+        for raw in [0, 7 << 8, 255 << 8, 9, 15, 11 | 0x80, 0x137f, 0xffff] {
+            let s = WaitStatus(raw);
+            assert_eq!(s.exited(), libc::WIFEXITED(raw), "{raw:#x}");
+            if s.exited() {
+                assert_eq!(s.exit_code(), libc::WEXITSTATUS(raw), "{raw:#x}");
+            }
+            assert_eq!(s.signal().is_some(), libc::WIFSIGNALED(raw), "{raw:#x}");
+            if let Some(sig) = s.signal() {
+                assert_eq!(sig, libc::WTERMSIG(raw), "{raw:#x}");
+                assert_eq!(s.core_dumped(), libc::WCOREDUMP(raw), "{raw:#x}");
+            }
+        }
     }
 
     #[test]

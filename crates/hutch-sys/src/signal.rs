@@ -16,6 +16,17 @@ pub fn kill(target: i32, sig: Signal) -> Result<()> {
     rustix::process::kill_process(pid(target)?, sig)
 }
 
+/// Sends signal number `sig` to process `target`; 0 only checks that it exists and may be
+/// signalled. Numbers without a name (real-time signals) fail with `EINVAL`.
+pub fn kill_raw(target: i32, sig: i32) -> Result<()> {
+    let target = pid(target)?;
+    if sig == 0 {
+        return rustix::process::test_kill_process(target);
+    }
+    let sig = Signal::from_named_raw(sig).ok_or(Errno::INVAL)?;
+    rustix::process::kill_process(target, sig)
+}
+
 /// Sends `sig` to every process in process group `pgid`.
 pub fn kill_group(pgid: i32, sig: Signal) -> Result<()> {
     rustix::process::kill_process_group(pid(pgid)?, sig)
@@ -64,6 +75,20 @@ mod tests {
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
+    }
+
+    #[test]
+    fn raw_signal_numbers_are_sent_or_refused() {
+        let me = std::process::id() as i32;
+        kill_raw(me, 0).unwrap();
+        assert_eq!(kill_raw(me, 1000), Err(Errno::INVAL));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        kill_raw(child.id() as i32, Signal::TERM.as_raw()).unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(Signal::TERM.as_raw()));
     }
 
     #[test]

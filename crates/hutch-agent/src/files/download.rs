@@ -241,11 +241,7 @@ pub fn size_is_unreliable(file: &File, meta: &std::fs::Metadata) -> bool {
         0x6265_6570,
         0xcafe_4a11,
     ];
-    // SAFETY: statfs is plain old data, filled in by the kernel for an open descriptor.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open for the duration of the call and fs is writable.
-    let rc = unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), &mut fs) };
-    rc == 0 && PSEUDO.contains(&(fs.f_type as i64))
+    hutch_sys::fs::fd_fs_magic(file).is_ok_and(|magic| PSEUDO.contains(&i64::from(magic)))
 }
 
 /// The segments of a `multipart/byteranges` body for `ranges` (the framing Go's `ServeContent`

@@ -525,9 +525,7 @@ fn multipart_boundary() -> String {
     let mut bytes = [0u8; 16];
     // getrandom(2) cannot fail for 16 bytes once the pool is initialised; a clock fallback keeps
     // this total.
-    // SAFETY: bytes is a writable buffer of the given length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
+    if hutch_sys::fs::random_bytes(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -168,23 +167,22 @@ pub fn go_mode_string(st_mode: u32) -> String {
 /// A filesystem without xattr support has no metadata.
 pub fn read_metadata(path: &Path) -> io::Result<BTreeMap<String, String>> {
     let mut metadata = BTreeMap::new();
-    let c_path = c_path(path)?;
-    let names = match list_xattrs(&c_path) {
+    let names = match list_xattrs(path) {
         Ok(names) => names,
         Err(err) if is_xattr_unsupported(&err) => return Ok(metadata),
         Err(err) => return Err(err),
     };
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in &names {
         let Some(key) = name.strip_prefix(METADATA_XATTR_PREFIX.as_bytes()) else {
             continue;
         };
         let Ok(key) = std::str::from_utf8(key) else {
             continue;
         };
-        let Ok(c_name) = CString::new(name) else {
+        let Ok(c_name) = CString::new(name.as_slice()) else {
             continue;
         };
-        let value = match get_xattr(&c_path, &c_name) {
+        let value = match get_xattr(path, &c_name) {
             Ok(v) => v,
             // Removed between listing and reading.
             Err(err) if err.raw_os_error() == Some(libc::ENODATA) => continue,
@@ -201,50 +199,12 @@ fn is_xattr_unsupported(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOTSUP))
 }
 
-/// A path as a C string; paths with NUL bytes cannot exist.
-pub fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    Ok(hutch_sys::xattr::list(path)?)
 }
 
-/// Calls a "size query, then fill" xattr syscall until the buffer is big enough (the set can
-/// grow between the two calls).
-fn sized_call(mut call: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<u8>> {
-    for _ in 0..8 {
-        let needed = call(std::ptr::null_mut(), 0);
-        if needed < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; needed as usize];
-        if buf.is_empty() {
-            return Ok(buf);
-        }
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ERANGE))
-}
-
-fn list_xattrs(path: &CString) -> io::Result<Vec<u8>> {
-    sized_call(|buf, len| {
-        // SAFETY: `path` is a valid NUL-terminated string; `buf` is null with len 0 (a size
-        // query) or points to `len` writable bytes owned by `sized_call`.
-        unsafe { libc::listxattr(path.as_ptr(), buf, len) }
-    })
-}
-
-fn get_xattr(path: &CString, name: &CString) -> io::Result<Vec<u8>> {
-    sized_call(|buf, len| {
-        // SAFETY: as in `list_xattrs`; `name` is a valid NUL-terminated string.
-        unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.cast(), len) }
-    })
+fn get_xattr(path: &Path, name: &CString) -> io::Result<Vec<u8>> {
+    Ok(hutch_sys::xattr::get(path, name)?)
 }
 
 /// Cleans `path` lexically: no `.` components, `..` folded into its parent (never above `/`),

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::entry::{c_path, entry_info, relative_name, Names};
+use super::entry::{entry_info, relative_name, Names};
 use super::wire::{EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
 
@@ -111,20 +111,14 @@ pub fn check_watchable(root: &Path, allow_network_mounts: bool) -> Result<(), Co
 }
 
 fn is_network_mount(path: &Path) -> Result<bool, ConnectError> {
-    let c_path = c_path(path).map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `buf` is a valid, writable statfs.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(ConnectError::internal(format!(
-            "error checking mount status: failed to statfs {}: {err}",
-            path.display()
-        )));
-    }
-    // f_type's width differs between architectures; the magics all fit in 32 bits unsigned.
-    let magic = i64::from(buf.f_type as u32);
-    Ok(NETWORK_MAGICS.contains(&magic))
+    let magic = hutch_sys::fs::fs_magic(path).map_err(|err| {
+        ConnectError::internal(format!(
+            "error checking mount status: failed to statfs {}: {}",
+            path.display(),
+            io::Error::from(err)
+        ))
+    })?;
+    Ok(NETWORK_MAGICS.contains(&i64::from(magic)))
 }
 
 /// A fresh id for a polling watcher: `w` and 16 random hex digits (envd's ids also start with
@@ -132,9 +126,7 @@ fn is_network_mount(path: &Path) -> Result<bool, ConnectError> {
 pub fn new_watcher_id() -> String {
     static FALLBACK: AtomicU64 = AtomicU64::new(1);
     let mut bytes = [0u8; 8];
-    // SAFETY: `bytes` is a writable buffer of the given length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let value = if got == bytes.len() as isize {
+    let value = if hutch_sys::fs::random_bytes(&mut bytes).is_ok() {
         u64::from_ne_bytes(bytes)
     } else {
         // Without randomness ids only need to be unique within this agent.
@@ -203,14 +195,8 @@ async fn read_events(fd: &AsyncFd<Arc<OwnedFd>>, buf: &mut [u8]) -> io::Result<u
     loop {
         let mut guard = fd.readable().await?;
         let result = guard.try_io(|inner| {
-            // SAFETY: reading into a writable buffer of `buf.len()` bytes from a descriptor
-            // this watch owns (kept open by the Arc inside the AsyncFd).
-            let n = unsafe { libc::read(inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            // The descriptor is kept open by the Arc inside the AsyncFd.
+            hutch_sys::fd::read(inner.get_ref(), buf).map_err(io::Error::from)
         });
         match result {
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -239,11 +225,9 @@ impl State {
     /// Opens the descriptor and watches the root (and, if recursive, every directory under
     /// it, without following symlinks).
     fn new(spec: WatchSpec) -> Result<Self, ConnectError> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
+        let fd = hutch_sys::inotify::init().map_err(|err| {
+            let err = io::Error::from(err);
+            match err.raw_os_error() {
                 Some(libc::EMFILE) | Some(libc::ENFILE) => ConnectError::new(
                     Code::ResourceExhausted,
                     format!(
@@ -252,10 +236,9 @@ impl State {
                     ),
                 ),
                 _ => ConnectError::internal(format!("error creating watcher: {err}")),
-            });
-        }
-        // SAFETY: `raw` is a new descriptor nothing else owns.
-        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        })?;
+        let fd = Arc::new(fd);
         let mut state = State {
             fd,
             spec,
@@ -277,16 +260,11 @@ impl State {
     /// Adds an inotify watch on the directory `path`. Only the root may be reached through a
     /// symlink; anything below is watched as what it is, never followed.
     fn add_watch(&mut self, path: &Path, is_root: bool) -> io::Result<()> {
-        let c_path = c_path(path)?;
         let mut mask = WATCH_MASK | libc::IN_ONLYDIR;
         if !is_root {
             mask |= libc::IN_DONT_FOLLOW;
         }
-        // SAFETY: the descriptor is open for the lifetime of `self`; `c_path` is NUL-terminated.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c_path.as_ptr(), mask) };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let wd = hutch_sys::inotify::add_watch(&*self.fd, path, mask)?;
         // The kernel hands out one wd per inode: a directory known under another path (a bind
         // mount, or a move the agent missed) now goes by this one.
         if let Some(old) = self.by_wd.insert(wd, path.to_owned()) {
@@ -358,8 +336,8 @@ impl State {
             .map(|(_, wd)| *wd)
             .collect();
         for wd in doomed {
-            // SAFETY: the descriptor is open; a wd the kernel already dropped just fails.
-            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+            // A wd the kernel already dropped just fails, which is fine.
+            let _ = hutch_sys::inotify::remove_watch(&*self.fd, wd);
             self.forget(wd);
         }
     }
