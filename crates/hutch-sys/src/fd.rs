@@ -72,6 +72,23 @@ mod tests {
     }
 
     #[test]
+    fn a_child_writes_to_the_redirected_stdout() {
+        use std::os::unix::process::CommandExt;
+        let (r, w) = pipe().unwrap();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo redirected"]);
+        let stdin = std::fs::File::open("/dev/null").unwrap();
+        let hook = move || Ok(redirect_stdio(&stdin, &w, &w)?);
+        // SAFETY: the hook only makes dup2 calls on descriptors opened before the fork.
+        unsafe { cmd.pre_exec(hook) };
+        let status = cmd.status().unwrap();
+        assert!(status.success());
+        let mut buf = [0u8; 64];
+        let n = read(&r, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"redirected\n");
+    }
+
+    #[test]
     fn writing_to_the_read_end_is_refused() {
         let (r, _w) = pipe().unwrap();
         assert_eq!(write(&r, b"x"), Err(rustix::io::Errno::BADF));
