@@ -28,17 +28,12 @@ pub const KEPT: &[u32] = &[
 /// Drops every capability not in [`KEPT`] from the bounding set and the ambient set.
 /// After the next `execve` as root, the permitted set is the bounding set.
 pub fn drop_bounding_set() -> Result<()> {
-    hutch_sys::caps::restrict_bounding_set(KEPT).map_err(|e| RuntimeError::Sys {
-        op: "drop capabilities from the bounding set".into(),
-        source: e.into(),
-    })
+    hutch_sys::caps::restrict_bounding_set(KEPT)
+        .map_err(|e| RuntimeError::sys("drop capabilities from the bounding set", e))
 }
 
 /// Sets `no_new_privs`: no later `execve` can gain privileges (setuid bits and file
 /// capabilities are ignored).
 pub fn set_no_new_privs() -> Result<()> {
-    hutch_sys::caps::set_no_new_privs().map_err(|e| RuntimeError::Sys {
-        op: "PR_SET_NO_NEW_PRIVS".into(),
-        source: e.into(),
-    })
+    hutch_sys::caps::set_no_new_privs().map_err(|e| RuntimeError::sys("PR_SET_NO_NEW_PRIVS", e))
 }

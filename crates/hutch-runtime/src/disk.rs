@@ -104,10 +104,8 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
         .map_err(|e| RuntimeError::io("open", image, e))?;
     // Another process may take the device we were offered before we configure it: retry.
     for _ in 0..32 {
-        let n = hutch_sys::loopdev::free_device(&ctl).map_err(|e| RuntimeError::Sys {
-            op: "LOOP_CTL_GET_FREE".into(),
-            source: e.into(),
-        })?;
+        let n = hutch_sys::loopdev::free_device(&ctl)
+            .map_err(|e| RuntimeError::sys("LOOP_CTL_GET_FREE", e))?;
         let dev = PathBuf::from(format!("/dev/loop{n}"));
         let loopf = match OpenOptions::new().read(true).write(true).open(&dev) {
             Ok(f) => f,

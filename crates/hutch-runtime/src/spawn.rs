@@ -120,10 +120,7 @@ struct ChildPlan {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    hutch_sys::fd::pipe().map_err(|e| RuntimeError::Sys {
-        op: "pipe2".into(),
-        source: e.into(),
-    })
+    hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
 fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
@@ -173,9 +170,8 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
         | Namespaces::NEWIPC;
     // This process is single-threaded (checked by the call), so the child may run ordinary
     // Rust code.
-    let fork = hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| RuntimeError::Sys {
-        op: "clone (new user, pid, mount, net, uts, ipc namespaces)".into(),
-        source: e.into(),
+    let fork = hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| {
+        RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
     })?;
     let pid = match fork {
         Fork::Parent(pid) => pid,
@@ -229,10 +225,8 @@ fn parent_setup(req: &SpawnRequest, pid: i32) -> Result<()> {
     let nsp = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ns = fs::File::open(&nsp).map_err(|e| RuntimeError::io("open", &nsp, e))?;
     // This helper is single-threaded and exits soon.
-    hutch_sys::ns::enter_net_namespace(&ns).map_err(|e| RuntimeError::Sys {
-        op: "setns into the sandbox's network namespace".into(),
-        source: e.into(),
-    })?;
+    hutch_sys::ns::enter_net_namespace(&ns)
+        .map_err(|e| RuntimeError::sys("setns into the sandbox's network namespace", e))?;
     net::setup_sandbox_side(&req.net)
 }
 
