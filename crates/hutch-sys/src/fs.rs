@@ -7,6 +7,34 @@ use std::path::Path;
 use rustix::fs::{FileType, FlockOperation, Mode, SeekFrom, CWD};
 use rustix::io::{Errno, Result};
 
+/// The file-type and special bits of `st_mode` (the kernel's ABI values).
+pub mod mode {
+    use rustix::fs::{FileType, Mode};
+
+    /// Mask of the file-type bits.
+    pub const S_IFMT: u32 = 0o170_000;
+    /// Socket.
+    pub const S_IFSOCK: u32 = FileType::Socket.as_raw_mode();
+    /// Symbolic link.
+    pub const S_IFLNK: u32 = FileType::Symlink.as_raw_mode();
+    /// Regular file.
+    pub const S_IFREG: u32 = FileType::RegularFile.as_raw_mode();
+    /// Block device.
+    pub const S_IFBLK: u32 = FileType::BlockDevice.as_raw_mode();
+    /// Directory.
+    pub const S_IFDIR: u32 = FileType::Directory.as_raw_mode();
+    /// Character device.
+    pub const S_IFCHR: u32 = FileType::CharacterDevice.as_raw_mode();
+    /// FIFO.
+    pub const S_IFIFO: u32 = FileType::Fifo.as_raw_mode();
+    /// Set-user-id bit.
+    pub const S_ISUID: u32 = Mode::SUID.bits();
+    /// Set-group-id bit.
+    pub const S_ISGID: u32 = Mode::SGID.bits();
+    /// Sticky bit.
+    pub const S_ISVTX: u32 = Mode::SVTX.bits();
+}
+
 /// The magic number of the filesystem `path` is on (`statfs(2)`'s `f_type`).
 pub fn fs_magic(path: &Path) -> Result<u32> {
     // f_type's width differs between architectures; the magics all fit in 32 bits unsigned.
@@ -97,6 +125,16 @@ mod tests {
     use std::io::{Seek, Write};
 
     const PROC_SUPER_MAGIC: u32 = 0x9fa0;
+
+    #[test]
+    fn mode_bits_match_the_c_library() {
+        assert_eq!(mode::S_IFMT, libc::S_IFMT);
+        assert_eq!(mode::S_IFDIR, libc::S_IFDIR);
+        assert_eq!(mode::S_IFLNK, libc::S_IFLNK);
+        assert_eq!(mode::S_IFBLK, libc::S_IFBLK);
+        assert_eq!(mode::S_IFSOCK, libc::S_IFSOCK);
+        assert_eq!(mode::S_ISVTX, libc::S_ISVTX);
+    }
 
     #[test]
     fn proc_reports_the_proc_magic() {

@@ -6,6 +6,40 @@ use std::path::Path;
 use rustix::fs::inotify::{CreateFlags, WatchFlags};
 use rustix::io::Result;
 
+/// The `IN_*` event bits watches ask for and events report.
+pub mod mask {
+    use rustix::fs::inotify::{ReadFlags as R, WatchFlags as W};
+
+    /// A file was created in a watched directory.
+    pub const IN_CREATE: u32 = W::CREATE.bits();
+    /// A file was written.
+    pub const IN_MODIFY: u32 = W::MODIFY.bits();
+    /// A file was deleted from a watched directory.
+    pub const IN_DELETE: u32 = W::DELETE.bits();
+    /// The watched directory itself was deleted.
+    pub const IN_DELETE_SELF: u32 = W::DELETE_SELF.bits();
+    /// A file was moved into a watched directory.
+    pub const IN_MOVED_TO: u32 = W::MOVED_TO.bits();
+    /// A file was moved out of a watched directory.
+    pub const IN_MOVED_FROM: u32 = W::MOVED_FROM.bits();
+    /// The watched directory itself was moved.
+    pub const IN_MOVE_SELF: u32 = W::MOVE_SELF.bits();
+    /// Metadata (permissions, owner, times, xattrs) changed.
+    pub const IN_ATTRIB: u32 = W::ATTRIB.bits();
+    /// Only watch the path if it is a directory.
+    pub const IN_ONLYDIR: u32 = W::ONLYDIR.bits();
+    /// Do not follow a symlink at the path.
+    pub const IN_DONT_FOLLOW: u32 = W::DONT_FOLLOW.bits();
+    /// The event queue overflowed: events were lost.
+    pub const IN_Q_OVERFLOW: u32 = R::QUEUE_OVERFLOW.bits();
+    /// The watch was removed (explicitly, or because its directory went away).
+    pub const IN_IGNORED: u32 = R::IGNORED.bits();
+    /// The filesystem holding the watched directory was unmounted.
+    pub const IN_UNMOUNT: u32 = R::UNMOUNT.bits();
+    /// The event's subject is a directory.
+    pub const IN_ISDIR: u32 = R::ISDIR.bits();
+}
+
 /// A new non-blocking, close-on-exec inotify descriptor.
 pub fn init() -> Result<OwnedFd> {
     rustix::fs::inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)

@@ -12,6 +12,7 @@
 pub mod caps;
 pub mod child;
 pub mod creds;
+pub mod errno;
 pub mod error;
 pub mod fd;
 pub mod fs;

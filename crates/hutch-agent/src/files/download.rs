@@ -1,6 +1,7 @@
 //! The HTTP side of `GET /files`: content negotiation (gzip), byte ranges, conditional requests,
 //! and streaming a file from a blocking thread without holding more than a few chunks in memory.
 
+use hutch_sys::errno;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -277,7 +278,7 @@ pub fn byteranges(
 pub fn first_read(file: &File) -> io::Result<()> {
     let mut probe = [0u8; 1];
     match read_at_retrying(file, &mut probe, 0) {
-        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(errno::ESPIPE) => Ok(()),
         Err(e) => Err(e),
         Ok(_) => Ok(()),
     }

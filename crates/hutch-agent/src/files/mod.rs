@@ -20,6 +20,7 @@ pub mod signature;
 pub mod upload;
 pub mod xattr;
 
+use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -286,7 +287,7 @@ async fn serve_download(
                     StatusCode::NOT_FOUND,
                     format!("path '{}' does not exist", resolved.display()),
                 )
-            } else if err.raw_os_error() == Some(libc::ENOTDIR) {
+            } else if err.raw_os_error() == Some(errno::ENOTDIR) {
                 // A file used as a directory on the way: nothing there, as far as the caller is
                 // concerned.
                 FileError::new(

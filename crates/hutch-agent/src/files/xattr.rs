@@ -4,6 +4,7 @@
 //! `EntryInfo.metadata`. Keys and values are printable ASCII and small: ext4 keeps all of an
 //! inode's attributes in one 4 KiB block.
 
+use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
@@ -53,7 +54,7 @@ fn printable(label: &str, s: &str) -> Result<(), String> {
 
 /// Whether an error means the filesystem has no extended attributes (e.g. /proc, old tmpfs).
 pub fn is_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOTSUP))
+    matches!(err.raw_os_error(), Some(errno::ENOTSUP))
 }
 
 /// Replaces the file's metadata with `metadata`: other `user.e2b.*` attributes are removed,
@@ -107,7 +108,7 @@ pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<BTreeMap<String, String>> {
                     out.insert(key, v);
                 }
             }
-            Err(err) if err.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(err) if err.raw_os_error() == Some(errno::ENODATA) => {}
             Err(err) => return Err(err),
         }
     }

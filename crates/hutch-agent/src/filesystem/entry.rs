@@ -6,6 +6,10 @@
 //! `is_symlink` marks the link. `mode` holds only the nine permission bits; `permissions` is Go's
 //! `os.FileMode.String()` of the whole mode.
 
+use hutch_sys::errno;
+use hutch_sys::fs::mode::{
+    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
@@ -133,22 +137,22 @@ fn file_type_of(meta: &std::fs::Metadata) -> FileType {
 /// Go's `os.FileMode.String()` for a raw `st_mode`: type and special-bit letters in Go's order
 /// (`dalTLDpSugct?`, only those Linux can produce), `-` when there are none, then `rwxrwxrwx`.
 pub fn go_mode_string(st_mode: u32) -> String {
-    let format = st_mode & libc::S_IFMT;
+    let format = st_mode & S_IFMT;
     let mut out = String::with_capacity(12);
     let mut letter = |cond: bool, c: char| {
         if cond {
             out.push(c);
         }
     };
-    letter(format == libc::S_IFDIR, 'd');
-    letter(format == libc::S_IFLNK, 'L');
-    letter(format == libc::S_IFBLK || format == libc::S_IFCHR, 'D');
-    letter(format == libc::S_IFIFO, 'p');
-    letter(format == libc::S_IFSOCK, 'S');
-    letter(st_mode & libc::S_ISUID != 0, 'u');
-    letter(st_mode & libc::S_ISGID != 0, 'g');
-    letter(format == libc::S_IFCHR, 'c');
-    letter(st_mode & libc::S_ISVTX != 0, 't');
+    letter(format == S_IFDIR, 'd');
+    letter(format == S_IFLNK, 'L');
+    letter(format == S_IFBLK || format == S_IFCHR, 'D');
+    letter(format == S_IFIFO, 'p');
+    letter(format == S_IFSOCK, 'S');
+    letter(st_mode & S_ISUID != 0, 'u');
+    letter(st_mode & S_ISGID != 0, 'g');
+    letter(format == S_IFCHR, 'c');
+    letter(st_mode & S_ISVTX != 0, 't');
     if out.is_empty() {
         out.push('-');
     }
@@ -185,7 +189,7 @@ pub fn read_metadata(path: &Path) -> io::Result<BTreeMap<String, String>> {
         let value = match get_xattr(path, &c_name) {
             Ok(v) => v,
             // Removed between listing and reading.
-            Err(err) if err.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(err) if err.raw_os_error() == Some(errno::ENODATA) => continue,
             Err(err) => return Err(err),
         };
         if let Ok(value) = String::from_utf8(value) {
@@ -196,7 +200,7 @@ pub fn read_metadata(path: &Path) -> io::Result<BTreeMap<String, String>> {
 }
 
 fn is_xattr_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOTSUP))
+    matches!(err.raw_os_error(), Some(errno::ENOTSUP))
 }
 
 fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
@@ -242,19 +246,20 @@ pub fn relative_name(root: &Path, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hutch_sys::fs::mode::S_IFREG;
 
     #[test]
     fn mode_strings_match_go() {
-        assert_eq!(go_mode_string(libc::S_IFREG | 0o644), "-rw-r--r--");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o755), "drwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFLNK | 0o777), "Lrwxrwxrwx");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o1777), "dtrwxrwxrwx");
-        assert_eq!(go_mode_string(libc::S_IFCHR | 0o666), "Dcrw-rw-rw-");
-        assert_eq!(go_mode_string(libc::S_IFBLK | 0o660), "Drw-rw----");
-        assert_eq!(go_mode_string(libc::S_IFIFO | 0o600), "prw-------");
-        assert_eq!(go_mode_string(libc::S_IFSOCK | 0o755), "Srwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFREG | 0o4755), "urwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o2775), "dgrwxrwxr-x");
+        assert_eq!(go_mode_string(S_IFREG | 0o644), "-rw-r--r--");
+        assert_eq!(go_mode_string(S_IFDIR | 0o755), "drwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFLNK | 0o777), "Lrwxrwxrwx");
+        assert_eq!(go_mode_string(S_IFDIR | 0o1777), "dtrwxrwxrwx");
+        assert_eq!(go_mode_string(S_IFCHR | 0o666), "Dcrw-rw-rw-");
+        assert_eq!(go_mode_string(S_IFBLK | 0o660), "Drw-rw----");
+        assert_eq!(go_mode_string(S_IFIFO | 0o600), "prw-------");
+        assert_eq!(go_mode_string(S_IFSOCK | 0o755), "Srwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFREG | 0o4755), "urwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFDIR | 0o2775), "dgrwxrwxr-x");
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! appears under the root and report what was already inside it as CREATE events (a
 //! `mkdir -p a/b/c` is over before the agent can watch `a`).
 
+use hutch_sys::errno;
+use hutch_sys::inotify::mask::{
+    IN_ATTRIB, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_DONT_FOLLOW, IN_IGNORED, IN_ISDIR,
+    IN_MODIFY, IN_MOVED_FROM, IN_MOVED_TO, IN_MOVE_SELF, IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT,
+};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
@@ -52,14 +57,14 @@ const READ_BUFFER: usize = 64 * 1024;
 const EVENT_HEADER: usize = 16;
 
 /// The changes every watch subscribes to (fsnotify's default set).
-const WATCH_MASK: u32 = libc::IN_CREATE
-    | libc::IN_MODIFY
-    | libc::IN_DELETE
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVED_TO
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVE_SELF
-    | libc::IN_ATTRIB;
+const WATCH_MASK: u32 = IN_CREATE
+    | IN_MODIFY
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVED_TO
+    | IN_MOVED_FROM
+    | IN_MOVE_SELF
+    | IN_ATTRIB;
 
 /// Filesystem magic numbers (linux/magic.h) of network and FUSE filesystems, which envd refuses
 /// to watch unless asked: inotify does not see changes made by other machines.
@@ -89,7 +94,10 @@ pub struct WatchSpec {
 /// Checks that `root` is a directory that may be watched (envd's errors).
 pub fn check_watchable(root: &Path, allow_network_mounts: bool) -> Result<(), ConnectError> {
     let meta = std::fs::metadata(root).map_err(|err| {
-        if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
+        if matches!(
+            err.raw_os_error(),
+            Some(errno::ENOENT) | Some(errno::ENOTDIR)
+        ) {
             ConnectError::not_found(format!("path {} not found", root.display()))
         } else {
             ConnectError::internal(format!("error statting path {}: {err}", root.display()))
@@ -228,7 +236,7 @@ impl State {
         let fd = hutch_sys::inotify::init().map_err(|err| {
             let err = io::Error::from(err);
             match err.raw_os_error() {
-                Some(libc::EMFILE) | Some(libc::ENFILE) => ConnectError::new(
+                Some(errno::EMFILE) | Some(errno::ENFILE) => ConnectError::new(
                     Code::ResourceExhausted,
                     format!(
                         "error creating watcher: {err}; too many watchers are open \
@@ -260,9 +268,9 @@ impl State {
     /// Adds an inotify watch on the directory `path`. Only the root may be reached through a
     /// symlink; anything below is watched as what it is, never followed.
     fn add_watch(&mut self, path: &Path, is_root: bool) -> io::Result<()> {
-        let mut mask = WATCH_MASK | libc::IN_ONLYDIR;
+        let mut mask = WATCH_MASK | IN_ONLYDIR;
         if !is_root {
-            mask |= libc::IN_DONT_FOLLOW;
+            mask |= IN_DONT_FOLLOW;
         }
         let wd = hutch_sys::inotify::add_watch(&*self.fd, path, mask)?;
         // The kernel hands out one wd per inode: a directory known under another path (a bind
@@ -382,7 +390,7 @@ impl State {
         out: &mut Vec<EventItem>,
         names: &mut Option<Names>,
     ) -> bool {
-        if mask & libc::IN_Q_OVERFLOW != 0 {
+        if mask & IN_Q_OVERFLOW != 0 {
             out.push(Err(ConnectError::internal(
                 "watcher error: the inotify event queue overflowed and events were lost; \
                  watch again",
@@ -398,18 +406,18 @@ impl State {
         } else {
             dir.join(name)
         };
-        if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT) != 0 {
+        if mask & (IN_IGNORED | IN_UNMOUNT) != 0 {
             self.forget(wd);
             return true;
         }
-        if mask & libc::IN_DELETE_SELF != 0 {
+        if mask & IN_DELETE_SELF != 0 {
             self.forget(wd);
             // The watched parent reports the deletion already.
             if dir.parent().is_some_and(|p| self.by_path.contains_key(p)) {
                 return true;
             }
         }
-        if mask & libc::IN_MOVE_SELF != 0 {
+        if mask & IN_MOVE_SELF != 0 {
             if self.spec.recursive {
                 // The parent's IN_MOVED_FROM/IN_MOVED_TO describe the move.
                 return true;
@@ -419,19 +427,19 @@ impl State {
         }
 
         let mut types = Vec::with_capacity(2);
-        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+        if mask & (IN_CREATE | IN_MOVED_TO) != 0 {
             types.push(EventType::Create);
         }
-        if mask & (libc::IN_MOVED_FROM | libc::IN_MOVE_SELF) != 0 {
+        if mask & (IN_MOVED_FROM | IN_MOVE_SELF) != 0 {
             types.push(EventType::Rename);
         }
-        if mask & libc::IN_ATTRIB != 0 {
+        if mask & IN_ATTRIB != 0 {
             types.push(EventType::Chmod);
         }
-        if mask & libc::IN_MODIFY != 0 {
+        if mask & IN_MODIFY != 0 {
             types.push(EventType::Write);
         }
-        if mask & (libc::IN_DELETE | libc::IN_DELETE_SELF) != 0 {
+        if mask & (IN_DELETE | IN_DELETE_SELF) != 0 {
             types.push(EventType::Remove);
         }
         for event_type in types {
@@ -439,11 +447,11 @@ impl State {
             out.push(Ok(event));
         }
 
-        if self.spec.recursive && mask & libc::IN_ISDIR != 0 {
-            if mask & libc::IN_MOVED_FROM != 0 {
+        if self.spec.recursive && mask & IN_ISDIR != 0 {
+            if mask & IN_MOVED_FROM != 0 {
                 self.unwatch_tree(&path);
             }
-            if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+            if mask & (IN_CREATE | IN_MOVED_TO) != 0 {
                 return self.watch_new_dir(&path, out, names);
             }
         }
@@ -508,13 +516,13 @@ impl State {
 fn is_vanished(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+        Some(errno::ENOENT) | Some(errno::ENOTDIR) | Some(errno::ELOOP)
     )
 }
 
 fn add_error(path: &Path, err: &io::Error) -> ConnectError {
     match err.raw_os_error() {
-        Some(libc::ENOSPC) => ConnectError::new(
+        Some(errno::ENOSPC) => ConnectError::new(
             Code::ResourceExhausted,
             format!(
                 "error adding path {} to watcher: the inotify watch limit \
@@ -522,11 +530,13 @@ fn add_error(path: &Path, err: &io::Error) -> ConnectError {
                 path.display()
             ),
         ),
-        Some(libc::EACCES) | Some(libc::EPERM) => ConnectError::new(
+        Some(errno::EACCES) | Some(errno::EPERM) => ConnectError::new(
             Code::PermissionDenied,
             format!("error adding path {} to watcher: {err}", path.display()),
         ),
-        Some(libc::ENOENT) => ConnectError::not_found(format!("path {} not found", path.display())),
+        Some(errno::ENOENT) => {
+            ConnectError::not_found(format!("path {} not found", path.display()))
+        }
         _ => ConnectError::internal(format!(
             "error adding path {} to watcher: {err}",
             path.display()

@@ -5,6 +5,7 @@
 //! back-pressure like envd's multiplexer: a slow reader slows the process's pipe down rather than
 //! losing output, while a reader that went away is dropped and the process keeps running.
 
+use hutch_sys::errno;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -134,7 +135,7 @@ fn write_fd(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
 /// Whether a read error means "no more data ever": a PTY master reads EIO once every holder of
 /// the slave side has closed it.
 fn is_hangup(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EIO)
+    err.raw_os_error() == Some(errno::EIO)
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
