@@ -118,12 +118,7 @@ pub fn adopt_orphans() -> Result<(), InitError> {
         // The kernel already reparents every orphan in the namespace to PID 1.
         return Ok(());
     }
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes a plain integer argument and touches no memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == -1 {
-        return Err(InitError::Subreaper(io::Error::last_os_error()));
-    }
-    Ok(())
+    hutch_sys::process::set_child_subreaper().map_err(|e| InitError::Subreaper(e.into()))
 }
 
 /// Installs SIGTERM and SIGINT handlers now and returns a future that resolves with the name of

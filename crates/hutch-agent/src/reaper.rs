@@ -16,29 +16,32 @@ use std::io;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hutch_sys::process::WaitStatus;
+pub use hutch_sys::signal::Signal as Sig;
+use hutch_sys::Errno;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 
 /// How a child ended, decoded from a raw `waitpid` status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitStatus(libc::c_int);
+pub struct ExitStatus(WaitStatus);
 
 impl ExitStatus {
     /// Wraps a raw status as `waitpid` returns it.
-    pub fn from_raw(raw: libc::c_int) -> Self {
-        Self(raw)
+    pub fn from_raw(raw: i32) -> Self {
+        Self(WaitStatus(raw))
     }
 
     /// Whether the process called `exit` (as opposed to dying from a signal).
     pub fn exited(self) -> bool {
-        libc::WIFEXITED(self.0)
+        self.0.exited()
     }
 
     /// The exit code, or -1 when a signal ended the process (Go's `ProcessState.ExitCode`, which
     /// is what E2B's envd reports).
     pub fn exit_code(self) -> i32 {
         if self.exited() {
-            libc::WEXITSTATUS(self.0)
+            self.0.exit_code()
         } else {
             -1
         }
@@ -46,7 +49,7 @@ impl ExitStatus {
 
     /// The signal that ended the process, if one did.
     pub fn signal(self) -> Option<i32> {
-        libc::WIFSIGNALED(self.0).then(|| libc::WTERMSIG(self.0))
+        self.0.signal()
     }
 
     /// Whether the process exited with code 0.
@@ -62,9 +65,9 @@ impl ExitStatus {
         } else if self.exited() {
             format!("exit status {}", self.exit_code())
         } else {
-            format!("wait status {:#x}", self.0)
+            format!("wait status {:#x}", self.0 .0)
         };
-        if libc::WIFSIGNALED(self.0) && libc::WCOREDUMP(self.0) {
+        if self.0.core_dumped() {
             text.push_str(" (core dumped)");
         }
         text
@@ -116,7 +119,7 @@ pub type ExitWaiter = oneshot::Receiver<ExitStatus>;
 /// Spawns children and reaps every process that ends up as the agent's child.
 #[derive(Clone, Default)]
 pub struct Reaper {
-    waiters: Arc<Mutex<HashMap<libc::pid_t, oneshot::Sender<ExitStatus>>>>,
+    waiters: Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>,
 }
 
 impl Reaper {
@@ -125,7 +128,7 @@ impl Reaper {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<libc::pid_t, oneshot::Sender<ExitStatus>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, oneshot::Sender<ExitStatus>>> {
         // A panic while holding the lock leaves the map consistent (every operation on it is a
         // single insert/remove), so a poisoned lock is safe to keep using.
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
@@ -154,23 +157,17 @@ impl Reaper {
     pub fn reap_all(&self) {
         let mut waiters = self.lock();
         loop {
-            let mut raw: libc::c_int = 0;
-            // SAFETY: `raw` is a valid, writable c_int for the duration of the call; WNOHANG
-            // keeps this from blocking the runtime thread.
-            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
-            match pid {
-                0 => break,
-                -1 => {
-                    let err = io::Error::last_os_error();
-                    if err.raw_os_error() == Some(libc::EINTR) {
-                        continue;
-                    }
-                    if err.raw_os_error() != Some(libc::ECHILD) {
-                        tracing::warn!(error = %err, "waitpid failed");
+            // Non-blocking: this runs on a runtime thread.
+            match hutch_sys::process::reap_any() {
+                Ok(None) => break,
+                Err(Errno::INTR) => continue,
+                Err(err) => {
+                    if err != Errno::CHILD {
+                        tracing::warn!(error = %io::Error::from(err), "waitpid failed");
                     }
                     break;
                 }
-                pid => {
+                Ok(Some((pid, raw))) => {
                     let status = ExitStatus::from_raw(raw);
                     match waiters.remove(&pid) {
                         // The receiver may be gone if its supervisor was dropped; the status is
@@ -194,7 +191,7 @@ impl Reaper {
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, ExitWaiter)> {
         let mut waiters = self.lock();
         let child = cmd.spawn()?;
-        let pid = libc::pid_t::try_from(child.id())
+        let pid = i32::try_from(child.id())
             .map_err(|_| io::Error::other("child pid does not fit in pid_t"))?;
         let (tx, rx) = oneshot::channel();
         waiters.insert(pid, tx);
@@ -205,32 +202,28 @@ impl Reaper {
     ///
     /// Returns `Ok(false)` when the child is already gone. Checking and killing under the reap
     /// lock is what makes this safe: an unreaped pid cannot have been reused by the kernel.
-    pub fn signal(&self, pid: libc::pid_t, sig: libc::c_int) -> io::Result<bool> {
+    /// `sig` is a signal number; 0 only checks that the child is still there.
+    pub fn signal(&self, pid: i32, sig: i32) -> io::Result<bool> {
         let waiters = self.lock();
         if !waiters.contains_key(&pid) {
             return Ok(false);
         }
-        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-        if unsafe { libc::kill(pid, sig) } == -1 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(false);
-            }
-            return Err(err);
+        match hutch_sys::signal::kill_raw(pid, sig) {
+            Ok(()) => Ok(true),
+            Err(Errno::SRCH) => Ok(false),
+            Err(err) => Err(err.into()),
         }
-        Ok(true)
     }
 
     /// Sends `sig` to the process group of every registered child (each child leads its own
     /// session), used on shutdown so nothing the agent started outlives it.
-    pub fn signal_all_groups(&self, sig: libc::c_int) {
+    pub fn signal_all_groups(&self, sig: Sig) {
         let waiters = self.lock();
         for &pid in waiters.keys() {
-            // SAFETY: as in `signal`; an unreaped leader keeps its process-group id reserved.
-            unsafe {
-                libc::kill(-pid, sig);
-                libc::kill(pid, sig);
-            }
+            // As in `signal`, an unreaped leader keeps its process-group id reserved. Failures
+            // mean the group or process is already gone, which is the goal.
+            let _ = hutch_sys::signal::kill_group(pid, sig);
+            let _ = hutch_sys::signal::kill(pid, sig);
         }
     }
 }

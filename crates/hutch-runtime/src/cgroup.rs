@@ -255,8 +255,7 @@ impl CgroupDriver {
             }
         }
         for pid in self.pids(id) {
-            // SAFETY: kill(2) with a pid read from the sandbox's own cgroup; no memory is touched.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
         }
     }
 

@@ -4,43 +4,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Result, RuntimeError};
 use crate::sys;
-
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-
-/// `struct loop_info64` from `<linux/loop.h>`.
-#[repr(C)]
-struct LoopInfo64 {
-    lo_device: u64,
-    lo_inode: u64,
-    lo_rdevice: u64,
-    lo_offset: u64,
-    lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
-}
-
-/// `struct loop_config` from `<linux/loop.h>`.
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
 
 /// Returns the path of a freshly formatted, empty ext4 image of `size_mb`, creating it
 /// once per size under `cache_dir` so that each sandbox only copies ~1 MiB of metadata.
@@ -95,22 +63,17 @@ pub fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
         .map_err(|e| RuntimeError::io("create", dst, e))?;
     to.set_len(len)
         .map_err(|e| RuntimeError::io("truncate", dst, e))?;
-    let fd = from.as_raw_fd();
-    let mut pos: i64 = 0;
+    let mut pos: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
-    let len = len as i64;
     while pos < len {
-        // SAFETY: lseek on a file descriptor we own; no memory is passed.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: no data after pos, the rest is a hole.
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { len } else { hole };
-        from.seek(SeekFrom::Start(data as u64))
+        // No data after pos (ENXIO, or any failure to find it): the rest is a hole.
+        let Ok(Some(data)) = hutch_sys::fs::next_data(&from, pos) else {
+            break;
+        };
+        let hole = hutch_sys::fs::next_hole(&from, data).unwrap_or(len);
+        from.seek(SeekFrom::Start(data))
             .map_err(|e| RuntimeError::io("seek", src, e))?;
-        to.seek(SeekFrom::Start(data as u64))
+        to.seek(SeekFrom::Start(data))
             .map_err(|e| RuntimeError::io("seek", dst, e))?;
         let mut left = (hole - data) as usize;
         while left > 0 {
@@ -141,32 +104,21 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
         .map_err(|e| RuntimeError::io("open", image, e))?;
     // Another process may take the device we were offered before we configure it: retry.
     for _ in 0..32 {
-        // SAFETY: ioctl without argument on the loop-control fd we own.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
-        if n < 0 {
-            return Err(RuntimeError::last_os("LOOP_CTL_GET_FREE"));
-        }
+        let n = hutch_sys::loopdev::free_device(&ctl)
+            .map_err(|e| RuntimeError::sys("LOOP_CTL_GET_FREE", e))?;
         let dev = PathBuf::from(format!("/dev/loop{n}"));
         let loopf = match OpenOptions::new().read(true).write(true).open(&dev) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(RuntimeError::io("open", &dev, e)),
         };
-        // SAFETY: LoopConfig is plain old data; all-zero is a valid value.
-        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
-        cfg.fd = backing.as_raw_fd() as u32;
-        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-        // SAFETY: LOOP_CONFIGURE reads a struct loop_config; cfg lives across the call.
-        let ret =
-            unsafe { libc::ioctl(loopf.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EBUSY) {
+        if let Err(err) = hutch_sys::loopdev::attach_autoclear(&loopf, &backing) {
+            if err == hutch_sys::Errno::BUSY {
                 continue;
             }
             return Err(RuntimeError::Sys {
                 op: format!("LOOP_CONFIGURE {}", dev.display()),
-                source: err,
+                source: err.into(),
             });
         }
         let res = sys::mount(
@@ -191,18 +143,7 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
 
 /// Used and total bytes of the filesystem mounted at `path`.
 pub fn usage(path: &Path) -> Result<(u64, u64)> {
-    let c = sys::cpath(path).map_err(|e| RuntimeError::io("statvfs", path, e))?;
-    // SAFETY: statvfs writes into the zeroed struct we pass; c is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(RuntimeError::io(
-            "statvfs",
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(used_and_total(st.f_blocks, st.f_bfree, st.f_frsize))
+    hutch_sys::mount::usage(path).map_err(|e| RuntimeError::io("statvfs", path, e.into()))
 }
 
 /// The cache file name of the blank image of `size_mb`.
@@ -213,13 +154,6 @@ fn blank_image_name(size_mb: u64) -> String {
 /// The size in bytes of a disk of `size_mb` MiB.
 fn image_len(size_mb: u64) -> u64 {
     size_mb * 1024 * 1024
-}
-
-/// Used and total bytes from a filesystem's block counts (`statvfs`).
-fn used_and_total(blocks: u64, free_blocks: u64, fragment_size: u64) -> (u64, u64) {
-    let total = blocks * fragment_size;
-    let free = free_blocks * fragment_size;
-    (total.saturating_sub(free), total)
 }
 
 #[cfg(test)]

@@ -61,11 +61,11 @@ impl RuntimeError {
         }
     }
 
-    /// Wraps the last OS error of a system call.
-    pub fn last_os(op: impl Into<String>) -> Self {
+    /// Wraps the error of a system call (as hutch-sys reports it) with what was being done.
+    pub fn sys(op: impl Into<String>, source: impl Into<io::Error>) -> Self {
         RuntimeError::Sys {
             op: op.into(),
-            source: io::Error::last_os_error(),
+            source: source.into(),
         }
     }
 }

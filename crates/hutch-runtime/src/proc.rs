@@ -3,6 +3,8 @@
 
 use std::fs;
 
+pub use hutch_sys::signal::Signal;
+
 /// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), or
 /// None if there is no such process.
 pub fn start_time(pid: i32) -> Option<u64> {
@@ -49,30 +51,28 @@ pub enum Reap {
 
 /// Reaps `pid` if it is our exited child.
 pub fn try_reap(pid: i32) -> Reap {
-    let mut status = 0;
-    // SAFETY: waitpid writes the status into a local integer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    match r {
-        0 => Reap::Running,
-        r if r == pid => Reap::Reaped,
-        _ => Reap::NotOurs,
+    match hutch_sys::process::try_reap(pid) {
+        Ok(None) => Reap::Running,
+        Ok(Some(_)) => Reap::Reaped,
+        Err(_) => Reap::NotOurs,
     }
 }
 
 /// Sends `sig` to `pid` if it is still the process that started at `start`.
-pub fn signal(pid: i32, start: u64, sig: libc::c_int) -> bool {
+pub fn signal(pid: i32, start: u64, sig: Signal) -> bool {
     if start_time(pid) != Some(start) {
         return false;
     }
-    // SAFETY: kill(2) only takes integers.
-    unsafe { libc::kill(pid, sig) == 0 }
+    hutch_sys::signal::kill(pid, sig).is_ok()
 }
 
 /// Makes the calling process a child subreaper: sandbox init processes, orphaned when
 /// their short-lived spawn helper exits, become our children so we can reap them.
 pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if let Err(e) = hutch_sys::process::set_child_subreaper() {
+        // Sandboxes still start; their inits are then reaped by the host's init instead.
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ impl Runtime {
     fn stop(&self, id: &str, init: Option<(i32, u64)>) -> Result<()> {
         self.cgroups.kill_all(id);
         if let Some((pid, start)) = init {
-            proc::signal(pid, start, libc::SIGKILL);
+            proc::signal(pid, start, proc::Signal::KILL);
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let gone = match proc::try_reap(pid) {

@@ -7,6 +7,7 @@
 //! `clone3` answers ENOSYS rather than EPERM: its flags live in memory a filter cannot read,
 //! and ENOSYS makes glibc fall back to `clone`, whose flags the filter can check.
 
+use hutch_sys::seccomp::{install_filter, Instruction};
 use std::collections::BTreeMap;
 
 use seccompiler::{
@@ -384,29 +385,17 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
 /// `no_new_privs` off is what lets Debian's setuid `sudo` work inside (docs/design.md).
 pub fn install(programs: &[BpfProgram]) -> Result<()> {
     for p in programs {
-        let len = u16::try_from(p.len())
-            .map_err(|_| RuntimeError::Seccomp(format!("filter of {} instructions", p.len())))?;
-        let prog = libc::sock_fprog {
-            len,
-            // seccompiler's `sock_filter` is `#[repr(C)]` with the kernel's layout, as libc's is.
-            filter: p.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: `prog` points at `len` valid instructions that outlive the call; the kernel
-        // copies them and keeps no pointer.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &prog as *const libc::sock_fprog,
-            )
-        };
-        if rc != 0 {
-            return Err(RuntimeError::Seccomp(format!(
-                "seccomp(SECCOMP_SET_MODE_FILTER): {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        let program: Vec<Instruction> = p
+            .iter()
+            .map(|i| Instruction {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        install_filter(&program)
+            .map_err(|e| RuntimeError::Seccomp(format!("seccomp(SECCOMP_SET_MODE_FILTER): {e}")))?;
     }
     Ok(())
 }

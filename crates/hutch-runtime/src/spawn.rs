@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::plan::{self as mount_plan, Mount, MountFlags, Step};
 use crate::net::{self, SandboxNet};
-use crate::sys::{self, cpath, cstr};
+use crate::sys::{self, cstr};
 use crate::{caps, proc, seccomp};
+use hutch_sys::creds::Credentials;
+use hutch_sys::ns::{Fork, Namespaces};
 
 /// Where the agent binary is bind-mounted inside every sandbox.
 pub const AGENT_PATH_INSIDE: &str = "/.hutch/hutch-agent";
@@ -119,13 +121,7 @@ struct ChildPlan {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(RuntimeError::last_os("pipe2"));
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
 fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
@@ -164,32 +160,24 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
     // us (it resets this for its own children). Set here: once the child sits in its new
     // user namespace its /proc files are no longer writable from outside. Best effort:
     // hosts that withhold CAP_SYS_RESOURCE from root refuse it, and sandboxes still work.
-    let _ = fs::write("/proc/self/oom_score_adj", "-1000");
+    let _ = hutch_sys::oom::set_oom_score_adj(hutch_sys::oom::NEVER_KILL);
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC;
-    // SAFETY: a raw clone without a new stack behaves like fork(); this process is
-    // single-threaded, so the child may run ordinary Rust code.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+    let flags = Namespaces::NEWUSER
+        | Namespaces::NEWPID
+        | Namespaces::NEWNS
+        | Namespaces::NEWNET
+        | Namespaces::NEWUTS
+        | Namespaces::NEWIPC;
+    // This process is single-threaded (checked by the call), so the child may run ordinary
+    // Rust code.
+    let fork = hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| {
+        RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
+    })?;
+    let pid = match fork {
+        Fork::Parent(pid) => pid,
+        Fork::Child => 0,
     };
-    if pid < 0 {
-        return Err(RuntimeError::last_os(
-            "clone (new user, pid, mount, net, uts, ipc namespaces)",
-        ));
-    }
     if pid == 0 {
         drop(go_w);
         drop(err_r);
@@ -199,18 +187,14 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
         };
         let mut f = fs::File::from(err_w);
         let _ = f.write_all(msg.as_bytes());
-        // SAFETY: terminate the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(1) };
+        // Terminate the child without running the parent's atexit handlers.
+        hutch_sys::process::exit_now(1);
     }
-    let pid = pid as i32;
     drop(go_r);
     drop(err_w);
     let kill_child = |e: RuntimeError| {
-        // SAFETY: kill and waitpid on our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
+        let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
+        let _ = hutch_sys::process::wait_for(pid);
         e
     };
     parent_setup(req, pid).map_err(kill_child)?;
@@ -241,19 +225,16 @@ fn parent_setup(req: &SpawnRequest, pid: i32) -> Result<()> {
     net::setup_host_side(&req.net, pid)?;
     let nsp = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ns = fs::File::open(&nsp).map_err(|e| RuntimeError::io("open", &nsp, e))?;
-    // SAFETY: setns on an fd we own; this helper is single-threaded and exits soon.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(RuntimeError::last_os(
-            "setns into the sandbox's network namespace",
-        ));
-    }
+    // This helper is single-threaded and exits soon.
+    hutch_sys::ns::enter_net_namespace(&ns)
+        .map_err(|e| RuntimeError::sys("setns into the sandbox's network namespace", e))?;
     net::setup_sandbox_side(&req.net)
 }
 
 enum Never {}
 
-fn errno(op: &str) -> String {
-    format!("{op}: {}", std::io::Error::last_os_error())
+fn errno(op: &str, e: hutch_sys::Errno) -> String {
+    format!("{op}: {}", std::io::Error::from(e))
 }
 
 fn mnt(
@@ -275,13 +256,7 @@ fn bind_ro(src: &Path, target: &Path) -> std::result::Result<(), String> {
 /// Makes a bind mount read-only. Inside a user namespace the flags the mount inherited
 /// from the host (nosuid, nodev, noexec, atime) are locked and must be repeated.
 fn remount_ro(target: &Path) -> std::result::Result<(), String> {
-    let c = cpath(target).map_err(|e| e.to_string())?;
-    // SAFETY: statvfs fills the zeroed struct; c is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(errno("statvfs"));
-    }
+    let f_flag = hutch_sys::mount::mount_flags(target).map_err(|e| errno("statvfs", e))?;
     let mut flags =
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
     for (st_flag, ms_flag) in [
@@ -290,7 +265,7 @@ fn remount_ro(target: &Path) -> std::result::Result<(), String> {
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
         (libc::ST_RELATIME, libc::MS_RELATIME),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if f_flag & st_flag != 0 {
             flags |= ms_flag;
         }
     }
@@ -316,11 +291,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     // pivot_root refuses a new root whose mount was made outside our user namespace (it is
     // locked); a bind of the rootfs onto itself, made here, is ours.
     run_steps(&mount_plan::enter_rootfs(&plan.rootfs))?;
-    let croot = cpath(&plan.rootfs).map_err(|e| e.to_string())?;
-    // SAFETY: chdir with a valid C string.
-    if unsafe { libc::chdir(croot.as_ptr()) } < 0 {
-        return Err(errno("chdir rootfs"));
-    }
+    hutch_sys::ns::chdir(&plan.rootfs).map_err(|e| errno("chdir rootfs", e))?;
     // Likewise the agent binary: opened now (O_PATH, in our own mount namespace — a bind
     // source from another namespace is refused) and bind-mounted through /proc/self/fd.
     let agent_fd = {
@@ -333,29 +304,14 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     };
     // Files created below (on /dev's tmpfs, in the overlay) must belong to mapped ids, so
     // switch to root-of-the-namespace before creating any.
-    // SAFETY: plain syscalls with integer arguments.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0 {
-            return Err(errno("setgroups"));
-        }
-        if libc::setresgid(0, 0, 0) < 0 {
-            return Err(errno("setresgid"));
-        }
-        if libc::setresuid(0, 0, 0) < 0 {
-            return Err(errno("setresuid"));
-        }
-        if libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len()) < 0 {
-            return Err(errno("sethostname"));
-        }
-    }
-    // stdio: nothing of the helper's (its stdout is the server's pipe) may leak in.
-    // SAFETY: dup2 onto the standard descriptors of this single-threaded process; the
+    Credentials::root()
+        .apply()
+        .map_err(|e| errno("setgroups/setresgid/setresuid", e))?;
+    hutch_sys::ns::set_hostname(plan.hostname.as_bytes()).map_err(|e| errno("sethostname", e))?;
+    // stdio: nothing of the helper's (its stdout is the server's pipe) may leak in. The
     // originals stay open (close-on-exec) in `plan`.
-    unsafe {
-        libc::dup2(plan.stdin.as_raw_fd(), 0);
-        libc::dup2(plan.stdout.as_raw_fd(), 1);
-        libc::dup2(plan.stdout.as_raw_fd(), 2);
-    }
+    hutch_sys::fd::redirect_stdio(&plan.stdin, &plan.stdout, &plan.stdout)
+        .map_err(|e| errno("dup2 stdio", e))?;
 
     let agent_src = PathBuf::from(format!("/proc/self/fd/{}", agent_fd.as_raw_fd()));
     run_steps(&mount_plan::sandbox_tree(
@@ -364,39 +320,22 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
         AGENT_PATH_INSIDE,
     ))?;
 
-    let dot = cstr(".").map_err(|e| e.to_string())?;
-    // SAFETY: pivot_root/umount2/chdir with valid C strings. pivot_root(".", ".") stacks the
-    // old root on top of the new one; detaching "." then drops the whole host tree.
-    unsafe {
-        if libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) < 0 {
-            return Err(errno("pivot_root"));
-        }
-        if libc::umount2(dot.as_ptr(), libc::MNT_DETACH) < 0 {
-            return Err(errno("detach old root"));
-        }
-        let slash = cstr("/").map_err(|e| e.to_string())?;
-        if libc::chdir(slash.as_ptr()) < 0 {
-            return Err(errno("chdir /"));
-        }
-    }
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
+    // drops the whole host tree.
+    let dot = Path::new(".");
+    hutch_sys::ns::pivot_root(dot, dot).map_err(|e| errno("pivot_root", e))?;
+    hutch_sys::mount::detach(dot).map_err(|e| errno("detach old root", e))?;
+    hutch_sys::ns::chdir(Path::new("/")).map_err(|e| errno("chdir /", e))?;
     run_steps(&mount_plan::proc_masks())?;
     // The parent already moved us into the sandbox's cgroup: make it our cgroup root.
-    // SAFETY: unshare with a flag constant.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(errno("unshare cgroup namespace"));
-    }
+    hutch_sys::ns::unshare_cgroup_namespace().map_err(|e| errno("unshare cgroup namespace", e))?;
     caps::drop_bounding_set().map_err(|e| e.to_string())?;
     if plan.no_new_privs {
         caps::set_no_new_privs().map_err(|e| e.to_string())?;
     }
     seccomp::install(&plan.programs).map_err(|e| e.to_string())?;
-    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NUL-terminated arrays of valid C strings owned by `plan`.
-    unsafe { libc::execve(plan.agent_inside.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Err(errno("exec agent"))
+    let e = hutch_sys::process::exec(&plan.agent_inside, &plan.argv, &plan.envp);
+    Err(errno("exec agent", e))
 }
 
 fn mkdir(p: &Path) -> std::result::Result<(), String> {

@@ -219,7 +219,6 @@ fn connect_in_sandbox(
     ip: Ipv4Addr,
     port: u16,
 ) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::AsRawFd;
     let handle = std::thread::Builder::new()
         .name("sandbox-connect".into())
         .spawn(move || {
@@ -231,10 +230,8 @@ fn connect_in_sandbox(
                     "the sandbox is gone",
                 ));
             }
-            // SAFETY: setns on an fd we own, on this short-lived thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            // Only this short-lived thread moves.
+            hutch_sys::ns::enter_net_namespace(&ns)?;
             let mut last = None;
             for addr in [Ipv4Addr::LOCALHOST, ip] {
                 match std::net::TcpStream::connect_timeout(

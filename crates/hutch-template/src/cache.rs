@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -220,14 +219,8 @@ fn fsync_path(path: &Path) -> Result<(), TemplateError> {
 /// than fsyncing the tens of thousands of files of a tree one by one.
 fn sync_filesystem(path: &Path) -> Result<(), TemplateError> {
     let f = File::open(path).map_err(TemplateError::io("could not open", path))?;
-    // SAFETY: the descriptor is owned by `f`, which outlives the call.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc != 0 {
-        return Err(TemplateError::io("could not sync filesystem of", path)(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    hutch_sys::fs::syncfs(&f)
+        .map_err(|e| TemplateError::io("could not sync filesystem of", path)(e.into()))
 }
 
 /// Deletes the build directory (unmounting first) unless the build reached

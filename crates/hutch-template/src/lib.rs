@@ -100,8 +100,7 @@ fn build_rootfs(
     recipe: &Recipe,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), TemplateError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = hutch_sys::creds::effective_uid();
     if euid != 0 {
         return Err(TemplateError::NotRoot {
             name: recipe.name.clone(),

@@ -6,7 +6,8 @@
 //! build never leaves a stuck lock.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+
+use hutch_sys::fs::Lock;
 use std::path::Path;
 
 use crate::TemplateError;
@@ -27,26 +28,16 @@ fn open(path: &Path) -> Result<File, TemplateError> {
         .map_err(TemplateError::io("could not open lock file", path))
 }
 
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
-    loop {
-        // SAFETY: the descriptor is owned by `file`, open for the whole call.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+fn flock(file: &File, lock: Lock) -> std::io::Result<()> {
+    Ok(hutch_sys::fs::flock(file, lock)?)
 }
 
 /// Takes the lock at `path` without waiting; `None` if someone holds it.
 pub(crate) fn try_lock(path: &Path) -> Result<Option<FileLock>, TemplateError> {
     let file = open(path)?;
-    match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+    match flock(&file, Lock::ExclusiveNonBlocking) {
         Ok(()) => Ok(Some(FileLock { _file: file })),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(hutch_sys::Errno::WOULDBLOCK.raw_os_error()) => Ok(None),
         Err(e) => Err(TemplateError::io("could not lock", path)(e)),
     }
 }
@@ -58,7 +49,7 @@ pub(crate) fn lock(path: &Path, on_wait: &mut dyn FnMut()) -> Result<FileLock, T
     }
     on_wait();
     let file = open(path)?;
-    flock(&file, libc::LOCK_EX).map_err(TemplateError::io("could not lock", path))?;
+    flock(&file, Lock::Exclusive).map_err(TemplateError::io("could not lock", path))?;
     Ok(FileLock { _file: file })
 }
 

@@ -7,8 +7,6 @@
 //! /dev bound inside would delete host device nodes, so every recursive delete
 //! here first unmounts and then re-checks.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::TemplateError;
@@ -95,16 +93,7 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), TemplateError> {
 }
 
 fn umount_detach(path: &Path) -> std::io::Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
-    // umount2 does not retain the pointer.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(hutch_sys::mount::detach(path)?)
 }
 
 /// Mounts a filesystem of type `fstype` from `source` on `target`.
@@ -112,25 +101,16 @@ pub(crate) fn mount(
     source: &str,
     target: &Path,
     fstype: &str,
-    flags: libc::c_ulong,
+    flags: u64,
     data: Option<&str>,
 ) -> std::io::Result<()> {
-    let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-    let src = CString::new(source).map_err(invalid)?;
-    let tgt = CString::new(target.as_os_str().as_bytes()).map_err(invalid)?;
-    let fs = CString::new(fstype).map_err(invalid)?;
-    let data = data.map(CString::new).transpose().map_err(invalid)?;
-    let data_ptr = data
-        .as_ref()
-        .map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void);
-    // SAFETY: every pointer is either null (data) or points to a live
-    // NUL-terminated CString owned by this frame; mount(2) copies them.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), flags, data_ptr) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(hutch_sys::mount::mount(
+        Some(Path::new(source)),
+        target,
+        Some(fstype),
+        flags,
+        data,
+    )?)
 }
 
 /// Deletes `dir` recursively after making sure nothing is mounted below it.

@@ -9,15 +9,16 @@
 //! images carry none.
 
 use std::collections::HashSet;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::CStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use hutch_sys::Errno;
 
 use crate::TemplateError;
 
 /// Name of the xattr holding file capabilities; the kernel drops it on chown.
-const CAP_XATTR: &[u8] = b"security.capability\0";
+const CAP_XATTR: &CStr = c"security.capability";
 
 /// Mode bits chown may clear (setuid, setgid) plus sticky, re-applied after
 /// re-owning.
@@ -134,64 +135,19 @@ fn shift_one(
     Ok(())
 }
 
-fn cpath(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-}
-
 /// Reads `security.capability` of `path` (not following symlinks); `None` if
 /// the file has none or the filesystem has no xattrs.
 pub(crate) fn get_caps(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let c = cpath(path)?;
-    // v3 capability data is 24 bytes; leave room for future formats and
-    // retry with the exact size should it ever be larger.
-    let mut buf = vec![0u8; 64];
-    loop {
-        // SAFETY: `c` and `CAP_XATTR` are NUL-terminated, `buf` is writable
-        // for `buf.len()` bytes, and the kernel writes at most that many.
-        let n = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                CAP_XATTR.as_ptr() as *const libc::c_char,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 65536 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            _ => return Err(err),
-        }
+    match hutch_sys::xattr::lget(path, CAP_XATTR) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e == Errno::NODATA || e == Errno::NOTSUP => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Writes `security.capability` of `path` (not following symlinks).
 pub(crate) fn set_caps(path: &Path, value: &[u8]) -> std::io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: `c` and `CAP_XATTR` are NUL-terminated; `value` is readable for
-    // `value.len()` bytes; the kernel copies the data during the call.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            CAP_XATTR.as_ptr() as *const libc::c_char,
-            value.as_ptr() as *const libc::c_void,
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(hutch_sys::xattr::lset(path, CAP_XATTR, value)?)
 }
 
 #[cfg(test)]

@@ -49,10 +49,7 @@ fn parse_build_dir_name(name: &str) -> Option<(String, i32)> {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission; it sends
-    // nothing and touches no memory.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    hutch_sys::signal::exists(pid)
 }
 
 #[cfg(test)]

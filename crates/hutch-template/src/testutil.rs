@@ -39,6 +39,5 @@ impl Drop for TempDir {
 
 /// Whether the tests run as root (needed for chown, mount, chroot).
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    hutch_sys::creds::is_root()
 }

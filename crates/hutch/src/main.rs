@@ -185,8 +185,7 @@ fn parse_cidr(s: &str) -> Result<NetConfig> {
 }
 
 fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !hutch_sys::creds::is_root() {
         bail!("hutch must run as root (it creates namespaces, cgroups, mounts and network interfaces)");
     }
     let exe = std::env::current_exe().context("finding the hutch binary")?;

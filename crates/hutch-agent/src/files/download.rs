@@ -1,6 +1,7 @@
 //! The HTTP side of `GET /files`: content negotiation (gzip), byte ranges, conditional requests,
 //! and streaming a file from a blocking thread without holding more than a few chunks in memory.
 
+use hutch_sys::errno;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -241,11 +242,7 @@ pub fn size_is_unreliable(file: &File, meta: &std::fs::Metadata) -> bool {
         0x6265_6570,
         0xcafe_4a11,
     ];
-    // SAFETY: statfs is plain old data, filled in by the kernel for an open descriptor.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the descriptor is open for the duration of the call and fs is writable.
-    let rc = unsafe { libc::fstatfs(std::os::fd::AsRawFd::as_raw_fd(file), &mut fs) };
-    rc == 0 && PSEUDO.contains(&(fs.f_type as i64))
+    hutch_sys::fs::fd_fs_magic(file).is_ok_and(|magic| PSEUDO.contains(&i64::from(magic)))
 }
 
 /// The segments of a `multipart/byteranges` body for `ranges` (the framing Go's `ServeContent`
@@ -281,7 +278,7 @@ pub fn byteranges(
 pub fn first_read(file: &File) -> io::Result<()> {
     let mut probe = [0u8; 1];
     match read_at_retrying(file, &mut probe, 0) {
-        Err(e) if e.raw_os_error() == Some(libc::ESPIPE) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(errno::ESPIPE) => Ok(()),
         Err(e) => Err(e),
         Ok(_) => Ok(()),
     }

@@ -20,6 +20,7 @@ pub mod signature;
 pub mod upload;
 pub mod xattr;
 
+use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -286,7 +287,7 @@ async fn serve_download(
                     StatusCode::NOT_FOUND,
                     format!("path '{}' does not exist", resolved.display()),
                 )
-            } else if err.raw_os_error() == Some(libc::ENOTDIR) {
+            } else if err.raw_os_error() == Some(errno::ENOTDIR) {
                 // A file used as a directory on the way: nothing there, as far as the caller is
                 // concerned.
                 FileError::new(
@@ -525,9 +526,7 @@ fn multipart_boundary() -> String {
     let mut bytes = [0u8; 16];
     // getrandom(2) cannot fail for 16 bytes once the pool is initialised; a clock fallback keeps
     // this total.
-    // SAFETY: bytes is a writable buffer of the given length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
+    if hutch_sys::fs::random_bytes(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

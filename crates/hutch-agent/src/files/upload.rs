@@ -2,6 +2,7 @@
 //! bounded channel, is un-gzipped and split into parts as it streams, and each part is written
 //! straight to its file. Memory use is a few chunks, whatever the upload's size.
 
+use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -240,7 +241,7 @@ fn check_duplicate(path: &Path, written: &[WrittenFile]) -> Result<(), FileError
 
 /// Whether an I/O error means the disk (or the user's quota) is full.
 fn is_no_space(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    matches!(err.raw_os_error(), Some(errno::ENOSPC | errno::EDQUOT))
 }
 
 /// A file being written.

@@ -4,10 +4,11 @@
 //! `EntryInfo.metadata`. Keys and values are printable ASCII and small: ext4 keeps all of an
 //! inode's attributes in one 4 KiB block.
 
+use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 /// The attribute namespace metadata lives in.
@@ -53,7 +54,7 @@ fn printable(label: &str, s: &str) -> Result<(), String> {
 
 /// Whether an error means the filesystem has no extended attributes (e.g. /proc, old tmpfs).
 pub fn is_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOTSUP))
+    matches!(err.raw_os_error(), Some(errno::ENOTSUP))
 }
 
 /// Replaces the file's metadata with `metadata`: other `user.e2b.*` attributes are removed,
@@ -69,30 +70,14 @@ pub fn replace(fd: BorrowedFd<'_>, metadata: &BTreeMap<String, String>) -> io::R
             continue;
         }
         let cname = CString::new(name).map_err(io::Error::other)?;
-        // SAFETY: fd is open for the duration of the borrow and cname is NUL-terminated.
-        let rc = unsafe { libc::fremovexattr(fd.as_raw_fd(), cname.as_ptr()) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::ENODATA) {
-                return Err(err);
-            }
+        match hutch_sys::xattr::fremove(fd, &cname) {
+            Ok(()) | Err(hutch_sys::Errno::NODATA) => {}
+            Err(err) => return Err(err.into()),
         }
     }
     for (key, value) in metadata {
         let cname = CString::new(format!("{PREFIX}{key}")).map_err(io::Error::other)?;
-        // SAFETY: as above; value points to value.len() readable bytes.
-        let rc = unsafe {
-            libc::fsetxattr(
-                fd.as_raw_fd(),
-                cname.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        hutch_sys::xattr::fset(fd, &cname, value.as_bytes())?;
     }
     Ok(())
 }
@@ -114,10 +99,7 @@ pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<BTreeMap<String, String>> {
         };
         let key = key.to_owned();
         let cname = CString::new(name).map_err(io::Error::other)?;
-        let value = get_with(|buf, len| {
-            // SAFETY: fd is open; buf is null (size query) or points to len writable bytes.
-            unsafe { libc::fgetxattr(fd.as_raw_fd(), cname.as_ptr(), buf, len) }
-        });
+        let value = hutch_sys::xattr::fget(fd, &cname).map_err(io::Error::from);
         match value {
             // Values set out of band (setfattr) may be any bytes; metadata is a string map, so
             // skip what is not UTF-8 rather than fail the whole answer.
@@ -126,7 +108,7 @@ pub fn read_fd(fd: BorrowedFd<'_>) -> io::Result<BTreeMap<String, String>> {
                     out.insert(key, v);
                 }
             }
-            Err(err) if err.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(err) if err.raw_os_error() == Some(errno::ENODATA) => {}
             Err(err) => return Err(err),
         }
     }
@@ -140,39 +122,7 @@ pub fn read_path(path: &Path) -> io::Result<BTreeMap<String, String>> {
 }
 
 fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
-    let raw = get_with(|buf, len| {
-        // SAFETY: fd is open; buf is null (size query) or points to len writable bytes.
-        unsafe { libc::flistxattr(fd.as_raw_fd(), buf.cast(), len) }
-    })?;
-    Ok(raw
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect())
-}
-
-/// Runs a size-query-then-fill xattr call, retrying when the value grew in between.
-fn get_with(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
-    for _ in 0..4 {
-        let size = call(std::ptr::null_mut(), 0);
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
-        if buf.is_empty() {
-            return Ok(buf);
-        }
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(usize::try_from(got).unwrap_or(0));
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ERANGE))
+    Ok(hutch_sys::xattr::flist(fd)?)
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 //! `is_symlink` marks the link. `mode` holds only the nine permission bits; `permissions` is Go's
 //! `os.FileMode.String()` of the whole mode.
 
+use hutch_sys::errno;
+use hutch_sys::fs::mode::{
+    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -134,22 +137,22 @@ fn file_type_of(meta: &std::fs::Metadata) -> FileType {
 /// Go's `os.FileMode.String()` for a raw `st_mode`: type and special-bit letters in Go's order
 /// (`dalTLDpSugct?`, only those Linux can produce), `-` when there are none, then `rwxrwxrwx`.
 pub fn go_mode_string(st_mode: u32) -> String {
-    let format = st_mode & libc::S_IFMT;
+    let format = st_mode & S_IFMT;
     let mut out = String::with_capacity(12);
     let mut letter = |cond: bool, c: char| {
         if cond {
             out.push(c);
         }
     };
-    letter(format == libc::S_IFDIR, 'd');
-    letter(format == libc::S_IFLNK, 'L');
-    letter(format == libc::S_IFBLK || format == libc::S_IFCHR, 'D');
-    letter(format == libc::S_IFIFO, 'p');
-    letter(format == libc::S_IFSOCK, 'S');
-    letter(st_mode & libc::S_ISUID != 0, 'u');
-    letter(st_mode & libc::S_ISGID != 0, 'g');
-    letter(format == libc::S_IFCHR, 'c');
-    letter(st_mode & libc::S_ISVTX != 0, 't');
+    letter(format == S_IFDIR, 'd');
+    letter(format == S_IFLNK, 'L');
+    letter(format == S_IFBLK || format == S_IFCHR, 'D');
+    letter(format == S_IFIFO, 'p');
+    letter(format == S_IFSOCK, 'S');
+    letter(st_mode & S_ISUID != 0, 'u');
+    letter(st_mode & S_ISGID != 0, 'g');
+    letter(format == S_IFCHR, 'c');
+    letter(st_mode & S_ISVTX != 0, 't');
     if out.is_empty() {
         out.push('-');
     }
@@ -168,26 +171,25 @@ pub fn go_mode_string(st_mode: u32) -> String {
 /// A filesystem without xattr support has no metadata.
 pub fn read_metadata(path: &Path) -> io::Result<BTreeMap<String, String>> {
     let mut metadata = BTreeMap::new();
-    let c_path = c_path(path)?;
-    let names = match list_xattrs(&c_path) {
+    let names = match list_xattrs(path) {
         Ok(names) => names,
         Err(err) if is_xattr_unsupported(&err) => return Ok(metadata),
         Err(err) => return Err(err),
     };
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in &names {
         let Some(key) = name.strip_prefix(METADATA_XATTR_PREFIX.as_bytes()) else {
             continue;
         };
         let Ok(key) = std::str::from_utf8(key) else {
             continue;
         };
-        let Ok(c_name) = CString::new(name) else {
+        let Ok(c_name) = CString::new(name.as_slice()) else {
             continue;
         };
-        let value = match get_xattr(&c_path, &c_name) {
+        let value = match get_xattr(path, &c_name) {
             Ok(v) => v,
             // Removed between listing and reading.
-            Err(err) if err.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(err) if err.raw_os_error() == Some(errno::ENODATA) => continue,
             Err(err) => return Err(err),
         };
         if let Ok(value) = String::from_utf8(value) {
@@ -198,53 +200,15 @@ pub fn read_metadata(path: &Path) -> io::Result<BTreeMap<String, String>> {
 }
 
 fn is_xattr_unsupported(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOTSUP))
+    matches!(err.raw_os_error(), Some(errno::ENOTSUP))
 }
 
-/// A path as a C string; paths with NUL bytes cannot exist.
-pub fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    Ok(hutch_sys::xattr::list(path)?)
 }
 
-/// Calls a "size query, then fill" xattr syscall until the buffer is big enough (the set can
-/// grow between the two calls).
-fn sized_call(mut call: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<u8>> {
-    for _ in 0..8 {
-        let needed = call(std::ptr::null_mut(), 0);
-        if needed < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; needed as usize];
-        if buf.is_empty() {
-            return Ok(buf);
-        }
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::ERANGE))
-}
-
-fn list_xattrs(path: &CString) -> io::Result<Vec<u8>> {
-    sized_call(|buf, len| {
-        // SAFETY: `path` is a valid NUL-terminated string; `buf` is null with len 0 (a size
-        // query) or points to `len` writable bytes owned by `sized_call`.
-        unsafe { libc::listxattr(path.as_ptr(), buf, len) }
-    })
-}
-
-fn get_xattr(path: &CString, name: &CString) -> io::Result<Vec<u8>> {
-    sized_call(|buf, len| {
-        // SAFETY: as in `list_xattrs`; `name` is a valid NUL-terminated string.
-        unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.cast(), len) }
-    })
+fn get_xattr(path: &Path, name: &CString) -> io::Result<Vec<u8>> {
+    Ok(hutch_sys::xattr::get(path, name)?)
 }
 
 /// Cleans `path` lexically: no `.` components, `..` folded into its parent (never above `/`),
@@ -282,19 +246,20 @@ pub fn relative_name(root: &Path, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hutch_sys::fs::mode::S_IFREG;
 
     #[test]
     fn mode_strings_match_go() {
-        assert_eq!(go_mode_string(libc::S_IFREG | 0o644), "-rw-r--r--");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o755), "drwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFLNK | 0o777), "Lrwxrwxrwx");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o1777), "dtrwxrwxrwx");
-        assert_eq!(go_mode_string(libc::S_IFCHR | 0o666), "Dcrw-rw-rw-");
-        assert_eq!(go_mode_string(libc::S_IFBLK | 0o660), "Drw-rw----");
-        assert_eq!(go_mode_string(libc::S_IFIFO | 0o600), "prw-------");
-        assert_eq!(go_mode_string(libc::S_IFSOCK | 0o755), "Srwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFREG | 0o4755), "urwxr-xr-x");
-        assert_eq!(go_mode_string(libc::S_IFDIR | 0o2775), "dgrwxrwxr-x");
+        assert_eq!(go_mode_string(S_IFREG | 0o644), "-rw-r--r--");
+        assert_eq!(go_mode_string(S_IFDIR | 0o755), "drwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFLNK | 0o777), "Lrwxrwxrwx");
+        assert_eq!(go_mode_string(S_IFDIR | 0o1777), "dtrwxrwxrwx");
+        assert_eq!(go_mode_string(S_IFCHR | 0o666), "Dcrw-rw-rw-");
+        assert_eq!(go_mode_string(S_IFBLK | 0o660), "Drw-rw----");
+        assert_eq!(go_mode_string(S_IFIFO | 0o600), "prw-------");
+        assert_eq!(go_mode_string(S_IFSOCK | 0o755), "Srwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFREG | 0o4755), "urwxr-xr-x");
+        assert_eq!(go_mode_string(S_IFDIR | 0o2775), "dgrwxrwxr-x");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod rpc;
 pub mod watch;
 pub mod wire;
 
+use hutch_sys::errno;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::io;
@@ -157,7 +158,7 @@ impl FilesystemService {
                 ensure_dirs(parent, uid, gid)?;
             }
             std::fs::rename(&source, &destination).map_err(|err| {
-                if err.raw_os_error() == Some(libc::ENOENT) {
+                if err.raw_os_error() == Some(errno::ENOENT) {
                     not_found(&err)
                 } else {
                     fs_error(
@@ -191,12 +192,12 @@ impl FilesystemService {
         blocking(move || {
             let resolved =
                 std::fs::canonicalize(&requested).map_err(|err| match err.raw_os_error() {
-                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => ConnectError::not_found(format!(
+                    Some(errno::ENOENT) | Some(errno::ENOTDIR) => ConnectError::not_found(format!(
                         "path not found: {}: {}",
                         requested.display(),
                         describe(&err)
                     )),
-                    Some(libc::ELOOP) => ConnectError::new(
+                    Some(errno::ELOOP) => ConnectError::new(
                         Code::FailedPrecondition,
                         format!(
                             "cyclic symlink or chain >255 links at \"{}\"",
@@ -447,7 +448,7 @@ fn ensure_dirs(path: &Path, uid: u32, gid: u32) -> Result<(), ConnectError> {
                     dir.display()
                 )))
             }
-            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(err) if err.raw_os_error() == Some(errno::ENOENT) => {}
             Err(err) => return Err(fs_error(&err, "failed to stat directory")),
         }
         match std::fs::DirBuilder::new().mode(0o755).create(dir) {
@@ -485,7 +486,10 @@ fn remove_all(path: &Path) -> io::Result<()> {
 
 /// ENOENT, or ENOTDIR (a path component is a file): either way nothing is at the path.
 fn is_missing(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+    matches!(
+        err.raw_os_error(),
+        Some(errno::ENOENT) | Some(errno::ENOTDIR)
+    )
 }
 
 /// The OS error text without Rust's " (os error N)" suffix, lowercased like Go's messages.
@@ -505,12 +509,14 @@ fn describe(err: &io::Error) -> String {
 /// Maps an I/O error to the Connect code a caller can act on, with `what` as context.
 fn fs_error(err: &io::Error, what: impl Display) -> ConnectError {
     let code = match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Code::NotFound,
-        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => Code::PermissionDenied,
-        Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => Code::AlreadyExists,
-        Some(libc::EISDIR) | Some(libc::EINVAL) | Some(libc::ENAMETOOLONG) => Code::InvalidArgument,
-        Some(libc::ELOOP) => Code::FailedPrecondition,
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Code::ResourceExhausted,
+        Some(errno::ENOENT) | Some(errno::ENOTDIR) => Code::NotFound,
+        Some(errno::EACCES) | Some(errno::EPERM) | Some(errno::EROFS) => Code::PermissionDenied,
+        Some(errno::EEXIST) | Some(errno::ENOTEMPTY) => Code::AlreadyExists,
+        Some(errno::EISDIR) | Some(errno::EINVAL) | Some(errno::ENAMETOOLONG) => {
+            Code::InvalidArgument
+        }
+        Some(errno::ELOOP) => Code::FailedPrecondition,
+        Some(errno::ENOSPC) | Some(errno::EDQUOT) => Code::ResourceExhausted,
         _ => Code::Internal,
     };
     ConnectError::new(code, format!("{what}: {}", describe(err)))
@@ -547,12 +553,12 @@ mod tests {
     #[test]
     fn errors_map_to_connect_codes() {
         let e = |n| fs_error(&io::Error::from_raw_os_error(n), "x").code;
-        assert_eq!(e(libc::ENOENT), Code::NotFound);
-        assert_eq!(e(libc::EACCES), Code::PermissionDenied);
-        assert_eq!(e(libc::ENOTEMPTY), Code::AlreadyExists);
-        assert_eq!(e(libc::EIO), Code::Internal);
+        assert_eq!(e(errno::ENOENT), Code::NotFound);
+        assert_eq!(e(errno::EACCES), Code::PermissionDenied);
+        assert_eq!(e(errno::ENOTEMPTY), Code::AlreadyExists);
+        assert_eq!(e(errno::EIO), Code::Internal);
         assert_eq!(
-            describe(&io::Error::from_raw_os_error(libc::ENOENT)),
+            describe(&io::Error::from_raw_os_error(errno::ENOENT)),
             "no such file or directory"
         );
     }

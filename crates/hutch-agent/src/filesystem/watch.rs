@@ -13,10 +13,15 @@
 //! appears under the root and report what was already inside it as CREATE events (a
 //! `mkdir -p a/b/c` is over before the agent can watch `a`).
 
+use hutch_sys::errno;
+use hutch_sys::inotify::mask::{
+    IN_ATTRIB, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_DONT_FOLLOW, IN_IGNORED, IN_ISDIR,
+    IN_MODIFY, IN_MOVED_FROM, IN_MOVED_TO, IN_MOVE_SELF, IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT,
+};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +31,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::entry::{c_path, entry_info, relative_name, Names};
+use super::entry::{entry_info, relative_name, Names};
 use super::wire::{EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
 
@@ -52,14 +57,14 @@ const READ_BUFFER: usize = 64 * 1024;
 const EVENT_HEADER: usize = 16;
 
 /// The changes every watch subscribes to (fsnotify's default set).
-const WATCH_MASK: u32 = libc::IN_CREATE
-    | libc::IN_MODIFY
-    | libc::IN_DELETE
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVED_TO
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVE_SELF
-    | libc::IN_ATTRIB;
+const WATCH_MASK: u32 = IN_CREATE
+    | IN_MODIFY
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVED_TO
+    | IN_MOVED_FROM
+    | IN_MOVE_SELF
+    | IN_ATTRIB;
 
 /// Filesystem magic numbers (linux/magic.h) of network and FUSE filesystems, which envd refuses
 /// to watch unless asked: inotify does not see changes made by other machines.
@@ -89,7 +94,10 @@ pub struct WatchSpec {
 /// Checks that `root` is a directory that may be watched (envd's errors).
 pub fn check_watchable(root: &Path, allow_network_mounts: bool) -> Result<(), ConnectError> {
     let meta = std::fs::metadata(root).map_err(|err| {
-        if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
+        if matches!(
+            err.raw_os_error(),
+            Some(errno::ENOENT) | Some(errno::ENOTDIR)
+        ) {
             ConnectError::not_found(format!("path {} not found", root.display()))
         } else {
             ConnectError::internal(format!("error statting path {}: {err}", root.display()))
@@ -111,20 +119,14 @@ pub fn check_watchable(root: &Path, allow_network_mounts: bool) -> Result<(), Co
 }
 
 fn is_network_mount(path: &Path) -> Result<bool, ConnectError> {
-    let c_path = c_path(path).map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
-    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c_path` is NUL-terminated and `buf` is a valid, writable statfs.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut buf) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(ConnectError::internal(format!(
-            "error checking mount status: failed to statfs {}: {err}",
-            path.display()
-        )));
-    }
-    // f_type's width differs between architectures; the magics all fit in 32 bits unsigned.
-    let magic = i64::from(buf.f_type as u32);
-    Ok(NETWORK_MAGICS.contains(&magic))
+    let magic = hutch_sys::fs::fs_magic(path).map_err(|err| {
+        ConnectError::internal(format!(
+            "error checking mount status: failed to statfs {}: {}",
+            path.display(),
+            io::Error::from(err)
+        ))
+    })?;
+    Ok(NETWORK_MAGICS.contains(&i64::from(magic)))
 }
 
 /// A fresh id for a polling watcher: `w` and 16 random hex digits (envd's ids also start with
@@ -132,9 +134,7 @@ fn is_network_mount(path: &Path) -> Result<bool, ConnectError> {
 pub fn new_watcher_id() -> String {
     static FALLBACK: AtomicU64 = AtomicU64::new(1);
     let mut bytes = [0u8; 8];
-    // SAFETY: `bytes` is a writable buffer of the given length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let value = if got == bytes.len() as isize {
+    let value = if hutch_sys::fs::random_bytes(&mut bytes).is_ok() {
         u64::from_ne_bytes(bytes)
     } else {
         // Without randomness ids only need to be unique within this agent.
@@ -203,14 +203,8 @@ async fn read_events(fd: &AsyncFd<Arc<OwnedFd>>, buf: &mut [u8]) -> io::Result<u
     loop {
         let mut guard = fd.readable().await?;
         let result = guard.try_io(|inner| {
-            // SAFETY: reading into a writable buffer of `buf.len()` bytes from a descriptor
-            // this watch owns (kept open by the Arc inside the AsyncFd).
-            let n = unsafe { libc::read(inner.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            // The descriptor is kept open by the Arc inside the AsyncFd.
+            hutch_sys::fd::read(inner.get_ref(), buf).map_err(io::Error::from)
         });
         match result {
             Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -239,12 +233,10 @@ impl State {
     /// Opens the descriptor and watches the root (and, if recursive, every directory under
     /// it, without following symlinks).
     fn new(spec: WatchSpec) -> Result<Self, ConnectError> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::EMFILE) | Some(libc::ENFILE) => ConnectError::new(
+        let fd = hutch_sys::inotify::init().map_err(|err| {
+            let err = io::Error::from(err);
+            match err.raw_os_error() {
+                Some(errno::EMFILE) | Some(errno::ENFILE) => ConnectError::new(
                     Code::ResourceExhausted,
                     format!(
                         "error creating watcher: {err}; too many watchers are open \
@@ -252,10 +244,9 @@ impl State {
                     ),
                 ),
                 _ => ConnectError::internal(format!("error creating watcher: {err}")),
-            });
-        }
-        // SAFETY: `raw` is a new descriptor nothing else owns.
-        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        })?;
+        let fd = Arc::new(fd);
         let mut state = State {
             fd,
             spec,
@@ -277,16 +268,11 @@ impl State {
     /// Adds an inotify watch on the directory `path`. Only the root may be reached through a
     /// symlink; anything below is watched as what it is, never followed.
     fn add_watch(&mut self, path: &Path, is_root: bool) -> io::Result<()> {
-        let c_path = c_path(path)?;
-        let mut mask = WATCH_MASK | libc::IN_ONLYDIR;
+        let mut mask = WATCH_MASK | IN_ONLYDIR;
         if !is_root {
-            mask |= libc::IN_DONT_FOLLOW;
+            mask |= IN_DONT_FOLLOW;
         }
-        // SAFETY: the descriptor is open for the lifetime of `self`; `c_path` is NUL-terminated.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c_path.as_ptr(), mask) };
-        if wd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let wd = hutch_sys::inotify::add_watch(&*self.fd, path, mask)?;
         // The kernel hands out one wd per inode: a directory known under another path (a bind
         // mount, or a move the agent missed) now goes by this one.
         if let Some(old) = self.by_wd.insert(wd, path.to_owned()) {
@@ -358,8 +344,8 @@ impl State {
             .map(|(_, wd)| *wd)
             .collect();
         for wd in doomed {
-            // SAFETY: the descriptor is open; a wd the kernel already dropped just fails.
-            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+            // A wd the kernel already dropped just fails, which is fine.
+            let _ = hutch_sys::inotify::remove_watch(&*self.fd, wd);
             self.forget(wd);
         }
     }
@@ -404,7 +390,7 @@ impl State {
         out: &mut Vec<EventItem>,
         names: &mut Option<Names>,
     ) -> bool {
-        if mask & libc::IN_Q_OVERFLOW != 0 {
+        if mask & IN_Q_OVERFLOW != 0 {
             out.push(Err(ConnectError::internal(
                 "watcher error: the inotify event queue overflowed and events were lost; \
                  watch again",
@@ -420,18 +406,18 @@ impl State {
         } else {
             dir.join(name)
         };
-        if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT) != 0 {
+        if mask & (IN_IGNORED | IN_UNMOUNT) != 0 {
             self.forget(wd);
             return true;
         }
-        if mask & libc::IN_DELETE_SELF != 0 {
+        if mask & IN_DELETE_SELF != 0 {
             self.forget(wd);
             // The watched parent reports the deletion already.
             if dir.parent().is_some_and(|p| self.by_path.contains_key(p)) {
                 return true;
             }
         }
-        if mask & libc::IN_MOVE_SELF != 0 {
+        if mask & IN_MOVE_SELF != 0 {
             if self.spec.recursive {
                 // The parent's IN_MOVED_FROM/IN_MOVED_TO describe the move.
                 return true;
@@ -441,19 +427,19 @@ impl State {
         }
 
         let mut types = Vec::with_capacity(2);
-        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+        if mask & (IN_CREATE | IN_MOVED_TO) != 0 {
             types.push(EventType::Create);
         }
-        if mask & (libc::IN_MOVED_FROM | libc::IN_MOVE_SELF) != 0 {
+        if mask & (IN_MOVED_FROM | IN_MOVE_SELF) != 0 {
             types.push(EventType::Rename);
         }
-        if mask & libc::IN_ATTRIB != 0 {
+        if mask & IN_ATTRIB != 0 {
             types.push(EventType::Chmod);
         }
-        if mask & libc::IN_MODIFY != 0 {
+        if mask & IN_MODIFY != 0 {
             types.push(EventType::Write);
         }
-        if mask & (libc::IN_DELETE | libc::IN_DELETE_SELF) != 0 {
+        if mask & (IN_DELETE | IN_DELETE_SELF) != 0 {
             types.push(EventType::Remove);
         }
         for event_type in types {
@@ -461,11 +447,11 @@ impl State {
             out.push(Ok(event));
         }
 
-        if self.spec.recursive && mask & libc::IN_ISDIR != 0 {
-            if mask & libc::IN_MOVED_FROM != 0 {
+        if self.spec.recursive && mask & IN_ISDIR != 0 {
+            if mask & IN_MOVED_FROM != 0 {
                 self.unwatch_tree(&path);
             }
-            if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+            if mask & (IN_CREATE | IN_MOVED_TO) != 0 {
                 return self.watch_new_dir(&path, out, names);
             }
         }
@@ -530,13 +516,13 @@ impl State {
 fn is_vanished(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+        Some(errno::ENOENT) | Some(errno::ENOTDIR) | Some(errno::ELOOP)
     )
 }
 
 fn add_error(path: &Path, err: &io::Error) -> ConnectError {
     match err.raw_os_error() {
-        Some(libc::ENOSPC) => ConnectError::new(
+        Some(errno::ENOSPC) => ConnectError::new(
             Code::ResourceExhausted,
             format!(
                 "error adding path {} to watcher: the inotify watch limit \
@@ -544,11 +530,13 @@ fn add_error(path: &Path, err: &io::Error) -> ConnectError {
                 path.display()
             ),
         ),
-        Some(libc::EACCES) | Some(libc::EPERM) => ConnectError::new(
+        Some(errno::EACCES) | Some(errno::EPERM) => ConnectError::new(
             Code::PermissionDenied,
             format!("error adding path {} to watcher: {err}", path.display()),
         ),
-        Some(libc::ENOENT) => ConnectError::not_found(format!("path {} not found", path.display())),
+        Some(errno::ENOENT) => {
+            ConnectError::not_found(format!("path {} not found", path.display()))
+        }
         _ => ConnectError::internal(format!(
             "error adding path {} to watcher: {err}",
             path.display()

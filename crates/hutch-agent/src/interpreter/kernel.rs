@@ -407,14 +407,15 @@ async fn report_exit(kernel: Weak<Kernel>, mut exit: watch::Receiver<Option<Exit
 /// kernel left behind. Its id cannot be handed out again while any member lives; once none
 /// does, `kill` finds nothing.
 fn kill_group(pid: u32, exit: &watch::Receiver<Option<ExitStatus>>) {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
+    use hutch_sys::signal::{self, Signal};
+    let Ok(raw) = i32::try_from(pid) else {
         return;
     };
-    // SAFETY: kill takes integers only and touches no memory.
-    unsafe { libc::kill(-raw, libc::SIGKILL) };
+    // Failures mean the group or process is already gone.
+    let _ = signal::kill_group(raw, Signal::KILL);
     if exit.borrow().is_none() {
-        // SAFETY: as above; the leader is unreaped (checked just now), so the pid is still ours.
-        unsafe { libc::kill(raw, libc::SIGKILL) };
+        // The leader is unreaped (checked just now), so the pid is still ours.
+        let _ = signal::kill(raw, Signal::KILL);
     }
 }
 
@@ -461,8 +462,7 @@ fn prepare_runtime_dir(dir: &Path) -> io::Result<()> {
 /// Hands `path` to `user` when the agent runs as root (in a sandbox); unprivileged (local
 /// development) the kernel runs as the agent's own user and already owns it.
 fn give_to(path: &Path, user: &User) -> io::Result<()> {
-    // SAFETY: geteuid only reads the caller's credentials.
-    if unsafe { libc::geteuid() } != 0 {
+    if !hutch_sys::creds::is_root() {
         return Ok(());
     }
     std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))

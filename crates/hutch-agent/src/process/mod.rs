@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::connect::{Code, ConnectError};
-use crate::reaper::{ExitStatus, ExitWaiter, Reaper};
+use crate::reaper::{ExitStatus, ExitWaiter, Reaper, Sig};
 use crate::users::{User, UserDb, UserError};
 use output::{EventHub, Stream};
 use spawn::{Io, SpawnSpec, Spawned, WinSize};
@@ -387,7 +387,7 @@ impl ProcessService {
                 status = &mut exit => status,
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::info!(pid, "process outlived its timeout; killing it");
-                    self.kill(pid, libc::SIGKILL);
+                    self.kill(pid, Sig::KILL);
                     exit.await
                 }
             },
@@ -433,12 +433,12 @@ impl ProcessService {
         entry.hub.close();
     }
 
-    fn kill(&self, pid: u32, sig: libc::c_int) {
-        let Ok(pid) = libc::pid_t::try_from(pid) else {
+    fn kill(&self, pid: u32, sig: Sig) {
+        let Ok(pid) = i32::try_from(pid) else {
             return;
         };
-        if let Err(err) = self.inner.reaper.signal(pid, sig) {
-            tracing::warn!(pid, sig, error = %err, "signalling process failed");
+        if let Err(err) = self.inner.reaper.signal(pid, sig.as_raw()) {
+            tracing::warn!(pid, sig = sig.as_raw(), error = %err, "signalling process failed");
         }
     }
 
@@ -585,19 +585,19 @@ impl ProcessService {
     ) -> Result<(), ConnectError> {
         let pid = self.select(selector)?.pid;
         let sig = match signal {
-            Signal::Kill => libc::SIGKILL,
-            Signal::Term => libc::SIGTERM,
+            Signal::Kill => Sig::KILL,
+            Signal::Term => Sig::TERM,
             Signal::Unspecified(n) => {
                 return Err(ConnectError::unimplemented(format!(
                     "invalid signal: {n}; send SIGNAL_SIGTERM or SIGNAL_SIGKILL"
                 )))
             }
         };
-        let pid_t = libc::pid_t::try_from(pid).map_err(|_| not_found(pid))?;
+        let pid_t = i32::try_from(pid).map_err(|_| not_found(pid))?;
         // Ok(false) means it exited in the meantime, which is what the caller wanted anyway.
         self.inner
             .reaper
-            .signal(pid_t, sig)
+            .signal(pid_t, sig.as_raw())
             .map(drop)
             .map_err(|err| ConnectError::internal(format!("error sending signal: {err}")))
     }
@@ -612,7 +612,7 @@ impl ProcessService {
 
     /// Kills every process the agent started, with its process group; used on shutdown.
     pub fn kill_all(&self) {
-        self.inner.reaper.signal_all_groups(libc::SIGKILL);
+        self.inner.reaper.signal_all_groups(Sig::KILL);
     }
 }
 

@@ -5,8 +5,9 @@
 //! back-pressure like envd's multiplexer: a slow reader slows the process's pipe down rather than
 //! losing output, while a reader that went away is dropped and the process keeps running.
 
+use hutch_sys::errno;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -128,44 +129,22 @@ pub async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()>
 
 /// One `write(2)` from `buf`.
 fn write_fd(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n.unsigned_abs())
-    }
+    Ok(hutch_sys::fd::write(fd, buf)?)
 }
 
 /// Whether a read error means "no more data ever": a PTY master reads EIO once every holder of
 /// the slave side has closed it.
 fn is_hangup(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EIO)
+    err.raw_os_error() == Some(errno::EIO)
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: fcntl on an fd we own, with integer arguments only.
-    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-    if flags == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(hutch_sys::fd::set_nonblocking(fd)?)
 }
 
 /// One `read(2)` into `buf`.
 fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n.unsigned_abs())
-    }
+    Ok(hutch_sys::fd::read(fd, buf)?)
 }
 
 /// Copies `pipe` into `hub` until end of file, or until the process has exited (`exited` turns

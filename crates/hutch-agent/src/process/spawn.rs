@@ -2,13 +2,13 @@
 //! either pipes or a pseudo-terminal for its standard streams.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use hutch_sys::child::ChildSetup;
+use hutch_sys::creds::Credentials;
 
 use crate::reaper::{ExitWaiter, Reaper};
 use crate::users::User;
@@ -32,14 +32,7 @@ pub struct SpawnSpec {
     pub pty: Option<WinSize>,
 }
 
-/// A terminal size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WinSize {
-    /// Columns.
-    pub cols: u16,
-    /// Rows.
-    pub rows: u16,
-}
+pub use hutch_sys::pty::WinSize;
 
 /// How the agent talks to a started process.
 #[derive(Debug)]
@@ -98,62 +91,24 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     };
     let controlling_tty = pty.is_some();
 
-    let cwd = CString::new(spec.cwd.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cwd contains a NUL byte"))?;
-    let uid = spec.user.uid;
-    let gid = spec.user.gid;
-    let groups: Vec<libc::gid_t> = spec.user.groups.clone();
-    // SAFETY: geteuid/getegid only read the caller's credentials.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // Own session and process group: the command and its descendants can be signalled as a
+    // group, and they share no terminal with the agent. The -1000 OOM score the host gives the
+    // agent is undone: the kernel should kill a runaway command, never the agent.
+    let mut setup = ChildSetup::new()
+        .new_session()
+        .oom_score_adj(hutch_sys::oom::DEFAULT);
+    if controlling_tty {
+        // The PTY slave is on fd 0 by then.
+        setup = setup.controlling_tty_on_stdin();
+    }
+    let creds = Credentials::new(spec.user.uid, spec.user.gid, &spec.user.groups);
     // As root, always set the target's credentials, which also replaces root's supplementary
     // groups. Unprivileged (local development), only a no-op switch can work; any other attempt
     // fails in the child and is reported as a start error.
-    let switch_credentials = euid == 0 || euid != uid || egid != gid;
-
-    let pre_exec = move || -> io::Result<()> {
-        // Own session and process group: the command and its descendants can be signalled as a
-        // group, and they share no terminal with the agent.
-        // SAFETY: setsid takes no arguments; it fails only if we already lead a group, which a
-        // freshly forked child does not.
-        unsafe { libc::setsid() };
-        if controlling_tty {
-            // The new session has no terminal yet; make the PTY slave (already on fd 0) its
-            // controlling terminal, so job control, `/dev/tty` and hangup on exit work.
-            // SAFETY: ioctl on fd 0 with an integer argument.
-            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // Must precede dropping privileges: after setuid the process is no longer dumpable and
-        // its /proc files belong to root.
-        reset_oom_score_adj();
-        if switch_credentials {
-            // Raw syscalls on purpose: the child of a fork has one thread, and glibc's wrappers
-            // would try to synchronise credentials across the parent's (absent) threads.
-            // SAFETY: `groups` outlives the call and holds `groups.len()` gid_t values.
-            if unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) } == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: integer arguments only.
-            if unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: integer arguments only.
-            if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } == -1 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // After the switch, so the user can only start in a directory they may enter.
-        // SAFETY: `cwd` is a valid NUL-terminated string owned by this closure.
-        if unsafe { libc::chdir(cwd.as_ptr()) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (setsid, ioctl, open, write, close, setgroups, setresgid, setresuid, chdir) on memory
-    // allocated before the fork; it allocates nothing and takes no locks.
-    unsafe { cmd.pre_exec(pre_exec) };
+    if creds.needs_switch() {
+        setup = setup.credentials(creds);
+    }
+    setup.cwd(&spec.cwd)?.install(&mut cmd);
 
     let (mut child, exit) = reaper.spawn(&mut cmd)?;
     // The parent's copies of the slave live in `cmd`; closing them leaves the child as the only
@@ -186,83 +141,17 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
 ///
 /// Both ends are close-on-exec from the start: other commands are forked concurrently, and must
 /// not inherit (and so hold open) a terminal that is not theirs.
-fn open_pty(size: WinSize, uid: libc::uid_t) -> io::Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: posix_openpt takes flags only and returns a new descriptor or -1.
-    let raw = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if raw == -1 {
-        return Err(pty_error("posix_openpt"));
+fn open_pty(size: WinSize, uid: u32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let pty = hutch_sys::pty::open_pty(size)?;
+    if let Err(err) = hutch_sys::pty::chown_slave(&pty.slave, uid) {
+        tracing::debug!(error = %io::Error::from(err), "cannot chown the pty slave");
     }
-    // SAFETY: `raw` is a freshly opened descriptor nothing else owns.
-    let master = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: grantpt/unlockpt operate on the open master descriptor only.
-    if unsafe { libc::grantpt(master.as_raw_fd()) } != 0 {
-        return Err(pty_error("grantpt"));
-    }
-    // SAFETY: as above.
-    if unsafe { libc::unlockpt(master.as_raw_fd()) } != 0 {
-        return Err(pty_error("unlockpt"));
-    }
-    let mut name = [0 as libc::c_char; 128];
-    // SAFETY: `name` is writable for `name.len()` bytes; ptsname_r NUL-terminates on success.
-    let rc = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    // SAFETY: `name` holds a NUL-terminated path written by ptsname_r.
-    let raw = unsafe {
-        libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if raw == -1 {
-        return Err(pty_error("opening the pty slave"));
-    }
-    // SAFETY: `raw` is a freshly opened descriptor nothing else owns.
-    let slave = unsafe { OwnedFd::from_raw_fd(raw) };
-    // Like login(1): the terminal belongs to the user on it, so tools that reopen it by name
-    // (`tty`, `script`, `write`) work after the switch. The group (tty) stays as devpts set it.
-    // SAFETY: fchown on a descriptor we own, integer arguments only.
-    if unsafe { libc::fchown(slave.as_raw_fd(), uid, libc::gid_t::MAX) } == -1 {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot chown the pty slave");
-    }
-    set_winsize(&master, size)?;
-    Ok((master, slave))
-}
-
-fn pty_error(step: &str) -> io::Error {
-    let err = io::Error::last_os_error();
-    io::Error::new(err.kind(), format!("{step}: {err}"))
+    Ok((pty.master, pty.slave))
 }
 
 /// Sets the terminal size of the PTY whose master is `master`. The kernel sends SIGWINCH to the
 /// terminal's foreground process group when the size changes, so full-screen programs and
 /// shells pick it up.
-pub fn set_winsize(master: &impl AsRawFd, size: WinSize) -> io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: size.rows,
-        ws_col: size.cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a `winsize` from the valid pointer for the duration of the call.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Undoes the -1000 OOM score the host gives the agent, which every child would inherit: the
-/// kernel should kill a runaway command, never the agent. Failure (no /proc) is not fatal.
-fn reset_oom_score_adj() {
-    const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
-    // SAFETY: PATH is NUL-terminated; open/write/close are async-signal-safe and the buffer
-    // passed to write is a valid 1-byte static.
-    unsafe {
-        let fd = libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd >= 0 {
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-        }
-    }
+pub fn set_winsize(master: &impl AsFd, size: WinSize) -> io::Result<()> {
+    Ok(hutch_sys::pty::set_winsize(master, size)?)
 }

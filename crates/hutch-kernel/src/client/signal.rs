@@ -5,24 +5,19 @@ use crate::error::KernelError;
 /// Sends SIGINT to `pid`, or to its whole process group when it leads one (as
 /// jupyter_client does), so code the kernel started in a subprocess is interrupted too.
 pub fn sigint(pid: u32) -> Result<(), KernelError> {
-    let raw = libc::pid_t::try_from(pid).map_err(|_| KernelError::Signal {
-        pid,
-        source: std::io::Error::from_raw_os_error(libc::ESRCH),
-    })?;
-    // SAFETY: getpgid and kill only read their integer arguments; no memory is shared.
-    let rc = unsafe {
-        if raw > 0 && libc::getpgid(raw) == raw {
-            libc::kill(-raw, libc::SIGINT)
-        } else {
-            libc::kill(raw, libc::SIGINT)
-        }
-    };
-    if rc == 0 {
-        Ok(())
+    use hutch_sys::signal::{self, Signal};
+    // Pids that do not fit (or 0, which would mean our own group) name no kernel: ESRCH.
+    let raw = i32::try_from(pid).unwrap_or(0);
+    let sent = if signal::process_group(raw) == Ok(raw) {
+        signal::kill_group(raw, Signal::INT)
     } else {
-        Err(KernelError::Signal {
+        signal::kill(raw, Signal::INT)
+    };
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e) => Err(KernelError::Signal {
             pid,
-            source: std::io::Error::last_os_error(),
-        })
+            source: e.into(),
+        }),
     }
 }

@@ -1,7 +1,6 @@
 //! Running commands inside the tree with chroot(8), with /proc and a minimal /dev mounted
 //! while they run.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +8,7 @@ use std::process::Command;
 use crate::mounts;
 use crate::process::{describe_status, run_streaming};
 use crate::{Progress, TemplateError};
+use hutch_sys::mount::flags;
 
 /// Environment for commands run in the chroot: a clean, predictable one
 /// rather than whatever the server process happens to have.
@@ -112,7 +112,7 @@ impl ChrootMounts {
             "proc",
             &proc_dir,
             "proc",
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            flags::NOSUID | flags::NODEV | flags::NOEXEC,
             None,
         )
         .map_err(TemplateError::io("could not mount proc on", &proc_dir))?;
@@ -125,7 +125,7 @@ impl ChrootMounts {
             "tmpfs",
             &dev,
             "tmpfs",
-            libc::MS_NOSUID | libc::MS_NOEXEC,
+            flags::NOSUID | flags::NOEXEC,
             Some("mode=755,size=1m"),
         )
         .map_err(TemplateError::io("could not mount tmpfs on", &dev))?;
@@ -175,29 +175,17 @@ impl Drop for ChrootMounts {
 /// Creates character device `path`; where mknod is not allowed (some
 /// containers), bind-mounts the host's node onto an empty file instead.
 fn make_device(path: &Path, host: PathBuf, major: u32, minor: u32) -> Result<(), TemplateError> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| {
-        TemplateError::io("invalid path", path)(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            e,
-        ))
-    })?;
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(major, minor),
-        )
-    };
-    if rc == 0 {
+    let made = hutch_sys::fs::mknod_char(path, 0o666, major, minor);
+    if made.is_ok() {
         // mknod honours the umask; the nodes must be world-usable.
         return std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(TemplateError::io("could not set mode of", path));
     }
-    let err = std::io::Error::last_os_error();
-    tracing::debug!(path = %path.display(), error = %err, "mknod failed, bind-mounting host node");
+    if let Err(err) = made {
+        tracing::debug!(path = %path.display(), error = %err, "mknod failed, bind-mounting host node");
+    }
     std::fs::File::create(path).map_err(TemplateError::io("could not create", path))?;
     let host_str = host.to_string_lossy();
-    mounts::mount(&host_str, path, "", libc::MS_BIND, None)
+    mounts::mount(&host_str, path, "", flags::BIND, None)
         .map_err(TemplateError::io("could not bind-mount device onto", path))
 }

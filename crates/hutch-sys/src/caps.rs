@@ -1,0 +1,60 @@
+//! Capabilities and privilege limits of the calling thread.
+
+use rustix::thread::CapabilitySet;
+
+use crate::error::{SysError, SysResult};
+
+/// The highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drops every capability not in `kept` (capability numbers) from the bounding set, then
+/// clears the ambient set. After the next `execve` as root, the permitted set is what is left
+/// in the bounding set.
+pub fn restrict_bounding_set(kept: &[u32]) -> SysResult<()> {
+    for cap in 0..=last_cap().min(63) {
+        if kept.contains(&cap) {
+            continue;
+        }
+        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(
+            1 << cap,
+        ))
+        .map_err(|e| SysError::call("prctl PR_CAPBSET_DROP", cap, e))?;
+    }
+    // Kernels before 4.3 have no ambient set (EINVAL); there is then nothing to clear.
+    let _ = rustix::thread::clear_ambient_capability_set();
+    Ok(())
+}
+
+/// Whether capability number `cap` is still in the calling thread's bounding set.
+pub fn in_bounding_set(cap: u32) -> SysResult<bool> {
+    rustix::thread::capability_is_in_bounding_set(CapabilitySet::from_bits_retain(1 << cap))
+        .map_err(|e| SysError::call("prctl PR_CAPBSET_READ", cap, e))
+}
+
+/// Sets `no_new_privs`: no later `execve` can gain privileges (setuid bits and file
+/// capabilities are ignored).
+pub fn set_no_new_privs() -> rustix::io::Result<()> {
+    rustix::thread::set_no_new_privs(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_knows_at_least_the_classic_capabilities() {
+        // CAP_AUDIT_READ (37) exists since Linux 3.16.
+        assert!(last_cap() >= 37);
+    }
+
+    #[test]
+    fn a_capability_number_is_queried_in_the_bounding_set() {
+        // Whatever the answer, CAP_CHOWN is a valid capability to ask about.
+        in_bounding_set(0).unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! Mounting and unmounting.
+
+use std::path::Path;
+
+use rustix::io::Result;
+use rustix::mount::{MountFlags, UnmountFlags};
+
+/// The `MS_*` flags [`mount`] takes, for callers that do not link libc.
+pub mod flags {
+    use rustix::mount::MountFlags as F;
+
+    /// `MS_BIND`: bind mount.
+    pub const BIND: u64 = F::BIND.bits() as u64;
+    /// `MS_RDONLY`: read-only.
+    pub const RDONLY: u64 = F::RDONLY.bits() as u64;
+    /// `MS_NOSUID`: ignore setuid/setgid bits.
+    pub const NOSUID: u64 = F::NOSUID.bits() as u64;
+    /// `MS_NODEV`: no device files.
+    pub const NODEV: u64 = F::NODEV.bits() as u64;
+    /// `MS_NOEXEC`: no program execution.
+    pub const NOEXEC: u64 = F::NOEXEC.bits() as u64;
+    /// `MS_NOATIME`: no access-time updates.
+    pub const NOATIME: u64 = F::NOATIME.bits() as u64;
+    /// `MS_REC`: apply to the whole subtree.
+    pub const REC: u64 = F::REC.bits() as u64;
+}
+
+/// `mount(2)` with raw `MS_*` flags.
+///
+/// A missing `source` or `fstype` is passed as an empty string: every kind of mount that
+/// has none (remount, bind, propagation change) ignores the argument.
+pub fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: u64,
+    data: Option<&str>,
+) -> Result<()> {
+    let data = match data {
+        Some(d) => Some(std::ffi::CString::new(d).map_err(|_| rustix::io::Errno::INVAL)?),
+        None => None,
+    };
+    rustix::mount::mount(
+        source.unwrap_or(Path::new("")),
+        target,
+        fstype.unwrap_or(""),
+        MountFlags::from_bits_retain(u32::try_from(flags).map_err(|_| rustix::io::Errno::INVAL)?),
+        data.as_deref(),
+    )
+}
+
+/// `umount2(2)` with raw `MNT_*` flags.
+pub fn unmount(target: &Path, flags: u32) -> Result<()> {
+    rustix::mount::unmount(target, UnmountFlags::from_bits_retain(flags))
+}
+
+/// Lazily detaches the mount on `target` (`MNT_DETACH`): it disappears from the tree now and
+/// is cleaned up once nothing uses it.
+pub fn detach(target: &Path) -> Result<()> {
+    rustix::mount::unmount(target, UnmountFlags::DETACH)
+}
+
+/// The `ST_*` flags (`statvfs(2)`'s `f_flag`) of the filesystem `path` is on: what a
+/// read-only remount inside a user namespace must repeat, since they are locked there.
+pub fn mount_flags(path: &Path) -> Result<u64> {
+    Ok(rustix::fs::statvfs(path)?.f_flag.bits())
+}
+
+/// Used and total bytes of the filesystem `path` is on.
+pub fn usage(path: &Path) -> Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(path)?;
+    let total = st.f_blocks * st.f_frsize;
+    let free = st.f_bfree * st.f_frsize;
+    Ok((total.saturating_sub(free), total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmounting_something_that_is_not_a_mount_point_fails_with_einval() {
+        let dir = std::env::temp_dir();
+        let err = unmount(&dir.join("hutch-sys-not-a-mount-point-xyz"), 0).unwrap_err();
+        assert!(
+            err == rustix::io::Errno::NOENT || err == rustix::io::Errno::INVAL,
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_root_filesystem_reports_a_size() {
+        let (used, total) = usage(Path::new("/")).unwrap();
+        assert!(total > 0);
+        assert!(used <= total);
+    }
+
+    #[test]
+    fn a_read_only_filesystem_reports_the_read_only_flag() {
+        // /proc/sys is mounted read-only in containers, read-write on hosts: compare with
+        // what /proc/self/mountinfo says about the mount it is on.
+        let flags = mount_flags(Path::new("/proc/sys")).unwrap();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = info
+            .lines()
+            .filter(|l| {
+                let point = l.split(' ').nth(4).unwrap_or("");
+                Path::new("/proc/sys").starts_with(point)
+            })
+            .max_by_key(|l| l.split(' ').nth(4).unwrap_or("").len())
+            .unwrap();
+        let ro = mount
+            .split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro");
+        assert_eq!(
+            flags & rustix::fs::StatVfsMountFlags::RDONLY.bits() != 0,
+            ro
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Namespaces: creating a child in new ones, entering and leaving them, and what a new
+//! root filesystem needs (hostname, pivot_root).
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::io::{Errno, Result};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
+
+use crate::error::{SysError, SysResult};
+
+/// The `CLONE_NEW*` namespace flags.
+pub type Namespaces = UnshareFlags;
+
+/// Which side of a fork the caller is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fork {
+    /// In the new child.
+    Child,
+    /// In the parent; the child has this pid.
+    Parent(i32),
+}
+
+/// Forks the caller into the new `namespaces` (`clone(2)` without a new stack, so the child
+/// continues on a copy of the caller's memory like after `fork`). The child gets `SIGCHLD`
+/// as exit signal.
+///
+/// Refused with `EBUSY` unless the caller has exactly one thread: only then may the child go
+/// on running ordinary code (allocating, taking locks) safely.
+pub fn fork_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| SysError::path("read_dir", "/proc/self/task", e))?
+        .count();
+    if threads != 1 {
+        return Err(SysError::call(
+            "clone",
+            format!("{threads} threads"),
+            Errno::BUSY,
+        ));
+    }
+    let flags = u64::from(namespaces.bits()) | libc::SIGCHLD as u64;
+    // SAFETY: a raw clone with a null stack behaves like fork(): the child runs on a copy of
+    // our address space. The caller is single-threaded (checked above), so no lock can be
+    // held by a thread that does not exist in the child; the other arguments are null.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match pid {
+        -1 => Err(SysError::call(
+            "clone",
+            format!("{namespaces:?}"),
+            std::io::Error::last_os_error(),
+        )),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(pid as i32)),
+    }
+}
+
+/// Moves the calling thread into the network namespace `ns` (an open `/proc/<pid>/ns/net`).
+///
+/// Only the calling thread moves: callers use a dedicated thread, or a single-threaded process.
+pub fn enter_net_namespace(ns: impl AsFd) -> Result<()> {
+    rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+}
+
+/// Opens `/proc/<pid>/ns/net` and moves the calling thread into it (see
+/// [`enter_net_namespace`]).
+pub fn enter_net_namespace_of(pid: i32) -> SysResult<()> {
+    let path = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&path).map_err(|e| SysError::path("open", &path, e))?;
+    enter_net_namespace(&ns).map_err(|e| SysError::path("setns CLONE_NEWNET", path, e))
+}
+
+/// Moves the caller into a new cgroup namespace rooted at its current cgroup.
+pub fn unshare_cgroup_namespace() -> Result<()> {
+    // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES (a descriptor table no longer
+    // shared with other threads); a new cgroup namespace changes nothing any thread relies on.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) }
+}
+
+/// Sets the hostname of the caller's UTS namespace.
+pub fn set_hostname(name: &[u8]) -> Result<()> {
+    rustix::system::sethostname(name)
+}
+
+/// `pivot_root(2)`: makes `new_root` the root and puts the old one on `put_old`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> Result<()> {
+    rustix::process::pivot_root(new_root, put_old)
+}
+
+/// Changes the caller's working directory.
+pub fn chdir(dir: &Path) -> Result<()> {
+    rustix::process::chdir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entering_the_own_network_namespace_succeeds_as_root() {
+        if !crate::creds::is_root() {
+            return;
+        }
+        let me = std::process::id() as i32;
+        // On a dedicated thread: only it moves.
+        std::thread::spawn(move || enter_net_namespace_of(me))
+            .join()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn entering_the_namespace_of_a_missing_process_names_the_path() {
+        let err = enter_net_namespace_of(i32::MAX).unwrap_err();
+        assert!(err.to_string().contains("/proc/2147483647/ns/net"), "{err}");
+        assert_eq!(err.raw_os_error(), Some(Errno::NOENT.raw_os_error()));
+    }
+
+    #[test]
+    fn forking_from_a_multi_threaded_process_is_refused() {
+        // The test harness runs tests on threads, so this process has more than one.
+        let _other = std::thread::spawn(std::thread::park);
+        let err = fork_into_namespaces(Namespaces::empty()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(Errno::BUSY.raw_os_error()));
+    }
+}

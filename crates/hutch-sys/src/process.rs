@@ -1,0 +1,142 @@
+//! The calling process: reaping children, subreaper status, exec and immediate exit.
+
+use std::ffi::{CStr, CString};
+
+use rustix::io::{Errno, Result};
+use rustix::process::{Pid, WaitOptions};
+
+/// Makes the caller a child subreaper: orphaned descendants are reparented to it rather than
+/// to init, so it can reap them.
+pub fn set_child_subreaper() -> Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+}
+
+/// Reaps any one exited child without blocking: `Some((pid, raw wait status))`, or `None` if
+/// children exist but none has exited. Fails with `ECHILD` when there are no children.
+pub fn reap_any() -> Result<Option<(i32, i32)>> {
+    Ok(rustix::process::wait(WaitOptions::NOHANG)?
+        .map(|(pid, status)| (pid.as_raw_nonzero().get(), status.as_raw())))
+}
+
+/// A positive pid; anything else (a group or "any child") is not one child of ours.
+fn child_pid(raw: i32) -> Result<Pid> {
+    if raw <= 0 {
+        return Err(Errno::CHILD);
+    }
+    Pid::from_raw(raw).ok_or(Errno::CHILD)
+}
+
+/// Reaps child `pid` if it has exited, without blocking: `Some(raw wait status)` once reaped,
+/// `None` while it runs; `ECHILD` if it is not our child.
+pub fn try_reap(pid: i32) -> Result<Option<i32>> {
+    let pid = child_pid(pid)?;
+    Ok(rustix::process::waitpid(Some(pid), WaitOptions::NOHANG)?.map(|(_, s)| s.as_raw()))
+}
+
+/// Waits for child `pid` to exit and reaps it; returns its raw wait status.
+pub fn wait_for(pid: i32) -> Result<i32> {
+    let pid = child_pid(pid)?;
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(status.as_raw()),
+            Ok(None) | Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A raw `waitpid` status, decoded as `<sys/wait.h>`'s macros do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitStatus(pub i32);
+
+impl WaitStatus {
+    /// Whether the process called `exit` (`WIFEXITED`).
+    pub fn exited(self) -> bool {
+        self.0 & 0x7f == 0
+    }
+
+    /// The exit code (`WEXITSTATUS`), meaningful when [`WaitStatus::exited`].
+    pub fn exit_code(self) -> i32 {
+        (self.0 >> 8) & 0xff
+    }
+
+    /// The signal that ended the process (`WIFSIGNALED`/`WTERMSIG`), if one did.
+    pub fn signal(self) -> Option<i32> {
+        let sig = self.0 & 0x7f;
+        // 0 is a normal exit, 0x7f a stopped (not ended) process.
+        (sig != 0 && sig != 0x7f).then_some(sig)
+    }
+
+    /// Whether the signal that ended the process also dumped core (`WCOREDUMP`).
+    pub fn core_dumped(self) -> bool {
+        self.signal().is_some() && self.0 & 0x80 != 0
+    }
+}
+
+/// Ends the calling process at once with `code`, running no exit handlers and flushing
+/// nothing: what a forked child that failed before `exec` must do.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and never returns; it touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Replaces the calling process image with `path`, argument vector `argv` and environment
+/// `envp`. Only returns on failure, with the reason.
+pub fn exec(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
+    let mut args: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    args.push(std::ptr::null());
+    let mut env: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    env.push(std::ptr::null());
+    // SAFETY: `path` is NUL-terminated; `args` and `env` are null-terminated arrays of
+    // pointers to NUL-terminated strings borrowed from `argv`/`envp`, all alive for the call.
+    unsafe { libc::execve(path.as_ptr(), args.as_ptr(), env.as_ptr()) };
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::NOEXEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_child_is_reaped_with_its_exit_status() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        let status = WaitStatus(wait_for(child.id() as i32).unwrap());
+        // Reaped here, so std must not wait for it again.
+        std::mem::forget(child);
+        assert!(status.exited());
+        assert_eq!(status.exit_code(), 7);
+        assert_eq!(status.signal(), None);
+    }
+
+    #[test]
+    fn wait_statuses_decode_like_the_libc_macros() {
+        for raw in [0, 7 << 8, 255 << 8, 9, 15, 11 | 0x80, 0x137f, 0xffff] {
+            let s = WaitStatus(raw);
+            assert_eq!(s.exited(), libc::WIFEXITED(raw), "{raw:#x}");
+            if s.exited() {
+                assert_eq!(s.exit_code(), libc::WEXITSTATUS(raw), "{raw:#x}");
+            }
+            assert_eq!(s.signal().is_some(), libc::WIFSIGNALED(raw), "{raw:#x}");
+            if let Some(sig) = s.signal() {
+                assert_eq!(sig, libc::WTERMSIG(raw), "{raw:#x}");
+                assert_eq!(s.core_dumped(), libc::WCOREDUMP(raw), "{raw:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_running_child_is_not_reaped_and_a_stranger_is_not_ours() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert_eq!(try_reap(child.id() as i32), Ok(None));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // pid 1 is never our child.
+        assert_eq!(try_reap(1), Err(Errno::CHILD));
+    }
+}
