@@ -100,7 +100,8 @@ impl BuildStep {
                 _ => return Err(malformed()),
             },
             "ENV" => {
-                if args.len() % 2 != 0 || !args.chunks(2).all(|kv| valid_env_name(&kv[0])) {
+                if !args.len().is_multiple_of(2) || !args.chunks(2).all(|kv| valid_env_name(&kv[0]))
+                {
                     return Err(malformed());
                 }
                 BuildStep::Env(
@@ -220,7 +221,9 @@ mod tests {
     #[test]
     fn run_with_and_without_user() {
         assert_eq!(
-            BuildStep::parse(&wire(r#"{"type":"RUN","args":["make all","root"],"force":true}"#)),
+            BuildStep::parse(&wire(
+                r#"{"type":"RUN","args":["make all","root"],"force":true}"#
+            )),
             Ok(BuildStep::Run {
                 command: "make all".into(),
                 user: Some("root".into())

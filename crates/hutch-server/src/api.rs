@@ -64,18 +64,35 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status code E2B answers an error of this kind with.
+pub fn status_of(e: &ServiceError) -> StatusCode {
+    use crate::templates::TemplateLookupError as Lookup;
+    match e {
+        ServiceError::NotFound(_) | ServiceError::Template(Lookup::NotFound(_)) => {
+            StatusCode::NOT_FOUND
+        }
+        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::AlreadyPaused { .. }
+        | ServiceError::AlreadyRunning { .. }
+        | ServiceError::BuildStarted { .. } => StatusCode::CONFLICT,
+        ServiceError::NoSlot { .. } | ServiceError::Template(Lookup::Building(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::UploadToken => StatusCode::UNAUTHORIZED,
+        ServiceError::Template(Lookup::Failed(_) | Lookup::Broken(..))
+        | ServiceError::Runtime { .. }
+        | ServiceError::NotReady(_)
+        | ServiceError::Store(_)
+        | ServiceError::Worker(_)
+        | ServiceError::Io { .. }
+        | ServiceError::StoreUpload(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        let status = match &e {
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
-            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        ApiError::new(status_of(&e), e.to_string())
     }
 }
 
