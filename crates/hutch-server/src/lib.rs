@@ -3,6 +3,7 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod api_error;
 pub mod builds;
 pub mod proxy;
 pub mod runtime;
