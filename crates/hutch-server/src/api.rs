@@ -16,8 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tower::ServiceExt;
 
+pub use crate::api_error::{status_of, ApiError};
 use crate::sandbox::{valid_id, SandboxState};
-use crate::service::{CreateRequest, ListQuery, Service, ServiceError};
+use crate::service::{CreateRequest, ListQuery, Service};
 use crate::store::{Caller, Store};
 
 /// Shared state of the HTTP layer.
@@ -33,50 +34,6 @@ pub struct AppState {
     pub domain: Option<Arc<str>>,
     /// Template builds.
     pub builds: Arc<crate::builds::Builds>,
-}
-
-/// An error in E2B's format: `{"code": <status>, "message": "..."}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    /// An error with this status and message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"code": self.status.as_u16(), "message": self.message});
-        (
-            self.status,
-            [("content-type", "application/json")],
-            body.to_string(),
-        )
-            .into_response()
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        let status = match &e {
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServiceError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ServiceError::Conflict(_) => StatusCode::CONFLICT,
-            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
-    }
 }
 
 /// JSON body extractor whose rejections are E2B-style 400s. An empty body reads as `{}`.
@@ -580,18 +537,4 @@ async fn list_v2(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_filter_decodes_quoted_pairs() {
-        // The SDK quotes each key and value, then urlencodes the joined string as one value.
-        assert_eq!(
-            parse_metadata_filter("user%253Aid=a%2526b&k=v"),
-            vec![
-                ("user:id".to_string(), "a&b".to_string()),
-                ("k".to_string(), "v".to_string())
-            ]
-        );
-    }
-}
+mod tests;

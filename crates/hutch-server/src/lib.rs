@@ -3,10 +3,13 @@
 
 pub mod agent_client;
 pub mod api;
+pub mod api_error;
 pub mod builds;
 pub mod proxy;
+pub mod runtime;
 pub mod sandbox;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod template_api;
 pub mod templates;
@@ -114,7 +117,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     tracing::info!(cgroup_v2 = runtime.cgroups().is_v2(), "runtime ready");
     let templates = Arc::new(Templates::default());
     let svc = {
-        let runtime = Arc::new(runtime);
+        let runtime: Arc<dyn crate::runtime::SandboxRuntime> = Arc::new(runtime);
         let templates = Arc::clone(&templates);
         let defaults = SandboxDefaults { limits: cfg.limits };
         let store = Arc::clone(&store);

@@ -191,3 +191,27 @@ pub fn valid_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_valid_and_distinct() {
+        let a = new_id();
+        assert_eq!(a.len(), 20);
+        assert!(valid_id(&a));
+        assert_ne!(a, new_id());
+    }
+
+    #[test]
+    fn ids_are_lowercase_alphanumeric_and_bounded() {
+        assert!(valid_id("abc123"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("ABC"));
+        assert!(!valid_id("a-b"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(&"a".repeat(65)));
+        assert!(valid_id(&"a".repeat(64)));
+    }
+}

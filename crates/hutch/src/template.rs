@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use hyper::Method;
 use sha2::{Digest, Sha256};
 
+use hutch_contracts::template::{BuildStep, WireStep};
+
 use crate::client::Api;
 use crate::dockerfile::{self, Step};
 
@@ -190,14 +192,14 @@ async fn build(api: &Api, b: BuildArgs) -> Result<i32> {
     let mut steps = Vec::new();
     let mut uploads = Vec::new();
     for step in &parsed.steps {
-        let json = match step {
-            Step::Run(cmd) => serde_json::json!({"type": "RUN", "args": [cmd]}),
-            Step::Env(pairs) => serde_json::json!({
-                "type": "ENV",
-                "args": pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect::<Vec<_>>(),
-            }),
-            Step::Workdir(d) => serde_json::json!({"type": "WORKDIR", "args": [d]}),
-            Step::User(u) => serde_json::json!({"type": "USER", "args": [u]}),
+        let typed = match step {
+            Step::Run(cmd) => BuildStep::Run {
+                command: cmd.clone(),
+                user: None,
+            },
+            Step::Env(pairs) => BuildStep::Env(pairs.clone()),
+            Step::Workdir(d) => BuildStep::Workdir(d.clone()),
+            Step::User(u) => BuildStep::User(u.clone()),
             Step::Copy {
                 src,
                 dest,
@@ -213,14 +215,16 @@ async fn build(api: &Api, b: BuildArgs) -> Result<i32> {
                 h.update(&tar);
                 let hash = hex::encode(h.finalize());
                 uploads.push((src.clone(), hash.clone(), tar));
-                serde_json::json!({
-                    "type": "COPY",
-                    "args": [src, dest, owner.clone().unwrap_or_default(), mode.clone().unwrap_or_default()],
-                    "filesHash": hash,
-                })
+                BuildStep::Copy {
+                    src: src.clone(),
+                    dest: dest.clone(),
+                    owner: owner.clone(),
+                    mode: mode.clone(),
+                    files_hash: Some(hash),
+                }
             }
         };
-        steps.push(json);
+        steps.push(WireStep::from(&typed));
     }
     let mut body = serde_json::json!({ "name": name });
     if let Some(c) = b.cpu_count {

@@ -1,0 +1,372 @@
+//! Template builds: E2B's build API and the builder behind it.
+//!
+//! A client asks for a build (`POST /v3/templates`), uploads the files its COPY steps need
+//! (`GET /templates/{id}/files/{hash}` says whether the server has them and where to PUT
+//! them), starts the build (`POST /v2/templates/{id}/builds/{build}`) and polls its status
+//! and logs. The builder starts a sandbox from the parent template, runs the steps in it
+//! through its agent (RUN, COPY, ENV, WORKDIR, USER), checks the start and ready commands,
+//! then keeps what the steps changed (the sandbox's overlay upper dir) as a read-only
+//! layer under `<data>/templates/layers/<template>/<build>`. Sandboxes of the new template
+//! stack that layer on its parent's layers. docs/templates.md has the design.
+//!
+//! Builds use the [`Service`] (to run their sandbox); the service knows nothing of builds.
+//! [`spec`] checks requests and types their steps, [`upload`] takes COPY files, `runner`
+//! drives a build and `steps` interprets its steps.
+
+mod runner;
+pub mod spec;
+mod steps;
+pub mod upload;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::service::{Invalid, Missing, Result, Service, ServiceError};
+use crate::templates::Templates;
+
+pub use spec::{image_template, BuildSpec};
+
+/// The deepest chain of user-built templates (each adds a layer to the overlay mount, whose
+/// options must fit in a page).
+pub const MAX_DEPTH: usize = 24;
+/// How long a finished (or never started) build's status stays readable.
+const BUILDS_KEPT: Duration = Duration::from_secs(3600);
+/// The status call's page size (E2B's).
+const LOGS_PAGE: usize = 100;
+
+/// One line of a build's log, as E2B's status call returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    /// RFC 3339.
+    pub timestamp: String,
+    /// `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The text.
+    pub message: String,
+    /// The step it belongs to (`base`, `1`, `2`, ..., `finalize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Waiting,
+    Building,
+    Ready,
+    Error,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Waiting => "waiting",
+            Status::Building => "building",
+            Status::Ready => "ready",
+            Status::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BuildState {
+    status: Status,
+    logs: Vec<LogEntry>,
+    /// Why it failed, and in which step.
+    reason: Option<(String, Option<String>)>,
+}
+
+/// One requested build.
+#[derive(Debug)]
+pub struct Build {
+    /// The template it builds.
+    pub template_id: String,
+    /// Its id.
+    pub build_id: String,
+    /// The template's name.
+    pub name: String,
+    cpu_count: Option<u32>,
+    memory_mb: Option<u64>,
+    /// Who asked: the build sandbox counts against that key's limit.
+    caller: Option<crate::store::Caller>,
+    /// Authorises the file uploads of this build (they carry no API key).
+    pub upload_token: String,
+    /// When it was requested.
+    requested: Instant,
+    state: Mutex<BuildState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Build {
+    fn log(&self, level: &'static str, step: Option<&str>, message: impl Into<String>) {
+        let message = message.into();
+        tracing::debug!(build = %self.build_id, step, "{message}");
+        lock(&self.state).logs.push(LogEntry {
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            level,
+            message,
+            step: step.map(str::to_string),
+        });
+    }
+
+    fn fail(&self, step: &str, message: String) {
+        self.log("error", Some(step), message.clone());
+        let mut s = lock(&self.state);
+        s.status = Status::Error;
+        s.reason = Some((message, Some(step.to_string())));
+    }
+}
+
+/// Checks the resources a build request asks for.
+fn check_resources(cpu_count: Option<u32>, memory_mb: Option<u64>) -> Result<()> {
+    if let Some(c) = cpu_count.filter(|c| !(1..=64).contains(c)) {
+        return Err(Invalid::CpuCount(c).into());
+    }
+    if let Some(m) = memory_mb.filter(|m| !(128..=262_144).contains(m)) {
+        return Err(Invalid::MemoryMb(m).into());
+    }
+    Ok(())
+}
+
+/// Every template build of this server, and the files uploaded for them.
+pub struct Builds {
+    svc: Arc<Service>,
+    builds: Mutex<HashMap<String, Arc<Build>>>,
+    dir: PathBuf,
+}
+
+impl Builds {
+    /// The builds of `svc`, keeping files and layers under `<data>/templates`.
+    pub fn new(svc: Arc<Service>) -> Arc<Self> {
+        let dir = svc.state_dir().join("templates");
+        Arc::new(Builds {
+            svc,
+            builds: Mutex::new(HashMap::new()),
+            dir,
+        })
+    }
+
+    fn templates(&self) -> &Arc<Templates> {
+        self.svc.templates()
+    }
+
+    fn files_dir(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
+    fn layers_dir(&self) -> PathBuf {
+        self.dir.join("layers")
+    }
+
+    /// Loads the stored templates into the registry and removes layers nothing uses.
+    pub fn load(&self) -> Result<()> {
+        for t in self.svc.store().templates()? {
+            self.templates().put_custom(t);
+        }
+        self.sweep();
+        Ok(())
+    }
+
+    /// `POST /v3/templates`: registers a build of template `name` (a new template, or a new
+    /// build of an existing one).
+    pub fn request(
+        &self,
+        name: &str,
+        cpu_count: Option<u32>,
+        memory_mb: Option<u64>,
+        caller: Option<crate::store::Caller>,
+    ) -> Result<Arc<Build>> {
+        let name = name.split(':').next().unwrap_or(name);
+        if !spec::valid_name(name) {
+            return Err(Invalid::TemplateName(name.to_string()).into());
+        }
+        if Templates::is_default(name) {
+            return Err(Invalid::BuiltinName(name.to_string()).into());
+        }
+        check_resources(cpu_count, memory_mb)?;
+        let mut builds = lock(&self.builds);
+        // Finished builds stay readable for an hour, as do requests never started.
+        builds.retain(|_, b| {
+            lock(&b.state).status == Status::Building || b.requested.elapsed() < BUILDS_KEPT
+        });
+        let template_id = self
+            .templates()
+            .custom(name)
+            .map(|t| t.id)
+            .or_else(|| {
+                builds
+                    .values()
+                    .find(|b| b.name == name)
+                    .map(|b| b.template_id.clone())
+            })
+            .unwrap_or_else(crate::sandbox::new_id);
+        let build = Arc::new(Build {
+            template_id,
+            build_id: spec::new_build_id(),
+            name: name.to_string(),
+            cpu_count,
+            memory_mb,
+            caller,
+            upload_token: spec::random_hex(24),
+            requested: Instant::now(),
+            state: Mutex::new(BuildState {
+                status: Status::Waiting,
+                logs: Vec::new(),
+                reason: None,
+            }),
+        });
+        builds.insert(build.build_id.clone(), Arc::clone(&build));
+        Ok(build)
+    }
+
+    fn build_of(&self, template_id: &str, build_id: &str) -> Result<Arc<Build>> {
+        lock(&self.builds)
+            .get(build_id)
+            .filter(|b| b.template_id == template_id)
+            .cloned()
+            .ok_or_else(|| {
+                Missing::Build {
+                    template_id: template_id.to_string(),
+                    build_id: build_id.to_string(),
+                }
+                .into()
+            })
+    }
+
+    fn knows_template(&self, template_id: &str) -> bool {
+        self.templates().custom(template_id).is_some()
+            || lock(&self.builds)
+                .values()
+                .any(|b| b.template_id == template_id)
+    }
+
+    /// The upload tokens of the template's builds still waiting for their files.
+    fn waiting_tokens(&self, template_id: &str) -> Vec<String> {
+        lock(&self.builds)
+            .values()
+            .filter(|b| b.template_id == template_id && lock(&b.state).status == Status::Waiting)
+            .map(|b| b.upload_token.clone())
+            .collect()
+    }
+
+    /// `POST /v2/templates/{id}/builds/{build}`: checks the steps and starts the build.
+    pub fn start(
+        self: &Arc<Self>,
+        template_id: &str,
+        build_id: &str,
+        spec: BuildSpec,
+    ) -> Result<()> {
+        let build = self.build_of(template_id, build_id)?;
+        let files = self.files_dir();
+        let steps = spec::parse_steps(spec.steps.as_deref().unwrap_or_default(), |hash| {
+            files.join(hash).is_file()
+        })?;
+        {
+            let mut s = lock(&build.state);
+            if s.status != Status::Waiting {
+                return Err(ServiceError::BuildStarted {
+                    build_id: build_id.to_string(),
+                });
+            }
+            s.status = Status::Building;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.run(&build, spec, steps).await;
+        });
+        Ok(())
+    }
+
+    /// `GET /templates/{id}/builds/{build}/status`: the status and the log entries from
+    /// `offset` on (at most 100).
+    pub fn status(
+        &self,
+        template_id: &str,
+        build_id: &str,
+        offset: usize,
+    ) -> Result<serde_json::Value> {
+        let build = self.build_of(template_id, build_id)?;
+        let s = lock(&build.state);
+        let entries: Vec<&LogEntry> = s.logs.iter().skip(offset).take(LOGS_PAGE).collect();
+        let mut v = serde_json::json!({
+            "templateID": build.template_id,
+            "buildID": build.build_id,
+            "status": s.status.as_str(),
+            "logs": entries.iter().map(|e| format!("[{}] {}", e.timestamp, e.message)).collect::<Vec<_>>(),
+            "logEntries": entries,
+        });
+        if let Some((message, step)) = &s.reason {
+            v["reason"] = serde_json::json!({ "message": message, "step": step });
+        }
+        Ok(v)
+    }
+
+    /// `DELETE /templates/{id}`: forgets a user-built template. Its layer goes once no
+    /// sandbox and no template built on it uses it.
+    pub fn delete(&self, id_or_name: &str) -> Result<()> {
+        if Templates::is_default(id_or_name) {
+            return Err(Invalid::BuiltinDelete(id_or_name.to_string()).into());
+        }
+        let t = self
+            .templates()
+            .custom(id_or_name)
+            .ok_or_else(|| Missing::Template(id_or_name.to_string()))?;
+        self.svc.store().delete_template(&t.id)?;
+        self.templates().remove_custom(&t.id);
+        tracing::info!(template = %t.id, name = %t.name, "template deleted");
+        self.sweep();
+        Ok(())
+    }
+
+    /// Removes layer directories that no template and no live sandbox uses, and the
+    /// directories of builds that never finished.
+    pub fn sweep(&self) {
+        let mut used: HashSet<PathBuf> = self.svc.layers_in_use();
+        used.extend(
+            self.templates()
+                .customs()
+                .into_iter()
+                .flat_map(|t| t.layers),
+        );
+        let busy: HashSet<String> = lock(&self.builds)
+            .values()
+            .filter(|b| lock(&b.state).status == Status::Building)
+            .map(|b| b.build_id.clone())
+            .collect();
+        let Ok(templates) = std::fs::read_dir(self.layers_dir()) else {
+            return;
+        };
+        for t in templates.flatten() {
+            let Ok(builds) = std::fs::read_dir(t.path()) else {
+                continue;
+            };
+            let mut left = 0;
+            for b in builds.flatten() {
+                let path = b.path();
+                let name = b.file_name().to_string_lossy().into_owned();
+                if used.contains(&path) || busy.contains(&name) {
+                    left += 1;
+                    continue;
+                }
+                tracing::info!(layer = %path.display(), "removing an unused template layer");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(layer = %path.display(), error = %e, "cannot remove layer");
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                let _ = std::fs::remove_dir(t.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! [`SandboxRuntime`]: what the service needs from the host's sandbox runtime, so the
+//! service's bookkeeping (slots, quotas, timeouts, recovery) runs the same over the real
+//! [`Runtime`] and over an in-memory fake in tests.
+//!
+//! Every method blocks; async callers run them on the blocking pool.
+
+use std::path::Path;
+
+use hutch_runtime::runtime::Usage;
+use hutch_runtime::{Runtime, RuntimeError, SandboxNet, SandboxSpec, Spawned};
+
+/// Result of runtime operations.
+pub type RuntimeResult<T> = std::result::Result<T, RuntimeError>;
+
+/// The sandbox operations the service uses.
+pub trait SandboxRuntime: Send + Sync + 'static {
+    /// Creates and starts a sandbox; on failure nothing of it is left behind.
+    fn create(&self, spec: &SandboxSpec) -> RuntimeResult<Spawned>;
+
+    /// Kills sandbox `id` and releases everything it holds (idempotent). `init` is its
+    /// PID 1's (pid, start time) when known.
+    fn destroy(
+        &self,
+        id: &str,
+        net: Option<&SandboxNet>,
+        init: Option<(i32, u64)>,
+    ) -> RuntimeResult<()>;
+
+    /// Freezes every process of sandbox `id`.
+    fn pause(&self, id: &str) -> RuntimeResult<()>;
+
+    /// Thaws sandbox `id`.
+    fn resume(&self, id: &str) -> RuntimeResult<()>;
+
+    /// Usage figures of sandbox `id`.
+    fn usage(&self, id: &str) -> RuntimeResult<Usage>;
+
+    /// Ends every process of sandbox `id` and copies its upper dir to `dest` as a layer.
+    fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> RuntimeResult<()>;
+
+    /// Ids of sandboxes with something left on the host.
+    fn leftover_ids(&self) -> Vec<String>;
+
+    /// Slots whose host-side network pieces exist.
+    fn leftover_slots(&self) -> Vec<u32>;
+
+    /// Removes the host side of a slot's network no sandbox uses and lifts its no-egress rule.
+    fn release_slot(&self, slot: u32);
+
+    /// Network facts of a slot.
+    fn net_for(&self, slot: u32) -> SandboxNet;
+
+    /// Number of slots.
+    fn slots(&self) -> u32;
+
+    /// Where per-sandbox and template state lives (`<data>`).
+    fn state_dir(&self) -> &Path;
+
+    /// True while the process `pid` started at `start` runs (a sandbox's init).
+    fn is_alive(&self, pid: i32, start: u64) -> bool;
+
+    /// Reaps `pid` if it is an exited child of the server, so it does not stay a zombie.
+    fn reap(&self, pid: i32);
+}
+
+impl SandboxRuntime for Runtime {
+    fn create(&self, spec: &SandboxSpec) -> RuntimeResult<Spawned> {
+        Runtime::create(self, spec)
+    }
+
+    fn destroy(
+        &self,
+        id: &str,
+        net: Option<&SandboxNet>,
+        init: Option<(i32, u64)>,
+    ) -> RuntimeResult<()> {
+        Runtime::destroy(self, id, net, init)
+    }
+
+    fn pause(&self, id: &str) -> RuntimeResult<()> {
+        Runtime::pause(self, id)
+    }
+
+    fn resume(&self, id: &str) -> RuntimeResult<()> {
+        Runtime::resume(self, id)
+    }
+
+    fn usage(&self, id: &str) -> RuntimeResult<Usage> {
+        Runtime::usage(self, id)
+    }
+
+    fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> RuntimeResult<()> {
+        Runtime::commit_upper(self, id, init, dest)
+    }
+
+    fn leftover_ids(&self) -> Vec<String> {
+        Runtime::leftover_ids(self)
+    }
+
+    fn leftover_slots(&self) -> Vec<u32> {
+        Runtime::leftover_slots(self)
+    }
+
+    fn release_slot(&self, slot: u32) {
+        let net = self.net_for(slot);
+        hutch_runtime::net::remove_host_side(&net);
+        let _ = hutch_runtime::net::set_internet(net.sandbox_ip, true);
+    }
+
+    fn net_for(&self, slot: u32) -> SandboxNet {
+        Runtime::net_for(self, slot)
+    }
+
+    fn slots(&self) -> u32 {
+        Runtime::slots(self)
+    }
+
+    fn state_dir(&self) -> &Path {
+        &self.config().state_dir
+    }
+
+    fn is_alive(&self, pid: i32, start: u64) -> bool {
+        hutch_runtime::proc::is_alive(pid, start)
+    }
+
+    fn reap(&self, pid: i32) {
+        let _ = hutch_runtime::proc::try_reap(pid);
+    }
+}

@@ -1,0 +1,301 @@
+//! The sandbox service: every control-plane operation, independent of HTTP.
+//!
+//! Live sandboxes are kept in memory (one [`Entry`] each) and written through to SQLite.
+//! Operations on one sandbox are serialised by its entry's `op` lock; the runtime's
+//! blocking work runs on the blocking pool. The runtime is a [`SandboxRuntime`], so all of
+//! this runs over an in-memory fake in the unit tests.
+//!
+//! Concerns live in submodules: [`create`] (new sandboxes, slots, per-key quotas),
+//! [`lifecycle`] (kill, pause/resume, timeouts, recovery at start), [`metrics`] and
+//! [`list`] (filters and paging).
+
+pub mod create;
+pub mod error;
+pub mod lifecycle;
+pub mod list;
+pub mod metrics;
+
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_lifecycle;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hutch_runtime::{Limits, SandboxNet};
+
+use crate::runtime::SandboxRuntime;
+use crate::sandbox::{Metric, SandboxRecord, SandboxState};
+use crate::store::Store;
+use crate::templates::Templates;
+
+pub use create::{AgentReadiness, CreateRequest, HttpReadiness};
+pub use error::{Invalid, Missing, Result, RuntimeOp, ServiceError};
+pub use list::ListQuery;
+
+/// Port of the agent (E2B's envd) inside every sandbox.
+pub const AGENT_PORT: u16 = 49983;
+/// Longest timeout a sandbox may be given, in seconds (E2B's maximum: 24 h).
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Timeout when the caller gives none.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// How often metrics are sampled.
+pub const METRICS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Server-wide defaults for new sandboxes.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxDefaults {
+    /// Limits every sandbox gets.
+    pub limits: Limits,
+}
+
+/// One live sandbox.
+pub struct Entry {
+    rec: Mutex<SandboxRecord>,
+    op: tokio::sync::Mutex<()>,
+    metrics: Mutex<VecDeque<Metric>>,
+    last_cpu: Mutex<Option<(Instant, u64)>>,
+    /// Flips to true when the sandbox is killed, so proxied streams end at once instead
+    /// of waiting on a peer that vanished without a reset.
+    killed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Entry {
+    fn new(rec: SandboxRecord) -> Arc<Self> {
+        Arc::new(Entry {
+            rec: Mutex::new(rec),
+            op: tokio::sync::Mutex::new(()),
+            metrics: Mutex::new(VecDeque::new()),
+            last_cpu: Mutex::new(None),
+            killed: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// A copy of the record.
+    pub fn record(&self) -> SandboxRecord {
+        lock(&self.rec).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where the router should send a sandbox's traffic.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The sandbox's address.
+    pub ip: Ipv4Addr,
+    /// Paused sandboxes are not routable.
+    pub state: SandboxState,
+    /// Becomes true when the sandbox is killed.
+    pub killed: tokio::sync::watch::Receiver<bool>,
+    /// Host pid and start time of the sandbox's PID 1 (its network namespace).
+    pub init: (i32, u64),
+}
+
+/// The sandbox service.
+pub struct Service {
+    runtime: Arc<dyn SandboxRuntime>,
+    store: Arc<Store>,
+    templates: Arc<Templates>,
+    defaults: SandboxDefaults,
+    live: Mutex<HashMap<String, Arc<Entry>>>,
+    reserved_slots: Mutex<HashSet<u32>>,
+    /// Sandboxes being created, per key id: they count against the key's limit too.
+    creating: Mutex<HashMap<String, u32>>,
+    http: crate::proxy::HttpClient,
+    readiness: Arc<dyn AgentReadiness>,
+}
+
+impl Service {
+    /// Builds the service and adopts (or cleans up) the sandboxes a previous run left. New
+    /// sandboxes are ready once their agent answers over HTTP.
+    pub fn new(
+        runtime: Arc<dyn SandboxRuntime>,
+        store: Arc<Store>,
+        templates: Arc<Templates>,
+        defaults: SandboxDefaults,
+        records: Vec<SandboxRecord>,
+    ) -> Arc<Self> {
+        let http = crate::proxy::client();
+        let readiness = Arc::new(HttpReadiness::new(http.clone()));
+        Self::with_readiness(
+            runtime, store, templates, defaults, records, http, readiness,
+        )
+    }
+
+    /// [`Service::new`] with the given way of waiting for new sandboxes.
+    pub fn with_readiness(
+        runtime: Arc<dyn SandboxRuntime>,
+        store: Arc<Store>,
+        templates: Arc<Templates>,
+        defaults: SandboxDefaults,
+        records: Vec<SandboxRecord>,
+        http: crate::proxy::HttpClient,
+        readiness: Arc<dyn AgentReadiness>,
+    ) -> Arc<Self> {
+        let svc = Arc::new(Service {
+            runtime,
+            store,
+            templates,
+            defaults,
+            live: Mutex::new(HashMap::new()),
+            reserved_slots: Mutex::new(HashSet::new()),
+            creating: Mutex::new(HashMap::new()),
+            http,
+            readiness,
+        });
+        svc.recover(records);
+        svc
+    }
+
+    /// The template registry.
+    pub fn templates(&self) -> &Arc<Templates> {
+        &self.templates
+    }
+
+    /// The limits sandboxes get unless their template sets its own.
+    pub fn limits(&self) -> Limits {
+        self.defaults.limits
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The runtime's state directory (`<data>`).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.runtime.state_dir()
+    }
+
+    /// Layers used by live sandboxes.
+    pub fn layers_in_use(&self) -> HashSet<std::path::PathBuf> {
+        lock(&self.live)
+            .values()
+            .flat_map(|e| lock(&e.rec).layers.clone())
+            .collect()
+    }
+
+    /// The shared HTTP client for sandbox traffic.
+    pub fn http(&self) -> &crate::proxy::HttpClient {
+        &self.http
+    }
+
+    /// The addresses of adopted sandboxes without egress (for the firewall rules).
+    pub fn noinet_addresses(
+        records: &[SandboxRecord],
+        runtime_net: &hutch_runtime::NetConfig,
+    ) -> Vec<Ipv4Addr> {
+        records
+            .iter()
+            .filter(|r| r.allow_internet_access == Some(false))
+            .map(|r| runtime_net.slot(r.slot).sandbox_ip)
+            .collect()
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        lock(&self.live)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Missing::Sandbox(id.to_string()).into())
+    }
+
+    /// The route for a sandbox's traffic, if it exists.
+    pub fn route(&self, id: &str) -> Option<Route> {
+        let e = lock(&self.live).get(id).cloned()?;
+        let rec = e.record();
+        Some(Route {
+            ip: self.runtime.net_for(rec.slot).sandbox_ip,
+            state: rec.state,
+            killed: e.killed.subscribe(),
+            init: (rec.pid, rec.pid_start),
+        })
+    }
+
+    /// Finds the sandbox whose access token signed a `/files` URL. Signed URLs carry no
+    /// routing header, so on a shared origin the signature itself names the sandbox: it is
+    /// a SHA-256 over the path, operation, user, that sandbox's token and the expiration.
+    pub fn find_by_signature(
+        &self,
+        path: &str,
+        operation: &str,
+        user: &str,
+        signature: &str,
+        expiration: Option<&str>,
+    ) -> Option<String> {
+        let live: Vec<Arc<Entry>> = lock(&self.live).values().cloned().collect();
+        live.iter().find_map(|e| {
+            let rec = lock(&e.rec);
+            let token = rec.envd_access_token.as_deref()?;
+            let expect = file_signature(path, operation, user, token, expiration);
+            (expect == signature).then(|| rec.id.clone())
+        })
+    }
+
+    /// Info of one sandbox.
+    pub fn get(&self, id: &str) -> Result<SandboxRecord> {
+        Ok(self.entry(id)?.record())
+    }
+
+    /// Number of live sandboxes.
+    pub fn count(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    /// Network facts of a live sandbox.
+    pub fn net(&self, id: &str) -> Option<SandboxNet> {
+        let e = lock(&self.live).get(id).cloned()?;
+        let slot = e.record().slot;
+        Some(self.runtime.net_for(slot))
+    }
+
+    /// Runs blocking runtime work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn SandboxRuntime) -> T + Send + 'static,
+    ) -> Result<T> {
+        let rt = Arc::clone(&self.runtime);
+        Ok(tokio::task::spawn_blocking(move || f(rt.as_ref())).await?)
+    }
+}
+
+/// The signature envd expects on a signed `/files` URL: `v1_` and the unpadded base64 of
+/// SHA-256 over `path:operation:user:token[:expiration]`.
+pub fn file_signature(
+    path: &str,
+    operation: &str,
+    user: &str,
+    token: &str,
+    expiration: Option<&str>,
+) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let raw = match expiration {
+        Some(exp) => format!("{path}:{operation}:{user}:{token}:{exp}"),
+        None => format!("{path}:{operation}:{user}:{token}"),
+    };
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes()))
+    )
+}
+
+/// `t` or the default timeout, refused above the maximum.
+pub fn validate_timeout(t: Option<u64>) -> Result<u64> {
+    let t = t.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    if t > MAX_TIMEOUT_SECS {
+        return Err(Invalid::Timeout {
+            got: t,
+            max: MAX_TIMEOUT_SECS,
+        }
+        .into());
+    }
+    Ok(t)
+}
