@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The envd version hutch's agent reports. The official SDKs switch features on by this
-/// number (see docs/e2b-wire.md).
+/// number (see docs/wire.md §2.2).
 pub const ENVD_VERSION: &str = "0.6.4";
 /// The `clientID` field E2B returns; constant for a single-node install.
 pub const CLIENT_ID: &str = "hutch";
