@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use hutch_agent::config::{AgentConfig, Options, CONFIG_ENV};
+use hutch_agent::config::{take_config_from_env, AgentConfig, Options, CONFIG_ENV};
 
 fn main() -> ExitCode {
     // Multi-call binary: as `sudo` it is the agent-backed sudo client, nothing else.
@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         return hutch_agent::sudo::client::main();
     }
     // Before anything starts a thread: this edits the process environment.
-    let config = AgentConfig::take_from_env();
+    let config = take_config_from_env();
     init_logging();
     let options = match Options::parse(std::env::args_os().skip(1)) {
         Ok(options) => options,

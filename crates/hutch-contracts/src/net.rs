@@ -1,7 +1,8 @@
 //! Serving HTTP over TCP.
 
-/// `listener` with `TCP_NODELAY` set on every accepted connection: streamed output and
-/// interactive input go out in small writes that Nagle's algorithm would hold back.
+/// `listener` with Nagle's algorithm off on every accepted connection. Streamed answers (process
+/// events, `/execute` lines) are many small writes; with Nagle on, each one after the first
+/// waits for the peer's delayed ACK, about 40 ms on Linux.
 pub fn no_delay(
     listener: tokio::net::TcpListener,
 ) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
