@@ -13,15 +13,13 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use hutch_contracts::agent::AGENT_PATH;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::net::{self, SandboxNet};
 use crate::sys::{self, cpath, cstr};
 use crate::{caps, proc, seccomp};
-
-/// Where the agent binary is bind-mounted inside every sandbox.
-pub const AGENT_PATH_INSIDE: &str = "/.hutch/hutch-agent";
 
 /// What the server asks the helper to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,8 +131,8 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
         hostname: cs(&req.id)?,
         rootfs: req.rootfs.clone(),
         agent_bin: req.agent_bin.clone(),
-        agent_inside: cs(AGENT_PATH_INSIDE)?,
-        argv: vec![cs(AGENT_PATH_INSIDE)?],
+        agent_inside: cs(AGENT_PATH)?,
+        argv: vec![cs(AGENT_PATH)?],
         envp: req
             .agent_env
             .iter()
@@ -389,7 +387,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
         nosuid | libc::MS_RDONLY,
         None,
     );
-    let agent = root.join(AGENT_PATH_INSIDE.trim_start_matches('/'));
+    let agent = root.join(AGENT_PATH.trim_start_matches('/'));
     if let Some(parent) = agent.parent() {
         mkdir(parent)?;
     }

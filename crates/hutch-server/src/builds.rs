@@ -403,7 +403,7 @@ impl Builds {
         let allowed = self
             .waiting_tokens(template_id)
             .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+            .any(|t| hutch_contracts::auth::constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !allowed {
             return Err(ServiceError::Unauthorized(
                 "invalid or expired upload token".into(),
@@ -917,11 +917,6 @@ fn is_fixed_wait(cmd: &str) -> bool {
     words.next() == Some("sleep")
         && words.next().is_some_and(|n| n.parse::<f64>().is_ok())
         && words.next().is_none()
-}
-
-/// Compares without an early exit, so timing tells nothing about a guessed token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// True when `name` can be an environment variable's name.

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use hutch_contracts::agent::{AgentConfig, CONFIG_ENV};
 use hutch_runtime::{Limits, Runtime, SandboxNet, SandboxSpec};
 
 use crate::sandbox::{new_id, Metric, SandboxRecord, SandboxState};
 use crate::store::{Caller, Store};
 use crate::templates::{TemplateLookupError, Templates};
 
-/// Port of the agent (E2B's envd) inside every sandbox.
-pub const AGENT_PORT: u16 = 49983;
+pub use hutch_contracts::agent::AGENT_PORT;
 /// Longest timeout a sandbox may be given, in seconds (E2B's maximum: 24 h).
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 /// Timeout when the caller gives none.
@@ -456,14 +456,14 @@ impl Service {
             limits.cpus = t.cpu_count.unwrap_or(limits.cpus);
             limits.memory_mb = t.memory_mb.unwrap_or(limits.memory_mb);
         }
-        let agent_config = serde_json::json!({
-            "sandboxId": id,
-            "envVars": env_vars,
-            "accessToken": token,
-            "defaultUser": custom.and_then(|t| t.user.clone()),
-            "defaultWorkdir": custom.and_then(|t| t.workdir.clone()),
-            "interpreter": req.build.is_none(),
-        });
+        let agent_config = AgentConfig {
+            sandbox_id: id.clone(),
+            env_vars,
+            access_token: token.clone(),
+            default_user: custom.and_then(|t| t.user.clone()),
+            default_workdir: custom.and_then(|t| t.workdir.clone()),
+            interpreter: Some(req.build.is_none()),
+        };
         let spec = SandboxSpec {
             id: id.clone(),
             template_layers: tpl.layers.clone(),
@@ -475,7 +475,7 @@ impl Service {
                     "PATH".into(),
                     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
                 ),
-                ("HUTCH_AGENT_CONFIG".into(), agent_config.to_string()),
+                (CONFIG_ENV.into(), agent_config.to_json()),
             ],
         };
         let rt = Arc::clone(&self.runtime);

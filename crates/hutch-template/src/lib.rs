@@ -42,7 +42,7 @@ pub use progress::Progress;
 pub use recipe::{
     default_recipes, Recipe, BASE_PACKAGES, DEFAULT_MIRROR, DEFAULT_SUITE, RECIPE_FORMAT,
 };
-pub use setup::{AGENT_PATH, HUTCH_DIR, USER_ID, USER_NAME};
+pub use setup::{HUTCH_DIR, USER_ID, USER_NAME};
 
 /// Host uid/gid that uid/gid 0 inside every sandbox maps to; inside ids
 /// `0..SANDBOX_ID_COUNT` map to `SANDBOX_ID_BASE..SANDBOX_ID_BASE + SANDBOX_ID_COUNT`.
