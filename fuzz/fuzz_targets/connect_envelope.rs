@@ -16,11 +16,16 @@ fn decode_all(codec: Codec, bytes: &[u8]) {
     let _ = codec.decode::<process::StreamInputRequest>(bytes);
     let _ = codec.decode::<process::CloseStdinRequest>(bytes);
     let _ = codec.decode::<process::UpdateRequest>(bytes);
-    let _ = codec.decode::<fs::PathRequest>(bytes);
+    let _ = codec.decode::<process::ListRequest>(bytes);
+    let _ = codec.decode::<fs::StatRequest>(bytes);
+    let _ = codec.decode::<fs::MakeDirRequest>(bytes);
+    let _ = codec.decode::<fs::RemoveRequest>(bytes);
     let _ = codec.decode::<fs::MoveRequest>(bytes);
     let _ = codec.decode::<fs::ListDirRequest>(bytes);
-    let _ = codec.decode::<fs::WatchRequest>(bytes);
-    let _ = codec.decode::<fs::WatcherIdRequest>(bytes);
+    let _ = codec.decode::<fs::WatchDirRequest>(bytes);
+    let _ = codec.decode::<fs::CreateWatcherRequest>(bytes);
+    let _ = codec.decode::<fs::GetWatcherEventsRequest>(bytes);
+    let _ = codec.decode::<fs::RemoveWatcherRequest>(bytes);
 }
 
 fuzz_target!(|data: &[u8]| {

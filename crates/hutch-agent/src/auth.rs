@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
+use hutch_contracts::auth::constant_time_eq;
 
 use crate::connect::ConnectError;
 
@@ -52,15 +53,6 @@ pub async fn require_access_token(
     ConnectError::unauthenticated(why).into_unary_response()
 }
 
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The username of an `Authorization: Basic` header, if the request has a well-formed one.
 ///
 /// Malformed headers count as absent, as in envd: the call then runs as the default user.
@@ -96,12 +88,5 @@ mod tests {
         assert_eq!(basic_username(&h), None);
         h.insert("authorization", HeaderValue::from_static("Bearer cm9vdDo="));
         assert_eq!(basic_username(&h), None);
-    }
-
-    #[test]
-    fn token_comparison_is_exact() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

@@ -1,17 +1,11 @@
 //! What the host tells the agent at start: command-line flags and the `HUTCH_AGENT_CONFIG` JSON.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
-/// The environment variable carrying [`AgentConfig`] as JSON.
-pub const CONFIG_ENV: &str = "HUTCH_AGENT_CONFIG";
-
-/// The port E2B clients expect envd on.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:49983";
+use hutch_contracts::agent::AGENT_PORT;
+pub use hutch_contracts::agent::{AgentConfig, CONFIG_ENV};
 
 /// Why the agent could not be configured.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +52,7 @@ pub struct Options {
 impl Options {
     /// Parses `args` (without the program name).
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, ConfigError> {
-        let mut listen = DEFAULT_LISTEN.to_owned();
+        let mut listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, AGENT_PORT)).to_string();
         let mut passwd = PathBuf::from("/etc/passwd");
         let mut group = PathBuf::from("/etc/group");
         let mut interpreter_listen = None;
@@ -110,54 +104,27 @@ impl Options {
     }
 }
 
-/// Per-sandbox settings from the host.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentConfig {
-    /// The sandbox's id, for logs.
-    #[serde(default, deserialize_with = "crate::json::nullable")]
-    pub sandbox_id: String,
-    /// Environment variables every process in the sandbox gets (from sandbox create).
-    #[serde(default, deserialize_with = "crate::json::nullable")]
-    pub env_vars: BTreeMap<String, String>,
-    /// When set, every request but `GET /health` must carry it in `X-Access-Token`.
-    #[serde(default)]
-    pub access_token: Option<String>,
-    /// The default user (a custom template's USER); `None` = `user`.
-    #[serde(default)]
-    pub default_user: Option<String>,
-    /// The default working directory (a custom template's WORKDIR); `None` = the user's home.
-    #[serde(default)]
-    pub default_workdir: Option<String>,
-    /// Run the code interpreter (off in template builds, whose kernels would write into the
-    /// layer being built). Absent = on.
-    #[serde(default)]
-    pub interpreter: Option<bool>,
+/// Parses the JSON the host passes in [`CONFIG_ENV`].
+pub fn parse_config(json: &str) -> Result<AgentConfig, ConfigError> {
+    let mut config = AgentConfig::from_json(json).map_err(ConfigError::BadConfig)?;
+    // An empty token would make every request "authenticated" by sending an empty header;
+    // treat it as no token, which is what it means.
+    if config.access_token.as_deref() == Some("") {
+        config.access_token = None;
+    }
+    Ok(config)
 }
 
-impl AgentConfig {
-    /// Parses the JSON the host passes in [`CONFIG_ENV`].
-    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        let mut config: Self = serde_json::from_str(json).map_err(ConfigError::BadConfig)?;
-        // An empty token would make every request "authenticated" by sending an empty header;
-        // treat it as no token, which is what it means.
-        if config.access_token.as_deref() == Some("") {
-            config.access_token = None;
-        }
-        Ok(config)
-    }
-
-    /// Reads [`CONFIG_ENV`] and removes it from the agent's environment so no child inherits the
-    /// access token. `Ok(None)` when the variable is absent.
-    ///
-    /// Must run before any other thread exists: it mutates the process environment.
-    pub fn take_from_env() -> Result<Option<Self>, ConfigError> {
-        let Some(raw) = std::env::var_os(CONFIG_ENV) else {
-            return Ok(None);
-        };
-        std::env::remove_var(CONFIG_ENV);
-        Self::from_json(&raw.to_string_lossy()).map(Some)
-    }
+/// Reads [`CONFIG_ENV`] and removes it from the agent's environment so no child inherits the
+/// access token. `Ok(None)` when the variable is absent.
+///
+/// Must run before any other thread exists: it mutates the process environment.
+pub fn take_config_from_env() -> Result<Option<AgentConfig>, ConfigError> {
+    let Some(raw) = std::env::var_os(CONFIG_ENV) else {
+        return Ok(None);
+    };
+    std::env::remove_var(CONFIG_ENV);
+    parse_config(&raw.to_string_lossy()).map(Some)
 }
 
 #[cfg(test)]
@@ -181,14 +148,12 @@ mod tests {
     #[test]
     fn parses_host_config_and_drops_empty_token() {
         let c =
-            AgentConfig::from_json(r#"{"sandboxId":"abc","envVars":{"A":"1"},"accessToken":""}"#)
-                .unwrap();
+            parse_config(r#"{"sandboxId":"abc","envVars":{"A":"1"},"accessToken":""}"#).unwrap();
         assert_eq!(c.sandbox_id, "abc");
         assert_eq!(c.env_vars["A"], "1");
         assert!(c.access_token.is_none());
-        let c = AgentConfig::from_json(r#"{"sandboxId":"abc","envVars":null,"accessToken":null}"#)
-            .unwrap();
+        let c = parse_config(r#"{"sandboxId":"abc","envVars":null,"accessToken":null}"#).unwrap();
         assert!(c.env_vars.is_empty());
-        assert!(AgentConfig::from_json("[1]").is_err());
+        assert!(parse_config("[1]").is_err());
     }
 }

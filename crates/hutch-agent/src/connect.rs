@@ -297,13 +297,13 @@ impl Codec {
     /// Decodes a request message.
     pub fn decode<T>(self, bytes: &[u8]) -> Result<T, ConnectError>
     where
-        T: serde::de::DeserializeOwned + crate::proto::FromProto,
+        T: serde::de::DeserializeOwned + prost::Message + Default,
     {
         match self {
-            Codec::Json => serde_json::from_slice(bytes).map_err(|err| {
+            Codec::Json => hutch_contracts::envd::from_json(bytes).map_err(|err| {
                 ConnectError::invalid_argument(format!("invalid JSON request message: {err}"))
             }),
-            Codec::Proto => T::from_proto(bytes).map_err(|err| {
+            Codec::Proto => T::decode(bytes).map_err(|err| {
                 ConnectError::invalid_argument(format!("invalid protobuf request message: {err}"))
             }),
         }
@@ -312,14 +312,24 @@ impl Codec {
     /// Encodes a response message.
     pub fn encode<T>(self, message: &T) -> Result<Vec<u8>, ConnectError>
     where
-        T: Serialize + crate::proto::ToProto,
+        T: Serialize + prost::Message,
     {
         match self {
             Codec::Json => serde_json::to_vec(message).map_err(|err| {
                 ConnectError::internal(format!("encoding the response failed: {err}"))
             }),
-            Codec::Proto => Ok(message.to_proto()),
+            Codec::Proto => Ok(message.encode_to_vec()),
         }
+    }
+
+    /// Encodes a message of a stream, where an error has no answer of its own to go in: the
+    /// generated serialisers fail only on values these messages cannot hold, and `{}` is a
+    /// message clients ignore.
+    pub fn encode_message<T>(self, message: &T) -> Vec<u8>
+    where
+        T: Serialize + prost::Message,
+    {
+        self.encode(message).unwrap_or_else(|_| b"{}".to_vec())
     }
 }
 

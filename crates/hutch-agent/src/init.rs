@@ -26,8 +26,7 @@ pub enum InitError {
     },
 }
 
-/// Where the host mounts the agent inside every sandbox.
-pub const AGENT_PATH: &str = "/.hutch/hutch-agent";
+use hutch_contracts::agent::AGENT_PATH;
 
 /// Where agents before Debian's `sudo` took over linked a `sudo` of their own; template layers
 /// built by such an agent still hold the link (see [`remove_legacy_sudo_link`]).

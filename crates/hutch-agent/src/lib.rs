@@ -13,9 +13,7 @@ pub mod filesystem;
 pub mod http;
 pub mod init;
 pub mod interpreter;
-mod json;
 pub mod process;
-pub mod proto;
 pub mod reaper;
 pub mod users;
 
@@ -98,7 +96,7 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
     // the sandbox is going away anyway.
     let outcome = tokio::select! {
-        served = axum::serve(no_delay(listener), http::router(state)) => served.map_err(AgentError::Serve),
+        served = axum::serve(hutch_contracts::net::no_delay(listener), http::router(state)) => served.map_err(AgentError::Serve),
         signal = shutdown => {
             tracing::info!(signal, "shutting down");
             Ok(())
@@ -107,18 +105,4 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     // Outside a pid namespace nothing else would stop the commands the agent started.
     process.kill_all();
     outcome
-}
-
-/// `listener` with Nagle's algorithm off on every accepted connection. Streamed answers (process
-/// events, `/execute` lines) are many small writes; with Nagle on, each one after the first
-/// waits for the peer's delayed ACK, about 40 ms on Linux.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
-    })
 }

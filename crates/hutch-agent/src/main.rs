@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use hutch_agent::config::{AgentConfig, Options, CONFIG_ENV};
+use hutch_agent::config::{take_config_from_env, AgentConfig, Options, CONFIG_ENV};
 
 fn main() -> ExitCode {
     // Before anything starts a thread: this edits the process environment.
-    let config = AgentConfig::take_from_env();
+    let config = take_config_from_env();
     init_logging();
     let options = match Options::parse(std::env::args_os().skip(1)) {
         Ok(options) => options,

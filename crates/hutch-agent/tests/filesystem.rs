@@ -346,32 +346,25 @@ async fn unknown_users_methods_and_bad_paths_get_connect_errors() {
 
 #[tokio::test]
 async fn stat_speaks_binary_protobuf() {
-    use hutch_agent::proto::{Reader, Writer};
+    use hutch_contracts::envd::filesystem::{FileType, StatResponse};
+    use prost::Message as _;
     let agent = Agent::start(CONFIG).await;
     std::fs::write(agent.home.join("p.txt"), "abc").unwrap();
-    let mut w = Writer::new();
-    w.bytes(1, b"p.txt");
+    // StatRequest { path (1) = "p.txt" }, written out by hand.
     let (resp, _conn) = agent
         .post_raw(
             "/filesystem.Filesystem/Stat",
             "application/proto",
             &[],
-            w.finish(),
+            b"\x0a\x05p.txt".to_vec(),
         )
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/proto");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let mut outer = Reader::new(&body);
-    let (field, entry) = outer.next_field().unwrap().unwrap();
-    assert_eq!(field, 1);
-    let mut fields = std::collections::HashMap::new();
-    let mut r = Reader::new(entry.bytes(1).unwrap());
-    while let Some((f, v)) = r.next_field().unwrap() {
-        fields.insert(f, v);
-    }
-    assert_eq!(fields[&1].string(1).unwrap(), "p.txt");
-    assert_eq!(fields[&2].varint(2).unwrap(), 1, "FILE_TYPE_FILE");
-    assert_eq!(fields[&4].varint(4).unwrap(), 3, "size");
-    assert!(fields.contains_key(&9), "modified_time");
+    let entry = StatResponse::decode(body).unwrap().entry.unwrap();
+    assert_eq!(entry.name, "p.txt");
+    assert_eq!(entry.r#type(), FileType::File);
+    assert_eq!(entry.size, 3);
+    assert!(entry.modified_time.is_some());
 }

@@ -5,7 +5,11 @@ mod common;
 
 use common::*;
 use http_body_util::BodyExt;
-use hutch_agent::proto::{Reader, Value, Writer};
+use hutch_contracts::envd::process::{
+    process_event, process_selector, ProcessConfig, ProcessSelector, SendSignalRequest,
+    StartRequest, StartResponse,
+};
+use prost::Message as _;
 
 fn enveloped(message: Vec<u8>) -> Vec<u8> {
     let mut out = vec![0u8];
@@ -14,31 +18,23 @@ fn enveloped(message: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// The (field, value) pairs of one message.
-fn fields(buf: &[u8]) -> Vec<(u32, Value<'_>)> {
-    let mut r = Reader::new(buf);
-    let mut out = Vec::new();
-    while let Some(f) = r.next_field().unwrap() {
-        out.push(f);
-    }
-    out
-}
-
 #[tokio::test]
 async fn start_and_list_speak_binary_protobuf() {
     let agent = Agent::start(r#"{"sandboxId":"p","envVars":{}}"#).await;
-    let mut req = Writer::new();
-    req.message(1, |p| {
-        p.bytes(1, b"/bin/sh")
-            .bytes(2, b"-c")
-            .bytes(2, b"echo hi; exit 2");
-    });
+    let req = StartRequest {
+        process: Some(ProcessConfig {
+            cmd: "/bin/sh".into(),
+            args: vec!["-c".into(), "echo hi; exit 2".into()],
+            ..ProcessConfig::default()
+        }),
+        ..StartRequest::default()
+    };
     let (resp, _conn) = agent
         .post_raw(
             "/process.Process/Start",
             "application/connect+proto",
             &[],
-            enveloped(req.finish()),
+            enveloped(req.encode_to_vec()),
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -61,25 +57,35 @@ async fn start_and_list_speak_binary_protobuf() {
     // The end-of-stream frame is JSON in every codec.
     assert_eq!(end_of_stream.as_deref(), Some(&b"{}"[..]));
 
-    // StartResponse { event = 1: ProcessEvent { start = 1 | data = 2 | end = 3 } }
-    let kinds: Vec<(u32, Vec<u8>)> = events
+    // The data event pinned byte for byte: StartResponse.event(1) > ProcessEvent.data(2) >
+    // DataEvent.stdout(1).
+    assert_eq!(events[1], b"\x0a\x07\x12\x05\x0a\x03hi\n");
+    let events: Vec<process_event::Event> = events
         .iter()
         .map(|e| {
-            let outer = fields(e);
-            let event = outer[0].1.bytes(1).unwrap();
-            let inner = fields(event);
-            (inner[0].0, inner[0].1.bytes(inner[0].0).unwrap().to_vec())
+            StartResponse::decode(&e[..])
+                .unwrap()
+                .event
+                .unwrap()
+                .event
+                .unwrap()
         })
         .collect();
-    assert_eq!(kinds.iter().map(|k| k.0).collect::<Vec<_>>(), [1, 2, 3]);
-    let pid = fields(&kinds[0].1)[0].1.varint(1).unwrap();
-    assert!(pid > 1);
-    assert_eq!(fields(&kinds[1].1), [(1, Value::Bytes(b"hi\n"))]);
-    let end = fields(&kinds[2].1);
-    // exit_code is sint32: 2 zigzags to 4; exited = true; status; error.
-    assert_eq!(end[0], (1, Value::Varint(4)));
-    assert_eq!(end[1], (2, Value::Varint(1)));
-    assert_eq!(end[2], (3, Value::Bytes(b"exit status 2")));
+    let [process_event::Event::Start(start), process_event::Event::Data(_), process_event::Event::End(end)] =
+        &events[..]
+    else {
+        panic!("expected start, data, end: {events:?}");
+    };
+    assert!(start.pid > 1);
+    assert_eq!(
+        (
+            end.exit_code,
+            end.exited,
+            end.status.as_str(),
+            end.error.as_deref()
+        ),
+        (2, true, "exit status 2", Some("exit status 2"))
+    );
 
     let (resp, _conn) = agent
         .post_raw(
@@ -99,17 +105,18 @@ async fn start_and_list_speak_binary_protobuf() {
         .to_bytes()
         .is_empty());
 
-    let mut bad = Writer::new();
-    bad.message(1, |s| {
-        s.varint(1, 4_000_000);
-    })
-    .varint(2, 9);
+    let bad = SendSignalRequest {
+        process: Some(ProcessSelector {
+            selector: Some(process_selector::Selector::Pid(4_000_000)),
+        }),
+        signal: 9,
+    };
     let (resp, _conn) = agent
         .post_raw(
             "/process.Process/SendSignal",
             "application/proto",
             &[],
-            bad.finish(),
+            bad.encode_to_vec(),
         )
         .await;
     // Errors are JSON in every codec.

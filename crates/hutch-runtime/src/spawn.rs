@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use hutch_contracts::agent::AGENT_PATH;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -22,9 +23,6 @@ use crate::sys::{self, cstr};
 use crate::{caps, proc, seccomp};
 use hutch_sys::creds::Credentials;
 use hutch_sys::ns::{Fork, Namespaces};
-
-/// Where the agent binary is bind-mounted inside every sandbox.
-pub const AGENT_PATH_INSIDE: &str = "/.hutch/hutch-agent";
 
 /// What the server asks the helper to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,8 +128,8 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
         hostname: cs(&req.id)?,
         rootfs: req.rootfs.clone(),
         agent_bin: req.agent_bin.clone(),
-        agent_inside: cs(AGENT_PATH_INSIDE)?,
-        argv: vec![cs(AGENT_PATH_INSIDE)?],
+        agent_inside: cs(AGENT_PATH)?,
+        argv: vec![cs(AGENT_PATH)?],
         envp: req
             .agent_env
             .iter()
@@ -317,7 +315,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     run_steps(&mount_plan::sandbox_tree(
         Path::new("."),
         &agent_src,
-        AGENT_PATH_INSIDE,
+        AGENT_PATH,
     ))?;
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then

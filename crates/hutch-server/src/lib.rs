@@ -167,7 +167,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     };
     on_started(&Started { addr, new_key });
     let app = api::app(state);
-    axum::serve(no_delay(listener), app)
+    axum::serve(hutch_contracts::net::no_delay(listener), app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| ServeError::Listen { addr, source: e })?;
@@ -232,18 +232,4 @@ pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
     }
     hutch_runtime::net::remove_host_rules()?;
     Ok(killed)
-}
-
-/// `listener` with Nagle's algorithm off on every accepted connection. Streamed answers (process
-/// events, `/execute` lines) are many small writes; with Nagle on, each one after the first
-/// waits for the peer's delayed ACK, about 40 ms on Linux.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "could not set TCP_NODELAY");
-        }
-    })
 }

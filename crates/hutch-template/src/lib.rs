@@ -38,7 +38,7 @@ pub use progress::Progress;
 pub use recipe::{
     default_recipes, Recipe, BASE_PACKAGES, DEFAULT_MIRROR, DEFAULT_SUITE, RECIPE_FORMAT,
 };
-pub use setup::{AGENT_PATH, HUTCH_DIR, USER_ID, USER_NAME};
+pub use setup::{HUTCH_DIR, USER_ID, USER_NAME};
 
 use cache::{complete, ensure_built_with};
 

@@ -23,9 +23,6 @@ pub const USER_NAME: &str = "user";
 /// Directory inside the rootfs that belongs to hutch.
 pub const HUTCH_DIR: &str = ".hutch";
 
-/// Empty file inside the rootfs that the runtime bind-mounts the agent onto.
-pub const AGENT_PATH: &str = ".hutch/hutch-agent";
-
 const HOSTS: &str = "\
 127.0.0.1\tlocalhost
 127.0.1.1\tsandbox
@@ -190,7 +187,9 @@ pub(crate) fn configure(
         Err(e) => return Err(TemplateError::io("could not create directory", &hutch)(e)),
     }
     set_mode(root, HUTCH_DIR, 0o755)?;
-    write_tree_file(root, AGENT_PATH, b"", 0o755)?;
+    // An empty file the runtime bind-mounts the agent onto.
+    let agent = hutch_contracts::agent::AGENT_PATH.trim_start_matches('/');
+    write_tree_file(root, agent, b"", 0o755)?;
     step += 1;
 
     report(step, "emptying /proc, /sys and /dev".into(), progress);

@@ -153,7 +153,10 @@ impl FilesService {
             None => false,
             Some(token) => match headers.get(ACCESS_TOKEN_HEADER) {
                 Some(presented) => {
-                    if !signature::constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+                    if !hutch_contracts::auth::constant_time_eq(
+                        presented.as_bytes(),
+                        token.as_bytes(),
+                    ) {
                         return Err(unauthorized(SignatureError::WrongToken));
                     }
                     false

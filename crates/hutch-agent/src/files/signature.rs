@@ -7,6 +7,7 @@
 //! username means "the default user", and a signature for one user is not valid for another.
 
 use base64::Engine as _;
+use hutch_contracts::auth::constant_time_eq;
 use sha2::{Digest, Sha256};
 
 /// Which way a signed URL may move a file.
@@ -94,15 +95,6 @@ pub fn verify(
         Some(at) if at < now => Err(SignatureError::Expired),
         _ => Ok(()),
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guess was
-/// right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The current unix time in seconds (0 if the clock is before 1970).

@@ -100,7 +100,7 @@ pub fn entry_info(path: &Path, names: &Names) -> io::Result<EntryInfo> {
     });
     Ok(EntryInfo {
         name,
-        file_type,
+        r#type: file_type as i32,
         path: lossy(path),
         size: i64::try_from(meta.size()).unwrap_or(i64::MAX),
         mode,

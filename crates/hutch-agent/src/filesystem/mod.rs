@@ -24,8 +24,10 @@ use crate::connect::{Code, ConnectError};
 use crate::users::{User, UserDb, UserError};
 use entry::{clean, entry_info, lossy, Names};
 use wire::{
-    CreateWatcherResponse, EmptyResponse, EntryInfo, EntryResponse, GetWatcherEventsResponse,
-    ListDirRequest, ListDirResponse, MoveRequest, PathRequest, WatchRequest, WatcherIdRequest,
+    CreateWatcherRequest, CreateWatcherResponse, EntryInfo, FileType, GetWatcherEventsRequest,
+    GetWatcherEventsResponse, ListDirRequest, ListDirResponse, MakeDirRequest, MakeDirResponse,
+    MoveRequest, MoveResponse, RemoveRequest, RemoveResponse, RemoveWatcherRequest,
+    RemoveWatcherResponse, StatRequest, StatResponse, WatchDirRequest,
 };
 
 /// The filesystem service.
@@ -79,13 +81,13 @@ impl FilesystemService {
     }
 
     /// `Stat`: the entry at a path (a symlink is described, not followed).
-    pub async fn stat(&self, user: &User, req: PathRequest) -> Result<EntryResponse, ConnectError> {
+    pub async fn stat(&self, user: &User, req: StatRequest) -> Result<StatResponse, ConnectError> {
         let path = resolve_path(&req.path, user)?;
         let (passwd, group) = self.name_files();
         blocking(move || {
             let names = Names::load(&passwd, &group);
-            Ok(EntryResponse {
-                entry: stat_entry(&path, &names)?,
+            Ok(StatResponse {
+                entry: Some(stat_entry(&path, &names)?),
             })
         })
         .await
@@ -95,8 +97,8 @@ impl FilesystemService {
     pub async fn make_dir(
         &self,
         user: &User,
-        req: PathRequest,
-    ) -> Result<EntryResponse, ConnectError> {
+        req: MakeDirRequest,
+    ) -> Result<MakeDirResponse, ConnectError> {
         let dir = resolve_path(&req.path, user)?;
         let (uid, gid) = (user.uid, user.gid);
         let (passwd, group) = self.name_files();
@@ -119,8 +121,8 @@ impl FilesystemService {
             }
             ensure_dirs(&dir, uid, gid)?;
             let names = Names::load(&passwd, &group);
-            Ok(EntryResponse {
-                entry: stat_entry(&dir, &names)?,
+            Ok(MakeDirResponse {
+                entry: Some(stat_entry(&dir, &names)?),
             })
         })
         .await
@@ -132,7 +134,7 @@ impl FilesystemService {
         &self,
         user: &User,
         req: MoveRequest,
-    ) -> Result<EntryResponse, ConnectError> {
+    ) -> Result<MoveResponse, ConnectError> {
         let source = resolve_path(&req.source, user)?;
         let destination = resolve_path(&req.destination, user)?;
         let (uid, gid) = (user.uid, user.gid);
@@ -172,8 +174,8 @@ impl FilesystemService {
                 }
             })?;
             let names = Names::load(&passwd, &group);
-            Ok(EntryResponse {
-                entry: stat_entry(&destination, &names)?,
+            Ok(MoveResponse {
+                entry: Some(stat_entry(&destination, &names)?),
             })
         })
         .await
@@ -187,7 +189,7 @@ impl FilesystemService {
         req: ListDirRequest,
     ) -> Result<ListDirResponse, ConnectError> {
         let requested = resolve_path(&req.path, user)?;
-        let depth = req.depth.filter(|d| *d > 0).unwrap_or(1);
+        let depth = req.depth.max(1);
         let (passwd, group) = self.name_files();
         blocking(move || {
             let resolved =
@@ -236,12 +238,12 @@ impl FilesystemService {
     pub async fn remove(
         &self,
         user: &User,
-        req: PathRequest,
-    ) -> Result<EmptyResponse, ConnectError> {
+        req: RemoveRequest,
+    ) -> Result<RemoveResponse, ConnectError> {
         let path = resolve_path(&req.path, user)?;
         blocking(move || {
             remove_all(&path).map_err(|err| fs_error(&err, "error removing file or directory"))?;
-            Ok(EmptyResponse {})
+            Ok(RemoveResponse {})
         })
         .await
     }
@@ -250,7 +252,7 @@ impl FilesystemService {
     pub async fn watch_dir(
         &self,
         user: &User,
-        req: WatchRequest,
+        req: WatchDirRequest,
     ) -> Result<watch::EventReceiver, ConnectError> {
         let spec = self.watch_spec(user, &req).await?;
         watch::start(spec).await
@@ -260,9 +262,9 @@ impl FilesystemService {
     pub async fn create_watcher(
         &self,
         user: &User,
-        req: WatchRequest,
+        req: CreateWatcherRequest,
     ) -> Result<CreateWatcherResponse, ConnectError> {
-        let spec = self.watch_spec(user, &req).await?;
+        let spec = self.watch_spec(user, &wire::watch_request(req)).await?;
         let events = watch::start(spec).await?;
         let id = watch::new_watcher_id();
         let watcher = watch::PollingWatcher::new(events);
@@ -274,7 +276,7 @@ impl FilesystemService {
     /// failed reports its error from then on.
     pub fn get_watcher_events(
         &self,
-        req: WatcherIdRequest,
+        req: GetWatcherEventsRequest,
     ) -> Result<GetWatcherEventsResponse, ConnectError> {
         let watcher = self
             .watchers()
@@ -287,18 +289,21 @@ impl FilesystemService {
     }
 
     /// `RemoveWatcher`: stops a watcher and forgets its events.
-    pub fn remove_watcher(&self, req: WatcherIdRequest) -> Result<EmptyResponse, ConnectError> {
+    pub fn remove_watcher(
+        &self,
+        req: RemoveWatcherRequest,
+    ) -> Result<RemoveWatcherResponse, ConnectError> {
         // Dropping the last reference stops the watcher and closes its inotify descriptor.
         self.watchers()
             .remove(&req.watcher_id)
-            .map(|_| EmptyResponse {})
+            .map(|_| RemoveWatcherResponse {})
             .ok_or_else(|| watcher_not_found(&req.watcher_id))
     }
 
     async fn watch_spec(
         &self,
         user: &User,
-        req: &WatchRequest,
+        req: &WatchDirRequest,
     ) -> Result<watch::WatchSpec, ConnectError> {
         let root = resolve_path(&req.path, user)?;
         let allow_network_mounts = req.allow_network_mounts;
@@ -399,8 +404,7 @@ fn walk(
         };
         entry.path = lossy(&requested.join(&rel));
         // `lstat` said directory (not a symlink to one): only those are descended into.
-        let descend =
-            level < depth && entry.file_type == wire::FileType::Directory && !entry.is_symlink;
+        let descend = level < depth && entry.r#type() == FileType::Directory && !entry.is_symlink;
         entries.push(entry);
         if descend {
             match children(resolved, &rel) {

@@ -17,13 +17,13 @@ use tokio::time::Instant;
 
 use super::watch::EventReceiver;
 use super::wire::{
-    ListDirRequest, MoveRequest, PathRequest, WatchDirResponse, WatchRequest, WatcherIdRequest,
+    self, CreateWatcherRequest, GetWatcherEventsRequest, ListDirRequest, MakeDirRequest,
+    MoveRequest, RemoveRequest, RemoveWatcherRequest, StatRequest, WatchDirRequest,
 };
 use super::FilesystemService;
 use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
 use crate::process::rpc::read_body;
-use crate::proto::{FromProto, ToProto};
 use crate::users::{default_user, User};
 
 /// envd's keepalive interval when the client asks for none.
@@ -42,7 +42,7 @@ pub async fn stat(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: PathRequest| async move {
+    unary(&headers, body, |req: StatRequest| async move {
         service.stat(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -55,7 +55,7 @@ pub async fn make_dir(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: PathRequest| async move {
+    unary(&headers, body, |req: MakeDirRequest| async move {
         service.make_dir(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -96,7 +96,7 @@ pub async fn remove(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: PathRequest| async move {
+    unary(&headers, body, |req: RemoveRequest| async move {
         service.remove(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -109,7 +109,7 @@ pub async fn create_watcher(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: WatchRequest| async move {
+    unary(&headers, body, |req: CreateWatcherRequest| async move {
         service
             .create_watcher(&caller(service, headers_ref)?, req)
             .await
@@ -124,7 +124,7 @@ pub async fn get_watcher_events(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: WatcherIdRequest| async move {
+    unary(&headers, body, |req: GetWatcherEventsRequest| async move {
         caller(service, headers_ref)?;
         service.get_watcher_events(req)
     })
@@ -138,7 +138,7 @@ pub async fn remove_watcher(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: WatcherIdRequest| async move {
+    unary(&headers, body, |req: RemoveWatcherRequest| async move {
         caller(service, headers_ref)?;
         service.remove_watcher(req)
     })
@@ -159,7 +159,7 @@ pub async fn watch_dir(
         let codec = connect::stream_codec(&headers)?;
         let deadline = deadline(&headers)?;
         let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
-        let request: WatchRequest = codec.decode(connect::single_message(&body)?)?;
+        let request: WatchDirRequest = codec.decode(connect::single_message(&body)?)?;
         let user = caller(&service, &headers)?;
         let events = service.watch_dir(&user, request).await?;
         Ok::<_, ConnectError>((events, deadline))
@@ -185,7 +185,7 @@ fn watch_frames(
     keepalive: Duration,
     deadline: Option<Instant>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    let first = connect::message_frame(&WatchDirResponse::Start.encode(codec));
+    let first = connect::message_frame(&codec.encode_message(&wire::watch_started()));
     let rest = stream::unfold(Some(events), move |events| async move {
         let mut events = events?;
         let next = tokio::select! {
@@ -200,13 +200,11 @@ fn watch_frames(
         };
         Some(match next {
             Err(_quiet) => (
-                connect::message_frame(&WatchDirResponse::Keepalive.encode(codec)),
+                connect::message_frame(&codec.encode_message(&wire::watch_keepalive())),
                 Some(events),
             ),
             Ok(Some(Ok(event))) => (
-                connect::message_frame(
-                    &WatchDirResponse::Filesystem(Box::new(event)).encode(codec),
-                ),
+                connect::message_frame(&codec.encode_message(&wire::watch_event(event))),
                 Some(events),
             ),
             Ok(Some(Err(err))) => (connect::end_stream_frame(Some(&err)), None),
@@ -255,8 +253,8 @@ fn keepalive_interval(headers: &HeaderMap) -> Duration {
 /// Runs one unary call: validates and decodes the request, awaits `call`, encodes its result.
 async fn unary<Req, Res, F, Fut>(headers: &HeaderMap, body: Body, call: F) -> Response
 where
-    Req: DeserializeOwned + FromProto,
-    Res: Serialize + ToProto,
+    Req: DeserializeOwned + prost::Message + Default,
+    Res: Serialize + prost::Message,
     F: FnOnce(Req) -> Fut,
     Fut: Future<Output = Result<Res, ConnectError>>,
 {

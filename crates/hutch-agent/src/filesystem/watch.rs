@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::entry::{entry_info, relative_name, Names};
-use super::wire::{EventType, FilesystemEvent};
+use super::wire::{carries_entry, EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
 
 /// What a watch delivers: events, or one terminal error after which nothing follows.
@@ -496,7 +496,7 @@ impl State {
         event_type: EventType,
         names: &mut Option<Names>,
     ) -> FilesystemEvent {
-        let entry = (self.spec.include_entry && event_type.carries_entry())
+        let entry = (self.spec.include_entry && carries_entry(event_type))
             .then(|| {
                 let names =
                     names.get_or_insert_with(|| Names::load(&self.spec.passwd, &self.spec.group));
@@ -506,7 +506,7 @@ impl State {
             .flatten();
         FilesystemEvent {
             name: relative_name(&self.spec.root, path),
-            event_type,
+            r#type: event_type as i32,
             entry,
         }
     }

@@ -78,7 +78,9 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         let presented = headers
             .get(crate::auth::ACCESS_TOKEN_HEADER)
             .map(|v| v.as_bytes());
-        if !presented.is_some_and(|p| crate::auth::constant_time_eq(p, expected.as_bytes())) {
+        if !presented
+            .is_some_and(|p| hutch_contracts::auth::constant_time_eq(p, expected.as_bytes()))
+        {
             return text(StatusCode::UNAUTHORIZED, "Unauthorized".into());
         }
     }

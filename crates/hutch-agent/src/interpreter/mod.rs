@@ -11,7 +11,7 @@ pub mod kernel;
 pub mod language;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +24,10 @@ use crate::users::{UserDb, UserError, DEFAULT_USER};
 use kernel::{Kernel, Launch, StartError, StopReason};
 
 /// Where E2B clients expect the code interpreter.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:49999";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    hutch_contracts::agent::CODE_INTERPRETER_PORT,
+);
 
 /// The working directory of a context that names none, when the user's home is unknown.
 pub const DEFAULT_CWD: &str = "/home/user";
@@ -394,7 +397,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
     let sandbox = crate::init::in_sandbox();
     let listen: SocketAddr = match options.interpreter_listen {
         Some(addr) => addr,
-        None if sandbox => DEFAULT_LISTEN.parse().expect("valid default address"),
+        None if sandbox => DEFAULT_LISTEN,
         None => return None,
     };
     let (runtime_dir, scratch) = if sandbox {
@@ -420,7 +423,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
     let token = config.access_token.as_deref().map(Arc::from);
     let router = http::router(service.clone(), token);
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(crate::no_delay(listener), router).await {
+        if let Err(err) = axum::serve(hutch_contracts::net::no_delay(listener), router).await {
             tracing::error!(error = %err, "the code interpreter stopped serving");
         }
     });

@@ -467,7 +467,7 @@ impl ProcessService {
             .running
             .iter()
             .map(|(pid, entry)| ProcessInfo {
-                config: entry.config.clone(),
+                config: Some(entry.config.clone()),
                 pid: *pid,
                 tag: entry.tag.clone(),
             })
@@ -581,15 +581,15 @@ impl ProcessService {
     pub fn send_signal(
         &self,
         selector: Option<ProcessSelector>,
-        signal: Signal,
+        signal: i32,
     ) -> Result<(), ConnectError> {
         let pid = self.select(selector)?.pid;
-        let sig = match signal {
-            Signal::Kill => Sig::KILL,
-            Signal::Term => Sig::TERM,
-            Signal::Unspecified(n) => {
+        let sig = match Signal::try_from(signal) {
+            Ok(Signal::Sigkill) => Sig::KILL,
+            Ok(Signal::Sigterm) => Sig::TERM,
+            Ok(Signal::Unspecified) | Err(_) => {
                 return Err(ConnectError::unimplemented(format!(
-                    "invalid signal: {n}; send SIGNAL_SIGTERM or SIGNAL_SIGKILL"
+                    "invalid signal: {signal}; send SIGNAL_SIGTERM or SIGNAL_SIGKILL"
                 )))
             }
         };
@@ -624,11 +624,10 @@ enum Selector {
 
 impl Selector {
     fn parse(selector: Option<ProcessSelector>) -> Result<Self, ConnectError> {
-        let selector = selector.unwrap_or_default();
-        match (selector.pid, selector.tag) {
-            (Some(pid), _) => Ok(Selector::Pid(pid)),
-            (None, Some(tag)) => Ok(Selector::Tag(tag)),
-            (None, None) => Err(ConnectError::invalid_argument(
+        match selector.and_then(|s| s.selector) {
+            Some(wire::Selector::Pid(pid)) => Ok(Selector::Pid(pid)),
+            Some(wire::Selector::Tag(tag)) => Ok(Selector::Tag(tag)),
+            None => Err(ConnectError::invalid_argument(
                 "the process selector names neither a pid nor a tag",
             )),
         }
@@ -680,7 +679,7 @@ impl Selector {
 /// the kernel stores saturate.
 fn win_size(pty: &Pty) -> WinSize {
     let size = pty.size.unwrap_or_default();
-    let clamp = |n: Option<u32>| u16::try_from(n.unwrap_or(0)).unwrap_or(u16::MAX);
+    let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
     WinSize {
         cols: clamp(size.cols),
         rows: clamp(size.rows),
@@ -799,12 +798,9 @@ mod tests {
         let pty = |cols, rows| Pty {
             size: Some(wire::PtySize { cols, rows }),
         };
+        assert_eq!(win_size(&pty(80, 24)), WinSize { cols: 80, rows: 24 });
         assert_eq!(
-            win_size(&pty(Some(80), Some(24))),
-            WinSize { cols: 80, rows: 24 }
-        );
-        assert_eq!(
-            win_size(&pty(Some(1 << 20), None)),
+            win_size(&pty(1 << 20, 0)),
             WinSize {
                 cols: u16::MAX,
                 rows: 0

@@ -12,17 +12,19 @@ use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::wire::{
-    CloseStdinRequest, ConnectRequest, ListResponse, ProcessEvent, SendInputRequest,
-    SendSignalRequest, StartRequest, StreamInputRequest, UpdateRequest,
+    CloseStdinRequest, ConnectRequest, ListRequest, ListResponse, ProcessEvent, SendInputRequest,
+    SendSignalRequest, StartRequest, StreamInputEvent, StreamInputRequest, UpdateRequest,
 };
 use super::{InputTarget, ProcessService, Started};
 use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
-use crate::proto::{FromProto, ToProto};
 use crate::users::default_user;
+use hutch_contracts::envd::process::{
+    CloseStdinResponse, SendInputResponse, SendSignalResponse, StreamInputResponse, UpdateResponse,
+};
 
 /// `POST /process.Process/Start`: a server stream of the new process's events.
 pub async fn start(
@@ -203,29 +205,6 @@ fn keepalive_interval(headers: &HeaderMap) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-/// `ListRequest` has no fields; anything else in it is ignored.
-#[derive(Default, Deserialize)]
-struct ListRequest {}
-
-impl FromProto for ListRequest {
-    fn merge_proto(&mut self, buf: &[u8]) -> Result<(), crate::proto::ProtoError> {
-        // Still walk the fields so garbage is rejected like in any other message.
-        let mut reader = crate::proto::Reader::new(buf);
-        while reader.next_field()?.is_some() {}
-        Ok(())
-    }
-}
-
-/// `SendSignalResponse` and the other empty responses.
-#[derive(Serialize)]
-struct Empty {}
-
-impl ToProto for Empty {
-    fn to_proto(&self) -> Vec<u8> {
-        Vec::new()
-    }
-}
-
 /// `POST /process.Process/List`.
 pub async fn list(
     State(service): State<ProcessService>,
@@ -249,7 +228,7 @@ pub async fn send_signal(
     unary::<SendSignalRequest, _, _>(&headers, body, |req| async move {
         service
             .send_signal(req.process, req.signal)
-            .map(|()| Empty {})
+            .map(|()| SendSignalResponse {})
     })
     .await
 }
@@ -262,9 +241,9 @@ pub async fn send_input(
 ) -> Response {
     unary::<SendInputRequest, _, _>(&headers, body, |req| async move {
         service
-            .send_input(req.process, req.input)
+            .send_input(req.process, req.input.and_then(|input| input.input))
             .await
-            .map(|()| Empty {})
+            .map(|()| SendInputResponse {})
     })
     .await
 }
@@ -276,7 +255,9 @@ pub async fn close_stdin(
     body: Body,
 ) -> Response {
     unary::<CloseStdinRequest, _, _>(&headers, body, |req| async move {
-        service.close_stdin(req.process).map(|()| Empty {})
+        service
+            .close_stdin(req.process)
+            .map(|()| CloseStdinResponse {})
     })
     .await
 }
@@ -288,7 +269,9 @@ pub async fn update(
     body: Body,
 ) -> Response {
     unary::<UpdateRequest, _, _>(&headers, body, |req| async move {
-        service.update(req.process, req.pty).map(|()| Empty {})
+        service
+            .update(req.process, req.pty)
+            .map(|()| UpdateResponse {})
     })
     .await
 }
@@ -312,7 +295,8 @@ pub async fn stream_input(
     match result {
         Ok(()) => {
             let mut frames = BytesMut::new();
-            frames.extend_from_slice(&connect::message_frame(&Empty {}.encode_in(codec)));
+            let response = codec.encode_message(&StreamInputResponse {});
+            frames.extend_from_slice(&connect::message_frame(&response));
             frames.extend_from_slice(&connect::end_stream_frame(None));
             connect::stream_response(codec, Body::from(frames.freeze()))
         }
@@ -335,24 +319,24 @@ async fn feed_input(
     loop {
         while let Some(payload) = next_envelope(&mut buf)? {
             let message: StreamInputRequest = codec.decode(&payload)?;
-            match message {
-                StreamInputRequest::Start(selector) => {
-                    target = Some(service.input_target(selector)?);
+            match message.event {
+                Some(StreamInputEvent::Start(start)) => {
+                    target = Some(service.input_target(start.process)?);
                 }
-                StreamInputRequest::Data(input) => {
+                Some(StreamInputEvent::Data(data)) => {
                     let target = target.as_ref().ok_or_else(|| {
                         ConnectError::invalid_argument(
                             "StreamInput sent data before its start event named a process",
                         )
                     })?;
-                    let input = input.ok_or_else(|| {
+                    let input = data.input.and_then(|input| input.input).ok_or_else(|| {
                         ConnectError::invalid_argument(
                             "a StreamInput data event has no input: set 'stdin' or 'pty'",
                         )
                     })?;
                     target.write(input).await?;
                 }
-                StreamInputRequest::Keepalive | StreamInputRequest::Empty => {}
+                Some(StreamInputEvent::Keepalive(_)) | None => {}
             }
         }
         match body.next().await {
@@ -403,16 +387,6 @@ fn next_envelope(buf: &mut BytesMut) -> Result<Option<Bytes>, ConnectError> {
     Ok(Some(buf.split_to(len).freeze()))
 }
 
-impl Empty {
-    /// The empty message in `codec`: `{}` or no bytes.
-    fn encode_in(&self, codec: Codec) -> Vec<u8> {
-        match codec {
-            Codec::Json => b"{}".to_vec(),
-            Codec::Proto => Vec::new(),
-        }
-    }
-}
-
 /// Runs one unary call: validates and decodes the request, applies `call`, encodes its result.
 async fn unary<Req, Res, Fut>(
     headers: &HeaderMap,
@@ -420,8 +394,8 @@ async fn unary<Req, Res, Fut>(
     call: impl FnOnce(Req) -> Fut,
 ) -> Response
 where
-    Req: DeserializeOwned + FromProto,
-    Res: Serialize + ToProto,
+    Req: DeserializeOwned + prost::Message + Default,
+    Res: Serialize + prost::Message,
     Fut: Future<Output = Result<Res, ConnectError>>,
 {
     let result = async {

@@ -43,7 +43,7 @@ impl Builds {
         let allowed = self
             .waiting_tokens(template_id)
             .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+            .any(|t| hutch_contracts::auth::constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !allowed {
             return Err(ServiceError::UploadToken);
         }
@@ -63,11 +63,6 @@ impl Builds {
             }
         }
     }
-}
-
-/// Compares without an early exit, so timing tells nothing about a guessed token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn write_body(path: &Path, body: axum::body::Body) -> Result<()> {
@@ -101,14 +96,6 @@ async fn write_body(path: &Path, body: axum::body::Body) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_whole_strings() {
-        assert!(constant_time_eq(b"token", b"token"));
-        assert!(!constant_time_eq(b"token", b"tokex"));
-        assert!(!constant_time_eq(b"token", b"token2"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[tokio::test]
     async fn a_body_is_written_to_disk() {

@@ -1,6 +1,7 @@
 //! Creating sandboxes: request checks, network slots, per-key quotas, the agent's
 //! configuration, and the wait until the new sandbox is ready.
 
+use hutch_contracts::agent::{AgentConfig, CONFIG_ENV};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -140,15 +141,15 @@ fn agent_config(
     custom: Option<&TemplateRecord>,
     interpreter: bool,
 ) -> String {
-    serde_json::json!({
-        "sandboxId": id,
-        "envVars": env_vars,
-        "accessToken": token,
-        "defaultUser": custom.and_then(|t| t.user.clone()),
-        "defaultWorkdir": custom.and_then(|t| t.workdir.clone()),
-        "interpreter": interpreter,
-    })
-    .to_string()
+    AgentConfig {
+        sandbox_id: id.to_owned(),
+        env_vars: env_vars.clone(),
+        access_token: token.map(str::to_owned),
+        default_user: custom.and_then(|t| t.user.clone()),
+        default_workdir: custom.and_then(|t| t.workdir.clone()),
+        interpreter: Some(interpreter),
+    }
+    .to_json()
 }
 
 impl Service {
@@ -222,7 +223,7 @@ impl Service {
                     "PATH".into(),
                     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
                 ),
-                ("HUTCH_AGENT_CONFIG".into(), config),
+                (CONFIG_ENV.into(), config),
             ],
         };
         let started = Instant::now();

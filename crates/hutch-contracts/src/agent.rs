@@ -1,0 +1,106 @@
+//! The in-sandbox agent as the server sees it: where it lives, where it listens, and the
+//! configuration the server hands it at start.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The port E2B clients expect envd (and so the agent) on.
+pub const AGENT_PORT: u16 = 49983;
+
+/// The port E2B's code-interpreter SDK expects the code interpreter on.
+pub const CODE_INTERPRETER_PORT: u16 = 49999;
+
+/// Where the agent binary is inside a sandbox's root filesystem.
+pub const AGENT_PATH: &str = "/.hutch/hutch-agent";
+
+/// The environment variable carrying [`AgentConfig`] as JSON.
+pub const CONFIG_ENV: &str = "HUTCH_AGENT_CONFIG";
+
+/// Per-sandbox settings the server passes to the agent in [`CONFIG_ENV`].
+///
+/// Every field is written (absent ones as `null`); on input `null` or a missing field means the
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// The sandbox's id, for logs.
+    #[serde(default, deserialize_with = "nullable")]
+    pub sandbox_id: String,
+    /// Environment variables every process in the sandbox gets (from sandbox create).
+    #[serde(default, deserialize_with = "nullable")]
+    pub env_vars: BTreeMap<String, String>,
+    /// When set, every request but `GET /health` must carry it in `X-Access-Token`.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// The default user (a custom template's USER); `None` = `user`.
+    #[serde(default)]
+    pub default_user: Option<String>,
+    /// The default working directory (a custom template's WORKDIR); `None` = the user's home.
+    #[serde(default)]
+    pub default_workdir: Option<String>,
+    /// Run the code interpreter (off in template builds, whose kernels would write into the
+    /// layer being built). Absent = on.
+    #[serde(default)]
+    pub interpreter: Option<bool>,
+}
+
+impl AgentConfig {
+    /// The JSON the server puts in [`CONFIG_ENV`].
+    pub fn to_json(&self) -> String {
+        // A struct of strings, maps of strings and options has no way to fail serialising.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Parses the JSON of [`CONFIG_ENV`].
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+/// Deserialises `null` as the type's default.
+fn nullable<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_json_has_every_key_in_camel_case() {
+        let config = AgentConfig {
+            sandbox_id: "sb1".into(),
+            env_vars: BTreeMap::from([("A".into(), "1".into())]),
+            access_token: None,
+            default_user: Some("root".into()),
+            default_workdir: None,
+            interpreter: Some(true),
+        };
+        let value: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
+        assert_eq!(
+            value,
+            json!({"sandboxId": "sb1", "envVars": {"A": "1"}, "accessToken": null,
+                   "defaultUser": "root", "defaultWorkdir": null, "interpreter": true})
+        );
+        assert_eq!(AgentConfig::from_json(&config.to_json()).unwrap(), config);
+    }
+
+    #[test]
+    fn config_accepts_nulls_and_missing_keys() {
+        let c = AgentConfig::from_json(r#"{"sandboxId":"abc","envVars":null,"accessToken":null}"#)
+            .unwrap();
+        assert_eq!(c.sandbox_id, "abc");
+        assert!(c.env_vars.is_empty() && c.access_token.is_none() && c.interpreter.is_none());
+        assert_eq!(
+            AgentConfig::from_json("{}").unwrap(),
+            AgentConfig::default()
+        );
+        assert!(AgentConfig::from_json("[1]").is_err());
+    }
+}

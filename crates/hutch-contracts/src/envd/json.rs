@@ -1,0 +1,25 @@
+//! Reading proto3 JSON.
+
+use serde::de::DeserializeOwned;
+
+/// Decodes a message from proto3 JSON.
+///
+/// The mapping lets a client send `null` for any field to mean its default; the generated
+/// deserialisers accept that only for fields with presence, so nulls are dropped first.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
+    drop_nulls(&mut value);
+    serde_json::from_value(value)
+}
+
+/// Removes every object member whose value is `null`, at any depth.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            members.retain(|_, v| !v.is_null());
+            members.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
