@@ -13,6 +13,8 @@
 //! appears under the root and report what was already inside it as CREATE events (a
 //! `mkdir -p a/b/c` is over before the agent can watch `a`).
 
+mod polling;
+
 use hutch_sys::errno;
 use hutch_sys::inotify::mask::{
     IN_ATTRIB, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_DONT_FOLLOW, IN_IGNORED, IN_ISDIR,
@@ -29,11 +31,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::entry::{entry_info, relative_name, Names};
 use super::wire::{carries_entry, EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
+pub use polling::{PollingWatcher, MAX_BUFFERED_EVENTS};
 
 /// What a watch delivers: events, or one terminal error after which nothing follows.
 pub type EventItem = Result<FilesystemEvent, ConnectError>;
@@ -45,10 +47,6 @@ pub type EventReceiver = mpsc::Receiver<EventItem>;
 /// stream client) falls this far behind, the reader stops reading and the kernel queues the
 /// rest, up to `fs.inotify.max_queued_events`.
 const CHANNEL_CAPACITY: usize = 1024;
-
-/// Events a polling watcher keeps before it gives up: a client that never fetches must not
-/// make PID 1 grow without bound.
-pub const MAX_BUFFERED_EVENTS: usize = 65_536;
 
 /// Size of one read from the inotify descriptor; room for hundreds of events with names.
 const READ_BUFFER: usize = 64 * 1024;
@@ -542,71 +540,4 @@ fn add_error(path: &Path, err: &io::Error) -> ConnectError {
             path.display()
         )),
     }
-}
-
-/// A watcher of the polling API: a task moves its events into a buffer until they are fetched.
-pub struct PollingWatcher {
-    buffer: Arc<Mutex<Buffer>>,
-    task: JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct Buffer {
-    events: Vec<FilesystemEvent>,
-    error: Option<ConnectError>,
-}
-
-impl PollingWatcher {
-    /// Starts buffering `events`.
-    pub fn new(mut events: EventReceiver) -> Self {
-        let buffer = Arc::new(Mutex::new(Buffer::default()));
-        let sink = buffer.clone();
-        let task = tokio::spawn(async move {
-            while let Some(item) = events.recv().await {
-                let mut buffer = lock_buffer(&sink);
-                match item {
-                    Ok(event) if buffer.events.len() < MAX_BUFFERED_EVENTS => {
-                        buffer.events.push(event)
-                    }
-                    Ok(_) => {
-                        buffer.error = Some(ConnectError::new(
-                            Code::ResourceExhausted,
-                            format!(
-                                "the watcher buffered {MAX_BUFFERED_EVENTS} events that were \
-                                 never fetched and stopped; create a new one"
-                            ),
-                        ));
-                        return;
-                    }
-                    Err(err) => {
-                        buffer.error = Some(err);
-                        return;
-                    }
-                }
-            }
-        });
-        Self { buffer, task }
-    }
-
-    /// Every buffered event, oldest first; the watcher's error once it failed.
-    pub fn take_events(&self) -> Result<Vec<FilesystemEvent>, ConnectError> {
-        let mut buffer = lock_buffer(&self.buffer);
-        if let Some(err) = &buffer.error {
-            return Err(err.clone());
-        }
-        Ok(std::mem::take(&mut buffer.events))
-    }
-}
-
-impl Drop for PollingWatcher {
-    fn drop(&mut self) {
-        // Dropping the receiver with the task ends the reader task, which closes the
-        // inotify descriptor.
-        self.task.abort();
-    }
-}
-
-fn lock_buffer(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
-    // Critical sections are single pushes and swaps; a poisoned buffer is still consistent.
-    buffer.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -4,14 +4,16 @@
 //! [`ProcessService`] holds the policy and the table of processes and knows nothing of HTTP;
 //! [`rpc`] adapts it to Connect.
 
+mod cwd;
+mod input;
 pub mod output;
 pub mod rpc;
 pub mod spawn;
+mod table;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,97 +22,21 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::connect::{Code, ConnectError};
+use crate::connect::ConnectError;
 use crate::reaper::{ExitStatus, ExitWaiter, Reaper, Sig};
 use crate::users::{User, UserDb, UserError};
+use cwd::resolve_cwd;
+pub use input::InputTarget;
 use output::{EventHub, Stream};
 use spawn::{Io, SpawnSpec, Spawned, WinSize};
-use wire::{
-    EndEvent, ProcessConfig, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, Signal,
-};
+use table::{not_found, Entry, Finished, InputState, Selector, Table};
+use wire::{EndEvent, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, Signal};
 
 /// `PATH` for processes when the agent itself was started without one.
 const FALLBACK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `TERM` of PTY processes whose request and sandbox set none (what the SDKs send anyway).
 const DEFAULT_TERM: &str = "xterm-256color";
-
-/// How long a finished process's end stays available to `Connect`: long enough for a client
-/// that lost its stream (network blip, sandbox paused) to come back and learn how it ended.
-const FINISHED_RETENTION: Duration = Duration::from_secs(10 * 60);
-
-/// At most this many finished processes are remembered; the oldest go first. Bounds the memory
-/// a loop of short commands can make PID 1 hold.
-const FINISHED_MAX: usize = 1024;
-
-/// Where a process's input goes, as far as the agent still has it.
-#[derive(Debug)]
-enum InputState {
-    /// Open: the write end of its stdin pipe, or its PTY master (shared with the output pump).
-    Open(Arc<AsyncFd<OwnedFd>>),
-    /// Started with `stdin: false`: stdin is /dev/null.
-    Disabled,
-    /// Closed by `CloseStdin`.
-    Closed,
-    /// The process has exited.
-    Ended,
-}
-
-/// A process started through the agent and not yet ended.
-#[derive(Debug)]
-struct Entry {
-    pid: u32,
-    config: ProcessConfig,
-    tag: Option<String>,
-    hub: Arc<EventHub>,
-    /// Whether it runs on a PTY (input is `pty`, it can be resized, stdin cannot be closed).
-    pty: bool,
-    input: Mutex<InputState>,
-    /// Held across each write so concurrent `SendInput` calls do not interleave their bytes.
-    write_order: tokio::sync::Mutex<()>,
-}
-
-impl Entry {
-    fn input(&self) -> MutexGuard<'_, InputState> {
-        // A single assignment is the only thing done under this lock; it cannot be torn.
-        self.input.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// How a process that is no longer running ended, kept for late `Connect` calls.
-#[derive(Debug)]
-struct Finished {
-    tag: Option<String>,
-    end: EndEvent,
-    at: Instant,
-}
-
-/// Every process the agent knows: those running and those that recently ended.
-#[derive(Debug, Default)]
-struct Table {
-    running: HashMap<u32, Arc<Entry>>,
-    finished: HashMap<u32, Finished>,
-}
-
-impl Table {
-    /// Records how `pid` ended, forgetting ends that are too old or too many.
-    fn remember(&mut self, pid: u32, finished: Finished) {
-        self.finished
-            .retain(|_, f| f.at.elapsed() < FINISHED_RETENTION);
-        while self.finished.len() >= FINISHED_MAX {
-            let Some(oldest) = self
-                .finished
-                .iter()
-                .min_by_key(|(_, f)| f.at)
-                .map(|(pid, _)| *pid)
-            else {
-                break;
-            };
-            self.finished.remove(&oldest);
-        }
-        self.finished.insert(pid, finished);
-    }
-}
 
 /// A stream of one process's events, for a `Start` or `Connect` call.
 #[derive(Debug)]
@@ -121,66 +47,6 @@ pub struct Started {
     pub events: mpsc::Receiver<ProcessEvent>,
     /// When the process gets killed if it is still running (`Start` with a lifetime only).
     pub deadline: Option<Instant>,
-}
-
-/// A running process that input can be written to (the target of a `StreamInput` call).
-#[derive(Debug, Clone)]
-pub struct InputTarget {
-    entry: Arc<Entry>,
-}
-
-impl InputTarget {
-    /// The process's pid.
-    pub fn pid(&self) -> u32 {
-        self.entry.pid
-    }
-
-    /// Writes `input` to the process: its stdin pipe or its terminal, whichever `input` names
-    /// and the process has. Waits while the process is not reading.
-    pub async fn write(&self, input: ProcessInput) -> Result<(), ConnectError> {
-        let entry = &self.entry;
-        let pid = entry.pid;
-        let (bytes, what) = match (input, entry.pty) {
-            (ProcessInput::Stdin(bytes), false) => (bytes, "stdin"),
-            (ProcessInput::Pty(bytes), true) => (bytes, "tty"),
-            (ProcessInput::Stdin(_), true) => {
-                return Err(ConnectError::invalid_argument(format!(
-                    "process {pid} runs on a PTY: send its input as 'pty', not 'stdin'"
-                )))
-            }
-            (ProcessInput::Pty(_), false) => {
-                return Err(ConnectError::invalid_argument(format!(
-                    "process {pid} has no PTY: send its input as 'stdin', not 'pty'"
-                )))
-            }
-        };
-        let _order = entry.write_order.lock().await;
-        // A clone, so `CloseStdin` or the exit can drop the agent's copy while this write is
-        // still waiting; the descriptor closes when the last write finishes.
-        let fd = match &*entry.input() {
-            InputState::Open(fd) => fd.clone(),
-            InputState::Ended => return Err(not_found(pid)),
-            InputState::Disabled => {
-                return Err(ConnectError::new(
-                    Code::FailedPrecondition,
-                    format!("process {pid} was started without stdin (stdin: false)"),
-                ))
-            }
-            InputState::Closed => {
-                return Err(ConnectError::new(
-                    Code::FailedPrecondition,
-                    format!("the stdin of process {pid} was already closed"),
-                ))
-            }
-        };
-        output::write_all(&fd, &bytes).await.map_err(|err| {
-            ConnectError::internal(format!("error writing to {what} of process {pid}: {err}"))
-        })
-    }
-}
-
-fn not_found(pid: u32) -> ConnectError {
-    ConnectError::not_found(format!("process with pid {pid} not found"))
 }
 
 /// The process service.
@@ -616,65 +482,6 @@ impl ProcessService {
     }
 }
 
-/// A validated `ProcessSelector`.
-enum Selector {
-    Pid(u32),
-    Tag(String),
-}
-
-impl Selector {
-    fn parse(selector: Option<ProcessSelector>) -> Result<Self, ConnectError> {
-        match selector.and_then(|s| s.selector) {
-            Some(wire::Selector::Pid(pid)) => Ok(Selector::Pid(pid)),
-            Some(wire::Selector::Tag(tag)) => Ok(Selector::Tag(tag)),
-            None => Err(ConnectError::invalid_argument(
-                "the process selector names neither a pid nor a tag",
-            )),
-        }
-    }
-
-    fn running(&self, table: &Table) -> Option<Arc<Entry>> {
-        match self {
-            Selector::Pid(pid) => table.running.get(pid).cloned(),
-            // Tags are not required to be unique; the oldest process (lowest pid) wins, so the
-            // answer is at least stable.
-            Selector::Tag(tag) => table
-                .running
-                .values()
-                .filter(|e| e.tag.as_deref() == Some(tag.as_str()))
-                .min_by_key(|e| e.pid)
-                .cloned(),
-        }
-    }
-
-    fn finished<'t>(&self, table: &'t Table) -> Option<(u32, &'t Finished)> {
-        let fresh = |f: &Finished| f.at.elapsed() < FINISHED_RETENTION;
-        match self {
-            Selector::Pid(pid) => table
-                .finished
-                .get(pid)
-                .filter(|f| fresh(f))
-                .map(|f| (*pid, f)),
-            // The most recent end with that tag.
-            Selector::Tag(tag) => table
-                .finished
-                .iter()
-                .filter(|(_, f)| fresh(f) && f.tag.as_deref() == Some(tag.as_str()))
-                .max_by_key(|(_, f)| f.at)
-                .map(|(pid, f)| (*pid, f)),
-        }
-    }
-
-    fn not_found(&self) -> ConnectError {
-        match self {
-            Selector::Pid(pid) => not_found(*pid),
-            Selector::Tag(tag) => {
-                ConnectError::not_found(format!("process with tag {tag} not found"))
-            }
-        }
-    }
-}
-
 /// A requested terminal size; absent dimensions are 0 (proto3 defaults), and values beyond what
 /// the kernel stores saturate.
 fn win_size(pty: &Pty) -> WinSize {
@@ -697,132 +504,5 @@ fn end_event(status: ExitStatus) -> EndEvent {
     }
 }
 
-/// Resolves a requested working directory: absent means home, `~` and relative paths are taken
-/// from home, and the result must exist.
-fn resolve_cwd(requested: Option<&str>, user: &User) -> Result<PathBuf, ConnectError> {
-    let requested = requested.unwrap_or("");
-    let path = if requested.is_empty() {
-        crate::users::default_workdir()
-            .filter(|w| w.is_dir())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| user.home.clone())
-    } else if let Some(rest) = requested.strip_prefix('~') {
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return Err(ConnectError::invalid_argument(format!(
-                "cannot expand '{requested}': only '~' and '~/...' (the user's own home) are supported"
-            )));
-        }
-        user.home.join(rest.trim_start_matches('/'))
-    } else {
-        user.home.join(requested)
-    };
-    let path = lexically_clean(&path);
-    if std::fs::metadata(&path).is_err() {
-        return Err(ConnectError::invalid_argument(format!(
-            "cwd '{}' does not exist",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
-/// Resolves `.` and `..` without touching the filesystem (like Go's `filepath.Clean`).
-fn lexically_clean(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for part in path.components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(home: &str) -> User {
-        User {
-            name: "u".into(),
-            uid: 1,
-            gid: 1,
-            home: home.into(),
-            groups: vec![1],
-        }
-    }
-
-    fn finished(at: Instant, tag: Option<&str>) -> Finished {
-        Finished {
-            tag: tag.map(str::to_owned),
-            end: EndEvent {
-                exit_code: 0,
-                exited: true,
-                status: "exit status 0".into(),
-                error: None,
-            },
-            at,
-        }
-    }
-
-    #[test]
-    fn finished_processes_are_bounded_in_number_and_age() {
-        let mut table = Table::default();
-        let now = Instant::now();
-        for pid in 0..FINISHED_MAX as u32 + 10 {
-            table.remember(pid, finished(now, None));
-        }
-        assert_eq!(table.finished.len(), FINISHED_MAX);
-        // An end older than the retention is dropped at the next insert and never selected.
-        if let Some(long_ago) = now.checked_sub(FINISHED_RETENTION + Duration::from_secs(1)) {
-            let mut table = Table::default();
-            table.remember(1, finished(long_ago, Some("t")));
-            assert!(Selector::Pid(1).finished(&table).is_none());
-            assert!(Selector::Tag("t".into()).finished(&table).is_none());
-            table.remember(2, finished(now, Some("t")));
-            assert_eq!(table.finished.len(), 1);
-            assert_eq!(
-                Selector::Tag("t".into())
-                    .finished(&table)
-                    .map(|(pid, _)| pid),
-                Some(2)
-            );
-        }
-    }
-
-    #[test]
-    fn terminal_sizes_default_to_zero_and_saturate() {
-        let pty = |cols, rows| Pty {
-            size: Some(wire::PtySize { cols, rows }),
-        };
-        assert_eq!(win_size(&pty(80, 24)), WinSize { cols: 80, rows: 24 });
-        assert_eq!(
-            win_size(&pty(1 << 20, 0)),
-            WinSize {
-                cols: u16::MAX,
-                rows: 0
-            }
-        );
-        assert_eq!(win_size(&Pty::default()), WinSize { cols: 0, rows: 0 });
-    }
-
-    #[test]
-    fn cwd_defaults_to_home_and_resolves_relative_and_tilde_paths() {
-        let u = user("/tmp");
-        assert_eq!(resolve_cwd(None, &u).unwrap(), PathBuf::from("/tmp"));
-        assert_eq!(resolve_cwd(Some(""), &u).unwrap(), PathBuf::from("/tmp"));
-        assert_eq!(resolve_cwd(Some("~"), &u).unwrap(), PathBuf::from("/tmp"));
-        assert_eq!(resolve_cwd(Some(".."), &u).unwrap(), PathBuf::from("/"));
-        assert_eq!(
-            resolve_cwd(Some("/usr/../etc"), &u).unwrap(),
-            PathBuf::from("/etc")
-        );
-        let missing = resolve_cwd(Some("/no/such/dir"), &u).unwrap_err();
-        assert_eq!(missing.code, crate::connect::Code::InvalidArgument);
-        assert!(missing.message.contains("/no/such/dir"));
-        assert!(resolve_cwd(Some("~root"), &u).is_err());
-    }
-}
+mod tests;
