@@ -1,6 +1,7 @@
 //! `hutch run`: runs code in a sandbox's code interpreter through a hutch (or any
 //! E2B-compatible) server, streaming its output and saving image results to files.
 
+use hutch_contracts::agent::CODE_INTERPRETER_PORT;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -123,7 +124,7 @@ async fn execute(
         .method(Method::POST)
         .uri(format!("{}/execute", api.base))
         .header("e2b-sandbox-id", id)
-        .header("e2b-sandbox-port", "49999")
+        .header("e2b-sandbox-port", CODE_INTERPRETER_PORT)
         .header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("x-access-token", t);
