@@ -12,8 +12,8 @@ use base64::Engine;
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::proxy::HttpClient;
-use crate::service::AGENT_PORT;
+use crate::agent_http::HttpClient;
+use hutch_contracts::agent::AGENT_PORT;
 
 /// Which stream a line of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,8 +85,13 @@ pub fn app(state: AppState) -> Router {
                 if let Some(id) =
                     crate::proxy::signed_files_target(&st.svc, req.method(), req.uri())
                 {
-                    return crate::proxy::forward(&st.svc, &id, crate::service::AGENT_PORT, req)
-                        .await;
+                    return crate::proxy::forward(
+                        &st.svc,
+                        &id,
+                        hutch_contracts::agent::AGENT_PORT,
+                        req,
+                    )
+                    .await;
                 }
                 // A signed /files URL that no live sandbox signed: refuse it as envd would.
                 if req.uri().path() == "/files"

@@ -2,6 +2,7 @@
 //! sandbox lifecycle and the durable state behind them.
 
 pub mod agent_client;
+pub mod agent_http;
 pub mod api;
 pub mod api_error;
 pub mod builds;

@@ -3,29 +3,15 @@
 //! streaming both ways, to that port on the sandbox's address.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::sandbox::{valid_id, SandboxState};
-use crate::service::{Service, AGENT_PORT};
-
-/// The HTTP client used to reach sandboxes.
-pub type HttpClient = Client<HttpConnector, Body>;
-
-/// A client with short connect timeouts and pooled keep-alive connections.
-pub fn client() -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(Duration::from_secs(5)));
-    conn.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(conn)
-}
+use crate::service::Service;
+use hutch_contracts::agent::AGENT_PORT;
 
 /// Which sandbox and port a request is for, if it is sandbox traffic.
 pub fn target(headers: &HeaderMap) -> Option<(String, u16)> {
@@ -350,38 +336,6 @@ pub fn signed_files_target(svc: &Service, method: &http::Method, uri: &Uri) -> O
         &signature?,
         expiration.as_deref(),
     )
-}
-
-/// Waits until `GET /health` on `ip:port` answers 2xx, or `limit` passes.
-pub async fn wait_healthy(
-    client: &HttpClient,
-    ip: Ipv4Addr,
-    port: u16,
-    limit: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    let mut delay = Duration::from_millis(1);
-    let uri: Uri = format!("http://{ip}:{port}/health")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    loop {
-        let req = Request::get(uri.clone())
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
-        let attempt = tokio::time::timeout(Duration::from_secs(2), client.request(req)).await;
-        if let Ok(Ok(r)) = attempt {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the sandbox agent at {ip}:{port} did not answer /health within {limit:?}"
-            ));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]

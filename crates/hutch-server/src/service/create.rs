@@ -54,12 +54,12 @@ pub trait AgentReadiness: Send + Sync + 'static {
 
 /// Readiness over HTTP: the agent's `/health`, then the template's start and ready commands.
 pub struct HttpReadiness {
-    http: crate::proxy::HttpClient,
+    http: crate::agent_http::HttpClient,
 }
 
 impl HttpReadiness {
     /// Readiness checks through `http`.
-    pub fn new(http: crate::proxy::HttpClient) -> Self {
+    pub fn new(http: crate::agent_http::HttpClient) -> Self {
         HttpReadiness { http }
     }
 }
@@ -72,8 +72,13 @@ impl AgentReadiness for HttpReadiness {
         template: Option<&'a TemplateRecord>,
     ) -> BoxFuture<'a, std::result::Result<(), String>> {
         Box::pin(async move {
-            crate::proxy::wait_healthy(&self.http, ip, super::AGENT_PORT, Duration::from_secs(15))
-                .await?;
+            crate::agent_http::wait_healthy(
+                &self.http,
+                ip,
+                hutch_contracts::agent::AGENT_PORT,
+                Duration::from_secs(15),
+            )
+            .await?;
             // A template's start command runs in every new sandbox, which is ready once the
             // template's ready command succeeds.
             match template {

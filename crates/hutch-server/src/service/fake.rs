@@ -337,7 +337,7 @@ impl Harness {
             Arc::clone(&templates),
             SandboxDefaults { limits: LIMITS },
             records,
-            crate::proxy::client(),
+            crate::agent_http::client(),
             Arc::clone(&ready) as Arc<dyn AgentReadiness>,
         );
         Harness {

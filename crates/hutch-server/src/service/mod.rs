@@ -108,7 +108,7 @@ pub struct Service {
     reserved_slots: Mutex<HashSet<u32>>,
     /// Sandboxes being created, per key id: they count against the key's limit too.
     creating: Mutex<HashMap<String, u32>>,
-    http: crate::proxy::HttpClient,
+    http: crate::agent_http::HttpClient,
     readiness: Arc<dyn AgentReadiness>,
 }
 
@@ -122,7 +122,7 @@ impl Service {
         defaults: SandboxDefaults,
         records: Vec<SandboxRecord>,
     ) -> Arc<Self> {
-        let http = crate::proxy::client();
+        let http = crate::agent_http::client();
         let readiness = Arc::new(HttpReadiness::new(http.clone()));
         Self::with_readiness(
             runtime, store, templates, defaults, records, http, readiness,
@@ -136,7 +136,7 @@ impl Service {
         templates: Arc<Templates>,
         defaults: SandboxDefaults,
         records: Vec<SandboxRecord>,
-        http: crate::proxy::HttpClient,
+        http: crate::agent_http::HttpClient,
         readiness: Arc<dyn AgentReadiness>,
     ) -> Arc<Self> {
         let svc = Arc::new(Service {
@@ -183,7 +183,7 @@ impl Service {
     }
 
     /// The shared HTTP client for sandbox traffic.
-    pub fn http(&self) -> &crate::proxy::HttpClient {
+    pub fn http(&self) -> &crate::agent_http::HttpClient {
         &self.http
     }
 

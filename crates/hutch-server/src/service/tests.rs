@@ -127,7 +127,7 @@ async fn create_while_the_defaults_build_is_unavailable() {
         templates,
         SandboxDefaults { limits: LIMITS },
         Vec::new(),
-        crate::proxy::client(),
+        crate::agent_http::client(),
         h.ready.clone(),
     );
     let err = svc.create(req("code-interpreter-v1")).await.unwrap_err();
