@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use rustix::process::Signal;
 
-use super::{is_root, signal, TEST_UID};
+use super::{signal, write_user_files};
 
 const DEFAULT_VENV: &str = "/var/cache/hutch-dev/kernel-venv";
 /// The access token the agent is configured with.
@@ -91,26 +91,7 @@ impl Interp {
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&kernels).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (uid, gid) = if is_root() {
-            (TEST_UID, TEST_UID)
-        } else {
-            (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            )
-        };
-        if is_root() {
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
-        }
-        std::fs::write(
-            dir.join("passwd"),
-            format!(
-                "root:x:0:0:root:/root:/bin/bash\nuser:x:{uid}:{gid}::{}:/bin/bash\n",
-                home.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("group"), format!("root:x:0:\nuser:x:{gid}:\n")).unwrap();
+        write_user_files(&dir, &home);
         if let Some(spec) = spec {
             std::fs::create_dir_all(kernels.join("python3")).unwrap();
             std::fs::write(kernels.join("python3/kernel.json"), spec.to_string()).unwrap();

@@ -87,26 +87,7 @@ impl Agent {
         let home = dir.join("home");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let (uid, gid) = if is_root() {
-            (TEST_UID, TEST_UID)
-        } else {
-            (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
-            )
-        };
-        if is_root() {
-            std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
-        }
-        std::fs::write(
-            dir.join("passwd"),
-            format!(
-                "root:x:0:0:root:/root:/bin/bash\nuser:x:{uid}:{gid}::{}:/bin/bash\n",
-                home.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("group"), format!("root:x:0:\nuser:x:{gid}:\n")).unwrap();
+        let (uid, _gid) = write_user_files(&dir, &home);
 
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -502,4 +483,30 @@ pub fn zombie_children(parent: i32) -> Vec<i32> {
         }
     }
     zombies
+}
+
+/// Writes `passwd` and `group` files into `dir` with `root` and a `user` whose home is `home`
+/// (which it is given), and returns that user's uid and gid: [`TEST_UID`] as root, else ours.
+pub fn write_user_files(dir: &std::path::Path, home: &std::path::Path) -> (u32, u32) {
+    let (uid, gid) = if is_root() {
+        (TEST_UID, TEST_UID)
+    } else {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    };
+    if is_root() {
+        std::os::unix::fs::chown(home, Some(uid), Some(gid)).unwrap();
+    }
+    std::fs::write(
+        dir.join("passwd"),
+        format!(
+            "root:x:0:0:root:/root:/bin/bash\nuser:x:{uid}:{gid}::{}:/bin/bash\n",
+            home.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("group"), format!("root:x:0:\nuser:x:{gid}:\n")).unwrap();
+    (uid, gid)
 }
