@@ -214,7 +214,7 @@ impl Builds {
             cpu_count,
             memory_mb,
             caller,
-            upload_token: spec::random_hex(24),
+            upload_token: crate::sandbox::random_hex(24),
             requested: Instant::now(),
             state: Mutex::new(BuildState {
                 status: Status::Waiting,

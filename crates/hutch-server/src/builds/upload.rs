@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::spec::{random_hex, valid_hash};
+use super::spec::valid_hash;
 use super::Builds;
+use crate::sandbox::random_hex;
 use crate::service::{Invalid, Missing, Result, ServiceError};
 
 /// The largest archive of one COPY step.
