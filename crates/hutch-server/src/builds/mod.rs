@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::service::{Invalid, Missing, Result, Service, ServiceError};
 use crate::templates::Templates;
 
-pub use spec::{image_template, BuildSpec};
+pub use spec::BuildSpec;
 
 /// The deepest chain of user-built templates (each adds a layer to the overlay mount, whose
 /// options must fit in a page).
