@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::service::{Invalid, Missing, Result, Service, ServiceError};
+use crate::service::{lock, Invalid, Missing, Result, Service, ServiceError};
 use crate::templates::Templates;
 
 pub use spec::BuildSpec;
@@ -98,10 +98,6 @@ pub struct Build {
     /// When it was requested.
     requested: Instant,
     state: Mutex<BuildState>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Build {

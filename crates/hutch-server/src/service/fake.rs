@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use hutch_runtime::runtime::Usage;
 use hutch_runtime::{Limits, NetConfig, RuntimeError, SandboxNet, SandboxSpec, Spawned};
 
-use super::{AgentReadiness, CreateRequest, SandboxDefaults, Service, ServiceError};
+use super::{lock, AgentReadiness, CreateRequest, SandboxDefaults, Service, ServiceError};
 use crate::runtime::{RuntimeResult, SandboxRuntime};
 use crate::sandbox::SandboxRecord;
 use crate::store::{Caller, Store};
@@ -67,10 +67,6 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     state_dir: PathBuf,
     net: NetConfig,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FakeRuntime {
