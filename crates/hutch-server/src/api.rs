@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 pub use crate::api_error::{status_of, ApiError};
 use crate::sandbox::{valid_id, SandboxState};
-use crate::service::{CreateRequest, ListQuery, Service};
+use crate::service::{CreateRequest, ListQuery, Missing, Service, ServiceError};
 use crate::store::{Caller, Store};
 
 /// Shared state of the HTTP layer.
@@ -315,10 +315,7 @@ fn check_id(id: &str) -> ApiResult<()> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("sandbox \"{id}\" doesn't exist or you don't have access to it"),
-        ))
+        Err(ServiceError::from(Missing::Sandbox(id.to_string())).into())
     }
 }
 

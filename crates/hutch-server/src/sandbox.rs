@@ -183,6 +183,14 @@ pub fn new_id() -> String {
         .collect()
 }
 
+/// `bytes` random bytes in hex (access and upload tokens, build ids).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
 /// True for strings that can be sandbox ids (checked before any lookup or path use).
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, ApiJson, AppState};
 use crate::builds::BuildSpec;
+use crate::service::{Missing, ServiceError};
 use crate::templates::{TemplateRecord, Templates};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -139,10 +140,7 @@ pub async fn alias(State(st): State<AppState>, Path(alias): Path<String>) -> Api
         Some(id) => {
             Ok(Json(serde_json::json!({ "templateID": id, "public": true })).into_response())
         }
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("template '{alias}' not found"),
-        )),
+        None => Err(ServiceError::from(Missing::Template(alias)).into()),
     }
 }
 
@@ -183,9 +181,11 @@ pub async fn list(State(st): State<AppState>) -> Json<Vec<serde_json::Value>> {
 
 /// One template built on this server.
 pub async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let t = st.svc.templates().custom(&id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("template '{id}' not found"))
-    })?;
+    let t = st
+        .svc
+        .templates()
+        .custom(&id)
+        .ok_or_else(|| ServiceError::from(Missing::Template(id.clone())))?;
     let mut v = template_json(&st, &t);
     v["builds"] = serde_json::json!([{
         "buildID": t.build_id,

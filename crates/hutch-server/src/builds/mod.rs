@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::service::{Invalid, Missing, Result, Service, ServiceError};
+use crate::service::{lock, Invalid, Missing, Result, Service, ServiceError};
 use crate::templates::Templates;
 
-pub use spec::{image_template, BuildSpec};
+pub use spec::BuildSpec;
 
 /// The deepest chain of user-built templates (each adds a layer to the overlay mount, whose
 /// options must fit in a page).
@@ -98,10 +98,6 @@ pub struct Build {
     /// When it was requested.
     requested: Instant,
     state: Mutex<BuildState>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Build {
@@ -214,7 +210,7 @@ impl Builds {
             cpu_count,
             memory_mb,
             caller,
-            upload_token: spec::random_hex(24),
+            upload_token: crate::sandbox::random_hex(24),
             requested: Instant::now(),
             state: Mutex::new(BuildState {
                 status: Status::Waiting,

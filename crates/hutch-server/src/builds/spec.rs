@@ -4,6 +4,7 @@
 use hutch_contracts::template::{BuildStep, WireStep};
 use serde::Deserialize;
 
+use crate::sandbox::random_hex;
 use crate::service::{Invalid, ServiceError};
 
 /// What `POST /v2/templates/{id}/builds/{build}` carries.
@@ -101,14 +102,6 @@ pub fn valid_name(name: &str) -> bool {
 /// A COPY files hash: hex, so it is safe as a file name.
 pub fn valid_hash(hash: &str) -> bool {
     !hash.is_empty() && hash.len() <= 128 && hash.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// `bytes` random bytes in hex.
-pub fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 /// A new build id, shaped like a UUID as E2B's are.

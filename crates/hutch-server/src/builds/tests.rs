@@ -4,15 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::api::status_of;
-use crate::service::fake::Harness;
+use crate::service::fake::{status, Harness};
 
 fn builds(h: &Harness) -> Arc<Builds> {
     Builds::new(Arc::clone(&h.svc))
-}
-
-fn code(e: &ServiceError) -> u16 {
-    status_of(e).as_u16()
 }
 
 fn spec(steps: serde_json::Value) -> BuildSpec {
@@ -47,7 +42,7 @@ async fn requests_are_checked() {
     ];
     for (name, cpu, mem, message) in cases {
         let err = b.request(name, cpu, mem, None).unwrap_err();
-        assert_eq!(code(&err), 400);
+        assert_eq!(status(&err), 400);
         assert_eq!(err.to_string(), message);
     }
 }
@@ -75,12 +70,12 @@ async fn file_status_needs_a_hash_and_a_waiting_build() {
     let b = builds(&h);
     let err = b.file_status("t", "../x").unwrap_err();
     assert_eq!(
-        (code(&err), err.to_string()),
+        (status(&err), err.to_string()),
         (400, "invalid files hash \"../x\"".into())
     );
     let err = b.file_status("t", "ab").unwrap_err();
     assert_eq!(
-        (code(&err), err.to_string()),
+        (status(&err), err.to_string()),
         (404, "template 't' not found".into())
     );
     let build = b.request("app", None, None, None).unwrap();
@@ -104,7 +99,7 @@ async fn uploads_need_the_builds_token() {
         .await
         .unwrap_err();
     assert_eq!(
-        (code(&err), err.to_string()),
+        (status(&err), err.to_string()),
         (401, "invalid or expired upload token".into())
     );
     b.upload(
@@ -126,7 +121,7 @@ async fn starting_checks_the_build_and_its_steps() {
     let h = Harness::new(2);
     let b = builds(&h);
     let err = b.start("t", "nope", BuildSpec::default()).unwrap_err();
-    assert_eq!(code(&err), 404);
+    assert_eq!(status(&err), 404);
     assert_eq!(err.to_string(), "build 'nope' of template 't' not found");
     let build = b.request("app", None, None, None).unwrap();
     let err = b
@@ -136,7 +131,7 @@ async fn starting_checks_the_build_and_its_steps() {
             spec(serde_json::json!([{"type": "COPY", "args": ["a", "b"], "filesHash": "ff"}])),
         )
         .unwrap_err();
-    assert_eq!(code(&err), 400);
+    assert_eq!(status(&err), 400);
     assert_eq!(
         err.to_string(),
         "step 1 (COPY a): its files (hash \"ff\") were not uploaded"
@@ -166,7 +161,7 @@ async fn a_build_starts_once_and_fails_on_a_missing_parent() {
     b.start(&build.template_id, &build.build_id, s.clone())
         .unwrap();
     let err = b.start(&build.template_id, &build.build_id, s).unwrap_err();
-    assert_eq!(code(&err), 409);
+    assert_eq!(status(&err), 409);
     assert_eq!(
         err.to_string(),
         format!("build '{}' was started already", build.build_id)
@@ -221,14 +216,14 @@ async fn deleting_templates() {
     let h = Harness::new(2);
     let b = builds(&h);
     let err = b.delete("base").unwrap_err();
-    assert_eq!(code(&err), 400);
+    assert_eq!(status(&err), 400);
     assert_eq!(
         err.to_string(),
         "'base' is a built-in template and cannot be deleted"
     );
     let err = b.delete("nosuch").unwrap_err();
     assert_eq!(
-        (code(&err), err.to_string()),
+        (status(&err), err.to_string()),
         (404, "template 'nosuch' not found".into())
     );
     let t = h.add_custom(h.custom_template("app"));

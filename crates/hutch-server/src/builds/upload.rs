@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::spec::{random_hex, valid_hash};
+use super::spec::valid_hash;
 use super::Builds;
+use crate::sandbox::random_hex;
 use crate::service::{Invalid, Missing, Result, ServiceError};
 
 /// The largest archive of one COPY step.
@@ -99,13 +100,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_is_written_to_disk() {
-        let dir = tempdir("write-body");
-        let path = dir.join("f");
+        let dir = crate::service::fake::TempDir::new();
+        let path = dir.0.join("f");
         write_body(&path, axum::body::Body::from("hello"))
             .await
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "hello");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -114,11 +114,5 @@ mod tests {
             max_bytes: MAX_UPLOAD_BYTES,
         };
         assert_eq!(e.to_string(), "the upload exceeds 4 GiB");
-    }
-
-    fn tempdir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("hutch-{name}-{}", random_hex(6)));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

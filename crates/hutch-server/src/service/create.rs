@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use hutch_runtime::{Limits, SandboxSpec};
 
 use super::{lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, Service, ServiceError};
-use crate::sandbox::{new_id, SandboxRecord, SandboxState};
+use crate::sandbox::{new_id, random_hex, SandboxRecord, SandboxState};
 use crate::store::Caller;
 use crate::templates::TemplateRecord;
 
@@ -121,14 +121,6 @@ fn validate_env(vars: &BTreeMap<String, String>) -> Result<()> {
     }
 }
 
-/// A random access token for a secure sandbox's agent.
-fn new_access_token() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 /// The server's limits, with a user-built template's own CPUs and memory.
 fn limits_for(mut limits: Limits, custom: Option<&TemplateRecord>) -> Limits {
     if let Some(t) = custom {
@@ -203,7 +195,8 @@ impl Service {
         validate_env(&req.env_vars)?;
         let _reservation = self.reserve_for_key(req.caller.as_ref())?;
         let id = new_id();
-        let token = req.secure.then(new_access_token);
+        // A secure sandbox's agent wants a random access token.
+        let token = req.secure.then(|| random_hex(24));
         let slot = self.allocate_slot()?;
         // A user-built template brings its ENV, default user and workdir, and resources.
         let custom = tpl.custom.as_ref();

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use hutch_runtime::runtime::Usage;
 use hutch_runtime::{Limits, NetConfig, RuntimeError, SandboxNet, SandboxSpec, Spawned};
 
-use super::{AgentReadiness, SandboxDefaults, Service};
+use super::{lock, AgentReadiness, CreateRequest, SandboxDefaults, Service, ServiceError};
 use crate::runtime::{RuntimeResult, SandboxRuntime};
 use crate::sandbox::SandboxRecord;
 use crate::store::{Caller, Store};
@@ -67,10 +67,6 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     state_dir: PathBuf,
     net: NetConfig,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FakeRuntime {
@@ -393,4 +389,17 @@ pub fn caller(key: &str, max: Option<u32>) -> Caller {
         key_id: key.to_string(),
         max_sandboxes: max,
     }
+}
+
+/// A create request for `template`, with nothing else set.
+pub fn req(template: &str) -> CreateRequest {
+    CreateRequest {
+        template_id: template.to_string(),
+        ..CreateRequest::default()
+    }
+}
+
+/// The HTTP status code a service error is answered with.
+pub fn status(e: &ServiceError) -> u16 {
+    crate::api::status_of(e).as_u16()
 }

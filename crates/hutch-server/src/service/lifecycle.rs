@@ -23,28 +23,25 @@ impl Service {
         let mut keep = HashSet::new();
         let mut keep_slots = HashSet::new();
         for rec in records {
-            let net = self.runtime.net_for(rec.slot);
-            if rec.build.is_some() {
+            let alive = self.runtime.is_alive(rec.pid, rec.pid_start);
+            if let Some(build) = rec.build.as_deref() {
                 // Its build ended with the server that ran it.
-                tracing::info!(sandbox = %rec.id, build = rec.build.as_deref().unwrap_or(""), "ending the sandbox of an interrupted template build");
-                let init = Some((rec.pid, rec.pid_start))
-                    .filter(|(pid, start)| self.runtime.is_alive(*pid, *start));
-                if let Err(e) = self.runtime.destroy(&rec.id, Some(&net), init) {
-                    tracing::warn!(sandbox = %rec.id, error = %e, "cleanup failed");
-                }
-                let _ = self.store.delete_sandbox(&rec.id);
-            } else if self.runtime.is_alive(rec.pid, rec.pid_start) {
+                tracing::info!(sandbox = %rec.id, build, "ending the sandbox of an interrupted template build");
+            } else if alive {
                 tracing::info!(sandbox = %rec.id, pid = rec.pid, state = rec.state.as_str(), "adopted running sandbox");
                 keep.insert(rec.id.clone());
                 keep_slots.insert(rec.slot);
                 lock(&self.live).insert(rec.id.clone(), Entry::new(rec));
+                continue;
             } else {
                 tracing::info!(sandbox = %rec.id, "sandbox died while the server was down; cleaning up");
-                if let Err(e) = self.runtime.destroy(&rec.id, Some(&net), None) {
-                    tracing::warn!(sandbox = %rec.id, error = %e, "cleanup failed");
-                }
-                let _ = self.store.delete_sandbox(&rec.id);
             }
+            let net = self.runtime.net_for(rec.slot);
+            let init = Some((rec.pid, rec.pid_start)).filter(|_| alive);
+            if let Err(e) = self.runtime.destroy(&rec.id, Some(&net), init) {
+                tracing::warn!(sandbox = %rec.id, error = %e, "cleanup failed");
+            }
+            let _ = self.store.delete_sandbox(&rec.id);
         }
         for id in self.runtime.leftover_ids() {
             if !keep.contains(&id) {

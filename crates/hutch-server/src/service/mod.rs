@@ -38,7 +38,6 @@ pub use create::{AgentReadiness, CreateRequest, HttpReadiness};
 pub use error::{Invalid, Missing, Result, RuntimeOp, ServiceError};
 pub use list::ListQuery;
 
-pub use hutch_contracts::agent::AGENT_PORT;
 /// Longest timeout a sandbox may be given, in seconds (E2B's maximum: 24 h).
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 /// Timeout when the caller gives none.
@@ -81,7 +80,8 @@ impl Entry {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, also after a panic while it was held (the data stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -5,17 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 
-use super::fake::{caller, Call, Harness, Op, LIMITS};
+use super::fake::{caller, req, status, Call, Harness, Op, LIMITS};
 use super::*;
-use crate::api::status_of;
 use crate::sandbox::SandboxRecord;
-
-fn req(template: &str) -> CreateRequest {
-    CreateRequest {
-        template_id: template.to_string(),
-        ..CreateRequest::default()
-    }
-}
 
 /// The agent configuration the runtime was given for the `i`th created sandbox.
 fn agent_config_of(h: &Harness, i: usize) -> serde_json::Value {
@@ -26,10 +18,6 @@ fn agent_config_of(h: &Harness, i: usize) -> serde_json::Value {
         .find(|(k, _)| k == "HUTCH_AGENT_CONFIG")
         .expect("agent config");
     serde_json::from_str(json).expect("json")
-}
-
-fn status(e: &ServiceError) -> u16 {
-    status_of(e).as_u16()
 }
 
 #[tokio::test]

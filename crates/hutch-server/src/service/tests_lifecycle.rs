@@ -7,25 +7,13 @@ use std::time::Duration;
 use chrono::Utc;
 use hutch_runtime::runtime::Usage;
 
-use super::fake::{Call, Harness, Op};
+use super::fake::{req, status, Call, Harness, Op};
 use super::*;
-use crate::api::status_of;
-
-fn req() -> CreateRequest {
-    CreateRequest {
-        template_id: "base".into(),
-        ..CreateRequest::default()
-    }
-}
-
-fn status(e: &ServiceError) -> u16 {
-    status_of(e).as_u16()
-}
 
 #[tokio::test]
 async fn pause_freezes_and_a_second_pause_conflicts() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.svc.pause(&rec.id).await.unwrap();
     assert_eq!(h.svc.get(&rec.id).unwrap().state, SandboxState::Paused);
     assert_eq!(h.svc.route(&rec.id).unwrap().state, SandboxState::Paused);
@@ -45,7 +33,7 @@ async fn pause_freezes_and_a_second_pause_conflicts() {
 #[tokio::test]
 async fn a_failed_pause_leaves_the_sandbox_running() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.rt.fail(Op::Pause, true);
     let err = h.svc.pause(&rec.id).await.unwrap_err();
     assert_eq!(status(&err), 500);
@@ -59,7 +47,7 @@ async fn a_failed_pause_leaves_the_sandbox_running() {
 #[tokio::test]
 async fn resume_thaws_a_paused_sandbox_and_refuses_a_running_one() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     let err = h.svc.resume(&rec.id, None).await.unwrap_err();
     assert_eq!(status(&err), 409);
     assert_eq!(
@@ -76,7 +64,7 @@ async fn resume_thaws_a_paused_sandbox_and_refuses_a_running_one() {
 #[tokio::test]
 async fn a_failed_resume_keeps_the_sandbox_paused() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.svc.pause(&rec.id).await.unwrap();
     h.rt.fail(Op::Resume, true);
     let err = h.svc.resume(&rec.id, None).await.unwrap_err();
@@ -90,7 +78,7 @@ async fn a_failed_resume_keeps_the_sandbox_paused() {
 #[tokio::test]
 async fn connect_resumes_a_paused_sandbox() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.svc.pause(&rec.id).await.unwrap();
     let (after, resumed) = h.svc.connect(&rec.id, Some(10)).await.unwrap();
     assert!(resumed);
@@ -102,7 +90,7 @@ async fn connect_resumes_a_paused_sandbox() {
 #[tokio::test]
 async fn connect_to_a_running_sandbox_never_shortens_it() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     let (after, resumed) = h.svc.connect(&rec.id, Some(10)).await.unwrap();
     assert!(!resumed);
     assert_eq!(after.end_at, rec.end_at);
@@ -136,7 +124,7 @@ async fn operations_on_unknown_sandboxes_are_not_found() {
 #[tokio::test]
 async fn set_timeout_may_shorten_and_refresh_only_extends() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.svc.set_timeout(&rec.id, Some(5)).await.unwrap();
     let short = h.svc.get(&rec.id).unwrap().end_at;
     assert!(short < rec.end_at);
@@ -151,7 +139,7 @@ async fn set_timeout_may_shorten_and_refresh_only_extends() {
 #[tokio::test]
 async fn end_times_above_the_maximum_are_refused() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     for err in [
         h.svc
             .set_timeout(&rec.id, Some(MAX_TIMEOUT_SECS + 1))
@@ -178,8 +166,8 @@ async fn end_times_above_the_maximum_are_refused() {
 #[tokio::test]
 async fn an_expired_sandbox_is_killed() {
     let h = Harness::new(4);
-    let keep = h.svc.create(req()).await.unwrap();
-    let expire = h.svc.create(req()).await.unwrap();
+    let keep = h.svc.create(req("base")).await.unwrap();
+    let expire = h.svc.create(req("base")).await.unwrap();
     h.svc.set_timeout(&expire.id, Some(0)).await.unwrap();
     h.svc.check_all(false).await;
     assert!(h.svc.get(&expire.id).is_err());
@@ -193,7 +181,7 @@ async fn an_expired_auto_pause_sandbox_is_paused_not_killed() {
         .svc
         .create(CreateRequest {
             auto_pause: true,
-            ..req()
+            ..req("base")
         })
         .await
         .unwrap();
@@ -215,7 +203,7 @@ async fn an_expired_auto_pause_sandbox_is_paused_not_killed() {
 #[tokio::test]
 async fn a_sandbox_whose_init_exited_is_released() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.rt.exit(rec.pid, rec.pid_start);
     h.svc.check_all(false).await;
     assert_eq!(h.svc.count(), 0);
@@ -225,7 +213,7 @@ async fn a_sandbox_whose_init_exited_is_released() {
 #[tokio::test(start_paused = true)]
 async fn the_lifecycle_loop_expires_sandboxes_on_its_own() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     h.svc.set_timeout(&rec.id, Some(0)).await.unwrap();
     let task = tokio::spawn(Arc::clone(&h.svc).lifecycle_loop());
     // Time is paused: the runtime advances it whenever every task waits.
@@ -249,7 +237,7 @@ async fn metrics_are_sampled_from_the_runtime() {
     usage.disk_used = 10;
     usage.disk_total = 100;
     h.rt.set_usage(usage);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     let m = h.svc.metrics(&rec.id, None, None).unwrap();
     assert_eq!(m.len(), 1, "create takes the first sample");
     assert_eq!(m[0].mem_used, 1 << 20);
@@ -264,7 +252,7 @@ async fn metrics_are_sampled_from_the_runtime() {
 #[tokio::test]
 async fn metrics_are_filtered_by_time() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     let now = Utc::now().timestamp();
     assert_eq!(
         h.svc
@@ -289,7 +277,7 @@ async fn metrics_are_filtered_by_time() {
 async fn a_sandbox_without_usage_figures_has_no_metrics() {
     let h = Harness::new(4);
     h.rt.fail(Op::Usage, true);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     assert!(h.svc.metrics(&rec.id, None, None).unwrap().is_empty());
 }
 
@@ -303,7 +291,7 @@ async fn three(h: &Harness) -> Vec<crate::sandbox::SandboxRecord> {
                     ("tag".to_string(), tag.to_string()),
                     ("odd".to_string(), (i % 2 == 0).to_string()),
                 ]),
-                ..req()
+                ..req("base")
             })
             .await
             .unwrap();
@@ -401,7 +389,7 @@ async fn list_is_newest_first_unless_ascending() {
 #[tokio::test]
 async fn commit_layer_saves_the_upper_dir_through_the_runtime() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     let dest = h.dir.0.join("layer");
     h.svc.commit_layer(&rec.id, dest.clone()).await.unwrap();
     assert!(h.rt.calls().contains(&Call::Commit {
@@ -417,7 +405,7 @@ async fn commit_layer_saves_the_upper_dir_through_the_runtime() {
 #[tokio::test]
 async fn layers_in_use_are_those_of_live_sandboxes() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req()).await.unwrap();
+    let rec = h.svc.create(req("base")).await.unwrap();
     assert!(h.svc.layers_in_use().contains(&h.dir.0.join("rootfs-base")));
     h.svc.kill(&rec.id).await.unwrap();
     assert!(h.svc.layers_in_use().is_empty());
