@@ -11,7 +11,7 @@ pub fn effective_uid() -> u32 {
 }
 
 /// The effective group id of the caller.
-pub fn effective_gid() -> u32 {
+fn effective_gid() -> u32 {
     rustix::process::getegid().as_raw()
 }
 
@@ -57,7 +57,8 @@ impl Credentials {
     }
 
     /// The supplementary groups.
-    pub fn groups(&self) -> Vec<u32> {
+    #[cfg(test)]
+    fn groups(&self) -> Vec<u32> {
         self.groups.iter().map(|g| g.as_raw()).collect()
     }
 
