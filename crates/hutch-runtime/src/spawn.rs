@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::plan::{self as mount_plan, Mount, MountFlags, Step};
 use crate::net::{self, SandboxNet};
-use crate::sys::{self, cstr};
 use crate::{caps, proc, seccomp};
 use hutch_sys::creds::Credentials;
 use hutch_sys::ns::{Fork, Namespaces};
@@ -123,7 +122,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
-    let cs = |s: &str| cstr(s).map_err(|e| RuntimeError::Spawn(format!("{s:?}: {e}")));
+    let cs = |s: &str| {
+        CString::new(s)
+            .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
+    };
     let plan = ChildPlan {
         hostname: cs(&req.id)?,
         rootfs: req.rootfs.clone(),
@@ -242,8 +244,13 @@ fn mnt(
     flags: libc::c_ulong,
     data: Option<&str>,
 ) -> std::result::Result<(), String> {
-    sys::mount(src, target, fstype, flags, data)
-        .map_err(|e| format!("mount {} ({fstype:?}): {e}", target.display()))
+    hutch_sys::mount::mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} ({fstype:?}): {}",
+            target.display(),
+            std::io::Error::from(e)
+        )
+    })
 }
 
 fn bind_ro(src: &Path, target: &Path) -> std::result::Result<(), String> {
