@@ -7,6 +7,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hutch_sys::mount::flags;
+
 use crate::error::{Result, RuntimeError};
 
 /// Returns the path of a freshly formatted, empty ext4 image of `size_mb`, creating it
@@ -124,7 +126,7 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
             Some(&dev),
             target,
             Some("ext4"),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME,
+            flags::NOSUID | flags::NODEV | flags::NOATIME,
             None,
         );
         // With AUTOCLEAR the device detaches once unmounted and closed; on a failed mount
