@@ -111,7 +111,7 @@ struct ChildPlan {
     agent_inside: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    programs: Vec<seccompiler::BpfProgram>,
+    programs: Vec<Vec<hutch_sys::seccomp::Instruction>>,
     no_new_privs: bool,
     /// Opened here: once the child has switched to its mapped ids it cannot open host files.
     stdin: fs::File,
