@@ -47,12 +47,12 @@ impl Credentials {
     }
 
     /// The user id.
-    pub fn uid(&self) -> u32 {
+    fn uid(&self) -> u32 {
         self.uid.as_raw()
     }
 
     /// The group id.
-    pub fn gid(&self) -> u32 {
+    fn gid(&self) -> u32 {
         self.gid.as_raw()
     }
 
