@@ -17,8 +17,11 @@ mod limits;
 #[cfg(test)]
 mod tests;
 
-pub use detect::{CgroupLayout, V1_CONTROLLERS};
-pub use limits::{stat_field, CgroupLimits, LimitFile, CPU_PERIOD_US};
+pub use detect::CgroupLayout;
+#[cfg(test)]
+use detect::V1_CONTROLLERS;
+use limits::stat_field;
+pub use limits::CgroupLimits;
 
 /// How the host organises its cgroups.
 #[derive(Debug, Clone)]

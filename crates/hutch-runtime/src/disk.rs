@@ -7,8 +7,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hutch_sys::mount::flags;
+
 use crate::error::{Result, RuntimeError};
-use crate::sys;
 
 /// Returns the path of a freshly formatted, empty ext4 image of `size_mb`, creating it
 /// once per size under `cache_dir` so that each sandbox only copies ~1 MiB of metadata.
@@ -121,11 +122,11 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
                 source: err.into(),
             });
         }
-        let res = sys::mount(
+        let res = hutch_sys::mount::mount(
             Some(&dev),
             target,
             Some("ext4"),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME,
+            flags::NOSUID | flags::NODEV | flags::NOATIME,
             None,
         );
         // With AUTOCLEAR the device detaches once unmounted and closed; on a failed mount
@@ -133,7 +134,7 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
         drop(loopf);
         return res.map_err(|e| RuntimeError::Sys {
             op: format!("mount {} on {}", dev.display(), target.display()),
-            source: e,
+            source: e.into(),
         });
     }
     Err(RuntimeError::Spawn(

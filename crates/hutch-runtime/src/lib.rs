@@ -17,7 +17,6 @@ pub mod proc;
 pub mod runtime;
 pub mod seccomp;
 pub mod spawn;
-mod sys;
 #[cfg(test)]
 mod testutil;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::disk;
 use crate::error::{Result, RuntimeError};
-use crate::{mountinfo, sys};
+use crate::mountinfo;
 
 pub mod plan;
 
@@ -64,7 +64,7 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
     let opts = plan::overlay_options(layers, &upper, &work);
-    sys::mount(
+    hutch_sys::mount::mount(
         Some(Path::new("overlay")),
         &paths.rootfs,
         Some("overlay"),
@@ -73,7 +73,7 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
     )
     .map_err(|e| RuntimeError::Sys {
         op: format!("mount overlay ({opts}) on {}", paths.rootfs.display()),
-        source: e,
+        source: e.into(),
     })
 }
 
@@ -81,11 +81,11 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
 /// Idempotent: missing pieces are skipped.
 pub fn teardown(dir: &Path) -> Result<()> {
     for m in mounts_below(dir).into_iter().rev() {
-        if let Err(e) = sys::umount2(&m, libc::MNT_DETACH) {
-            if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
+        if let Err(e) = hutch_sys::mount::detach(&m) {
+            if e != hutch_sys::Errno::INVAL && e != hutch_sys::Errno::NOENT {
                 return Err(RuntimeError::Sys {
                     op: format!("umount {}", m.display()),
-                    source: e,
+                    source: e.into(),
                 });
             }
         }

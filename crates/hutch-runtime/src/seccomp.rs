@@ -11,8 +11,8 @@ use hutch_sys::seccomp::{install_filter, Instruction};
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
 };
 
 use crate::error::{Result, RuntimeError};
@@ -330,12 +330,21 @@ fn compile(
     rules: BTreeMap<i64, Vec<SeccompRule>>,
     mismatch: SeccompAction,
     matched: SeccompAction,
-) -> Result<BpfProgram> {
+) -> Result<Vec<Instruction>> {
     let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
         .map_err(|e| RuntimeError::Seccomp(e.to_string()))?;
-    filter
+    let program: seccompiler::BpfProgram = filter
         .try_into()
-        .map_err(|e: seccompiler::BackendError| RuntimeError::Seccomp(e.to_string()))
+        .map_err(|e: seccompiler::BackendError| RuntimeError::Seccomp(e.to_string()))?;
+    Ok(program
+        .iter()
+        .map(|i| Instruction {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect())
 }
 
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
@@ -348,7 +357,7 @@ fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule> {
 }
 
 /// The two filters, in installation order: the allowlist, then the clone3 → ENOSYS filter.
-pub fn programs() -> Result<Vec<BpfProgram>> {
+pub fn programs() -> Result<Vec<Vec<Instruction>>> {
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|s| (*s, Vec::new())).collect();
     allow.insert(
@@ -383,18 +392,9 @@ pub fn programs() -> Result<Vec<BpfProgram>> {
 /// see `SpawnRequest::no_new_privs`): without it the kernel requires CAP_SYS_ADMIN in the
 /// caller's user namespace, which the sandbox's init holds until it execs the agent. Leaving
 /// `no_new_privs` off is what lets Debian's setuid `sudo` work inside (docs/design.md).
-pub fn install(programs: &[BpfProgram]) -> Result<()> {
+pub fn install(programs: &[Vec<Instruction>]) -> Result<()> {
     for p in programs {
-        let program: Vec<Instruction> = p
-            .iter()
-            .map(|i| Instruction {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            })
-            .collect();
-        install_filter(&program)
+        install_filter(p)
             .map_err(|e| RuntimeError::Seccomp(format!("seccomp(SECCOMP_SET_MODE_FILTER): {e}")))?;
     }
     Ok(())

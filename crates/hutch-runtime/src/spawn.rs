@@ -17,11 +17,11 @@ use hutch_contracts::agent::AGENT_PATH;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
-use crate::mounts::plan::{self as mount_plan, Mount, MountFlags, Step};
+use crate::mounts::plan::{self as mount_plan, Mount, Step};
 use crate::net::{self, SandboxNet};
-use crate::sys::{self, cstr};
 use crate::{caps, proc, seccomp};
 use hutch_sys::creds::Credentials;
+use hutch_sys::mount::flags;
 use hutch_sys::ns::{Fork, Namespaces};
 
 /// What the server asks the helper to start.
@@ -111,7 +111,7 @@ struct ChildPlan {
     agent_inside: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    programs: Vec<seccompiler::BpfProgram>,
+    programs: Vec<Vec<hutch_sys::seccomp::Instruction>>,
     no_new_privs: bool,
     /// Opened here: once the child has switched to its mapped ids it cannot open host files.
     stdin: fs::File,
@@ -123,7 +123,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
-    let cs = |s: &str| cstr(s).map_err(|e| RuntimeError::Spawn(format!("{s:?}: {e}")));
+    let cs = |s: &str| {
+        CString::new(s)
+            .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
+    };
     let plan = ChildPlan {
         hostname: cs(&req.id)?,
         rootfs: req.rootfs.clone(),
@@ -239,15 +242,20 @@ fn mnt(
     src: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
-    flags: libc::c_ulong,
+    flags: u64,
     data: Option<&str>,
 ) -> std::result::Result<(), String> {
-    sys::mount(src, target, fstype, flags, data)
-        .map_err(|e| format!("mount {} ({fstype:?}): {e}", target.display()))
+    hutch_sys::mount::mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} ({fstype:?}): {}",
+            target.display(),
+            std::io::Error::from(e)
+        )
+    })
 }
 
 fn bind_ro(src: &Path, target: &Path) -> std::result::Result<(), String> {
-    mnt(Some(src), target, None, libc::MS_BIND, None)?;
+    mnt(Some(src), target, None, flags::BIND, None)?;
     remount_ro(target)
 }
 
@@ -354,28 +362,12 @@ fn env_entry(key: &str, value: &str) -> String {
     format!("{key}={value}")
 }
 
-/// The kernel's mount flags for a plan's flags.
-fn ms_flags(flags: MountFlags) -> libc::c_ulong {
-    [
-        (MountFlags::BIND, libc::MS_BIND),
-        (MountFlags::REC, libc::MS_REC),
-        (MountFlags::PRIVATE, libc::MS_PRIVATE),
-        (MountFlags::RDONLY, libc::MS_RDONLY),
-        (MountFlags::NOSUID, libc::MS_NOSUID),
-        (MountFlags::NODEV, libc::MS_NODEV),
-        (MountFlags::NOEXEC, libc::MS_NOEXEC),
-    ]
-    .into_iter()
-    .filter(|(ours, _)| flags.contains(*ours))
-    .fold(0, |acc, (_, ms)| acc | ms)
-}
-
 fn mount_step(m: &Mount) -> std::result::Result<(), String> {
     mnt(
         m.source.as_deref(),
         &m.target,
         m.fstype,
-        ms_flags(m.flags),
+        m.flags.bits(),
         m.data,
     )
 }
@@ -402,7 +394,7 @@ fn run_steps(steps: &[Step]) -> std::result::Result<(), String> {
             Step::BindReadOnly { source, target } => bind_ro(source, target)?,
             Step::MaskIfPresent(p) => {
                 if p.exists() {
-                    mnt(Some(Path::new("/dev/null")), p, None, libc::MS_BIND, None)?;
+                    mnt(Some(Path::new("/dev/null")), p, None, flags::BIND, None)?;
                 }
             }
             Step::ReadOnlyIfPresent(p) => {

@@ -5,7 +5,7 @@ use rustix::thread::CapabilitySet;
 use crate::error::{SysError, SysResult};
 
 /// The highest capability number the running kernel knows.
-pub fn last_cap() -> u32 {
+fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -30,12 +30,6 @@ pub fn restrict_bounding_set(kept: &[u32]) -> SysResult<()> {
     Ok(())
 }
 
-/// Whether capability number `cap` is still in the calling thread's bounding set.
-pub fn in_bounding_set(cap: u32) -> SysResult<bool> {
-    rustix::thread::capability_is_in_bounding_set(CapabilitySet::from_bits_retain(1 << cap))
-        .map_err(|e| SysError::call("prctl PR_CAPBSET_READ", cap, e))
-}
-
 /// Sets `no_new_privs`: no later `execve` can gain privileges (setuid bits and file
 /// capabilities are ignored).
 pub fn set_no_new_privs() -> rustix::io::Result<()> {
@@ -50,11 +44,5 @@ mod tests {
     fn the_kernel_knows_at_least_the_classic_capabilities() {
         // CAP_AUDIT_READ (37) exists since Linux 3.16.
         assert!(last_cap() >= 37);
-    }
-
-    #[test]
-    fn a_capability_number_is_queried_in_the_bounding_set() {
-        // Whatever the answer, CAP_CHOWN is a valid capability to ask about.
-        in_bounding_set(0).unwrap();
     }
 }

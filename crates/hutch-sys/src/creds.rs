@@ -11,7 +11,7 @@ pub fn effective_uid() -> u32 {
 }
 
 /// The effective group id of the caller.
-pub fn effective_gid() -> u32 {
+fn effective_gid() -> u32 {
     rustix::process::getegid().as_raw()
 }
 
@@ -47,17 +47,18 @@ impl Credentials {
     }
 
     /// The user id.
-    pub fn uid(&self) -> u32 {
+    fn uid(&self) -> u32 {
         self.uid.as_raw()
     }
 
     /// The group id.
-    pub fn gid(&self) -> u32 {
+    fn gid(&self) -> u32 {
         self.gid.as_raw()
     }
 
     /// The supplementary groups.
-    pub fn groups(&self) -> Vec<u32> {
+    #[cfg(test)]
+    fn groups(&self) -> Vec<u32> {
         self.groups.iter().map(|g| g.as_raw()).collect()
     }
 

@@ -34,8 +34,6 @@ pub const ENOSPC: i32 = Errno::NOSPC.raw_os_error();
 pub const ESPIPE: i32 = Errno::SPIPE.raw_os_error();
 /// Read-only file system.
 pub const EROFS: i32 = Errno::ROFS.raw_os_error();
-/// Result too large (a buffer too small for an attribute).
-pub const ERANGE: i32 = Errno::RANGE.raw_os_error();
 /// File name too long.
 pub const ENAMETOOLONG: i32 = Errno::NAMETOOLONG.raw_os_error();
 /// Directory not empty.
@@ -48,8 +46,6 @@ pub const ENODATA: i32 = Errno::NODATA.raw_os_error();
 pub const ENOTSUP: i32 = Errno::NOTSUP.raw_os_error();
 /// Disk quota exceeded.
 pub const EDQUOT: i32 = Errno::DQUOT.raw_os_error();
-/// Resource temporarily unavailable (also `EWOULDBLOCK`).
-pub const EAGAIN: i32 = Errno::AGAIN.raw_os_error();
 
 #[cfg(test)]
 mod tests {

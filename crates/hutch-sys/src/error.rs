@@ -75,7 +75,7 @@ impl SysError {
     }
 
     /// The underlying `io::Error`.
-    pub fn io_error(&self) -> &io::Error {
+    fn io_error(&self) -> &io::Error {
         match self {
             SysError::Path { source, .. }
             | SysError::Fd { source, .. }

@@ -23,6 +23,8 @@ pub mod flags {
     pub const NOATIME: u64 = F::NOATIME.bits() as u64;
     /// `MS_REC`: apply to the whole subtree.
     pub const REC: u64 = F::REC.bits() as u64;
+    /// `MS_PRIVATE`: no mount propagation to or from peers.
+    pub const PRIVATE: u64 = rustix::mount::MountPropagationFlags::PRIVATE.bits() as u64;
 }
 
 /// `mount(2)` with raw `MS_*` flags.
@@ -86,6 +88,18 @@ mod tests {
             err == rustix::io::Errno::NOENT || err == rustix::io::Errno::INVAL,
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn flags_match_the_c_library() {
+        assert_eq!(flags::BIND, libc::MS_BIND);
+        assert_eq!(flags::RDONLY, libc::MS_RDONLY);
+        assert_eq!(flags::NOSUID, libc::MS_NOSUID);
+        assert_eq!(flags::NODEV, libc::MS_NODEV);
+        assert_eq!(flags::NOEXEC, libc::MS_NOEXEC);
+        assert_eq!(flags::NOATIME, libc::MS_NOATIME);
+        assert_eq!(flags::REC, libc::MS_REC);
+        assert_eq!(flags::PRIVATE, libc::MS_PRIVATE);
     }
 
     #[test]

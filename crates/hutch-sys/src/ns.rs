@@ -61,14 +61,6 @@ pub fn enter_net_namespace(ns: impl AsFd) -> Result<()> {
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
 }
 
-/// Opens `/proc/<pid>/ns/net` and moves the calling thread into it (see
-/// [`enter_net_namespace`]).
-pub fn enter_net_namespace_of(pid: i32) -> SysResult<()> {
-    let path = format!("/proc/{pid}/ns/net");
-    let ns = std::fs::File::open(&path).map_err(|e| SysError::path("open", &path, e))?;
-    enter_net_namespace(&ns).map_err(|e| SysError::path("setns CLONE_NEWNET", path, e))
-}
-
 /// Moves the caller into a new cgroup namespace rooted at its current cgroup.
 pub fn unshare_cgroup_namespace() -> Result<()> {
     // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES (a descriptor table no longer
@@ -100,19 +92,12 @@ mod tests {
         if !crate::creds::is_root() {
             return;
         }
-        let me = std::process::id() as i32;
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", std::process::id())).unwrap();
         // On a dedicated thread: only it moves.
-        std::thread::spawn(move || enter_net_namespace_of(me))
+        std::thread::spawn(move || enter_net_namespace(&ns))
             .join()
             .unwrap()
             .unwrap();
-    }
-
-    #[test]
-    fn entering_the_namespace_of_a_missing_process_names_the_path() {
-        let err = enter_net_namespace_of(i32::MAX).unwrap_err();
-        assert!(err.to_string().contains("/proc/2147483647/ns/net"), "{err}");
-        assert_eq!(err.raw_os_error(), Some(Errno::NOENT.raw_os_error()));
     }
 
     #[test]

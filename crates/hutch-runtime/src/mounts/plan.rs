@@ -5,31 +5,39 @@
 use std::ops::BitOr;
 use std::path::{Path, PathBuf};
 
-/// Mount flags, independent of the syscall layer that applies them.
+use hutch_sys::mount::flags;
+
+/// Mount flags: the kernel's `MS_*` bits (from [`hutch_sys::mount::flags`]), typed so that a
+/// plan cannot mix them up with other integers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MountFlags(u16);
+pub struct MountFlags(u64);
 
 impl MountFlags {
     /// No flags.
     pub const NONE: Self = MountFlags(0);
     /// `MS_BIND`.
-    pub const BIND: Self = MountFlags(1);
+    pub const BIND: Self = MountFlags(flags::BIND);
     /// `MS_REC`.
-    pub const REC: Self = MountFlags(1 << 1);
+    pub const REC: Self = MountFlags(flags::REC);
     /// `MS_PRIVATE`.
-    pub const PRIVATE: Self = MountFlags(1 << 2);
+    pub const PRIVATE: Self = MountFlags(flags::PRIVATE);
     /// `MS_RDONLY`.
-    pub const RDONLY: Self = MountFlags(1 << 3);
+    pub const RDONLY: Self = MountFlags(flags::RDONLY);
     /// `MS_NOSUID`.
-    pub const NOSUID: Self = MountFlags(1 << 4);
+    pub const NOSUID: Self = MountFlags(flags::NOSUID);
     /// `MS_NODEV`.
-    pub const NODEV: Self = MountFlags(1 << 5);
+    pub const NODEV: Self = MountFlags(flags::NODEV);
     /// `MS_NOEXEC`.
-    pub const NOEXEC: Self = MountFlags(1 << 6);
+    pub const NOEXEC: Self = MountFlags(flags::NOEXEC);
 
     /// True when every flag of `other` is set.
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The `MS_*` bits, as `mount(2)` takes them.
+    pub fn bits(self) -> u64 {
+        self.0
     }
 }
 

@@ -5,7 +5,7 @@
 //! constant, conditional jumps, returns) and panics on anything else, so a filter it cannot
 //! follow fails the test rather than passing silently.
 
-use seccompiler::sock_filter;
+use hutch_sys::seccomp::Instruction;
 
 const BPF_LD: u16 = 0x00;
 const BPF_ALU: u16 = 0x04;
@@ -58,7 +58,7 @@ impl SeccompData {
 }
 
 /// Runs one filter and returns its 32-bit verdict.
-pub(super) fn run(prog: &[sock_filter], data: &SeccompData) -> u32 {
+pub(super) fn run(prog: &[Instruction], data: &SeccompData) -> u32 {
     let mem = data.bytes();
     let mut acc: u32 = 0;
     let mut pc = 0usize;
@@ -134,7 +134,7 @@ pub(super) enum Verdict {
 /// Runs every filter (`programs` in installation order) and combines the verdicts as the
 /// kernel does: the action with the highest precedence wins (the lowest value of the action
 /// bits read as a signed number); among equal actions, the most recently installed filter's.
-pub(super) fn verdict(programs: &[Vec<sock_filter>], data: &SeccompData) -> Verdict {
+pub(super) fn verdict(programs: &[Vec<Instruction>], data: &SeccompData) -> Verdict {
     let action = |r: u32| (r & 0xffff_0000) as i32;
     let mut best: Option<u32> = None;
     for p in programs.iter().rev() {

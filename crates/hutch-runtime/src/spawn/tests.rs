@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::mounts::plan::MountFlags;
 
 #[test]
 fn id_map_maps_root_inside_to_the_base_outside() {
@@ -17,17 +18,17 @@ fn env_entries_are_name_equals_value() {
 
 #[test]
 fn plan_flags_translate_to_the_kernel_mount_flags() {
-    assert_eq!(ms_flags(MountFlags::NONE), 0);
+    assert_eq!(MountFlags::NONE.bits(), 0);
     assert_eq!(
-        ms_flags(MountFlags::BIND | MountFlags::REC),
+        (MountFlags::BIND | MountFlags::REC).bits(),
         libc::MS_BIND | libc::MS_REC
     );
     assert_eq!(
-        ms_flags(MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY),
+        (MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RDONLY).bits(),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY
     );
     assert_eq!(
-        ms_flags(MountFlags::REC | MountFlags::PRIVATE),
+        (MountFlags::REC | MountFlags::PRIVATE).bits(),
         libc::MS_REC | libc::MS_PRIVATE
     );
 }
