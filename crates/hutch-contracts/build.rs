@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(["."])
         .bytes(["."])
         // Timestamp is generated here too (rather than taken from prost-types) so that its JSON
-        // form, written by hand in `envd::timestamp`, can live on the same type.
+        // form, in `envd::timestamp`, can live on the same type.
         .compile_well_known_types()
         .out_dir(&out_dir)
         .compile_fds(descriptors.clone())?;

@@ -4,10 +4,16 @@
 //! Only what the agent needs as a *server* lives here; the services decide what their messages
 //! mean, this module only frames them.
 
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// Largest message the agent accepts in a request, after the envelope (16 MiB).
 ///
@@ -373,6 +379,90 @@ pub fn check_protocol_version(headers: &HeaderMap) -> Result<(), ConnectError> {
             "connect-protocol-version must be '1', got '{}'",
             String::from_utf8_lossy(v.as_bytes())
         ))),
+    }
+}
+
+/// Runs one unary call: validates and decodes the request, awaits `call`, encodes its result.
+pub async fn unary<Req, Res, Fut>(
+    headers: &HeaderMap,
+    body: Body,
+    call: impl FnOnce(Req) -> Fut,
+) -> Response
+where
+    Req: DeserializeOwned + prost::Message + Default,
+    Res: Serialize + prost::Message,
+    Fut: Future<Output = Result<Res, ConnectError>>,
+{
+    let result = async {
+        check_protocol_version(headers)?;
+        let codec = unary_codec(headers)?;
+        let body = read_body(body, MAX_MESSAGE_BYTES).await?;
+        // An empty body is the empty message in both codecs; for JSON that is `{}`.
+        let request = match (codec, body.is_empty()) {
+            (Codec::Json, true) => codec.decode(b"{}")?,
+            _ => codec.decode(&body)?,
+        };
+        let response = codec.encode(&call(request).await?)?;
+        Ok::<_, ConnectError>((codec, response))
+    }
+    .await;
+    match result {
+        Ok((codec, body)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(codec.unary_content_type()),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::debug!(error = %err, "unary call failed");
+            err.into_unary_response()
+        }
+    }
+}
+
+/// Buffers a request body of at most `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ConnectError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        // `to_bytes` reports the limit through a wrapped LengthLimitError; anything else is the
+        // connection failing mid-body.
+        let limit_hit = std::error::Error::source(&err)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if limit_hit {
+            ConnectError::invalid_argument(format!(
+                "request body exceeds the {limit}-byte limit ({MAX_MESSAGE_BYTES} per message)"
+            ))
+        } else {
+            ConnectError::invalid_argument(format!("reading the request body failed: {err}"))
+        }
+    })
+}
+
+/// `Connect-Timeout-Ms`: how long the call may take (what that bounds is the service's to
+/// say). Absent or 0 means no limit.
+pub fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
+    let Some(value) = headers.get("connect-timeout-ms") else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    // The Connect spec caps the header at 10 digits.
+    let ms: u64 = (text.len() <= 10)
+        .then(|| text.trim().parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            ConnectError::invalid_argument(format!(
+                "invalid Connect-Timeout-Ms '{text}': expected at most 10 decimal digits"
+            ))
+        })?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
+/// Waits until `deadline`; without one, forever.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
+use hutch_contracts::agent::AGENT_PATH;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Why init setup failed.
@@ -26,8 +28,6 @@ pub enum InitError {
     },
 }
 
-use hutch_contracts::agent::AGENT_PATH;
-
 /// Where agents before Debian's `sudo` took over linked a `sudo` of their own; template layers
 /// built by such an agent still hold the link (see [`remove_legacy_sudo_link`]).
 const LEGACY_SUDO_LINK: &str = "/usr/local/bin/sudo";
@@ -39,8 +39,14 @@ pub fn is_pid1() -> bool {
 
 /// Whether the agent runs as a sandbox's init: PID 1 and executing the binary mounted at
 /// [`AGENT_PATH`]. A local run as PID 1 of a bare pid namespace (the tests do that) shares the
-/// host's filesystem and must not touch it.
+/// host's filesystem and must not touch it. Found once per process; start-up asks several
+/// times.
 pub fn in_sandbox() -> bool {
+    static IN_SANDBOX: OnceLock<bool> = OnceLock::new();
+    *IN_SANDBOX.get_or_init(runs_the_mounted_agent_as_pid1)
+}
+
+fn runs_the_mounted_agent_as_pid1() -> bool {
     if !is_pid1() {
         return false;
     }

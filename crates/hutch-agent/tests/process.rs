@@ -499,18 +499,7 @@ async fn read_frames(resp: hyper::Response<hyper::body::Incoming>) -> Vec<Frame>
     use http_body_util::BodyExt;
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let mut frames = Vec::new();
-    let mut rest = &body[..];
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        frames.push(Frame {
-            flags: rest[0],
-            json: serde_json::from_slice(&rest[5..5 + len]).unwrap(),
-        });
-        rest = &rest[5 + len..];
-    }
-    assert!(rest.is_empty());
-    frames
+    json_frames(&body)
 }
 
 #[tokio::test]

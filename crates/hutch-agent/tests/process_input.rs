@@ -176,18 +176,7 @@ impl InputStream {
             let status = resp.status().as_u16();
             let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
-            let mut frames = Vec::new();
-            let mut rest = &body[..];
-            while rest.len() >= 5 {
-                let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-                frames.push(Frame {
-                    flags: rest[0],
-                    json: serde_json::from_slice(&rest[5..5 + len]).unwrap(),
-                });
-                rest = &rest[5 + len..];
-            }
-            assert!(rest.is_empty());
-            (status, content_type, frames)
+            (status, content_type, json_frames(&body))
         });
         InputStream { tx, response }
     }

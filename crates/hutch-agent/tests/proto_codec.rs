@@ -11,13 +11,6 @@ use hutch_contracts::envd::process::{
 };
 use prost::Message as _;
 
-fn enveloped(message: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(&message);
-    out
-}
-
 #[tokio::test]
 async fn start_and_list_speak_binary_protobuf() {
     let agent = Agent::start(r#"{"sandboxId":"p","envVars":{}}"#).await;
@@ -34,25 +27,22 @@ async fn start_and_list_speak_binary_protobuf() {
             "/process.Process/Start",
             "application/connect+proto",
             &[],
-            enveloped(req.encode_to_vec()),
+            envelope_bytes(&req.encode_to_vec()),
         )
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/connect+proto");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
 
-    let mut rest = &body[..];
     let mut events = Vec::new();
     let mut end_of_stream = None;
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        let payload = rest[5..5 + len].to_vec();
-        if rest[0] & 2 != 0 {
+    for (flags, payload) in split_frames(&body) {
+        let payload = payload.to_vec();
+        if flags & 2 != 0 {
             end_of_stream = Some(payload);
         } else {
             events.push(payload);
         }
-        rest = &rest[5 + len..];
     }
     // The end-of-stream frame is JSON in every codec.
     assert_eq!(end_of_stream.as_deref(), Some(&b"{}"[..]));

@@ -2,17 +2,14 @@
 //! [`FilesystemService`], encode the answer or the error.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::watch::EventReceiver;
@@ -23,7 +20,6 @@ use super::wire::{
 use super::FilesystemService;
 use crate::auth;
 use crate::connect::{self, Code, Codec, ConnectError, MAX_MESSAGE_BYTES};
-use crate::process::rpc::read_body;
 use crate::users::{default_user, User};
 
 /// envd's keepalive interval when the client asks for none.
@@ -42,7 +38,7 @@ pub async fn stat(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: StatRequest| async move {
+    connect::unary(&headers, body, |req: StatRequest| async move {
         service.stat(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -55,7 +51,7 @@ pub async fn make_dir(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: MakeDirRequest| async move {
+    connect::unary(&headers, body, |req: MakeDirRequest| async move {
         service.make_dir(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -68,7 +64,7 @@ pub async fn move_entry(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: MoveRequest| async move {
+    connect::unary(&headers, body, |req: MoveRequest| async move {
         service
             .move_entry(&caller(service, headers_ref)?, req)
             .await
@@ -83,7 +79,7 @@ pub async fn list_dir(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: ListDirRequest| async move {
+    connect::unary(&headers, body, |req: ListDirRequest| async move {
         service.list_dir(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -96,7 +92,7 @@ pub async fn remove(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: RemoveRequest| async move {
+    connect::unary(&headers, body, |req: RemoveRequest| async move {
         service.remove(&caller(service, headers_ref)?, req).await
     })
     .await
@@ -109,7 +105,7 @@ pub async fn create_watcher(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: CreateWatcherRequest| async move {
+    connect::unary(&headers, body, |req: CreateWatcherRequest| async move {
         service
             .create_watcher(&caller(service, headers_ref)?, req)
             .await
@@ -124,7 +120,7 @@ pub async fn get_watcher_events(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: GetWatcherEventsRequest| async move {
+    connect::unary(&headers, body, |req: GetWatcherEventsRequest| async move {
         caller(service, headers_ref)?;
         service.get_watcher_events(req)
     })
@@ -138,7 +134,7 @@ pub async fn remove_watcher(
     body: Body,
 ) -> Response {
     let (service, headers_ref) = (&service, &headers);
-    unary(&headers, body, |req: RemoveWatcherRequest| async move {
+    connect::unary(&headers, body, |req: RemoveWatcherRequest| async move {
         caller(service, headers_ref)?;
         service.remove_watcher(req)
     })
@@ -157,8 +153,8 @@ pub async fn watch_dir(
     let opened = async {
         connect::check_protocol_version(&headers)?;
         let codec = connect::stream_codec(&headers)?;
-        let deadline = deadline(&headers)?;
-        let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
+        let deadline = connect::timeout(&headers)?.map(|t| Instant::now() + t);
+        let body = connect::read_body(body, MAX_MESSAGE_BYTES + 5).await?;
         let request: WatchDirRequest = codec.decode(connect::single_message(&body)?)?;
         let user = caller(&service, &headers)?;
         let events = service.watch_dir(&user, request).await?;
@@ -190,7 +186,7 @@ fn watch_frames(
         let mut events = events?;
         let next = tokio::select! {
             next = tokio::time::timeout(keepalive, events.recv()) => next,
-            _ = sleep_until(deadline) => {
+            _ = connect::sleep_until(deadline) => {
                 let err = ConnectError::new(
                     Code::DeadlineExceeded,
                     "the watch reached its deadline (Connect-Timeout-Ms)",
@@ -214,31 +210,6 @@ fn watch_frames(
     stream::once(async move { first }).chain(rest).map(Ok)
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// `Connect-Timeout-Ms`: when the stream must end. Absent or 0 means never.
-fn deadline(headers: &HeaderMap) -> Result<Option<Instant>, ConnectError> {
-    let Some(value) = headers.get("connect-timeout-ms") else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    // The Connect spec caps the header at 10 digits.
-    let ms: u64 = (text.len() <= 10)
-        .then(|| text.trim().parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            ConnectError::invalid_argument(format!(
-                "invalid Connect-Timeout-Ms '{text}': expected at most 10 decimal digits"
-            ))
-        })?;
-    Ok((ms > 0).then(|| Instant::now() + Duration::from_millis(ms)))
-}
-
 /// `Keepalive-Ping-Interval: <seconds>`; envd falls back to 90 s when it is absent or bad.
 fn keepalive_interval(headers: &HeaderMap) -> Duration {
     headers
@@ -248,41 +219,4 @@ fn keepalive_interval(headers: &HeaderMap) -> Duration {
         .filter(|secs| *secs > 0)
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_KEEPALIVE)
-}
-
-/// Runs one unary call: validates and decodes the request, awaits `call`, encodes its result.
-async fn unary<Req, Res, F, Fut>(headers: &HeaderMap, body: Body, call: F) -> Response
-where
-    Req: DeserializeOwned + prost::Message + Default,
-    Res: Serialize + prost::Message,
-    F: FnOnce(Req) -> Fut,
-    Fut: Future<Output = Result<Res, ConnectError>>,
-{
-    let result = async {
-        connect::check_protocol_version(headers)?;
-        let codec = connect::unary_codec(headers)?;
-        let body = read_body(body, MAX_MESSAGE_BYTES).await?;
-        // An empty body is the empty message in both codecs; for JSON that is `{}`.
-        let request = match (codec, body.is_empty()) {
-            (Codec::Json, true) => codec.decode(b"{}")?,
-            _ => codec.decode(&body)?,
-        };
-        let response = codec.encode(&call(request).await?)?;
-        Ok::<_, ConnectError>((codec, response))
-    }
-    .await;
-    match result {
-        Ok((codec, body)) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(codec.unary_content_type()),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => {
-            tracing::debug!(error = %err, "filesystem call failed");
-            err.into_unary_response()
-        }
-    }
 }

@@ -29,7 +29,7 @@ use cwd::resolve_cwd;
 pub use input::InputTarget;
 use output::{EventHub, Stream};
 use spawn::{Io, SpawnSpec, Spawned, WinSize};
-use table::{not_found, Entry, Finished, InputState, Selector, Table};
+use table::{not_found, selected, selector_not_found, Entry, Finished, InputState, Table};
 use wire::{EndEvent, ProcessEvent, ProcessInfo, ProcessInput, ProcessSelector, Pty, Signal};
 
 /// `PATH` for processes when the agent itself was started without one.
@@ -345,9 +345,9 @@ impl ProcessService {
     /// Attaches to the selected process: its live events from now on, ending with its `end`;
     /// for a process that ended recently, just the `end`.
     pub fn connect(&self, selector: Option<ProcessSelector>) -> Result<Started, ConnectError> {
-        let selector = Selector::parse(selector)?;
+        let selector = selected(selector)?;
         let table = self.table();
-        if let Some(entry) = selector.running(&table) {
+        if let Some(entry) = table.running_selected(&selector) {
             // Under the table lock: the end moves the entry out of `running` under the same lock
             // before it is published, so this subscription cannot miss it.
             if let Some(events) = entry.hub.subscribe() {
@@ -358,9 +358,9 @@ impl ProcessService {
                 });
             }
         }
-        let (pid, finished) = selector
-            .finished(&table)
-            .ok_or_else(|| selector.not_found())?;
+        let (pid, finished) = table
+            .finished_selected(&selector)
+            .ok_or_else(|| selector_not_found(&selector))?;
         let (tx, events) = mpsc::channel(1);
         // Cannot fail: the channel is new, has room for one, and `events` is alive.
         let _ = tx.try_send(ProcessEvent::End(finished.end.clone()));
@@ -470,10 +470,10 @@ impl ProcessService {
 
     /// The running process `selector` names.
     fn select(&self, selector: Option<ProcessSelector>) -> Result<Arc<Entry>, ConnectError> {
-        let selector = Selector::parse(selector)?;
-        selector
-            .running(&self.table())
-            .ok_or_else(|| selector.not_found())
+        let selector = selected(selector)?;
+        self.table()
+            .running_selected(&selector)
+            .ok_or_else(|| selector_not_found(&selector))
     }
 
     /// Kills every process the agent started, with its process group; used on shutdown.

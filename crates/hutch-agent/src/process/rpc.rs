@@ -2,7 +2,6 @@
 //! answer or the error.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,8 +10,6 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{self, Stream, StreamExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::wire::{
     CloseStdinRequest, ConnectRequest, ListRequest, ListResponse, ProcessEvent, SendInputRequest,
@@ -76,8 +73,8 @@ async fn connect_stream(
 ) -> Result<Started, ConnectError> {
     connect::check_protocol_version(headers)?;
     let codec = connect::stream_codec(headers)?;
-    let timeout = connect_timeout(headers)?;
-    let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
+    let timeout = connect::timeout(headers)?;
+    let body = connect::read_body(body, MAX_MESSAGE_BYTES + 5).await?;
     let request: ConnectRequest = codec.decode(connect::single_message(&body)?)?;
     let mut started = service.connect(request.process)?;
     started.deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -100,8 +97,8 @@ async fn start_stream(
 ) -> Result<Started, ConnectError> {
     connect::check_protocol_version(headers)?;
     let codec = connect::stream_codec(headers)?;
-    let lifetime = connect_timeout(headers)?;
-    let body = read_body(body, MAX_MESSAGE_BYTES + 5).await?;
+    let lifetime = connect::timeout(headers)?;
+    let body = connect::read_body(body, MAX_MESSAGE_BYTES + 5).await?;
     let request: StartRequest = codec.decode(connect::single_message(&body)?)?;
     let username = auth::basic_username(headers).unwrap_or_else(|| default_user().to_owned());
     let user = service.user(&username)?;
@@ -130,7 +127,7 @@ fn event_frames(
         let mut events = events?;
         let next = tokio::select! {
             event = next_event(&mut events, keepalive) => event,
-            _ = sleep_until_deadline(deadline) => None,
+            _ = connect::sleep_until(deadline) => None,
         };
         let expired = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         Some(match next {
@@ -167,32 +164,6 @@ async fn next_event(
     }
 }
 
-async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// `Connect-Timeout-Ms`: on `Start` how long the process may live (envd's meaning), which is
-/// also the stream's deadline; on `Connect` the stream's deadline. Absent or 0 means no limit.
-fn connect_timeout(headers: &HeaderMap) -> Result<Option<Duration>, ConnectError> {
-    let Some(value) = headers.get("connect-timeout-ms") else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    // The Connect spec caps the header at 10 digits.
-    let ms: u64 = (text.len() <= 10)
-        .then(|| text.trim().parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            ConnectError::invalid_argument(format!(
-                "invalid Connect-Timeout-Ms '{text}': expected at most 10 decimal digits"
-            ))
-        })?;
-    Ok((ms > 0).then(|| Duration::from_millis(ms)))
-}
-
 /// `Keepalive-Ping-Interval: <seconds>`: send a keepalive after this much silence.
 fn keepalive_interval(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
@@ -211,7 +182,7 @@ pub async fn list(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<ListRequest, _, _>(&headers, body, |_| async move {
+    connect::unary::<ListRequest, _, _>(&headers, body, |_| async move {
         Ok(ListResponse {
             processes: service.list(),
         })
@@ -225,7 +196,7 @@ pub async fn send_signal(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<SendSignalRequest, _, _>(&headers, body, |req| async move {
+    connect::unary::<SendSignalRequest, _, _>(&headers, body, |req| async move {
         service
             .send_signal(req.process, req.signal)
             .map(|()| SendSignalResponse {})
@@ -239,7 +210,7 @@ pub async fn send_input(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<SendInputRequest, _, _>(&headers, body, |req| async move {
+    connect::unary::<SendInputRequest, _, _>(&headers, body, |req| async move {
         service
             .send_input(req.process, req.input.and_then(|input| input.input))
             .await
@@ -254,7 +225,7 @@ pub async fn close_stdin(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<CloseStdinRequest, _, _>(&headers, body, |req| async move {
+    connect::unary::<CloseStdinRequest, _, _>(&headers, body, |req| async move {
         service
             .close_stdin(req.process)
             .map(|()| CloseStdinResponse {})
@@ -268,7 +239,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    unary::<UpdateRequest, _, _>(&headers, body, |req| async move {
+    connect::unary::<UpdateRequest, _, _>(&headers, body, |req| async move {
         service
             .update(req.process, req.pty)
             .map(|()| UpdateResponse {})
@@ -385,59 +356,6 @@ fn next_envelope(buf: &mut BytesMut) -> Result<Option<Bytes>, ConnectError> {
     }
     buf.advance(5);
     Ok(Some(buf.split_to(len).freeze()))
-}
-
-/// Runs one unary call: validates and decodes the request, applies `call`, encodes its result.
-async fn unary<Req, Res, Fut>(
-    headers: &HeaderMap,
-    body: Body,
-    call: impl FnOnce(Req) -> Fut,
-) -> Response
-where
-    Req: DeserializeOwned + prost::Message + Default,
-    Res: Serialize + prost::Message,
-    Fut: Future<Output = Result<Res, ConnectError>>,
-{
-    let result = async {
-        connect::check_protocol_version(headers)?;
-        let codec = connect::unary_codec(headers)?;
-        let body = read_body(body, MAX_MESSAGE_BYTES).await?;
-        // An empty body is the empty message in both codecs; for JSON that is `{}`.
-        let request = match (codec, body.is_empty()) {
-            (Codec::Json, true) => codec.decode(b"{}")?,
-            _ => codec.decode(&body)?,
-        };
-        let response = codec.encode(&call(request).await?)?;
-        Ok::<_, ConnectError>((codec, response))
-    }
-    .await;
-    match result {
-        Ok((codec, body)) => axum::response::IntoResponse::into_response((
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static(codec.unary_content_type()),
-            )],
-            body,
-        )),
-        Err(err) => err.into_unary_response(),
-    }
-}
-
-/// Buffers a request body of at most `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ConnectError> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        // `to_bytes` reports the limit through a wrapped LengthLimitError; anything else is the
-        // connection failing mid-body.
-        let limit_hit = std::error::Error::source(&err)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if limit_hit {
-            ConnectError::invalid_argument(format!(
-                "request body exceeds the {limit}-byte limit ({MAX_MESSAGE_BYTES} per message)"
-            ))
-        } else {
-            ConnectError::invalid_argument(format!("reading the request body failed: {err}"))
-        }
-    })
 }
 
 /// Any RPC this agent does not implement (yet): `unimplemented`, shaped for the caller's kind of

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use super::output::EventHub;
-use super::wire::{self, EndEvent, ProcessConfig, ProcessSelector};
+use super::wire::{EndEvent, ProcessConfig, ProcessSelector, Selector};
 use crate::connect::ConnectError;
 
 /// How long a finished process's end stays available to `Connect`: long enough for a client
@@ -94,29 +94,29 @@ pub(super) fn not_found(pid: u32) -> ConnectError {
     ConnectError::not_found(format!("process with pid {pid} not found"))
 }
 
-/// A validated `ProcessSelector`.
-pub(super) enum Selector {
-    Pid(u32),
-    Tag(String),
+/// The process a `ProcessSelector` names; an error when it names none.
+pub(super) fn selected(selector: Option<ProcessSelector>) -> Result<Selector, ConnectError> {
+    selector.and_then(|s| s.selector).ok_or_else(|| {
+        ConnectError::invalid_argument("the process selector names neither a pid nor a tag")
+    })
 }
 
-impl Selector {
-    pub(super) fn parse(selector: Option<ProcessSelector>) -> Result<Self, ConnectError> {
-        match selector.and_then(|s| s.selector) {
-            Some(wire::Selector::Pid(pid)) => Ok(Selector::Pid(pid)),
-            Some(wire::Selector::Tag(tag)) => Ok(Selector::Tag(tag)),
-            None => Err(ConnectError::invalid_argument(
-                "the process selector names neither a pid nor a tag",
-            )),
-        }
+/// The error for a selector that matches no process.
+pub(super) fn selector_not_found(selector: &Selector) -> ConnectError {
+    match selector {
+        Selector::Pid(pid) => not_found(*pid),
+        Selector::Tag(tag) => ConnectError::not_found(format!("process with tag {tag} not found")),
     }
+}
 
-    pub(super) fn running(&self, table: &Table) -> Option<Arc<Entry>> {
-        match self {
-            Selector::Pid(pid) => table.running.get(pid).cloned(),
+impl Table {
+    /// The running process `selector` names.
+    pub(super) fn running_selected(&self, selector: &Selector) -> Option<Arc<Entry>> {
+        match selector {
+            Selector::Pid(pid) => self.running.get(pid).cloned(),
             // Tags are not required to be unique; the oldest process (lowest pid) wins, so the
             // answer is at least stable.
-            Selector::Tag(tag) => table
+            Selector::Tag(tag) => self
                 .running
                 .values()
                 .filter(|e| e.tag.as_deref() == Some(tag.as_str()))
@@ -125,30 +125,22 @@ impl Selector {
         }
     }
 
-    pub(super) fn finished<'t>(&self, table: &'t Table) -> Option<(u32, &'t Finished)> {
+    /// The recent end of the process `selector` names, with its pid.
+    pub(super) fn finished_selected(&self, selector: &Selector) -> Option<(u32, &Finished)> {
         let fresh = |f: &Finished| f.at.elapsed() < FINISHED_RETENTION;
-        match self {
-            Selector::Pid(pid) => table
+        match selector {
+            Selector::Pid(pid) => self
                 .finished
                 .get(pid)
                 .filter(|f| fresh(f))
                 .map(|f| (*pid, f)),
             // The most recent end with that tag.
-            Selector::Tag(tag) => table
+            Selector::Tag(tag) => self
                 .finished
                 .iter()
                 .filter(|(_, f)| fresh(f) && f.tag.as_deref() == Some(tag.as_str()))
                 .max_by_key(|(_, f)| f.at)
                 .map(|(pid, f)| (*pid, f)),
-        }
-    }
-
-    pub(super) fn not_found(&self) -> ConnectError {
-        match self {
-            Selector::Pid(pid) => not_found(*pid),
-            Selector::Tag(tag) => {
-                ConnectError::not_found(format!("process with tag {tag} not found"))
-            }
         }
     }
 }

@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use super::cwd::resolve_cwd;
-use super::table::{Finished, Selector, Table, FINISHED_MAX, FINISHED_RETENTION};
+use super::table::{Finished, Table, FINISHED_MAX, FINISHED_RETENTION};
+use super::wire::Selector;
 use super::*;
 
 fn user(home: &str) -> User {
@@ -39,13 +40,15 @@ fn finished_processes_are_bounded_in_number_and_age() {
     if let Some(long_ago) = now.checked_sub(FINISHED_RETENTION + Duration::from_secs(1)) {
         let mut table = Table::default();
         table.remember(1, finished(long_ago, Some("t")));
-        assert!(Selector::Pid(1).finished(&table).is_none());
-        assert!(Selector::Tag("t".into()).finished(&table).is_none());
+        assert!(table.finished_selected(&Selector::Pid(1)).is_none());
+        assert!(table
+            .finished_selected(&Selector::Tag("t".into()))
+            .is_none());
         table.remember(2, finished(now, Some("t")));
         assert_eq!(table.finished.len(), 1);
         assert_eq!(
-            Selector::Tag("t".into())
-                .finished(&table)
+            table
+                .finished_selected(&Selector::Tag("t".into()))
                 .map(|(pid, _)| pid),
             Some(2)
         );

@@ -305,11 +305,40 @@ pub fn signal(pid: i32, sig: Signal) {
 
 /// Frames `message` in a Connect envelope.
 pub fn envelope(message: &Value) -> Vec<u8> {
-    let payload = serde_json::to_vec(message).unwrap();
+    envelope_bytes(&serde_json::to_vec(message).unwrap())
+}
+
+/// Frames an already encoded `payload` (JSON or protobuf) in a Connect envelope.
+pub fn envelope_bytes(payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8];
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     out
+}
+
+/// Splits a whole Connect stream body into its frames' flags and payloads; panics on bytes
+/// left over after the last whole frame.
+pub fn split_frames(body: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut frames = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        frames.push((rest[0], &rest[5..5 + len]));
+        rest = &rest[5 + len..];
+    }
+    assert!(rest.is_empty());
+    frames
+}
+
+/// The frames of a whole Connect stream body in the JSON codec.
+pub fn json_frames(body: &[u8]) -> Vec<Frame> {
+    split_frames(body)
+        .into_iter()
+        .map(|(flags, payload)| Frame {
+            flags,
+            json: serde_json::from_slice(payload).unwrap(),
+        })
+        .collect()
 }
 
 /// One decoded frame of a Connect stream.

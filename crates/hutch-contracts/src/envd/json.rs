@@ -5,8 +5,13 @@ use serde::de::DeserializeOwned;
 /// Decodes a message from proto3 JSON.
 ///
 /// The mapping lets a client send `null` for any field to mean its default; the generated
-/// deserialisers accept that only for fields with presence, so nulls are dropped first.
+/// deserialisers accept that only for fields with presence. Clients rarely send nulls, so the
+/// bytes are decoded directly first; only when that fails are they parsed into a tree, stripped
+/// of nulls and decoded again (whose error, if any, is the one reported).
 pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    if let Ok(message) = serde_json::from_slice(bytes) {
+        return Ok(message);
+    }
     let mut value: serde_json::Value = serde_json::from_slice(bytes)?;
     drop_nulls(&mut value);
     serde_json::from_value(value)
