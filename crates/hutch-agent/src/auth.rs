@@ -4,8 +4,6 @@
 //! which gates every request but the health check, and the user a call acts as (`Authorization:
 //! Basic base64("<user>:")`, no password), which picks the account processes run under.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
@@ -14,6 +12,7 @@ use base64::Engine as _;
 use hutch_contracts::auth::constant_time_eq;
 
 use crate::connect::ConnectError;
+use crate::identity::Identity;
 
 /// The header carrying the sandbox's access token.
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
@@ -22,11 +21,11 @@ pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 /// `GET /health`, which the host and the SDK's liveness probe call without credentials, and
 /// signed `/files` URLs, which their handlers check).
 pub async fn require_access_token(
-    State(token): State<Option<Arc<str>>>,
+    State(identity): State<Identity>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = token else {
+    let Some(expected) = identity.token() else {
         return next.run(request).await;
     };
     if request.method() == Method::GET && request.uri().path() == "/health" {

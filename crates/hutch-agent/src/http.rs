@@ -1,7 +1,5 @@
 //! The agent's HTTP surface: every route in one place, with the access-token layer around them.
 
-use std::sync::Arc;
-
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -10,6 +8,8 @@ use axum::Router;
 use crate::auth;
 use crate::files::{self, FilesService};
 use crate::filesystem::{rpc as fs_rpc, FilesystemService};
+use crate::identity::Identity;
+use crate::pool::{self, PoolState};
 use crate::process::{rpc as process_rpc, ProcessService};
 
 /// Shared state of all handlers.
@@ -21,8 +21,10 @@ pub struct AppState {
     pub filesystem: FilesystemService,
     /// The plain-HTTP file endpoints (`/files`, `/envs`).
     pub files: FilesService,
-    /// The sandbox's access token, when it has one.
-    pub access_token: Option<Arc<str>>,
+    /// The sandbox's variables and access token.
+    pub identity: Identity,
+    /// Warming and claiming, for a sandbox in a warm pool.
+    pub pool: PoolState,
 }
 
 impl FromRef<AppState> for ProcessService {
@@ -45,9 +47,11 @@ impl FromRef<AppState> for FilesystemService {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    let token = state.access_token.clone();
+    let identity = state.identity.clone();
     Router::new()
         .route("/health", get(health))
+        .route(pool::WARM_PATH, post(pool::warm))
+        .route(pool::CLAIM_PATH, post(pool::claim))
         .route("/files", get(files::download).post(files::upload))
         .route("/envs", get(files::envs))
         .route("/process.Process/Start", post(process_rpc::start))
@@ -96,7 +100,7 @@ pub fn router(state: AppState) -> Router {
             post(process_rpc::unimplemented),
         )
         .layer(axum::middleware::from_fn_with_state(
-            token,
+            identity,
             auth::require_access_token,
         ))
         .with_state(state)

@@ -11,15 +11,17 @@ pub mod connect;
 pub mod files;
 pub mod filesystem;
 pub mod http;
+pub mod identity;
 pub mod init;
 pub mod interpreter;
+pub mod pool;
 pub mod process;
 pub mod reaper;
 pub mod users;
 
-use std::sync::Arc;
-
 use config::{AgentConfig, Options};
+use identity::Identity;
+use pool::PoolState;
 use process::ProcessService;
 use reaper::Reaper;
 use users::UserDb;
@@ -56,42 +58,48 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
     init::remove_legacy_sudo_link();
     init::publish_hostname();
 
+    let identity = Identity::new(config.env_vars.clone(), config.access_token.as_deref());
     let process = ProcessService::new(
         reaper.clone(),
         UserDb::new(&options.passwd, &options.group),
-        config.env_vars.clone(),
+        identity.clone(),
     );
-    let access_token: Option<Arc<str>> = config.access_token.as_deref().map(Arc::from);
     let files = files::FilesService::new(
         UserDb::new(&options.passwd, &options.group),
-        config.env_vars.clone(),
-        access_token.clone(),
+        identity.clone(),
     );
-    let state = http::AppState {
-        process: process.clone(),
-        files,
-        filesystem: filesystem::FilesystemService::new(&options.passwd, &options.group),
-        access_token,
-    };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| AgentError::Listen {
             addr: options.listen,
             source,
         })?;
+    // The code interpreter (port 49999); kept until the end so its scratch dir goes last.
+    let interpreter = if config.interpreter.unwrap_or(true) {
+        interpreter::launch(&reaper, &options, &identity).await
+    } else {
+        None
+    };
+    let pooled = config.pooled.unwrap_or(false);
+    let state = http::AppState {
+        process: process.clone(),
+        files,
+        filesystem: filesystem::FilesystemService::new(&options.passwd, &options.group),
+        pool: PoolState::new(
+            pooled,
+            identity.clone(),
+            interpreter.as_ref().map(|i| i.service.clone()),
+        ),
+        identity,
+    };
     tracing::info!(
         addr = %options.listen,
         sandbox_id = %config.sandbox_id,
         pid1 = init::is_pid1(),
         token = config.access_token.is_some(),
+        pooled,
         "agent listening"
     );
-    // The code interpreter (port 49999); kept until the end so its scratch dir goes last.
-    let _interpreter = if config.interpreter.unwrap_or(true) {
-        interpreter::launch(&reaper, &options, &config).await
-    } else {
-        None
-    };
 
     // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
     // the sandbox is going away anyway.

@@ -43,6 +43,31 @@ pub struct AgentConfig {
     /// layer being built). Absent = on.
     #[serde(default)]
     pub interpreter: Option<bool>,
+    /// The sandbox waits in a warm pool: `access_token` is the pool's one-off token, and
+    /// [`CLAIM_PATH`] hands the sandbox to its user once. Absent = false.
+    #[serde(default)]
+    pub pooled: Option<bool>,
+}
+
+/// `POST`: makes a pooled sandbox ready for a first user (agent up, default Python kernel
+/// started and past a first execution); answers 204 once it is.
+pub const WARM_PATH: &str = "/hutch/warm";
+
+/// `POST` with a [`Claim`]: hands a pooled sandbox to the create that took it; 204, or 409
+/// when it was claimed already.
+pub const CLAIM_PATH: &str = "/hutch/claim";
+
+/// What a create gives a sandbox it takes from a warm pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Claim {
+    /// The sandbox's variables from now on (the template's and the request's), for new
+    /// processes and the kernels already running.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// The sandbox's access token from now on (`None`: it has none).
+    #[serde(default)]
+    pub access_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -81,12 +106,14 @@ mod tests {
             default_user: Some("root".into()),
             default_workdir: None,
             interpreter: Some(true),
+            pooled: Some(false),
         };
         let value: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
         assert_eq!(
             value,
             json!({"sandboxId": "sb1", "envVars": {"A": "1"}, "accessToken": null,
-                   "defaultUser": "root", "defaultWorkdir": null, "interpreter": true})
+                   "defaultUser": "root", "defaultWorkdir": null, "interpreter": true,
+                   "pooled": false})
         );
         assert_eq!(AgentConfig::from_json(&config.to_json()).unwrap(), config);
     }
@@ -102,5 +129,17 @@ mod tests {
             AgentConfig::default()
         );
         assert!(AgentConfig::from_json("[1]").is_err());
+    }
+
+    #[test]
+    fn a_claim_is_camel_case_and_strict() {
+        let claim = Claim {
+            env_vars: BTreeMap::from([("A".into(), "1".into())]),
+            access_token: Some("t".into()),
+        };
+        let value = serde_json::to_value(&claim).unwrap();
+        assert_eq!(value, json!({"envVars": {"A": "1"}, "accessToken": "t"}));
+        assert_eq!(serde_json::from_value::<Claim>(json!({})).unwrap(), Claim::default());
+        assert!(serde_json::from_value::<Claim>(json!({"sandboxId": "x"})).is_err());
     }
 }

@@ -183,6 +183,31 @@ impl<'a> AgentClient<'a> {
         exit.ok_or_else(|| "the command's stream ended without an exit status".to_string())
     }
 
+    /// `POST`s the JSON `body` to the agent's `path` and expects a 2xx within `limit`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        limit: std::time::Duration,
+    ) -> Result<(), String> {
+        let req = self
+            .request("POST", path, "root")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(limit, self.send(req))
+            .await
+            .map_err(|_| format!("the agent did not answer {path} within {limit:?}"))??;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        Err(format!(
+            "{path} failed ({status}): {}",
+            body_text(resp).await
+        ))
+    }
+
     /// Uploads the host file `src` to `dest` in the sandbox, as `user`.
     pub async fn upload(&self, src: &Path, dest: &str, user: &str) -> Result<(), String> {
         let file = tokio::fs::File::open(src)

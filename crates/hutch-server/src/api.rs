@@ -121,6 +121,11 @@ fn control_plane(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route("/pools", get(crate::pool_api::list))
+        .route(
+            "/pools/{template}",
+            get(crate::pool_api::get_one).put(crate::pool_api::put),
+        )
         .route("/v3/templates", post(crate::template_api::request_build))
         .route("/templates", get(crate::template_api::list))
         .route(

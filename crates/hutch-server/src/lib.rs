@@ -6,6 +6,7 @@ pub mod agent_http;
 pub mod api;
 pub mod api_error;
 pub mod builds;
+pub mod pool_api;
 pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
@@ -77,6 +78,8 @@ pub struct ServeConfig {
     pub agent_log: bool,
     /// Domain under which `{port}-{id}.{domain}` reaches sandbox ports (returned to SDKs).
     pub domain: Option<String>,
+    /// Warm pool sizes by template name (`--pool`); sizes set through the API win.
+    pub pools: std::collections::BTreeMap<String, service::pool::PoolSize>,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -140,6 +143,8 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
             })?;
     }
     tokio::spawn(Arc::clone(&svc).lifecycle_loop());
+    svc.configure_pools(cfg.pools.clone());
+    tokio::spawn(Arc::clone(&svc).pool_loop());
     let builds = crate::builds::Builds::new(Arc::clone(&svc));
     {
         let builds = Arc::clone(&builds);
@@ -160,7 +165,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         source: e,
     })?;
     let state = api::AppState {
-        svc,
+        svc: Arc::clone(&svc),
         store,
         extra_key: cfg.api_key.as_deref().map(Arc::from),
         domain: cfg.domain.as_deref().map(Arc::from),
@@ -172,6 +177,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| ServeError::Listen { addr, source: e })?;
+    svc.drain_pools().await;
     tracing::info!("server stopped; sandboxes keep running and are adopted by the next start");
     Ok(())
 }

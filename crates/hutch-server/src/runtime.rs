@@ -47,6 +47,9 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Removes the host side of a slot's network no sandbox uses and lifts its no-egress rule.
     fn release_slot(&self, slot: u32);
 
+    /// Allows or denies egress from the sandbox in `slot`.
+    fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()>;
+
     /// Network facts of a slot.
     fn net_for(&self, slot: u32) -> SandboxNet;
 
@@ -105,6 +108,10 @@ impl SandboxRuntime for Runtime {
         let net = self.net_for(slot);
         hutch_runtime::net::remove_host_side(&net);
         let _ = hutch_runtime::net::set_internet(net.sandbox_ip, true);
+    }
+
+    fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
+        hutch_runtime::net::set_internet(self.net_for(slot).sandbox_ip, allowed)
     }
 
     fn net_for(&self, slot: u32) -> SandboxNet {

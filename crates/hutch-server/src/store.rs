@@ -117,6 +117,11 @@ impl Store {
              CREATE TABLE IF NOT EXISTS templates (
                  id TEXT PRIMARY KEY,
                  record TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS pools (
+                 template TEXT PRIMARY KEY,
+                 min INTEGER NOT NULL,
+                 max INTEGER NOT NULL
              );",
         )?;
         // Databases made before version 2 lack the per-key limit: add it (NULL = no limit).
@@ -245,6 +250,41 @@ impl Store {
             params![rec.id, json],
         )?;
         Ok(())
+    }
+
+    /// Saves the warm pool sizes of `template` (set through the API).
+    pub fn put_pool(&self, template: &str, size: crate::service::pool::PoolSize) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO pools (template, min, max) VALUES (?1, ?2, ?3)
+             ON CONFLICT(template) DO UPDATE SET min = ?2, max = ?3",
+            params![template, size.min, size.max],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the saved pool sizes of `template`.
+    pub fn delete_pool(&self, template: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM pools WHERE template = ?1", params![template])?;
+        Ok(())
+    }
+
+    /// Every saved pool size, by template.
+    pub fn pools(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::service::pool::PoolSize>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT template, min, max FROM pools")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                crate::service::pool::PoolSize {
+                    min: r.get(1)?,
+                    max: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Deletes a user-built template.

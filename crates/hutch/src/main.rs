@@ -101,6 +101,16 @@ struct ServeArgs {
     /// and, for the SDKs' https URLs, TLS in front); returned to clients as `domain`.
     #[arg(long, env = "HUTCH_DOMAIN")]
     domain: Option<String>,
+    /// A warm pool: TEMPLATE=MIN[:MAX] keeps MIN sandboxes of TEMPLATE started and ready to
+    /// be claimed, and up to MAX while creates in the last minute ask for them (repeatable;
+    /// TEMPLATE=0 turns a pool off). Sizes set with `PUT /pools/{template}` win.
+    #[arg(long = "pool", value_name = "TEMPLATE=MIN[:MAX]", value_parser = parse_pool,
+          default_values = ["code-interpreter-v1=1:4", "base=0:4"])]
+    pools: Vec<(String, hutch_server::service::pool::PoolSize)>,
+}
+
+fn parse_pool(s: &str) -> Result<(String, hutch_server::service::pool::PoolSize), String> {
+    hutch_server::service::pool::parse_flag(s)
 }
 
 #[derive(Subcommand)]
@@ -212,6 +222,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         net: parse_cidr(&a.sandbox_cidr)?,
         agent_log: a.agent_log,
         domain: a.domain,
+        pools: a.pools.into_iter().collect(),
     };
     Ok(cfg)
 }

@@ -23,7 +23,6 @@ pub mod signature;
 pub mod upload;
 pub mod xattr;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -32,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, ACCESS_TOKEN_HEADER};
+use crate::identity::Identity;
 use crate::users::{default_user, User, UserDb, UserError};
 pub use get::download;
 pub use post::upload;
@@ -101,24 +101,15 @@ pub struct FilesService {
 
 struct Inner {
     users: UserDb,
-    env_vars: BTreeMap<String, String>,
-    access_token: Option<Arc<str>>,
+    identity: Identity,
 }
 
 impl FilesService {
-    /// A service that resolves users in `users`, reports `env_vars` on `/envs` and checks
-    /// signatures against `access_token` (no token: no checks, as in envd).
-    pub fn new(
-        users: UserDb,
-        env_vars: BTreeMap<String, String>,
-        access_token: Option<Arc<str>>,
-    ) -> Self {
+    /// A service that resolves users in `users`, reports the sandbox's variables on `/envs` and
+    /// checks signatures against its access token (no token: no checks, as in envd).
+    pub fn new(users: UserDb, identity: Identity) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                users,
-                env_vars,
-                access_token,
-            }),
+            inner: Arc::new(Inner { users, identity }),
         }
     }
 
@@ -137,7 +128,8 @@ impl FilesService {
         let unauthorized =
             |err: SignatureError| FileError::new(StatusCode::UNAUTHORIZED, err.to_string());
         let expiration = params.expiration()?;
-        let signed = match self.inner.access_token.as_deref() {
+        let token = self.inner.identity.token();
+        let signed = match token.as_deref() {
             None => false,
             Some(token) => match headers.get(ACCESS_TOKEN_HEADER) {
                 Some(presented) => {
@@ -235,7 +227,8 @@ impl FileParams {
 
 /// `GET /envs`: the sandbox's environment variables as a JSON object.
 pub async fn envs(State(service): State<FilesService>) -> Response {
-    let body = serde_json::to_vec(&service.inner.env_vars).unwrap_or_else(|_| b"{}".to_vec());
+    let body =
+        serde_json::to_vec(&*service.inner.identity.env()).unwrap_or_else(|_| b"{}".to_vec());
     (
         StatusCode::OK,
         [

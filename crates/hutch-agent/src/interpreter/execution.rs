@@ -91,7 +91,7 @@ async fn run(
 
     if let (false, Some(d)) = (env_vars.is_empty(), dialect) {
         // Back to what every execution sees: the sandbox's value, or unset.
-        let sandbox_env = &service.inner.settings.sandbox_env;
+        let sandbox_env = service.inner.settings.identity.env();
         let restore: Vec<String> = env_vars
             .keys()
             .map(|k| match sandbox_env.get(k) {

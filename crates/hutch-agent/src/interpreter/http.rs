@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -14,6 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+use crate::identity::Identity;
 
 use super::{execution, language, InterpreterError, InterpreterService};
 
@@ -28,22 +29,19 @@ const NDJSON: &str = "application/x-ndjson";
 #[derive(Clone)]
 struct AppState {
     service: InterpreterService,
-    access_token: Option<Arc<str>>,
+    identity: Identity,
 }
 
-/// Builds the interpreter's router. `access_token`, when the sandbox has one, is required on
-/// `/execute` (the only route the SDKs send it on).
-pub fn router(service: InterpreterService, access_token: Option<Arc<str>>) -> Router {
+/// Builds the interpreter's router. The sandbox's access token, when it has one, is required
+/// on `/execute` (the only route the SDKs send it on).
+pub fn router(service: InterpreterService, identity: Identity) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/execute", post(execute))
         .route("/contexts", post(create_context).get(list_contexts))
         .route("/contexts/{id}", axum::routing::delete(remove_context))
         .route("/contexts/{id}/restart", post(restart_context))
-        .with_state(AppState {
-            service,
-            access_token,
-        })
+        .with_state(AppState { service, identity })
 }
 
 /// `GET /health`.
@@ -74,7 +72,7 @@ struct CreateContextBody {
 
 /// `POST /execute`: runs code, answering with a stream of NDJSON lines.
 async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(expected) = &state.access_token {
+    if let Some(expected) = state.identity.token() {
         let presented = headers
             .get(crate::auth::ACCESS_TOKEN_HEADER)
             .map(|v| v.as_bytes());

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hutch_kernel::KernelSpec;
 
-use crate::config::{AgentConfig, Options};
+use crate::config::Options;
+use crate::identity::Identity;
 use crate::reaper::Reaper;
 use crate::users::{UserDb, UserError, DEFAULT_USER};
 use kernel::{Kernel, Launch, StartError, StopReason};
@@ -79,8 +80,8 @@ pub struct Settings {
     pub runtime_dir: PathBuf,
     /// The sandbox's users.
     pub users: UserDb,
-    /// The sandbox's environment variables, which every kernel gets.
-    pub sandbox_env: BTreeMap<String, String>,
+    /// The sandbox's environment variables (which every kernel gets) and access token.
+    pub identity: Identity,
 }
 
 /// A code context: one kernel's worth of state, in one language and working directory.
@@ -215,6 +216,48 @@ impl InterpreterService {
         }
     }
 
+    /// Makes the default Python kernel ready for a first user: started, and past a first
+    /// (silent) execution. A sandbox waiting in a warm pool is ready once this returns.
+    pub async fn warm(&self) -> Result<(), InterpreterError> {
+        let context = self.default_context(language::DEFAULT_LANGUAGE).await?;
+        let _turn = context.turn.lock().await;
+        let kernel = self.kernel(&context).await?;
+        kernel.run_hidden("None", "warming the kernel").await;
+        Ok(())
+    }
+
+    /// Gives every running kernel the sandbox's new variables `new` in place of `old`: what
+    /// a claimed sandbox's kernels would have had, had they started after the claim. Kernels
+    /// started later read the variables at start.
+    pub async fn apply_env(&self, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) {
+        let contexts = self.list().await;
+        for context in contexts {
+            let Some(dialect) = language::Dialect::of(&context.language) else {
+                continue;
+            };
+            let _turn = context.turn.lock().await;
+            let kernel = context.kernel.lock().await.clone();
+            let Some(kernel) = kernel.filter(|k| !k.has_exited()) else {
+                continue;
+            };
+            let mut statements: Vec<String> = new
+                .iter()
+                .filter(|(k, v)| old.get(*k) != Some(*v))
+                .map(|(k, v)| dialect.set(k, v))
+                .collect();
+            statements.extend(
+                old.keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .map(|k| dialect.unset(k)),
+            );
+            if !statements.is_empty() {
+                kernel
+                    .run_hidden(&statements.join("\n"), "applying the sandbox's variables")
+                    .await;
+            }
+        }
+    }
+
     /// Restarts the context's kernel: its state is lost, a running execution ends with an
     /// error, and a fresh kernel is ready when this returns.
     pub async fn restart(&self, id: &str) -> Result<(), InterpreterError> {
@@ -263,7 +306,8 @@ impl InterpreterService {
             ("USER".to_owned(), user.name.clone()),
             ("LOGNAME".to_owned(), user.name.clone()),
         ]);
-        env.extend(settings.sandbox_env.clone());
+        let sandbox_env = settings.identity.env();
+        env.extend(sandbox_env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let cwd = resolve_cwd(&context.cwd, &user.home);
         let launch = Launch {
             spec: context.spec.clone(),
@@ -278,9 +322,9 @@ impl InterpreterService {
         // Java has no settable environment; E2B gives its kernels the sandbox's variables
         // as system properties, which is what its clients read.
         if language::Dialect::of(&context.language) == Some(language::Dialect::Java)
-            && !settings.sandbox_env.is_empty()
+            && !sandbox_env.is_empty()
         {
-            let properties = language::Dialect::Java.set_all(&settings.sandbox_env);
+            let properties = language::Dialect::Java.set_all(sandbox_env.iter());
             kernel
                 .run_hidden(&properties, "setting sandbox variables as properties")
                 .await;
@@ -377,9 +421,10 @@ fn resolve_cwd(cwd: &str, home: &Path) -> PathBuf {
 }
 
 /// The running interpreter; removes its scratch directory when dropped (outside a sandbox).
-#[derive(Debug)]
 pub struct Running {
     scratch: Option<PathBuf>,
+    /// The interpreter, for the agent's own routes (warming, claims).
+    pub service: InterpreterService,
 }
 
 impl Drop for Running {
@@ -393,7 +438,7 @@ impl Drop for Running {
 /// Starts the interpreter if it should run: in a sandbox on [`DEFAULT_LISTEN`], elsewhere
 /// only when `--interpreter-listen` asks. Failing to listen is logged, never fatal: the
 /// agent's own service must stay up.
-pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) -> Option<Running> {
+pub async fn launch(reaper: &Reaper, options: &Options, identity: &Identity) -> Option<Running> {
     let sandbox = crate::init::in_sandbox();
     let listen: SocketAddr = match options.interpreter_listen {
         Some(addr) => addr,
@@ -410,7 +455,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
         kernel_dirs: hutch_kernel::kernel_dirs(&options.kernel_dirs),
         runtime_dir,
         users: UserDb::new(&options.passwd, &options.group),
-        sandbox_env: config.env_vars.clone(),
+        identity: identity.clone(),
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
@@ -420,8 +465,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
         }
     };
     let service = InterpreterService::new(reaper.clone(), settings);
-    let token = config.access_token.as_deref().map(Arc::from);
-    let router = http::router(service.clone(), token);
+    let router = http::router(service.clone(), identity.clone());
     tokio::spawn(async move {
         if let Err(err) = axum::serve(hutch_contracts::net::no_delay(listener), router).await {
             tracing::error!(error = %err, "the code interpreter stopped serving");
@@ -429,7 +473,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, config: &AgentConfig) ->
     });
     tracing::info!(addr = %listen, "code interpreter listening");
     service.start_defaults().await;
-    Some(Running { scratch })
+    Some(Running { scratch, service })
 }
 
 #[cfg(test)]

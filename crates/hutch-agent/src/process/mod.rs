@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::connect::ConnectError;
+use crate::identity::Identity;
 use crate::reaper::{ExitStatus, ExitWaiter, Reaper, Sig};
 use crate::users::{User, UserDb, UserError};
 use cwd::resolve_cwd;
@@ -58,21 +59,21 @@ pub struct ProcessService {
 struct Inner {
     reaper: Reaper,
     users: UserDb,
-    sandbox_env: BTreeMap<String, String>,
+    identity: Identity,
     agent_path: String,
     table: Mutex<Table>,
 }
 
 impl ProcessService {
     /// A service that spawns through `reaper`, resolves users in `users` and gives every process
-    /// `sandbox_env`.
-    pub fn new(reaper: Reaper, users: UserDb, sandbox_env: BTreeMap<String, String>) -> Self {
+    /// the sandbox's variables (`identity`).
+    pub fn new(reaper: Reaper, users: UserDb, identity: Identity) -> Self {
         let agent_path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
         Self {
             inner: Arc::new(Inner {
                 reaper,
                 users,
-                sandbox_env,
+                identity,
                 agent_path,
                 table: Mutex::new(Table::default()),
             }),
@@ -321,7 +322,13 @@ impl ProcessService {
             ("USER".to_owned(), user.name.clone()),
             ("LOGNAME".to_owned(), user.name.clone()),
         ]);
-        env.extend(self.inner.sandbox_env.clone());
+        env.extend(
+            self.inner
+                .identity
+                .env()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         env.extend(request_env.clone());
         env
     }

@@ -1,7 +1,13 @@
 //! Creating sandboxes: request checks, network slots, per-key quotas, the agent's
 //! configuration, and the wait until the new sandbox is ready.
 
-use hutch_contracts::agent::{AgentConfig, CONFIG_ENV};
+use hutch_contracts::agent::{AgentConfig, Claim, CLAIM_PATH, CONFIG_ENV, WARM_PATH};
+
+/// How long a pooled sandbox's kernel may take to start and run its first execution.
+const WARM_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long a claim may take (the running kernels are given the new variables).
+const CLAIM_LIMIT: Duration = Duration::from_secs(10);
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -9,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use hutch_runtime::{Limits, SandboxSpec};
+use hutch_runtime::{Limits, SandboxSpec, Spawned};
 
 use super::{lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, Service, ServiceError};
 use crate::sandbox::{new_id, random_hex, SandboxRecord, SandboxState};
 use crate::store::Caller;
-use crate::templates::TemplateRecord;
+use crate::templates::{ResolvedTemplate, TemplateRecord};
 
 /// A create request, already decoded from either API version.
 #[derive(Debug, Clone, Default)]
@@ -40,8 +46,25 @@ pub struct CreateRequest {
     pub build: Option<String>,
 }
 
-/// How the service learns that a new sandbox is ready to use.
+/// How the service talks to a new sandbox's agent: waits until it is ready, and warms and
+/// claims the sandboxes of warm pools.
 pub trait AgentReadiness: Send + Sync + 'static {
+    /// Waits until a pooled sandbox's default kernel is started and past a first
+    /// execution. `token` is the pool's token.
+    fn warm<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), String>>;
+
+    /// Hands a pooled sandbox its variables and access token.
+    fn claim<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, std::result::Result<(), String>>;
+
     /// Waits until the agent at `ip` answers and, when `template` is given (a user-built
     /// template, outside of builds), its start command is up. The error is the message.
     fn wait_ready<'a>(
@@ -65,6 +88,30 @@ impl HttpReadiness {
 }
 
 impl AgentReadiness for HttpReadiness {
+    fn warm<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let agent = crate::agent_client::AgentClient::new(&self.http, ip, Some(token));
+            agent.post_json(WARM_PATH, b"{}".to_vec(), WARM_LIMIT).await
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let agent = crate::agent_client::AgentClient::new(&self.http, ip, Some(token));
+            let body = serde_json::to_vec(claim).map_err(|e| e.to_string())?;
+            agent.post_json(CLAIM_PATH, body, CLAIM_LIMIT).await
+        })
+    }
+
     fn wait_ready<'a>(
         &'a self,
         ip: Ipv4Addr,
@@ -130,14 +177,14 @@ fn limits_for(mut limits: Limits, custom: Option<&TemplateRecord>) -> Limits {
     limits
 }
 
-/// The agent's configuration (`HUTCH_AGENT_CONFIG`), as JSON.
+/// The agent's configuration (`HUTCH_AGENT_CONFIG`).
 fn agent_config(
     id: &str,
     env_vars: &BTreeMap<String, String>,
     token: Option<&str>,
     custom: Option<&TemplateRecord>,
     interpreter: bool,
-) -> String {
+) -> AgentConfig {
     AgentConfig {
         sandbox_id: id.to_owned(),
         env_vars: env_vars.clone(),
@@ -145,8 +192,8 @@ fn agent_config(
         default_user: custom.and_then(|t| t.user.clone()),
         default_workdir: custom.and_then(|t| t.workdir.clone()),
         interpreter: Some(interpreter),
+        pooled: None,
     }
-    .to_json()
 }
 
 impl Service {
@@ -188,43 +235,120 @@ impl Service {
         }))
     }
 
-    /// Creates and starts a sandbox; returns once its agent answers.
+    /// Creates and starts a sandbox; returns once its agent answers. A sandbox waiting in
+    /// the template's warm pool is claimed when there is one; otherwise one starts cold.
     pub async fn create(&self, req: CreateRequest) -> Result<SandboxRecord> {
         let timeout = validate_timeout(req.timeout)?;
         let tpl = self.templates.resolve(&req.template_id)?;
         validate_env(&req.env_vars)?;
-        let _reservation = self.reserve_for_key(req.caller.as_ref())?;
-        let id = new_id();
+        let reservation = self.reserve_for_key(req.caller.as_ref())?;
+        if req.build.is_none() {
+            self.pools.record_demand(&tpl.template_id);
+            self.pools.wake.notify_one();
+            if let Some(rec) = self.claim_pooled(&tpl, &req, timeout).await? {
+                drop(reservation);
+                return Ok(rec);
+            }
+        }
+        let _cold = self.pools.cold_start();
+        let started = Instant::now();
         // A secure sandbox's agent wants a random access token.
         let token = req.secure.then(|| random_hex(24));
+        let mut env_vars = sandbox_env(&tpl);
+        env_vars.extend(req.env_vars.clone());
+        let launched = self
+            .launch(Launch {
+                tpl: &tpl,
+                env_vars: &env_vars,
+                token: token.as_deref(),
+                allow_internet: req.allow_internet_access.unwrap_or(true),
+                build: req.build.is_some(),
+                pooled: false,
+            })
+            .await?;
+        let rec = self.record_for(&tpl, &req, timeout, &launched, token);
+        let rec = self.go_live(rec, launched.slot).await?;
+        drop(reservation);
+        tracing::info!(sandbox = %rec.id, template = %rec.template_id, pid = rec.pid, ms = started.elapsed().as_millis() as u64, "sandbox created");
+        Ok(rec)
+    }
+
+    /// The record of a sandbox just started (cold or claimed from a pool) for `req`.
+    pub(super) fn record_for(
+        &self,
+        tpl: &ResolvedTemplate,
+        req: &CreateRequest,
+        timeout: u64,
+        launched: &Launched,
+        token: Option<String>,
+    ) -> SandboxRecord {
+        let now = Utc::now();
+        SandboxRecord {
+            id: launched.id.clone(),
+            template_id: tpl.template_id.clone(),
+            alias: tpl.alias.clone(),
+            metadata: req.metadata.clone(),
+            env_vars: req.env_vars.clone(),
+            started_at: now,
+            end_at: now + chrono::Duration::seconds(timeout as i64),
+            state: SandboxState::Running,
+            cpu_count: launched.limits.cpus,
+            memory_mb: launched.limits.memory_mb,
+            disk_mb: launched.limits.disk_mb,
+            envd_access_token: token,
+            allow_internet_access: req.allow_internet_access,
+            auto_pause: req.auto_pause,
+            slot: launched.slot,
+            pid: launched.spawned.pid,
+            pid_start: launched.spawned.start_time,
+            key_id: req.caller.as_ref().map(|c| c.key_id.clone()),
+            layers: launched.layers.clone(),
+            build: req.build.clone(),
+        }
+    }
+
+    /// Stores `rec` and makes it live (listed, routed, timed); its slot stops being only
+    /// reserved. A sandbox that cannot be stored is killed.
+    pub(super) async fn go_live(&self, rec: SandboxRecord, slot: u32) -> Result<SandboxRecord> {
+        let entry = Entry::new(rec.clone());
+        let stored = self.store.put_sandbox(&rec);
+        {
+            lock(&self.live).insert(rec.id.clone(), Arc::clone(&entry));
+            lock(&self.reserved_slots).remove(&slot);
+        }
+        if let Err(e) = stored {
+            tracing::error!(sandbox = %rec.id, error = %e, "cannot store the new sandbox");
+            let _ = self.kill(&rec.id).await;
+            return Err(e.into());
+        }
+        self.sample(&entry);
+        Ok(rec)
+    }
+
+    /// Spawns a sandbox and waits until it is ready; on failure nothing of it is left. Its
+    /// slot stays reserved for the caller, who makes it live or pools it.
+    pub(super) async fn launch(&self, l: Launch<'_>) -> Result<Launched> {
+        let id = new_id();
         let slot = self.allocate_slot()?;
         // A user-built template brings its ENV, default user and workdir, and resources.
-        let custom = tpl.custom.as_ref();
-        let mut env_vars = custom.map(|t| t.env.clone()).unwrap_or_default();
-        env_vars.extend(req.env_vars.clone());
+        let custom = l.tpl.custom.as_ref();
         let limits = limits_for(self.defaults.limits, custom);
-        let config = agent_config(
-            &id,
-            &env_vars,
-            token.as_deref(),
-            custom,
-            req.build.is_none(),
-        );
+        let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
+        config.pooled = Some(l.pooled);
         let spec = SandboxSpec {
             id: id.clone(),
-            template_layers: tpl.layers.clone(),
+            template_layers: l.tpl.layers.clone(),
             limits,
-            allow_internet: req.allow_internet_access.unwrap_or(true),
+            allow_internet: l.allow_internet,
             slot,
             agent_env: vec![
                 (
                     "PATH".into(),
                     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
                 ),
-                (CONFIG_ENV.into(), config),
+                (CONFIG_ENV.into(), config.to_json()),
             ],
         };
-        let started = Instant::now();
         let spawned = match self.blocking(move |rt| rt.create(&spec)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -237,54 +361,73 @@ impl Service {
                 return Err(e);
             }
         };
-        let now = Utc::now();
-        let rec = SandboxRecord {
-            id: id.clone(),
-            template_id: tpl.template_id,
-            alias: tpl.alias,
-            metadata: req.metadata,
-            env_vars: req.env_vars,
-            started_at: now,
-            end_at: now + chrono::Duration::seconds(timeout as i64),
-            state: SandboxState::Running,
-            cpu_count: limits.cpus,
-            memory_mb: limits.memory_mb,
-            disk_mb: limits.disk_mb,
-            envd_access_token: token,
-            allow_internet_access: req.allow_internet_access,
-            auto_pause: req.auto_pause,
-            slot,
-            pid: spawned.pid,
-            pid_start: spawned.start_time,
-            key_id: req.caller.as_ref().map(|c| c.key_id.clone()),
-            layers: tpl.layers.clone(),
-            build: req.build.clone(),
-        };
-        let start_cmd_of = custom.filter(|_| req.build.is_none());
+        // A template's start command runs in every sandbox but a build's.
+        let start_cmd_of = custom.filter(|_| !l.build);
         let ready = self
             .readiness
-            .wait_ready(
-                spawned.net.sandbox_ip,
-                rec.envd_access_token.as_deref(),
-                start_cmd_of,
-            )
+            .wait_ready(spawned.net.sandbox_ip, l.token, start_cmd_of)
             .await;
-        let entry = Entry::new(rec.clone());
-        let stored = self.store.put_sandbox(&rec);
-        {
-            lock(&self.live).insert(id.clone(), Arc::clone(&entry));
-            lock(&self.reserved_slots).remove(&slot);
+        let launched = Launched {
+            id,
+            slot,
+            spawned,
+            limits,
+            layers: l.tpl.layers.clone(),
+        };
+        if let Err(e) = ready {
+            tracing::error!(sandbox = %launched.id, error = %e, "sandbox did not become ready");
+            self.discard(&launched).await;
+            return Err(ServiceError::NotReady(e));
         }
-        if let Err(e) = ready
-            .map_err(ServiceError::NotReady)
-            .and(stored.map_err(ServiceError::from))
-        {
-            tracing::error!(sandbox = %id, error = %e, "sandbox did not become ready");
-            let _ = self.kill(&id).await;
-            return Err(e);
-        }
-        self.sample(&entry);
-        tracing::info!(sandbox = %id, template = %rec.template_id, pid = spawned.pid, ms = started.elapsed().as_millis() as u64, "sandbox created");
-        Ok(rec)
+        Ok(launched)
     }
+
+    /// Destroys a started sandbox that never became live, and frees its slot.
+    pub(super) async fn discard(&self, l: &Launched) {
+        let (id, net, init) = (
+            l.id.clone(),
+            l.spawned.net.clone(),
+            (l.spawned.pid, l.spawned.start_time),
+        );
+        match self
+            .blocking(move |rt| rt.destroy(&id, Some(&net), Some(init)))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(sandbox = %l.id, error = %e, "cleanup failed"),
+            Err(e) => tracing::warn!(sandbox = %l.id, error = %e, "cleanup failed"),
+        }
+        lock(&self.reserved_slots).remove(&l.slot);
+    }
+}
+
+/// What [`Service::launch`] starts.
+pub(super) struct Launch<'a> {
+    pub tpl: &'a ResolvedTemplate,
+    /// Every variable the sandbox's processes get (the template's and the request's).
+    pub env_vars: &'a BTreeMap<String, String>,
+    pub token: Option<&'a str>,
+    pub allow_internet: bool,
+    /// A template build's sandbox: no interpreter, no start command.
+    pub build: bool,
+    /// Started for a warm pool.
+    pub pooled: bool,
+}
+
+/// A sandbox [`Service::launch`] started, ready but not yet live.
+#[derive(Debug, Clone)]
+pub(crate) struct Launched {
+    pub id: String,
+    pub slot: u32,
+    pub spawned: Spawned,
+    pub limits: Limits,
+    pub layers: Vec<std::path::PathBuf>,
+}
+
+/// The variables a template gives every process (a user-built template's ENV).
+pub(super) fn sandbox_env(tpl: &ResolvedTemplate) -> BTreeMap<String, String> {
+    tpl.custom
+        .as_ref()
+        .map(|t| t.env.clone())
+        .unwrap_or_default()
 }

@@ -95,6 +95,9 @@ pub enum Invalid {
         /// The limit in bytes.
         max_bytes: u64,
     },
+    /// Warm pool sizes that cannot be.
+    #[error("{0}")]
+    PoolSize(String),
     /// An upload whose body broke off.
     #[error("upload broke off: {0}")]
     UploadBroken(#[source] axum::Error),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use hutch_contracts::agent::Claim;
 use hutch_runtime::runtime::Usage;
 use hutch_runtime::{Limits, NetConfig, RuntimeError, SandboxNet, SandboxSpec, Spawned};
 
@@ -32,6 +33,10 @@ pub enum Op {
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
+    SetInternet {
+        slot: u32,
+        allowed: bool,
+    },
     Create {
         id: String,
         slot: u32,
@@ -212,6 +217,11 @@ impl SandboxRuntime for FakeRuntime {
         self.record(Call::ReleaseSlot(slot));
     }
 
+    fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
+        self.record(Call::SetInternet { slot, allowed });
+        Ok(())
+    }
+
     fn net_for(&self, slot: u32) -> SandboxNet {
         self.net.slot(slot)
     }
@@ -240,6 +250,10 @@ pub struct FakeReadiness {
     failure: Mutex<Option<String>>,
     /// (address, token, start command) of every wait.
     pub waits: Mutex<Vec<Wait>>,
+    /// (address, pool token) of every warm-up.
+    pub warms: Mutex<Vec<(Ipv4Addr, String)>>,
+    /// (address, pool token, claim) of every claim.
+    pub claims: Mutex<Vec<(Ipv4Addr, String, Claim)>>,
 }
 
 impl FakeReadiness {
@@ -250,6 +264,23 @@ impl FakeReadiness {
 }
 
 impl AgentReadiness for FakeReadiness {
+    fn warm<'a>(&'a self, ip: Ipv4Addr, token: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        lock(&self.warms).push((ip, token.to_owned()));
+        let res = lock(&self.failure).clone().map_or(Ok(()), Err);
+        Box::pin(async move { res })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: &'a str,
+        claim: &'a Claim,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        lock(&self.claims).push((ip, token.to_owned(), claim.clone()));
+        let res = lock(&self.failure).clone().map_or(Ok(()), Err);
+        Box::pin(async move { res })
+    }
+
     fn wait_ready<'a>(
         &'a self,
         ip: Ipv4Addr,

@@ -14,6 +14,8 @@ pub mod error;
 pub mod lifecycle;
 pub mod list;
 pub mod metrics;
+pub mod pool;
+mod warm;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -110,6 +112,7 @@ pub struct Service {
     creating: Mutex<HashMap<String, u32>>,
     http: crate::agent_http::HttpClient,
     readiness: Arc<dyn AgentReadiness>,
+    pools: Arc<pool::Pools>,
 }
 
 impl Service {
@@ -149,6 +152,7 @@ impl Service {
             creating: Mutex::new(HashMap::new()),
             http,
             readiness,
+            pools: Arc::new(pool::Pools::default()),
         });
         svc.recover(records);
         svc
@@ -174,12 +178,16 @@ impl Service {
         self.runtime.state_dir()
     }
 
-    /// Layers used by live sandboxes.
+    /// Layers used by live sandboxes and by sandboxes waiting in warm pools.
     pub fn layers_in_use(&self) -> HashSet<std::path::PathBuf> {
-        lock(&self.live)
+        let mut used: HashSet<std::path::PathBuf> = lock(&self.live)
             .values()
             .flat_map(|e| lock(&e.rec).layers.clone())
-            .collect()
+            .collect();
+        for q in lock(&self.pools.ready).values() {
+            used.extend(q.iter().flat_map(|p| p.layers.iter().cloned()));
+        }
+        used
     }
 
     /// The shared HTTP client for sandbox traffic.
