@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -184,3 +185,57 @@ def diff_resources(before: dict[str, list[str]], after: dict[str, list[str]]) ->
                 "removed": sorted(set(before[k]) - set(after.get(k, []))),
             }
     return out
+
+
+# --- warm pools: hutch's own API (GET/PUT /pools/{template}) ------------------------------------
+
+
+def pools_api(method: str, path: str = "", body: dict[str, int] | None = None) -> tuple[int, object]:
+    """Calls hutch's pool API; returns (status, decoded JSON body)."""
+    req = urllib.request.Request(
+        f"{API_URL}/pools{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-API-KEY": os.environ["E2B_API_KEY"], "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return int(e.code), json.loads(e.read() or b"null")
+
+
+def set_pools(sizes: dict[str, tuple[int, int]], settle: float = 180) -> None:
+    """Sets each template's pool to (min, max) and waits until no pool is above its size
+    and nothing is being started for it."""
+    for name, (lo, hi) in sizes.items():
+        status, body = pools_api("PUT", f"/{name}", {"min": lo, "max": hi})
+        assert status == 200, body
+
+    def settled() -> bool:
+        _, pools = pools_api("GET")
+        assert isinstance(pools, list)
+        return all(
+            p["starting"] == 0 and p["stopping"] == 0 and p["min"] <= p["ready"] <= p["max"]
+            for p in pools
+            if p["name"] in sizes or p["templateID"] in sizes
+        )
+
+    deadline = time.time() + settle
+    while not settled():
+        assert time.time() < deadline, f"pools did not settle: {pools_api('GET')[1]}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def pools_off() -> Iterator[None]:
+    """No warm pools during the test (their sandboxes come and go in the background, which
+    tests counting host resources must not see); the sizes are restored afterwards."""
+    _, pools = pools_api("GET")
+    assert isinstance(pools, list)
+    saved = {p["templateID"]: (p["min"], p["max"]) for p in pools}
+    set_pools({t: (0, 0) for t in saved})
+    try:
+        yield
+    finally:
+        set_pools(saved)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from e2b import Sandbox, SandboxQuery
 
 from conftest import diff_resources, host_resources, restart_server_hard
 from sdk_helpers import wait_until
 
 
+@pytest.mark.usefixtures("pools_off")
 def test_kill_releases_processes_mounts_cgroups_netns_veths_and_disk() -> None:
     before = host_resources()
     sandboxes = [Sandbox.create() for _ in range(3)]
@@ -33,6 +35,7 @@ def test_kill_releases_processes_mounts_cgroups_netns_veths_and_disk() -> None:
     assert host_resources()["zombies"] == []
 
 
+@pytest.mark.usefixtures("pools_off")
 def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     before = host_resources()
     tag = uuid.uuid4().hex

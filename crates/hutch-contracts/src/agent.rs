@@ -139,7 +139,10 @@ mod tests {
         };
         let value = serde_json::to_value(&claim).unwrap();
         assert_eq!(value, json!({"envVars": {"A": "1"}, "accessToken": "t"}));
-        assert_eq!(serde_json::from_value::<Claim>(json!({})).unwrap(), Claim::default());
+        assert_eq!(
+            serde_json::from_value::<Claim>(json!({})).unwrap(),
+            Claim::default()
+        );
         assert!(serde_json::from_value::<Claim>(json!({"sandboxId": "x"})).is_err());
     }
 }

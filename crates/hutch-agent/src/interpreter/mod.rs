@@ -217,9 +217,14 @@ impl InterpreterService {
     }
 
     /// Makes the default Python kernel ready for a first user: started, and past a first
-    /// (silent) execution. A sandbox waiting in a warm pool is ready once this returns.
+    /// (silent) execution. A sandbox waiting in a warm pool is ready once this returns; in
+    /// a template without a Python kernel there is nothing to warm.
     pub async fn warm(&self) -> Result<(), InterpreterError> {
-        let context = self.default_context(language::DEFAULT_LANGUAGE).await?;
+        let context = match self.default_context(language::DEFAULT_LANGUAGE).await {
+            Ok(context) => context,
+            Err(InterpreterError::NoKernel { .. }) => return Ok(()),
+            Err(err) => return Err(err),
+        };
         let _turn = context.turn.lock().await;
         let kernel = self.kernel(&context).await?;
         kernel.run_hidden("None", "warming the kernel").await;

@@ -254,6 +254,8 @@ pub struct FakeReadiness {
     pub warms: Mutex<Vec<(Ipv4Addr, String)>>,
     /// (address, pool token, claim) of every claim.
     pub claims: Mutex<Vec<(Ipv4Addr, String, Claim)>>,
+    /// When set, claims (only) fail with this message.
+    pub claim_failure: Mutex<Option<String>>,
 }
 
 impl FakeReadiness {
@@ -277,7 +279,7 @@ impl AgentReadiness for FakeReadiness {
         claim: &'a Claim,
     ) -> BoxFuture<'a, Result<(), String>> {
         lock(&self.claims).push((ip, token.to_owned(), claim.clone()));
-        let res = lock(&self.failure).clone().map_or(Ok(()), Err);
+        let res = lock(&self.claim_failure).clone().map_or(Ok(()), Err);
         Box::pin(async move { res })
     }
 

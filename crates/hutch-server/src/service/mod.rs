@@ -23,6 +23,8 @@ pub(crate) mod fake;
 mod tests;
 #[cfg(test)]
 mod tests_lifecycle;
+#[cfg(test)]
+mod tests_pool;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;

@@ -126,6 +126,8 @@ pub struct PoolInfo {
     pub ready: u32,
     /// Sandboxes being started for it.
     pub starting: u32,
+    /// Its sandboxes being destroyed (the pool shrank, or its template changed).
+    pub stopping: u32,
     /// Creates from this template in the last minute.
     pub demand: u32,
 }
@@ -139,6 +141,8 @@ pub(crate) struct Pools {
     pub ready: Mutex<HashMap<String, VecDeque<Pooled>>>,
     /// Sandboxes being started, by template id.
     pub starting: Mutex<HashMap<String, u32>>,
+    /// Waiting sandboxes being destroyed, by template id.
+    pub stopping: Mutex<HashMap<String, u32>>,
     /// Recent creates by template id.
     pub demand: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// Cold creates in progress: refills wait while there are any.
@@ -205,6 +209,11 @@ impl Pools {
         lock(&self.starting).get(template_id).copied().unwrap_or(0)
     }
 
+    /// Number of `template_id`'s sandboxes being destroyed.
+    pub fn stopping_count(&self, template_id: &str) -> u32 {
+        lock(&self.stopping).get(template_id).copied().unwrap_or(0)
+    }
+
     /// Removes and returns every waiting sandbox.
     pub fn drain_all(&self) -> Vec<Pooled> {
         lock(&self.ready)
@@ -251,35 +260,55 @@ impl Drop for ColdGuard {
     }
 }
 
-/// Counts one refill of a template while alive.
-pub(crate) struct StartingGuard {
+/// Which of a pool's in-flight counts a [`CountGuard`] holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Count {
+    /// A sandbox being started for the pool.
+    Starting,
+    /// A waiting sandbox being destroyed.
+    Stopping,
+}
+
+/// Counts one sandbox of a template as starting or stopping while alive.
+pub(crate) struct CountGuard {
     pools: Arc<Pools>,
+    which: Count,
     template_id: String,
 }
 
-impl StartingGuard {
-    /// Counts a refill of `template_id`.
-    pub fn new(pools: &Arc<Pools>, template_id: &str) -> Self {
-        *lock(&pools.starting)
+impl CountGuard {
+    /// Counts one sandbox of `template_id`.
+    pub fn new(pools: &Arc<Pools>, which: Count, template_id: &str) -> Self {
+        *lock(pools.map(which))
             .entry(template_id.to_owned())
             .or_insert(0) += 1;
-        StartingGuard {
+        CountGuard {
             pools: Arc::clone(pools),
+            which,
             template_id: template_id.to_owned(),
         }
     }
 }
 
-impl Drop for StartingGuard {
+impl Pools {
+    fn map(&self, which: Count) -> &Mutex<HashMap<String, u32>> {
+        match which {
+            Count::Starting => &self.starting,
+            Count::Stopping => &self.stopping,
+        }
+    }
+}
+
+impl Drop for CountGuard {
     fn drop(&mut self) {
-        let mut starting = lock(&self.pools.starting);
-        if let Some(n) = starting.get_mut(&self.template_id) {
+        let mut counts = lock(self.pools.map(self.which));
+        if let Some(n) = counts.get_mut(&self.template_id) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                starting.remove(&self.template_id);
+                counts.remove(&self.template_id);
             }
         }
-        drop(starting);
+        drop(counts);
         self.pools.wake.notify_one();
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hutch_contracts::agent::Claim;
 
 use super::create::{sandbox_env, Launch, Launched};
-use super::pool::{PoolInfo, PoolSize, Pooled, StartingGuard};
+use super::pool::{Count, CountGuard, PoolInfo, PoolSize, Pooled};
 use super::{lock, CreateRequest, Invalid, Result, Service};
 use crate::sandbox::{random_hex, SandboxRecord};
 use crate::templates::{ResolvedTemplate, TemplateLookupError};
@@ -86,10 +86,17 @@ impl Service {
     /// One look at every pool: drops waiting sandboxes of rebuilt or unconfigured
     /// templates, shrinks pools above their target and starts a refill when one is short
     /// and nothing more urgent runs.
-    fn tend_pools(self: &Arc<Self>, retry_at: &mut HashMap<String, Instant>) {
+    pub(super) fn tend_pools(self: &Arc<Self>, retry_at: &mut HashMap<String, Instant>) {
+        if self.pools.closed() {
+            return;
+        }
+        let now = Instant::now();
+        for template_id in lock(&self.pools.fill_failed).drain() {
+            retry_at.insert(template_id, now + FILL_RETRY);
+        }
         let sizes = lock(&self.pools.sizes).clone();
         let mut configured = HashSet::new();
-        let mut doomed: Vec<Pooled> = Vec::new();
+        let mut doomed: Vec<(String, Pooled)> = Vec::new();
         let mut short: Vec<(ResolvedTemplate, u32)> = Vec::new();
         for (name, size) in sizes {
             let tpl = match self.templates.resolve(&name) {
@@ -109,12 +116,12 @@ impl Service {
                 let q = ready.entry(tpl.template_id.clone()).or_default();
                 let (keep, stale): (Vec<_>, Vec<_>) =
                     q.drain(..).partition(|p| p.layers == tpl.layers);
-                doomed.extend(stale);
                 q.extend(keep);
                 while q.len() as u32 > target {
                     // The newest goes first: the oldest have waited longest to be claimed.
-                    doomed.extend(q.pop_back());
+                    doomed.extend(q.pop_back().map(|p| (tpl.template_id.clone(), p)));
                 }
+                doomed.extend(stale.into_iter().map(|p| (tpl.template_id.clone(), p)));
             }
             let have = self.pools.ready_count(&tpl.template_id)
                 + self.pools.starting_count(&tpl.template_id);
@@ -128,27 +135,30 @@ impl Service {
             ready.retain(|template_id, q| {
                 let keep = configured.contains(template_id);
                 if !keep {
-                    doomed.extend(q.drain(..));
+                    doomed.extend(q.drain(..).map(|p| (template_id.clone(), p)));
                 }
                 keep
             });
         }
-        for p in doomed {
+        for (template_id, p) in doomed {
             let svc = Arc::clone(self);
-            tokio::spawn(async move { svc.discard(&launched_of(&p)).await });
+            let stopping = CountGuard::new(&self.pools, Count::Stopping, &template_id);
+            tokio::spawn(async move {
+                svc.discard(&launched_of(&p)).await;
+                drop(stopping);
+            });
         }
         let starting: u32 = lock(&self.pools.starting).values().sum();
         if starting >= FILL_CONCURRENCY || self.pools.cold_running() {
             return;
         }
-        let now = Instant::now();
         // The pool furthest below its target first.
         short.sort_by_key(|(_, missing)| std::cmp::Reverse(*missing));
         if let Some((tpl, _)) = short
             .into_iter()
             .find(|(tpl, _)| retry_at.get(&tpl.template_id).is_none_or(|t| *t <= now))
         {
-            let guard = StartingGuard::new(&self.pools, &tpl.template_id);
+            let guard = CountGuard::new(&self.pools, Count::Starting, &tpl.template_id);
             let svc = Arc::clone(self);
             retry_at.remove(&tpl.template_id);
             let failed = Arc::clone(&self.pools);
@@ -158,13 +168,10 @@ impl Service {
                 }
             });
         }
-        for template_id in lock(&self.pools.fill_failed).drain() {
-            retry_at.insert(template_id, now + FILL_RETRY);
-        }
     }
 
     /// Starts one sandbox of `tpl` for its pool and warms it; false when that failed.
-    async fn fill(&self, tpl: &ResolvedTemplate, _starting: StartingGuard) -> bool {
+    async fn fill(&self, tpl: &ResolvedTemplate, _starting: CountGuard) -> bool {
         let started = Instant::now();
         let token = random_hex(24);
         let env_vars = sandbox_env(tpl);
@@ -294,6 +301,7 @@ impl Service {
             target: size.target(demand),
             ready: self.pools.ready_count(template_id),
             starting: self.pools.starting_count(template_id),
+            stopping: self.pools.stopping_count(template_id),
             demand: u32::try_from(demand).unwrap_or(u32::MAX),
         }
     }
