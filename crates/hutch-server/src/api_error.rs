@@ -46,9 +46,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::AlreadyPaused { .. }
         | ServiceError::AlreadyRunning { .. }
         | ServiceError::BuildStarted { .. } => StatusCode::CONFLICT,
-        ServiceError::NoSlot { .. } | ServiceError::Template(Lookup::Building(_)) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ServiceError::NoSlot { .. }
+        | ServiceError::Busy { .. }
+        | ServiceError::Template(Lookup::Building(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::UploadToken => StatusCode::UNAUTHORIZED,
         ServiceError::Template(Lookup::Failed(_) | Lookup::Broken(..))

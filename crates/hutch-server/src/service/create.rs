@@ -17,7 +17,10 @@ use chrono::Utc;
 use futures_util::future::BoxFuture;
 use hutch_runtime::{Limits, SandboxSpec, Spawned};
 
-use super::{lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, Service, ServiceError};
+use super::{
+    cold_starts, lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, Service, ServiceError,
+    COLD_START_WAIT,
+};
 use crate::sandbox::{new_id, random_hex, SandboxRecord, SandboxState};
 use crate::store::Caller;
 use crate::templates::{ResolvedTemplate, TemplateRecord};
@@ -252,6 +255,16 @@ impl Service {
         }
         let _cold = self.pools.cold_start();
         let started = Instant::now();
+        let _turn = match tokio::time::timeout(COLD_START_WAIT, self.cold_gate.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; a timeout means the host is saturated.
+            Ok(Err(_)) | Err(_) => {
+                return Err(ServiceError::Busy {
+                    starting: cold_starts(),
+                    waited_s: started.elapsed().as_secs(),
+                })
+            }
+        };
         // A secure sandbox's agent wants a random access token.
         let token = req.secure.then(|| random_hex(24));
         let mut env_vars = sandbox_env(&tpl);

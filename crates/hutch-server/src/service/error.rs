@@ -173,6 +173,17 @@ pub enum ServiceError {
         /// How many slots there are.
         slots: u32,
     },
+    /// Too many sandboxes are starting at once; the create waited its turn in vain (503).
+    #[error(
+        "the server is busy starting {starting} other sandboxes and this one waited {waited_s}s \
+         for its turn; retry in a moment"
+    )]
+    Busy {
+        /// Cold starts allowed at once.
+        starting: usize,
+        /// How long the create waited.
+        waited_s: u64,
+    },
     /// The caller's key holds as many sandboxes as it may (429).
     #[error(
         "Rate limit exceeded: this API key may hold at most {max} sandboxes at once \

@@ -84,6 +84,12 @@ impl Entry {
     }
 }
 
+/// Cold starts allowed at once on this host.
+fn cold_starts() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.max(1) * COLD_STARTS_PER_CPU
+}
+
 /// Locks `m`, also after a panic while it was held (the data stays usable).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -115,7 +121,16 @@ pub struct Service {
     http: crate::agent_http::HttpClient,
     readiness: Arc<dyn AgentReadiness>,
     pools: Arc<pool::Pools>,
+    /// Cold starts allowed at once: a burst queues here rather than starting hundreds of
+    /// sandboxes that then share two CPUs.
+    cold_gate: tokio::sync::Semaphore,
 }
+
+/// Cold starts (spawn until the agent answers) allowed at once, per CPU of the host.
+const COLD_STARTS_PER_CPU: usize = 4;
+
+/// How long a create waits for its turn to start cold before it is refused with a 503.
+const COLD_START_WAIT: Duration = Duration::from_secs(60);
 
 impl Service {
     /// Builds the service and adopts (or cleans up) the sandboxes a previous run left. New
@@ -155,6 +170,7 @@ impl Service {
             http,
             readiness,
             pools: Arc::new(pool::Pools::default()),
+            cold_gate: tokio::sync::Semaphore::new(cold_starts()),
         });
         svc.recover(records);
         svc
