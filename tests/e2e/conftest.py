@@ -234,7 +234,7 @@ def pools_off() -> Iterator[None]:
     _, pools = pools_api("GET")
     assert isinstance(pools, list)
     saved = {p["templateID"]: (p["min"], p["max"]) for p in pools}
-    set_pools({t: (0, 0) for t in saved})
+    set_pools(dict.fromkeys(saved, (0, 0)))
     try:
         yield
     finally:

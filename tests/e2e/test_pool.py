@@ -63,9 +63,9 @@ def observe(sbx: CodeSandbox, tag: str) -> dict[str, Any]:
     first = sbx.run_code("1 + 1")
     info = sbx.get_info()
     listed = Sandbox.list(query=SandboxQuery(metadata={"pool-test": tag})).next_items()
-    cmd = sbx.commands.run("hostname; whoami; pwd; echo $POOL_VAR; grep -c \"$(hostname)\" /etc/hosts")
+    cmd = sbx.commands.run('hostname; whoami; pwd; echo $POOL_VAR; grep -c "$(hostname)" /etc/hosts')
     ctx = sbx.create_code_context()
-    seen = {
+    return {
         "first_result": first.text,
         "execution_count": first.execution_count,
         "kernel_env": sbx.run_code("import os; os.environ.get('POOL_VAR')").text,
@@ -83,7 +83,6 @@ def observe(sbx: CodeSandbox, tag: str) -> dict[str, Any]:
         "no_token_refused": envd_unary(sbx, "process.Process/List", with_token=False).status_code,
         "files": sbx.files.exists("/home/user"),
     }
-    return seen
 
 
 def create_and_observe(pooled: bool) -> dict[str, Any]:
