@@ -273,6 +273,7 @@ def test_template_api_errors_are_e2b_shaped_and_change_nothing() -> None:
     assert not Template.exists(name)
 
 
+@pytest.mark.usefixtures("pools_off")
 def test_templates_survive_a_restart_and_an_interrupted_build_leaves_nothing(names: list[str]) -> None:
     name = unique("durable")
     names.append(name)
