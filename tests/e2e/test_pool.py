@@ -7,6 +7,7 @@ needs and puts the sizes back afterwards.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ import pytest
 from e2b import Sandbox, SandboxQuery
 
 from ci_helpers import CodeSandbox, code_sandbox
-from conftest import pools_api, set_pools
-from sdk_helpers import envd_get, envd_unary
+from conftest import cgroup_dirs, pools_api, restart_server_hard, set_pools
+from sdk_helpers import envd_get, envd_unary, wait_until
 from test_network import FakeHost, curl
 
 TEMPLATE = "code-interpreter-v1"
@@ -175,3 +176,16 @@ def test_pool_api_reports_sizes_and_refuses_bad_input() -> None:
     _, after = pools_api("GET")
     assert isinstance(after, list)
     assert {(p["name"], p["min"], p["max"]) for p in after} == {(p["name"], p["min"], p["max"]) for p in pools}
+
+
+@pytest.mark.usefixtures("restore_pools")
+def test_a_hard_restart_removes_the_sandboxes_that_were_waiting() -> None:
+    set_pools({"base": (1, 1)})
+    wait_ready("base", 1)
+    listed = {s.sandbox_id for s in Sandbox.list().next_items()}
+    waiting = {os.path.basename(d) for d in cgroup_dirs()} - listed
+    assert waiting, "a pooled sandbox holds cgroups on the host"
+    restart_server_hard()
+    assert wait_until(lambda: not waiting & {os.path.basename(d) for d in cgroup_dirs()}, timeout=30)
+    # The pool fills again with new sandboxes.
+    wait_ready("base", 1)
