@@ -778,8 +778,7 @@ class Bench:
         cfg, res = self.cfg, self.res
         k = cfg.idle
         self.pools.quiet()
-        time.sleep(1)
-        mem0 = mem_available()
+        mem0 = settled_mem_available()
         step = max(1, k // 10)
         log(f"row 6: {k} idle {TEMPLATE} sandboxes, {cfg.idle_workers} created at a time; memory every {step}")
         held: list[AsyncSandbox] = []
@@ -883,7 +882,7 @@ class Bench:
         r_held = Row(
             "6",
             f"idle `{TEMPLATE}` sandboxes held at once, each answering `run_code`",
-            f"{len(held)} of {k} created, {answering} answering"
+            f"{len(held)} held of {k} asked, {answering} answering"
             + (f"; failed: {failure_summary(fails)}" if fails else ""),
             "—",
             "—",
@@ -901,8 +900,8 @@ class Bench:
             Row(
                 "6",
                 f"memory per idle sandbox at {int(last['count'])} held",
-                f"PSS {mib(last['pss'] / n)} ({int(last['processes'])} processes); MemAvailable Δ "
-                f"{mib(last['mem_delta'] / n)} (slope {mib(slope)})",
+                f"PSS {mib(last['pss'] / n)} ({int(last['processes'])} processes); MemAvailable "
+                f"{mib(slope)} per sandbox (slope; Δ/n {mib(last['mem_delta'] / n)})",
                 f"a fresh local ipykernel past `1+1`, PSS: {mib(bpss)}",
                 ratio(last["pss"] / n, bpss),
                 "— (≥ 400 must fit)",
@@ -1116,6 +1115,21 @@ def fit_slope(points: list[tuple[float, float]]) -> float:
     if n < 2 or sxx == 0:
         return math.nan
     return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def settled_mem_available(timeout: float = 30) -> int:
+    """MemAvailable once it has stopped moving (what an earlier row freed or wrote back has
+    settled): two readings a second apart within 16 MiB, or the last reading after `timeout`."""
+    os.sync()
+    deadline = time.monotonic() + timeout
+    last = mem_available()
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = mem_available()
+        if abs(now - last) < 16 << 20:
+            return now
+        last = now
+    return last
 
 
 def mem_total_gib() -> float:

@@ -141,7 +141,7 @@ def plots(res: Results, out: Path) -> list[str]:
             ys = sorted(x * 1000 for x in xs)
             frac = [(i + 1) / len(ys) for i in range(len(ys))]
             ys, frac = [ys[0], *ys], [0.0, *frac]
-            ax.step(ys, frac, where="post", label=f"{label} (n={len(ys)})")
+            ax.step(ys, frac, where="post", label=f"{label} (n={len(xs)})")
         ax.set_xscale("log")
         ax.set_xlabel("milliseconds (log scale)")
         ax.set_ylabel("fraction of samples ≤ x")
