@@ -157,3 +157,11 @@ export HUTCH_API_URL="$E2B_API_URL" HUTCH_API_KEY="$KEY"
 if [ "${HUTCH_TEST_SKIP_SDK:-0}" != 1 ]; then
     "$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 python/tests
 fi
+
+# Issue 11's benchmark in its quick mode against the same server (CI, or HUTCH_BENCH_SMOKE=1):
+# it reports its targets and never fails on them; only a crash of a row fails here.
+if [ "${CI:-}" = true ] || [ "${HUTCH_BENCH_SMOKE:-0}" = 1 ]; then
+    step "benchmark smoke run (scripts/bench.sh --external --smoke)"
+    HUTCH_CACHE_DIR="$TEMPLATE_CACHE" HUTCH_TEST_CACHE="$CACHE" \
+        scripts/bench.sh --external --smoke --out "$WORK/bench"
+fi
