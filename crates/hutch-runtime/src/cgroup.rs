@@ -175,6 +175,23 @@ impl CgroupDriver {
         Ok(())
     }
 
+    /// Gives sandbox `id` the least CPU time when CPUs are contended (`low`), or the
+    /// default share again: a sandbox warming up in a pool yields to every other one.
+    pub fn set_low_priority(&self, id: &str, low: bool) -> Result<()> {
+        let (file, value) = match (self.is_v2(), low) {
+            (false, true) => ("cpu.shares", "2"),
+            (false, false) => ("cpu.shares", "1024"),
+            (true, true) => ("cpu.weight", "1"),
+            (true, false) => ("cpu.weight", "100"),
+        };
+        let path = self.dir("cpu", id).join(file);
+        if !path.exists() {
+            // A v2 host without the cpu controller delegated: nothing to weigh.
+            return Ok(());
+        }
+        write(&path, value)
+    }
+
     /// Freezes (`true`) or thaws (`false`) every process of sandbox `id`, waiting until the
     /// kernel reports the new state so that a paused sandbox really uses no CPU.
     pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {

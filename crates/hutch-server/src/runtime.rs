@@ -50,6 +50,10 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Allows or denies egress from the sandbox in `slot`.
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()>;
 
+    /// Gives sandbox `id` the least CPU share (`low`, while it warms up for a pool) or
+    /// the default one.
+    fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()>;
+
     /// Network facts of a slot.
     fn net_for(&self, slot: u32) -> SandboxNet;
 
@@ -112,6 +116,10 @@ impl SandboxRuntime for Runtime {
 
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
         hutch_runtime::net::set_internet(self.net_for(slot).sandbox_ip, allowed)
+    }
+
+    fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()> {
+        self.cgroups().set_low_priority(id, low)
     }
 
     fn net_for(&self, slot: u32) -> SandboxNet {

@@ -333,3 +333,25 @@ fn real_host_cgroup_round_trip_when_root() {
     d.remove("t").expect("remove");
     assert!(d.existing().is_empty());
 }
+
+#[test]
+fn a_low_priority_sandbox_gets_the_least_cpu_share_and_back() {
+    let tmp = TempDir::new("cg-prio");
+    let v1d = v1(&tmp);
+    v1d.create("sbx", &LIMITS).expect("create");
+    put(tmp.path(), "cpu/hutch/sbx/cpu.shares", "1024");
+    v1d.set_low_priority("sbx", true).expect("low");
+    assert_eq!(get(tmp.path(), "cpu/hutch/sbx/cpu.shares"), "2");
+    v1d.set_low_priority("sbx", false).expect("normal");
+    assert_eq!(get(tmp.path(), "cpu/hutch/sbx/cpu.shares"), "1024");
+
+    let tmp2 = TempDir::new("cg-prio-v2");
+    let v2d = v2(&tmp2);
+    v2d.create("sbx", &LIMITS).expect("create");
+    // Without the cpu controller there is no weight to set, and that is not an error.
+    v2d.set_low_priority("sbx", true)
+        .expect("no cpu controller");
+    put(tmp2.path(), "hutch/sbx/cpu.weight", "100");
+    v2d.set_low_priority("sbx", true).expect("low");
+    assert_eq!(get(tmp2.path(), "hutch/sbx/cpu.weight"), "1");
+}

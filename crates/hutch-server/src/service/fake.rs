@@ -33,6 +33,10 @@ pub enum Op {
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
+    LowPriority {
+        id: String,
+        low: bool,
+    },
     SetInternet {
         slot: u32,
         allowed: bool,
@@ -219,6 +223,14 @@ impl SandboxRuntime for FakeRuntime {
 
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
         self.record(Call::SetInternet { slot, allowed });
+        Ok(())
+    }
+
+    fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()> {
+        self.record(Call::LowPriority {
+            id: id.to_string(),
+            low,
+        });
         Ok(())
     }
 

@@ -71,6 +71,16 @@ async fn a_create_claims_a_warmed_sandbox_and_gives_it_the_request() {
         .await
         .unwrap();
     assert_eq!(creates(&h), 1, "no new sandbox was started");
+    // It warmed up at the lowest CPU share and got the default one back when claimed.
+    let prio: Vec<bool> =
+        h.rt.calls()
+            .iter()
+            .filter_map(|c| match c {
+                Call::LowPriority { id, low } if *id == rec.id => Some(*low),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(prio, [true, false]);
     let claims = lock(&h.ready.claims).clone();
     assert_eq!(claims.len(), 1);
     let (_, token, claim) = &claims[0];

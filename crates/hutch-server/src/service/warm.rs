@@ -40,6 +40,7 @@ impl Service {
         self.pools.wake.notify_one();
         let started = Instant::now();
         let launched = launched_of(&p);
+        self.set_priority(&p.id, false).await;
         if req.allow_internet_access == Some(false) {
             let slot = p.slot;
             let denied = self.blocking(move |rt| rt.set_internet(slot, false)).await;
@@ -192,6 +193,8 @@ impl Service {
                 return false;
             }
         };
+        // Warming up (the kernel's boot) yields the CPUs to every sandbox in use.
+        self.set_priority(&launched.id, true).await;
         let ip = launched.spawned.net.sandbox_ip;
         if let Err(e) = self.readiness.warm(ip, &token).await {
             tracing::warn!(sandbox = %launched.id, template = %tpl.template_id, error = %e, "cannot warm a pooled sandbox");
@@ -317,6 +320,23 @@ impl Service {
         }
         if n > 0 {
             tracing::info!(sandboxes = n, "warm pools drained");
+        }
+    }
+}
+
+impl Service {
+    /// Sets a pooled sandbox's CPU share; a failure costs only priority, so it is logged.
+    async fn set_priority(&self, id: &str, low: bool) {
+        let sid = id.to_owned();
+        match self
+            .blocking(move |rt| rt.set_low_priority(&sid, low))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(sandbox = %id, low, error = %e, "cannot set the CPU share")
+            }
+            Err(e) => tracing::warn!(sandbox = %id, low, error = %e, "cannot set the CPU share"),
         }
     }
 }
