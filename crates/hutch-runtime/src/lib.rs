@@ -19,6 +19,8 @@ pub mod seccomp;
 pub mod spawn;
 #[cfg(test)]
 mod testutil;
+mod timing;
+mod trash;
 
 pub use cgroup::{CgroupDriver, CgroupStats};
 pub use error::RuntimeError;

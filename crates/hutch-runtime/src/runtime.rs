@@ -3,10 +3,13 @@
 //! All methods block (they run external tools and wait on the kernel); async callers wrap
 //! them in `spawn_blocking`.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,8 @@ use crate::error::{Result, RuntimeError};
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
 use crate::spawn::{SpawnRequest, SpawnResponse};
+use crate::timing::Steps;
+use crate::trash::Trash;
 use crate::{disk, proc};
 
 /// Host-wide settings of the runtime.
@@ -113,6 +118,12 @@ pub struct Usage {
 pub struct Runtime {
     cfg: RuntimeConfig,
     cgroups: CgroupDriver,
+    /// Addresses in the nftables `noinet` set: only these need a change on destroy.
+    noinet: Mutex<HashSet<Ipv4Addr>>,
+    /// Set when a veth was discarded since the last purge (see [`net::discard_host_side`]).
+    discarded: Arc<AtomicBool>,
+    /// Where destroyed sandboxes' directories go to be deleted in the background.
+    trash: Trash,
 }
 
 impl Runtime {
@@ -124,8 +135,19 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
         net::install_host_rules(&cfg.net, noinet)?;
+        // Whatever an earlier run discarded and the kernel has not deleted yet.
+        net::purge_discarded();
         proc::become_subreaper();
-        Ok(Runtime { cfg, cgroups })
+        let discarded = Arc::new(AtomicBool::new(false));
+        spawn_purger(Arc::clone(&discarded));
+        let trash = Trash::new(cfg.state_dir.join("trash"))?;
+        Ok(Runtime {
+            cfg,
+            cgroups,
+            noinet: Mutex::new(noinet.iter().copied().collect()),
+            discarded,
+            trash,
+        })
     }
 
     /// The runtime's configuration.
@@ -145,8 +167,12 @@ impl Runtime {
 
     /// Creates and starts a sandbox. On failure nothing of it is left behind.
     pub fn create(&self, spec: &SandboxSpec) -> Result<Spawned> {
+        let _span = tracing::debug_span!("create", sandbox = %spec.id).entered();
         let net = self.cfg.net.slot(spec.slot);
-        match self.try_create(spec, &net) {
+        let mut steps = Steps::start();
+        let res = self.try_create(spec, &net, &mut steps);
+        steps.log("create", &spec.id);
+        match res {
             Ok(s) => Ok(s),
             Err(e) => {
                 let _ = self.destroy(&spec.id, Some(&net), None);
@@ -155,14 +181,29 @@ impl Runtime {
         }
     }
 
-    fn try_create(&self, spec: &SandboxSpec, net: &SandboxNet) -> Result<Spawned> {
+    fn try_create(
+        &self,
+        spec: &SandboxSpec,
+        net: &SandboxNet,
+        steps: &mut Steps,
+    ) -> Result<Spawned> {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
-        mounts::setup(&paths, &spec.template_layers, &blank, self.cfg.id_base)?;
+        steps.mark("blank_image");
+        mounts::setup(
+            &paths,
+            &spec.template_layers,
+            &blank,
+            self.cfg.id_base,
+            steps,
+        )?;
         self.cgroups
             .create(&spec.id, &spec.limits.cgroup_limits())?;
+        steps.mark("cgroup");
         if !spec.allow_internet {
             net::set_internet(net.sandbox_ip, false)?;
+            self.noinet_set().insert(net.sandbox_ip);
+            steps.mark("noinet");
         }
         let req = SpawnRequest {
             id: spec.id.clone(),
@@ -171,13 +212,21 @@ impl Runtime {
             agent_env: spec.agent_env.clone(),
             id_base: self.cfg.id_base,
             id_count: self.cfg.id_count,
-            cgroup_procs: self.cgroups.procs_files(&spec.id),
+            // v1: the sandbox's init moves itself in (cheap); v2: the helper moves it.
+            cgroup_procs: if self.cgroups.is_v2() {
+                self.cgroups.procs_files(&spec.id)
+            } else {
+                Vec::new()
+            },
+            cgroup_tasks: self.cgroups.self_join_files(&spec.id),
             net: net.clone(),
             seccomp: self.cfg.seccomp,
             no_new_privs: self.cfg.no_new_privs,
             log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
         };
         let resp = run_helper(&self.cfg.helper, &req)?;
+        steps.extend("helper", &resp.timings);
+        steps.mark("helper");
         match (resp.pid, resp.start_time) {
             (Some(pid), Some(start_time)) => Ok(Spawned {
                 pid,
@@ -189,6 +238,10 @@ impl Runtime {
                     .unwrap_or_else(|| "spawn helper gave no pid".into()),
             )),
         }
+    }
+
+    fn noinet_set(&self) -> std::sync::MutexGuard<'_, HashSet<Ipv4Addr>> {
+        self.noinet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Freezes every process of sandbox `id`.
@@ -221,13 +274,31 @@ impl Runtime {
         net: Option<&SandboxNet>,
         init: Option<(i32, u64)>,
     ) -> Result<()> {
-        self.stop(id, init)?;
-        self.cgroups.remove(id)?;
-        mounts::teardown(&self.paths(id).dir)?;
+        let _span = tracing::debug_span!("destroy", sandbox = %id).entered();
+        let mut steps = Steps::start();
+        // The veth first: its slot's interface name is free for the next sandbox at once.
         if let Some(net) = net {
-            net::remove_host_side(net);
-            let _ = net::set_internet(net.sandbox_ip, true);
+            if net::discard_host_side(net) {
+                self.discarded.store(true, Ordering::Relaxed);
+            }
+            steps.mark("veth");
         }
+        self.stop(id, init)?;
+        steps.mark("stop");
+        self.cgroups.remove(id)?;
+        steps.mark("cgroup");
+        let dir = self.paths(id).dir;
+        mounts::unmount_below(&dir, &mut steps)?;
+        self.trash.discard(&dir)?;
+        steps.mark("remove_dir");
+        // Only a sandbox created without egress (now or before a restart) has an element.
+        if let Some(net) = net {
+            if self.noinet_set().remove(&net.sandbox_ip) {
+                let _ = net::set_internet(net.sandbox_ip, true);
+                steps.mark("noinet");
+            }
+        }
+        steps.log("destroy", id);
         Ok(())
     }
 
@@ -268,7 +339,13 @@ impl Runtime {
         self.cgroups.kill_all(id);
         if let Some((pid, start)) = init {
             proc::signal(pid, start, proc::Signal::KILL);
+            // Woken by the kernel when init exits; checked against its start time, since the
+            // pid may already belong to another process.
+            let watch = hutch_sys::process::ExitWatch::new(pid)
+                .ok()
+                .filter(|_| proc::is_alive(pid, start));
             let deadline = Instant::now() + Duration::from_secs(10);
+            let mut fired = false;
             loop {
                 let gone = match proc::try_reap(pid) {
                     proc::Reap::Reaped => true,
@@ -280,12 +357,17 @@ impl Runtime {
                 if gone {
                     break;
                 }
-                if Instant::now() > deadline {
+                let now = Instant::now();
+                if now > deadline {
                     return Err(RuntimeError::Spawn(format!(
                         "sandbox {id}'s init (pid {pid}) did not exit after SIGKILL"
                     )));
                 }
-                sleep(Duration::from_millis(2));
+                match &watch {
+                    Some(w) if !fired => fired = w.wait(deadline - now).unwrap_or(true),
+                    // No watch, or it fired and init is still not reapable: poll.
+                    _ => sleep(Duration::from_millis(1)),
+                }
             }
         }
         Ok(())
@@ -318,6 +400,25 @@ impl Runtime {
     /// Number of slots in the address range.
     pub fn slots(&self) -> u32 {
         self.cfg.net.slots()
+    }
+}
+
+/// How often discarded veths still present are deleted (usually the kernel has deleted
+/// them with their sandbox's network namespace by then).
+const PURGE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts the thread that deletes discarded veths in batches, for the life of the process.
+fn spawn_purger(discarded: Arc<AtomicBool>) {
+    let res = std::thread::Builder::new()
+        .name("hutch-veth-purge".into())
+        .spawn(move || loop {
+            sleep(PURGE_INTERVAL);
+            if discarded.swap(false, Ordering::Relaxed) {
+                net::purge_discarded();
+            }
+        });
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "no thread to purge discarded veths; the kernel still deletes them with their sandboxes");
     }
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::plan::{self as mount_plan, Mount, Step};
 use crate::net::{self, SandboxNet};
+use crate::timing::Steps;
 use crate::{caps, proc, seccomp};
 use hutch_sys::creds::Credentials;
 use hutch_sys::mount::flags;
@@ -39,8 +40,12 @@ pub struct SpawnRequest {
     pub id_base: u32,
     /// Number of ids mapped.
     pub id_count: u32,
-    /// `cgroup.procs` files to join.
+    /// `cgroup.procs` files the helper writes the new process's pid to.
     pub cgroup_procs: Vec<PathBuf>,
+    /// cgroup v1 `tasks` files the new process writes `0` to, moving itself in (see
+    /// [`crate::CgroupDriver::self_join_files`]).
+    #[serde(default)]
+    pub cgroup_tasks: Vec<PathBuf>,
     /// Network facts.
     pub net: SandboxNet,
     /// Install the seccomp allowlist.
@@ -60,6 +65,9 @@ pub struct SpawnResponse {
     pub start_time: Option<u64>,
     /// What failed, otherwise.
     pub error: Option<String>,
+    /// How long each of the helper's steps took, in microseconds (for the debug log).
+    #[serde(default)]
+    pub timings: Vec<(String, u64)>,
 }
 
 /// Entry point of `hutch __spawn`: reads a [`SpawnRequest`] as JSON on stdin and writes a
@@ -71,25 +79,32 @@ pub fn helper_main() -> i32 {
             pid: None,
             start_time: None,
             error: Some(format!("reading request: {e}")),
+            timings: Vec::new(),
         },
         Ok(_) => match serde_json::from_str::<SpawnRequest>(&input) {
             Err(e) => SpawnResponse {
                 pid: None,
                 start_time: None,
                 error: Some(format!("bad request: {e}")),
+                timings: Vec::new(),
             },
-            Ok(req) => match spawn(&req) {
-                Ok((pid, start)) => SpawnResponse {
-                    pid: Some(pid),
-                    start_time: Some(start),
-                    error: None,
-                },
-                Err(e) => SpawnResponse {
-                    pid: None,
-                    start_time: None,
-                    error: Some(e.to_string()),
-                },
-            },
+            Ok(req) => {
+                let mut steps = Steps::start();
+                match spawn(&req, &mut steps) {
+                    Ok((pid, start)) => SpawnResponse {
+                        pid: Some(pid),
+                        start_time: Some(start),
+                        error: None,
+                        timings: steps.steps().to_vec(),
+                    },
+                    Err(e) => SpawnResponse {
+                        pid: None,
+                        start_time: None,
+                        error: Some(e.to_string()),
+                        timings: steps.steps().to_vec(),
+                    },
+                }
+            }
         },
     };
     let ok = resp.error.is_none();
@@ -116,13 +131,15 @@ struct ChildPlan {
     /// Opened here: once the child has switched to its mapped ids it cannot open host files.
     stdin: fs::File,
     stdout: fs::File,
+    /// The cgroup `tasks` files the child moves itself in with (close-on-exec).
+    cgroup_tasks: Vec<fs::File>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
-fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
+fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
     let cs = |s: &str| {
         CString::new(s)
             .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
@@ -156,12 +173,23 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
                 .open("/dev/null")
                 .map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
         },
+        cgroup_tasks: req
+            .cgroup_tasks
+            .iter()
+            .map(|p| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| RuntimeError::io("open", p, e))
+            })
+            .collect::<Result<_>>()?,
     };
     // The agent must survive an OOM inside the sandbox, so the child inherits -1000 from
     // us (it resets this for its own children). Set here: once the child sits in its new
     // user namespace its /proc files are no longer writable from outside. Best effort:
     // hosts that withhold CAP_SYS_RESOURCE from root refuse it, and sandboxes still work.
     let _ = hutch_sys::oom::set_oom_score_adj(hutch_sys::oom::NEVER_KILL);
+    steps.mark("prepare");
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let flags = Namespaces::NEWUSER
@@ -193,12 +221,13 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
     }
     drop(go_r);
     drop(err_w);
+    steps.mark("clone");
     let kill_child = |e: RuntimeError| {
         let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
         let _ = hutch_sys::process::wait_for(pid);
         e
     };
-    parent_setup(req, pid).map_err(kill_child)?;
+    parent_setup(req, pid, steps).map_err(kill_child)?;
     let mut go = fs::File::from(go_w);
     go.write_all(b"g")
         .map_err(|e| kill_child(RuntimeError::io("signal", "child", e)))?;
@@ -208,28 +237,34 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
     if !msg.is_empty() {
         return Err(kill_child(RuntimeError::Helper(msg)));
     }
+    steps.mark("child_to_exec");
     let start = proc::start_time(pid)
         .ok_or_else(|| RuntimeError::Spawn("the sandbox's init exited right after exec".into()))?;
     Ok((pid, start))
 }
 
 /// Host-side wiring of the new child, before it may continue.
-fn parent_setup(req: &SpawnRequest, pid: i32) -> Result<()> {
+fn parent_setup(req: &SpawnRequest, pid: i32, steps: &mut Steps) -> Result<()> {
     let map = id_map_line(req.id_base, req.id_count);
     for f in ["uid_map", "gid_map"] {
         let p = PathBuf::from(format!("/proc/{pid}/{f}"));
         fs::write(&p, &map).map_err(|e| RuntimeError::io("write", &p, e))?;
     }
+    steps.mark("id_maps");
     for f in &req.cgroup_procs {
         fs::write(f, pid.to_string()).map_err(|e| RuntimeError::io("join cgroup", f, e))?;
     }
+    steps.mark("join_cgroup");
     net::setup_host_side(&req.net, pid)?;
+    steps.mark("host_net");
     let nsp = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ns = fs::File::open(&nsp).map_err(|e| RuntimeError::io("open", &nsp, e))?;
     // This helper is single-threaded and exits soon.
     hutch_sys::ns::enter_net_namespace(&ns)
         .map_err(|e| RuntimeError::sys("setns into the sandbox's network namespace", e))?;
-    net::setup_sandbox_side(&req.net)
+    net::setup_sandbox_side(&req.net)?;
+    steps.mark("sandbox_net");
+    Ok(())
 }
 
 enum Never {}
@@ -291,6 +326,12 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
         return Err("parent went away".into());
     }
     drop(go);
+    // Join the sandbox's cgroup (v1): "0" is the writing thread, us, single-threaded.
+    // Writing to files opened by the host-root helper is allowed from our new namespaces.
+    for mut f in plan.cgroup_tasks.iter() {
+        f.write_all(b"0")
+            .map_err(|e| format!("joining the sandbox's cgroup: {e}"))?;
+    }
     // Enter the rootfs while still host root: its parent directories are private to root
     // on the host and the mapped ids below could not walk them. Everything after this
     // works relative to the current directory.

@@ -95,6 +95,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         id_base: 100_000,
         id_count: 65_536,
         cgroup_procs: vec![PathBuf::from("/cg/hutch/abc/cgroup.procs")],
+        cgroup_tasks: vec![PathBuf::from("/cg/memory/hutch/abc/tasks")],
         net: SandboxNet {
             slot: 1,
             host_if: "hv1".into(),
@@ -115,6 +116,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         "id_base",
         "id_count",
         "cgroup_procs",
+        "cgroup_tasks",
         "net",
         "seccomp",
         "no_new_privs",
