@@ -17,6 +17,7 @@ pub mod proc;
 pub mod runtime;
 pub mod seccomp;
 pub mod spawn;
+mod spawner;
 #[cfg(test)]
 mod testutil;
 mod timing;

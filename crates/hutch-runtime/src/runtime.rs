@@ -4,10 +4,9 @@
 //! them in `spawn_blocking`.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::sleep;
@@ -17,7 +16,8 @@ use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
-use crate::spawn::{SpawnRequest, SpawnResponse};
+use crate::spawn::SpawnRequest;
+use crate::spawner::Spawner;
 use crate::timing::Steps;
 use crate::trash::Trash;
 use crate::{disk, proc};
@@ -124,6 +124,8 @@ pub struct Runtime {
     discarded: Arc<AtomicBool>,
     /// Where destroyed sandboxes' directories go to be deleted in the background.
     trash: Trash,
+    /// Runs the spawn helper.
+    spawner: Spawner,
 }
 
 impl Runtime {
@@ -141,12 +143,17 @@ impl Runtime {
         let discarded = Arc::new(AtomicBool::new(false));
         spawn_purger(Arc::clone(&discarded));
         let trash = Trash::new(cfg.state_dir.join("trash"))?;
+        // `hutch __spawn` can also serve many requests from one process; other helpers
+        // (tests' stand-ins) are run once per sandbox.
+        let serve = cfg.helper.1.last().is_some_and(|a| a == "__spawn");
+        let spawner = Spawner::new(cfg.helper.clone(), serve);
         Ok(Runtime {
             cfg,
             cgroups,
             noinet: Mutex::new(noinet.iter().copied().collect()),
             discarded,
             trash,
+            spawner,
         })
     }
 
@@ -224,7 +231,7 @@ impl Runtime {
             no_new_privs: self.cfg.no_new_privs,
             log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
         };
-        let resp = run_helper(&self.cfg.helper, &req)?;
+        let resp = self.spawner.spawn(&req)?;
         steps.extend("helper", &resp.timings);
         steps.mark("helper");
         match (resp.pid, resp.start_time) {
@@ -420,34 +427,6 @@ fn spawn_purger(discarded: Arc<AtomicBool>) {
     if let Err(e) = res {
         tracing::warn!(error = %e, "no thread to purge discarded veths; the kernel still deletes them with their sandboxes");
     }
-}
-
-fn run_helper(helper: &(PathBuf, Vec<String>), req: &SpawnRequest) -> Result<SpawnResponse> {
-    let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
-    let mut child = Command::new(&helper.0)
-        .args(&helper.1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&body)
-            .map_err(|e| RuntimeError::io("write to", &helper.0, e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
-    serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
-        RuntimeError::Spawn(format!(
-            "spawn helper {} exited with {}: {}{}",
-            Path::new(&helper.0).display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -70,42 +70,21 @@ pub struct SpawnResponse {
     pub timings: Vec<(String, u64)>,
 }
 
+/// Environment variable that makes `hutch __spawn` a long-lived spawner (see
+/// [`serve_main`]) instead of a one-shot helper.
+pub const SERVE_ENV: &str = "HUTCH_SPAWN_SERVE";
+
 /// Entry point of `hutch __spawn`: reads a [`SpawnRequest`] as JSON on stdin and writes a
-/// [`SpawnResponse`] as JSON on stdout. Returns the process exit code.
+/// [`SpawnResponse`] as JSON on stdout. Returns the process exit code. With
+/// [`SERVE_ENV`]`=1` it serves many requests instead ([`serve_main`]).
 pub fn helper_main() -> i32 {
+    if std::env::var_os(SERVE_ENV).is_some_and(|v| v == "1") {
+        return serve_main();
+    }
     let mut input = String::new();
     let resp = match std::io::stdin().read_to_string(&mut input) {
-        Err(e) => SpawnResponse {
-            pid: None,
-            start_time: None,
-            error: Some(format!("reading request: {e}")),
-            timings: Vec::new(),
-        },
-        Ok(_) => match serde_json::from_str::<SpawnRequest>(&input) {
-            Err(e) => SpawnResponse {
-                pid: None,
-                start_time: None,
-                error: Some(format!("bad request: {e}")),
-                timings: Vec::new(),
-            },
-            Ok(req) => {
-                let mut steps = Steps::start();
-                match spawn(&req, &mut steps) {
-                    Ok((pid, start)) => SpawnResponse {
-                        pid: Some(pid),
-                        start_time: Some(start),
-                        error: None,
-                        timings: steps.steps().to_vec(),
-                    },
-                    Err(e) => SpawnResponse {
-                        pid: None,
-                        start_time: None,
-                        error: Some(e.to_string()),
-                        timings: steps.steps().to_vec(),
-                    },
-                }
-            }
-        },
+        Err(e) => failed(format!("reading request: {e}")),
+        Ok(_) => handle(&input),
     };
     let ok = resp.error.is_none();
     let _ = serde_json::to_writer(std::io::stdout(), &resp);
@@ -115,6 +94,136 @@ pub fn helper_main() -> i32 {
     } else {
         1
     }
+}
+
+fn failed(error: String) -> SpawnResponse {
+    SpawnResponse {
+        pid: None,
+        start_time: None,
+        error: Some(error),
+        timings: Vec::new(),
+    }
+}
+
+/// Parses one request and starts its sandbox.
+fn handle(input: &str) -> SpawnResponse {
+    match serde_json::from_str::<SpawnRequest>(input) {
+        Err(e) => failed(format!("bad request: {e}")),
+        Ok(req) => {
+            let mut steps = Steps::start();
+            match spawn(&req, &mut steps) {
+                Ok((pid, start)) => SpawnResponse {
+                    pid: Some(pid),
+                    start_time: Some(start),
+                    error: None,
+                    timings: steps.steps().to_vec(),
+                },
+                Err(e) => SpawnResponse {
+                    timings: steps.steps().to_vec(),
+                    ..failed(e.to_string())
+                },
+            }
+        }
+    }
+}
+
+/// One request to a long-lived spawner: a line of JSON on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeRequest {
+    /// Echoed in the answer.
+    pub id: u64,
+    /// What to start.
+    pub req: SpawnRequest,
+}
+
+/// One answer of a long-lived spawner: a line of JSON on its stdout, written in one
+/// `write` so that answers of concurrent requests never interleave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeResponse {
+    /// The request's id.
+    pub id: u64,
+    /// Its outcome.
+    pub resp: SpawnResponse,
+}
+
+/// Longest answer line: a pipe write of at most `PIPE_BUF` (4096) bytes is atomic.
+const MAX_ANSWER: usize = 4000;
+
+/// The answer line for `id`, shortened (the error text, then the timings) to fit in one
+/// atomic pipe write.
+pub fn answer_line(id: u64, mut resp: SpawnResponse) -> Vec<u8> {
+    loop {
+        let mut line = serde_json::to_vec(&ServeResponse {
+            id,
+            resp: resp.clone(),
+        })
+        .unwrap_or_default();
+        line.push(b'\n');
+        if line.len() <= MAX_ANSWER {
+            return line;
+        }
+        if !resp.timings.is_empty() {
+            resp.timings.clear();
+        } else if let Some(e) = &mut resp.error {
+            let keep = e.len().saturating_sub(line.len() - MAX_ANSWER + 16);
+            let mut cut = keep.min(e.len());
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e.truncate(cut);
+            e.push_str(" [...]");
+        } else {
+            return line;
+        }
+    }
+}
+
+/// A long-lived spawner (`hutch __spawn` with [`SERVE_ENV`]`=1`), started once by the
+/// server: saves the server the start of a new process (exec, dynamic linking, libc's CPU
+/// probing) for every sandbox. It reads [`ServeRequest`] lines on stdin and, for each,
+/// forks a copy of itself that does exactly what the one-shot helper does (this process is
+/// single-threaded, so the copy may run ordinary code), answers with a [`ServeResponse`]
+/// line on stdout and exits. The sandbox's init is then orphaned and, as before, adopted by
+/// the server, the nearest child subreaper (this process is none). Returns at end of input.
+pub fn serve_main() -> i32 {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match std::io::BufRead::read_line(&mut lines, &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // Copies that have answered.
+        while let Ok(Some(_)) = hutch_sys::process::reap_any() {}
+        let (id, body) = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => (
+                v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                v.get("req").map(ToString::to_string).unwrap_or_default(),
+            ),
+            Err(e) => (0, format!("{{\"unparsable\": {:?}}}", e.to_string())),
+        };
+        match hutch_sys::ns::fork_into_namespaces(Namespaces::empty()) {
+            Ok(Fork::Child) => {
+                let resp = handle(&body);
+                let _ = std::io::stdout().write_all(&answer_line(id, resp));
+                hutch_sys::process::exit_now(0);
+            }
+            Ok(Fork::Parent(_)) => {}
+            Err(e) => {
+                let line = answer_line(id, failed(format!("fork: {e}")));
+                if std::io::stdout().write_all(&line).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // End of input: the server is going; let the copies still working finish.
+    while hutch_sys::process::reap_any().is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    0
 }
 
 /// Everything the child needs, prepared before the clone.

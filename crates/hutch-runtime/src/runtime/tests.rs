@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::spawner::run_helper;
 use crate::testutil::TempDir;
 
 fn request() -> SpawnRequest {

@@ -137,3 +137,37 @@ fn spawn_response_error_parses_without_pid() {
     assert_eq!(resp.pid, None);
     assert_eq!(resp.error.as_deref(), Some("mount /proc: EPERM"));
 }
+
+#[test]
+fn long_lived_answers_fit_one_atomic_pipe_write() {
+    let ok = SpawnResponse {
+        pid: Some(42),
+        start_time: Some(7),
+        error: None,
+        timings: vec![("clone".into(), 500)],
+    };
+    let line = answer_line(3, ok);
+    assert!(line.ends_with(b"\n"));
+    let back: ServeResponse = serde_json::from_slice(&line).expect("json line");
+    assert_eq!(
+        (back.id, back.resp.pid, back.resp.start_time),
+        (3, Some(42), Some(7))
+    );
+    assert_eq!(back.resp.timings.len(), 1);
+
+    let huge = SpawnResponse {
+        pid: None,
+        start_time: None,
+        error: Some("é".repeat(5000)),
+        timings: vec![("clone".into(), 500); 100],
+    };
+    let line = answer_line(9, huge);
+    assert!(line.len() <= 4000, "{} bytes", line.len());
+    let back: ServeResponse = serde_json::from_slice(&line).expect("json line");
+    assert_eq!(back.id, 9);
+    let error = back.resp.error.expect("error kept");
+    assert!(
+        error.starts_with("éé") && error.ends_with(" [...]"),
+        "{error}"
+    );
+}
