@@ -410,6 +410,16 @@ impl Runtime {
     }
 }
 
+impl Drop for Runtime {
+    /// Deletes the veths this runtime discarded that are still there (a `hutch cleanup`
+    /// leaves none); the trash empties itself when dropped.
+    fn drop(&mut self) {
+        if self.discarded.swap(false, Ordering::Relaxed) {
+            net::purge_discarded();
+        }
+    }
+}
+
 /// How often discarded veths still present are deleted (usually the kernel has deleted
 /// them with their sandbox's network namespace by then).
 const PURGE_INTERVAL: Duration = Duration::from_secs(2);

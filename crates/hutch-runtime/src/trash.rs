@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
 
 use crate::error::{Result, RuntimeError};
 
@@ -18,6 +19,7 @@ pub(crate) struct Trash {
     dir: PathBuf,
     /// None when no thread could be started: then everything is deleted in place.
     tx: Option<Sender<PathBuf>>,
+    thread: Option<JoinHandle<()>>,
     next: AtomicU64,
 }
 
@@ -38,16 +40,17 @@ impl Trash {
                     }
                 }
             });
-        let tx = match started {
-            Ok(_) => Some(tx),
+        let (tx, thread) = match started {
+            Ok(t) => (Some(tx), Some(t)),
             Err(e) => {
                 tracing::warn!(error = %e, "no thread to empty the trash; deleting in place");
-                None
+                (None, None)
             }
         };
         let trash = Trash {
             dir,
             tx,
+            thread,
             next: AtomicU64::new(0),
         };
         if let Ok(rd) = fs::read_dir(&trash.dir) {
@@ -91,6 +94,16 @@ impl Trash {
             None => path,
         };
         let _ = fs::remove_dir_all(path);
+    }
+}
+
+impl Drop for Trash {
+    /// Waits for what was thrown away to be deleted (a `hutch cleanup` leaves nothing).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
