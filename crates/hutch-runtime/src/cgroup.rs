@@ -151,6 +151,16 @@ impl CgroupDriver {
             .collect()
     }
 
+    /// The `tasks` files of sandbox `id`'s cgroup on v1 (none on v2). A single-threaded
+    /// process that writes `0` to each moves itself in without the global lock that every
+    /// write to `cgroup.procs` takes (an RCU grace period, ~10 ms, whenever it was idle).
+    pub fn self_join_files(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            CgroupDriver::V1 { .. } => self.dirs(id).into_iter().map(|d| d.join("tasks")).collect(),
+            CgroupDriver::V2 { .. } => Vec::new(),
+        }
+    }
+
     /// Creates sandbox `id`'s cgroup with its limits.
     pub fn create(&self, id: &str, limits: &CgroupLimits) -> Result<()> {
         for d in self.dirs(id) {

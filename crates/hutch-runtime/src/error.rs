@@ -46,6 +46,10 @@ pub enum RuntimeError {
     /// The seccomp filter could not be compiled.
     #[error("seccomp filter: {0}")]
     Seccomp(String),
+    /// The host has run out of something sandboxes need (loop devices); the request may
+    /// succeed later, when other sandboxes have gone. Servers answer it with "retry" (503).
+    #[error("the host is out of {0}; retry later")]
+    Exhausted(String),
     /// Every network slot is taken.
     #[error("no free network slot for a new sandbox (all {0} in use)")]
     NoSlot(u32),
@@ -111,6 +115,10 @@ mod tests {
         assert_eq!(
             RuntimeError::NoSlot(64).to_string(),
             "no free network slot for a new sandbox (all 64 in use)"
+        );
+        assert_eq!(
+            RuntimeError::Exhausted("loop devices (LOOP_CTL_GET_FREE: ENOSPC)".into()).to_string(),
+            "the host is out of loop devices (LOOP_CTL_GET_FREE: ENOSPC); retry later"
         );
         assert_eq!(
             RuntimeError::Sys {

@@ -17,8 +17,11 @@ pub mod proc;
 pub mod runtime;
 pub mod seccomp;
 pub mod spawn;
+mod spawner;
 #[cfg(test)]
 mod testutil;
+mod timing;
+mod trash;
 
 pub use cgroup::{CgroupDriver, CgroupStats};
 pub use error::RuntimeError;

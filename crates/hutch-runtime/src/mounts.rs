@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::disk;
 use crate::error::{Result, RuntimeError};
 use crate::mountinfo;
+use crate::timing::Steps;
 
 pub mod plan;
 
@@ -40,7 +41,13 @@ impl SandboxPaths {
 /// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
 /// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
 /// layer's top directory belongs to it so that root inside owns `/`.
-pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u32) -> Result<()> {
+pub(crate) fn setup(
+    paths: &SandboxPaths,
+    layers: &[PathBuf],
+    blank: &Path,
+    root_uid: u32,
+    steps: &mut Steps,
+) -> Result<()> {
     if layers.is_empty() {
         return Err(RuntimeError::Spawn(
             "a template needs at least one layer".into(),
@@ -51,8 +58,11 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
     }
     fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))?;
+    steps.mark("dirs");
     disk::copy_sparse(blank, &paths.image)?;
+    steps.mark("copy_image");
     disk::mount_image(&paths.image, &paths.disk)?;
+    steps.mark("loop_mount");
     let upper = paths.disk.join("upper");
     let work = paths.disk.join("work");
     for d in [&upper, &work] {
@@ -63,8 +73,9 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
+    steps.mark("upper");
     let opts = plan::overlay_options(layers, &upper, &work);
-    hutch_sys::mount::mount(
+    let res = hutch_sys::mount::mount(
         Some(Path::new("overlay")),
         &paths.rootfs,
         Some("overlay"),
@@ -74,13 +85,17 @@ pub fn setup(paths: &SandboxPaths, layers: &[PathBuf], blank: &Path, root_uid: u
     .map_err(|e| RuntimeError::Sys {
         op: format!("mount overlay ({opts}) on {}", paths.rootfs.display()),
         source: e.into(),
-    })
+    });
+    steps.mark("overlay");
+    res
 }
 
-/// Unmounts everything at or below `dir` (deepest first) and removes the directory.
-/// Idempotent: missing pieces are skipped.
-pub fn teardown(dir: &Path) -> Result<()> {
-    for m in mounts_below(dir).into_iter().rev() {
+/// Unmounts everything at or below `dir`, deepest first. Idempotent: missing pieces are
+/// skipped.
+pub(crate) fn unmount_below(dir: &Path, steps: &mut Steps) -> Result<()> {
+    let mounts = mounts_below(dir);
+    steps.mark("mountinfo");
+    for m in mounts.into_iter().rev() {
         if let Err(e) = hutch_sys::mount::detach(&m) {
             if e != hutch_sys::Errno::INVAL && e != hutch_sys::Errno::NOENT {
                 return Err(RuntimeError::Sys {
@@ -90,11 +105,8 @@ pub fn teardown(dir: &Path) -> Result<()> {
             }
         }
     }
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RuntimeError::io("remove", dir, e)),
-    }
+    steps.mark("umount");
+    Ok(())
 }
 
 /// Mount points at or below `dir`, in mount-table order (parents before children).

@@ -1,5 +1,6 @@
 //! Sandbox networking: one network namespace per sandbox behind a veth pair, and one
-//! nftables table that decides what may cross.
+//! nftables table that decides what may cross. Per-sandbox changes go over netlink; only
+//! the table itself is loaded with `nft`, once at start.
 //!
 //! Every sandbox owns a /30 out of the sandbox range: `.1` is the host end (`hv<slot>`),
 //! `.2` is the sandbox's `eth0`. The host reaches the agent on the `.2` address. From the
@@ -16,17 +17,25 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use hutch_sys::netlink::{Message, Socket};
+use hutch_sys::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 
+mod msgs;
 pub mod rules;
 
 /// Name of hutch's nftables table (family `inet`).
 pub const NFT_TABLE: &str = "hutch";
 /// Prefix of the host-side veth names.
 pub const HOST_IF_PREFIX: &str = "hv";
+/// Name of the sandbox's end of its veth, inside its namespace.
+pub const SANDBOX_IF: &str = "eth0";
+/// Prefix length of a sandbox's network: a /30 per slot.
+const SLOT_PREFIX: u8 = 30;
 
 /// The address range sandboxes are numbered from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -77,7 +86,8 @@ pub struct SandboxNet {
     pub slot: u32,
     /// Host-side veth name.
     pub host_if: String,
-    /// Sandbox-side veth name before it is renamed `eth0` inside.
+    /// Unused: the sandbox's end is created as `eth0` inside its namespace. Kept so that
+    /// stored and in-flight values from earlier versions still parse.
     pub peer_if: String,
     /// Host end of the /30.
     pub host_ip: Ipv4Addr,
@@ -129,55 +139,166 @@ pub fn remove_host_rules() -> Result<()> {
     run("nft", &["delete", "table", "inet", NFT_TABLE], None)
 }
 
-/// Adds or removes a sandbox address from the no-egress set.
+/// Adds or removes a sandbox address from the no-egress set (one nftables batch over
+/// netlink). Removing an address that is not there is fine.
 pub fn set_internet(ip: Ipv4Addr, allowed: bool) -> Result<()> {
-    let args = rules::noinet_args(ip, allowed);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let res = run("nft", &args, None);
-    match res {
+    let mut nl =
+        Socket::netfilter().map_err(|e| RuntimeError::sys("netlink socket (netfilter)", e))?;
+    match nl.transact(&msgs::noinet_batch(ip, !allowed)) {
+        Ok(_) => Ok(()),
         // Deleting an element that is not there is fine.
-        Err(_) if allowed => Ok(()),
-        r => r,
+        Err(e) if allowed && e == Errno::NOENT => Ok(()),
+        Err(e) => Err(RuntimeError::sys(
+            format!(
+                "nftables: {} {ip} {} set noinet",
+                if allowed { "delete" } else { "add" },
+                if allowed { "from" } else { "to" }
+            ),
+            e,
+        )),
     }
 }
 
-/// Creates the veth pair with its sandbox end inside the network namespace of `pid` and
-/// configures the host end. Runs in the host's network namespace.
+fn route_socket() -> Result<Socket> {
+    Socket::route().map_err(|e| RuntimeError::sys("netlink socket (route)", e))
+}
+
+fn rtnl(
+    nl: &mut Socket,
+    what: impl FnOnce() -> String,
+    msgs: &[Message],
+) -> Result<Vec<(u16, Vec<u8>)>> {
+    nl.transact(msgs)
+        .map_err(|e| RuntimeError::sys(format!("rtnetlink: {}", what()), e))
+}
+
+/// The index of interface `name` in the namespace of `nl`.
+fn link_index(nl: &mut Socket, name: &str) -> Result<u32> {
+    let replies = rtnl(nl, || format!("get link {name}"), &[msgs::get_link(name)])?;
+    replies
+        .iter()
+        .find_map(|(_, body)| msgs::link_index(body))
+        .ok_or_else(|| RuntimeError::sys(format!("rtnetlink: get link {name}"), Errno::NODEV))
+}
+
+/// Creates the veth pair with its sandbox end, already named `eth0`, inside the network
+/// namespace of `pid`, and addresses and raises the host end. Runs in the host's network
+/// namespace, over netlink.
 pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
-    // A leftover interface of a dead sandbox with the same slot would make `link add` fail.
-    let _ = run("ip", &["link", "del", &net.host_if], None);
-    let batch = rules::host_side_batch(net, pid);
-    run("ip", &["-batch", "-"], Some(&batch))?;
-    // Strict reverse-path filtering stops a sandbox from sending with another one's address.
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv4/conf/{}/rp_filter", net.host_if),
-        "1",
-    );
+    let mut nl = route_socket()?;
+    let create = msgs::new_veth(&net.host_if, SANDBOX_IF, pid);
+    let what = || {
+        format!(
+            "create veth {} (peer {SANDBOX_IF} in pid {pid}'s namespace)",
+            net.host_if
+        )
+    };
+    match nl.transact(std::slice::from_ref(&create)) {
+        Ok(_) => {}
+        // A leftover interface of a dead sandbox with the same slot: replace it.
+        Err(e) if e == Errno::EXIST => {
+            let _ = nl.transact(&[msgs::del_link(&net.host_if)]);
+            rtnl(&mut nl, what, &[create])?;
+        }
+        Err(e) => return Err(RuntimeError::sys(format!("rtnetlink: {}", what()), e)),
+    }
+    // Before the link is up, so that it never gets an IPv6 address. Strict reverse-path
+    // filtering stops a sandbox from sending with another one's address.
     let _ = std::fs::write(
         format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", net.host_if),
         "1",
     );
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{}/rp_filter", net.host_if),
+        "1",
+    );
+    let index = link_index(&mut nl, &net.host_if)?;
+    rtnl(
+        &mut nl,
+        || format!("address and raise {}", net.host_if),
+        &[
+            msgs::add_addr(index, net.host_ip, SLOT_PREFIX),
+            msgs::link_up(&net.host_if),
+        ],
+    )?;
     Ok(())
 }
 
 /// Configures the sandbox end: loopback, `eth0` and the default route. Must run in the
-/// sandbox's network namespace.
+/// sandbox's network namespace (the netlink socket talks to the namespace it is opened in).
 pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
     for f in ["all", "default", "lo"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
     }
-    let batch = rules::sandbox_side_batch(net);
-    run("ip", &["-batch", "-"], Some(&batch))
+    let mut nl = route_socket()?;
+    let index = link_index(&mut nl, SANDBOX_IF)?;
+    rtnl(
+        &mut nl,
+        || format!("configure {SANDBOX_IF} and lo"),
+        &[
+            msgs::link_up("lo"),
+            msgs::add_addr(index, net.sandbox_ip, SLOT_PREFIX),
+            msgs::link_up(SANDBOX_IF),
+            msgs::add_default_route(index, net.host_ip),
+        ],
+    )?;
+    Ok(())
 }
 
-/// Deletes the host end of a sandbox's veth if it still exists (it normally disappears
-/// with the sandbox's network namespace).
+/// Deletes the host end of a sandbox's veth if it still exists (it also disappears, a
+/// little later, with the sandbox's network namespace).
 pub fn remove_host_side(net: &SandboxNet) {
-    if std::path::Path::new("/sys/class/net")
-        .join(&net.host_if)
-        .exists()
-    {
-        let _ = run("ip", &["link", "del", &net.host_if], None);
+    let Ok(mut nl) = route_socket() else {
+        return;
+    };
+    match nl.transact(&[msgs::del_link(&net.host_if)]) {
+        Ok(_) => {}
+        Err(e) if e == Errno::NODEV => {}
+        Err(e) => tracing::warn!(interface = %net.host_if, error = %e, "deleting the veth failed"),
+    }
+}
+
+/// Interface group of discarded host veth ends ("htch"); nothing else on the host should
+/// use it, since [`purge_discarded`] deletes the whole group.
+pub const DISCARD_GROUP: u32 = 0x6874_6368;
+/// Prefix of the names of discarded host veth ends. Not `hv*`: they are no sandbox's
+/// (and down, so nothing crosses them whatever the firewall says).
+pub const DISCARD_PREFIX: &str = "hdead";
+
+/// Frees a sandbox's slot on the host side at once, without waiting for the kernel to
+/// delete its veth (tens of milliseconds, most of it RCU waits under the lock every network
+/// change takes): the host end goes down (its routes go with it), is renamed `hdead<n>` and
+/// joins [`DISCARD_GROUP`]. The kernel deletes the pair with the sandbox's network
+/// namespace; [`purge_discarded`] deletes what is left, many in one batch. Returns false
+/// when there was no such interface. Falls back to deleting it outright if the rename
+/// fails.
+pub fn discard_host_side(net: &SandboxNet) -> bool {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let Ok(mut nl) = route_socket() else {
+        remove_host_side(net);
+        return true;
+    };
+    let index = match link_index(&mut nl, &net.host_if) {
+        Ok(i) => i,
+        Err(_) => return false,
+    };
+    let name = format!("{DISCARD_PREFIX}{:x}", NEXT.fetch_add(1, Ordering::Relaxed));
+    if let Err(e) = nl.transact(&[msgs::discard_link(index, &name, DISCARD_GROUP)]) {
+        tracing::debug!(interface = %net.host_if, error = %e, "discarding the veth failed; deleting it");
+        remove_host_side(net);
+    }
+    true
+}
+
+/// Deletes every discarded host veth end still there, in one batch.
+pub fn purge_discarded() {
+    let Ok(mut nl) = route_socket() else {
+        return;
+    };
+    match nl.transact(&[msgs::del_group(DISCARD_GROUP)]) {
+        Ok(_) => {}
+        Err(e) if e == Errno::NODEV => {}
+        Err(e) => tracing::warn!(error = %e, "deleting discarded veths failed"),
     }
 }
 

@@ -3,10 +3,12 @@
 //! All methods block (they run external tools and wait on the kernel); async callers wrap
 //! them in `spawn_blocking`.
 
-use std::io::Write;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,10 @@ use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
-use crate::spawn::{SpawnRequest, SpawnResponse};
+use crate::spawn::SpawnRequest;
+use crate::spawner::Spawner;
+use crate::timing::Steps;
+use crate::trash::Trash;
 use crate::{disk, proc};
 
 /// Host-wide settings of the runtime.
@@ -113,6 +118,14 @@ pub struct Usage {
 pub struct Runtime {
     cfg: RuntimeConfig,
     cgroups: CgroupDriver,
+    /// Addresses in the nftables `noinet` set: only these need a change on destroy.
+    noinet: Mutex<HashSet<Ipv4Addr>>,
+    /// Set when a veth was discarded since the last purge (see [`net::discard_host_side`]).
+    discarded: Arc<AtomicBool>,
+    /// Where destroyed sandboxes' directories go to be deleted in the background.
+    trash: Trash,
+    /// Runs the spawn helper.
+    spawner: Spawner,
 }
 
 impl Runtime {
@@ -124,8 +137,24 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
         net::install_host_rules(&cfg.net, noinet)?;
+        // Whatever an earlier run discarded and the kernel has not deleted yet.
+        net::purge_discarded();
         proc::become_subreaper();
-        Ok(Runtime { cfg, cgroups })
+        let discarded = Arc::new(AtomicBool::new(false));
+        spawn_purger(Arc::clone(&discarded));
+        let trash = Trash::new(cfg.state_dir.join("trash"))?;
+        // `hutch __spawn` can also serve many requests from one process; other helpers
+        // (tests' stand-ins) are run once per sandbox.
+        let serve = cfg.helper.1.last().is_some_and(|a| a == "__spawn");
+        let spawner = Spawner::new(cfg.helper.clone(), serve);
+        Ok(Runtime {
+            cfg,
+            cgroups,
+            noinet: Mutex::new(noinet.iter().copied().collect()),
+            discarded,
+            trash,
+            spawner,
+        })
     }
 
     /// The runtime's configuration.
@@ -145,8 +174,12 @@ impl Runtime {
 
     /// Creates and starts a sandbox. On failure nothing of it is left behind.
     pub fn create(&self, spec: &SandboxSpec) -> Result<Spawned> {
+        let _span = tracing::debug_span!("create", sandbox = %spec.id).entered();
         let net = self.cfg.net.slot(spec.slot);
-        match self.try_create(spec, &net) {
+        let mut steps = Steps::start();
+        let res = self.try_create(spec, &net, &mut steps);
+        steps.log("create", &spec.id);
+        match res {
             Ok(s) => Ok(s),
             Err(e) => {
                 let _ = self.destroy(&spec.id, Some(&net), None);
@@ -155,14 +188,29 @@ impl Runtime {
         }
     }
 
-    fn try_create(&self, spec: &SandboxSpec, net: &SandboxNet) -> Result<Spawned> {
+    fn try_create(
+        &self,
+        spec: &SandboxSpec,
+        net: &SandboxNet,
+        steps: &mut Steps,
+    ) -> Result<Spawned> {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
-        mounts::setup(&paths, &spec.template_layers, &blank, self.cfg.id_base)?;
+        steps.mark("blank_image");
+        mounts::setup(
+            &paths,
+            &spec.template_layers,
+            &blank,
+            self.cfg.id_base,
+            steps,
+        )?;
         self.cgroups
             .create(&spec.id, &spec.limits.cgroup_limits())?;
+        steps.mark("cgroup");
         if !spec.allow_internet {
             net::set_internet(net.sandbox_ip, false)?;
+            self.noinet_set().insert(net.sandbox_ip);
+            steps.mark("noinet");
         }
         let req = SpawnRequest {
             id: spec.id.clone(),
@@ -171,13 +219,21 @@ impl Runtime {
             agent_env: spec.agent_env.clone(),
             id_base: self.cfg.id_base,
             id_count: self.cfg.id_count,
-            cgroup_procs: self.cgroups.procs_files(&spec.id),
+            // v1: the sandbox's init moves itself in (cheap); v2: the helper moves it.
+            cgroup_procs: if self.cgroups.is_v2() {
+                self.cgroups.procs_files(&spec.id)
+            } else {
+                Vec::new()
+            },
+            cgroup_tasks: self.cgroups.self_join_files(&spec.id),
             net: net.clone(),
             seccomp: self.cfg.seccomp,
             no_new_privs: self.cfg.no_new_privs,
             log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
         };
-        let resp = run_helper(&self.cfg.helper, &req)?;
+        let resp = self.spawner.spawn(&req)?;
+        steps.extend("helper", &resp.timings);
+        steps.mark("helper");
         match (resp.pid, resp.start_time) {
             (Some(pid), Some(start_time)) => Ok(Spawned {
                 pid,
@@ -189,6 +245,10 @@ impl Runtime {
                     .unwrap_or_else(|| "spawn helper gave no pid".into()),
             )),
         }
+    }
+
+    fn noinet_set(&self) -> std::sync::MutexGuard<'_, HashSet<Ipv4Addr>> {
+        self.noinet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Freezes every process of sandbox `id`.
@@ -221,13 +281,31 @@ impl Runtime {
         net: Option<&SandboxNet>,
         init: Option<(i32, u64)>,
     ) -> Result<()> {
-        self.stop(id, init)?;
-        self.cgroups.remove(id)?;
-        mounts::teardown(&self.paths(id).dir)?;
+        let _span = tracing::debug_span!("destroy", sandbox = %id).entered();
+        let mut steps = Steps::start();
+        // The veth first: its slot's interface name is free for the next sandbox at once.
         if let Some(net) = net {
-            net::remove_host_side(net);
-            let _ = net::set_internet(net.sandbox_ip, true);
+            if net::discard_host_side(net) {
+                self.discarded.store(true, Ordering::Relaxed);
+            }
+            steps.mark("veth");
         }
+        self.stop(id, init)?;
+        steps.mark("stop");
+        self.cgroups.remove(id)?;
+        steps.mark("cgroup");
+        let dir = self.paths(id).dir;
+        mounts::unmount_below(&dir, &mut steps)?;
+        self.trash.discard(&dir)?;
+        steps.mark("remove_dir");
+        // Only a sandbox created without egress (now or before a restart) has an element.
+        if let Some(net) = net {
+            if self.noinet_set().remove(&net.sandbox_ip) {
+                let _ = net::set_internet(net.sandbox_ip, true);
+                steps.mark("noinet");
+            }
+        }
+        steps.log("destroy", id);
         Ok(())
     }
 
@@ -268,7 +346,13 @@ impl Runtime {
         self.cgroups.kill_all(id);
         if let Some((pid, start)) = init {
             proc::signal(pid, start, proc::Signal::KILL);
+            // Woken by the kernel when init exits; checked against its start time, since the
+            // pid may already belong to another process.
+            let watch = hutch_sys::process::ExitWatch::new(pid)
+                .ok()
+                .filter(|_| proc::is_alive(pid, start));
             let deadline = Instant::now() + Duration::from_secs(10);
+            let mut fired = false;
             loop {
                 let gone = match proc::try_reap(pid) {
                     proc::Reap::Reaped => true,
@@ -280,12 +364,17 @@ impl Runtime {
                 if gone {
                     break;
                 }
-                if Instant::now() > deadline {
+                let now = Instant::now();
+                if now > deadline {
                     return Err(RuntimeError::Spawn(format!(
                         "sandbox {id}'s init (pid {pid}) did not exit after SIGKILL"
                     )));
                 }
-                sleep(Duration::from_millis(2));
+                match &watch {
+                    Some(w) if !fired => fired = w.wait(deadline - now).unwrap_or(true),
+                    // No watch, or it fired and init is still not reapable: poll.
+                    _ => sleep(Duration::from_millis(1)),
+                }
             }
         }
         Ok(())
@@ -321,32 +410,33 @@ impl Runtime {
     }
 }
 
-fn run_helper(helper: &(PathBuf, Vec<String>), req: &SpawnRequest) -> Result<SpawnResponse> {
-    let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
-    let mut child = Command::new(&helper.0)
-        .args(&helper.1)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&body)
-            .map_err(|e| RuntimeError::io("write to", &helper.0, e))?;
+impl Drop for Runtime {
+    /// Deletes the veths this runtime discarded that are still there (a `hutch cleanup`
+    /// leaves none); the trash empties itself when dropped.
+    fn drop(&mut self) {
+        if self.discarded.swap(false, Ordering::Relaxed) {
+            net::purge_discarded();
+        }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
-    serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
-        RuntimeError::Spawn(format!(
-            "spawn helper {} exited with {}: {}{}",
-            Path::new(&helper.0).display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })
+}
+
+/// How often discarded veths still present are deleted (usually the kernel has deleted
+/// them with their sandbox's network namespace by then).
+const PURGE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts the thread that deletes discarded veths in batches, for the life of the process.
+fn spawn_purger(discarded: Arc<AtomicBool>) {
+    let res = std::thread::Builder::new()
+        .name("hutch-veth-purge".into())
+        .spawn(move || loop {
+            sleep(PURGE_INTERVAL);
+            if discarded.swap(false, Ordering::Relaxed) {
+                net::purge_discarded();
+            }
+        });
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "no thread to purge discarded veths; the kernel still deletes them with their sandboxes");
+    }
 }
 
 #[cfg(test)]

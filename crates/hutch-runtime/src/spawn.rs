@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::plan::{self as mount_plan, Mount, Step};
 use crate::net::{self, SandboxNet};
+use crate::timing::Steps;
 use crate::{caps, proc, seccomp};
 use hutch_sys::creds::Credentials;
 use hutch_sys::mount::flags;
@@ -39,8 +40,12 @@ pub struct SpawnRequest {
     pub id_base: u32,
     /// Number of ids mapped.
     pub id_count: u32,
-    /// `cgroup.procs` files to join.
+    /// `cgroup.procs` files the helper writes the new process's pid to.
     pub cgroup_procs: Vec<PathBuf>,
+    /// cgroup v1 `tasks` files the new process writes `0` to, moving itself in (see
+    /// [`crate::CgroupDriver::self_join_files`]).
+    #[serde(default)]
+    pub cgroup_tasks: Vec<PathBuf>,
     /// Network facts.
     pub net: SandboxNet,
     /// Install the seccomp allowlist.
@@ -60,37 +65,26 @@ pub struct SpawnResponse {
     pub start_time: Option<u64>,
     /// What failed, otherwise.
     pub error: Option<String>,
+    /// How long each of the helper's steps took, in microseconds (for the debug log).
+    #[serde(default)]
+    pub timings: Vec<(String, u64)>,
 }
 
+/// Environment variable that makes `hutch __spawn` a long-lived spawner (see
+/// [`serve_main`]) instead of a one-shot helper.
+pub const SERVE_ENV: &str = "HUTCH_SPAWN_SERVE";
+
 /// Entry point of `hutch __spawn`: reads a [`SpawnRequest`] as JSON on stdin and writes a
-/// [`SpawnResponse`] as JSON on stdout. Returns the process exit code.
+/// [`SpawnResponse`] as JSON on stdout. Returns the process exit code. With
+/// [`SERVE_ENV`]`=1` it serves many requests instead ([`serve_main`]).
 pub fn helper_main() -> i32 {
+    if std::env::var_os(SERVE_ENV).is_some_and(|v| v == "1") {
+        return serve_main();
+    }
     let mut input = String::new();
     let resp = match std::io::stdin().read_to_string(&mut input) {
-        Err(e) => SpawnResponse {
-            pid: None,
-            start_time: None,
-            error: Some(format!("reading request: {e}")),
-        },
-        Ok(_) => match serde_json::from_str::<SpawnRequest>(&input) {
-            Err(e) => SpawnResponse {
-                pid: None,
-                start_time: None,
-                error: Some(format!("bad request: {e}")),
-            },
-            Ok(req) => match spawn(&req) {
-                Ok((pid, start)) => SpawnResponse {
-                    pid: Some(pid),
-                    start_time: Some(start),
-                    error: None,
-                },
-                Err(e) => SpawnResponse {
-                    pid: None,
-                    start_time: None,
-                    error: Some(e.to_string()),
-                },
-            },
-        },
+        Err(e) => failed(format!("reading request: {e}")),
+        Ok(_) => handle(&input),
     };
     let ok = resp.error.is_none();
     let _ = serde_json::to_writer(std::io::stdout(), &resp);
@@ -100,6 +94,136 @@ pub fn helper_main() -> i32 {
     } else {
         1
     }
+}
+
+fn failed(error: String) -> SpawnResponse {
+    SpawnResponse {
+        pid: None,
+        start_time: None,
+        error: Some(error),
+        timings: Vec::new(),
+    }
+}
+
+/// Parses one request and starts its sandbox.
+fn handle(input: &str) -> SpawnResponse {
+    match serde_json::from_str::<SpawnRequest>(input) {
+        Err(e) => failed(format!("bad request: {e}")),
+        Ok(req) => {
+            let mut steps = Steps::start();
+            match spawn(&req, &mut steps) {
+                Ok((pid, start)) => SpawnResponse {
+                    pid: Some(pid),
+                    start_time: Some(start),
+                    error: None,
+                    timings: steps.steps().to_vec(),
+                },
+                Err(e) => SpawnResponse {
+                    timings: steps.steps().to_vec(),
+                    ..failed(e.to_string())
+                },
+            }
+        }
+    }
+}
+
+/// One request to a long-lived spawner: a line of JSON on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeRequest {
+    /// Echoed in the answer.
+    pub id: u64,
+    /// What to start.
+    pub req: SpawnRequest,
+}
+
+/// One answer of a long-lived spawner: a line of JSON on its stdout, written in one
+/// `write` so that answers of concurrent requests never interleave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeResponse {
+    /// The request's id.
+    pub id: u64,
+    /// Its outcome.
+    pub resp: SpawnResponse,
+}
+
+/// Longest answer line: a pipe write of at most `PIPE_BUF` (4096) bytes is atomic.
+const MAX_ANSWER: usize = 4000;
+
+/// The answer line for `id`, shortened (the error text, then the timings) to fit in one
+/// atomic pipe write.
+pub fn answer_line(id: u64, mut resp: SpawnResponse) -> Vec<u8> {
+    loop {
+        let mut line = serde_json::to_vec(&ServeResponse {
+            id,
+            resp: resp.clone(),
+        })
+        .unwrap_or_default();
+        line.push(b'\n');
+        if line.len() <= MAX_ANSWER {
+            return line;
+        }
+        if !resp.timings.is_empty() {
+            resp.timings.clear();
+        } else if let Some(e) = &mut resp.error {
+            let keep = e.len().saturating_sub(line.len() - MAX_ANSWER + 16);
+            let mut cut = keep.min(e.len());
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e.truncate(cut);
+            e.push_str(" [...]");
+        } else {
+            return line;
+        }
+    }
+}
+
+/// A long-lived spawner (`hutch __spawn` with [`SERVE_ENV`]`=1`), started once by the
+/// server: saves the server the start of a new process (exec, dynamic linking, libc's CPU
+/// probing) for every sandbox. It reads [`ServeRequest`] lines on stdin and, for each,
+/// forks a copy of itself that does exactly what the one-shot helper does (this process is
+/// single-threaded, so the copy may run ordinary code), answers with a [`ServeResponse`]
+/// line on stdout and exits. The sandbox's init is then orphaned and, as before, adopted by
+/// the server, the nearest child subreaper (this process is none). Returns at end of input.
+pub fn serve_main() -> i32 {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match std::io::BufRead::read_line(&mut lines, &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        // Copies that have answered.
+        while let Ok(Some(_)) = hutch_sys::process::reap_any() {}
+        let (id, body) = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => (
+                v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0),
+                v.get("req").map(ToString::to_string).unwrap_or_default(),
+            ),
+            Err(e) => (0, format!("{{\"unparsable\": {:?}}}", e.to_string())),
+        };
+        match hutch_sys::ns::fork_into_namespaces(Namespaces::empty()) {
+            Ok(Fork::Child) => {
+                let resp = handle(&body);
+                let _ = std::io::stdout().write_all(&answer_line(id, resp));
+                hutch_sys::process::exit_now(0);
+            }
+            Ok(Fork::Parent(_)) => {}
+            Err(e) => {
+                let line = answer_line(id, failed(format!("fork: {e}")));
+                if std::io::stdout().write_all(&line).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // End of input: the server is going; let the copies still working finish.
+    while hutch_sys::process::reap_any().is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    0
 }
 
 /// Everything the child needs, prepared before the clone.
@@ -116,13 +240,15 @@ struct ChildPlan {
     /// Opened here: once the child has switched to its mapped ids it cannot open host files.
     stdin: fs::File,
     stdout: fs::File,
+    /// The cgroup `tasks` files the child moves itself in with (close-on-exec).
+    cgroup_tasks: Vec<fs::File>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
-fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
+fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
     let cs = |s: &str| {
         CString::new(s)
             .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
@@ -156,12 +282,23 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
                 .open("/dev/null")
                 .map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
         },
+        cgroup_tasks: req
+            .cgroup_tasks
+            .iter()
+            .map(|p| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| RuntimeError::io("open", p, e))
+            })
+            .collect::<Result<_>>()?,
     };
     // The agent must survive an OOM inside the sandbox, so the child inherits -1000 from
     // us (it resets this for its own children). Set here: once the child sits in its new
     // user namespace its /proc files are no longer writable from outside. Best effort:
     // hosts that withhold CAP_SYS_RESOURCE from root refuse it, and sandboxes still work.
     let _ = hutch_sys::oom::set_oom_score_adj(hutch_sys::oom::NEVER_KILL);
+    steps.mark("prepare");
     let (go_r, go_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let flags = Namespaces::NEWUSER
@@ -193,12 +330,13 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
     }
     drop(go_r);
     drop(err_w);
+    steps.mark("clone");
     let kill_child = |e: RuntimeError| {
         let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
         let _ = hutch_sys::process::wait_for(pid);
         e
     };
-    parent_setup(req, pid).map_err(kill_child)?;
+    parent_setup(req, pid, steps).map_err(kill_child)?;
     let mut go = fs::File::from(go_w);
     go.write_all(b"g")
         .map_err(|e| kill_child(RuntimeError::io("signal", "child", e)))?;
@@ -208,28 +346,34 @@ fn spawn(req: &SpawnRequest) -> Result<(i32, u64)> {
     if !msg.is_empty() {
         return Err(kill_child(RuntimeError::Helper(msg)));
     }
+    steps.mark("child_to_exec");
     let start = proc::start_time(pid)
         .ok_or_else(|| RuntimeError::Spawn("the sandbox's init exited right after exec".into()))?;
     Ok((pid, start))
 }
 
 /// Host-side wiring of the new child, before it may continue.
-fn parent_setup(req: &SpawnRequest, pid: i32) -> Result<()> {
+fn parent_setup(req: &SpawnRequest, pid: i32, steps: &mut Steps) -> Result<()> {
     let map = id_map_line(req.id_base, req.id_count);
     for f in ["uid_map", "gid_map"] {
         let p = PathBuf::from(format!("/proc/{pid}/{f}"));
         fs::write(&p, &map).map_err(|e| RuntimeError::io("write", &p, e))?;
     }
+    steps.mark("id_maps");
     for f in &req.cgroup_procs {
         fs::write(f, pid.to_string()).map_err(|e| RuntimeError::io("join cgroup", f, e))?;
     }
+    steps.mark("join_cgroup");
     net::setup_host_side(&req.net, pid)?;
+    steps.mark("host_net");
     let nsp = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let ns = fs::File::open(&nsp).map_err(|e| RuntimeError::io("open", &nsp, e))?;
     // This helper is single-threaded and exits soon.
     hutch_sys::ns::enter_net_namespace(&ns)
         .map_err(|e| RuntimeError::sys("setns into the sandbox's network namespace", e))?;
-    net::setup_sandbox_side(&req.net)
+    net::setup_sandbox_side(&req.net)?;
+    steps.mark("sandbox_net");
+    Ok(())
 }
 
 enum Never {}
@@ -291,6 +435,12 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
         return Err("parent went away".into());
     }
     drop(go);
+    // Join the sandbox's cgroup (v1): "0" is the writing thread, us, single-threaded.
+    // Writing to files opened by the host-root helper is allowed from our new namespaces.
+    for mut f in plan.cgroup_tasks.iter() {
+        f.write_all(b"0")
+            .map_err(|e| format!("joining the sandbox's cgroup: {e}"))?;
+    }
     // Enter the rootfs while still host root: its parent directories are private to root
     // on the host and the mapped ids below could not walk them. Everything after this
     // works relative to the current directory.

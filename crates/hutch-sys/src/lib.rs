@@ -19,6 +19,7 @@ pub mod fs;
 pub mod inotify;
 pub mod loopdev;
 pub mod mount;
+pub mod netlink;
 pub mod ns;
 pub mod oom;
 pub mod process;

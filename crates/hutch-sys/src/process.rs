@@ -45,6 +45,38 @@ pub fn wait_for(pid: i32) -> Result<i32> {
     }
 }
 
+/// A handle on process `pid` (a pidfd) that says when it has exited.
+#[derive(Debug)]
+pub struct ExitWatch(std::os::fd::OwnedFd);
+
+impl ExitWatch {
+    /// Watches process `pid`. Fails with `ESRCH` when no such process exists (it may have
+    /// been reaped already).
+    pub fn new(pid: i32) -> Result<Self> {
+        let pid = Pid::from_raw(pid).ok_or(Errno::SRCH)?;
+        Ok(ExitWatch(rustix::process::pidfd_open(
+            pid,
+            rustix::process::PidfdFlags::empty(),
+        )?))
+    }
+
+    /// Waits up to `timeout` for the process to exit (to become a zombie, for a child of
+    /// ours); true once it has.
+    pub fn wait(&self, timeout: std::time::Duration) -> Result<bool> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let ts = Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) => Ok(n > 0),
+            Err(Errno::INTR) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// A raw `waitpid` status, decoded as `<sys/wait.h>`'s macros do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitStatus(pub i32);
@@ -96,6 +128,21 @@ pub fn exec(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_watch_fires_when_the_child_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.05")
+            .spawn()
+            .expect("sleep");
+        let w = ExitWatch::new(child.id() as i32).expect("pidfd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !w.wait(std::time::Duration::from_secs(1)).expect("poll") {
+            assert!(std::time::Instant::now() < deadline, "never exited");
+        }
+        // A zombie now: reaping it does not block.
+        assert!(child.try_wait().expect("wait").is_some());
+    }
 
     #[test]
     fn a_finished_child_is_reaped_with_its_exit_status() {

@@ -140,6 +140,9 @@ fn comounted_controllers_give_one_directory_and_one_procs_file_each() {
     let procs = driver.procs_files("x");
     assert_eq!(procs.len(), 4);
     assert!(procs.iter().all(|p| p.ends_with("hutch/x/cgroup.procs")));
+    let tasks = driver.self_join_files("x");
+    assert_eq!(tasks.len(), 4);
+    assert!(tasks.iter().all(|p| p.ends_with("hutch/x/tasks")));
 }
 
 #[test]

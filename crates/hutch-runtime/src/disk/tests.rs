@@ -8,14 +8,14 @@ use crate::testutil::TempDir;
 
 #[test]
 fn blank_images_are_cached_per_size() {
-    assert_eq!(blank_image_name(1024), "blank-ext4-1024m.img");
+    assert_eq!(blank_image_name(1024), "blank-ext4-v2-1024m.img");
     assert_eq!(image_len(2), 2 * 1024 * 1024);
 }
 
 #[test]
 fn an_existing_blank_image_is_reused_without_formatting() {
     let tmp = TempDir::new("disk-cache");
-    let cached = tmp.path().join("blank-ext4-10m.img");
+    let cached = tmp.path().join("blank-ext4-v2-10m.img");
     fs::write(&cached, b"formatted earlier").expect("write");
     assert_eq!(blank_image(tmp.path(), 10).expect("cached"), cached);
     assert_eq!(fs::read(&cached).expect("read"), b"formatted earlier");
@@ -58,4 +58,56 @@ fn usage_of_a_real_directory_and_of_a_missing_one() {
     assert!(total > 0 && used <= total);
     let err = usage(&tmp.path().join("missing")).unwrap_err();
     assert!(err.to_string().starts_with("statvfs "), "{err}");
+}
+
+#[test]
+fn concurrent_mounts_each_get_their_own_loop_device_when_root() {
+    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: needs root and /dev/loop-control");
+        return;
+    }
+    let tmp = TempDir::new("disk-loop-race");
+    let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
+    let n = 12;
+    let targets: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let img = tmp.path().join(format!("d{i}.img"));
+            copy_sparse(&blank, &img).expect("copy");
+            let target = tmp.path().join(format!("m{i}"));
+            fs::create_dir(&target).expect("mkdir");
+            target
+        })
+        .collect();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let img = tmp.path().join(format!("d{i}.img"));
+                s.spawn(move || mount_image(&img, t))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mounted: Vec<&PathBuf> = targets
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(t, _)| t)
+        .collect();
+    for t in &mounted {
+        hutch_sys::mount::detach(t).expect("umount");
+    }
+    for r in results {
+        match r {
+            Ok(()) => {}
+            // A host without enough loop devices says so with the retryable error.
+            Err(RuntimeError::Exhausted(_)) => {}
+            Err(e) => panic!("mount failed: {e}"),
+        }
+    }
+    assert!(!mounted.is_empty(), "no image could be mounted");
 }

@@ -1,8 +1,8 @@
-//! The text hutch hands to `nft` and `ip`, built from its inputs alone.
+//! The text hutch hands to `nft`, built from its inputs alone.
 
 use std::net::Ipv4Addr;
 
-use super::{NetConfig, SandboxNet, HOST_IF_PREFIX, NFT_TABLE};
+use super::{NetConfig, HOST_IF_PREFIX, NFT_TABLE};
 
 /// The complete nftables script for hutch's table: it creates the table if missing,
 /// deletes it (so a rerun replaces rather than appends) and defines it anew, with
@@ -57,38 +57,6 @@ table inet {NFT_TABLE} {{
     }}
 }}
 "#
-    )
-}
-
-/// `nft` arguments that take `ip` out of (`allowed`) or put it into the `noinet` set.
-pub fn noinet_args(ip: Ipv4Addr, allowed: bool) -> Vec<String> {
-    let verb = if allowed { "delete" } else { "add" };
-    [verb, "element", "inet", NFT_TABLE, "noinet"]
-        .into_iter()
-        .map(String::from)
-        .chain([format!("{{ {ip} }}")])
-        .collect()
-}
-
-/// `ip -batch` input, run on the host, that creates the veth pair with its sandbox end in
-/// the network namespace of `pid` and addresses and raises the host end.
-pub fn host_side_batch(net: &SandboxNet, pid: i32) -> String {
-    format!(
-        "link add {h} type veth peer name {p} netns {pid}\naddr add {hip}/30 dev {h}\nlink set {h} up\n",
-        h = net.host_if,
-        p = net.peer_if,
-        hip = net.host_ip,
-    )
-}
-
-/// `ip -batch` input, run in the sandbox's network namespace, that raises loopback,
-/// renames the veth end `eth0`, addresses it and routes everything via the host end.
-pub fn sandbox_side_batch(net: &SandboxNet) -> String {
-    format!(
-        "link set lo up\nlink set {p} name eth0\naddr add {sip}/30 dev eth0\nlink set eth0 up\nroute add default via {hip}\n",
-        p = net.peer_if,
-        sip = net.sandbox_ip,
-        hip = net.host_ip,
     )
 }
 

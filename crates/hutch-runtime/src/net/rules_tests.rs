@@ -1,6 +1,7 @@
-//! The nftables and `ip` text, and the /30-per-sandbox arithmetic behind it.
+//! The nftables text, and the /30-per-sandbox arithmetic behind it.
 
 use super::*;
+use crate::net::SandboxNet;
 
 fn cfg() -> NetConfig {
     NetConfig::default()
@@ -111,36 +112,6 @@ fn noinet_set_is_rebuilt_from_the_adopted_sandboxes() {
         text,
         ruleset(&cfg(), &adopted),
         "rendering is deterministic"
-    );
-}
-
-#[test]
-fn noinet_args_add_and_delete_one_element() {
-    let ip = Ipv4Addr::new(10, 201, 0, 6);
-    assert_eq!(
-        noinet_args(ip, false),
-        [
-            "add",
-            "element",
-            "inet",
-            "hutch",
-            "noinet",
-            "{ 10.201.0.6 }"
-        ]
-    );
-    assert_eq!(noinet_args(ip, true)[0], "delete");
-}
-
-#[test]
-fn ip_batches_wire_both_ends_of_the_veth() {
-    let net = cfg().slot(3);
-    assert_eq!(
-        host_side_batch(&net, 4242),
-        "link add hv3 type veth peer name hp3 netns 4242\naddr add 10.201.0.13/30 dev hv3\nlink set hv3 up\n"
-    );
-    assert_eq!(
-        sandbox_side_batch(&net),
-        "link set lo up\nlink set hp3 name eth0\naddr add 10.201.0.14/30 dev eth0\nlink set eth0 up\nroute add default via 10.201.0.13\n"
     );
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::spawner::run_helper;
 use crate::testutil::TempDir;
 
 fn request() -> SpawnRequest {
@@ -15,6 +16,7 @@ fn request() -> SpawnRequest {
         id_base: 100_000,
         id_count: 65_536,
         cgroup_procs: Vec::new(),
+        cgroup_tasks: Vec::new(),
         net: NetConfig::default().slot(0),
         seccomp: true,
         no_new_privs: true,

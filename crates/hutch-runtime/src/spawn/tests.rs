@@ -95,6 +95,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         id_base: 100_000,
         id_count: 65_536,
         cgroup_procs: vec![PathBuf::from("/cg/hutch/abc/cgroup.procs")],
+        cgroup_tasks: vec![PathBuf::from("/cg/memory/hutch/abc/tasks")],
         net: SandboxNet {
             slot: 1,
             host_if: "hv1".into(),
@@ -115,6 +116,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         "id_base",
         "id_count",
         "cgroup_procs",
+        "cgroup_tasks",
         "net",
         "seccomp",
         "no_new_privs",
@@ -134,4 +136,38 @@ fn spawn_response_error_parses_without_pid() {
             .expect("parse");
     assert_eq!(resp.pid, None);
     assert_eq!(resp.error.as_deref(), Some("mount /proc: EPERM"));
+}
+
+#[test]
+fn long_lived_answers_fit_one_atomic_pipe_write() {
+    let ok = SpawnResponse {
+        pid: Some(42),
+        start_time: Some(7),
+        error: None,
+        timings: vec![("clone".into(), 500)],
+    };
+    let line = answer_line(3, ok);
+    assert!(line.ends_with(b"\n"));
+    let back: ServeResponse = serde_json::from_slice(&line).expect("json line");
+    assert_eq!(
+        (back.id, back.resp.pid, back.resp.start_time),
+        (3, Some(42), Some(7))
+    );
+    assert_eq!(back.resp.timings.len(), 1);
+
+    let huge = SpawnResponse {
+        pid: None,
+        start_time: None,
+        error: Some("é".repeat(5000)),
+        timings: vec![("clone".into(), 500); 100],
+    };
+    let line = answer_line(9, huge);
+    assert!(line.len() <= 4000, "{} bytes", line.len());
+    let back: ServeResponse = serde_json::from_slice(&line).expect("json line");
+    assert_eq!(back.id, 9);
+    let error = back.resp.error.expect("error kept");
+    assert!(
+        error.starts_with("éé") && error.ends_with(" [...]"),
+        "{error}"
+    );
 }

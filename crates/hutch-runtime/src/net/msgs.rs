@@ -1,0 +1,198 @@
+//! The netlink requests behind a sandbox's network, built from their inputs alone: the
+//! veth pair, addresses, routes and links up (rtnetlink), and elements of hutch's
+//! `noinet` set (nftables). [`super`] sends them.
+
+use std::net::Ipv4Addr;
+
+use hutch_sys::netlink::{Message, F_ACK, F_CREATE, F_EXCL};
+
+use super::NFT_TABLE;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_PID: u16 = 19;
+const IFLA_GROUP: u16 = 27;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFF_UP: u32 = 1;
+
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RTN_UNICAST: u8 = 1;
+
+const AF_UNSPEC: u8 = 0;
+const AF_INET: u8 = 2;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+
+/// Size of `struct ifinfomsg`.
+pub const IFINFOMSG_LEN: usize = 16;
+
+/// `struct ifinfomsg` for interface `index` (0: named by `IFLA_IFNAME`), changing the
+/// `IFF_UP` flag to `up` when given.
+fn ifinfomsg(index: u32, up: Option<bool>) -> [u8; IFINFOMSG_LEN] {
+    let mut b = [0u8; IFINFOMSG_LEN];
+    b[0] = AF_UNSPEC;
+    b[4..8].copy_from_slice(&index.to_ne_bytes());
+    if let Some(up) = up {
+        b[8..12].copy_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
+        b[12..16].copy_from_slice(&IFF_UP.to_ne_bytes());
+    }
+    b
+}
+
+/// Creates veth `host` here with its peer, named `peer`, directly in the network
+/// namespace of process `pid`. Both ends stay down.
+pub fn new_veth(host: &str, peer: &str, pid: i32) -> Message {
+    let mut m = Message::new(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL);
+    m.put(&ifinfomsg(0, None)).attr_str(IFLA_IFNAME, host);
+    // Nested as `ip` nests them, without NLA_F_NESTED: the veth peer is a struct followed
+    // by attributes, which the kernel's strict nested parser would refuse.
+    m.begin_nested(IFLA_LINKINFO, true)
+        .attr_str(IFLA_INFO_KIND, "veth")
+        .begin_nested(IFLA_INFO_DATA, true)
+        .begin_nested(VETH_INFO_PEER, true)
+        .put(&ifinfomsg(0, None))
+        .attr_str(IFLA_IFNAME, peer)
+        .attr_u32(IFLA_NET_NS_PID, pid as u32)
+        .end_nested()
+        .end_nested()
+        .end_nested();
+    m
+}
+
+/// Deletes interface `name` (with a veth, both ends go).
+pub fn del_link(name: &str) -> Message {
+    let mut m = Message::new(RTM_DELLINK, F_ACK);
+    m.put(&ifinfomsg(0, None)).attr_str(IFLA_IFNAME, name);
+    m
+}
+
+/// Takes interface `index` down, renames it `new_name` and moves it to `group`, in one
+/// request: down, its routes are gone and its old name is free at once (see
+/// [`del_group`]).
+pub fn discard_link(index: u32, new_name: &str, group: u32) -> Message {
+    let mut m = Message::new(RTM_NEWLINK, F_ACK);
+    m.put(&ifinfomsg(index, Some(false)))
+        .attr_str(IFLA_IFNAME, new_name)
+        .attr_u32(IFLA_GROUP, group);
+    m
+}
+
+/// Deletes every interface in `group` in one batch (one set of the kernel's RCU waits for
+/// all of them). Fails with `ENODEV` when the group is empty.
+pub fn del_group(group: u32) -> Message {
+    let mut m = Message::new(RTM_DELLINK, F_ACK);
+    m.put(&ifinfomsg(0, None)).attr_u32(IFLA_GROUP, group);
+    m
+}
+
+/// Asks for interface `name`; the answer's `ifinfomsg` holds its index (see
+/// [`link_index`]).
+pub fn get_link(name: &str) -> Message {
+    let mut m = Message::new(RTM_GETLINK, F_ACK);
+    m.put(&ifinfomsg(0, None)).attr_str(IFLA_IFNAME, name);
+    m
+}
+
+/// The interface index in the body of an `RTM_NEWLINK` answer.
+pub fn link_index(body: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?))
+}
+
+/// Raises interface `name`.
+pub fn link_up(name: &str) -> Message {
+    let mut m = Message::new(RTM_NEWLINK, F_ACK);
+    m.put(&ifinfomsg(0, Some(true))).attr_str(IFLA_IFNAME, name);
+    m
+}
+
+/// Adds `ip/prefix` to interface `index`.
+pub fn add_addr(index: u32, ip: Ipv4Addr, prefix: u8) -> Message {
+    let mut m = Message::new(RTM_NEWADDR, F_ACK | F_CREATE | F_EXCL);
+    let mut ifa = [0u8; 8];
+    ifa[0] = AF_INET;
+    ifa[1] = prefix;
+    ifa[3] = RT_SCOPE_UNIVERSE;
+    ifa[4..8].copy_from_slice(&index.to_ne_bytes());
+    m.put(&ifa)
+        .attr(IFA_LOCAL, &ip.octets())
+        .attr(IFA_ADDRESS, &ip.octets());
+    m
+}
+
+/// Adds the default route via `gateway` out of interface `index`.
+pub fn add_default_route(index: u32, gateway: Ipv4Addr) -> Message {
+    let mut m = Message::new(RTM_NEWROUTE, F_ACK | F_CREATE | F_EXCL);
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    let mut rt = [0u8; 12];
+    rt[0] = AF_INET;
+    rt[4] = RT_TABLE_MAIN;
+    rt[5] = RTPROT_BOOT;
+    rt[6] = RT_SCOPE_UNIVERSE;
+    rt[7] = RTN_UNICAST;
+    m.put(&rt)
+        .attr(RTA_GATEWAY, &gateway.octets())
+        .attr_u32(RTA_OIF, index);
+    m
+}
+
+/// `struct nfgenmsg`.
+fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
+    let id = res_id.to_be_bytes();
+    [family, 0, id[0], id[1]]
+}
+
+/// The nftables batch that adds `ip` to (`add`) or deletes it from hutch's `noinet` set.
+/// Deleting an element that is not there fails with `ENOENT`.
+pub fn noinet_batch(ip: Ipv4Addr, add: bool) -> [Message; 3] {
+    let mut begin = Message::new(NFNL_MSG_BATCH_BEGIN, 0);
+    begin.put(&nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+    let (kind, flags) = if add {
+        (NFT_MSG_NEWSETELEM, F_ACK | F_CREATE)
+    } else {
+        (NFT_MSG_DELSETELEM, F_ACK)
+    };
+    let mut m = Message::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags);
+    m.put(&nfgenmsg(NFPROTO_INET, 0))
+        .attr_str(NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE)
+        .attr_str(NFTA_SET_ELEM_LIST_SET, "noinet")
+        .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS, false)
+        .begin_nested(NFTA_LIST_ELEM, false)
+        .begin_nested(NFTA_SET_ELEM_KEY, false)
+        .attr(NFTA_DATA_VALUE, &ip.octets())
+        .end_nested()
+        .end_nested()
+        .end_nested();
+    let mut end = Message::new(NFNL_MSG_BATCH_END, 0);
+    end.put(&nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+    [begin, m, end]
+}
+
+#[cfg(test)]
+#[path = "msgs_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+use hutch_sys::netlink::{attributes, F_REQUEST, NLA_F_NESTED};
+
+use super::*;
+
+fn header(b: &[u8]) -> (u16, u16) {
+    (
+        u16::from_ne_bytes([b[4], b[5]]),
+        u16::from_ne_bytes([b[6], b[7]]),
+    )
+}
+
+/// The body of an encoded message (after the 16-byte netlink header).
+fn body(m: &Message) -> Vec<u8> {
+    m.encode(1)[16..].to_vec()
+}
+
+#[test]
+fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
+    let m = new_veth("hv7", "eth0", 4242);
+    let b = m.encode(1);
+    assert_eq!(
+        header(&b),
+        (RTM_NEWLINK, F_REQUEST | F_ACK | F_CREATE | F_EXCL)
+    );
+    let body = &b[16..];
+    // Index 0, no flag change: both ends are raised later.
+    assert_eq!(&body[..IFINFOMSG_LEN], &[0u8; IFINFOMSG_LEN]);
+    let attrs = attributes(body, IFINFOMSG_LEN);
+    assert_eq!(attrs[0], (IFLA_IFNAME, &b"hv7\0"[..]));
+    assert_eq!(attrs[1].0, IFLA_LINKINFO);
+    let info = attributes(attrs[1].1, 0);
+    assert_eq!(info[0], (IFLA_INFO_KIND, &b"veth\0"[..]));
+    let data = attributes(info[1].1, 0);
+    assert_eq!(data[0].0, VETH_INFO_PEER);
+    let peer = attributes(data[0].1, IFINFOMSG_LEN);
+    assert_eq!(
+        peer,
+        [
+            (IFLA_IFNAME, &b"eth0\0"[..]),
+            (IFLA_NET_NS_PID, &4242u32.to_ne_bytes()[..]),
+        ]
+    );
+    // As `ip` sends it: no NLA_F_NESTED on the link info nests.
+    assert_eq!(
+        u16::from_ne_bytes([body[IFINFOMSG_LEN + 10], body[IFINFOMSG_LEN + 11]]),
+        IFLA_LINKINFO
+    );
+}
+
+#[test]
+fn links_are_named_for_get_delete_and_up() {
+    for (m, kind, up) in [
+        (get_link("eth0"), RTM_GETLINK, false),
+        (del_link("hv3"), RTM_DELLINK, false),
+        (link_up("lo"), RTM_NEWLINK, true),
+    ] {
+        let b = m.encode(1);
+        assert_eq!(header(&b), (kind, F_REQUEST | F_ACK));
+        let flags = u32::from_ne_bytes(b[24..28].try_into().unwrap());
+        let change = u32::from_ne_bytes(b[28..32].try_into().unwrap());
+        assert_eq!((flags, change), if up { (1, 1) } else { (0, 0) });
+        assert_eq!(attributes(&b[16..], IFINFOMSG_LEN).len(), 1);
+    }
+    let mut answer = [0u8; 20];
+    answer[4..8].copy_from_slice(&9u32.to_ne_bytes());
+    assert_eq!(link_index(&answer), Some(9));
+    assert_eq!(link_index(&[0; 3]), None);
+}
+
+#[test]
+fn address_and_route_carry_family_prefix_and_interface() {
+    let ip = Ipv4Addr::new(10, 201, 0, 2);
+    let b = body(&add_addr(5, ip, 30));
+    assert_eq!(&b[..4], &[AF_INET, 30, 0, 0]);
+    assert_eq!(&b[4..8], &5u32.to_ne_bytes());
+    assert_eq!(
+        attributes(&b, 8),
+        [
+            (IFA_LOCAL, &ip.octets()[..]),
+            (IFA_ADDRESS, &ip.octets()[..])
+        ]
+    );
+
+    let gw = Ipv4Addr::new(10, 201, 0, 1);
+    let b = body(&add_default_route(5, gw));
+    // Main table, boot protocol, universe scope, unicast, and dst_len 0: the default route.
+    assert_eq!(&b[..8], &[AF_INET, 0, 0, 0, 254, 3, 0, 1]);
+    assert_eq!(
+        attributes(&b, 12),
+        [
+            (RTA_GATEWAY, &gw.octets()[..]),
+            (RTA_OIF, &5u32.to_ne_bytes()[..])
+        ]
+    );
+}
+
+#[test]
+fn noinet_elements_travel_in_an_nftables_batch() {
+    let ip = Ipv4Addr::new(10, 201, 0, 6);
+    for (add, kind, flags) in [
+        (true, NFT_MSG_NEWSETELEM, F_REQUEST | F_ACK | F_CREATE),
+        (false, NFT_MSG_DELSETELEM, F_REQUEST | F_ACK),
+    ] {
+        let [begin, m, end] = noinet_batch(ip, add);
+        for (edge, k) in [(&begin, NFNL_MSG_BATCH_BEGIN), (&end, NFNL_MSG_BATCH_END)] {
+            let b = edge.encode(1);
+            assert_eq!(header(&b), (k, F_REQUEST));
+            // AF_UNSPEC, version 0, the nftables subsystem (big-endian).
+            assert_eq!(&b[16..20], &[0, 0, 0, 10]);
+        }
+        let b = m.encode(1);
+        assert_eq!(header(&b), ((10 << 8) | kind, flags));
+        assert_eq!(&b[16..20], &[NFPROTO_INET, 0, 0, 0]);
+        let attrs = attributes(&b[16..], 4);
+        assert_eq!(attrs[0], (NFTA_SET_ELEM_LIST_TABLE, &b"hutch\0"[..]));
+        assert_eq!(attrs[1], (NFTA_SET_ELEM_LIST_SET, &b"noinet\0"[..]));
+        assert_eq!(attrs[2].0, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = attributes(attrs[2].1, 0);
+        assert_eq!(elem[0].0, NFTA_LIST_ELEM);
+        let key = attributes(elem[0].1, 0);
+        assert_eq!(key[0].0, NFTA_SET_ELEM_KEY);
+        assert_eq!(
+            attributes(key[0].1, 0),
+            [(NFTA_DATA_VALUE, &ip.octets()[..])]
+        );
+        // libmnl marks nftables nests NLA_F_NESTED; so do we.
+        let raw_kind = u16::from_ne_bytes([b[16 + 4 + 12 + 12 + 2], b[16 + 4 + 12 + 12 + 3]]);
+        assert_eq!(raw_kind, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
+    }
+}
+
+#[test]
+fn a_discarded_link_goes_down_renamed_into_the_group_deleted_as_one() {
+    let b = discard_link(12, "hvz7", 99).encode(1);
+    assert_eq!(header(&b), (RTM_NEWLINK, F_REQUEST | F_ACK));
+    let body = &b[16..];
+    assert_eq!(&body[4..8], &12u32.to_ne_bytes());
+    // flags 0 under a change mask of IFF_UP: down.
+    assert_eq!(&body[8..12], &0u32.to_ne_bytes());
+    assert_eq!(&body[12..16], &1u32.to_ne_bytes());
+    assert_eq!(
+        attributes(body, IFINFOMSG_LEN),
+        [
+            (IFLA_IFNAME, &b"hvz7\0"[..]),
+            (IFLA_GROUP, &99u32.to_ne_bytes()[..])
+        ]
+    );
+    let b = del_group(99).encode(1);
+    assert_eq!(header(&b), (RTM_DELLINK, F_REQUEST | F_ACK));
+    assert_eq!(&b[16..32], &[0u8; 16]);
+    assert_eq!(
+        attributes(&b[16..], IFINFOMSG_LEN),
+        [(IFLA_GROUP, &99u32.to_ne_bytes()[..])]
+    );
+}
