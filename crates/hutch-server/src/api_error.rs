@@ -48,6 +48,10 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         | ServiceError::BuildStarted { .. } => StatusCode::CONFLICT,
         ServiceError::NoSlot { .. }
         | ServiceError::Busy { .. }
+        | ServiceError::Runtime {
+            source: hutch_runtime::RuntimeError::Exhausted(_),
+            ..
+        }
         | ServiceError::Template(Lookup::Building(_)) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::UploadToken => StatusCode::UNAUTHORIZED,
@@ -133,6 +137,24 @@ mod tests {
                 ServiceError::NoSlot { slots: 4 },
                 503,
                 "all 4 sandbox slots are in use",
+            ),
+            (
+                ServiceError::Busy {
+                    starting: 8,
+                    waited_s: 60,
+                },
+                503,
+                "the server is busy starting 8 other sandboxes and this one waited 60s for its \
+                 turn; retry in a moment",
+            ),
+            (
+                ServiceError::runtime(
+                    RuntimeOp::Create,
+                    "s",
+                    hutch_runtime::RuntimeError::Exhausted("loop devices".into()),
+                ),
+                503,
+                "creating the sandbox failed: the host is out of loop devices; retry later",
             ),
             (
                 ServiceError::UploadToken,
