@@ -34,22 +34,8 @@ for a in "$@"; do
     if [ "$a" = --external ]; then EXTERNAL=1; else ARGS+=("$a"); fi
 done
 
-step() { echo; echo "==> $*" >&2; }
-
-# As scripts/test.sh: built in place, keyed by the requirement files and the interpreter,
-# marked complete only at the end (a venv cannot be moved).
-make_venv() {
-    local name=$1 python=$2 req=$3 dir
-    shift 3
-    dir="$CACHE/$name-$( (cat "$req" "$@"; command -v "$python") | sha256sum | cut -c1-16)"
-    if [ ! -e "$dir/.complete" ]; then
-        rm -rf "$dir"
-        "$python" -m venv "$dir"
-        "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
-        touch "$dir/.complete"
-    fi
-    echo "$dir"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 if [ $EXTERNAL = 0 ]; then
     step "build"
@@ -96,23 +82,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# As scripts/test.sh: /health lists the templates that are ready; a cold cache builds them first.
-ci_ready() { grep -Eq '"templates":\[[^]]*"code-interpreter-v1"' "$WORK/health" 2>/dev/null; }
-for i in $(seq 1 4800); do
-    curl -s -o "$WORK/health" "http://127.0.0.1:$PORT/health" || true
-    ci_ready && break
-    if ! kill -0 "$(cat "$WORK/server.pid")" 2>/dev/null; then
-        echo "hutch serve exited during start-up" >&2
-        exit 1
-    fi
-    if grep -q '"status":"failed"' "$WORK/health" 2>/dev/null; then
-        echo "template build failed: $(cat "$WORK/health")" >&2
-        exit 1
-    fi
-    if [ $((i % 20)) = 0 ]; then echo "waiting for hutch serve's templates: $(cat "$WORK/health" 2>/dev/null)" >&2; fi
-    sleep 0.5
-done
-ci_ready || { echo "code-interpreter-v1 never became ready" >&2; exit 1; }
+wait_for_templates "$WORK" "$PORT"
 
 step "benches/instant.py ${ARGS[*]}"
 export E2B_API_URL="http://127.0.0.1:$PORT" E2B_SANDBOX_URL="http://127.0.0.1:$PORT" E2B_API_KEY="$KEY"

@@ -22,7 +22,8 @@ CACHE=${HUTCH_TEST_CACHE:-/var/cache/hutch-test}
 TEMPLATE_CACHE=${HUTCH_CACHE_DIR:-/var/cache/hutch}
 mkdir -p "$CACHE" "$TEMPLATE_CACHE"
 
-step() { echo; echo "==> $*" >&2; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 step "dependencies"
 scripts/install-deps.sh
@@ -30,25 +31,13 @@ scripts/install-deps.sh
 step "build"
 scripts/build.sh
 
-# Venvs are cached outside the clone, keyed by their pinned requirements, and built in
-# place (a venv cannot be moved), marked complete only at the end.
-make_venv() {
-    local req=$1 name=$2 python=${3:-python3} dir
-    dir="$CACHE/$name-$( (cat "$req"; command -v "$python") | sha256sum | cut -c1-16)"
-    if [ ! -e "$dir/.complete" ]; then
-        rm -rf "$dir"
-        "$python" -m venv "$dir"
-        "$dir/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
-        touch "$dir/.complete"
-    fi
-    echo "$dir"
-}
+# Venvs are cached outside the clone, keyed by their pinned requirements (scripts/lib.sh).
 
 step "python venvs (official SDKs; a host ipykernel for hutch-kernel's tests)"
-VENV=$(make_venv tests/requirements.txt venv)
+VENV=$(make_venv venv python3 tests/requirements.txt)
 # Kernels run as an unprivileged user: build this venv on the system Python, not on an
 # interpreter under root's home (pyenv), which that user cannot execute.
-HUTCH_KERNEL_VENV=$(make_venv tests/kernel-requirements.txt kernel-venv /usr/bin/python3)
+HUTCH_KERNEL_VENV=$(make_venv kernel-venv /usr/bin/python3 tests/kernel-requirements.txt)
 export HUTCH_KERNEL_VENV
 
 if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
@@ -119,25 +108,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A cold first run builds the templates with debootstrap: allow it time.
-# /health is 200 once `base` is built and lists the templates that are ready; the tests need
-# `code-interpreter-v1` too, which keeps building after `base`.
-# Match the name inside "templates": while it builds, the progress object names it too.
-ci_ready() { grep -Eq '"templates":\[[^]]*"code-interpreter-v1"' "$WORK/health" 2>/dev/null; }
-for i in $(seq 1 4800); do
-    curl -s -o "$WORK/health" "http://127.0.0.1:$PORT/health" || true
-    ci_ready && break
-    if ! kill -0 "$(cat "$WORK/server.pid")" 2>/dev/null; then
-        echo "hutch serve exited during start-up" >&2
-        exit 1
-    fi
-    if grep -q '"status":"failed"' "$WORK/health" 2>/dev/null; then
-        echo "template build failed: $(cat "$WORK/health")" >&2
-        exit 1
-    fi
-    if [ $((i % 20)) = 0 ]; then echo "waiting for hutch serve's templates: $(cat "$WORK/health" 2>/dev/null)" >&2; fi
-    sleep 0.5
-done
-ci_ready || { echo "code-interpreter-v1 never became ready" >&2; exit 1; }
+wait_for_templates "$WORK" "$PORT"
 
 step "end-to-end tests"
 export E2B_API_URL="http://127.0.0.1:$PORT"
