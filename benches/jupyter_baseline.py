@@ -27,38 +27,35 @@ KERNEL_ARGS = ["--InteractiveShell.colors=NoColor"]
 TIMEOUT = 600.0
 
 
+def _iopub_step(m: dict[str, Any], msg_id: str, text: str) -> tuple[bool, str]:
+    """Folds one iopub message of execution `msg_id` into its result text; True once idle."""
+    if m["parent_header"].get("msg_id") != msg_id:
+        return False, text
+    if m["msg_type"] == "execute_result":
+        return False, str(m["content"]["data"].get("text/plain", ""))
+    return m["msg_type"] == "status" and m["content"]["execution_state"] == "idle", text
+
+
 def execute(kc: BlockingKernelClient, code: str) -> str:
     """Runs `code`; waits for our idle status and the shell reply; returns the result's text."""
     msg_id = kc.execute(code)
-    text = ""
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        if m["msg_type"] == "execute_result":
-            text = m["content"]["data"].get("text/plain", "")
-        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            break
+    done, text = False, ""
+    while not done:
+        done, text = _iopub_step(kc.get_iopub_msg(timeout=TIMEOUT), msg_id, text)
     while kc.get_shell_msg(timeout=TIMEOUT)["parent_header"].get("msg_id") != msg_id:
         pass
-    return str(text)
+    return text
 
 
 async def execute_async(kc: Any, code: str) -> str:
     """`execute` for an asyncio client."""
     msg_id = kc.execute(code)
-    text = ""
-    while True:
-        m = await kc.get_iopub_msg(timeout=TIMEOUT)
-        if m["parent_header"].get("msg_id") != msg_id:
-            continue
-        if m["msg_type"] == "execute_result":
-            text = m["content"]["data"].get("text/plain", "")
-        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
-            break
+    done, text = False, ""
+    while not done:
+        done, text = _iopub_step(await kc.get_iopub_msg(timeout=TIMEOUT), msg_id, text)
     while (await kc.get_shell_msg(timeout=TIMEOUT))["parent_header"].get("msg_id") != msg_id:
         pass
-    return str(text)
+    return text
 
 
 def cold(n: int) -> dict[str, Any]:
