@@ -203,7 +203,7 @@ impl Service {
             .flat_map(|e| lock(&e.rec).layers.clone())
             .collect();
         for q in lock(&self.pools.ready).values() {
-            used.extend(q.iter().flat_map(|p| p.layers.iter().cloned()));
+            used.extend(q.iter().flat_map(|p| p.sandbox.layers.iter().cloned()));
         }
         used
     }

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hutch_runtime::{Limits, Spawned};
 use serde::{Deserialize, Serialize};
 
+use super::create::Launched;
 use super::lock;
 
 /// How far back creates count as demand.
@@ -97,14 +97,11 @@ pub fn parse_flag(s: &str) -> Result<(String, PoolSize), String> {
 /// One sandbox waiting in a pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Pooled {
-    pub id: String,
-    pub slot: u32,
-    pub spawned: Spawned,
+    /// The started sandbox; its layers are the ones it was started from (a rebuilt
+    /// template has new ones).
+    pub sandbox: Launched,
     /// The agent's access token until the claim.
     pub token: String,
-    /// The layers it was started from (a rebuilt template has new ones).
-    pub layers: Vec<PathBuf>,
-    pub limits: Limits,
 }
 
 /// What a pool looks like, for the API.
@@ -189,7 +186,7 @@ impl Pools {
         };
         let mut stale = Vec::new();
         while let Some(p) = q.pop_front() {
-            if p.layers == layers {
+            if p.sandbox.layers == layers {
                 return (Some(p), stale);
             }
             stale.push(p);
@@ -316,6 +313,7 @@ impl Drop for CountGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hutch_runtime::{Limits, Spawned};
 
     #[test]
     fn sizes_parse_from_flags() {
@@ -345,21 +343,23 @@ mod tests {
 
     fn pooled(id: &str, layer: &str) -> Pooled {
         Pooled {
-            id: id.into(),
-            slot: 0,
-            spawned: Spawned {
-                pid: 1,
-                start_time: 1,
-                net: hutch_runtime::NetConfig::default().slot(0),
+            sandbox: Launched {
+                id: id.into(),
+                slot: 0,
+                spawned: Spawned {
+                    pid: 1,
+                    start_time: 1,
+                    net: hutch_runtime::NetConfig::default().slot(0),
+                },
+                layers: vec![PathBuf::from(layer)],
+                limits: Limits {
+                    memory_mb: 1,
+                    cpus: 1,
+                    pids: 1,
+                    disk_mb: 1,
+                },
             },
             token: "t".into(),
-            layers: vec![PathBuf::from(layer)],
-            limits: Limits {
-                memory_mb: 1,
-                cpus: 1,
-                pids: 1,
-                disk_mb: 1,
-            },
         }
     }
 
@@ -375,8 +375,11 @@ mod tests {
             ]),
         );
         let (got, stale) = pools.take("t", &[PathBuf::from("/new")]);
-        assert_eq!(got.map(|p| p.id), Some("b".into()));
-        assert_eq!(stale.into_iter().map(|p| p.id).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(got.map(|p| p.sandbox.id), Some("b".into()));
+        assert_eq!(
+            stale.into_iter().map(|p| p.sandbox.id).collect::<Vec<_>>(),
+            ["a"]
+        );
         assert_eq!(pools.ready_count("t"), 1);
         let (none, _) = pools.take("other", &[]);
         assert!(none.is_none());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hutch_contracts::agent::Claim;
 
-use super::create::{sandbox_env, Launch, Launched};
+use super::create::{sandbox_env, Launch};
 use super::pool::{Count, CountGuard, PoolInfo, PoolSize, Pooled};
 use super::{lock, CreateRequest, Invalid, Result, Service};
 use crate::sandbox::{random_hex, SandboxRecord};
@@ -31,7 +31,7 @@ impl Service {
     ) -> Result<Option<SandboxRecord>> {
         let (pooled, stale) = self.pools.take(&tpl.template_id, &tpl.layers);
         for p in stale {
-            self.discard(&launched_of(&p)).await;
+            self.discard(&p.sandbox).await;
         }
         let Some(p) = pooled else {
             return Ok(None);
@@ -39,16 +39,19 @@ impl Service {
         // One fewer waiting: the pool loop refills.
         self.pools.wake.notify_one();
         let started = Instant::now();
-        let launched = launched_of(&p);
-        self.set_priority(&p.id, false).await;
+        let Pooled {
+            sandbox: launched,
+            token: pool_token,
+        } = p;
+        self.set_priority(&launched.id, false).await;
         if req.allow_internet_access == Some(false) {
-            let slot = p.slot;
+            let slot = launched.slot;
             let denied = self.blocking(move |rt| rt.set_internet(slot, false)).await;
             if let Err(e) = denied
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
             {
-                tracing::warn!(sandbox = %p.id, error = %e, "cannot turn off a pooled sandbox's egress; starting one cold");
+                tracing::warn!(sandbox = %launched.id, error = %e, "cannot turn off a pooled sandbox's egress; starting one cold");
                 self.discard(&launched).await;
                 return Ok(None);
             }
@@ -60,14 +63,14 @@ impl Service {
             env_vars,
             access_token: token.clone(),
         };
-        let ip = p.spawned.net.sandbox_ip;
-        if let Err(e) = self.readiness.claim(ip, &p.token, &claim).await {
-            tracing::warn!(sandbox = %p.id, error = %e, "claiming a pooled sandbox failed; starting one cold");
+        let ip = launched.spawned.net.sandbox_ip;
+        if let Err(e) = self.readiness.claim(ip, &pool_token, &claim).await {
+            tracing::warn!(sandbox = %launched.id, error = %e, "claiming a pooled sandbox failed; starting one cold");
             self.discard(&launched).await;
             return Ok(None);
         }
         let rec = self.record_for(tpl, req, timeout, &launched, token);
-        let rec = self.go_live(rec, p.slot).await?;
+        let rec = self.go_live(rec, launched.slot).await?;
         tracing::info!(sandbox = %rec.id, template = %rec.template_id, pid = rec.pid, us = started.elapsed().as_micros() as u64, "sandbox created from the warm pool");
         Ok(Some(rec))
     }
@@ -116,7 +119,7 @@ impl Service {
                 let mut ready = lock(&self.pools.ready);
                 let q = ready.entry(tpl.template_id.clone()).or_default();
                 let (keep, stale): (Vec<_>, Vec<_>) =
-                    q.drain(..).partition(|p| p.layers == tpl.layers);
+                    q.drain(..).partition(|p| p.sandbox.layers == tpl.layers);
                 q.extend(keep);
                 while q.len() as u32 > target {
                     // The newest goes first: the oldest have waited longest to be claimed.
@@ -145,7 +148,7 @@ impl Service {
             let svc = Arc::clone(self);
             let stopping = CountGuard::new(&self.pools, Count::Stopping, &template_id);
             tokio::spawn(async move {
-                svc.discard(&launched_of(&p)).await;
+                svc.discard(&p.sandbox).await;
                 drop(stopping);
             });
         }
@@ -210,12 +213,8 @@ impl Service {
             .entry(tpl.template_id.clone())
             .or_default()
             .push_back(Pooled {
-                id: launched.id,
-                slot: launched.slot,
-                spawned: launched.spawned,
+                sandbox: launched,
                 token,
-                layers: launched.layers,
-                limits: launched.limits,
             });
         true
     }
@@ -316,7 +315,7 @@ impl Service {
         let all = self.pools.drain_all();
         let n = all.len();
         for p in all {
-            self.discard(&launched_of(&p)).await;
+            self.discard(&p.sandbox).await;
         }
         if n > 0 {
             tracing::info!(sandboxes = n, "warm pools drained");
@@ -338,16 +337,5 @@ impl Service {
             }
             Err(e) => tracing::warn!(sandbox = %id, low, error = %e, "cannot set the CPU share"),
         }
-    }
-}
-
-/// A pooled sandbox as [`Service::discard`] and the record builder take it.
-fn launched_of(p: &Pooled) -> Launched {
-    Launched {
-        id: p.id.clone(),
-        slot: p.slot,
-        spawned: p.spawned.clone(),
-        limits: p.limits,
-        layers: p.layers.clone(),
     }
 }
