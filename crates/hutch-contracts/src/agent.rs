@@ -47,6 +47,11 @@ pub struct AgentConfig {
     /// [`CLAIM_PATH`] hands the sandbox to its user once. Absent = false.
     #[serde(default)]
     pub pooled: Option<bool>,
+    /// The default Python kernel is not started at boot: the server hands one in, forked
+    /// from its template's zygote ([`KERNEL_PREPARE_PATH`], [`KERNEL_ADOPT_PATH`]), or asks
+    /// [`WARM_PATH`], which starts one the usual way. Absent = false.
+    #[serde(default)]
+    pub kernel_from_server: Option<bool>,
 }
 
 /// `POST`: makes a pooled sandbox ready for a first user (agent up, default Python kernel
@@ -56,6 +61,54 @@ pub const WARM_PATH: &str = "/hutch/warm";
 /// `POST` with a [`Claim`]: hands a pooled sandbox to the create that took it; 204, or 409
 /// when it was claimed already.
 pub const CLAIM_PATH: &str = "/hutch/claim";
+
+/// `POST` (empty body): the agent prepares everything the default Python context's kernel
+/// needs (its socket directory, connection file and log file) and answers 200 with a
+/// [`KernelPlan`]. 409 when that context already has a running kernel or a plan is
+/// pending; 404 when the sandbox has no Python kernel.
+pub const KERNEL_PREPARE_PATH: &str = "/hutch/kernel/prepare";
+
+/// `POST` with a [`KernelAdopt`]: the process the plan was carried out by is the default
+/// Python context's kernel. Answers 204 once it answered `kernel_info` and ran a first
+/// (silent) execution, as [`WARM_PATH`] does. On failure (5xx, or 404 for an unknown plan)
+/// the agent has killed the process and dropped the plan; the context has no kernel, so
+/// [`WARM_PATH`] starts one the usual way.
+pub const KERNEL_ADOPT_PATH: &str = "/hutch/kernel/adopt";
+
+/// How the agent would start the default Python kernel; the server's zygote carries it
+/// out inside the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelPlan {
+    /// Names this plan in [`KernelAdopt`].
+    pub id: String,
+    /// The kernel's command line from its spec (program first).
+    pub argv: Vec<String>,
+    /// Its whole environment.
+    pub env: BTreeMap<String, String>,
+    /// Its working directory.
+    pub cwd: String,
+    /// Who it runs as.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// Its supplementary groups.
+    pub groups: Vec<u32>,
+    /// The connection file the argv names.
+    pub connection_file: String,
+    /// Where its stdout and stderr go: a file that exists and belongs to `uid`.
+    pub log_file: String,
+}
+
+/// The body of [`KERNEL_ADOPT_PATH`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KernelAdopt {
+    /// The [`KernelPlan::id`] carried out.
+    pub id: String,
+    /// The kernel's pid inside the sandbox (a child of the agent by then).
+    pub pid: i32,
+}
 
 /// What a create gives a sandbox it takes from a warm pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,13 +160,14 @@ mod tests {
             default_workdir: None,
             interpreter: Some(true),
             pooled: Some(false),
+            kernel_from_server: None,
         };
         let value: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
         assert_eq!(
             value,
             json!({"sandboxId": "sb1", "envVars": {"A": "1"}, "accessToken": null,
                    "defaultUser": "root", "defaultWorkdir": null, "interpreter": true,
-                   "pooled": false})
+                   "pooled": false, "kernelFromServer": null})
         );
         assert_eq!(AgentConfig::from_json(&config.to_json()).unwrap(), config);
     }

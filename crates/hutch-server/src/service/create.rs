@@ -196,6 +196,7 @@ fn agent_config(
         default_workdir: custom.and_then(|t| t.workdir.clone()),
         interpreter: Some(interpreter),
         pooled: None,
+        kernel_from_server: None,
     }
 }
 
