@@ -8,6 +8,7 @@ use axum::Router;
 use crate::auth;
 use crate::files::{self, FilesService};
 use crate::filesystem::{rpc as fs_rpc, FilesystemService};
+use crate::handin;
 use crate::identity::Identity;
 use crate::pool::{self, PoolState};
 use crate::process::{rpc as process_rpc, ProcessService};
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route(pool::WARM_PATH, post(pool::warm))
         .route(pool::CLAIM_PATH, post(pool::claim))
+        .route(handin::KERNEL_PREPARE_PATH, post(handin::prepare))
+        .route(handin::KERNEL_ADOPT_PATH, post(handin::adopt))
         .route("/files", get(files::download).post(files::upload))
         .route("/envs", get(files::envs))
         .route("/process.Process/Start", post(process_rpc::start))

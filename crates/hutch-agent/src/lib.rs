@@ -2,14 +2,15 @@
 //! protocol to the SDKs (through the host's proxy).
 //!
 //! Layout: [`init`] and [`reaper`] are the PID-1 duties, [`connect`] the RPC framing, [`process`]
-//! the process service, [`http`] the routes, [`auth`] who may call and as whom, [`interpreter`]
-//! the code interpreter.
+//! the process service, [`http`] the routes ([`pool`] and [`handin`] the server's own), [`auth`]
+//! who may call and as whom, [`interpreter`] the code interpreter.
 
 pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod files;
 pub mod filesystem;
+pub mod handin;
 pub mod http;
 pub mod identity;
 pub mod init;
@@ -76,7 +77,13 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
         })?;
     // The code interpreter (port 49999); kept until the end so its scratch dir goes last.
     let interpreter = if config.interpreter.unwrap_or(true) {
-        interpreter::launch(&reaper, &options, &identity).await
+        interpreter::launch(
+            &reaper,
+            &options,
+            &identity,
+            config.kernel_from_server.unwrap_or(false),
+        )
+        .await
     } else {
         None
     };

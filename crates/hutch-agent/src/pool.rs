@@ -35,6 +35,11 @@ impl PoolState {
             interpreter,
         }
     }
+
+    /// The code interpreter, when the sandbox runs one.
+    pub fn interpreter(&self) -> Option<&InterpreterService> {
+        self.interpreter.as_ref()
+    }
 }
 
 /// `POST /hutch/warm`: returns once the default Python kernel has started and run a first

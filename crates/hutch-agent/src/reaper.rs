@@ -198,6 +198,33 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// Registers a waiter for `pid`, a child the agent did not spawn (a process started
+    /// elsewhere and reparented to it).
+    ///
+    /// Whatever became of the process before this call, the waiter resolves: if it is gone
+    /// already (the reap loop may have reaped it as an orphan before it was registered), at
+    /// once, with an unknown status (raw -1, as for a waiter that was dropped). Fails when
+    /// `pid` has a waiter already: it is a child the agent spawned, not one to adopt.
+    pub fn adopt(&self, pid: i32) -> io::Result<ExitWaiter> {
+        let mut waiters = self.lock();
+        if waiters.contains_key(&pid) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("process {pid} is a child the agent started itself"),
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        // Under the lock the reap loop cannot run, so the process either is still there to
+        // be reaped into this waiter or was reaped before.
+        match hutch_sys::signal::kill_raw(pid, 0) {
+            Err(Errno::SRCH) => drop(tx.send(ExitStatus::from_raw(-1))),
+            _ => {
+                waiters.insert(pid, tx);
+            }
+        }
+        Ok(rx)
+    }
+
     /// Sends `sig` to `pid` if it is a registered child that has not been reaped yet.
     ///
     /// Returns `Ok(false)` when the child is already gone. Checking and killing under the reap

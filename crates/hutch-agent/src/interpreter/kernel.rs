@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use hutch_kernel::{
-    ConnectOptions, ConnectionInfo, ExecuteRequest, ExecutionEvent, KernelClient, KernelError,
-    KernelSpec,
+    ConnectOptions, ConnectionInfo, ExecuteRequest, ExecutionEvent, KernelClient, KernelCommand,
+    KernelError, KernelSpec,
 };
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::process::spawn::{self, Io, SpawnSpec, Spawned};
-use crate::reaper::{ExitStatus, Reaper};
+use crate::reaper::{ExitStatus, ExitWaiter, Reaper};
 use crate::users::User;
 
 /// How long a kernel may take from spawn to answering `kernel_info`. Cold starts with the
@@ -61,6 +61,16 @@ pub enum StartError {
         /// The program from the kernel spec.
         program: String,
         /// What the OS said.
+        source: io::Error,
+    },
+    /// A process started elsewhere could not be taken on as the kernel.
+    #[error("cannot adopt process {pid} as the {language} kernel: {source}")]
+    Adopt {
+        /// The language of the kernel.
+        language: String,
+        /// The process.
+        pid: u32,
+        /// What failed.
         source: io::Error,
     },
     /// The kernel exited before it was ready.
@@ -111,33 +121,25 @@ pub struct Launch {
     pub runtime_dir: PathBuf,
 }
 
-/// How long an execution that lost its kernel waits for the exit status, to say how the
-/// kernel ended (the sockets usually close a moment before the reaper sees the exit).
-const EXIT_STATUS_WAIT: Duration = Duration::from_millis(500);
-
-/// A running (or recently ended) kernel process and the client connected to it.
-pub struct Kernel {
-    pid: u32,
+/// A kernel's private socket directory and connection file, made ready (and given to its
+/// user) for a process that is yet to start, and the command line that starts it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The directory holding its sockets and connection file; removed when it exits.
+    pub dir: PathBuf,
+    /// The connection file, inside `dir`.
+    pub conn_file: PathBuf,
+    /// What the connection file says, for connecting to the kernel.
+    pub info: ConnectionInfo,
+    /// How to start it: the spec's command line for `conn_file`, in the launch's environment.
+    pub command: KernelCommand,
     language: String,
-    /// Dropped once the process is gone: its iopub socket would otherwise try to reconnect
-    /// to the dead kernel forever.
-    client: Mutex<Option<Arc<KernelClient>>>,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    stop_reason: Mutex<Option<StopReason>>,
+    spec_name: String,
 }
 
-impl std::fmt::Debug for Kernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel")
-            .field("pid", &self.pid)
-            .field("language", &self.language)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Kernel {
-    /// Spawns the kernel `launch` describes and connects to it; returns once it is ready.
-    pub async fn start(reaper: &Reaper, launch: Launch) -> Result<Arc<Kernel>, StartError> {
+impl Prepared {
+    /// Creates `launch`'s socket directory and connection file, both owned by its user.
+    pub fn new(launch: &Launch) -> Result<Prepared, StartError> {
         let language = launch.language.clone();
         let prepare = |dir: &Path, source| StartError::Prepare {
             language: language.clone(),
@@ -169,9 +171,151 @@ impl Kernel {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(prepare(&dir, e));
         }
-
-        let base_env: Vec<(String, String)> = launch.env.into_iter().collect();
+        let base_env: Vec<(String, String)> = launch
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let command = launch.spec.command(&conn_file, &base_env);
+        Ok(Prepared {
+            dir,
+            conn_file,
+            info,
+            command,
+            language,
+            spec_name: launch.spec.name.clone(),
+        })
+    }
+
+    /// Creates the empty file a kernel started elsewhere writes its stdout and stderr to:
+    /// in the socket directory, `user`'s, mode 0600.
+    pub fn create_log_file(&self, user: &User) -> Result<PathBuf, StartError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join("kernel.log");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|_| give_to(&path, user))
+            .map_err(|source| StartError::Prepare {
+                language: self.language.clone(),
+                dir: self.dir.clone(),
+                source,
+            })?;
+        Ok(path)
+    }
+
+    /// Removes the socket directory and everything in it: for a kernel that never ran.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where a starting kernel's own stdout and stderr go, for the error when it fails.
+enum KernelLog {
+    /// Pipes the agent drains into a tail (a kernel it spawned).
+    Pipes {
+        tail: Arc<LogTail>,
+        drains: Vec<tokio::task::JoinHandle<()>>,
+    },
+    /// The plan's log file, opened before its directory can go (an adopted kernel); or why
+    /// it could not be opened.
+    File(Result<std::fs::File, String>),
+}
+
+impl KernelLog {
+    /// The end of the log now.
+    fn text(&self) -> String {
+        match self {
+            KernelLog::Pipes { tail, .. } => tail.text(),
+            KernelLog::File(Ok(file)) => file_tail(file),
+            KernelLog::File(Err(why)) => why.clone(),
+        }
+    }
+
+    /// The end of the log of a kernel that has exited.
+    async fn after_exit(self) -> String {
+        match self {
+            KernelLog::Pipes { tail, drains } => {
+                // Its last words (often the reason) may still be in the pipes.
+                let _ =
+                    tokio::time::timeout(LOG_FLUSH, futures_util::future::join_all(drains)).await;
+                tail.text()
+            }
+            file => file.text(),
+        }
+    }
+}
+
+/// The last [`LOG_TAIL`] bytes of `file`.
+fn file_tail(mut file: &std::fs::File) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let tail = LogTail::default();
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    let read = file
+        .seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL as u64)))
+        .and_then(|_| file.read_to_end(&mut bytes));
+    match read {
+        Ok(_) => {
+            tail.push(&bytes);
+            tail.text()
+        }
+        Err(err) => format!("(cannot read the kernel's log: {err})"),
+    }
+}
+
+/// Kills `pid`, a kernel started elsewhere for a plan that can no longer be adopted, and
+/// its process group; nothing happens to a pid that is already the agent's own child.
+pub fn abandon(reaper: &Reaper, pid: u32) {
+    let registered = i32::try_from(pid)
+        .map_err(|_| io::Error::other("pid out of range"))
+        .and_then(|raw| reaper.adopt(raw));
+    if registered.is_ok() {
+        kill_adopted(reaper, pid);
+    }
+}
+
+/// SIGKILLs an adopted kernel's process group and, while it is an unreaped child of the
+/// agent, the kernel itself.
+fn kill_adopted(reaper: &Reaper, pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let _ = hutch_sys::signal::kill_group(raw, hutch_sys::signal::Signal::KILL);
+    let _ = reaper.signal(raw, hutch_sys::signal::Signal::KILL.as_raw());
+}
+
+/// How long an execution that lost its kernel waits for the exit status, to say how the
+/// kernel ended (the sockets usually close a moment before the reaper sees the exit).
+const EXIT_STATUS_WAIT: Duration = Duration::from_millis(500);
+
+/// A running (or recently ended) kernel process and the client connected to it.
+pub struct Kernel {
+    pid: u32,
+    language: String,
+    /// Dropped once the process is gone: its iopub socket would otherwise try to reconnect
+    /// to the dead kernel forever.
+    client: Mutex<Option<Arc<KernelClient>>>,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    stop_reason: Mutex<Option<StopReason>>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("pid", &self.pid)
+            .field("language", &self.language)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// Spawns the kernel `launch` describes and connects to it; returns once it is ready.
+    pub async fn start(reaper: &Reaper, launch: Launch) -> Result<Arc<Kernel>, StartError> {
+        let prepared = Prepared::new(&launch)?;
+        let command = &prepared.command;
         let spawn_spec = SpawnSpec {
             user: launch.user.clone(),
             cmd: command.program.clone(),
@@ -184,27 +328,89 @@ impl Kernel {
         let spawned = match spawn_kernel(reaper, spawn_spec, &launch.user).await {
             Ok(spawned) => spawned,
             Err(source) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                let program = command.program.clone();
+                let language = prepared.language.clone();
+                prepared.discard();
                 return Err(StartError::Spawn {
                     language,
-                    program: command.program,
+                    program,
                     source,
                 });
             }
         };
         let Spawned { pid, io, exit } = spawned;
-        tracing::info!(pid, language = %language, kernel = %launch.spec.name, "kernel started");
+        tracing::info!(pid, language = %prepared.language, kernel = %prepared.spec_name, "kernel started");
 
-        let log = Arc::new(LogTail::default());
+        let tail = Arc::new(LogTail::default());
         let mut drains = Vec::new();
         if let Io::Pipes { stdout, stderr, .. } = io {
             for (fd, stream) in [(stdout, "stdout"), (stderr, "stderr")] {
-                drains.push(tokio::spawn(drain_log(fd, stream, pid, Arc::clone(&log))));
+                drains.push(tokio::spawn(drain_log(fd, stream, pid, Arc::clone(&tail))));
             }
         }
+        Self::connect(prepared, pid, exit, KernelLog::Pipes { tail, drains }).await
+    }
 
+    /// Takes on `pid`, a kernel started by someone else (the server's zygote) from
+    /// `prepared` with its stdout and stderr in `log_file`, and connects to it; returns
+    /// once it is ready. The process must be the agent's child by now (reparented to it)
+    /// and lead its own process group, as spawned kernels do.
+    ///
+    /// On failure the process and its group are killed (unless `pid` is a child the agent
+    /// spawned itself, which is refused untouched) and the socket directory is gone.
+    pub async fn adopt(
+        reaper: &Reaper,
+        prepared: Prepared,
+        pid: u32,
+        log_file: &Path,
+    ) -> Result<Arc<Kernel>, StartError> {
+        let exit = match i32::try_from(pid)
+            .map_err(|_| io::Error::other("pid out of range"))
+            .and_then(|raw| reaper.adopt(raw))
+        {
+            Ok(exit) => exit,
+            Err(source) => {
+                let language = prepared.language.clone();
+                prepared.discard();
+                return Err(StartError::Adopt {
+                    language,
+                    pid,
+                    source,
+                });
+            }
+        };
+        tracing::info!(pid, language = %prepared.language, kernel = %prepared.spec_name, "kernel adopted");
+        // Opened now: the directory holding it goes away when the kernel exits.
+        let log = KernelLog::File(
+            std::fs::File::open(log_file)
+                .map_err(|e| format!("(cannot read {}: {e})", log_file.display())),
+        );
+        let dir = prepared.dir.clone();
+        let adopted = Self::connect(prepared, pid, exit, log).await;
+        if adopted.is_err() {
+            kill_adopted(reaper, pid);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        adopted
+    }
+
+    /// Watches the started process `pid` for its exit and connects to it as `prepared`
+    /// says; the part of starting a kernel that does not care who started the process.
+    async fn connect(
+        prepared: Prepared,
+        pid: u32,
+        exit: ExitWaiter,
+        log: KernelLog,
+    ) -> Result<Arc<Kernel>, StartError> {
+        let Prepared {
+            dir,
+            info,
+            command,
+            language,
+            spec_name,
+            ..
+        } = prepared;
         let (exit_tx, exit_rx) = watch::channel(None);
-        let watch_dir = dir.clone();
         tokio::spawn(async move {
             // The reaper never drops a waiter while the child runs; treat it as an exit anyway
             // so nothing waits forever.
@@ -212,14 +418,14 @@ impl Kernel {
             tracing::info!(pid, status = %status.describe(), "kernel exited");
             let _ = exit_tx.send(Some(status));
             // Its sockets and connection file are useless now; a restart makes a new directory.
-            let _ = std::fs::remove_dir_all(&watch_dir);
+            let _ = std::fs::remove_dir_all(&dir);
         });
 
         let options = ConnectOptions {
             timeout: START_TIMEOUT,
             interrupt_mode: command.interrupt_mode,
             pid: Some(pid),
-            output_barrier: output_barrier(&launch.spec.name),
+            output_barrier: output_barrier(&spec_name),
             ..ConnectOptions::default()
         };
         let mut exited = exit_rx.clone();
@@ -233,13 +439,10 @@ impl Kernel {
                 let status = (*exit_rx.borrow())
                     .map(ExitStatus::describe)
                     .unwrap_or_default();
-                // Its last words (often the reason) may still be in the pipes.
-                let _ =
-                    tokio::time::timeout(LOG_FLUSH, futures_util::future::join_all(drains)).await;
                 return Err(StartError::Exited {
                     language,
                     status,
-                    log: log.text(),
+                    log: log.after_exit().await,
                 });
             }
             Some(Err(source)) => {

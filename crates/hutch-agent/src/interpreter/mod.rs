@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hutch_contracts::agent::{KernelAdopt, KernelPlan};
 use hutch_kernel::KernelSpec;
 
 use crate::config::Options;
 use crate::identity::Identity;
 use crate::reaper::Reaper;
 use crate::users::{UserDb, UserError, DEFAULT_USER};
-use kernel::{Kernel, Launch, StartError, StopReason};
+use kernel::{Kernel, Launch, Prepared, StartError, StopReason};
 
 /// Where E2B clients expect the code interpreter.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
@@ -71,6 +72,42 @@ pub enum InterpreterError {
     Task(String),
 }
 
+/// Why the server's hand-in of the default Python kernel ([`InterpreterService::prepare_kernel`],
+/// [`InterpreterService::adopt_kernel`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandInError {
+    /// The default Python context has a running kernel, or one is being started.
+    #[error(
+        "the default python context has a kernel already (running or starting); nothing to hand in"
+    )]
+    HasKernel,
+    /// A plan was handed out and not adopted yet.
+    #[error("kernel plan {0} is pending already; adopt it first")]
+    Pending(String),
+    /// No pending plan has the id.
+    #[error("no kernel plan {0:?} is pending (adopt the id the last prepare returned, once)")]
+    UnknownPlan(String),
+    /// The pid cannot be a kernel started for the plan.
+    #[error(
+        "pid {0} cannot be the kernel: give the pid of the process the plan was carried out by"
+    )]
+    BadPid(i32),
+    /// The context changed while the plan was carried out; the process was killed.
+    #[error("the default python context {0} while its kernel plan was carried out; the process was killed")]
+    Superseded(&'static str),
+    /// Looking up, preparing or connecting the kernel failed.
+    #[error(transparent)]
+    Interpreter(#[from] InterpreterError),
+}
+
+/// A [`KernelPlan`] handed to the server and not adopted yet.
+struct Pending {
+    id: String,
+    context: Arc<Context>,
+    prepared: Prepared,
+    log_file: PathBuf,
+}
+
 /// Settings of the interpreter, from the agent's command line and host configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -82,6 +119,9 @@ pub struct Settings {
     pub users: UserDb,
     /// The sandbox's environment variables (which every kernel gets) and access token.
     pub identity: Identity,
+    /// The server hands the default Python kernel in ([`InterpreterService::prepare_kernel`]),
+    /// so it is not started with the default contexts.
+    pub kernel_from_server: bool,
 }
 
 /// A code context: one kernel's worth of state, in one language and working directory.
@@ -123,6 +163,8 @@ struct Inner {
     /// Language → id of its default context. An async lock: held while a default is created,
     /// so two first requests in one language share one context.
     defaults: tokio::sync::Mutex<HashMap<String, String>>,
+    /// The kernel plan the server is carrying out, if any.
+    pending: Mutex<Option<Pending>>,
 }
 
 impl InterpreterService {
@@ -136,6 +178,7 @@ impl InterpreterService {
                 agent_path,
                 contexts: Mutex::new(Vec::new()),
                 defaults: tokio::sync::Mutex::new(HashMap::new()),
+                pending: Mutex::new(None),
             }),
         }
     }
@@ -192,7 +235,8 @@ impl InterpreterService {
     }
 
     /// Registers the default contexts E2B clients expect to find, and starts the Python
-    /// kernel in the background so the first `run_code` does not wait for it.
+    /// kernel in the background so the first `run_code` does not wait for it (unless the
+    /// server hands that kernel in).
     ///
     /// A language whose default context exists, or existed and was removed by a client, is
     /// left alone: only its next use creates a new one.
@@ -202,7 +246,10 @@ impl InterpreterService {
                 continue;
             }
             match self.default_context(language).await {
-                Ok(context) if language == language::DEFAULT_LANGUAGE => {
+                Ok(context)
+                    if language == language::DEFAULT_LANGUAGE
+                        && !self.inner.settings.kernel_from_server =>
+                {
                     let service = self.clone();
                     tokio::spawn(async move {
                         if let Err(err) = service.kernel(&context).await {
@@ -302,7 +349,9 @@ impl InterpreterService {
         Ok(kernel)
     }
 
-    async fn start_kernel(&self, context: &Context) -> Result<Arc<Kernel>, InterpreterError> {
+    /// What starting `context`'s kernel takes: its user, directory and environment (the
+    /// sandbox's variables over the user's basics).
+    fn launch_for(&self, context: &Context) -> Result<Launch, InterpreterError> {
         let settings = &self.inner.settings;
         let user = settings.users.lookup(DEFAULT_USER)?;
         let mut env = BTreeMap::from([
@@ -311,17 +360,27 @@ impl InterpreterService {
             ("USER".to_owned(), user.name.clone()),
             ("LOGNAME".to_owned(), user.name.clone()),
         ]);
-        let sandbox_env = settings.identity.env();
-        env.extend(sandbox_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(
+            settings
+                .identity
+                .env()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         let cwd = resolve_cwd(&context.cwd, &user.home);
-        let launch = Launch {
+        Ok(Launch {
             spec: context.spec.clone(),
             language: context.language.clone(),
             user,
             cwd,
             env,
             runtime_dir: settings.runtime_dir.clone(),
-        };
+        })
+    }
+
+    async fn start_kernel(&self, context: &Context) -> Result<Arc<Kernel>, InterpreterError> {
+        let launch = self.launch_for(context)?;
+        let sandbox_env = self.inner.settings.identity.env();
         let started = std::time::Instant::now();
         let kernel = Kernel::start(&self.inner.reaper, launch).await?;
         // Java has no settable environment; E2B gives its kernels the sandbox's variables
@@ -339,9 +398,139 @@ impl InterpreterService {
             language = %context.language,
             pid = kernel.pid(),
             ready_ms = started.elapsed().as_millis() as u64,
+            adopted = false,
             "kernel ready"
         );
         Ok(kernel)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Option<Pending>> {
+        // Only ever assigned whole; a poisoned value is still a valid one.
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Prepares what the default Python context's kernel needs (socket directory,
+    /// connection file, an empty log file, all the kernel user's) and returns how to start
+    /// it, for the server to carry out and then hand in with [`Self::adopt_kernel`].
+    pub async fn prepare_kernel(&self) -> Result<KernelPlan, HandInError> {
+        let context = self.default_context(language::DEFAULT_LANGUAGE).await?;
+        // A kernel being started holds the slot.
+        let slot = context
+            .kernel
+            .try_lock()
+            .map_err(|_| HandInError::HasKernel)?;
+        if slot.as_ref().is_some_and(|k| !k.has_exited()) {
+            return Err(HandInError::HasKernel);
+        }
+        let mut pending = self.pending();
+        if let Some(plan) = pending.as_ref() {
+            return Err(HandInError::Pending(plan.id.clone()));
+        }
+        let launch = self.launch_for(&context)?;
+        let prepared = Prepared::new(&launch).map_err(InterpreterError::from)?;
+        let log_file = match prepared.create_log_file(&launch.user) {
+            Ok(path) => path,
+            Err(err) => {
+                prepared.discard();
+                return Err(InterpreterError::from(err).into());
+            }
+        };
+        // A spawned kernel falls back to the home when it cannot start in the context's
+        // directory; whoever carries out the plan cannot, so the fallback is decided here.
+        let cwd = if launch.cwd.is_dir() {
+            launch.cwd.clone()
+        } else {
+            tracing::warn!(cwd = %launch.cwd.display(), home = %launch.user.home.display(), "the context's directory is missing; the kernel plan starts in the user's home");
+            launch.user.home.clone()
+        };
+        let command = &prepared.command;
+        let plan = KernelPlan {
+            id: hutch_kernel::message::new_id(),
+            argv: std::iter::once(command.program.clone())
+                .chain(command.args.iter().cloned())
+                .collect(),
+            env: command.env.iter().cloned().collect(),
+            cwd: cwd.to_string_lossy().into_owned(),
+            uid: launch.user.uid,
+            gid: launch.user.gid,
+            groups: launch.user.groups.clone(),
+            connection_file: prepared.conn_file.to_string_lossy().into_owned(),
+            log_file: log_file.to_string_lossy().into_owned(),
+        };
+        tracing::info!(plan = %plan.id, context = %context.id, dir = %prepared.dir.display(), "kernel plan prepared");
+        *pending = Some(Pending {
+            id: plan.id.clone(),
+            context: Arc::clone(&context),
+            prepared,
+            log_file,
+        });
+        Ok(plan)
+    }
+
+    /// Takes on `adopt.pid`, the process that carried out the pending plan `adopt.id`, as
+    /// the default Python context's kernel, and runs a first silent execution as
+    /// [`Self::warm`] does. On failure the process is killed and the context has no kernel.
+    pub async fn adopt_kernel(&self, adopt: &KernelAdopt) -> Result<(), HandInError> {
+        // On a task of its own: a caller that goes away must not leave a process half adopted.
+        let service = self.clone();
+        let adopt = adopt.clone();
+        tokio::spawn(async move { service.adopt_now(&adopt).await })
+            .await
+            .map_err(|e| InterpreterError::Task(e.to_string()))?
+    }
+
+    async fn adopt_now(&self, adopt: &KernelAdopt) -> Result<(), HandInError> {
+        let pid = match u32::try_from(adopt.pid) {
+            // 1 is the agent itself inside a sandbox.
+            Ok(pid) if pid > 1 && pid != std::process::id() => pid,
+            _ => return Err(HandInError::BadPid(adopt.pid)),
+        };
+        let Pending {
+            context,
+            prepared,
+            log_file,
+            ..
+        } = {
+            let mut pending = self.pending();
+            match pending.take() {
+                Some(plan) if plan.id == adopt.id => plan,
+                other => {
+                    *pending = other;
+                    return Err(HandInError::UnknownPlan(adopt.id.clone()));
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let reaper = &self.inner.reaper;
+        let _turn = context.turn.lock().await;
+        let mut slot = context.kernel.lock().await;
+        let superseded = if context.removed.load(Ordering::SeqCst) {
+            Some("was removed")
+        } else if slot.as_ref().is_some_and(|k| !k.has_exited()) {
+            Some("started a kernel of its own")
+        } else {
+            None
+        };
+        if let Some(what) = superseded {
+            kernel::abandon(reaper, pid);
+            prepared.discard();
+            return Err(HandInError::Superseded(what));
+        }
+        let kernel = Kernel::adopt(reaper, prepared, pid, &log_file)
+            .await
+            .map_err(InterpreterError::from)?;
+        *slot = Some(Arc::clone(&kernel));
+        drop(slot);
+        tracing::info!(
+            context = %context.id,
+            language = %context.language,
+            pid,
+            ready_ms = started.elapsed().as_millis() as u64,
+            adopted = true,
+            "kernel ready"
+        );
+        kernel.run_hidden("None", "warming the kernel").await;
+        Ok(())
     }
 
     fn register(
@@ -443,7 +632,15 @@ impl Drop for Running {
 /// Starts the interpreter if it should run: in a sandbox on [`DEFAULT_LISTEN`], elsewhere
 /// only when `--interpreter-listen` asks. Failing to listen is logged, never fatal: the
 /// agent's own service must stay up.
-pub async fn launch(reaper: &Reaper, options: &Options, identity: &Identity) -> Option<Running> {
+///
+/// `kernel_from_server`: the server hands the default Python kernel in, so it is not
+/// started here.
+pub async fn launch(
+    reaper: &Reaper,
+    options: &Options,
+    identity: &Identity,
+    kernel_from_server: bool,
+) -> Option<Running> {
     let sandbox = crate::init::in_sandbox();
     let listen: SocketAddr = match options.interpreter_listen {
         Some(addr) => addr,
@@ -461,6 +658,7 @@ pub async fn launch(reaper: &Reaper, options: &Options, identity: &Identity) -> 
         runtime_dir,
         users: UserDb::new(&options.passwd, &options.group),
         identity: identity.clone(),
+        kernel_from_server,
     };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
