@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +17,11 @@ use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::error::{Result, RuntimeError};
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
-use crate::spawn::SpawnRequest;
+use crate::spawn::{ParentUserNs, SpawnRequest};
 use crate::spawner::Spawner;
 use crate::timing::Steps;
 use crate::trash::Trash;
+use crate::zygote::ZygoteRequest;
 use crate::{disk, proc};
 
 /// Host-wide settings of the runtime.
@@ -89,6 +91,34 @@ pub struct SandboxSpec {
     pub slot: u32,
     /// Environment of the agent.
     pub agent_env: Vec<(String, String)>,
+    /// Nest the sandbox's user namespace in a zygote's (see [`crate::zygote`]).
+    pub parent_userns: Option<ParentUserNs>,
+}
+
+/// What a zygote is started from.
+#[derive(Debug, Clone)]
+pub struct ZygoteSpec {
+    /// Names it (a directory of the state dir, its hostname).
+    pub name: String,
+    /// The template's read-only layers, topmost first.
+    pub template_layers: Vec<PathBuf>,
+    /// Its own host id (see [`crate::zygote::ZygoteRequest::own_id`]).
+    pub own_id: u32,
+    /// The command line; the script travels in it.
+    pub argv: Vec<String>,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A started zygote.
+#[derive(Debug)]
+pub struct Zygote {
+    /// Host pid.
+    pub pid: i32,
+    /// Its start time.
+    pub start_time: u64,
+    /// The server's end of its `SOCK_SEQPACKET` socket.
+    pub socket: OwnedFd,
 }
 
 /// A running sandbox's host-side identity.
@@ -230,6 +260,7 @@ impl Runtime {
             seccomp: self.cfg.seccomp,
             no_new_privs: self.cfg.no_new_privs,
             log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
+            parent_userns: spec.parent_userns,
         };
         let resp = self.spawner.spawn(&req)?;
         steps.extend("helper", &resp.timings);
@@ -249,6 +280,51 @@ impl Runtime {
 
     fn noinet_set(&self) -> std::sync::MutexGuard<'_, HashSet<Ipv4Addr>> {
         self.noinet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a zygote (see [`crate::zygote`]) through a one-shot spawn helper.
+    pub fn start_zygote(&self, spec: &ZygoteSpec) -> Result<Zygote> {
+        let root = self.cfg.state_dir.join("zygotes").join(&spec.name);
+        std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io("mkdir", &root, e))?;
+        let (ours, theirs) =
+            hutch_sys::fd::seqpacket_pair().map_err(|e| RuntimeError::sys("socketpair", e))?;
+        let req = ZygoteRequest {
+            name: spec.name.clone(),
+            layers: spec.template_layers.clone(),
+            root,
+            id_base: self.cfg.id_base,
+            id_count: self.cfg.id_count,
+            own_id: spec.own_id,
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            log_file: self.cfg.agent_log.then(|| {
+                self.cfg
+                    .state_dir
+                    .join("zygotes")
+                    .join(format!("{}.log", spec.name))
+            }),
+        };
+        let resp = crate::spawner::run_zygote_helper(&self.cfg.helper, &req, theirs)?;
+        match (resp.pid, resp.start_time) {
+            (Some(pid), Some(start_time)) => Ok(Zygote {
+                pid,
+                start_time,
+                socket: ours,
+            }),
+            _ => Err(RuntimeError::Helper(
+                resp.error
+                    .unwrap_or_else(|| "spawn helper gave no pid".into()),
+            )),
+        }
+    }
+
+    /// Moves process `pid` (a host pid) into sandbox `id`'s cgroup.
+    pub fn join_cgroup(&self, id: &str, pid: i32) -> Result<()> {
+        for f in self.cgroups.procs_files(id) {
+            std::fs::write(&f, pid.to_string())
+                .map_err(|e| RuntimeError::io("join cgroup", &f, e))?;
+        }
+        Ok(())
     }
 
     /// Freezes every process of sandbox `id`.

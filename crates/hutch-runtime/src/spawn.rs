@@ -54,6 +54,20 @@ pub struct SpawnRequest {
     pub no_new_privs: bool,
     /// Where the agent's stdout/stderr go (None: /dev/null).
     pub log_file: Option<PathBuf>,
+    /// Create the sandbox's user namespace inside this one (a zygote's, see
+    /// [`crate::zygote`]) instead of the host's, so that the zygote may enter the sandbox.
+    #[serde(default)]
+    pub parent_userns: Option<ParentUserNs>,
+}
+
+/// A user namespace a sandbox's own is nested in, named by a process in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentUserNs {
+    /// Host pid of the process.
+    pub pid: i32,
+    /// Its start time ([`proc::start_time`]), checked after its namespace is opened so
+    /// that a reused pid is never taken for it.
+    pub start_time: u64,
 }
 
 /// What the helper answers on stdout.
@@ -80,6 +94,9 @@ pub const SERVE_ENV: &str = "HUTCH_SPAWN_SERVE";
 pub fn helper_main() -> i32 {
     if std::env::var_os(SERVE_ENV).is_some_and(|v| v == "1") {
         return serve_main();
+    }
+    if std::env::var_os(crate::zygote::HELPER_ENV).is_some_and(|v| v == "1") {
+        return crate::zygote::helper_main();
     }
     let mut input = String::new();
     let resp = match std::io::stdin().read_to_string(&mut input) {
@@ -242,9 +259,12 @@ struct ChildPlan {
     stdout: fs::File,
     /// The cgroup `tasks` files the child moves itself in with (close-on-exec).
     cgroup_tasks: Vec<fs::File>,
+    /// The child starts in the rootfs as its working directory and cannot walk the host's
+    /// path to it (its user namespace is a zygote's, see [`fork_nested`]).
+    rootfs_is_cwd: bool,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
@@ -292,7 +312,9 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
                     .map_err(|e| RuntimeError::io("open", p, e))
             })
             .collect::<Result<_>>()?,
+        rootfs_is_cwd: req.parent_userns.is_some(),
     };
+    let parent_userns = req.parent_userns.map(open_userns).transpose()?;
     // The agent must survive an OOM inside the sandbox, so the child inherits -1000 from
     // us (it resets this for its own children). Set here: once the child sits in its new
     // user namespace its /proc files are no longer writable from outside. Best effort:
@@ -309,9 +331,12 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         | Namespaces::NEWIPC;
     // This process is single-threaded (checked by the call), so the child may run ordinary
     // Rust code.
-    let fork = hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| {
-        RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
-    })?;
+    let fork = match &parent_userns {
+        None => hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| {
+            RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
+        })?,
+        Some(ns) => fork_nested(ns, &req.rootfs, flags, req.id_count)?,
+    };
     let pid = match fork {
         Fork::Parent(pid) => pid,
         Fork::Child => 0,
@@ -336,7 +361,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         let _ = hutch_sys::process::wait_for(pid);
         e
     };
-    parent_setup(req, pid, steps).map_err(kill_child)?;
+    parent_setup(req, pid, parent_userns.is_none(), steps).map_err(kill_child)?;
     let mut go = fs::File::from(go_w);
     go.write_all(b"g")
         .map_err(|e| kill_child(RuntimeError::io("signal", "child", e)))?;
@@ -353,13 +378,11 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
 }
 
 /// Host-side wiring of the new child, before it may continue.
-fn parent_setup(req: &SpawnRequest, pid: i32, steps: &mut Steps) -> Result<()> {
-    let map = id_map_line(req.id_base, req.id_count);
-    for f in ["uid_map", "gid_map"] {
-        let p = PathBuf::from(format!("/proc/{pid}/{f}"));
-        fs::write(&p, &map).map_err(|e| RuntimeError::io("write", &p, e))?;
+fn parent_setup(req: &SpawnRequest, pid: i32, id_maps: bool, steps: &mut Steps) -> Result<()> {
+    if id_maps {
+        write_id_maps(pid, &id_map_line(req.id_base, req.id_count))?;
+        steps.mark("id_maps");
     }
-    steps.mark("id_maps");
     for f in &req.cgroup_procs {
         fs::write(f, pid.to_string()).map_err(|e| RuntimeError::io("join cgroup", f, e))?;
     }
@@ -376,13 +399,112 @@ fn parent_setup(req: &SpawnRequest, pid: i32, steps: &mut Steps) -> Result<()> {
     Ok(())
 }
 
+/// Writes `map` to process `pid`'s `uid_map` and `gid_map`.
+pub(crate) fn write_id_maps(pid: i32, map: &str) -> Result<()> {
+    for f in ["uid_map", "gid_map"] {
+        let p = PathBuf::from(format!("/proc/{pid}/{f}"));
+        fs::write(&p, map).map_err(|e| RuntimeError::io("write", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Opens the user namespace of `owner`, making sure the process is still the one named.
+fn open_userns(owner: ParentUserNs) -> Result<fs::File> {
+    let p = PathBuf::from(format!("/proc/{}/ns/user", owner.pid));
+    let ns = fs::File::open(&p).map_err(|e| RuntimeError::io("open", &p, e))?;
+    if proc::start_time(owner.pid) != Some(owner.start_time) {
+        return Err(RuntimeError::Spawn(format!(
+            "process {} (the owner of the sandbox's parent user namespace) is gone",
+            owner.pid
+        )));
+    }
+    Ok(ns)
+}
+
+/// Clones the sandbox's init with its user namespace nested in `userns` (a zygote's), as
+/// our child like [`hutch_sys::ns::fork_into_namespaces`] would.
+///
+/// Only a process inside `userns` creates namespaces there, and only one in `userns` may
+/// write the new child's id maps, so an intermediate copy of us does both: it enters the
+/// rootfs directory (while it can still walk the host's path to it), joins `userns` as its
+/// root, clones the child as our sibling-made-child (`CLONE_PARENT`), maps the child's ids
+/// through the zygote's (`0 1 count`: root inside is the zygote's id 1, which is
+/// [`SpawnRequest::id_base`] on the host) and exits. The child starts in the rootfs and
+/// mounts it from there ([`hutch_sys::ns::bind_cwd_onto_itself`]).
+fn fork_nested(userns: &fs::File, rootfs: &Path, flags: Namespaces, id_count: u32) -> Result<Fork> {
+    let (rep_r, rep_w) = pipe()?;
+    let fork = hutch_sys::ns::fork_into_namespaces(Namespaces::empty())
+        .map_err(|e| RuntimeError::sys("fork", e))?;
+    match fork {
+        Fork::Parent(q) => {
+            drop(rep_w);
+            let mut answer = String::new();
+            let _ = fs::File::from(rep_r).read_to_string(&mut answer);
+            let _ = hutch_sys::process::wait_for(q);
+            match answer.strip_prefix("P ").map(str::parse::<i32>) {
+                Some(Ok(pid)) => Ok(Fork::Parent(pid)),
+                _ => Err(RuntimeError::Spawn(format!(
+                    "starting the sandbox in the zygote's user namespace: {}",
+                    answer.strip_prefix("E ").unwrap_or(&answer)
+                ))),
+            }
+        }
+        Fork::Child => {
+            drop(rep_r);
+            let mut rep = fs::File::from(rep_w);
+            match clone_nested(userns, rootfs, flags, id_count) {
+                Ok(Fork::Child) => Ok(Fork::Child),
+                Ok(Fork::Parent(pid)) => {
+                    let _ = rep.write_all(format!("P {pid}").as_bytes());
+                    hutch_sys::process::exit_now(0)
+                }
+                Err(e) => {
+                    let _ = rep.write_all(format!("E {e}").as_bytes());
+                    hutch_sys::process::exit_now(1)
+                }
+            }
+        }
+    }
+}
+
+/// The intermediate copy's part of [`fork_nested`].
+fn clone_nested(
+    userns: &fs::File,
+    rootfs: &Path,
+    flags: Namespaces,
+    id_count: u32,
+) -> Result<Fork> {
+    hutch_sys::ns::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir into the rootfs", e))?;
+    hutch_sys::ns::enter_user_namespace(userns)
+        .map_err(|e| RuntimeError::sys("setns into the zygote's user namespace", e))?;
+    Credentials::root()
+        .apply()
+        .map_err(|e| RuntimeError::sys("becoming root of the zygote's user namespace", e))?;
+    // The credential change made us undumpable, which would give the child's /proc files
+    // (its id maps) to the host's root instead of to us.
+    hutch_sys::ns::set_dumpable(true).map_err(|e| RuntimeError::sys("PR_SET_DUMPABLE", e))?;
+    let fork = hutch_sys::ns::fork_sibling_into_namespaces(flags).map_err(|e| {
+        RuntimeError::sys(
+            "clone (new user, pid, mount, net, uts, ipc namespaces) in the zygote's user namespace",
+            e,
+        )
+    })?;
+    if let Fork::Parent(pid) = fork {
+        if let Err(e) = write_id_maps(pid, &id_map_line(1, id_count)) {
+            let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
+            return Err(e);
+        }
+    }
+    Ok(fork)
+}
+
 enum Never {}
 
-fn errno(op: &str, e: hutch_sys::Errno) -> String {
+pub(crate) fn errno(op: &str, e: hutch_sys::Errno) -> String {
     format!("{op}: {}", std::io::Error::from(e))
 }
 
-fn mnt(
+pub(crate) fn mnt(
     src: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
@@ -398,7 +520,7 @@ fn mnt(
     })
 }
 
-fn bind_ro(src: &Path, target: &Path) -> std::result::Result<(), String> {
+pub(crate) fn bind_ro(src: &Path, target: &Path) -> std::result::Result<(), String> {
     mnt(Some(src), target, None, flags::BIND, None)?;
     remount_ro(target)
 }
@@ -446,8 +568,13 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     // works relative to the current directory.
     // pivot_root refuses a new root whose mount was made outside our user namespace (it is
     // locked); a bind of the rootfs onto itself, made here, is ours.
-    run_steps(&mount_plan::enter_rootfs(&plan.rootfs))?;
-    hutch_sys::ns::chdir(&plan.rootfs).map_err(|e| errno("chdir rootfs", e))?;
+    if plan.rootfs_is_cwd {
+        run_steps(&mount_plan::private_tree())?;
+        hutch_sys::ns::bind_cwd_onto_itself().map_err(|e| errno("bind the rootfs", e))?;
+    } else {
+        run_steps(&mount_plan::enter_rootfs(&plan.rootfs))?;
+        hutch_sys::ns::chdir(&plan.rootfs).map_err(|e| errno("chdir rootfs", e))?;
+    }
     // Likewise the agent binary: opened now (O_PATH, in our own mount namespace — a bind
     // source from another namespace is refused) and bind-mounted through /proc/self/fd.
     let agent_fd = {
@@ -503,12 +630,12 @@ fn mkdir(p: &Path) -> std::result::Result<(), String> {
 
 /// The line written to a child's `uid_map` and `gid_map`: root inside is `base` outside,
 /// followed by `count - 1` more ids.
-fn id_map_line(base: u32, count: u32) -> String {
+pub(crate) fn id_map_line(base: u32, count: u32) -> String {
     format!("0 {base} {count}\n")
 }
 
 /// One `NAME=value` entry of the agent's environment.
-fn env_entry(key: &str, value: &str) -> String {
+pub(crate) fn env_entry(key: &str, value: &str) -> String {
     format!("{key}={value}")
 }
 
@@ -524,7 +651,7 @@ fn mount_step(m: &Mount) -> std::result::Result<(), String> {
 
 /// Carries out mount-plan steps in order; the first failure (other than of a
 /// [`Step::TryMount`]) ends the sandbox's start.
-fn run_steps(steps: &[Step]) -> std::result::Result<(), String> {
+pub(crate) fn run_steps(steps: &[Step]) -> std::result::Result<(), String> {
     for step in steps {
         match step {
             Step::Mkdir(p) => mkdir(p)?,

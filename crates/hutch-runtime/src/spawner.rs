@@ -176,6 +176,56 @@ fn read_answers(out: impl BufRead, pending: &Pending, helper: &Path) {
     lock(pending).clear();
 }
 
+/// Runs the one-shot helper that starts the zygote of `req`, handing it `socket` as its
+/// fd 3 ([`crate::zygote::SOCKET_FD`]).
+pub(crate) fn run_zygote_helper(
+    helper: &(PathBuf, Vec<String>),
+    req: &crate::zygote::ZygoteRequest,
+    socket: std::os::fd::OwnedFd,
+) -> Result<SpawnResponse> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
+    let raw = socket.as_raw_fd();
+    let mut cmd = Command::new(&helper.0);
+    cmd.args(&helper.1)
+        .env(crate::zygote::HELPER_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; between fork and exec nothing else runs. dup2
+    // clears close-on-exec on the copy (and on a same-numbered fd the helper clears it).
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw != crate::zygote::SOCKET_FD && libc::dup2(raw, crate::zygote::SOCKET_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
+    drop(socket);
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&body)
+            .map_err(|e| RuntimeError::io("write to", &helper.0, e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
+    serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
+        RuntimeError::Spawn(format!(
+            "zygote helper {} exited with {}: {}{}",
+            Path::new(&helper.0).display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}
+
 /// Runs the one-shot helper for `req`.
 pub(crate) fn run_helper(
     helper: &(PathBuf, Vec<String>),

@@ -37,6 +37,64 @@ pub fn write(fd: impl AsFd, buf: &[u8]) -> Result<usize> {
     rustix::io::write(fd, buf)
 }
 
+/// A connected pair of close-on-exec `AF_UNIX` `SOCK_SEQPACKET` sockets: messages keep
+/// their boundaries and may carry descriptors.
+pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+    socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
+/// Makes the caller's descriptor number `fd` survive `exec` (clears close-on-exec);
+/// `EBADF` when it is not open.
+pub fn keep_open_on_exec(fd: i32) -> Result<()> {
+    // SAFETY: `fd` is only used for the duration of these two fcntl calls, which fail
+    // cleanly with EBADF when it is not open.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_getfd(fd)?;
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+}
+
+/// Sends one message on a (non-blocking or blocking) socket with `fds` attached
+/// (`SCM_RIGHTS`); never raises `SIGPIPE`.
+pub fn send_with_fds(
+    sock: impl AsFd,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::mem::MaybeUninit;
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(rustix::io::Errno::NOBUFS);
+    }
+    rustix::net::sendmsg(
+        sock,
+        &[std::io::IoSlice::new(data)],
+        &mut control,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )
+}
+
+/// Receives one message without waiting (`EAGAIN` when none is there); 0 at end of file.
+/// Descriptors sent along are closed.
+pub fn recv_message(sock: impl AsFd, buf: &mut [u8]) -> Result<usize> {
+    use rustix::net::RecvFlags;
+    let (n, _) = rustix::net::recv(sock, buf, RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC)?;
+    Ok(n)
+}
+
+/// A pidfd of process `pid` (`pidfd_open`).
+pub fn pidfd(pid: i32) -> Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(rustix::io::Errno::SRCH)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

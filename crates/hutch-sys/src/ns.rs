@@ -28,6 +28,16 @@ pub enum Fork {
 /// Refused with `EBUSY` unless the caller has exactly one thread: only then may the child go
 /// on running ordinary code (allocating, taking locks) safely.
 pub fn fork_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
+    clone_like_fork(namespaces, 0)
+}
+
+/// Like [`fork_into_namespaces`], but the child becomes a child of the caller's parent
+/// (`CLONE_PARENT`), which can wait for it as for its own; the caller gets its pid.
+pub fn fork_sibling_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
+    clone_like_fork(namespaces, libc::CLONE_PARENT as u64)
+}
+
+fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(|e| SysError::path("read_dir", "/proc/self/task", e))?
         .count();
@@ -38,7 +48,7 @@ pub fn fork_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
             Errno::BUSY,
         ));
     }
-    let flags = u64::from(namespaces.bits()) | libc::SIGCHLD as u64;
+    let flags = u64::from(namespaces.bits()) | extra | libc::SIGCHLD as u64;
     // SAFETY: a raw clone with a null stack behaves like fork(): the child runs on a copy of
     // our address space. The caller is single-threaded (checked above), so no lock can be
     // held by a thread that does not exist in the child; the other arguments are null.
@@ -59,6 +69,46 @@ pub fn fork_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
 /// Only the calling thread moves: callers use a dedicated thread, or a single-threaded process.
 pub fn enter_net_namespace(ns: impl AsFd) -> Result<()> {
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+}
+
+/// Moves the calling thread into the user namespace `ns` (an open `/proc/<pid>/ns/user`),
+/// with every capability there. Refused (`EINVAL`) for a multi-threaded process.
+pub fn enter_user_namespace(ns: impl AsFd) -> Result<()> {
+    rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::User))
+}
+
+/// Binds the working directory onto itself with a mount of the caller's own (a copy made
+/// by `open_tree`, attached by `move_mount`) and moves into that new mount. A process that
+/// can no longer walk the path to its working directory (the host's parent directories are
+/// closed to it) can still make it a root for `pivot_root` this way.
+pub fn bind_cwd_onto_itself() -> Result<()> {
+    use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
+    let tree = open_tree(
+        rustix::fs::CWD,
+        ".",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
+    )?;
+    move_mount(
+        &tree,
+        "",
+        rustix::fs::CWD,
+        ".",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    rustix::process::fchdir(&tree)
+}
+
+/// Marks the caller dumpable or not (`PR_SET_DUMPABLE`): who may read its `/proc` files,
+/// attach to it, and who owns those files.
+pub fn set_dumpable(dumpable: bool) -> Result<()> {
+    use rustix::process::DumpableBehavior;
+    rustix::process::set_dumpable_behavior(if dumpable {
+        DumpableBehavior::Dumpable
+    } else {
+        DumpableBehavior::NotDumpable
+    })
 }
 
 /// Moves the caller into a new cgroup namespace rooted at its current cgroup.

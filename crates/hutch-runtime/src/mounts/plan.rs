@@ -146,22 +146,41 @@ fn mount(
 /// and binds `rootfs` onto itself: `pivot_root` refuses a new root whose mount was made
 /// outside the child's user namespace, and a bind made inside it is the child's own.
 pub fn enter_rootfs(rootfs: &Path) -> Vec<Step> {
-    vec![
-        Step::Mount(mount(
-            None,
-            PathBuf::from("/"),
-            None,
-            MountFlags::REC | MountFlags::PRIVATE,
-            None,
-        )),
-        Step::Mount(Mount {
-            source: Some(rootfs.to_path_buf()),
-            target: rootfs.to_path_buf(),
-            fstype: None,
-            flags: MountFlags::BIND | MountFlags::REC,
-            data: None,
-        }),
-    ]
+    let mut steps = private_tree();
+    steps.push(Step::Mount(Mount {
+        source: Some(rootfs.to_path_buf()),
+        target: rootfs.to_path_buf(),
+        fstype: None,
+        flags: MountFlags::BIND | MountFlags::REC,
+        data: None,
+    }));
+    steps
+}
+
+/// Makes the whole (copied) mount tree private, so nothing propagates back to the host.
+pub fn private_tree() -> Vec<Step> {
+    vec![Step::Mount(mount(
+        None,
+        PathBuf::from("/"),
+        None,
+        MountFlags::REC | MountFlags::PRIVATE,
+        None,
+    ))]
+}
+
+/// A zygote's filesystems below `root` (its template's read-only root, as the current
+/// directory): a private `/tmp` and a minimal `/dev`. No `/proc`: a zygote lives in the
+/// host's pid namespace and has no business looking at it.
+pub fn zygote_tree(root: &Path) -> Vec<Step> {
+    let mut steps = vec![Step::Mount(mount(
+        Some("tmpfs"),
+        root.join("tmp"),
+        Some("tmpfs"),
+        MountFlags::NOSUID | MountFlags::NODEV,
+        Some("mode=1777,size=16m"),
+    ))];
+    steps.extend(dev(root));
+    steps
 }
 
 /// The sandbox's own filesystems below `root` (the rootfs, as the current directory):

@@ -21,6 +21,7 @@ fn request() -> SpawnRequest {
         seccomp: true,
         no_new_privs: true,
         log_file: None,
+        parent_userns: None,
     }
 }
 

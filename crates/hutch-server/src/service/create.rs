@@ -362,6 +362,7 @@ impl Service {
                 ),
                 (CONFIG_ENV.into(), config.to_json()),
             ],
+            parent_userns: None,
         };
         let spawned = match self.blocking(move |rt| rt.create(&spec)).await {
             Ok(Ok(s)) => s,
