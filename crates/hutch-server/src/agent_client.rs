@@ -190,6 +190,16 @@ impl<'a> AgentClient<'a> {
         body: Vec<u8>,
         limit: std::time::Duration,
     ) -> Result<(), String> {
+        self.post_for_body(path, body, limit).await.map(drop)
+    }
+
+    /// [`Self::post_json`], returning the answer's body.
+    pub async fn post_for_body(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        limit: std::time::Duration,
+    ) -> Result<Vec<u8>, String> {
         let req = self
             .request("POST", path, "root")
             .header("content-type", "application/json")
@@ -199,7 +209,13 @@ impl<'a> AgentClient<'a> {
             .await
             .map_err(|_| format!("the agent did not answer {path} within {limit:?}"))??;
         if resp.status().is_success() {
-            return Ok(());
+            let body = tokio::time::timeout(limit, resp.into_body().collect())
+                .await
+                .map_err(|_| {
+                    format!("the agent's answer to {path} did not arrive within {limit:?}")
+                })?
+                .map_err(|e| e.to_string())?;
+            return Ok(body.to_bytes().to_vec());
         }
         let status = resp.status();
         Err(format!(

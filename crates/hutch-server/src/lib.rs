@@ -15,6 +15,7 @@ pub mod startup;
 pub mod store;
 pub mod template_api;
 pub mod templates;
+pub mod zygote;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub struct ServeConfig {
     pub domain: Option<String>,
     /// Warm pool sizes by template name (`--pool`); sizes set through the API win.
     pub pools: std::collections::BTreeMap<String, service::pool::PoolSize>,
+    /// Fork default Python kernels from per-template zygotes.
+    pub zygotes: bool,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -142,6 +145,21 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
                 source: e,
             })?;
     }
+    if cfg.zygotes {
+        let rc = runtime_config(&cfg);
+        let seccomp = if rc.seccomp {
+            hutch_runtime::seccomp::programs()?
+        } else {
+            Vec::new()
+        };
+        svc.enable_zygotes(crate::zygote::Confinement {
+            caps_drop: (0..64)
+                .filter(|c| !hutch_runtime::caps::KEPT.contains(c))
+                .collect(),
+            seccomp,
+            no_new_privs: rc.no_new_privs,
+        });
+    }
     tokio::spawn(Arc::clone(&svc).lifecycle_loop());
     svc.configure_pools(cfg.pools.clone());
     tokio::spawn(Arc::clone(&svc).pool_loop());
@@ -178,6 +196,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         .await
         .map_err(|e| ServeError::Listen { addr, source: e })?;
     svc.drain_pools().await;
+    svc.stop_zygotes().await;
     tracing::info!("server stopped; sandboxes keep running and are adopted by the next start");
     Ok(())
 }

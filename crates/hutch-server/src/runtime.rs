@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use hutch_runtime::runtime::Usage;
+use hutch_runtime::runtime::{Usage, Zygote, ZygoteSpec};
 use hutch_runtime::{Runtime, RuntimeError, SandboxNet, SandboxSpec, Spawned};
 
 /// Result of runtime operations.
@@ -68,6 +68,15 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// Reaps `pid` if it is an exited child of the server, so it does not stay a zombie.
     fn reap(&self, pid: i32);
+
+    /// Starts a zygote (see [`hutch_runtime::zygote`]).
+    fn start_zygote(&self, spec: &ZygoteSpec) -> RuntimeResult<Zygote>;
+
+    /// Moves host process `pid` into sandbox `id`'s cgroup.
+    fn join_cgroup(&self, id: &str, pid: i32) -> RuntimeResult<()>;
+
+    /// Ends process `pid` (when it is still the one started at `start`) and reaps it.
+    fn end_process(&self, pid: i32, start: u64);
 }
 
 impl SandboxRuntime for Runtime {
@@ -140,5 +149,27 @@ impl SandboxRuntime for Runtime {
 
     fn reap(&self, pid: i32) {
         let _ = hutch_runtime::proc::try_reap(pid);
+    }
+
+    fn start_zygote(&self, spec: &ZygoteSpec) -> RuntimeResult<Zygote> {
+        Runtime::start_zygote(self, spec)
+    }
+
+    fn join_cgroup(&self, id: &str, pid: i32) -> RuntimeResult<()> {
+        Runtime::join_cgroup(self, id, pid)
+    }
+
+    fn end_process(&self, pid: i32, start: u64) {
+        hutch_runtime::proc::signal(pid, start, hutch_sys::signal::Signal::KILL);
+        // A zygote is the server's child once its helper has exited.
+        for _ in 0..50 {
+            if !matches!(
+                hutch_runtime::proc::try_reap(pid),
+                hutch_runtime::proc::Reap::Running
+            ) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

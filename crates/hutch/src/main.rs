@@ -107,6 +107,10 @@ struct ServeArgs {
     #[arg(long = "pool", value_name = "TEMPLATE=MIN[:MAX]", value_parser = parse_pool,
           default_values = ["code-interpreter-v1=1:4", "base=0:4"])]
     pools: Vec<(String, hutch_server::service::pool::PoolSize)>,
+    /// Fork each sandbox's default Python kernel from a per-template zygote that has the
+    /// kernel's modules imported already (`off`: every sandbox boots its own interpreter).
+    #[arg(long, env = "HUTCH_ZYGOTES", default_value = "on", value_parser = ["on", "off"])]
+    zygotes: String,
 }
 
 fn parse_pool(s: &str) -> Result<(String, hutch_server::service::pool::PoolSize), String> {
@@ -223,6 +227,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         agent_log: a.agent_log,
         domain: a.domain,
         pools: a.pools.into_iter().collect(),
+        zygotes: a.zygotes == "on",
     };
     Ok(cfg)
 }

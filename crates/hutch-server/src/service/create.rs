@@ -1,7 +1,10 @@
 //! Creating sandboxes: request checks, network slots, per-key quotas, the agent's
 //! configuration, and the wait until the new sandbox is ready.
 
-use hutch_contracts::agent::{AgentConfig, Claim, CLAIM_PATH, CONFIG_ENV, WARM_PATH};
+use hutch_contracts::agent::{
+    AgentConfig, Claim, KernelAdopt, KernelPlan, CLAIM_PATH, CONFIG_ENV, KERNEL_ADOPT_PATH,
+    KERNEL_PREPARE_PATH, WARM_PATH,
+};
 
 /// How long a pooled sandbox's kernel may take to start and run its first execution.
 const WARM_LIMIT: Duration = Duration::from_secs(120);
@@ -68,6 +71,26 @@ pub trait AgentReadiness: Send + Sync + 'static {
         claim: &'a Claim,
     ) -> BoxFuture<'a, std::result::Result<(), String>>;
 
+    /// Asks the agent for the plan of its default Python kernel (see
+    /// [`KERNEL_PREPARE_PATH`]).
+    fn prepare_kernel<'a>(
+        &'a self,
+        _ip: Ipv4Addr,
+        _token: Option<&'a str>,
+    ) -> BoxFuture<'a, std::result::Result<KernelPlan, String>> {
+        Box::pin(async { Err("this agent takes no kernels from the server".into()) })
+    }
+
+    /// Hands the agent the process that carried out its plan (see [`KERNEL_ADOPT_PATH`]).
+    fn adopt_kernel<'a>(
+        &'a self,
+        _ip: Ipv4Addr,
+        _token: Option<&'a str>,
+        _adopt: &'a KernelAdopt,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async { Err("this agent takes no kernels from the server".into()) })
+    }
+
     /// Waits until the agent at `ip` answers and, when `template` is given (a user-built
     /// template, outside of builds), its start command is up. The error is the message.
     fn wait_ready<'a>(
@@ -99,6 +122,33 @@ impl AgentReadiness for HttpReadiness {
         Box::pin(async move {
             let agent = crate::agent_client::AgentClient::new(&self.http, ip, Some(token));
             agent.post_json(WARM_PATH, b"{}".to_vec(), WARM_LIMIT).await
+        })
+    }
+
+    fn prepare_kernel<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: Option<&'a str>,
+    ) -> BoxFuture<'a, std::result::Result<KernelPlan, String>> {
+        Box::pin(async move {
+            let agent = crate::agent_client::AgentClient::new(&self.http, ip, token);
+            let body = agent
+                .post_for_body(KERNEL_PREPARE_PATH, b"{}".to_vec(), CLAIM_LIMIT)
+                .await?;
+            serde_json::from_slice(&body).map_err(|e| format!("the agent's kernel plan: {e}"))
+        })
+    }
+
+    fn adopt_kernel<'a>(
+        &'a self,
+        ip: Ipv4Addr,
+        token: Option<&'a str>,
+        adopt: &'a KernelAdopt,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            let agent = crate::agent_client::AgentClient::new(&self.http, ip, token);
+            let body = serde_json::to_vec(adopt).map_err(|e| e.to_string())?;
+            agent.post_json(KERNEL_ADOPT_PATH, body, WARM_LIMIT).await
         })
     }
 
@@ -349,6 +399,14 @@ impl Service {
         let limits = limits_for(self.defaults.limits, custom);
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
+        let zygote = if l.build {
+            None
+        } else {
+            self.zygote_for(l.tpl, l.env_vars)
+        };
+        if zygote.is_some() {
+            config.kernel_from_server = Some(true);
+        }
         let spec = SandboxSpec {
             id: id.clone(),
             template_layers: l.tpl.layers.clone(),
@@ -362,7 +420,7 @@ impl Service {
                 ),
                 (CONFIG_ENV.into(), config.to_json()),
             ],
-            parent_userns: None,
+            parent_userns: zygote.as_ref().map(|z| z.owner),
         };
         let spawned = match self.blocking(move |rt| rt.create(&spec)).await {
             Ok(Ok(s)) => s,
@@ -393,6 +451,11 @@ impl Service {
             tracing::error!(sandbox = %launched.id, error = %e, "sandbox did not become ready");
             self.discard(&launched).await;
             return Err(ServiceError::NotReady(e));
+        }
+        if let Some(z) = zygote {
+            if let Err(e) = self.hand_in_kernel(&launched, l.token, &z).await {
+                tracing::warn!(sandbox = %launched.id, error = %e, "cannot fork a kernel from the zygote; the sandbox starts its own");
+            }
         }
         Ok(launched)
     }

@@ -251,6 +251,21 @@ impl SandboxRuntime for FakeRuntime {
     }
 
     fn reap(&self, _pid: i32) {}
+
+    fn start_zygote(
+        &self,
+        _spec: &hutch_runtime::runtime::ZygoteSpec,
+    ) -> RuntimeResult<hutch_runtime::runtime::Zygote> {
+        Err(RuntimeError::Spawn(
+            "the fake runtime has no zygotes".into(),
+        ))
+    }
+
+    fn join_cgroup(&self, _id: &str, _pid: i32) -> RuntimeResult<()> {
+        Ok(())
+    }
+
+    fn end_process(&self, _pid: i32, _start: u64) {}
 }
 
 /// One wait for readiness: the sandbox's address, its token and the start command waited for.

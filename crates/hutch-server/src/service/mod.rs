@@ -16,6 +16,7 @@ pub mod list;
 pub mod metrics;
 pub mod pool;
 mod warm;
+mod zygote;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -124,7 +125,12 @@ pub struct Service {
     /// Cold starts allowed at once: a burst queues here rather than starting hundreds of
     /// sandboxes that then share two CPUs.
     cold_gate: tokio::sync::Semaphore,
+    /// Every template's zygote (off until [`crate::zygote::Zygotes::enable`]).
+    zygotes: Arc<crate::zygote::Zygotes>,
 }
+
+/// Host ids for zygotes' roots, right above the sandboxes' range (reused in turn).
+const ZYGOTE_IDS: u32 = 4096;
 
 /// Cold starts (spawn until the agent answers) allowed at once, per CPU of the host.
 const COLD_STARTS_PER_CPU: usize = 4;
@@ -171,6 +177,11 @@ impl Service {
             readiness,
             pools: Arc::new(pool::Pools::default()),
             cold_gate: tokio::sync::Semaphore::new(cold_starts()),
+            zygotes: Arc::new(crate::zygote::Zygotes::new(
+                false,
+                hutch_template::SANDBOX_ID_BASE + hutch_template::SANDBOX_ID_COUNT,
+                ZYGOTE_IDS,
+            )),
         });
         svc.recover(records);
         svc
