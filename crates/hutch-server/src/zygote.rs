@@ -125,7 +125,10 @@ pub struct Zygote {
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     ready: Mutex<Option<oneshot::Sender<Value>>>,
     dead: AtomicBool,
+    /// Forks asked for (a zygote is retired after [`FORKS_PER_ZYGOTE`]).
     forks: AtomicU32,
+    /// Kernels it started.
+    kernels: AtomicU32,
 }
 
 impl Zygote {
@@ -257,12 +260,14 @@ impl Zygote {
         let started = self
             .ask(&plan.id, json!({"op": "go", "id": plan.id}), &[])
             .await?;
-        started
+        let pid = started
             .get("nsPid")
             .and_then(Value::as_i64)
             .and_then(|p| i32::try_from(p).ok())
             .filter(|p| *p > 1)
-            .ok_or_else(|| "the zygote reported no kernel pid".to_owned())
+            .ok_or_else(|| "the zygote reported no kernel pid".to_owned())?;
+        self.kernels.fetch_add(1, Ordering::SeqCst);
+        Ok(pid)
     }
 }
 
@@ -400,6 +405,7 @@ impl Zygotes {
                 ready: Mutex::new(None),
                 dead: AtomicBool::new(false),
                 forks: AtomicU32::new(0),
+                kernels: AtomicU32::new(0),
             }))
         }) {
             Ok(z) => z,
@@ -448,6 +454,17 @@ impl Zygotes {
         retired.into_iter().map(|z| z.owner).collect()
     }
 
+    /// The running zygote of `template`.
+    pub fn info(&self, template: &str) -> Option<ZygoteInfo> {
+        match lock(&self.slots).get(template) {
+            Some(Slot::Running(z)) if z.is_alive() => Some(ZygoteInfo {
+                pid: z.owner.pid,
+                kernels: z.kernels.load(Ordering::SeqCst),
+            }),
+            _ => None,
+        }
+    }
+
     /// Every zygote, for shutdown.
     pub fn take_all(&self) -> Vec<ParentUserNs> {
         let mut owners = self.take_retired();
@@ -458,6 +475,16 @@ impl Zygotes {
         }
         owners
     }
+}
+
+/// What the pool API shows of a template's zygote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZygoteInfo {
+    /// Its host pid.
+    pub pid: i32,
+    /// Kernels it has started.
+    pub kernels: u32,
 }
 
 /// What [`Zygotes::get`] found.

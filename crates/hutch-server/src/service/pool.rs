@@ -127,6 +127,8 @@ pub struct PoolInfo {
     pub stopping: u32,
     /// Creates from this template in the last minute.
     pub demand: u32,
+    /// The template's zygote, while one runs.
+    pub zygote: Option<crate::zygote::ZygoteInfo>,
 }
 
 /// Every pool's configuration, waiting sandboxes and demand.

@@ -305,6 +305,7 @@ impl Service {
             starting: self.pools.starting_count(template_id),
             stopping: self.pools.stopping_count(template_id),
             demand: u32::try_from(demand).unwrap_or(u32::MAX),
+            zygote: self.zygotes.info(template_id),
         }
     }
 
