@@ -454,6 +454,16 @@ impl Zygotes {
         retired.into_iter().map(|z| z.owner).collect()
     }
 
+    /// Stops using `template`'s zygote (for [`RETRY_AFTER`]): a sandbox could not be
+    /// started inside its user namespace.
+    pub fn refuse(&self, template: &str) {
+        if let Some(Slot::Running(z)) =
+            lock(&self.slots).insert(template.to_owned(), Slot::Failed(Instant::now()))
+        {
+            lock(&self.retired).push(z);
+        }
+    }
+
     /// The running zygote of `template`.
     pub fn info(&self, template: &str) -> Option<ZygoteInfo> {
         match lock(&self.slots).get(template) {

@@ -399,30 +399,43 @@ impl Service {
         let limits = limits_for(self.defaults.limits, custom);
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
-        let zygote = if l.build {
+        let mut zygote = if l.build {
             None
         } else {
             self.zygote_for(l.tpl, l.env_vars)
         };
-        if zygote.is_some() {
-            config.kernel_from_server = Some(true);
-        }
-        let spec = SandboxSpec {
-            id: id.clone(),
-            template_layers: l.tpl.layers.clone(),
-            limits,
-            allow_internet: l.allow_internet,
-            slot,
-            agent_env: vec![
-                (
-                    "PATH".into(),
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                ),
-                (CONFIG_ENV.into(), config.to_json()),
-            ],
-            parent_userns: zygote.as_ref().map(|z| z.owner),
+        let spec_for = |zygote: Option<&Arc<crate::zygote::Zygote>>| {
+            let mut config = config.clone();
+            config.kernel_from_server = zygote.map(|_| true);
+            SandboxSpec {
+                id: id.clone(),
+                template_layers: l.tpl.layers.clone(),
+                limits,
+                allow_internet: l.allow_internet,
+                slot,
+                agent_env: vec![
+                    (
+                        "PATH".into(),
+                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                    ),
+                    (CONFIG_ENV.into(), config.to_json()),
+                ],
+                parent_userns: zygote.map(|z| z.owner),
+            }
         };
-        let spawned = match self.blocking(move |rt| rt.create(&spec)).await {
+        let spec = spec_for(zygote.as_ref());
+        let mut spawned = self.blocking(move |rt| rt.create(&spec)).await;
+        if let (Ok(Err(e)), Some(_)) = (&spawned, &zygote) {
+            // A host may refuse what nesting needs (a user namespace inside another, the
+            // agent's path closed to the zygote's ids): start it the usual way, and stop
+            // using this template's zygote.
+            tracing::warn!(sandbox = %id, error = %e, "cannot start a sandbox inside the zygote's user namespace; starting it without, and no longer using the zygote");
+            self.zygotes.refuse(&l.tpl.template_id);
+            zygote = None;
+            let spec = spec_for(None);
+            spawned = self.blocking(move |rt| rt.create(&spec)).await;
+        }
+        let spawned = match spawned {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 lock(&self.reserved_slots).remove(&slot);
