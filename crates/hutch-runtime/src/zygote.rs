@@ -18,7 +18,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -240,7 +240,9 @@ fn child(plan: &Plan, go_r: OwnedFd) -> std::result::Result<Never, String> {
     hutch_sys::ns::pivot_root(dot, dot).map_err(|e| errno("pivot_root", e))?;
     hutch_sys::mount::detach(dot).map_err(|e| errno("detach old root", e))?;
     hutch_sys::ns::chdir(Path::new("/")).map_err(|e| errno("chdir /", e))?;
-    debug_assert!(plan.stdin.as_raw_fd() != SOCKET_FD);
+    // Only stdio and the socket go on (a shell that started the server may have left
+    // descriptors without close-on-exec).
+    hutch_sys::fd::close_from(SOCKET_FD as u32 + 1).map_err(|e| errno("close_range", e))?;
     let e = hutch_sys::process::exec(&plan.argv[0], &plan.argv, &plan.envp);
     Err(errno("exec zygote", e))
 }

@@ -8,7 +8,7 @@
 //! cgroup; "go"; the process drops to the sandbox's limits and forks the kernel, which
 //! the sandbox's init adopts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -74,6 +74,30 @@ pub fn zygote_python(layers: &[PathBuf]) -> Option<String> {
         }
     }
     None
+}
+
+/// The user kernels run as (the agent's default user).
+const KERNEL_USER: &str = "user";
+
+/// The variables a kernel gets from its user (`HOME`, `USER`, `LOGNAME`), from the
+/// template's `/etc/passwd` (`layers` topmost first); a zygote must run with the same ones
+/// (its imports read some of them).
+pub fn kernel_user_env(layers: &[PathBuf]) -> Vec<(String, String)> {
+    let home = layers
+        .iter()
+        .find_map(|l| std::fs::read_to_string(l.join("etc/passwd")).ok())
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.len() >= 7 && fields[0] == KERNEL_USER).then(|| fields[5].to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("/home/{KERNEL_USER}"));
+    vec![
+        ("HOME".into(), home),
+        ("LOGNAME".into(), KERNEL_USER.into()),
+        ("USER".into(), KERNEL_USER.into()),
+    ]
 }
 
 /// What a fork needs besides the plan: the limits the sandbox's init has.
@@ -324,7 +348,18 @@ impl Zygotes {
     /// The running zygote of `template` (started from `layers`) when there is one to use.
     /// Otherwise, unless one is starting or failed lately, returns what to start one with:
     /// the caller starts it (on the blocking pool) and hands it to [`Self::started`].
-    pub fn get(&self, template: &str, layers: &[PathBuf], env: &[(String, String)]) -> Lookup {
+    ///
+    /// `env` is the startup-relevant part of the template's variables (which a sandbox
+    /// must share to use the zygote); `base_env` is every variable the zygote starts with
+    /// besides its user's (the template's variables and `PATH`): its imports read some,
+    /// and the zygote refuses plans that differ on those.
+    pub fn get(
+        &self,
+        template: &str,
+        layers: &[PathBuf],
+        env: &[(String, String)],
+        base_env: &BTreeMap<String, String>,
+    ) -> Lookup {
         if !self.enabled() {
             return Lookup::None;
         }
@@ -354,11 +389,9 @@ impl Zygotes {
         }
         let n = self.next_id.fetch_add(1, Ordering::SeqCst) % self.id_span;
         let name = format!("{}-{n}", sanitize(template));
-        let mut env = env.to_vec();
-        env.push((
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ));
+        let mut full: BTreeMap<String, String> = base_env.clone();
+        full.extend(kernel_user_env(layers));
+        let env: Vec<(String, String)> = full.into_iter().collect();
         Lookup::Start(hutch_runtime::runtime::ZygoteSpec {
             name,
             template_layers: layers.to_vec(),

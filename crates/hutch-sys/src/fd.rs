@@ -89,6 +89,24 @@ pub fn recv_message(sock: impl AsFd, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// Closes every descriptor from `first` on (`close_range`): before an `exec`, so that
+/// nothing a parent left open without close-on-exec reaches the new program.
+///
+/// Async-signal-safe.
+pub fn close_from(first: u32) -> Result<()> {
+    // SAFETY: close_range takes plain integers and touches no memory; descriptors other
+    // code of this (single-threaded, about to exec) process still owns are closed too,
+    // which is the point.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(rustix::io::Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
+    }
+}
+
 /// A pidfd of process `pid` (`pidfd_open`).
 pub fn pidfd(pid: i32) -> Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid).ok_or(rustix::io::Errno::SRCH)?;

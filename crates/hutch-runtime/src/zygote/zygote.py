@@ -3,39 +3,56 @@
 # starts"). Run as `python -c <this file>` with a connected AF_UNIX SOCK_SEQPACKET socket to
 # the server on fd 3; every message is one packet of UTF-8 JSON (at most 1 MiB).
 #
-# Zygote -> server: {"op":"ready","pid","python","executable"} once the imports are done, or
-# {"op":"failed","id":"","error"} and exit 1. Then, per request (each reply carries its id):
+# Zygote -> server: {"op":"ready","pid","python","executable","envRead"} once the imports are
+# done (envRead: the variables read by the imports, see below), or
+# {"op":"failed","id":"","error"} and exit 1 (an import failed, or the imports left a thread
+# or a descriptor other than 0-3 behind). Then, per request (each reply carries its id):
 #
 #   fork  {"id","plan","capsDrop","seccomp","noNewPrivs"} + a pidfd of the sandbox's init
 #         (SCM_RIGHTS)  -> {"op":"forked","id","hostPid"}: a process waits inside the
 #         sandbox's namespaces (all of them, pid included), to be moved into its cgroup;
 #   go    {"id"}      -> {"op":"started","id","nsPid"}: the kernel runs, pid nsPid in the
 #         sandbox, reparented to its init (which adopts it);
-#   abort {"id"}      -> {"op":"aborted","id"}: the waiting process is killed;
+#   abort {"id"}      -> {"op":"aborted","id"}: the waiting process is killed (an unknown id
+#         is answered the same);
 #   anything wrong    -> {"op":"failed","id","error"}; the zygote serves on.
 #   End of file: kill what still waits, exit 0.
+#
+# A fork is refused when a cold start could differ: the plan's argv must be this Python's
+# `-m ipykernel_launcher ...`, and its environment must agree with the one the zygote started
+# with on every variable read at interpreter start (PYTHON*, LC_*, LANG, LANGUAGE; HOME when
+# the user's site-packages is enabled) and on every variable the imports below read (HOME,
+# PATH, USER, TERM, XDG_CACHE_HOME, ... : their values may be cached, as parso and jedi cache
+# ~/.cache). Ready lists them (envRead), and so does stderr. What the imports themselves set
+# in os.environ (debugpy: PYDEVD_USE_FRAME_EVAL) is set again in each kernel.
 #
 # Processes. The zygote Z talks to the server and parses plans, so its memory holds every
 # sandbox's environment (their secrets). Kernels must not inherit that, so they are not forked
 # from Z: right after the imports Z forks P, a fork server that never sees a plan (it gets
 # four descriptors and the word "fork"). For each fork request Z writes the request into a
-# memfd and hands P the sandbox's pidfd, the memfd and a report pipe and a go pipe:
+# memfd and hands P the sandbox's pidfd, the memfd, a report pipe and a go pipe:
 #   C0 = fork of P: reads the plan, setns() into all of the sandbox's namespaces, forks C1,
 #        writes C1's (host) pid to the report pipe, exits (P reaps it);
 #   C1 (in the sandbox's pid namespace): takes on what a process started by the sandbox's
-#        init would inherit (rlimits, umask, nice, CPU affinity, OOM score, command line and
-#        environment as /proc shows them), waits for "go", then drops capabilities, installs
-#        the seccomp filters, becomes the plan's user, opens the log file, enters the working
-#        directory and forks C2; writes C2's pid (in the sandbox) to the report pipe, exits;
+#        init would inherit (rlimits, umask, nice, CPU affinity; an OOM score of 0, as the
+#        agent gives its kernels; argv and environment as /proc shows them), waits for the
+#        go, then drops capabilities, installs the seccomp filters, becomes the plan's user
+#        (with the capabilities an execve would leave it), opens the log file, enters the
+#        working directory and forks C2; writes C2's pid (in the sandbox) to the report pipe,
+#        exits, so that C2 is reparented to the sandbox's init;
 #   C2: a new session, stdio on /dev/null and the log file, no other descriptor, the plan's
 #        environment; returns all the way up to this script's last line, which runs
-#        ipykernel_launcher as `python -m` would.
-# Failures in C0 and C1 go to the report pipe as "E <message>\n".
+#        ipykernel_launcher as `python -m` would, in an emptied __main__.
+# Failures in C0 and C1 go to the report pipe as "E <message>\n" (C1's before its go are
+# held until the go: the pipe's first line is C0's).
 
 import base64
+import contextlib
 import ctypes
+import errno
 import json
 import os
+import runpy  # what `python -m` runs modules with: imported here, not in each kernel
 import select
 import signal
 import socket
@@ -43,9 +60,12 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 SOCKET_FD = 3
+# What Python's locale coercion (PEP 538) sets LC_CTYPE to, in its order of preference.
+LOCALE_COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
 MAX_MESSAGE = 1 << 20
 REPORT_TIMEOUT = 5.0
 
@@ -62,6 +82,7 @@ SANDBOX_NAMESPACES = (
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_MM = 35
@@ -93,8 +114,9 @@ _libc.malloc.argtypes = [ctypes.c_size_t]
 _libc.sbrk.restype = ctypes.c_void_p
 _libc.sbrk.argtypes = [ctypes.c_ssize_t]
 
-# (argv after "-m ipykernel_launcher", environment): what C2 hands to _run_kernel.
-Kernel = tuple[list[str], dict[str, str]]
+# What C2 hands to _run_kernel: the argv after "-m ipykernel_launcher", the plan's
+# environment, and what the imports did to the environment (set, removed), to do again.
+Kernel = tuple[list[str], dict[str, str], dict[str, str], list[str]]
 
 
 class _CapHeader(ctypes.Structure):
@@ -128,8 +150,12 @@ class _MmMap(ctypes.Structure):
     )
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """A request this zygote does not carry out (answered `failed`)."""
+
+
+class ForkServerGoneError(Exception):
+    """P is gone: nothing can be forked any more (answered `failed`, then exit 1)."""
 
 
 # --- system calls ---------------------------------------------------------------------------
@@ -168,10 +194,12 @@ def _fd_limit() -> int:
 
 
 def _write_line(fd: int, line: str) -> None:
+    """Reports to Z (one write, so one line stays whole); Z may have given up already."""
     data = (line.replace("\n", " ") + "\n").encode("utf-8", "replace")[:4000]
     if not data.endswith(b"\n"):
         data = data[:-1] + b"\n"
-    os.write(fd, data)
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
 
 
 def _read_line(fd: int, timeout: float) -> str | None:
@@ -193,10 +221,8 @@ def _read_line(fd: int, timeout: float) -> str | None:
 
 def _flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
 
 
 # --- start ----------------------------------------------------------------------------------
@@ -204,7 +230,9 @@ def _flush_stdio() -> None:
 
 def _preimport() -> frozenset[str]:
     """Imports the kernel's modules; returns the environment variables read meanwhile (a
-    kernel's environment must agree with the zygote's on them: their values may be cached)."""
+    kernel's environment must agree with the zygote's on them: their values may be cached).
+    The imports may change os.environ too (debugpy sets PYDEVD_USE_FRAME_EVAL): a cold
+    kernel's imports would make the same changes to its environment."""
     seen: set[str] = set()
     environ_class = type(os.environ)
     original = environ_class.__getitem__
@@ -216,15 +244,16 @@ def _preimport() -> frozenset[str]:
     setattr(environ_class, "__getitem__", traced)  # noqa: B010
     try:
         import importlib
+        import importlib.util
 
         for name in PREIMPORTS:
             importlib.import_module(name)
         for name in OPTIONAL_PREIMPORTS:
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as e:
-                if e.name != name:
-                    raise
+            if importlib.util.find_spec(name) is not None:
+                try:
+                    importlib.import_module(name)
+                except ImportError as e:
+                    print(f"zygote: not importing {name}: {e!r}", file=sys.stderr)
     finally:
         setattr(environ_class, "__getitem__", original)  # noqa: B010
     import site
@@ -250,7 +279,8 @@ def _check_clean() -> None:
     if len(tasks) > 1:
         raise RuntimeError(f"the imports started {len(tasks) - 1} native threads")
     extra = []
-    for fd in range(SOCKET_FD + 1, _fd_limit()):
+    # Without /proc, every number is tried (40 ms for 65536; past that, nothing looks).
+    for fd in range(SOCKET_FD + 1, min(_fd_limit(), 1 << 16)):
         try:
             os.fstat(fd)
         except OSError:
@@ -263,28 +293,32 @@ def _check_clean() -> None:
 def _main() -> Kernel:
     """The zygote. Returns only in a forked kernel (C2), with what it is to run."""
     sock = socket.socket(fileno=SOCKET_FD)
+    startup_env = dict(os.environ)
     try:
         _prctl(PR_SET_DUMPABLE, 0)
         import_env = _preimport()
         _check_clean()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        zygote_pid = os.getpid()
         _flush_stdio()
         server = os.fork()
     except BaseException as e:
         _send(sock, {"op": "failed", "id": "", "error": f"zygote start: {e!r}"})
         _flush_stdio()
         os._exit(1)
-    if server == 0:
-        ours.detach()  # the objects are gone with this frame; the descriptors must go too
-        sock.detach()
-        _close_all_but({theirs.fileno()})
-        return _fork_server(theirs)
-    theirs.close()
-    if import_env:
-        print(f"zygote: environment read by the imports: {' '.join(sorted(import_env))}", file=sys.stderr)
-        _flush_stdio()
-    _send(sock, {"op": "ready", "pid": os.getpid(), "python": sys.version, "executable": sys.executable})
-    Zygote(sock, ours, server, import_env).serve()
+    if server != 0:
+        theirs.close()
+        if import_env:
+            print(f"zygote: environment read by the imports: {' '.join(sorted(import_env))}", file=sys.stderr)
+            _flush_stdio()
+        ready = {"op": "ready", "pid": os.getpid(), "python": sys.version, "executable": sys.executable}
+        ready["envRead"] = sorted(import_env)
+        _send(sock, ready)
+        Zygote(sock, ours, server, startup_env, import_env).serve()
+    ours.detach()  # the objects are gone with this frame; the descriptors must go too
+    sock.detach()
+    _close_all_but({theirs.fileno()})
+    return _fork_server(theirs, zygote_pid)
 
 
 def _send(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -304,27 +338,46 @@ class Pending:
 
     def kill(self) -> None:
         if self.pidfd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except OSError:
-                pass
 
     def close(self) -> None:
         for fd in (self.go_w, self.report_r, self.pidfd):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, server: socket.socket, server_pid: int, import_env: frozenset[str]):
+    def __init__(
+        self,
+        sock: socket.socket,
+        server: socket.socket,
+        server_pid: int,
+        startup_env: dict[str, str],
+        import_env: frozenset[str],
+    ) -> None:
         self.sock = sock
         self.server = server
         self.server_pid = server_pid
+        # Plans are compared with the environment the zygote started with; what the imports
+        # changed in it is done again in each kernel.
+        self.startup_env = startup_env
         self.import_env = import_env
+        self.env_set = {k: v for k, v in os.environ.items() if startup_env.get(k) != v}
+        # PEP 538: an interpreter started in the C locale sets LC_CTYPE itself (to C.UTF-8)
+        # before anything runs. The zygote's own startup_env shows that; a plan does not.
+        ctype = startup_env.get("LC_CTYPE")
+        self.coercion = (
+            ctype
+            if ctype in LOCALE_COERCION_TARGETS
+            and "LC_ALL" not in startup_env
+            and startup_env.get("PYTHONCOERCECLOCALE") != "0"
+            else None
+        )
+        self.env_removed = sorted(set(startup_env) - set(os.environ))
         self.pending: dict[str, Pending] = {}
+        self.fatal = False
 
     def serve(self) -> NoReturn:
         while True:
@@ -348,7 +401,7 @@ class Zygote:
                 _send(self.sock, reply)
             except OSError:
                 self.exit(0)
-            if reply.get("fatal"):
+            if self.fatal:
                 self.exit(1)
 
     def exit(self, code: int) -> NoReturn:
@@ -373,12 +426,12 @@ class Zygote:
             return {"op": "failed", "id": "", "error": "a message must be a JSON object"}
         id_ = msg.get("id")
         if not isinstance(id_, str):
-            return {"op": "failed", "id": "", "error": "a request needs an \"id\" string"}
+            return {"op": "failed", "id": "", "error": 'a request needs an "id" string'}
         op = msg.get("op")
         try:
             if op == "fork":
                 if len(fds) != 1:
-                    raise Refused(f"a fork needs exactly one descriptor (a pidfd), got {len(fds)}")
+                    raise RefusedError(f"a fork needs exactly one descriptor (a pidfd), got {len(fds)}")
                 host_pid = self.fork(id_, msg, fds.pop())
                 return {"op": "forked", "id": id_, "hostPid": host_pid}
             if op == "go":
@@ -386,47 +439,52 @@ class Zygote:
             if op == "abort":
                 self.abort(id_)
                 return {"op": "aborted", "id": id_}
-            raise Refused(f"unknown op {op!r}")
-        except Refused as e:
+            raise RefusedError(f"unknown op {op!r}")
+        except RefusedError as e:
             return {"op": "failed", "id": id_, "error": str(e)}
-        except BrokenPipeError as e:
-            return {"op": "failed", "id": id_, "error": f"the zygote's fork server is gone: {e}", "fatal": True}
+        except ForkServerGoneError as e:
+            self.fatal = True
+            return {"op": "failed", "id": id_, "error": f"the zygote's fork server is gone: {e}"}
 
     def fork(self, id_: str, msg: dict[str, Any], pidfd: int) -> int:
+        # Descriptors to close whatever happens, and those to close on failure only.
+        transient = [pidfd]
+        on_failure: list[int] = []
         try:
             if id_ in self.pending:
-                raise Refused(f"{id_} is already forked")
-            request = self.check(msg)
+                raise RefusedError(f"{id_} is already forked")
+            payload = json.dumps(self.check(msg)).encode("utf-8")
             memfd = os.memfd_create("hutch-kernel-plan", os.MFD_CLOEXEC)
+            transient.append(memfd)
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(memfd, view) :]
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            on_failure.append(report_r)
+            transient.append(report_w)
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            on_failure.append(go_w)
+            transient.append(go_r)
+            fds = struct.pack("4i", pidfd, memfd, report_w, go_r)
             try:
-                os.write(memfd, json.dumps(request).encode("utf-8"))
-                report_r, report_w = os.pipe2(os.O_CLOEXEC)
-                go_r, go_w = os.pipe2(os.O_CLOEXEC)
-                try:
-                    self.server.sendmsg(
-                        [b"fork"],
-                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("4i", pidfd, memfd, report_w, go_r))],
-                    )
-                except BaseException:
-                    for fd in (report_r, go_w):
-                        os.close(fd)
-                    raise
-                finally:
-                    os.close(report_w)
-                    os.close(go_r)
-            finally:
-                os.close(memfd)
-        finally:
-            os.close(pidfd)
-        line = _read_line(report_r, REPORT_TIMEOUT)
-        if line is None or not line.isdigit():
-            os.close(report_r)
-            os.close(go_w)  # C1, if there is one, sees end of file and exits
-            raise Refused(_failure("entering the sandbox", line))
+                self.server.sendmsg([b"fork"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            except OSError as e:
+                raise ForkServerGoneError(e) from None
+            for fd in transient:
+                os.close(fd)
+            transient = []
+            line = _read_line(report_r, REPORT_TIMEOUT)
+            if line is None or not line.isdigit():
+                # C1, if there is one, sees the go pipe's end of file and exits.
+                raise RefusedError(_failure("entering the sandbox", line))
+        except BaseException:
+            for fd in transient + on_failure:
+                _close_quietly(fd)
+            raise
         host_pid = int(line)
         try:
             # C1 waits for its go: it cannot be gone unless killed, so this is its pid.
-            c1 = os.pidfd_open(host_pid)
+            c1: int | None = os.pidfd_open(host_pid)
         except OSError:
             c1 = None
         self.pending[id_] = Pending(go_w, report_r, c1)
@@ -436,52 +494,54 @@ class Zygote:
         """The request, checked: what a fork can carry out exactly as a cold start would."""
         plan = msg.get("plan")
         if not isinstance(plan, dict):
-            raise Refused("a fork needs a \"plan\" object")
+            raise RefusedError('a fork needs a "plan" object')
         argv = plan.get("argv")
         if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
-            raise Refused("plan.argv must be a list of strings")
+            raise RefusedError("plan.argv must be a list of strings")
         if argv[:3] != [sys.executable, "-m", LAUNCHER]:
-            raise Refused(f"plan.argv must start with {[sys.executable, '-m', LAUNCHER]}, not {argv[:3]}")
+            raise RefusedError(f"plan.argv must start with {[sys.executable, '-m', LAUNCHER]}, not {argv[:3]}")
         env = plan.get("env")
         if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-            raise Refused("plan.env must map strings to strings")
+            raise RefusedError("plan.env must map strings to strings")
         if any(not k or "=" in k or "\0" in k or "\0" in v for k, v in env.items()):
-            raise Refused("plan.env has a name or value a process environment cannot hold")
+            raise RefusedError("plan.env has a name or value a process environment cannot hold")
+        coerced = self.coerced_locale(env)
+        effective = {**env, "LC_CTYPE": coerced} if coerced else env
         differ = sorted(
             name
-            for name in set(env) | set(os.environ)
-            if self.startup_relevant(name) and env.get(name) != os.environ.get(name)
+            for name in set(effective) | set(self.startup_env)
+            if self.startup_relevant(name) and effective.get(name) != self.startup_env.get(name)
         )
         if differ:
-            raise Refused(
+            raise RefusedError(
                 "the plan's environment differs from the zygote's in variables read at interpreter start "
                 f"or while importing the kernel's modules: {', '.join(differ)}"
             )
         for key in ("cwd", "logFile"):
             if not isinstance(plan.get(key), str) or not plan[key]:
-                raise Refused(f"plan.{key} must be a non-empty string")
+                raise RefusedError(f"plan.{key} must be a non-empty string")
         for key in ("uid", "gid"):
             if not _is_id(plan.get(key)):
-                raise Refused(f"plan.{key} must be an id")
+                raise RefusedError(f"plan.{key} must be an id")
         groups = plan.get("groups", [])
         if not (isinstance(groups, list) and all(_is_id(g) for g in groups)):
-            raise Refused("plan.groups must be a list of ids")
+            raise RefusedError("plan.groups must be a list of ids")
         caps = msg.get("capsDrop", [])
         if not (isinstance(caps, list) and all(isinstance(c, int) and 0 <= c < 64 for c in caps)):
-            raise Refused("capsDrop must be a list of capability numbers")
+            raise RefusedError("capsDrop must be a list of capability numbers")
         programs = msg.get("seccomp", [])
         if not (isinstance(programs, list) and all(isinstance(p, str) for p in programs)):
-            raise Refused("seccomp must be a list of base64 strings")
+            raise RefusedError("seccomp must be a list of base64 strings")
         for i, program in enumerate(programs):
             try:
                 raw = base64.b64decode(program, validate=True)
             except ValueError as e:
-                raise Refused(f"seccomp[{i}] is not base64: {e}") from None
+                raise RefusedError(f"seccomp[{i}] is not base64: {e}") from None
             if not raw or len(raw) % 8 or len(raw) // 8 > 0xFFFF:
-                raise Refused(f"seccomp[{i}] is not an array of sock_filter (8 bytes each)")
+                raise RefusedError(f"seccomp[{i}] is not an array of sock_filter (8 bytes each)")
         nnp = msg.get("noNewPrivs", False)
         if not isinstance(nnp, bool):
-            raise Refused("noNewPrivs must be a boolean")
+            raise RefusedError("noNewPrivs must be a boolean")
         return {
             "argv": argv,
             "env": env,
@@ -493,7 +553,17 @@ class Zygote:
             "capsDrop": caps,
             "seccomp": programs,
             "noNewPrivs": nnp,
+            "envSet": {**({"LC_CTYPE": coerced} if coerced else {}), **self.env_set},
+            "envRemoved": self.env_removed,
         }
+
+    def coerced_locale(self, env: dict[str, str]) -> str | None:
+        """The LC_CTYPE a cold interpreter started with `env` would set itself (PEP 538's
+        locale coercion, which the zygote's own start went through), if any."""
+        if self.coercion is None or "LC_ALL" in env or env.get("PYTHONCOERCECLOCALE") == "0":
+            return None
+        locale = env.get("LC_CTYPE") or env.get("LANG") or "C"
+        return self.coercion if locale in ("C", "POSIX") else None
 
     def startup_relevant(self, name: str) -> bool:
         return name.startswith(("PYTHON", "LC_")) or name in ("LANG", "LANGUAGE") or name in self.import_env
@@ -501,17 +571,17 @@ class Zygote:
     def go(self, id_: str) -> int:
         pending = self.pending.pop(id_, None)
         if pending is None:
-            raise Refused(f"{id_} is not forked (or was started or aborted already)")
+            raise RefusedError(f"{id_} is not forked (or was started or aborted already)")
         try:
             try:
                 os.write(pending.go_w, b"g")
             except OSError as e:
                 pending.kill()
-                raise Refused(f"the forked process is gone: {e}") from None
+                raise RefusedError(f"the forked process is gone: {e}") from None
             line = _read_line(pending.report_r, REPORT_TIMEOUT)
             if line is None or not line.isdigit():
                 pending.kill()
-                raise Refused(_failure("starting the kernel", line))
+                raise RefusedError(_failure("starting the kernel", line))
             return int(line)
         finally:
             pending.close()
@@ -551,20 +621,23 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _close_quietly(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 # --- P: the fork server ---------------------------------------------------------------------
 
 
-def _fork_server(ctl: socket.socket) -> Kernel:
+def _fork_server(ctl: socket.socket, zygote_pid: int) -> Kernel:
     """P: forks C0 for each request of Z. Returns only in a forked kernel."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
+    if os.getppid() != zygote_pid:
         os._exit(0)
+    # C1 is orphaned when C0 exits and must not become a zombie of the server's, which
+    # does not know it: a zombie in a sandbox's pid namespace keeps its init from exiting
+    # when the sandbox is killed. As a subreaper, P inherits C1 and reaps it at once.
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGCHLD, _reap_exited)
     while True:
         try:
             data, ancdata, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(4 * 4))
@@ -591,7 +664,21 @@ def _fork_server(ctl: socket.socket) -> Kernel:
         for fd in fds:
             _close_quietly(fd)
         if c0 > 0:
-            _reap(c0)
+            try:
+                _reap(c0)
+            except Exception as e:  # the fork server must go on
+                print(f"zygote fork server: reaping {c0}: {e!r}", file=sys.stderr)
+
+
+def _reap_exited(_signum: int = 0, _frame: object = None) -> None:
+    """Reaps every exited child of the fork server (C0s and the orphaned C1s)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _reap(pid: int) -> None:
@@ -606,7 +693,9 @@ def _reap(pid: int) -> None:
         if not poller.poll(REPORT_TIMEOUT * 1000):
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         os.close(pidfd)
-    os.waitpid(pid, 0)
+    # The SIGCHLD handler may have reaped it already.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 # --- C0, C1, C2 -----------------------------------------------------------------------------
@@ -614,6 +703,7 @@ def _reap(pid: int) -> None:
 
 def _c0(ctl: socket.socket, pidfd: int, memfd: int, report_w: int, go_r: int) -> Kernel:
     try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         ctl.detach()
         _close_all_but({pidfd, memfd, report_w, go_r})
         request = json.loads(os.pread(memfd, os.fstat(memfd).st_size, 0).decode("utf-8"))
@@ -652,7 +742,7 @@ def _c1(request: dict[str, Any], report_w: int, go_r: int) -> Kernel:
             try:
                 _prctl(PR_CAPBSET_DROP, cap)
             except OSError as e:
-                if e.errno != 22:  # EINVAL: a capability this kernel does not know
+                if e.errno != errno.EINVAL:  # a capability this kernel does not know
                     raise
         for program in plan["seccomp"]:
             raw = base64.b64decode(program)
@@ -662,7 +752,7 @@ def _c1(request: dict[str, Any], report_w: int, go_r: int) -> Kernel:
         os.setgroups(plan["groups"])
         os.setresgid(plan["gid"], plan["gid"], plan["gid"])
         os.setresuid(plan["uid"], plan["uid"], plan["uid"])
-        _drop_capabilities(plan["capsDrop"])
+        _set_capabilities(plan["uid"], plan["capsDrop"])
         _prctl(PR_SET_DUMPABLE, 1)
         if plan["noNewPrivs"]:
             _prctl(PR_SET_NO_NEW_PRIVS, 1)
@@ -683,29 +773,32 @@ def _c1(request: dict[str, Any], report_w: int, go_r: int) -> Kernel:
             os.closerange(3, _fd_limit())
         except BaseException:
             os._exit(1)
-        return argv[3:], env
+        return argv[3:], env, plan["envSet"], plan["envRemoved"]
     _write_line(report_w, str(c2))
     os._exit(0)
 
 
-def _drop_capabilities(caps: list[int]) -> None:
-    """Takes the dropped capabilities out of the permitted, effective and inheritable sets
-    too, as an execve would for a kernel that runs as root (for other users the switch of
-    user cleared them all already)."""
-    try:
+def _set_capabilities(uid: int, dropped: list[int]) -> None:
+    """Leaves the capabilities an execve of the kernel would: for root, the bounding set
+    (everything but `dropped`); for any other user, none. (The switch of user does not clear
+    them by itself here: the zygote's id is not root in the sandbox's user namespace, so the
+    kernel sees no switch away from root.)"""
+    with contextlib.suppress(OSError):
         _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    except OSError:
-        pass
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     if _libc.capget(ctypes.byref(header), data) == -1:
         raise _errno_error("capget")
-    for cap in caps:
-        mask = ~(1 << (cap % 32)) & 0xFFFFFFFF
-        word = data[cap // 32]
-        word.effective &= mask
-        word.permitted &= mask
-        word.inheritable &= mask
+    for i, word in enumerate(data):
+        keep = 0
+        if uid == 0:
+            keep = 0xFFFFFFFF
+            for cap in dropped:
+                if cap // 32 == i:
+                    keep &= ~(1 << (cap % 32))
+        word.effective &= keep
+        word.permitted &= keep
+        word.inheritable = 0
     if _libc.capset(ctypes.byref(header), data) == -1:
         raise _errno_error("capset")
 
@@ -749,7 +842,8 @@ def _inherit_from_init(argv: list[str], env: dict[str, str]) -> None:
         pass
     except OSError as e:
         raise OSError(f"resetting the OOM score adjustment to 0: {e}") from None
-    _set_proc_cmdline(argv, env)
+    with contextlib.suppress(Exception):
+        _set_proc_cmdline(argv, env)
 
 
 def _set_proc_cmdline(argv: list[str], env: dict[str, str]) -> None:
@@ -780,53 +874,68 @@ def _set_proc_cmdline(argv: list[str], env: dict[str, str]) -> None:
     for _ in range(8):
         brk = _libc.sbrk(0)
         mm.brk = brk
-        if _libc.prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm), size, 0) == -1:
+        try:
+            _prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm), size)
+        except OSError:
             return
         if _libc.sbrk(0) == brk:
             return
 
 
-def _run_kernel(kernel: Kernel) -> None:
-    """C2, back at the script's top level: becomes `python -m ipykernel_launcher <args>` as
-    a cold start would have it (environment, sys.argv, sys.path, signals, __main__)."""
-    import importlib
-    import linecache
-    import posix
-    import runpy
+def _run_kernel(kernel: Kernel) -> Callable[[str], object]:
+    """C2, back at the script's top level: makes this process what `python -m
+    ipykernel_launcher <args>` is when it starts (environment, sys.argv, sys.path, signals,
+    an empty __main__) and returns runpy's function that runs a module as __main__, for the
+    top level to call: so this function's frame is gone by then, and the script's own frame
+    is the only one of the zygote's under the kernel's."""
+    import importlib.machinery  # (imported by runpy already: no file is read here)
 
-    os_, sys_, signal_, time_ = os, sys, signal, time
-    args, env = kernel
-    del kernel
-    os_.environ.clear()
-    os_.environ.update(env)
-    posix.environ = {os_.fsencode(k): os_.fsencode(v) for k, v in env.items()}
-    time_.tzset()
+    args, env, env_set, env_removed = kernel
+    # os.environ's data is posix.environ, as in a fresh interpreter: both change in place.
+    os.environ.clear()
+    os.environ.update(env)
+    os.environ.update(env_set)
+    for name in env_removed:
+        os.environ.pop(name, None)
+    time.tzset()
+    # Caches filled by the imports with what the zygote saw (gettempdir(), uname()).
     for module, attribute in (("tempfile", "tempdir"), ("platform", "_uname_cache")):
-        if module in sys_.modules:
-            setattr(sys_.modules[module], attribute, None)
+        if module in sys.modules:
+            setattr(sys.modules[module], attribute, None)
     # A fresh interpreter: default dispositions but for the three Python sets, nothing blocked.
-    for sig in signal_.valid_signals():
-        if sig not in (signal_.SIGKILL, signal_.SIGSTOP):
-            try:
-                signal_.signal(sig, signal_.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-    signal_.signal(signal_.SIGINT, signal_.default_int_handler)
-    signal_.signal(signal_.SIGPIPE, signal_.SIG_IGN)
-    signal_.signal(signal_.SIGXFSZ, signal_.SIG_IGN)
-    signal_.pthread_sigmask(signal_.SIG_SETMASK, set())
-    # `python -m`: sys.path[0] is the working directory; argv[0] becomes the module's file.
-    sys_.argv = ["-m", *args]
-    sys_.orig_argv = [sys_.executable, "-m", LAUNCHER, *args]
-    if not sys_.flags.safe_path and sys_.path and sys_.path[0] == "":
-        sys_.path[0] = os_.getcwd()
-    launcher = LAUNCHER
-    sys_.modules.pop(launcher, None)
-    importlib.invalidate_caches()
-    linecache.clearcache()
-    run_module_as_main = runpy.__dict__["_run_module_as_main"]
-    # Nothing of this script stays in __main__ (the launcher runs in its namespace).
-    main = sys_.modules["__main__"].__dict__
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # `python -m`: sys.path[0] is the working directory; argv[0] becomes the module's file,
+    # which is looked up again (from the working directory first, as a cold start would).
+    sys.argv = ["-m", *args]
+    sys.orig_argv = [sys.executable, "-m", LAUNCHER, *args]
+    if not sys.flags.safe_path and sys.path and sys.path[0] == "":
+        sys.path[0] = os.getcwd()
+    sys.modules.pop(LAUNCHER, None)
+    # The zygote's import caches describe its own view of the files.
+    if "importlib.metadata" in sys.modules:
+        importlib.invalidate_caches()
+    else:  # the same, without importing importlib.metadata (and email, zipfile...) for it
+        for finder in sys.meta_path:
+            if finder is not importlib.machinery.PathFinder and hasattr(finder, "invalidate_caches"):
+                finder.invalidate_caches()
+        for name, entry in list(sys.path_importer_cache.items()):
+            if entry is None or not os.path.isabs(name):
+                del sys.path_importer_cache[name]
+            elif hasattr(entry, "invalidate_caches"):
+                entry.invalidate_caches()
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        linecache.clearcache()
+    run_module_as_main: Callable[[str], object] = runpy.__dict__["_run_module_as_main"]
+    # Nothing of this script stays in __main__, which the launcher runs in.
+    main = sys.modules["__main__"].__dict__
     builtins = main["__builtins__"]
     main.clear()
     main.update(
@@ -838,9 +947,9 @@ def _run_kernel(kernel: Kernel) -> None:
         __annotations__={},
         __builtins__=builtins,
     )
-    del main, builtins, env, args, os_, sys_, signal_, time_, posix, importlib, linecache, runpy
-    run_module_as_main(launcher)
+    return run_module_as_main
 
 
+# The module's name is a literal: by the time it is evaluated, this script's globals are gone.
 if __name__ == "__main__":
-    _run_kernel(_main())
+    _run_kernel(_main())("ipykernel_launcher")

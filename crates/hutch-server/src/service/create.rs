@@ -28,6 +28,10 @@ use crate::sandbox::{new_id, random_hex, SandboxRecord, SandboxState};
 use crate::store::Caller;
 use crate::templates::{ResolvedTemplate, TemplateRecord};
 
+/// `PATH` of the sandbox's agent, and so of everything it starts.
+pub(super) const SANDBOX_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A create request, already decoded from either API version.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
@@ -414,10 +418,7 @@ impl Service {
                 allow_internet: l.allow_internet,
                 slot,
                 agent_env: vec![
-                    (
-                        "PATH".into(),
-                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                    ),
+                    ("PATH".into(), SANDBOX_PATH.into()),
                     (CONFIG_ENV.into(), config.to_json()),
                 ],
                 parent_userns: zygote.map(|z| z.owner),

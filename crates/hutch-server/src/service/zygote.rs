@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use hutch_contracts::agent::KernelAdopt;
 
-use super::create::{sandbox_env, Launched};
+use super::create::{sandbox_env, Launched, SANDBOX_PATH};
 use super::Service;
 use crate::templates::ResolvedTemplate;
 use crate::zygote::{startup_relevant, Confinement, Lookup, Zygote};
@@ -44,9 +44,11 @@ impl Service {
         if startup_env(env_vars) != template_env {
             return None;
         }
+        let mut base_env = sandbox_env(tpl);
+        base_env.insert("PATH".into(), SANDBOX_PATH.into());
         match self
             .zygotes
-            .get(&tpl.template_id, &tpl.layers, &template_env)
+            .get(&tpl.template_id, &tpl.layers, &template_env, &base_env)
         {
             Lookup::Running(z) => Some(z),
             Lookup::None => None,
