@@ -161,7 +161,18 @@ def test_pool_api_reports_sizes_and_refuses_bad_input() -> None:
     names = {p["name"] for p in pools}
     assert TEMPLATE in names
     for p in pools:
-        assert set(p) == {"templateID", "name", "min", "max", "target", "ready", "starting", "stopping", "demand"}
+        assert set(p) == {
+            "templateID",
+            "name",
+            "min",
+            "max",
+            "target",
+            "ready",
+            "starting",
+            "stopping",
+            "demand",
+            "zygote",
+        }
     status, body = pools_api("PUT", "/no-such-template", {"size": 1})
     assert status == 404 and isinstance(body, dict) and body["code"] == 404
     status, body = pools_api("PUT", f"/{TEMPLATE}", {"min": 3, "max": 1})

@@ -616,7 +616,12 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     if plan.no_new_privs {
         caps::set_no_new_privs().map_err(|e| e.to_string())?;
     }
+    hutch_sys::signal::reset_dispositions();
     seccomp::install(&plan.programs).map_err(|e| e.to_string())?;
+    // Nothing but stdio reaches the agent: a descriptor the server inherited without
+    // close-on-exec (a lock a wrapper script holds, say) must not end up in a sandbox.
+    // (A failing exec can then only be told by the init's exit.)
+    hutch_sys::fd::close_from(3).map_err(|e| errno("close_range", e))?;
     let e = hutch_sys::process::exec(&plan.agent_inside, &plan.argv, &plan.envp);
     Err(errno("exec agent", e))
 }

@@ -243,6 +243,7 @@ fn child(plan: &Plan, go_r: OwnedFd) -> std::result::Result<Never, String> {
     // Only stdio and the socket go on (a shell that started the server may have left
     // descriptors without close-on-exec).
     hutch_sys::fd::close_from(SOCKET_FD as u32 + 1).map_err(|e| errno("close_range", e))?;
+    hutch_sys::signal::reset_dispositions();
     let e = hutch_sys::process::exec(&plan.argv[0], &plan.argv, &plan.envp);
     Err(errno("exec zygote", e))
 }

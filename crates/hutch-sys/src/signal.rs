@@ -47,6 +47,41 @@ pub fn process_group(target: i32) -> Result<i32> {
         .get())
 }
 
+/// Gives every signal its default disposition and unblocks all of them: what a program
+/// the host starts in a sandbox must begin with, whatever the server inherited (a shell's
+/// background job ignores SIGINT and SIGQUIT, for one).
+///
+/// Async-signal-safe.
+pub fn reset_dispositions() {
+    // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, empty mask. Through the
+    // raw call, since libc refuses the signals it keeps for itself (32 and 33 in glibc),
+    // which a parent may still have left ignored.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `default` outlives the call and is at least as large as the kernel's
+        // struct sigaction; the old action is not asked for. Unknown numbers fail with
+        // EINVAL, which is ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
+    // SAFETY: an empty set, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
