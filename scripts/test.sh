@@ -54,7 +54,7 @@ export RUFF_CACHE_DIR="$CACHE/ruff-cache" MYPY_CACHE_DIR="$CACHE/mypy-cache"
 has_py() { [ -n "$(find "$@" -name '*.py' -print -quit 2>/dev/null)" ]; }
 # mypy takes each module name once per run, and several of these folders have a conftest.py:
 # one run per group (the SDK's tests go with the package they import).
-MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext" "scripts")
+MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext" "scripts" "crates/hutch-runtime/src/zygote")
 sdk=()
 for d in python/hutch python/tests; do
     if has_py "$d"; then sdk+=("$d"); fi
@@ -74,6 +74,10 @@ for group in "${MYPY_GROUPS[@]}"; do
     read -ra dirs <<< "$group"
     "$VENV/bin/mypy" "${dirs[@]}"
 done
+
+step "the zygote on its own (crates/hutch-runtime/src/zygote/test_zygote.py)"
+# Forks kernels into fake sandboxes of its own, confined as hutch runs it and not.
+"$VENV/bin/python" crates/hutch-runtime/src/zygote/test_zygote.py
 
 step "start hutch serve"
 WORK=$(mktemp -d /tmp/hutch-test.XXXXXX)

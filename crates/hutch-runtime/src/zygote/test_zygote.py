@@ -41,7 +41,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-KERNEL_PY = "/var/cache/hutch-test/kernel-venv-a4a9ec63cc3ada2d/bin/python"
+# The kernel venv scripts/test.sh makes (ipykernel, jupyter_client).
+KERNEL_VENV = os.environ.get("HUTCH_KERNEL_VENV", "/var/cache/hutch-test/kernel-venv-a4a9ec63cc3ada2d")
+KERNEL_PY = os.path.join(KERNEL_VENV, "bin/python")
 HERE = Path(__file__).resolve().parent
 SCRIPT = (HERE / "zygote.py").read_text()
 REPO = HERE.parents[3]
