@@ -80,6 +80,10 @@ def cgroup_dirs() -> list[str]:
     return sorted(found)
 
 
+# How a zygote's command line starts its script (crates/hutch-runtime/src/zygote/zygote.py).
+ZYGOTE_MARK = b"# hutch's zygote:"
+
+
 def host_resources() -> dict[str, list[str]]:
     """What sandboxes hold on the host: counted before and after to prove nothing leaks."""
     mounts = [
@@ -98,6 +102,10 @@ def host_resources() -> dict[str, list[str]]:
     netns = set()
     for p in glob.glob("/proc/[0-9]*/ns/net"):
         with contextlib.suppress(OSError):
+            # Templates' zygotes (and their fork servers) come and go with the server, each
+            # in a network namespace of its own: not a sandbox's.
+            if ZYGOTE_MARK in Path(p).parent.parent.joinpath("cmdline").read_bytes():
+                continue
             netns.add(os.readlink(p))
     server = str(server_pid())
     zombies = []

@@ -149,6 +149,10 @@ pub struct Zygote {
     waiting: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     ready: Mutex<Option<oneshot::Sender<Value>>>,
     dead: AtomicBool,
+    /// Notified when the zygote is gone.
+    closed: tokio::sync::Notify,
+    /// Its fork server (a child of the zygote's; the server reaps it when the zygote is gone).
+    fork_server: Mutex<Option<ParentUserNs>>,
     /// Forks asked for (a zygote is retired after [`FORKS_PER_ZYGOTE`]).
     forks: AtomicU32,
     /// Kernels it started.
@@ -156,6 +160,20 @@ pub struct Zygote {
 }
 
 impl Zygote {
+    /// Waits until the zygote is gone (its socket closed).
+    pub async fn gone(&self) {
+        if self.is_alive() {
+            self.closed.notified().await;
+        }
+    }
+
+    /// The zygote's processes (it and its fork server), to end and reap once it is gone.
+    pub fn processes(&self) -> Vec<ParentUserNs> {
+        std::iter::once(self.owner)
+            .chain(*lock(&self.fork_server))
+            .collect()
+    }
+
     /// Whether the zygote still answers.
     pub fn is_alive(&self) -> bool {
         !self.dead.load(Ordering::SeqCst)
@@ -246,6 +264,8 @@ impl Zygote {
         self.dead.store(true, Ordering::SeqCst);
         lock(&self.waiting).clear();
         lock(&self.ready).take();
+        self.closed.notify_waiters();
+        self.closed.notify_one();
         tracing::info!(pid = self.owner.pid, "zygote gone");
     }
 
@@ -437,6 +457,8 @@ impl Zygotes {
                 waiting: Mutex::new(HashMap::new()),
                 ready: Mutex::new(None),
                 dead: AtomicBool::new(false),
+                closed: tokio::sync::Notify::new(),
+                fork_server: Mutex::new(None),
                 forks: AtomicU32::new(0),
                 kernels: AtomicU32::new(0),
             }))
@@ -454,6 +476,15 @@ impl Zygotes {
         let ready = tokio::time::timeout(READY_LIMIT, rx).await;
         match ready {
             Ok(Ok(msg)) if msg.get("op").and_then(Value::as_str) == Some("ready") => {
+                let fork_server = msg
+                    .get("forkServerPid")
+                    .and_then(Value::as_i64)
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(|pid| {
+                        hutch_runtime::proc::start_time(pid)
+                            .map(|start_time| ParentUserNs { pid, start_time })
+                    });
+                *lock(&z.fork_server) = fork_server;
                 tracing::info!(template, pid = z.owner.pid, "zygote ready");
                 lock(&self.slots).insert(template.to_owned(), Slot::Running(Arc::clone(&z)));
                 Some(z)
@@ -484,7 +515,7 @@ impl Zygotes {
             }
             _ => true,
         });
-        retired.into_iter().map(|z| z.owner).collect()
+        retired.into_iter().flat_map(|z| z.processes()).collect()
     }
 
     /// Stops using `template`'s zygote (for [`RETRY_AFTER`]): a sandbox could not be
@@ -513,7 +544,7 @@ impl Zygotes {
         let mut owners = self.take_retired();
         for (_, slot) in lock(&self.slots).drain() {
             if let Slot::Running(z) = slot {
-                owners.push(z.owner);
+                owners.extend(z.processes());
             }
         }
         owners

@@ -3,7 +3,7 @@
 # starts"). Run as `python -c <this file>` with a connected AF_UNIX SOCK_SEQPACKET socket to
 # the server on fd 3; every message is one packet of UTF-8 JSON (at most 1 MiB).
 #
-# Zygote -> server: {"op":"ready","pid","python","executable","envRead"} once the imports are
+# Zygote -> server: {"op":"ready","pid","python","executable","envRead","forkServerPid"} once the imports are
 # done (envRead: the variables read by the imports, see below), or
 # {"op":"failed","id":"","error"} and exit 1 (an import failed, or the imports left a thread
 # or a descriptor other than 0-3 behind). Then, per request (each reply carries its id):
@@ -313,6 +313,9 @@ def _main() -> Kernel:
             _flush_stdio()
         ready = {"op": "ready", "pid": os.getpid(), "python": sys.version, "executable": sys.executable}
         ready["envRead"] = sorted(import_env)
+        # Its parent ends with the zygote, and the server, a subreaper, inherits it: the server
+        # reaps it (and the zygote) when the zygote is gone.
+        ready["forkServerPid"] = server
         _send(sock, ready)
         Zygote(sock, ours, server, startup_env, import_env).serve()
     ours.detach()  # the objects are gone with this frame; the descriptors must go too

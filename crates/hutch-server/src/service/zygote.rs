@@ -59,16 +59,27 @@ impl Service {
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let spec_ = spec.clone();
-                    let z = tokio::task::spawn_blocking(move || runtime.start_zygote(&spec_))
+                    let rt = Arc::clone(&runtime);
+                    let z = tokio::task::spawn_blocking(move || rt.start_zygote(&spec_))
                         .await
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()));
-                    if zygotes.started(&template, &spec, z).await.is_some() {
+                    if let Some(z) = zygotes.started(&template, &spec, z).await {
                         tracing::info!(
                             template,
                             ms = started.elapsed().as_millis() as u64,
                             "zygote started"
                         );
+                        // Whenever it goes, its processes are the server's to reap at once:
+                        // a zombie would outlive it.
+                        z.gone().await;
+                        let processes = z.processes();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            for p in processes {
+                                runtime.end_process(p.pid, p.start_time);
+                            }
+                        })
+                        .await;
                     }
                 });
                 None
