@@ -40,16 +40,16 @@ def _status():
     return out
 def _fds():
     out = []
-    # stdout and stderr (and ipykernel's copies of them): pipes to the agent for a kernel it
-    # spawned, the plan's log file in the kernel's run directory for a forked one.
+    # From 3 on: stdout and stderr are pipes to the agent either way, but two of them for a
+    # kernel it spawned and one (the plan's FIFO) for a forked one.
     for fd in sorted(os.listdir('/proc/self/fd'), key=int)[3:]:
         try:
             t = os.readlink('/proc/self/fd/' + fd)
         except OSError:
             continue
-        if t.startswith('/run/hutch/kernels/'):
-            t = '/run/hutch/kernels/ID/' + t.rsplit('/', 1)[1]
-        if not t.endswith('-journal') and not t.endswith('/kernel.log'):
+        if t.startswith('/run/hutch/kernels/') and t.endswith('/kernel.log'):
+            t = 'pipe'  # the plan's FIFO shows its path
+        if not t.endswith('-journal'):
             out.append(t.split(':')[0] if ':' in t else t)
     return out
 _old = os.umask(0); os.umask(_old)

@@ -96,7 +96,8 @@ pub struct KernelPlan {
     pub groups: Vec<u32>,
     /// The connection file the argv names.
     pub connection_file: String,
-    /// Where its stdout and stderr go: a file that exists and belongs to `uid`.
+    /// Where its stdout and stderr go: a FIFO that exists, belongs to `uid` and is drained
+    /// by the agent (open it for writing).
     pub log_file: String,
 }
 

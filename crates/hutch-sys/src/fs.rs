@@ -100,6 +100,27 @@ pub fn mknod_char(path: &Path, mode: u32, major: u32, minor: u32) -> Result<()> 
     )
 }
 
+/// Creates the FIFO `path` with `mode` (subject to the umask).
+pub fn mkfifo(path: &Path, mode: u32) -> Result<()> {
+    rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(mode), 0)
+}
+
+/// Opens the FIFO `path` without blocking (close-on-exec): its read end, or with `write`
+/// its write end (which needs a reader to exist).
+pub fn open_fifo(path: &Path, write: bool) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    let access = if write {
+        OFlags::WRONLY
+    } else {
+        OFlags::RDONLY
+    };
+    rustix::fs::open(
+        path,
+        access | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Flushes the filesystem the open file `fd` is on (`syncfs(2)`).
 pub fn syncfs(fd: impl AsFd) -> Result<()> {
     rustix::fs::syncfs(fd)

@@ -187,23 +187,26 @@ impl Prepared {
         })
     }
 
-    /// Creates the empty file a kernel started elsewhere writes its stdout and stderr to:
-    /// in the socket directory, `user`'s, mode 0600.
-    pub fn create_log_file(&self, user: &User) -> Result<PathBuf, StartError> {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// Creates the FIFO a kernel started elsewhere writes its stdout and stderr to (in the
+    /// socket directory, `user`'s, mode 0600) and opens it: the agent drains it as it
+    /// drains the pipes of a kernel it spawns, so the kernel sees pipes either way.
+    pub fn create_log_pipe(&self, user: &User) -> Result<(PathBuf, LogPipe), StartError> {
         let path = self.dir.join("kernel.log");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|_| give_to(&path, user))
-            .map_err(|source| StartError::Prepare {
+        let open = |write: bool| hutch_sys::fs::open_fifo(&path, write).map_err(io::Error::from);
+        let made = hutch_sys::fs::mkfifo(&path, 0o600)
+            .map_err(io::Error::from)
+            .and_then(|()| give_to(&path, user))
+            // The reader first (a non-blocking writer needs one), then a writer of the
+            // agent's own: until the kernel has opened its end, the reader sees no end of file.
+            .and_then(|()| Ok((open(false)?, open(true)?)));
+        match made {
+            Ok((read, keep)) => Ok((path, LogPipe { read, keep })),
+            Err(source) => Err(StartError::Prepare {
                 language: self.language.clone(),
                 dir: self.dir.clone(),
                 source,
-            })?;
-        Ok(path)
+            }),
+        }
     }
 
     /// Removes the socket directory and everything in it: for a kernel that never ran.
@@ -212,16 +215,21 @@ impl Prepared {
     }
 }
 
+/// The FIFO of a kernel started elsewhere ([`Prepared::create_log_pipe`]): its read end,
+/// and a write end the agent holds until the kernel is adopted.
+#[derive(Debug)]
+pub struct LogPipe {
+    read: OwnedFd,
+    keep: OwnedFd,
+}
+
 /// Where a starting kernel's own stdout and stderr go, for the error when it fails.
 enum KernelLog {
-    /// Pipes the agent drains into a tail (a kernel it spawned).
+    /// Pipes the agent drains into a tail.
     Pipes {
         tail: Arc<LogTail>,
         drains: Vec<tokio::task::JoinHandle<()>>,
     },
-    /// The plan's log file, opened before its directory can go (an adopted kernel); or why
-    /// it could not be opened.
-    File(Result<std::fs::File, String>),
 }
 
 impl KernelLog {
@@ -229,8 +237,6 @@ impl KernelLog {
     fn text(&self) -> String {
         match self {
             KernelLog::Pipes { tail, .. } => tail.text(),
-            KernelLog::File(Ok(file)) => file_tail(file),
-            KernelLog::File(Err(why)) => why.clone(),
         }
     }
 
@@ -243,26 +249,7 @@ impl KernelLog {
                     tokio::time::timeout(LOG_FLUSH, futures_util::future::join_all(drains)).await;
                 tail.text()
             }
-            file => file.text(),
         }
-    }
-}
-
-/// The last [`LOG_TAIL`] bytes of `file`.
-fn file_tail(mut file: &std::fs::File) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let tail = LogTail::default();
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut bytes = Vec::new();
-    let read = file
-        .seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL as u64)))
-        .and_then(|_| file.read_to_end(&mut bytes));
-    match read {
-        Ok(_) => {
-            tail.push(&bytes);
-            tail.text()
-        }
-        Err(err) => format!("(cannot read the kernel's log: {err})"),
     }
 }
 
@@ -362,7 +349,7 @@ impl Kernel {
         reaper: &Reaper,
         prepared: Prepared,
         pid: u32,
-        log_file: &Path,
+        log: LogPipe,
     ) -> Result<Arc<Kernel>, StartError> {
         let exit = match i32::try_from(pid)
             .map_err(|_| io::Error::other("pid out of range"))
@@ -380,11 +367,17 @@ impl Kernel {
             }
         };
         tracing::info!(pid, language = %prepared.language, kernel = %prepared.spec_name, "kernel adopted");
-        // Opened now: the directory holding it goes away when the kernel exits.
-        let log = KernelLog::File(
-            std::fs::File::open(log_file)
-                .map_err(|e| format!("(cannot read {}: {e})", log_file.display())),
-        );
+        let tail = Arc::new(LogTail::default());
+        let LogPipe { read, keep } = log;
+        let drains = vec![tokio::spawn(drain_log(
+            read,
+            "stdout+stderr",
+            pid,
+            Arc::clone(&tail),
+        ))];
+        // The kernel holds its own write end by now: the pipe ends when the kernel does.
+        drop(keep);
+        let log = KernelLog::Pipes { tail, drains };
         let dir = prepared.dir.clone();
         let adopted = Self::connect(prepared, pid, exit, log).await;
         if adopted.is_err() {

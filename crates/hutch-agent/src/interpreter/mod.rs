@@ -105,7 +105,7 @@ struct Pending {
     id: String,
     context: Arc<Context>,
     prepared: Prepared,
-    log_file: PathBuf,
+    log: kernel::LogPipe,
 }
 
 /// Settings of the interpreter, from the agent's command line and host configuration.
@@ -428,8 +428,8 @@ impl InterpreterService {
         }
         let launch = self.launch_for(&context)?;
         let prepared = Prepared::new(&launch).map_err(InterpreterError::from)?;
-        let log_file = match prepared.create_log_file(&launch.user) {
-            Ok(path) => path,
+        let (log_file, log) = match prepared.create_log_pipe(&launch.user) {
+            Ok(made) => made,
             Err(err) => {
                 prepared.discard();
                 return Err(InterpreterError::from(err).into());
@@ -462,7 +462,7 @@ impl InterpreterService {
             id: plan.id.clone(),
             context: Arc::clone(&context),
             prepared,
-            log_file,
+            log,
         });
         Ok(plan)
     }
@@ -488,7 +488,7 @@ impl InterpreterService {
         let Pending {
             context,
             prepared,
-            log_file,
+            log,
             ..
         } = {
             let mut pending = self.pending();
@@ -516,7 +516,7 @@ impl InterpreterService {
             prepared.discard();
             return Err(HandInError::Superseded(what));
         }
-        let kernel = Kernel::adopt(reaper, prepared, pid, &log_file)
+        let kernel = Kernel::adopt(reaper, prepared, pid, log)
             .await
             .map_err(InterpreterError::from)?;
         *slot = Some(Arc::clone(&kernel));

@@ -1269,6 +1269,12 @@ def main() -> int:
         import jupyter_client  # noqa: F401
     except ImportError:
         os.execv(KERNEL_PY, [KERNEL_PY, __file__, *sys.argv[1:]])
+    # Cold kernels started here inherit what this process ignores (a shell's background job
+    # ignores SIGINT and SIGQUIT), forked ones start from a fresh interpreter's dispositions,
+    # as kernels in a sandbox do (hutch starts sandboxes with default dispositions).
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     test = Test()
     with cleaning(test):
         try:

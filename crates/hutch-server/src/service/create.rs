@@ -426,12 +426,20 @@ impl Service {
         };
         let spec = spec_for(zygote.as_ref());
         let mut spawned = self.blocking(move |rt| rt.create(&spec)).await;
-        if let (Ok(Err(e)), Some(_)) = (&spawned, &zygote) {
-            // A host may refuse what nesting needs (a user namespace inside another, the
-            // agent's path closed to the zygote's ids): start it the usual way, and stop
-            // using this template's zygote.
-            tracing::warn!(sandbox = %id, error = %e, "cannot start a sandbox inside the zygote's user namespace; starting it without, and no longer using the zygote");
-            self.zygotes.refuse(&l.tpl.template_id);
+        if let (Ok(Err(e)), Some(z)) = (&spawned, &zygote) {
+            // The zygote died meanwhile (the next create starts another), or the host
+            // refuses what nesting needs (a user namespace inside another, the agent's path
+            // closed to the zygote's ids): start it the usual way, and in the second case
+            // stop using this template's zygote.
+            // An exiting zygote has dropped its namespaces before it is a zombie.
+            let zygote_there = hutch_runtime::proc::is_alive(z.owner.pid, z.owner.start_time)
+                && std::fs::File::open(format!("/proc/{}/ns/user", z.owner.pid)).is_ok();
+            if zygote_there {
+                tracing::warn!(sandbox = %id, error = %e, "cannot start a sandbox inside the zygote's user namespace; starting it without, and no longer using the zygote");
+                self.zygotes.refuse(&l.tpl.template_id);
+            } else {
+                tracing::info!(sandbox = %id, "the zygote exited; starting the sandbox without it");
+            }
             zygote = None;
             let spec = spec_for(None);
             spawned = self.blocking(move |rt| rt.create(&spec)).await;
