@@ -255,8 +255,7 @@ struct ChildPlan {
     programs: Vec<Vec<hutch_sys::seccomp::Instruction>>,
     no_new_privs: bool,
     /// Opened here: once the child has switched to its mapped ids it cannot open host files.
-    stdin: fs::File,
-    stdout: fs::File,
+    stdio: Stdio,
     /// The cgroup `tasks` files the child moves itself in with (close-on-exec).
     cgroup_tasks: Vec<fs::File>,
     /// The child starts in the rootfs as its working directory and cannot walk the host's
@@ -269,39 +268,20 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
-    let cs = |s: &str| {
-        CString::new(s)
-            .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
-    };
     let plan = ChildPlan {
-        hostname: cs(&req.id)?,
+        hostname: cstring(&req.id)?,
         rootfs: req.rootfs.clone(),
         agent_bin: req.agent_bin.clone(),
-        agent_inside: cs(AGENT_PATH)?,
-        argv: vec![cs(AGENT_PATH)?],
-        envp: req
-            .agent_env
-            .iter()
-            .map(|(k, v)| cs(&env_entry(k, v)))
-            .collect::<Result<_>>()?,
+        agent_inside: cstring(AGENT_PATH)?,
+        argv: vec![cstring(AGENT_PATH)?],
+        envp: env_entries(&req.agent_env)?,
         programs: if req.seccomp {
             seccomp::programs()?
         } else {
             Vec::new()
         },
         no_new_privs: req.no_new_privs,
-        stdin: fs::File::open("/dev/null").map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
-        stdout: match &req.log_file {
-            Some(p) => fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| RuntimeError::io("open", p, e))?,
-            None => fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
-        },
+        stdio: Stdio::open(req.log_file.as_deref())?,
         cgroup_tasks: req
             .cgroup_tasks
             .iter()
@@ -321,8 +301,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
     // hosts that withhold CAP_SYS_RESOURCE from root refuse it, and sandboxes still work.
     let _ = hutch_sys::oom::set_oom_score_adj(hutch_sys::oom::NEVER_KILL);
     steps.mark("prepare");
-    let (go_r, go_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let handshake = Handshake::new()?;
     let flags = Namespaces::NEWUSER
         | Namespaces::NEWPID
         | Namespaces::NEWNS
@@ -337,44 +316,144 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         })?,
         Some(ns) => fork_nested(ns, &req.rootfs, flags, req.id_count)?,
     };
-    let pid = match fork {
-        Fork::Parent(pid) => pid,
-        Fork::Child => 0,
+    let child = match fork {
+        Fork::Parent(pid) => handshake.parent(pid),
+        Fork::Child => handshake.child(|| child(&plan)),
     };
-    if pid == 0 {
-        drop(go_w);
-        drop(err_r);
-        let msg = match child(&plan, go_r) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        let mut f = fs::File::from(err_w);
-        let _ = f.write_all(msg.as_bytes());
-        // Terminate the child without running the parent's atexit handlers.
-        hutch_sys::process::exit_now(1);
-    }
-    drop(go_r);
-    drop(err_w);
     steps.mark("clone");
-    let kill_child = |e: RuntimeError| {
-        let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
-        let _ = hutch_sys::process::wait_for(pid);
-        e
-    };
-    parent_setup(req, pid, parent_userns.is_none(), steps).map_err(kill_child)?;
-    let mut go = fs::File::from(go_w);
-    go.write_all(b"g")
-        .map_err(|e| kill_child(RuntimeError::io("signal", "child", e)))?;
-    drop(go);
-    let mut msg = String::new();
-    let _ = fs::File::from(err_r).read_to_string(&mut msg);
-    if !msg.is_empty() {
-        return Err(kill_child(RuntimeError::Helper(msg)));
-    }
+    let pid = child.pid;
+    parent_setup(req, pid, parent_userns.is_none(), steps).map_err(|e| child.kill(e))?;
+    let start = child.release("the sandbox's init")?;
     steps.mark("child_to_exec");
-    let start = proc::start_time(pid)
-        .ok_or_else(|| RuntimeError::Spawn("the sandbox's init exited right after exec".into()))?;
     Ok((pid, start))
+}
+
+/// Stdio of a cloned child: `/dev/null` for input, the log file (appended to) or
+/// `/dev/null` for output.
+pub(crate) struct Stdio {
+    stdin: fs::File,
+    stdout: fs::File,
+}
+
+impl Stdio {
+    /// Opens them (in the helper: the child may no longer be able to).
+    pub(crate) fn open(log_file: Option<&Path>) -> Result<Self> {
+        let null = Path::new("/dev/null");
+        let out = log_file.unwrap_or(null);
+        Ok(Stdio {
+            stdin: fs::File::open(null).map_err(|e| RuntimeError::io("open", null, e))?,
+            stdout: fs::OpenOptions::new()
+                .create(log_file.is_some())
+                .append(true)
+                .open(out)
+                .map_err(|e| RuntimeError::io("open", out, e))?,
+        })
+    }
+
+    /// Makes them the caller's 0, 1 and 2 (in the child). The originals stay open,
+    /// close-on-exec.
+    pub(crate) fn redirect(&self) -> std::result::Result<(), String> {
+        hutch_sys::fd::redirect_stdio(&self.stdin, &self.stdout, &self.stdout)
+            .map_err(|e| errno("dup2 stdio", e))
+    }
+}
+
+/// `NAME=value` entries of an environment, for `execve`.
+pub(crate) fn env_entries(env: &[(String, String)]) -> Result<Vec<CString>> {
+    env.iter().map(|(k, v)| cstring(&env_entry(k, v))).collect()
+}
+
+/// `s` for a system call; refused when it holds a NUL byte.
+pub(crate) fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
+}
+
+/// The two pipes between the helper and a child it clones: the parent's "go" (the child
+/// waits for it before it does anything) and the child's error report (closed unread by
+/// its successful `exec`, close-on-exec).
+pub(crate) struct Handshake {
+    go_r: OwnedFd,
+    go_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+}
+
+/// A cloned child from its parent's side, waiting for its go.
+pub(crate) struct Waiting {
+    /// Its pid.
+    pub pid: i32,
+    go: OwnedFd,
+    err: OwnedFd,
+}
+
+impl Handshake {
+    /// Both pipes, made before the clone.
+    pub(crate) fn new() -> Result<Self> {
+        let (go_r, go_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok(Handshake {
+            go_r,
+            go_w,
+            err_r,
+            err_w,
+        })
+    }
+
+    /// In the parent, after the clone of `pid`.
+    pub(crate) fn parent(self, pid: i32) -> Waiting {
+        Waiting {
+            pid,
+            go: self.go_w,
+            err: self.err_r,
+        }
+    }
+
+    /// In the child: waits for the go, runs `body` (which only returns on failure), reports
+    /// the failure and exits without running the parent's exit handlers.
+    pub(crate) fn child(self, body: impl FnOnce() -> std::result::Result<Never, String>) -> ! {
+        drop(self.go_w);
+        drop(self.err_r);
+        let mut b = [0u8; 1];
+        let msg = match fs::File::from(self.go_r).read(&mut b) {
+            Err(e) => format!("waiting for parent: {e}"),
+            Ok(0) => "parent went away".into(),
+            Ok(_) => match body() {
+                Ok(never) => match never {},
+                Err(e) => e,
+            },
+        };
+        let _ = fs::File::from(self.err_w).write_all(msg.as_bytes());
+        hutch_sys::process::exit_now(1)
+    }
+}
+
+impl Waiting {
+    /// Kills and reaps the child; returns `e`, what went wrong.
+    pub(crate) fn kill(&self, e: RuntimeError) -> RuntimeError {
+        kill_and_reap(self.pid, e)
+    }
+
+    /// Lets the child go and waits until it has exec'd (`what` names it in errors);
+    /// returns its start time. A child that failed is killed.
+    pub(crate) fn release(self, what: &str) -> Result<u64> {
+        let Waiting { pid, go, err } = self;
+        fs::File::from(go)
+            .write_all(b"g")
+            .map_err(|e| kill_and_reap(pid, RuntimeError::io("signal", what, e)))?;
+        let mut msg = String::new();
+        let _ = fs::File::from(err).read_to_string(&mut msg);
+        if !msg.is_empty() {
+            return Err(kill_and_reap(pid, RuntimeError::Helper(msg)));
+        }
+        proc::start_time(pid)
+            .ok_or_else(|| RuntimeError::Spawn(format!("{what} exited right after exec")))
+    }
+}
+
+fn kill_and_reap(pid: i32, e: RuntimeError) -> RuntimeError {
+    let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
+    let _ = hutch_sys::process::wait_for(pid);
+    e
 }
 
 /// Host-side wiring of the new child, before it may continue.
@@ -498,7 +577,8 @@ fn clone_nested(
     Ok(fork)
 }
 
-enum Never {}
+/// What a child's body returns on success: nothing, since it has exec'd.
+pub(crate) enum Never {}
 
 pub(crate) fn errno(op: &str, e: hutch_sys::Errno) -> String {
     format!("{op}: {}", std::io::Error::from(e))
@@ -544,19 +624,9 @@ fn remount_ro(target: &Path) -> std::result::Result<(), String> {
     mnt(None, target, None, flags, None)
 }
 
-/// Runs in the cloned child: waits for the parent, builds the filesystem view, drops
+/// Runs in the cloned child once the parent said go: builds the filesystem view, drops
 /// privileges and execs the agent. Only returns on failure.
-fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> {
-    let mut b = [0u8; 1];
-    let mut go = fs::File::from(go_r);
-    if go
-        .read(&mut b)
-        .map_err(|e| format!("waiting for parent: {e}"))?
-        == 0
-    {
-        return Err("parent went away".into());
-    }
-    drop(go);
+fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     // Join the sandbox's cgroup (v1): "0" is the writing thread, us, single-threaded.
     // Writing to files opened by the host-root helper is allowed from our new namespaces.
     for mut f in plan.cgroup_tasks.iter() {
@@ -593,8 +663,7 @@ fn child(plan: &ChildPlan, go_r: OwnedFd) -> std::result::Result<Never, String> 
     hutch_sys::ns::set_hostname(plan.hostname.as_bytes()).map_err(|e| errno("sethostname", e))?;
     // stdio: nothing of the helper's (its stdout is the server's pipe) may leak in. The
     // originals stay open (close-on-exec) in `plan`.
-    hutch_sys::fd::redirect_stdio(&plan.stdin, &plan.stdout, &plan.stdout)
-        .map_err(|e| errno("dup2 stdio", e))?;
+    plan.stdio.redirect()?;
 
     let agent_src = PathBuf::from(format!("/proc/self/fd/{}", agent_fd.as_raw_fd()));
     run_steps(&mount_plan::sandbox_tree(

@@ -185,14 +185,9 @@ pub(crate) fn run_zygote_helper(
 ) -> Result<SpawnResponse> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
     let raw = socket.as_raw_fd();
     let mut cmd = Command::new(&helper.0);
-    cmd.args(&helper.1)
-        .env(crate::zygote::HELPER_ENV, "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env(crate::zygote::HELPER_ENV, "1");
     // SAFETY: dup2 is async-signal-safe; between fork and exec nothing else runs. dup2
     // clears close-on-exec on the copy (and on a same-numbered fd the helper clears it).
     unsafe {
@@ -203,27 +198,8 @@ pub(crate) fn run_zygote_helper(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
-    drop(socket);
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&body)
-            .map_err(|e| RuntimeError::io("write to", &helper.0, e))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
-    serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
-        RuntimeError::Spawn(format!(
-            "zygote helper {} exited with {}: {}{}",
-            Path::new(&helper.0).display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    })
+    // Our copy goes once the helper has its own.
+    exchange(cmd, helper, req, "zygote helper", Some(socket))
 }
 
 /// Runs the one-shot helper for `req`.
@@ -231,14 +207,28 @@ pub(crate) fn run_helper(
     helper: &(PathBuf, Vec<String>),
     req: &SpawnRequest,
 ) -> Result<SpawnResponse> {
+    exchange(Command::new(&helper.0), helper, req, "spawn helper", None)
+}
+
+/// Runs `cmd` (the helper, with its arguments added here), hands it `req` as JSON on its
+/// stdin and reads its [`SpawnResponse`] from its stdout. `handed` is closed once the
+/// helper has started (a descriptor it inherited).
+fn exchange(
+    mut cmd: Command,
+    helper: &(PathBuf, Vec<String>),
+    req: &impl serde::Serialize,
+    what: &str,
+    handed: Option<std::os::fd::OwnedFd>,
+) -> Result<SpawnResponse> {
     let body = serde_json::to_vec(req).map_err(|e| RuntimeError::Spawn(e.to_string()))?;
-    let mut child = Command::new(&helper.0)
+    let mut child = cmd
         .args(&helper.1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| RuntimeError::io("run spawn helper", &helper.0, e))?;
+    drop(handed);
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(&body)
@@ -249,7 +239,7 @@ pub(crate) fn run_helper(
         .map_err(|e| RuntimeError::io("wait for", &helper.0, e))?;
     serde_json::from_slice::<SpawnResponse>(&out.stdout).map_err(|_| {
         RuntimeError::Spawn(format!(
-            "spawn helper {} exited with {}: {}{}",
+            "{what} {} exited with {}: {}{}",
             Path::new(&helper.0).display(),
             out.status,
             String::from_utf8_lossy(&out.stdout),

@@ -16,17 +16,17 @@
 //! is in [`SCRIPT`].
 
 use std::ffi::CString;
-use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
 use crate::mounts::plan as mount_plan;
-use crate::proc;
-use crate::spawn::{bind_ro, env_entry, errno, mnt, pipe, run_steps, write_id_maps, SpawnResponse};
+use crate::spawn::{
+    bind_ro, cstring, env_entries, errno, mnt, run_steps, write_id_maps, Handshake, Never,
+    SpawnResponse, Stdio,
+};
 use hutch_sys::creds::Credentials;
 use hutch_sys::ns::{Fork, Namespaces};
 
@@ -112,15 +112,10 @@ struct Plan {
     layers: Vec<PathBuf>,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    stdin: fs::File,
-    stdout: fs::File,
+    stdio: Stdio,
 }
 
 fn start(req: &ZygoteRequest) -> Result<(i32, u64)> {
-    let cs = |s: &str| {
-        CString::new(s)
-            .map_err(|_| RuntimeError::Spawn(format!("{s:?}: string contains a NUL byte")))
-    };
     if req.argv.is_empty() || req.layers.is_empty() {
         return Err(RuntimeError::Spawn(
             "a zygote needs a command and at least one layer".into(),
@@ -130,88 +125,39 @@ fn start(req: &ZygoteRequest) -> Result<(i32, u64)> {
     hutch_sys::fd::keep_open_on_exec(SOCKET_FD)
         .map_err(|e| RuntimeError::sys("the zygote's socket (fd 3)", e))?;
     let plan = Plan {
-        hostname: cs(&req.name)?,
+        hostname: cstring(&req.name)?,
         overlay: (req.layers.len() > 1).then(|| {
             let lower: Vec<String> = req.layers.iter().map(|l| l.display().to_string()).collect();
             format!("lowerdir={}", lower.join(":"))
         }),
         root: req.root.clone(),
         layers: req.layers.clone(),
-        argv: req.argv.iter().map(|a| cs(a)).collect::<Result<_>>()?,
-        envp: req
-            .env
-            .iter()
-            .map(|(k, v)| cs(&env_entry(k, v)))
-            .collect::<Result<_>>()?,
-        stdin: fs::File::open("/dev/null").map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
-        stdout: match &req.log_file {
-            Some(p) => fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| RuntimeError::io("open", p, e))?,
-            None => fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .map_err(|e| RuntimeError::io("open", "/dev/null", e))?,
-        },
+        argv: req.argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
+        envp: env_entries(&req.env)?,
+        stdio: Stdio::open(req.log_file.as_deref())?,
     };
-    let (go_r, go_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let handshake = Handshake::new()?;
     let flags = Namespaces::NEWUSER
         | Namespaces::NEWNS
         | Namespaces::NEWNET
         | Namespaces::NEWUTS
         | Namespaces::NEWIPC;
-    let pid = match hutch_sys::ns::fork_into_namespaces(flags)
+    let child = match hutch_sys::ns::fork_into_namespaces(flags)
         .map_err(|e| RuntimeError::sys("clone (the zygote's namespaces)", e))?
     {
-        Fork::Parent(pid) => pid,
-        Fork::Child => {
-            drop(go_w);
-            drop(err_r);
-            let msg = match child(&plan, go_r) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            let _ = fs::File::from(err_w).write_all(msg.as_bytes());
-            hutch_sys::process::exit_now(1);
-        }
+        Fork::Parent(pid) => handshake.parent(pid),
+        Fork::Child => handshake.child(|| child(&plan)),
     };
-    drop(go_r);
-    drop(err_w);
-    let kill_child = |e: RuntimeError| {
-        let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
-        let _ = hutch_sys::process::wait_for(pid);
-        e
-    };
-    write_id_maps(pid, &id_maps(req.own_id, req.id_base, req.id_count)).map_err(kill_child)?;
-    fs::File::from(go_w)
-        .write_all(b"g")
-        .map_err(|e| kill_child(RuntimeError::io("signal", "zygote", e)))?;
-    let mut msg = String::new();
-    let _ = fs::File::from(err_r).read_to_string(&mut msg);
-    if !msg.is_empty() {
-        return Err(kill_child(RuntimeError::Helper(msg)));
-    }
-    let start = proc::start_time(pid)
-        .ok_or_else(|| RuntimeError::Spawn("the zygote exited right after exec".into()))?;
+    let pid = child.pid;
+    write_id_maps(pid, &id_maps(req.own_id, req.id_base, req.id_count))
+        .map_err(|e| child.kill(e))?;
+    let start = child.release("the zygote")?;
     Ok((pid, start))
 }
 
-enum Never {}
-
 /// Runs in the cloned child: mounts the template's view, becomes root of its namespace,
 /// pivots and execs the zygote. Only returns on failure.
-fn child(plan: &Plan, go_r: OwnedFd) -> std::result::Result<Never, String> {
-    let mut b = [0u8; 1];
-    if fs::File::from(go_r)
-        .read(&mut b)
-        .map_err(|e| format!("waiting for parent: {e}"))?
-        == 0
-    {
-        return Err("parent went away".into());
-    }
+fn child(plan: &Plan) -> std::result::Result<Never, String> {
     run_steps(&mount_plan::private_tree())?;
     // Mounted while still host root (the layers' parent directories are closed to others),
     // read-only, without set-uid programs or devices: the zygote must never gain anything
@@ -233,8 +179,7 @@ fn child(plan: &Plan, go_r: OwnedFd) -> std::result::Result<Never, String> {
         .apply()
         .map_err(|e| errno("setgroups/setresgid/setresuid", e))?;
     hutch_sys::ns::set_hostname(plan.hostname.as_bytes()).map_err(|e| errno("sethostname", e))?;
-    hutch_sys::fd::redirect_stdio(&plan.stdin, &plan.stdout, &plan.stdout)
-        .map_err(|e| errno("dup2 stdio", e))?;
+    plan.stdio.redirect()?;
     run_steps(&mount_plan::zygote_tree(Path::new(".")))?;
     let dot = Path::new(".");
     hutch_sys::ns::pivot_root(dot, dot).map_err(|e| errno("pivot_root", e))?;
