@@ -42,6 +42,16 @@ pub fn startup_relevant(name: &str) -> bool {
     name.starts_with("PYTHON") || name.starts_with("LC_") || name == "LANG" || name == "LANGUAGE"
 }
 
+/// The startup-relevant part of `env` ([`startup_relevant`]).
+pub fn startup_env<'a>(
+    env: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<(String, String)> {
+    env.into_iter()
+        .filter(|(k, _)| startup_relevant(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The Python of a template's `python3` kernel when that kernel is an ipykernel started as
 /// `<python> -m ipykernel_launcher ...` with no startup-relevant variables of its own:
 /// the kernels a zygote can start. `layers` topmost first.
@@ -141,8 +151,6 @@ pub struct Zygote {
     pub owner: ParentUserNs,
     /// The template layers it was started from.
     pub layers: Vec<PathBuf>,
-    /// Its Python.
-    pub python: String,
     /// The startup-relevant variables it runs with.
     pub env: Vec<(String, String)>,
     socket: AsyncFd<OwnedFd>,
@@ -264,7 +272,6 @@ impl Zygote {
         self.dead.store(true, Ordering::SeqCst);
         lock(&self.waiting).clear();
         lock(&self.ready).take();
-        self.closed.notify_waiters();
         self.closed.notify_one();
         tracing::info!(pid = self.owner.pid, "zygote gone");
     }
@@ -369,15 +376,14 @@ impl Zygotes {
     /// Otherwise, unless one is starting or failed lately, returns what to start one with:
     /// the caller starts it (on the blocking pool) and hands it to [`Self::started`].
     ///
-    /// `env` is the startup-relevant part of the template's variables (which a sandbox
-    /// must share to use the zygote); `base_env` is every variable the zygote starts with
-    /// besides its user's (the template's variables and `PATH`): its imports read some,
-    /// and the zygote refuses plans that differ on those.
+    /// `base_env` is every variable the zygote starts with besides its user's (the
+    /// template's variables and `PATH`): its imports read some, and the zygote refuses
+    /// plans that differ on those. A running zygote started with other startup-relevant
+    /// variables is not used.
     pub fn get(
         &self,
         template: &str,
         layers: &[PathBuf],
-        env: &[(String, String)],
         base_env: &BTreeMap<String, String>,
     ) -> Lookup {
         if !self.enabled() {
@@ -390,7 +396,7 @@ impl Zygotes {
                     && z.layers == layers
                     && z.forks.load(Ordering::SeqCst) < FORKS_PER_ZYGOTE =>
             {
-                return if z.env == env {
+                return if z.env == startup_env(base_env) {
                     Lookup::Running(Arc::clone(z))
                 } else {
                     Lookup::None
@@ -446,13 +452,7 @@ impl Zygotes {
                     start_time: z.start_time,
                 },
                 layers: spec.template_layers.clone(),
-                python: spec.argv[0].clone(),
-                env: spec
-                    .env
-                    .iter()
-                    .filter(|(k, _)| startup_relevant(k))
-                    .cloned()
-                    .collect(),
+                env: startup_env(spec.env.iter().map(|(k, v)| (k, v))),
                 socket,
                 waiting: Mutex::new(HashMap::new()),
                 ready: Mutex::new(None),

@@ -10,14 +10,7 @@ use hutch_contracts::agent::KernelAdopt;
 use super::create::{sandbox_env, Launched, SANDBOX_PATH};
 use super::Service;
 use crate::templates::ResolvedTemplate;
-use crate::zygote::{startup_relevant, Confinement, Lookup, Zygote};
-
-fn startup_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    env.iter()
-        .filter(|(k, _)| startup_relevant(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
+use crate::zygote::{startup_env, Confinement, Lookup, Zygote};
 
 impl Service {
     /// Turns zygotes on: new sandboxes of templates with an ipykernel get their default
@@ -40,16 +33,12 @@ impl Service {
         self.end_retired_zygotes();
         // A zygote runs with its template's variables; a sandbox whose own change how
         // Python starts gets a kernel of its own.
-        let template_env = startup_env(&sandbox_env(tpl));
-        if startup_env(env_vars) != template_env {
+        let mut base_env = sandbox_env(tpl);
+        if startup_env(env_vars) != startup_env(&base_env) {
             return None;
         }
-        let mut base_env = sandbox_env(tpl);
         base_env.insert("PATH".into(), SANDBOX_PATH.into());
-        match self
-            .zygotes
-            .get(&tpl.template_id, &tpl.layers, &template_env, &base_env)
-        {
+        match self.zygotes.get(&tpl.template_id, &tpl.layers, &base_env) {
             Lookup::Running(z) => Some(z),
             Lookup::None => None,
             Lookup::Start(spec) => {
