@@ -64,15 +64,21 @@ DENY_SYSINFO = base64.b64encode(
     + struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)  # ret ALLOW
 ).decode()
 
-# Makes a fake sandbox: a user namespace (the test writes its maps), then the others; PID 1 of
-# the new pid namespace mounts its /proc and becomes `sleep`. Prints its host pid.
-SANDBOX = r"""
+# What the scripts below start with: libc through ctypes, and a check of its -1 returns.
+CTYPES_PRELUDE = r"""
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 def ok(ret, what):
     if ret == -1:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
+"""
+
+# Makes a fake sandbox: a user namespace (the test writes its maps), then the others; PID 1 of
+# the new pid namespace mounts its /proc and becomes `sleep`. Prints its host pid.
+SANDBOX = (
+    CTYPES_PRELUDE
+    + r"""
 if len(sys.argv) > 1:
     # Nested in the zygote's user namespace, as hutch's spawn helper does it: become root of
     # that namespace, make the sandbox's inside it and write its maps from there (ids 1.. of
@@ -116,18 +122,15 @@ if pid == 0:
 print(pid, flush=True)
 os.waitpid(pid, 0)
 """
+)
 
 # Runs the zygote as hutch does: in user, mount, net, IPC and UTS namespaces of its own, as
 # root of its user namespace (host id 200000, with ids 1.. mapped to the sandboxes' host ids),
 # without /proc, in the host's pid namespace. The test writes its maps (fds 5 and 6 are the
 # handshake), then it execs the zygote with fd 3 as its socket.
-ZYGOTE_HELPER = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-def ok(ret, what):
-    if ret == -1:
-        e = ctypes.get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
+ZYGOTE_HELPER = (
+    CTYPES_PRELUDE
+    + r"""
 ok(libc.unshare(0x10000000 | 0x00020000 | 0x40000000 | 0x08000000 | 0x04000000), "unshare")
 os.write(5, b"u\n")
 if os.read(6, 1) != b"g":
@@ -142,6 +145,7 @@ ok(libc.mount(b"tmpfs", b"/proc", b"tmpfs", 2 | 4 | 8, b"size=4k"), "hide /proc"
 ok(libc.sethostname(b"zygote", 6), "sethostname")
 os.execv(sys.executable, [sys.executable, "-c", sys.argv[1]])
 """
+)
 ZYGOTE_OWN_ID = 200000
 
 # Run in each kernel: what a cold kernel and a forked one are compared on.

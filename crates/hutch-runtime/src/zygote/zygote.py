@@ -384,15 +384,10 @@ class Zygote:
 
     def serve(self) -> NoReturn:
         while True:
-            try:
-                data, ancdata, flags, _ = self.sock.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(16 * 4))
-            except InterruptedError:
-                continue
-            except OSError:
+            received = _receive(self.sock, MAX_MESSAGE, 16)
+            if received is None:
                 self.exit(0)
-            fds = _fds_of(ancdata)
-            if not data and not fds:
-                self.exit(0)
+            data, fds, flags = received
             try:
                 reply = self.handle(data, fds, flags)
             except Exception as e:  # never let a request end the zygote
@@ -614,6 +609,22 @@ def _id_of(data: bytes) -> str:
     return id_ if isinstance(id_, str) else ""
 
 
+def _receive(sock: socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int], int] | None:
+    """One message (its bytes, the descriptors it carried, recvmsg's flags); None once the
+    peer is gone."""
+    while True:
+        try:
+            data, ancdata, flags, _ = sock.recvmsg(size, socket.CMSG_SPACE(max_fds * 4))
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        fds = _fds_of(ancdata)
+        if not data and not fds:
+            return None
+        return data, fds, flags
+
+
 def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     fds: list[int] = []
     for level, kind, data in ancdata:
@@ -642,15 +653,10 @@ def _fork_server(ctl: socket.socket, zygote_pid: int) -> Kernel:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGCHLD, _reap_exited)
     while True:
-        try:
-            data, ancdata, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(4 * 4))
-        except InterruptedError:
-            continue
-        except OSError:
+        received = _receive(ctl, 16, 4)
+        if received is None:
             os._exit(0)
-        fds = _fds_of(ancdata)
-        if not data and not fds:
-            os._exit(0)
+        data, fds, _ = received
         if data != b"fork" or len(fds) != 4:
             for fd in fds:
                 _close_quietly(fd)
