@@ -122,6 +122,7 @@ pub struct Confinement {
 }
 
 impl Confinement {
+    /// The fields of a fork request that carry it.
     fn to_json(&self) -> Value {
         let programs: Vec<String> = self
             .seccomp
@@ -282,7 +283,7 @@ impl Zygote {
         &self,
         plan: &KernelPlan,
         init_pid: i32,
-        confinement: &Confinement,
+        confinement: &Value,
         join: F,
     ) -> Result<i32, String>
     where
@@ -292,7 +293,7 @@ impl Zygote {
         self.forks.fetch_add(1, Ordering::SeqCst);
         let pidfd = hutch_sys::fd::pidfd(init_pid)
             .map_err(|e| format!("pidfd of the sandbox's init: {e}"))?;
-        let mut msg = confinement.to_json();
+        let mut msg = confinement.clone();
         msg["op"] = json!("fork");
         msg["id"] = json!(plan.id);
         msg["plan"] = serde_json::to_value(plan).map_err(|e| e.to_string())?;
@@ -330,8 +331,9 @@ enum Slot {
 
 /// Every template's zygote.
 pub struct Zygotes {
-    enabled: AtomicBool,
-    confinement: Mutex<Option<Confinement>>,
+    /// What a forked kernel takes on in its sandbox, as the fields of a fork request
+    /// (encoded once); `None` while zygotes are off.
+    confinement: Mutex<Option<Arc<Value>>>,
     slots: Mutex<HashMap<String, Slot>>,
     /// Next host id for a zygote's root (see [`hutch_runtime::zygote::ZygoteRequest::own_id`]).
     next_id: AtomicU32,
@@ -343,10 +345,9 @@ pub struct Zygotes {
 
 impl Zygotes {
     /// Zygotes whose roots take host ids from `id_first` on (`id_span` of them, reused in
-    /// turn); none at all unless `enabled`.
-    pub fn new(enabled: bool, id_first: u32, id_span: u32) -> Self {
+    /// turn); off until [`Self::enable`].
+    pub fn new(id_first: u32, id_span: u32) -> Self {
         Zygotes {
-            enabled: AtomicBool::new(enabled),
             confinement: Mutex::new(None),
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
@@ -358,17 +359,16 @@ impl Zygotes {
 
     /// Whether zygotes are in use at all.
     pub fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::SeqCst)
+        lock(&self.confinement).is_some()
     }
 
     /// Turns zygotes on, with the limits their kernels take on in a sandbox.
-    pub fn enable(&self, confinement: Confinement) {
-        *lock(&self.confinement) = Some(confinement);
-        self.enabled.store(true, Ordering::SeqCst);
+    pub fn enable(&self, confinement: &Confinement) {
+        *lock(&self.confinement) = Some(Arc::new(confinement.to_json()));
     }
 
-    /// The limits a forked kernel takes on.
-    pub fn confinement(&self) -> Option<Confinement> {
+    /// The limits a forked kernel takes on, as [`Zygote::fork_kernel`] sends them.
+    pub fn confinement(&self) -> Option<Arc<Value>> {
         lock(&self.confinement).clone()
     }
 

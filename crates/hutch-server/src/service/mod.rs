@@ -178,7 +178,6 @@ impl Service {
             pools: Arc::new(pool::Pools::default()),
             cold_gate: tokio::sync::Semaphore::new(cold_starts()),
             zygotes: Arc::new(crate::zygote::Zygotes::new(
-                false,
                 hutch_template::SANDBOX_ID_BASE + hutch_template::SANDBOX_ID_COUNT,
                 ZYGOTE_IDS,
             )),

@@ -16,7 +16,7 @@ impl Service {
     /// Turns zygotes on: new sandboxes of templates with an ipykernel get their default
     /// kernel forked from their template's zygote.
     pub fn enable_zygotes(&self, confinement: Confinement) {
-        self.zygotes.enable(confinement);
+        self.zygotes.enable(&confinement);
     }
 
     /// The zygote a new sandbox of `tpl` with the variables `env_vars` gets its kernel
