@@ -768,6 +768,10 @@ def _c1(request: dict[str, Any], report_w: int, go_r: int) -> Kernel:
         log = os.open(plan["logFile"], os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         os.chdir(plan["cwd"])
+        # The kernel waits for this process to be gone, so that from its first instruction its
+        # parent is the sandbox's init, as it is for a kernel the agent starts itself.
+        gone_r, gone_w = os.pipe()
+        me = os.getpid()
         _flush_stdio()
         c2 = os.fork()
     except BaseException as e:
@@ -775,6 +779,12 @@ def _c1(request: dict[str, Any], report_w: int, go_r: int) -> Kernel:
         os._exit(1)
     if c2 == 0:
         try:
+            os.close(gone_w)
+            while os.read(gone_r, 1):
+                pass
+            # The pipe closes as the parent exits, a moment before it is reparented.
+            while os.getppid() == me:
+                pass
             os.setsid()
             os.dup2(null, 0)
             os.dup2(log, 1)
