@@ -111,6 +111,54 @@ pub struct KernelAdopt {
     pub pid: i32,
 }
 
+/// Request header by which the server asks `GET /files` for the open file instead of its
+/// bytes ("1"). The agent then answers a download of a regular file on a local filesystem
+/// of at least [`FILE_HANDOFF_MIN`] bytes with 200, [`FILE_HANDOFF_HEADER`] set, and a
+/// body that is one line of [`FileHandoff`] JSON and then stays open: the descriptor named
+/// in it stays open in the agent until that body is dropped. The server takes the
+/// descriptor with `pidfd_getfd(2)` and sends the bytes itself, saving the agent's copies
+/// and a TCP hop. Any other answer is the download as usual. The server never forwards
+/// this header from clients.
+pub const FILE_HANDOFF_HEADER: &str = "x-hutch-file-handoff";
+
+/// Downloads shorter than this are answered with their bytes even when a hand-off was
+/// asked for: for them the extra connection and system calls cost more than the copies.
+pub const FILE_HANDOFF_MIN: u64 = 1 << 20;
+
+/// The first line of a hand-off body: the response the download would have been, with the
+/// file left for the server to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileHandoff {
+    /// The download's status (200 or 206).
+    pub status: u16,
+    /// Its headers, in order (`Content-Length` included).
+    pub headers: Vec<(String, String)>,
+    /// The descriptor number of the open file in the agent.
+    pub fd: i32,
+    /// The file's device and inode: the server checks the descriptor it took is this file.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+    /// The body, in order.
+    pub segments: Vec<HandoffSegment>,
+}
+
+/// A piece of a handed-off body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HandoffSegment {
+    /// `len` bytes of the file from `start`.
+    File {
+        /// First byte.
+        start: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+    /// Bytes sent as they are (the framing of `multipart/byteranges`).
+    Literal(String),
+}
+
 /// What a create gives a sandbox it takes from a warm pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -52,6 +52,12 @@ pub(crate) fn mounts_below(text: &str, dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The mount ids (first field) of every line of `text`.
+pub(crate) fn mount_ids(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.lines()
+        .filter_map(|l| l.split(' ').next()?.parse().ok())
+}
+
 /// Undoes mountinfo's octal escaping of spaces and friends (`\040` is a space).
 pub(crate) fn unescape(s: &str) -> PathBuf {
     let b = s.as_bytes();

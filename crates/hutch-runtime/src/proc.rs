@@ -37,6 +37,29 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     start_time(pid) == Some(start) && state(pid) != Some('Z')
 }
 
+/// Whether the open file `fd` is on a mount of the mount namespace process `pid` is in: the
+/// descriptor's mount id (`/proc/self/fdinfo`) is one of those in `/proc/<pid>/mountinfo`.
+/// A descriptor a sandbox's process holds on a host file (opened before it entered its own
+/// root) fails this; everything of the sandbox's own filesystem passes.
+pub fn fd_is_in_mounts_of(fd: &impl std::os::fd::AsRawFd, pid: i32) -> bool {
+    let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
+    let Some(id) = fdinfo.ok().as_deref().and_then(parse_fdinfo_mount_id) else {
+        return false;
+    };
+    fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .is_ok_and(|text| crate::mountinfo::mount_ids(&text).any(|m| m == id))
+}
+
+/// The `mnt_id:` line of a `/proc/<pid>/fdinfo/<fd>` text.
+pub fn parse_fdinfo_mount_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// What `waitpid(pid, WNOHANG)` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reap {
@@ -98,6 +121,20 @@ mod tests {
         assert_eq!(parse_start_time("1 (init) S 0 1"), None);
         assert_eq!(parse_state("1 (init)"), None);
         assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn fdinfo_names_the_mount() {
+        let text = "pos:\t0\nflags:\t02100000\nmnt_id:\t1234\nino:\t77\n";
+        assert_eq!(parse_fdinfo_mount_id(text), Some(1234));
+        assert_eq!(parse_fdinfo_mount_id("pos:\t0\n"), None);
+    }
+
+    #[test]
+    fn a_file_is_in_its_own_process_mounts_and_not_in_those_of_another_namespace() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(fd_is_in_mounts_of(&f, std::process::id() as i32));
+        assert!(!fd_is_in_mounts_of(&f, i32::MAX));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 
 use crate::sandbox::{valid_id, SandboxState};
 use crate::service::Service;
-use hutch_contracts::agent::AGENT_PORT;
+use hutch_contracts::agent::{AGENT_PORT, FILE_HANDOFF_HEADER};
+
+mod handoff;
 
 /// Which sandbox and port a request is for, if it is sandbox traffic.
 pub fn target(headers: &HeaderMap) -> Option<(String, u16)> {
@@ -131,17 +133,75 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
     parts
         .headers
         .remove(HeaderName::from_static("e2b-sandbox-port"));
+    parts
+        .headers
+        .remove(HeaderName::from_static(FILE_HANDOFF_HEADER));
+    // A download from the agent: ask for the open file rather than its bytes, and keep what
+    // it takes to ask again the usual way should the hand-off fail.
+    let plain_download =
+        (port == AGENT_PORT && parts.method == http::Method::GET && parts.uri.path() == "/files")
+            .then(|| {
+                let mut again = Request::new(Body::empty());
+                *again.method_mut() = parts.method.clone();
+                *again.uri_mut() = parts.uri.clone();
+                *again.headers_mut() = parts.headers.clone();
+                parts.headers.insert(
+                    HeaderName::from_static(FILE_HANDOFF_HEADER),
+                    http::HeaderValue::from_static("1"),
+                );
+                again
+            });
     let out = Request::from_parts(parts, body);
     let send = async {
         if port == AGENT_PORT {
-            svc.http().request(out).await.map_err(|e| e.to_string())
+            let resp = svc.http().request(out).await.map_err(|e| e.to_string())?;
+            match plain_download {
+                Some(again) if resp.headers().contains_key(FILE_HANDOFF_HEADER) => {
+                    match handoff::take(resp, route.init).await {
+                        Ok((described, file)) => Ok(Sent::HandedOff(described, file)),
+                        Err(e) => {
+                            tracing::warn!(sandbox = %id, error = %e, "download hand-off failed; asking again");
+                            let resp = svc.http().request(again).await;
+                            resp.map(Sent::Proxied).map_err(|e| e.to_string())
+                        }
+                    }
+                }
+                _ => Ok(Sent::Proxied(resp)),
+            }
         } else {
-            send_to_user_port(&route, port, out).await
+            send_to_user_port(&route, port, out)
+                .await
+                .map(Sent::Proxied)
         }
     };
     let sent = tokio::select! {
         r = send => r,
         _ = killed(route.killed.clone()) => return not_found(id),
+    };
+    let sent = match sent {
+        Ok(Sent::HandedOff(described, file)) => {
+            return match handoff::response(described, file) {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    Response::from_parts(
+                        parts,
+                        Body::new(AbortOnKill {
+                            inner: body,
+                            killed: Box::pin(killed(route.killed)),
+                        }),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "the agent described a bad download");
+                    json(
+                        StatusCode::BAD_GATEWAY,
+                        serde_json::json!({"code": 502, "message": "the sandbox's agent answered a download badly", "sandboxId": id}),
+                    )
+                }
+            };
+        }
+        Ok(Sent::Proxied(resp)) => Ok(resp),
+        Err(e) => Err(e),
     };
     match sent {
         Ok(mut resp) => {
@@ -267,15 +327,28 @@ async fn send_to_user_port(
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
+/// What the agent or a user port answered.
+enum Sent {
+    /// A response to pass on.
+    Proxied(Response<hyper::body::Incoming>),
+    /// A download whose file the server now holds.
+    HandedOff(hutch_contracts::agent::FileHandoff, std::fs::File),
+}
+
 /// A response body that fails (so the client's connection is cut, not cleanly ended)
 /// as soon as its sandbox is killed: a killed sandbox's veth vanishes without a TCP
-/// reset, and the stream would otherwise hang.
-struct AbortOnKill {
-    inner: hyper::body::Incoming,
+/// reset, and the stream would otherwise hang; a handed-off file would keep the killed
+/// sandbox's disk open.
+struct AbortOnKill<B> {
+    inner: B,
     killed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
-impl http_body::Body for AbortOnKill {
+impl<B> http_body::Body for AbortOnKill<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = bytes::Bytes;
     type Error = std::io::Error;
 

@@ -113,9 +113,61 @@ pub fn pidfd(pid: i32) -> Result<OwnedFd> {
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
 }
 
+/// A duplicate of descriptor `target` of the process `pidfd` refers to (`pidfd_getfd(2)`;
+/// needs ptrace access to that process). Close-on-exec, like every descriptor it returns.
+pub fn take_fd(pidfd: impl AsFd, target: i32) -> Result<OwnedFd> {
+    rustix::process::pidfd_getfd(pidfd, target, rustix::process::PidfdGetfdFlags::empty())
+}
+
+/// Up to `want` bytes of `fd` from `offset` (`pread(2)`, retried when interrupted), in a
+/// new buffer that is not zeroed first; empty at end of file.
+pub fn pread_new(fd: impl AsFd, want: usize, offset: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(want);
+    loop {
+        match rustix::io::pread(&fd, rustix::buffer::spare_capacity(&mut buf), offset) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(buf),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pread_new_reads_at_an_offset_and_stops_at_the_end() {
+        let f = tempfile_with(b"0123456789");
+        assert_eq!(pread_new(&f, 4, 3).unwrap(), b"3456");
+        assert_eq!(pread_new(&f, 100, 8).unwrap(), b"89");
+        assert!(pread_new(&f, 4, 10).unwrap().is_empty());
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("hutch-sys-pread-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn take_fd_duplicates_a_descriptor_of_this_process() {
+        let (r, w) = pipe().unwrap();
+        let me = pidfd(std::process::id() as i32).unwrap();
+        let dup = take_fd(&me, std::os::fd::AsRawFd::as_raw_fd(&w)).unwrap();
+        assert_eq!(write(&dup, b"x").unwrap(), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!(read(&r, &mut buf).unwrap(), 1);
+    }
 
     #[test]
     fn a_pipe_carries_bytes_and_is_close_on_exec() {

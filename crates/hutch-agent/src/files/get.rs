@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::download::{self, Encoding, Precondition, RangeError};
 use super::signature::Operation;
-use super::{paths, FileError, FileParams, FilesService};
+use super::{handoff, paths, FileError, FileParams, FilesService};
 
 /// `GET /files`: the file at `path`, as the user `username` would address it.
 pub async fn download(
@@ -285,6 +285,14 @@ async fn serve_download(
         response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     tracing::debug!(path = %resolved.display(), status = status.as_u16(), "serving file");
+    let file = if method == Method::GET && handoff::requested(headers) {
+        match handoff::respond(status, &response_headers, file, &segments) {
+            Ok(handed_off) => return Ok(handed_off),
+            Err(file) => file,
+        }
+    } else {
+        file
+    };
     let body = if method == Method::HEAD {
         Body::empty()
     } else {

@@ -16,6 +16,7 @@
 
 pub mod download;
 mod get;
+mod handoff;
 pub mod multipart;
 pub mod paths;
 mod post;

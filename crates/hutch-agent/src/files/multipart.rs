@@ -327,22 +327,10 @@ fn partial_suffix(buf: &[u8], pattern: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// Position of the first occurrence of `needle` in `haystack`.
+/// Position of the first occurrence of `needle` in `haystack` (vectorised: an upload's every
+/// byte goes through this search).
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut from = 0;
-    while from + needle.len() <= haystack.len() {
-        let pos = from + haystack.get(from..)?.iter().position(|&b| b == first)?;
-        let end = pos + needle.len();
-        if end > haystack.len() {
-            return None;
-        }
-        if haystack.get(pos + 1..end) == Some(rest) {
-            return Some(pos);
-        }
-        from = pos + 1;
-    }
-    None
+    memchr::memmem::find(haystack, needle)
 }
 
 /// The header block at the start of `buf`: `(block length, bytes to consume)`, or `None` when its
