@@ -5,7 +5,7 @@
 use hutch_sys::errno;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -82,19 +82,34 @@ impl BodyReader {
 
 impl Read for BodyReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let chunk = self.fill_buf()?;
+            let n = out.len().min(chunk.len());
+            out.get_mut(..n)
+                .unwrap_or_default()
+                .copy_from_slice(chunk.get(..n).unwrap_or_default());
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The chunks as they arrived, without copying them into a buffer of the reader's own.
+impl BufRead for BodyReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(chunk)) => self.current = chunk,
                 Some(Err(err)) => return Err(err),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = out.len().min(self.current.len());
-        out.get_mut(..n)
-            .unwrap_or_default()
-            .copy_from_slice(self.current.get(..n).unwrap_or_default());
-        self.current.advance(n);
-        Ok(n)
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.current.advance(n.min(self.current.len()));
     }
 }
 
@@ -107,10 +122,13 @@ fn body_error(err: io::Error) -> FileError {
 }
 
 /// Performs the upload. Must run on a blocking thread.
-pub fn run(plan: &UploadPlan, body: impl Read) -> Result<Vec<WrittenFile>, FileError> {
-    let mut source: Box<dyn Read> = if plan.gzip {
+pub fn run(plan: &UploadPlan, body: impl BufRead) -> Result<Vec<WrittenFile>, FileError> {
+    let mut source: Box<dyn BufRead> = if plan.gzip {
         // Multi-member: concatenated gzip streams are one valid body (as Go's reader accepts).
-        Box::new(flate2::read::MultiGzDecoder::new(body))
+        Box::new(BufReader::with_capacity(
+            CHUNK,
+            flate2::read::MultiGzDecoder::new(body),
+        ))
     } else {
         Box::new(body)
     };
@@ -124,15 +142,17 @@ pub fn run(plan: &UploadPlan, body: impl Read) -> Result<Vec<WrittenFile>, FileE
             })?;
             let path = resolve(path, &plan.user)?;
             let mut target = Target::create(&path, &plan.user)?;
-            let mut buf = vec![0u8; CHUNK];
             loop {
-                let n = match source.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
+                let n = match source.fill_buf() {
+                    Ok([]) => break,
+                    Ok(data) => {
+                        target.write(data, plan)?;
+                        data.len()
+                    }
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => return Err(body_error(err)),
                 };
-                target.write(buf.get(..n).unwrap_or_default(), plan)?;
+                source.consume(n);
             }
             Ok(vec![target.finish(plan)?])
         }
@@ -143,7 +163,7 @@ pub fn run(plan: &UploadPlan, body: impl Read) -> Result<Vec<WrittenFile>, FileE
 fn multipart_upload(
     plan: &UploadPlan,
     boundary: &str,
-    source: &mut dyn Read,
+    source: &mut dyn BufRead,
 ) -> Result<Vec<WrittenFile>, FileError> {
     let bad_form = |err: multipart::MultipartError| {
         FileError::new(
@@ -155,18 +175,20 @@ fn multipart_upload(
     let mut written: Vec<WrittenFile> = Vec::new();
     // The part being written: `Some(None)` for a part that is not a file (skipped).
     let mut current: Option<Option<Target>> = None;
-    let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match source.read(&mut buf) {
-            Ok(n) => n,
+        let n = match source.fill_buf() {
+            Ok(data) => {
+                if data.is_empty() {
+                    parser.finish();
+                } else {
+                    parser.push(data);
+                }
+                data.len()
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(body_error(err)),
         };
-        if n == 0 {
-            parser.finish();
-        } else {
-            parser.push(buf.get(..n).unwrap_or_default());
-        }
+        source.consume(n);
         while let Some(event) = parser.next_event().map_err(bad_form)? {
             match event {
                 Event::PartStart(headers) => {
