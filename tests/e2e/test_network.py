@@ -184,3 +184,26 @@ def test_sandboxes_cannot_reach_each_other() -> None:
     finally:
         a.kill()
         b.kill()
+
+
+def test_ipv6_is_off_at_both_ends_and_neighbours_need_no_arp(sandbox: Sandbox) -> None:
+    inside = sandbox.commands.run(
+        "cat /proc/sys/net/ipv6/conf/{all,default,lo,eth0}/disable_ipv6; echo '--'; cat /proc/net/if_inet6; "
+        "echo '--'; ip -4 neigh show dev eth0; ip route show default"
+    ).stdout
+    flags, addrs, rest = inside.split("--\n")
+    assert flags.split() == ["1", "1", "1", "1"]
+    assert addrs.strip() == "", f"the sandbox has IPv6 addresses: {addrs!r}"
+    gateway = rest.split("default via ", 1)[1].split()[0]
+    # The host's end is known from the start: a permanent entry, never asked by ARP.
+    assert f"{gateway} lladdr" in rest and "PERMANENT" in rest, rest
+    ip = sandbox_ip(sandbox)
+    route = subprocess.run(["ip", "-o", "route", "get", ip], check=True, capture_output=True, text=True).stdout
+    host_if = route.split(" dev ", 1)[1].split()[0]
+    assert host_if.startswith("hv"), route
+    with open(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6") as f:
+        assert f.read().strip() == "1"
+    neigh = subprocess.run(
+        ["ip", "-4", "neigh", "show", ip, "dev", host_if], check=True, capture_output=True, text=True
+    )
+    assert "PERMANENT" in neigh.stdout, neigh.stdout

@@ -49,7 +49,9 @@ def _fds():
             continue
         if t.startswith('/run/hutch/kernels/') and t.endswith('/kernel.log'):
             t = 'pipe'  # the plan's FIFO shows its path
-        if not t.endswith('-journal'):
+        # SQLite's own, open for a moment while IPython's history thread writes: its
+        # journal, and the directory it syncs after the journal is gone.
+        if not t.endswith(('-journal', '/.ipython/profile_default')):
             out.append(t.split(':')[0] if ':' in t else t)
     return out
 _old = os.umask(0); os.umask(_old)

@@ -95,6 +95,29 @@ pub struct SandboxNet {
     pub sandbox_ip: Ipv4Addr,
 }
 
+impl SandboxNet {
+    /// The hardware address of the host's end of the veth.
+    pub fn host_mac(&self) -> [u8; 6] {
+        slot_mac(1, self.slot)
+    }
+
+    /// The hardware address of the sandbox's end (`eth0`).
+    pub fn sandbox_mac(&self) -> [u8; 6] {
+        slot_mac(2, self.slot)
+    }
+}
+
+/// Fixed hardware addresses per slot (locally administered, unicast), so that each end
+/// knows the other's from the start: both get a permanent neighbour entry and nothing
+/// waits for ARP. With ARP, a packet still in flight to a slot's previous sandbox (a
+/// retransmission to an address now reused) made the host ask before the new sandbox's
+/// `eth0` was up; the unanswered question was asked again only a second later, and the
+/// new sandbox's first connection waited that second.
+fn slot_mac(side: u8, slot: u32) -> [u8; 6] {
+    let s = slot.to_be_bytes();
+    [0x02, 0x68, side, s[1], s[2], s[3]]
+}
+
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
     let mut c = Command::new(cmd);
     c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -186,7 +209,13 @@ fn link_index(nl: &mut Socket, name: &str) -> Result<u32> {
 /// namespace, over netlink.
 pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
     let mut nl = route_socket()?;
-    let create = msgs::new_veth(&net.host_if, SANDBOX_IF, pid);
+    let create = msgs::new_veth(
+        &net.host_if,
+        net.host_mac(),
+        SANDBOX_IF,
+        net.sandbox_mac(),
+        pid,
+    );
     let what = || {
         format!(
             "create veth {} (peer {SANDBOX_IF} in pid {pid}'s namespace)",
@@ -219,6 +248,7 @@ pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
         &[
             msgs::add_addr(index, net.host_ip, SLOT_PREFIX),
             msgs::link_up(&net.host_if),
+            msgs::add_neighbour(index, net.sandbox_ip, net.sandbox_mac()),
         ],
     )?;
     Ok(())
@@ -239,6 +269,7 @@ pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
             msgs::link_up("lo"),
             msgs::add_addr(index, net.sandbox_ip, SLOT_PREFIX),
             msgs::link_up(SANDBOX_IF),
+            msgs::add_neighbour(index, net.host_ip, net.host_mac()),
             msgs::add_default_route(index, net.host_ip),
         ],
     )?;

@@ -261,6 +261,8 @@ struct ChildPlan {
     /// The child starts in the rootfs as its working directory and cannot walk the host's
     /// path to it (its user namespace is a zygote's, see [`fork_nested`]).
     rootfs_is_cwd: bool,
+    /// The sandbox's end of its network, configured by the child itself (see [`child`]).
+    net: net::SandboxNet,
 }
 
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -293,6 +295,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
             })
             .collect::<Result<_>>()?,
         rootfs_is_cwd: req.parent_userns.is_some(),
+        net: req.net.clone(),
     };
     let parent_userns = req.parent_userns.map(open_userns).transpose()?;
     // The agent must survive an OOM inside the sandbox, so the child inherits -1000 from
@@ -466,15 +469,9 @@ fn parent_setup(req: &SpawnRequest, pid: i32, id_maps: bool, steps: &mut Steps) 
         fs::write(f, pid.to_string()).map_err(|e| RuntimeError::io("join cgroup", f, e))?;
     }
     steps.mark("join_cgroup");
+    // The sandbox's side is the child's own work (see `child`).
     net::setup_host_side(&req.net, pid)?;
     steps.mark("host_net");
-    let nsp = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let ns = fs::File::open(&nsp).map_err(|e| RuntimeError::io("open", &nsp, e))?;
-    // This helper is single-threaded and exits soon.
-    hutch_sys::ns::enter_net_namespace(&ns)
-        .map_err(|e| RuntimeError::sys("setns into the sandbox's network namespace", e))?;
-    net::setup_sandbox_side(&req.net)?;
-    steps.mark("sandbox_net");
     Ok(())
 }
 
@@ -678,6 +675,14 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     hutch_sys::ns::pivot_root(dot, dot).map_err(|e| errno("pivot_root", e))?;
     hutch_sys::mount::detach(dot).map_err(|e| errno("detach old root", e))?;
     hutch_sys::ns::chdir(Path::new("/")).map_err(|e| errno("chdir /", e))?;
+    // Our own side of the network, in our network namespace (whose owner, our user
+    // namespace, gives us CAP_NET_ADMIN over it), while /proc/sys is still writable. Done
+    // here rather than by the helper from the host: its sysctl files are reached through
+    // our own /proc. The host's /proc keeps a dentry of `/proc/sys/net/ipv6` per network
+    // namespace that looked it up, until that namespace is destroyed, which the kernel
+    // does in the background and slower than sandboxes come and go; every lookup there
+    // compares them all under one lock (docs/design.md, "Creating a sandbox").
+    net::setup_sandbox_side(&plan.net).map_err(|e| e.to_string())?;
     run_steps(&mount_plan::proc_masks())?;
     // The parent already moved us into the sandbox's cgroup: make it our cgroup root.
     hutch_sys::ns::unshare_cgroup_namespace().map_err(|e| errno("unshare cgroup namespace", e))?;

@@ -13,7 +13,9 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
 
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_PID: u16 = 19;
@@ -25,6 +27,12 @@ const IFF_UP: u32 = 1;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+const NUD_PERMANENT: u16 = 0x80;
+/// `NLM_F_REPLACE`.
+const F_REPLACE: u16 = 0x100;
 
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -65,11 +73,13 @@ fn ifinfomsg(index: u32, up: Option<bool>) -> [u8; IFINFOMSG_LEN] {
     b
 }
 
-/// Creates veth `host` here with its peer, named `peer`, directly in the network
-/// namespace of process `pid`. Both ends stay down.
-pub fn new_veth(host: &str, peer: &str, pid: i32) -> Message {
+/// Creates veth `host` (hardware address `host_mac`) here with its peer, named `peer`
+/// (`peer_mac`), directly in the network namespace of process `pid`. Both ends stay down.
+pub fn new_veth(host: &str, host_mac: [u8; 6], peer: &str, peer_mac: [u8; 6], pid: i32) -> Message {
     let mut m = Message::new(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL);
-    m.put(&ifinfomsg(0, None)).attr_str(IFLA_IFNAME, host);
+    m.put(&ifinfomsg(0, None))
+        .attr_str(IFLA_IFNAME, host)
+        .attr(IFLA_ADDRESS, &host_mac);
     // Nested as `ip` nests them, without NLA_F_NESTED: the veth peer is a struct followed
     // by attributes, which the kernel's strict nested parser would refuse.
     m.begin_nested(IFLA_LINKINFO, true)
@@ -78,6 +88,7 @@ pub fn new_veth(host: &str, peer: &str, pid: i32) -> Message {
         .begin_nested(VETH_INFO_PEER, true)
         .put(&ifinfomsg(0, None))
         .attr_str(IFLA_IFNAME, peer)
+        .attr(IFLA_ADDRESS, &peer_mac)
         .attr_u32(IFLA_NET_NS_PID, pid as u32)
         .end_nested()
         .end_nested()
@@ -158,6 +169,21 @@ pub fn add_default_route(index: u32, gateway: Ipv4Addr) -> Message {
     m.put(&rt)
         .attr(RTA_GATEWAY, &gateway.octets())
         .attr_u32(RTA_OIF, index);
+    m
+}
+
+/// Adds (or replaces) a permanent neighbour entry on interface `index`: `ip` is at
+/// hardware address `mac`, without asking by ARP.
+pub fn add_neighbour(index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Message {
+    let mut m = Message::new(RTM_NEWNEIGH, F_ACK | F_CREATE | F_REPLACE);
+    // struct ndmsg: family, 3 bytes of padding, ifindex, state, flags, type.
+    let mut nd = [0u8; 12];
+    nd[0] = AF_INET;
+    nd[4..8].copy_from_slice(&index.to_ne_bytes());
+    nd[8..10].copy_from_slice(&NUD_PERMANENT.to_ne_bytes());
+    m.put(&nd)
+        .attr(NDA_DST, &ip.octets())
+        .attr(NDA_LLADDR, &mac);
     m
 }
 

@@ -1,6 +1,7 @@
 use hutch_sys::netlink::{attributes, F_REQUEST, NLA_F_NESTED};
 
 use super::*;
+use crate::net::SandboxNet;
 
 fn header(b: &[u8]) -> (u16, u16) {
     (
@@ -16,7 +17,8 @@ fn body(m: &Message) -> Vec<u8> {
 
 #[test]
 fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
-    let m = new_veth("hv7", "eth0", 4242);
+    let (host_mac, peer_mac) = ([2, 0x68, 1, 0, 0, 7], [2, 0x68, 2, 0, 0, 7]);
+    let m = new_veth("hv7", host_mac, "eth0", peer_mac, 4242);
     let b = m.encode(1);
     assert_eq!(
         header(&b),
@@ -27,8 +29,9 @@ fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
     assert_eq!(&body[..IFINFOMSG_LEN], &[0u8; IFINFOMSG_LEN]);
     let attrs = attributes(body, IFINFOMSG_LEN);
     assert_eq!(attrs[0], (IFLA_IFNAME, &b"hv7\0"[..]));
-    assert_eq!(attrs[1].0, IFLA_LINKINFO);
-    let info = attributes(attrs[1].1, 0);
+    assert_eq!(attrs[1], (IFLA_ADDRESS, &host_mac[..]));
+    assert_eq!(attrs[2].0, IFLA_LINKINFO);
+    let info = attributes(attrs[2].1, 0);
     assert_eq!(info[0], (IFLA_INFO_KIND, &b"veth\0"[..]));
     let data = attributes(info[1].1, 0);
     assert_eq!(data[0].0, VETH_INFO_PEER);
@@ -37,14 +40,52 @@ fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
         peer,
         [
             (IFLA_IFNAME, &b"eth0\0"[..]),
+            (IFLA_ADDRESS, &peer_mac[..]),
             (IFLA_NET_NS_PID, &4242u32.to_ne_bytes()[..]),
         ]
     );
     // As `ip` sends it: no NLA_F_NESTED on the link info nests.
     assert_eq!(
-        u16::from_ne_bytes([body[IFINFOMSG_LEN + 10], body[IFINFOMSG_LEN + 11]]),
+        u16::from_ne_bytes([body[IFINFOMSG_LEN + 22], body[IFINFOMSG_LEN + 23]]),
         IFLA_LINKINFO
     );
+}
+
+#[test]
+fn a_neighbour_is_added_permanently_with_its_address() {
+    let mac = [2, 0x68, 2, 0, 1, 2];
+    let m = add_neighbour(9, Ipv4Addr::new(10, 201, 0, 6), mac);
+    let b = m.encode(1);
+    assert_eq!(
+        header(&b),
+        (RTM_NEWNEIGH, F_REQUEST | F_ACK | F_CREATE | F_REPLACE)
+    );
+    let body = &b[16..];
+    assert_eq!(body[0], AF_INET);
+    assert_eq!(u32::from_ne_bytes(body[4..8].try_into().unwrap()), 9);
+    assert_eq!(u16::from_ne_bytes([body[8], body[9]]), NUD_PERMANENT);
+    let attrs = attributes(body, 12);
+    assert_eq!(
+        attrs,
+        [(NDA_DST, &[10u8, 201, 0, 6][..]), (NDA_LLADDR, &mac[..])]
+    );
+}
+
+#[test]
+fn slot_addresses_are_unicast_local_and_differ_per_end() {
+    let net = SandboxNet {
+        slot: 0x01_02_03,
+        host_if: "hv1".into(),
+        peer_if: String::new(),
+        host_ip: Ipv4Addr::new(10, 201, 0, 5),
+        sandbox_ip: Ipv4Addr::new(10, 201, 0, 6),
+    };
+    let (h, s) = (net.host_mac(), net.sandbox_mac());
+    assert_ne!(h, s);
+    for m in [h, s] {
+        assert_eq!(m[0] & 0b11, 0b10, "locally administered unicast");
+        assert_eq!(&m[3..], &[1, 2, 3]);
+    }
 }
 
 #[test]
