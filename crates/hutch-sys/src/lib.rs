@@ -18,6 +18,7 @@ pub mod fd;
 pub mod fs;
 pub mod inotify;
 pub mod loopdev;
+pub mod malloc;
 pub mod mount;
 pub mod netlink;
 pub mod ns;
