@@ -32,7 +32,10 @@ mod tests {
 
     #[test]
     fn glibc_takes_the_thresholds_and_sizes_past_its_range_are_refused() {
-        assert_eq!(keep_freed_memory(8 << 20, 4 << 20), cfg!(target_env = "gnu"));
+        assert_eq!(
+            keep_freed_memory(8 << 20, 4 << 20),
+            cfg!(target_env = "gnu")
+        );
         assert!(!keep_freed_memory(usize::MAX, 4 << 20));
         // The allocator still works with them.
         let v = vec![7u8; 1 << 20];
