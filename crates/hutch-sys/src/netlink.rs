@@ -18,6 +18,8 @@ use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, Socket
 pub const F_REQUEST: u16 = 0x1;
 /// `NLM_F_ACK`: answer with an acknowledgement (an `NLMSG_ERROR` carrying 0) on success.
 pub const F_ACK: u16 = 0x4;
+/// `NLM_F_REPLACE`: replace the object if it exists.
+pub const F_REPLACE: u16 = 0x100;
 /// `NLM_F_EXCL`: fail if the object exists.
 pub const F_EXCL: u16 = 0x200;
 /// `NLM_F_CREATE`: create the object if it does not exist.

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use hutch_sys::netlink::{Message, F_ACK, F_CREATE, F_EXCL};
+use hutch_sys::netlink::{Message, F_ACK, F_CREATE, F_EXCL, F_REPLACE};
 
 use super::NFT_TABLE;
 
@@ -31,8 +31,6 @@ const IFA_LOCAL: u16 = 2;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NUD_PERMANENT: u16 = 0x80;
-/// `NLM_F_REPLACE`.
-const F_REPLACE: u16 = 0x100;
 
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
