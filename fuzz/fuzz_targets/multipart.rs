@@ -3,7 +3,7 @@
 //! same parts and errors however the body is split.
 #![no_main]
 
-use hutch_agent::files::multipart::{self, Event, Parser, PartHeaders};
+use hutch_contracts::multipart::{self, Event, Parser, PartHeaders};
 use libfuzzer_sys::fuzz_target;
 
 const BOUNDARIES: &[&str] = &[
@@ -16,11 +16,13 @@ const BOUNDARIES: &[&str] = &[
 
 type Parts = Vec<(PartHeaders, Vec<u8>)>;
 
-/// Parses `body` pushing `chunk` bytes at a time, checking the memory bound after every drain.
+/// Parses `body` pushing `chunk` bytes at a time (as `Bytes` when `shared`), checking the
+/// memory bound after every drain.
 fn incremental(
     boundary: &str,
     body: &[u8],
     chunk: usize,
+    shared: bool,
 ) -> Result<Parts, multipart::MultipartError> {
     let mut parser = Parser::new(boundary)?;
     let mut parts: Parts = Vec::new();
@@ -28,7 +30,11 @@ fn incremental(
     loop {
         let more = match pieces.next() {
             Some(piece) => {
-                parser.push(piece);
+                if shared {
+                    parser.push_bytes(bytes::Bytes::copy_from_slice(piece));
+                } else {
+                    parser.push(piece);
+                }
                 true
             }
             None => {
@@ -73,8 +79,11 @@ fuzz_target!(|data: &[u8]| {
     let body = &data[2..];
 
     let whole = multipart::parse_all(boundary, body);
-    let split = incremental(boundary, body, chunk);
+    let split = incremental(boundary, body, chunk, false);
     assert_eq!(whole, split, "result depends on how the body is split");
+    // Shared chunks: large ones take the path that does not copy content.
+    let shared = incremental(boundary, body, chunk * 64, true);
+    assert_eq!(whole, shared, "result depends on whether chunks are shared");
 
     // The content-type and header-parameter parsers get the raw bytes too.
     if let Ok(text) = std::str::from_utf8(body) {

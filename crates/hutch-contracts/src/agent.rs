@@ -117,8 +117,9 @@ pub struct KernelAdopt {
 /// body that is one line of [`FileHandoff`] JSON and then stays open: the descriptor named
 /// in it stays open in the agent until that body is dropped. The server takes the
 /// descriptor with `pidfd_getfd(2)` and sends the bytes itself, saving the agent's copies
-/// and a TCP hop. Any other answer is the download as usual. The server never forwards
-/// this header from clients.
+/// and a TCP hop. Any other answer is the download as usual. On `POST /files` the header
+/// asks for the other direction: see [`UploadOpen`]. The server never forwards this header
+/// from clients.
 pub const FILE_HANDOFF_HEADER: &str = "x-hutch-file-handoff";
 
 /// Downloads shorter than this are answered with their bytes even when a hand-off was
@@ -157,6 +158,67 @@ pub enum HandoffSegment {
     },
     /// Bytes sent as they are (the framing of `multipart/byteranges`).
     Literal(String),
+}
+
+/// The body of a `POST /files` that carries [`FILE_HANDOFF_HEADER`] "1": the server reads
+/// an upload's body itself (the raw file, or a multipart body it parses) and asks the agent
+/// to open each file it names. The request keeps the client's query and headers (access
+/// token, signature, `X-Metadata-*`), so the agent authorises, resolves the path for the
+/// user, makes missing directories theirs, creates or truncates the file, gives it to the
+/// user and stores the metadata exactly as for an upload it reads itself. On success it
+/// answers 200, [`FILE_HANDOFF_HEADER`] set, and a body that is one line of
+/// [`UploadHandoff`] JSON and then stays open; on failure, the error the upload would have
+/// got, [`FILE_HANDOFF_HEADER`] set to [`UPLOAD_REFUSED`] or, when the client was not
+/// authorised (its body is not worth reading to the end), [`UPLOAD_REFUSED_UNAUTHORISED`].
+/// The server writes the bytes through the descriptor it takes with `pidfd_getfd(2)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UploadOpen {
+    /// Whether the client's body is `multipart/form-data` (one file per `file` part) rather
+    /// than the raw file (`application/octet-stream`).
+    pub multipart: bool,
+    /// The part's `filename` (the file's path when the query has no `path`).
+    #[serde(default)]
+    pub filename: Option<String>,
+    /// The paths this upload has already written, as answered: a part for one of them again
+    /// is the client's error, and the file is left as the first part wrote it.
+    #[serde(default)]
+    pub written: Vec<String>,
+}
+
+/// [`FILE_HANDOFF_HEADER`] on the agent's refusal of an [`UploadOpen`].
+pub const UPLOAD_REFUSED: &str = "refused";
+/// [`FILE_HANDOFF_HEADER`] on the agent's refusal of an [`UploadOpen`] from a client it did
+/// not authorise.
+pub const UPLOAD_REFUSED_UNAUTHORISED: &str = "refused-unauthorised";
+
+/// The first line of the agent's answer to an [`UploadOpen`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadHandoff {
+    /// The descriptor number of the file, open for writing, in the agent.
+    pub fd: i32,
+    /// The file's device and inode: the server checks the descriptor it took is this file.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+    /// The file as the upload's answer lists it.
+    pub file: WrittenFile,
+}
+
+/// One file an upload wrote, as the SDK's `WriteInfo` reads it from `POST /files`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenFile {
+    /// The file name (last path component).
+    pub name: String,
+    /// The absolute path.
+    pub path: String,
+    /// Always `file`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The metadata on the file, read back from disk; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// What a create gives a sandbox it takes from a warm pool.

@@ -5,11 +5,14 @@
 //!   from `proto/*.proto`.
 //! - [`template`]: template build steps, parsed once from E2B's wire form.
 //! - [`agent`]: how the server configures the in-sandbox agent, and where it lives and listens.
+//! - [`multipart`]: the `multipart/form-data` bodies of `POST /files`, parsed by the agent and,
+//!   for uploads it hands off, by the server.
 //! - [`auth`], [`net`]: small helpers both sides of a connection need.
 
 pub mod agent;
 pub mod auth;
 pub mod envd;
+pub mod multipart;
 #[cfg(feature = "serve")]
 pub mod net;
 pub mod template;

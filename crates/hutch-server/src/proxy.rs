@@ -14,6 +14,7 @@ use crate::service::Service;
 use hutch_contracts::agent::{AGENT_PORT, FILE_HANDOFF_HEADER};
 
 mod handoff;
+mod upload;
 
 /// Which sandbox and port a request is for, if it is sandbox traffic.
 pub fn target(headers: &HeaderMap) -> Option<(String, u16)> {
@@ -151,6 +152,26 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
                 );
                 again
             });
+    // A large upload to the agent: the server reads the body and writes the files.
+    let upload_kind =
+        (port == AGENT_PORT && parts.method == http::Method::POST && parts.uri.path() == "/files")
+            .then(|| upload::eligible(&parts.headers))
+            .flatten();
+    let (parts, body) = match upload_kind {
+        Some(kind) => {
+            let run = upload::run(svc.http(), route.init, parts, body, kind);
+            let outcome = tokio::select! {
+                r = run => r,
+                _ = killed(route.killed.clone()) => return not_found(id),
+            };
+            match outcome {
+                Ok(upload::Outcome::Answered(answer)) => return answer,
+                Ok(upload::Outcome::Proxied(resp)) => return passed_on(resp, route.killed),
+                Err(e) => return unreachable_port(svc, id, port, &e),
+            }
+        }
+        None => (parts, body),
+    };
     let out = Request::from_parts(parts, body);
     let send = async {
         if port == AGENT_PORT {
@@ -228,32 +249,43 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, Body::empty());
             }
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(
-                parts,
-                Body::new(AbortOnKill {
-                    inner: body,
-                    killed: Box::pin(killed(route.killed)),
-                }),
-            )
+            passed_on(resp, route.killed)
         }
-        Err(e) => {
-            tracing::debug!(sandbox = %id, port, error = %e, "sandbox port unreachable");
-            if svc.route(id).is_none() {
-                return not_found(id);
-            }
-            json(
-                StatusCode::BAD_GATEWAY,
-                serde_json::json!({
-                    "code": 502,
-                    "message": "The sandbox is running but port is not open",
-                    "sandboxId": id,
-                    "port": port,
-                }),
-            )
-        }
+        Err(e) => unreachable_port(svc, id, port, &e),
     }
+}
+
+/// A sandbox's answer as the client gets it: its body cut when the sandbox is killed.
+fn passed_on(
+    resp: Response<hyper::body::Incoming>,
+    killed_rx: tokio::sync::watch::Receiver<bool>,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(
+        parts,
+        Body::new(AbortOnKill {
+            inner: body,
+            killed: Box::pin(killed(killed_rx)),
+        }),
+    )
+}
+
+/// The answer when `port` of sandbox `id` could not be reached (`e` says why).
+fn unreachable_port(svc: &Service, id: &str, port: u16, e: &str) -> Response<Body> {
+    tracing::debug!(sandbox = %id, port, error = %e, "sandbox port unreachable");
+    if svc.route(id).is_none() {
+        return not_found(id);
+    }
+    json(
+        StatusCode::BAD_GATEWAY,
+        serde_json::json!({
+            "code": 502,
+            "message": "The sandbox is running but port is not open",
+            "sandboxId": id,
+            "port": port,
+        }),
+    )
 }
 
 /// Opens a TCP connection to `port` from inside the sandbox's network namespace, trying

@@ -1,7 +1,10 @@
-//! Downloads handed to the server as an open file ([`FILE_HANDOFF_HEADER`]): the agent does
-//! everything a download needs (authorisation, the user's path, ranges, preconditions,
-//! headers) and, instead of copying the bytes into a socket, keeps the file open for the
-//! server to take and send.
+//! Files handed to the server open ([`FILE_HANDOFF_HEADER`]). For a download the agent does
+//! everything it needs (authorisation, the user's path, ranges, preconditions, headers)
+//! and, instead of copying the bytes into a socket, keeps the file open for the server to
+//! take and send; for an upload the server reads ([`UploadOpen`]) it opens the file as an
+//! upload would and the server writes the bytes.
+//!
+//! [`UploadOpen`]: hutch_contracts::agent::UploadOpen
 
 use std::fs::File;
 use std::io;
@@ -13,9 +16,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hutch_contracts::agent::{FileHandoff, HandoffSegment, FILE_HANDOFF_HEADER, FILE_HANDOFF_MIN};
+use hutch_contracts::agent::{
+    FileHandoff, HandoffSegment, UploadHandoff, WrittenFile, FILE_HANDOFF_HEADER, FILE_HANDOFF_MIN,
+};
 
 use super::download::{self, Segment};
+use super::FileError;
 
 /// Filesystems whose reads only wait on this host's disks: ext4, overlayfs, tmpfs, XFS,
 /// Btrfs. A file anywhere else (FUSE, a network filesystem) could make the server's reading
@@ -41,14 +47,39 @@ pub fn respond(
     let Some(handoff) = describe(status, headers, &file, segments) else {
         return Err(file);
     };
-    let mut line = match serde_json::to_vec(&handoff) {
+    let line = match serde_json::to_vec(&handoff) {
         Ok(line) => line,
         Err(_) => return Err(file),
     };
-    line.push(b'\n');
     tracing::debug!(fd = handoff.fd, "handing a download's file to the server");
-    // The file stays open for as long as the body lives: the server takes its descriptor
-    // after the first line and then drops the connection.
+    Ok(hold_open(line, file))
+}
+
+/// The answer to an [`UploadOpen`](hutch_contracts::agent::UploadOpen): `file`, open for
+/// writing, handed over with what the upload will answer for it.
+pub fn hand_over_upload(file: File, written: WrittenFile) -> Result<Response, FileError> {
+    let meta = file.metadata().map_err(|e| {
+        FileError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("error getting file info: {e}"),
+        )
+    })?;
+    let handoff = UploadHandoff {
+        fd: file.as_raw_fd(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        file: written,
+    };
+    let line = serde_json::to_vec(&handoff)
+        .map_err(|e| FileError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    tracing::debug!(fd = handoff.fd, "handing an upload's file to the server");
+    Ok(hold_open(line, file))
+}
+
+/// A hand-off answer: `line` and a line end, then a body that stays open (and `file` with
+/// it) until the server, having taken the descriptor, drops the connection.
+fn hold_open(mut line: Vec<u8>, file: File) -> Response {
+    line.push(b'\n');
     let hold = async move {
         let _open = file;
         std::future::pending::<io::Result<Bytes>>().await
@@ -63,7 +94,7 @@ pub fn respond(
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }
 
 fn describe(

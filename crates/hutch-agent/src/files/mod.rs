@@ -17,7 +17,7 @@
 pub mod download;
 mod get;
 mod handoff;
-pub mod multipart;
+pub use hutch_contracts::multipart;
 pub mod paths;
 mod post;
 pub mod signature;

@@ -13,7 +13,11 @@ use tokio::sync::mpsc;
 
 use super::signature::Operation;
 use super::upload::{self, BodyKind, UploadPlan};
-use super::{multipart, xattr, FileError, FileParams, FilesService};
+use hutch_contracts::agent::{
+    UploadOpen, FILE_HANDOFF_HEADER, UPLOAD_REFUSED, UPLOAD_REFUSED_UNAUTHORISED,
+};
+
+use super::{handoff, multipart, xattr, FileError, FileParams, FilesService};
 
 /// How much of a request body is read and discarded after an upload failed, so the client gets
 /// to read the error instead of a connection reset while it is still sending. Past this the
@@ -30,7 +34,10 @@ pub async fn upload(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let plan = match plan_upload(&service, &headers, &uri) {
+    if handoff::requested(&headers) {
+        return open_for_server(service, headers, uri, body).await;
+    }
+    let plan = match plan_upload(&service, &headers, &uri, None) {
         Ok(plan) => plan,
         Err((err, authorized)) => {
             // An unauthenticated client gets no courtesy drain: it could make the agent read
@@ -99,12 +106,63 @@ pub async fn upload(
     }
 }
 
-/// Everything about an upload that can be decided from its headers. The error side says whether
+/// The longest [`UploadOpen`] body read.
+const OPEN_LIMIT: usize = 1 << 20;
+
+/// `POST /files` from the server, for an upload whose body it reads itself ([`UploadOpen`]):
+/// opens the file and hands it over.
+async fn open_for_server(
+    service: FilesService,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    let open: UploadOpen = match axum::body::to_bytes(body, OPEN_LIMIT)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(open) => open,
+        Err(e) => {
+            let err = FileError::new(StatusCode::BAD_REQUEST, format!("bad upload hand-off: {e}"));
+            return refused(err, true);
+        }
+    };
+    let plan = match plan_upload(&service, &headers, &uri, Some(open.multipart)) {
+        Ok(plan) => plan,
+        Err((err, authorized)) => return refused(err, authorized),
+    };
+    let opened = tokio::task::spawn_blocking(move || upload::open_for_server(&plan, &open))
+        .await
+        .map_err(|err| FileError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
+        .and_then(|r| r)
+        .and_then(|(file, written)| handoff::hand_over_upload(file, written));
+    opened.unwrap_or_else(|err| refused(err, true))
+}
+
+/// The answer to an [`UploadOpen`] the agent refuses: the upload's error, marked so the
+/// server knows this agent understood the request and whether to read the client's body.
+fn refused(err: FileError, authorized: bool) -> Response {
+    let mut response = err.into_response();
+    let mark = if authorized {
+        UPLOAD_REFUSED
+    } else {
+        UPLOAD_REFUSED_UNAUTHORISED
+    };
+    response
+        .headers_mut()
+        .insert(FILE_HANDOFF_HEADER, HeaderValue::from_static(mark));
+    response
+}
+
+/// Everything about an upload that can be decided from its headers (`multipart`: what the
+/// server says the body it reads is, instead of the headers). The error side says whether
 /// the client was authorised (to decide whether its body is worth draining).
 fn plan_upload(
     service: &FilesService,
     headers: &HeaderMap,
     uri: &Uri,
+    multipart: Option<bool>,
 ) -> Result<UploadPlan, (FileError, bool)> {
     let params = FileParams::from_uri(uri).map_err(|e| (e, false))?;
     let username = service
@@ -145,7 +203,14 @@ fn plan_upload(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let kind = if essence == "application/octet-stream" {
+    let kind = if let Some(multipart) = multipart {
+        // The boundary is the server's business; the agent only needs to know which it is.
+        if multipart {
+            BodyKind::Multipart(String::new())
+        } else {
+            BodyKind::Raw
+        }
+    } else if essence == "application/octet-stream" {
         BodyKind::Raw
     } else if essence.starts_with("multipart/") {
         let boundary = multipart::boundary_from_content_type(content_type).map_err(|err| {

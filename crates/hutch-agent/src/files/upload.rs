@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use bytes::{Buf, Bytes};
-use serde::Serialize;
 use tokio::sync::mpsc;
+
+use hutch_contracts::agent::{UploadOpen, WrittenFile};
 
 use super::multipart::{self, Event, Parser};
 use super::paths::{self, EnsureDirsError};
@@ -47,21 +48,6 @@ pub struct UploadPlan {
     pub metadata: BTreeMap<String, String>,
     /// The request's `Content-Length`, for the "disk full" message.
     pub content_length: Option<u64>,
-}
-
-/// One written file, as the SDK's `WriteInfo` reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WrittenFile {
-    /// The file name (last path component).
-    pub name: String,
-    /// The absolute path.
-    pub path: String,
-    /// Always `file`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The metadata now on the file, read back from disk; absent when it has none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A `Read` over the request body chunks the async side forwards.
@@ -206,7 +192,7 @@ fn multipart_upload(
                         })?,
                     };
                     let path = resolve(&raw, &plan.user)?;
-                    check_duplicate(&path, &written)?;
+                    check_duplicate(&path, written.iter().map(|w| w.path.as_str()))?;
                     current = Some(Some(Target::create(&path, &plan.user)?));
                 }
                 Event::Data(data) => {
@@ -230,6 +216,36 @@ fn multipart_upload(
     }
 }
 
+/// Opens the file an upload the server reads itself names ([`UploadOpen`]), doing all an
+/// upload does except writing the bytes: the metadata is stored now (an upload that fails
+/// later leaves it with partial content, as one the agent reads would). Must run on a
+/// blocking thread.
+pub fn open_for_server(
+    plan: &UploadPlan,
+    open: &UploadOpen,
+) -> Result<(File, WrittenFile), FileError> {
+    let raw = match (plan.path.as_deref(), open.multipart) {
+        (Some(path), _) => path.to_owned(),
+        (None, false) => {
+            return Err(FileError::new(
+                StatusCode::BAD_REQUEST,
+                "path query parameter is required for raw body upload",
+            ))
+        }
+        (None, true) => open.filename.clone().ok_or_else(|| {
+            FileError::new(
+                StatusCode::BAD_REQUEST,
+                "error getting multipart custom part file name: filename not found in Content-Disposition header",
+            )
+        })?,
+    };
+    let path = resolve(&raw, &plan.user)?;
+    check_duplicate(&path, open.written.iter().map(String::as_str))?;
+    let target = Target::create(&path, &plan.user)?;
+    let written = target.finish(plan)?;
+    Ok((target.file, written))
+}
+
 fn resolve(raw: &str, user: &User) -> Result<PathBuf, FileError> {
     paths::resolve(raw, user).map_err(|err| {
         FileError::new(
@@ -239,16 +255,15 @@ fn resolve(raw: &str, user: &User) -> Result<PathBuf, FileError> {
     })
 }
 
-fn check_duplicate(path: &Path, written: &[WrittenFile]) -> Result<(), FileError> {
+fn check_duplicate<'a>(
+    path: &Path,
+    written: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), FileError> {
     let display = path.to_string_lossy();
-    if !written.iter().any(|w| w.path == display) {
+    if !written.clone().any(|w| w == display) {
         return Ok(());
     }
-    let others: Vec<&str> = written
-        .iter()
-        .map(|w| w.path.as_str())
-        .filter(|p| *p != display)
-        .collect();
+    let others: Vec<&str> = written.filter(|p| *p != display).collect();
     let mut message = format!(
         "you cannot upload multiple files to the same path '{display}' in one upload request, only the first specified file was uploaded"
     );
@@ -357,7 +372,7 @@ impl Target {
     }
 
     /// Stores the metadata and describes the file for the response.
-    fn finish(self, plan: &UploadPlan) -> Result<WrittenFile, FileError> {
+    fn finish(&self, plan: &UploadPlan) -> Result<WrittenFile, FileError> {
         match xattr::replace(self.file.as_fd(), &plan.metadata) {
             Ok(()) => {}
             // /proc, /sys and old tmpfs have no user attributes; the content is written, and the
@@ -395,7 +410,7 @@ impl Target {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             path: self.path.to_string_lossy().into_owned(),
-            kind: "file",
+            kind: "file".to_owned(),
             metadata: (!metadata.is_empty()).then_some(metadata),
         })
     }

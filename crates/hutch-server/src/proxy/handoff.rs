@@ -27,6 +27,19 @@ pub async fn take(
     response: Response<hyper::body::Incoming>,
     init: (i32, u64),
 ) -> Result<(FileHandoff, File), String> {
+    let (handoff, body) = read_line::<FileHandoff>(response).await?;
+    // The agent keeps the descriptor open until `body` is dropped, after this.
+    let file = grab(init, handoff.fd, handoff.dev, handoff.ino)
+        .map_err(|e| format!("taking the handed-off file: {e}"))?;
+    drop(body);
+    Ok((handoff, file))
+}
+
+/// The first line of a hand-off answer, and the rest of its body: the agent holds the
+/// descriptor the line names until that body is dropped.
+pub async fn read_line<T: serde::de::DeserializeOwned>(
+    response: Response<hyper::body::Incoming>,
+) -> Result<(T, hyper::body::Incoming), String> {
     let mut body = response.into_body();
     let mut line = Vec::new();
     let end = loop {
@@ -46,15 +59,14 @@ pub async fn take(
             None => return Err("the agent ended its hand-off before the file was taken".into()),
         }
     };
-    let handoff: FileHandoff = serde_json::from_slice(line.get(..end).unwrap_or_default())
+    let value = serde_json::from_slice(line.get(..end).unwrap_or_default())
         .map_err(|e| format!("the agent's hand-off: {e}"))?;
-    // The agent keeps the descriptor open until `body` is dropped, after this.
-    let file = grab(init, &handoff).map_err(|e| format!("taking the handed-off file: {e}"))?;
-    drop(body);
-    Ok((handoff, file))
+    Ok((value, body))
 }
 
-fn grab(init: (i32, u64), handoff: &FileHandoff) -> io::Result<File> {
+/// Takes descriptor `fd` from the agent of the sandbox whose PID 1 is `init`, checking it is
+/// the regular file `dev`/`ino` and lies on the sandbox's own mounts.
+pub fn grab(init: (i32, u64), fd: i32, dev: u64, ino: u64) -> io::Result<File> {
     let (pid, start) = init;
     let pidfd = hutch_sys::fd::pidfd(pid)?;
     // The pidfd pins the process; the start time says it is still the sandbox's PID 1.
@@ -64,12 +76,12 @@ fn grab(init: (i32, u64), handoff: &FileHandoff) -> io::Result<File> {
             "the sandbox is gone",
         ));
     }
-    let file = File::from(hutch_sys::fd::take_fd(&pidfd, handoff.fd)?);
+    let file = File::from(hutch_sys::fd::take_fd(&pidfd, fd)?);
     let meta = file.metadata()?;
-    if !meta.is_file() || meta.dev() != handoff.dev || meta.ino() != handoff.ino {
+    if !meta.is_file() || meta.dev() != dev || meta.ino() != ino {
         return Err(io::Error::other("the descriptor is not the file announced"));
     }
-    // Whatever the agent says, only a file of the sandbox's own mounts leaves this way.
+    // Whatever the agent says, only a file of the sandbox's own mounts is used this way.
     if !hutch_runtime::proc::fd_is_in_mounts_of(&file, pid) {
         return Err(io::Error::other(
             "the file is not on the sandbox's filesystem",

@@ -15,6 +15,8 @@
 
 mod headers;
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 pub use headers::{boundary_from_content_type, parse_media_type};
@@ -28,6 +30,10 @@ pub const MAX_BOUNDARY_LEN: usize = 200;
 
 /// Most whitespace ("transport padding") allowed between a delimiter and its line end.
 const MAX_PADDING: usize = 256;
+
+/// Chunks shorter than this given to [`Parser::push_bytes`] are copied like any other: the
+/// checks that avoid the copy cost more than it.
+const SHARE_MIN: usize = 4 << 10;
 
 /// Why a multipart body could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +55,7 @@ pub enum MultipartError {
     BadHeaders(String),
 }
 
-/// The headers of one part that the agent cares about.
+/// The headers of one part that an upload cares about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartHeaders {
     /// The disposition type of `Content-Disposition` (lowercased), e.g. `form-data`.
@@ -114,6 +120,8 @@ pub struct Parser {
     /// `"\r\n--" + boundary`: what separates parts.
     delimiter: Vec<u8>,
     buf: BytesMut,
+    /// Content to report before anything in `buf` (pieces of chunks given as `Bytes`).
+    queued: VecDeque<Bytes>,
     state: State,
     eof: bool,
 }
@@ -132,6 +140,7 @@ impl Parser {
         Ok(Self {
             delimiter,
             buf,
+            queued: VecDeque::new(),
             state: State::Preamble,
             eof: false,
         })
@@ -150,6 +159,41 @@ impl Parser {
             return;
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Appends the next piece of the body, as [`Parser::push`] does, for a chunk the caller
+    /// holds as `Bytes`: inside a part, the content it can tell is content at once (all of the
+    /// chunk but a delimiter and what follows it, or a tail that may begin one) is reported
+    /// as slices of `data` instead of being copied.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        if self.state != State::Body || self.eof || data.len() < SHARE_MIN {
+            return self.push(&data);
+        }
+        let d = &self.delimiter[..];
+        let carried = self.buf.len();
+        // A delimiter that starts in the bytes carried from the last chunk: the usual way.
+        let head = data.get(..d.len()).unwrap_or(&data[..]);
+        let mut junction = Vec::with_capacity(carried + head.len());
+        junction.extend_from_slice(&self.buf);
+        junction.extend_from_slice(head);
+        if find(&junction, d).is_some_and(|at| at < carried) {
+            return self.push(&data);
+        }
+        // Everything before the first delimiter in `data` is content; with none, all but a
+        // tail that could start one.
+        let content = match find(&data, d) {
+            Some(at) => at,
+            None => data.len() - partial_suffix(&data, d),
+        };
+        if carried > 0 {
+            self.queued.push_back(Bytes::copy_from_slice(&self.buf));
+            self.buf.clear();
+        }
+        if content > 0 {
+            self.queued.push_back(data.slice(..content));
+        }
+        self.buf
+            .extend_from_slice(data.get(content..).unwrap_or_default());
     }
 
     /// Marks the end of the body: from now on, incomplete input is an error.
@@ -216,6 +260,11 @@ impl Parser {
                     self.buf.advance(consumed);
                     self.state = State::Body;
                     return Ok(Some(Event::PartStart(headers)));
+                }
+                State::Body if !self.queued.is_empty() => {
+                    if let Some(content) = self.queued.pop_front() {
+                        return Ok(Some(Event::Data(content)));
+                    }
                 }
                 State::Body => match self.scan() {
                     Scan::Found { at: 0, next, close } => {
@@ -409,6 +458,70 @@ mod tests {
         assert!(ended);
         assert_eq!(starts, 2);
         assert_eq!(data, b"hello|\r\n--XyZx\r\n|");
+    }
+
+    /// A body of large parts whose content is full of near-delimiters, for the sharing path.
+    fn large_body() -> Vec<u8> {
+        let mut body = b"pre\r\n".to_vec();
+        let mut x: u32 = 7;
+        for part in 0..3 {
+            body.extend_from_slice(
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f",
+            );
+            body.extend_from_slice(part.to_string().as_bytes());
+            body.extend_from_slice(b"\"\r\n\r\n");
+            for i in 0..40_000 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                match (x >> 16) % 500 {
+                    0 => body.extend_from_slice(b"\r\n--XyZx"),
+                    1 => body.extend_from_slice(b"\r\n--Xy"),
+                    2 => body.extend_from_slice(b"\r\n--XyZ  \tz"),
+                    _ => body.push((i % 251) as u8),
+                }
+            }
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZ--\r\nepilogue");
+        body
+    }
+
+    #[test]
+    fn shared_chunks_give_the_same_parts_as_copied_ones() {
+        let body = large_body();
+        let whole = parse_all("XyZ", &body).unwrap();
+        assert_eq!(whole.len(), 3);
+        for chunk in [4096, 5000, 8191, 65_536, 100_003, body.len()] {
+            for offset in [0, 1, 7, 19] {
+                let mut p = Parser::new("XyZ").unwrap();
+                let mut parts: Vec<(PartHeaders, Vec<u8>)> = Vec::new();
+                let body = Bytes::from(body.clone());
+                let mut pieces = vec![body.slice(..offset)];
+                let mut at = offset;
+                while at < body.len() {
+                    let end = (at + chunk).min(body.len());
+                    pieces.push(body.slice(at..end));
+                    at = end;
+                }
+                let mut ended = false;
+                for piece in pieces {
+                    p.push_bytes(piece);
+                    while let Some(ev) = p.next_event().unwrap() {
+                        match ev {
+                            Event::PartStart(h) => parts.push((h, Vec::new())),
+                            Event::Data(d) => {
+                                assert!(!d.is_empty());
+                                parts.last_mut().unwrap().1.extend_from_slice(&d);
+                            }
+                            Event::PartEnd => {}
+                            Event::End => ended = true,
+                        }
+                    }
+                    assert!(p.buffered() <= p.retained_bound() || chunk > 65_536);
+                }
+                assert!(ended, "chunk {chunk} offset {offset}");
+                assert_eq!(parts, whole, "chunk {chunk} offset {offset}");
+            }
+        }
     }
 
     #[test]
