@@ -5,8 +5,9 @@
 # 2. runs the Rust unit and integration tests and clippy, then ruff and mypy over the Python;
 # 3. starts a real `hutch serve` on loopback with a fresh data dir (templates come from
 #    the cache outside the clone, built on first use);
-# 4. runs the end-to-end tests in tests/e2e with the official e2b SDK from PyPI, then the
-#    tests of our own SDK (python/) and of the examples (examples/);
+# 4. runs the end-to-end tests in tests/e2e with the official e2b SDK from PyPI, the attack
+#    suite in tests/security, then the tests of our own SDK (python/) and of the examples
+#    (examples/);
 # 5. kills every sandbox and the server, and removes what they left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,7 @@ export RUFF_CACHE_DIR="$CACHE/ruff-cache" MYPY_CACHE_DIR="$CACHE/mypy-cache"
 has_py() { [ -n "$(find "$@" -name '*.py' -print -quit 2>/dev/null)" ]; }
 # mypy takes each module name once per run, and several of these folders have a conftest.py:
 # one run per group (the SDK's tests go with the package they import).
-MYPY_GROUPS=("tests/e2e" "benches" "python-kernel-ext" "scripts" "crates/hutch-runtime/src/zygote")
+MYPY_GROUPS=("tests/e2e" "tests/security" "benches" "python-kernel-ext" "scripts" "crates/hutch-runtime/src/zygote")
 sdk=()
 for d in python/hutch python/tests; do
     if has_py "$d"; then sdk+=("$d"); fi
@@ -122,6 +123,11 @@ export HUTCH_TEST_WORK="$WORK"
 unset E2B_DEBUG
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
     --timeout 600 tests/e2e "$@"
+
+step "attack suite (tests/security)"
+if [ "${HUTCH_TEST_SKIP_SECURITY:-0}" != 1 ]; then
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 tests/security
+fi
 
 step "hutch Python SDK: install, API reference, tests"
 # Installed the way users install it; reinstalled every run, since the venv is cached.

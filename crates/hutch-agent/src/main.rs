@@ -8,6 +8,11 @@ fn main() -> ExitCode {
     // Before anything starts a thread: this edits the process environment.
     let config = take_config_from_env();
     init_logging();
+    // Root inside the sandbox must not attach to the agent and take its descriptors, memory
+    // or secrets (it lacks CAP_SYS_PTRACE, which a process that is not dumpable requires).
+    if let Err(err) = hutch_sys::caps::set_not_dumpable() {
+        tracing::warn!(error = %err, "cannot make the agent not dumpable");
+    }
     let options = match Options::parse(std::env::args_os().skip(1)) {
         Ok(options) => options,
         Err(err) => {

@@ -24,7 +24,12 @@ async fn downloads_whole_files_ranges_and_gzip() {
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(
         r.header("content-disposition"),
-        Some("inline; filename=data.bin")
+        Some("attachment; filename=data.bin")
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("sandbox; default-src 'none'")
     );
 
     // Absolute path, and `~`.

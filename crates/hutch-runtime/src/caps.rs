@@ -3,7 +3,8 @@
 //! Root inside a sandbox holds capabilities only over the sandbox's own user namespace;
 //! the bounding set shrinks that further to what ordinary programs need (Docker's default
 //! set): no mounting, no raw I/O, no module or clock changes, no ptrace of other
-//! namespaces, no network administration.
+//! namespaces, no network administration, no raw sockets (`ping` uses ICMP datagram
+//! sockets, which `net.ipv4.ping_group_range` opens to every group of the sandbox).
 
 use crate::error::{Result, RuntimeError};
 
@@ -18,7 +19,6 @@ pub const KEPT: &[u32] = &[
     7,  // CAP_SETUID
     8,  // CAP_SETPCAP
     10, // CAP_NET_BIND_SERVICE
-    13, // CAP_NET_RAW
     18, // CAP_SYS_CHROOT
     27, // CAP_MKNOD
     29, // CAP_AUDIT_WRITE
@@ -47,6 +47,7 @@ mod tests {
         for cap in [
             2,  // CAP_DAC_READ_SEARCH (open_by_handle_at escapes)
             12, // CAP_NET_ADMIN
+            13, // CAP_NET_RAW (AF_PACKET, raw IP: spoofing and sniffing)
             16, // CAP_SYS_MODULE
             17, // CAP_SYS_RAWIO
             19, // CAP_SYS_PTRACE

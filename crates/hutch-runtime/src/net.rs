@@ -260,6 +260,13 @@ pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
     for f in ["all", "default", "lo"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
     }
+    // Root inside has no CAP_NET_RAW: `ping` opens ICMP datagram sockets instead, which this
+    // allows for every group the sandbox has (the namespace's own setting, not the host's).
+    let groups = std::fs::read_to_string("/proc/self/gid_map")
+        .map_err(|e| RuntimeError::io("read", "/proc/self/gid_map", e))?;
+    let range = format!("0 {}", highest_mapped(&groups));
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)
+        .map_err(|e| RuntimeError::io("write", "/proc/sys/net/ipv4/ping_group_range", e))?;
     let mut nl = route_socket()?;
     let index = link_index(&mut nl, SANDBOX_IF)?;
     rtnl(
@@ -274,6 +281,18 @@ pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// The highest id inside a user namespace that an id map (`/proc/<pid>/gid_map`) maps.
+fn highest_mapped(map: &str) -> u64 {
+    map.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+            let (inside, _, count) = (fields.next()??, fields.next()??, fields.next()??);
+            (inside + count).checked_sub(1)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Deletes the host end of a sandbox's veth if it still exists (it also disappears, a
@@ -343,4 +362,17 @@ pub fn existing_slots() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod id_map_tests {
+    use super::highest_mapped;
+
+    #[test]
+    fn the_highest_mapped_id_of_one_or_several_ranges() {
+        assert_eq!(highest_mapped("         0     100000      65536\n"), 65535);
+        assert_eq!(highest_mapped("0 1000 1\n1 200000 999\n"), 999);
+        assert_eq!(highest_mapped(""), 0);
+        assert_eq!(highest_mapped("garbage\n"), 0);
+    }
 }

@@ -3,7 +3,9 @@
 //! In the spirit of Docker's default profile: ordinary programs (shells, Python, Node,
 //! compilers, Jupyter kernels) run unchanged, while the calls that widen the kernel's attack
 //! surface or escape the namespaces are refused with EPERM — new namespaces, mounts,
-//! keyrings, BPF, perf, kernel modules, clocks, reboot, userfaultfd, io_uring.
+//! keyrings, BPF, perf, kernel modules, clocks, reboot, userfaultfd, io_uring, socket
+//! families and protocols beyond local, IP and netlink, and the terminal ioctls that inject
+//! input.
 //! `clone3` answers ENOSYS rather than EPERM: its flags live in memory a filter cannot read,
 //! and ENOSYS makes glibc fall back to `clone`, whose flags the filter can check.
 
@@ -124,7 +126,6 @@ const ALLOWED: &[libc::c_long] = &[
     333,
     libc::SYS_io_setup,
     libc::SYS_io_submit,
-    libc::SYS_ioctl,
     libc::SYS_ioprio_get,
     libc::SYS_ioprio_set,
     libc::SYS_kill,
@@ -270,6 +271,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sigaltstack,
     libc::SYS_signalfd,
     libc::SYS_signalfd4,
+    // Allowed here; their families and protocols are checked by the filters that follow.
     libc::SYS_socket,
     libc::SYS_socketpair,
     libc::SYS_splice,
@@ -322,6 +324,34 @@ const NS_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP) as u64;
 
+/// `ioctl(2)` requests refused on every descriptor: pushing bytes into a terminal's input
+/// (`TIOCSTI`, which lets a process type commands into a shell that reads the same
+/// terminal) and the virtual console's multiplexer (`TIOCLINUX`, which can do the same).
+const IOCTLS_REFUSED: &[u64] = &[0x5412, 0x541c];
+
+/// Socket families a sandbox may open: local sockets, IPv4, IPv6, netlink. Everything else
+/// (AF_PACKET, AF_VSOCK, AF_ALG, AF_RDS, AF_TIPC, AF_BLUETOOTH, AF_XDP, …) is kernel code no
+/// sandboxed program needs, much of it loaded as a module on first use.
+const FAMILY_UNIX: u64 = libc::AF_UNIX as u64;
+const FAMILY_NETLINK: u64 = libc::AF_NETLINK as u64;
+const FAMILIES_IP: &[u64] = &[libc::AF_INET as u64, libc::AF_INET6 as u64];
+
+/// Protocols of IPv4 and IPv6 sockets: the default for the type, ICMP (unprivileged ping),
+/// TCP, UDP and ICMPv6. Not SCTP, DCCP, UDP-Lite, MPTCP or raw protocols.
+const IP_PROTOCOLS: &[u64] = &[
+    0,
+    libc::IPPROTO_ICMP as u64,
+    libc::IPPROTO_TCP as u64,
+    libc::IPPROTO_UDP as u64,
+    libc::IPPROTO_ICMPV6 as u64,
+];
+
+/// Netlink protocols: routing (`ip`, `getifaddrs`), socket diagnostics (`ss`), audit (sudo
+/// and PAM open it and carry on when the kernel refuses their messages, which it does
+/// outside the host's namespaces), netfilter (`nft`, `iptables`), device events (udev
+/// clients) and generic netlink.
+const NETLINK_PROTOCOLS: &[u64] = &[0, 4, 9, 12, 15, 16];
+
 /// `personality(2)` values that are harmless (query, Linux, 32-bit compat, no-ASLR as used
 /// by debuggers and `setarch`).
 const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x0002_0000, 0x0004_0000, 0xffff_ffff];
@@ -352,11 +382,60 @@ fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
         .map_err(|e| RuntimeError::Seccomp(e.to_string()))
 }
 
+/// A condition on the low 32 bits of an argument: for the `int` and `unsigned int`
+/// parameters the kernel reads only those of (a caller may set the upper ones to anything).
+fn cond32(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+        .map_err(|e| RuntimeError::Seccomp(e.to_string()))
+}
+
 fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule> {
     SeccompRule::new(conds).map_err(|e| RuntimeError::Seccomp(e.to_string()))
 }
 
-/// The two filters, in installation order: the allowlist, then the clone3 → ENOSYS filter.
+/// The calls of a family other than [`FAMILY_UNIX`], [`FAMILIES_IP`] and [`FAMILY_NETLINK`]
+/// (`socketpair`: other than [`FAMILY_UNIX`]). They get EAFNOSUPPORT, the kernel's own
+/// answer for a family it lacks, which programs that probe for one expect (sudo and PAM take
+/// EPERM from the audit socket for an error, for instance).
+fn foreign_families() -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
+    let mut families = vec![FAMILY_UNIX, FAMILY_NETLINK];
+    families.extend_from_slice(FAMILIES_IP);
+    let not_any = families
+        .iter()
+        .map(|f| cond32(0, SeccompCmpOp::Ne, *f))
+        .collect::<Result<Vec<_>>>()?;
+    Ok([
+        (libc::SYS_socket, vec![rule(not_any)?]),
+        (
+            libc::SYS_socketpair,
+            vec![rule(vec![cond32(0, SeccompCmpOp::Ne, FAMILY_UNIX)?])?],
+        ),
+    ]
+    .into_iter()
+    .collect())
+}
+
+/// The `socket` calls of an allowed family with a protocol outside [`IP_PROTOCOLS`] or
+/// [`NETLINK_PROTOCOLS`]: EPROTONOSUPPORT, as from a kernel without them.
+fn foreign_protocols() -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
+    let mut rules = Vec::new();
+    let mut add = |family: u64, protocols: &[u64]| -> Result<()> {
+        let mut conds = vec![cond32(0, SeccompCmpOp::Eq, family)?];
+        for p in protocols {
+            conds.push(cond32(2, SeccompCmpOp::Ne, *p)?);
+        }
+        rules.push(rule(conds)?);
+        Ok(())
+    };
+    for family in FAMILIES_IP {
+        add(*family, IP_PROTOCOLS)?;
+    }
+    add(FAMILY_NETLINK, NETLINK_PROTOCOLS)?;
+    Ok([(libc::SYS_socket, rules)].into_iter().collect())
+}
+
+/// The filters, in installation order: the allowlist, the clone3 → ENOSYS filter, and the
+/// socket families (EAFNOSUPPORT) and protocols (EPROTONOSUPPORT) filters.
 pub fn programs() -> Result<Vec<Vec<Instruction>>> {
     let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|s| (*s, Vec::new())).collect();
@@ -369,6 +448,11 @@ pub fn programs() -> Result<Vec<Vec<Instruction>>> {
         .map(|v| rule(vec![cond(0, SeccompCmpOp::Eq, *v)?]))
         .collect::<Result<Vec<_>>>()?;
     allow.insert(libc::SYS_personality, personality);
+    let ioctl = IOCTLS_REFUSED
+        .iter()
+        .map(|r| cond32(1, SeccompCmpOp::Ne, *r))
+        .collect::<Result<Vec<_>>>()?;
+    allow.insert(libc::SYS_ioctl, vec![rule(ioctl)?]);
     let allowlist = compile(
         allow,
         SeccompAction::Errno(libc::EPERM as u32),
@@ -382,7 +466,17 @@ pub fn programs() -> Result<Vec<Vec<Instruction>>> {
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
     )?;
-    Ok(vec![allowlist, clone3])
+    let families = compile(
+        foreign_families()?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+    )?;
+    let protocols = compile(
+        foreign_protocols()?,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPROTONOSUPPORT as u32),
+    )?;
+    Ok(vec![allowlist, clone3, families, protocols])
 }
 
 /// Installs already compiled filters on the calling thread (and so its future children).

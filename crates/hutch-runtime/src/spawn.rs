@@ -298,11 +298,10 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         net: req.net.clone(),
     };
     let parent_userns = req.parent_userns.map(open_userns).transpose()?;
-    // The agent must survive an OOM inside the sandbox, so the child inherits -1000 from
-    // us (it resets this for its own children). Set here: once the child sits in its new
-    // user namespace its /proc files are no longer writable from outside. Best effort:
-    // hosts that withhold CAP_SYS_RESOURCE from root refuse it, and sandboxes still work.
-    let _ = hutch_sys::oom::set_oom_score_adj(hutch_sys::oom::NEVER_KILL);
+    // No OOM exemption is handed down: a score set here by host root would become the
+    // floor every process of the sandbox could lower itself to (-1000 made any of them
+    // immune to the host's OOM killer). The agent is a few MiB against the programs it runs,
+    // which the OOM killer of the sandbox's cgroup picks first.
     steps.mark("prepare");
     let handshake = Handshake::new()?;
     let flags = Namespaces::NEWUSER

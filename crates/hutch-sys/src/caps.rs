@@ -36,6 +36,14 @@ pub fn set_no_new_privs() -> rustix::io::Result<()> {
     rustix::thread::set_no_new_privs(true)
 }
 
+/// Makes the calling process not dumpable (`PR_SET_DUMPABLE` 0): no core files, its
+/// `/proc` entries belong to root, and attaching to it (`ptrace`, `pidfd_getfd`,
+/// `/proc/<pid>/mem`) needs `CAP_SYS_PTRACE`, which root inside a sandbox lacks. The next
+/// `execve` of an ordinary program makes its image dumpable again.
+pub fn set_not_dumpable() -> rustix::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,7 @@
 use rustix::fs::{Mode, OFlags};
 use rustix::io::{Errno, Result};
 
-/// The score that exempts a process from the OOM killer.
-pub const NEVER_KILL: i16 = -1000;
-
-/// The default score, which every child of an exempted process should get back.
+/// The default score.
 pub const DEFAULT: i16 = 0;
 
 /// Writes `value` (-1000..=1000) to `/proc/self/oom_score_adj`.

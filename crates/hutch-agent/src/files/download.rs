@@ -236,14 +236,16 @@ pub fn sniff_content_type(head: &[u8]) -> &'static str {
     }
 }
 
-/// `inline; filename=...` for a file name, quoted or RFC 2231-encoded as needed (the forms Go's
-/// `mime.FormatMediaType` produces).
+/// `attachment; filename=...` for a file name, quoted or RFC 2231-encoded as needed (the forms
+/// Go's `mime.FormatMediaType` produces). envd says `inline`; hutch says `attachment`, so a
+/// browser that follows a signed URL saves the file rather than rendering HTML or SVG from
+/// the sandbox on the origin that serves hutch's API (the SDKs read neither).
 pub fn content_disposition(name: &str) -> String {
     let needs_encoding = name
         .bytes()
         .any(|b| !(b' '..=b'~').contains(&b) && b != b'\t');
     if needs_encoding {
-        let mut out = String::from("inline; filename*=utf-8''");
+        let mut out = String::from("attachment; filename*=utf-8''");
         for b in name.bytes() {
             if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
                 out.push(char::from(b));
@@ -258,9 +260,9 @@ pub fn content_disposition(name: &str) -> String {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if is_token {
-        return format!("inline; filename={name}");
+        return format!("attachment; filename={name}");
     }
-    let mut out = String::from("inline; filename=\"");
+    let mut out = String::from("attachment; filename=\"");
     for c in name.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
@@ -379,14 +381,14 @@ mod tests {
 
     #[test]
     fn formats_content_disposition() {
-        assert_eq!(content_disposition("a.txt"), "inline; filename=a.txt");
+        assert_eq!(content_disposition("a.txt"), "attachment; filename=a.txt");
         assert_eq!(
             content_disposition("a b\"c"),
-            "inline; filename=\"a b\\\"c\""
+            "attachment; filename=\"a b\\\"c\""
         );
         assert_eq!(
             content_disposition("é.txt"),
-            "inline; filename*=utf-8''%C3%A9.txt"
+            "attachment; filename*=utf-8''%C3%A9.txt"
         );
     }
 

@@ -142,6 +142,17 @@ async fn serve_download(
     if let Ok(v) = HeaderValue::from_str(&download::content_disposition(&name)) {
         response_headers.insert(header::CONTENT_DISPOSITION, v);
     }
+    // A file from the sandbox is never a document of the origin that serves it: no sniffing
+    // it into HTML, and, should a browser render it anyway, no scripts, forms or same-origin
+    // access (the CSP sandbox gives it an opaque origin).
+    response_headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
     if let Some(m) = modified.filter(|m| download::http_seconds(*m) != std::time::UNIX_EPOCH) {
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m)) {
             response_headers.insert(header::LAST_MODIFIED, v);

@@ -92,8 +92,8 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     let controlling_tty = pty.is_some();
 
     // Own session and process group: the command and its descendants can be signalled as a
-    // group, and they share no terminal with the agent. The -1000 OOM score the host gives the
-    // agent is undone: the kernel should kill a runaway command, never the agent.
+    // group, and they share no terminal with the agent. Commands start at the default OOM
+    // score whatever the agent's own.
     let mut setup = ChildSetup::new()
         .new_session()
         .oom_score_adj(hutch_sys::oom::DEFAULT);

@@ -29,9 +29,9 @@ const FORK_FLAGS: u64 =
     (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
 
 #[test]
-fn filters_compile_to_two_programs_within_the_kernel_size_limit() {
+fn filters_compile_to_four_programs_within_the_kernel_size_limit() {
     let programs = programs().expect("compile");
-    assert_eq!(programs.len(), 2);
+    assert_eq!(programs.len(), 4);
     for p in &programs {
         assert!(!p.is_empty() && p.len() <= 4096, "{} instructions", p.len());
     }
@@ -47,7 +47,6 @@ fn ordinary_program_calls_are_allowed() {
         libc::SYS_execve,
         libc::SYS_futex,
         libc::SYS_epoll_wait,
-        libc::SYS_socket,
         libc::SYS_exit_group,
         libc::SYS_ptrace,
         333, // io_pgetevents
@@ -164,6 +163,7 @@ fn allowlist_has_no_duplicates_and_no_conditional_or_refused_calls() {
     for refused in [
         libc::SYS_clone,
         libc::SYS_personality,
+        libc::SYS_ioctl,
         libc::SYS_mount,
         libc::SYS_setns,
         libc::SYS_unshare,
@@ -181,4 +181,93 @@ fn allowlist_has_no_duplicates_and_no_conditional_or_refused_calls() {
 #[test]
 fn install_of_no_programs_is_a_no_op() {
     install(&[]).expect("nothing to install");
+}
+
+#[test]
+fn sockets_of_ordinary_families_and_protocols_are_allowed() {
+    let stream = libc::SOCK_STREAM as u64 | libc::SOCK_CLOEXEC as u64;
+    let dgram = libc::SOCK_DGRAM as u64;
+    for args in [
+        [libc::AF_UNIX as u64, stream, 0],
+        [libc::AF_INET as u64, stream, 0],
+        [libc::AF_INET as u64, stream, libc::IPPROTO_TCP as u64],
+        [libc::AF_INET6 as u64, dgram, libc::IPPROTO_UDP as u64],
+        [libc::AF_INET as u64, dgram, libc::IPPROTO_ICMP as u64],
+        [libc::AF_INET6 as u64, dgram, libc::IPPROTO_ICMPV6 as u64],
+        [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0],
+        [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 15],
+        [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 9],
+    ] {
+        assert_eq!(call(libc::SYS_socket, &args), Verdict::Allow, "{args:?}");
+    }
+    assert_eq!(
+        call(libc::SYS_socketpair, &[libc::AF_UNIX as u64, stream, 0]),
+        Verdict::Allow
+    );
+}
+
+const EAFNOSUPPORT: Verdict = Verdict::Errno(libc::EAFNOSUPPORT as u32);
+const EPROTONOSUPPORT: Verdict = Verdict::Errno(libc::EPROTONOSUPPORT as u32);
+
+#[test]
+fn other_socket_families_and_protocols_are_refused() {
+    let stream = libc::SOCK_STREAM as u64;
+    for args in [
+        [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0x0300],
+        [libc::AF_VSOCK as u64, stream, 0],
+        [libc::AF_ALG as u64, libc::SOCK_SEQPACKET as u64, 0],
+        [libc::AF_RDS as u64, libc::SOCK_SEQPACKET as u64, 0],
+        [libc::AF_TIPC as u64, libc::SOCK_RDM as u64, 0],
+        [libc::AF_BLUETOOTH as u64, stream, 0],
+        // Upper bits the kernel ignores do not smuggle a family past the filter.
+        [(1 << 32) | libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0],
+    ] {
+        assert_eq!(call(libc::SYS_socket, &args), EAFNOSUPPORT, "{args:?}");
+    }
+    for args in [
+        [libc::AF_INET as u64, stream, libc::IPPROTO_SCTP as u64],
+        [
+            libc::AF_INET6 as u64,
+            libc::SOCK_DCCP as u64,
+            libc::IPPROTO_DCCP as u64,
+        ],
+        [
+            libc::AF_INET as u64,
+            libc::SOCK_RAW as u64,
+            libc::IPPROTO_RAW as u64,
+        ],
+        [libc::AF_INET as u64, stream, libc::IPPROTO_MPTCP as u64],
+        [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 2],
+        [
+            libc::AF_INET as u64,
+            stream,
+            (1 << 32) | libc::IPPROTO_SCTP as u64,
+        ],
+    ] {
+        assert_eq!(call(libc::SYS_socket, &args), EPROTONOSUPPORT, "{args:?}");
+    }
+    assert_eq!(
+        call(libc::SYS_socketpair, &[libc::AF_INET as u64, stream, 0]),
+        EAFNOSUPPORT
+    );
+}
+
+#[test]
+fn terminal_input_injection_is_refused_and_other_ioctls_are_not() {
+    assert_eq!(call(libc::SYS_ioctl, &[0, 0x5412, 0]), EPERM);
+    assert_eq!(call(libc::SYS_ioctl, &[0, 0x541c, 0]), EPERM);
+    // The kernel reads the request as 32 bits: upper bits do not get TIOCSTI through.
+    assert_eq!(call(libc::SYS_ioctl, &[0, (7 << 32) | 0x5412, 0]), EPERM);
+    for request in [
+        libc::TIOCGWINSZ,
+        libc::TIOCSWINSZ,
+        libc::FIONREAD,
+        libc::TCGETS,
+    ] {
+        assert_eq!(
+            call(libc::SYS_ioctl, &[1, request, 0]),
+            Verdict::Allow,
+            "{request:#x}"
+        );
+    }
 }
