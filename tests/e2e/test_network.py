@@ -28,8 +28,8 @@ def sh(*args: str) -> None:
 class FakeHost:
     """A web server in a network namespace of its own, reachable from the host by a veth."""
 
-    def __init__(self, prefix: str) -> None:
-        n = random.randint(1, 250)
+    def __init__(self, prefix: str, n: int | None = None) -> None:
+        n = random.randint(1, 250) if n is None else n
         self.name = f"hutchtest{random.randint(0, 99999)}"
         self.host_if = f"ht{random.randint(0, 999999)}"
         self.ns_if = "eth0"
@@ -164,6 +164,22 @@ def test_link_local_metadata_range_is_unreachable(sandbox: Sandbox) -> None:
     with FakeHost("169.254") as metadata:
         # reachable from the host, so a failure from the sandbox is the firewall's doing
         rc, body = curl(sandbox, f"http://{metadata.ip}:8080/")
+        assert rc != 0 and "fake internet" not in body
+
+
+# scripts/test.sh starts the server with `--deny-cidr 198.18.255.0/24`; the fake internet
+# host of the other tests is in 198.18.1-250.x.
+DENIED_PREFIX, DENIED_N = "198.18", 255
+
+
+def test_the_operators_denied_ranges_are_unreachable(sandbox: Sandbox, internet: FakeHost) -> None:
+    with FakeHost(DENIED_PREFIX, DENIED_N) as denied:
+        # Reachable from the host, and an allowed host next to it is reachable from the
+        # sandbox: a failure is the firewall's doing.
+        assert urllib.request.urlopen(f"http://{denied.ip}:8080/", timeout=5).read() == b"hello from the fake internet"
+        rc, body = curl(sandbox, f"http://{internet.ip}:8080/")
+        assert rc == 0 and body == "hello from the fake internet"
+        rc, body = curl(sandbox, f"http://{denied.ip}:8080/")
         assert rc != 0 and "fake internet" not in body
 
 

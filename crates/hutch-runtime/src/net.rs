@@ -148,17 +148,39 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Marks that hutch, not the host's own configuration, turned IPv4 forwarding on. Under
+/// `/run`, so it goes with a reboot, as forwarding does.
+const FORWARDING_MARK: &str = "/run/hutch-ip-forward";
+
 /// Installs (or replaces) hutch's nftables table and turns on IPv4 forwarding.
-/// `noinet` lists the sandbox addresses that must get no egress (kept across restarts).
-pub fn install_host_rules(cfg: &NetConfig, noinet: &[Ipv4Addr]) -> Result<()> {
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| RuntimeError::io("write", "/proc/sys/net/ipv4/ip_forward", e))?;
-    let ruleset = rules::ruleset(cfg, noinet);
+/// `noinet` lists the sandbox addresses that must get no egress (kept across restarts);
+/// `deny`, the operator's ranges no sandbox reaches. If the host did not forward before
+/// hutch (or an earlier run of it) turned forwarding on, only sandbox traffic is forwarded.
+pub fn install_host_rules(
+    cfg: &NetConfig,
+    noinet: &[Ipv4Addr],
+    deny: &[(Ipv4Addr, u8)],
+) -> Result<()> {
+    const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+    let was = std::fs::read_to_string(FORWARD).map_err(|e| RuntimeError::io("read", FORWARD, e))?;
+    let ours = if was.trim() == "1" {
+        std::path::Path::new(FORWARDING_MARK).exists()
+    } else {
+        std::fs::write(FORWARDING_MARK, "hutch turned net.ipv4.ip_forward on\n")
+            .map_err(|e| RuntimeError::io("write", FORWARDING_MARK, e))?;
+        std::fs::write(FORWARD, "1").map_err(|e| RuntimeError::io("write", FORWARD, e))?;
+        true
+    };
+    let ruleset = rules::ruleset(cfg, noinet, deny, ours);
     run("nft", &["-f", "-"], Some(&ruleset))
 }
 
-/// Removes hutch's nftables table (used by tests and uninstall).
+/// Removes hutch's nftables table (used by tests and uninstall), and turns IPv4 forwarding
+/// off again if it was hutch that turned it on.
 pub fn remove_host_rules() -> Result<()> {
+    if std::fs::remove_file(FORWARDING_MARK).is_ok() {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0");
+    }
     run("nft", &["delete", "table", "inet", NFT_TABLE], None)
 }
 

@@ -41,6 +41,9 @@ pub struct RuntimeConfig {
     pub id_count: u32,
     /// Sandbox address range.
     pub net: NetConfig,
+    /// Destination ranges no sandbox reaches, on top of hutch's own list
+    /// ([`net::rules::BLOCKED`]): the operator's networks.
+    pub deny: Vec<(std::net::Ipv4Addr, u8)>,
     /// Name of hutch's parent cgroup.
     pub cgroup_parent: String,
     /// Install the seccomp allowlist.
@@ -166,7 +169,7 @@ impl Runtime {
         for d in [cfg.state_dir.join("sandboxes"), cfg.cache_dir.clone()] {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
-        net::install_host_rules(&cfg.net, noinet)?;
+        net::install_host_rules(&cfg.net, noinet, &cfg.deny)?;
         // Whatever an earlier run discarded and the kernel has not deleted yet.
         net::purge_discarded();
         proc::become_subreaper();

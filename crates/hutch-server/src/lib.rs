@@ -75,6 +75,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Sandbox address range.
     pub net: NetConfig,
+    /// Destination ranges no sandbox reaches besides hutch's own list (`--deny-cidr`).
+    pub deny: Vec<(std::net::Ipv4Addr, u8)>,
     /// Keep agent logs per sandbox.
     pub agent_log: bool,
     /// Domain under which `{port}-{id}.{domain}` reaches sandbox ports (returned to SDKs).
@@ -224,6 +226,7 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         id_base: ID_BASE,
         id_count: hutch_template::SANDBOX_ID_COUNT,
         net: cfg.net,
+        deny: cfg.deny.clone(),
         cgroup_parent: "hutch".into(),
         seccomp: true,
         // Off so that Debian's setuid `sudo` works inside; docs/design.md says why that is safe.

@@ -94,6 +94,11 @@ struct ServeArgs {
     /// Address range sandboxes are numbered from (a /16 gives 16384 sandboxes).
     #[arg(long, default_value = "10.201.0.0/16")]
     sandbox_cidr: String,
+    /// A destination range no sandbox may reach (repeatable), on top of the private,
+    /// link-local, metadata and reserved ranges hutch always blocks: the operator's own
+    /// networks with public addresses, for instance.
+    #[arg(long = "deny-cidr", value_name = "CIDR")]
+    deny_cidrs: Vec<String>,
     /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log.
     #[arg(long)]
     agent_log: bool,
@@ -198,6 +203,26 @@ fn parse_cidr(s: &str) -> Result<NetConfig> {
     Ok(NetConfig { base, prefix })
 }
 
+/// A `--deny-cidr` range: an IPv4 network in CIDR notation, its host bits clear.
+fn parse_deny_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
+    let (ip, prefix) = s
+        .split_once('/')
+        .with_context(|| format!("--deny-cidr {s}: must look like 203.0.113.0/24"))?;
+    let ip: std::net::Ipv4Addr = ip
+        .parse()
+        .with_context(|| format!("--deny-cidr {s}: bad address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .with_context(|| format!("--deny-cidr {s}: the prefix length must be 0 to 32"))?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    if u32::from(ip) & !mask != 0 {
+        bail!("--deny-cidr {s}: the address has bits set past the prefix");
+    }
+    Ok((ip, prefix))
+}
+
 fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
     if !hutch_sys::creds::is_root() {
         bail!("hutch must run as root (it creates namespaces, cgroups, mounts and network interfaces)");
@@ -224,6 +249,11 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
             disk_mb: a.sandbox_disk_mb,
         },
         net: parse_cidr(&a.sandbox_cidr)?,
+        deny: a
+            .deny_cidrs
+            .iter()
+            .map(|c| parse_deny_cidr(c))
+            .collect::<Result<_>>()?,
         agent_log: a.agent_log,
         domain: a.domain,
         pools: a.pools.into_iter().collect(),

@@ -20,7 +20,7 @@ fn chain<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn ruleset_replaces_the_table_atomically() {
-    let text = ruleset(&cfg(), &[]);
+    let text = ruleset(&cfg(), &[], &[], false);
     let head: Vec<&str> = text.lines().take(3).collect();
     // "add" makes the "delete" succeed on a first run; both apply in one nft transaction.
     assert_eq!(
@@ -36,7 +36,7 @@ fn ruleset_replaces_the_table_atomically() {
 #[test]
 fn input_drops_everything_new_from_sandboxes_to_the_host() {
     assert_eq!(
-        chain(&ruleset(&cfg(), &[]), "input"),
+        chain(&ruleset(&cfg(), &[], &[], false), "input"),
         [
             "type filter hook input priority -10; policy accept;",
             r#"iifname "hv*" ct state established,related accept"#,
@@ -48,7 +48,7 @@ fn input_drops_everything_new_from_sandboxes_to_the_host() {
 #[test]
 fn forward_isolates_sandboxes_and_filters_their_egress() {
     assert_eq!(
-        chain(&ruleset(&cfg(), &[]), "forward"),
+        chain(&ruleset(&cfg(), &[], &[], false), "forward"),
         [
             "type filter hook forward priority -10; policy accept;",
             r#"oifname "hv*" ct state established,related accept"#,
@@ -57,14 +57,50 @@ fn forward_isolates_sandboxes_and_filters_their_egress() {
             r#"iifname "hv*" ip saddr @noinet drop"#,
             r#"iifname "hv*" ip daddr @blocked drop"#,
             r#"iifname "hv*" ip saddr != 10.201.0.0/16 drop"#,
+            r#"iifname "hv*" accept"#,
         ]
     );
 }
 
 #[test]
+fn forwarding_hutch_turned_on_is_for_sandboxes_only() {
+    let forward = ruleset(&cfg(), &[], &[], true);
+    let forward = chain(&forward, "forward");
+    assert_eq!(forward.last(), Some(&"drop"));
+    assert_eq!(forward[forward.len() - 2], r#"iifname "hv*" accept"#);
+}
+
+#[test]
+fn spoofed_sources_are_dropped_before_conntrack() {
+    assert_eq!(
+        chain(&ruleset(&cfg(), &[], &[], false), "prerouting"),
+        [
+            "type filter hook prerouting priority raw; policy accept;",
+            r#"iifname "hv*" fib saddr . iif oif missing drop"#,
+        ]
+    );
+}
+
+#[test]
+fn the_operators_ranges_and_azures_wire_server_are_blocked() {
+    let text = ruleset(
+        &cfg(),
+        &[],
+        &[
+            (Ipv4Addr::new(203, 0, 114, 0), 24),
+            (Ipv4Addr::new(8, 8, 8, 8), 32),
+        ],
+        false,
+    );
+    for net in ["203.0.114.0/24", "8.8.8.8/32", "168.63.129.16/32"] {
+        assert!(text.contains(net), "{net} missing");
+    }
+}
+
+#[test]
 fn postrouting_masquerades_the_sandbox_range_out_of_the_uplink() {
     assert_eq!(
-        chain(&ruleset(&cfg(), &[]), "postrouting"),
+        chain(&ruleset(&cfg(), &[], &[], false), "postrouting"),
         [
             "type nat hook postrouting priority 100; policy accept;",
             r#"ip saddr 10.201.0.0/16 oifname != "hv*" masquerade"#,
@@ -78,7 +114,7 @@ fn blocked_set_covers_private_metadata_and_the_sandbox_range_itself() {
         base: Ipv4Addr::new(172, 30, 0, 0),
         prefix: 20,
     };
-    let text = ruleset(&cfg, &[]);
+    let text = ruleset(&cfg, &[], &[], false);
     for net in [
         "169.254.0.0/16",
         "10.0.0.0/8",
@@ -93,7 +129,7 @@ fn blocked_set_covers_private_metadata_and_the_sandbox_range_itself() {
 
 #[test]
 fn noinet_set_is_empty_without_restricted_sandboxes() {
-    let text = ruleset(&cfg(), &[]);
+    let text = ruleset(&cfg(), &[], &[], false);
     let set: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -106,11 +142,11 @@ fn noinet_set_is_empty_without_restricted_sandboxes() {
 #[test]
 fn noinet_set_is_rebuilt_from_the_adopted_sandboxes() {
     let adopted = [Ipv4Addr::new(10, 201, 0, 6), Ipv4Addr::new(10, 201, 0, 10)];
-    let text = ruleset(&cfg(), &adopted);
+    let text = ruleset(&cfg(), &adopted, &[], false);
     assert!(text.contains("        elements = { 10.201.0.6, 10.201.0.10 }\n"));
     assert_eq!(
         text,
-        ruleset(&cfg(), &adopted),
+        ruleset(&cfg(), &adopted, &[], false),
         "rendering is deterministic"
     );
 }
