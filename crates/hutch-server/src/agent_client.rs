@@ -15,6 +15,54 @@ use http_body_util::BodyExt;
 use crate::agent_http::HttpClient;
 use hutch_contracts::agent::AGENT_PORT;
 
+/// The largest Connect frame read from a command's output stream. The agent sends output
+/// in chunks of a few KiB; a frame announcing more is a broken (or hostile) agent, and the
+/// server must not buffer whatever it announces (up to 4 GiB).
+const MAX_FRAME: usize = 4 << 20;
+
+/// The longest line of command output handed on whole: past it, a line without an end is
+/// handed on in pieces of this size, so output that never ends a line (`yes | tr -d '\n'`)
+/// cannot grow the server's memory.
+const MAX_LINE: usize = 64 << 10;
+
+/// Splits a stream of text into lines of at most [`MAX_LINE`] bytes.
+#[derive(Default)]
+struct Lines {
+    partial: String,
+}
+
+impl Lines {
+    /// Adds `text` and hands on every line it completes (without its line end), and pieces
+    /// of [`MAX_LINE`] bytes of a line too long to wait for.
+    fn push(&mut self, text: &str, mut emit: impl FnMut(&str)) {
+        self.partial.push_str(text);
+        loop {
+            let (cut, ends_line) = match self.partial.find('\n') {
+                Some(n) if n <= MAX_LINE => (n + 1, true),
+                _ if self.partial.len() >= MAX_LINE => {
+                    let mut cut = MAX_LINE;
+                    while !self.partial.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    (cut, false)
+                }
+                _ => return,
+            };
+            let line: String = self.partial.drain(..cut).collect();
+            if ends_line {
+                emit(line.trim_end_matches(['\n', '\r']));
+            } else {
+                emit(&line);
+            }
+        }
+    }
+
+    /// What is left: the last line, when the stream did not end it.
+    fn rest(&self) -> Option<&str> {
+        (!self.partial.is_empty()).then_some(self.partial.as_str())
+    }
+}
+
 /// Which stream a line of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -118,11 +166,16 @@ impl<'a> AgentClient<'a> {
         }
         let mut body = resp.into_body();
         let mut buf = BytesMut::new();
-        let mut partial = [String::new(), String::new()];
+        let mut lines = [Lines::default(), Lines::default()];
         let mut exit = None;
         loop {
             while buf.len() >= 5 {
                 let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if len > MAX_FRAME {
+                    return Err(format!(
+                        "the agent sent an output frame of {len} bytes (at most {MAX_FRAME} are read)"
+                    ));
+                }
                 if buf.len() < 5 + len {
                     break;
                 }
@@ -152,11 +205,9 @@ impl<'a> AgentClient<'a> {
                         let bytes = base64::engine::general_purpose::STANDARD
                             .decode(b64)
                             .unwrap_or_default();
-                        partial[i].push_str(&String::from_utf8_lossy(&bytes));
-                        while let Some(n) = partial[i].find('\n') {
-                            let line: String = partial[i].drain(..=n).collect();
-                            on_line(stream, line.trim_end_matches(['\n', '\r']));
-                        }
+                        lines[i].push(&String::from_utf8_lossy(&bytes), |line| {
+                            on_line(stream, line);
+                        });
                     }
                 }
                 if let Some(end) = event.get("end") {
@@ -176,8 +227,8 @@ impl<'a> AgentClient<'a> {
             }
         }
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-            if !partial[i].is_empty() {
-                on_line(stream, &partial[i]);
+            if let Some(rest) = lines[i].rest() {
+                on_line(stream, rest);
             }
         }
         exit.ok_or_else(|| "the command's stream ended without an exit status".to_string())
@@ -271,4 +322,41 @@ async fn body_text(resp: axum::http::Response<hyper::body::Incoming>) -> String 
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod lines_tests {
+    use super::{Lines, MAX_LINE};
+
+    fn split(pieces: &[&str]) -> (Vec<String>, Option<String>) {
+        let mut lines = Lines::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            lines.push(piece, |l| out.push(l.to_owned()));
+        }
+        (out, lines.rest().map(str::to_owned))
+    }
+
+    #[test]
+    fn lines_are_handed_on_whole_across_pieces() {
+        let (out, rest) = split(&["a\nb", "c\r\n", "", "d"]);
+        assert_eq!(out, ["a", "bc"]);
+        assert_eq!(rest.as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_handed_on_in_bounded_pieces() {
+        let long = "é".repeat(MAX_LINE); // two bytes each: cuts must fall between characters
+        let (out, rest) = split(&[&long, &long, "\n"]);
+        assert!(
+            out.iter().all(|l| l.len() <= MAX_LINE),
+            "a piece is too long"
+        );
+        assert_eq!(out.concat() + rest.as_deref().unwrap_or(""), long.repeat(2));
+        // A long line followed by its end within one piece is bounded too.
+        let (out, _) = split(&[&format!("{}\nshort\n", "x".repeat(3 * MAX_LINE))]);
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|l| l.len() <= MAX_LINE));
+        assert_eq!(out.last().map(String::as_str), Some("short"));
+    }
 }

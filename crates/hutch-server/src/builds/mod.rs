@@ -38,6 +38,11 @@ pub const MAX_DEPTH: usize = 24;
 const BUILDS_KEPT: Duration = Duration::from_secs(3600);
 /// The status call's page size (E2B's).
 const LOGS_PAGE: usize = 100;
+/// The most log entries a build keeps (its errors excepted): a step's output is the
+/// sandbox's to choose, and must not grow the server's memory without bound.
+const MAX_LOG_ENTRIES: usize = 20_000;
+/// The most bytes of log messages a build keeps (its errors excepted).
+const MAX_LOG_BYTES: usize = 8 << 20;
 
 /// One line of a build's log, as E2B's status call returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +81,10 @@ impl Status {
 struct BuildState {
     status: Status,
     logs: Vec<LogEntry>,
+    /// Bytes of the messages in `logs`.
+    log_bytes: usize,
+    /// Whether output was dropped for [`MAX_LOG_ENTRIES`] or [`MAX_LOG_BYTES`].
+    truncated: bool,
     /// Why it failed, and in which step.
     reason: Option<(String, Option<String>)>,
 }
@@ -104,9 +113,29 @@ impl Build {
     fn log(&self, level: &'static str, step: Option<&str>, message: impl Into<String>) {
         let message = message.into();
         tracing::debug!(build = %self.build_id, step, "{message}");
-        lock(&self.state).logs.push(LogEntry {
+        let mut s = lock(&self.state);
+        let full = s.logs.len() >= MAX_LOG_ENTRIES || s.log_bytes + message.len() > MAX_LOG_BYTES;
+        // Entries are only ever appended (clients page through them by offset); past the
+        // limits one line says so, and only errors are kept after it.
+        let message = match (full, level) {
+            (false, _) | (true, "error") => message,
+            (true, _) if s.truncated => return,
+            (true, _) => {
+                s.truncated = true;
+                format!(
+                    "the build's output past {MAX_LOG_ENTRIES} lines or {} MiB is not kept",
+                    MAX_LOG_BYTES >> 20
+                )
+            }
+        };
+        s.log_bytes += message.len();
+        s.logs.push(LogEntry {
             timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            level,
+            level: if full && level != "error" {
+                "warn"
+            } else {
+                level
+            },
             message,
             step: step.map(str::to_string),
         });
@@ -215,6 +244,8 @@ impl Builds {
             state: Mutex::new(BuildState {
                 status: Status::Waiting,
                 logs: Vec::new(),
+                log_bytes: 0,
+                truncated: false,
                 reason: None,
             }),
         });

@@ -265,3 +265,36 @@ async fn load_registers_stored_templates() {
     builds(&h).load().unwrap();
     assert_eq!(h.templates.custom("stored").unwrap().id, t.id);
 }
+
+#[tokio::test]
+async fn a_builds_log_is_bounded_and_keeps_its_errors() {
+    let h = Harness::new(2);
+    let b = builds(&h);
+    let build = b.request("noisy", None, None, None).unwrap();
+    for i in 0..MAX_LOG_ENTRIES + 500 {
+        build.log("info", Some("run"), format!("line {i}"));
+    }
+    build.fail("run", "the step failed".to_owned());
+    let s = lock(&build.state);
+    assert_eq!(s.logs.len(), MAX_LOG_ENTRIES + 2);
+    let marker = &s.logs[MAX_LOG_ENTRIES];
+    assert!(marker.message.contains("is not kept"), "{}", marker.message);
+    assert_eq!(
+        s.logs.last().map(|e| e.message.as_str()),
+        Some("the step failed")
+    );
+    drop(s);
+
+    // Bytes are bounded too: a few huge lines fill it long before the entry limit.
+    let build = b.request("wide", None, None, None).unwrap();
+    for _ in 0..200 {
+        build.log("info", Some("run"), "x".repeat(64 << 10));
+    }
+    let s = lock(&build.state);
+    assert!(
+        s.log_bytes <= MAX_LOG_BYTES + 200,
+        "{} bytes kept",
+        s.log_bytes
+    );
+    assert!(s.truncated);
+}
