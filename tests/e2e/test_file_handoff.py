@@ -105,18 +105,27 @@ def test_small_and_conditional_downloads_are_unchanged(sandbox: Sandbox, big_fil
     assert again.content == b""
 
 
+def held(sandbox_id: str) -> dict[str, list[str]]:
+    """What a sandbox's disk holds on the host: its mounts, loop device and directory."""
+    found = host_resources()
+    return {k: [v for v in found[k] if sandbox_id in v] for k in ("mounts", "loops", "sandbox_dirs")}
+
+
+def assert_disk_freed(sandbox_id: str) -> None:
+    """Waits (30 s at most) until a killed sandbox's disk holds nothing on the host."""
+    deadline = time.monotonic() + 30
+    while any(held(sandbox_id).values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(held(sandbox_id).values()), held(sandbox_id)
+
+
 def test_killing_the_sandbox_cuts_a_download_and_frees_its_disk() -> None:
     sbx = Sandbox.create(template="base", timeout=120)
-
-    def held() -> dict[str, list[str]]:
-        """What this sandbox's disk holds on the host: its mounts, loop device and directory."""
-        found = host_resources()
-        return {k: [v for v in found[k] if sbx.sandbox_id in v] for k in ("mounts", "loops", "sandbox_dirs")}
 
     try:
         size = 512 * 1024 * 1024
         sbx.commands.run(f"head -c {size} /dev/urandom > /home/user/huge.bin")
-        assert held()["loops"], "the sandbox's disk is a loop device"
+        assert held(sbx.sandbox_id)["loops"], "the sandbox's disk is a loop device"
         url = sbx.download_url("/home/user/huge.bin")
         with plain_client(timeout=60) as c, c.stream("GET", url) as r:
             assert r.status_code == 200
@@ -128,10 +137,7 @@ def test_killing_the_sandbox_cuts_a_download_and_frees_its_disk() -> None:
         assert got < size
     finally:
         sbx.kill()
-    deadline = time.monotonic() + 30
-    while any(held().values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(held().values()), held()
+    assert_disk_freed(sbx.sandbox_id)
 
 
 # ---- uploads --------------------------------------------------------------------------
@@ -276,11 +282,6 @@ def test_a_streamed_upload_of_unknown_length(sandbox: Sandbox) -> None:
 
 def test_killing_the_sandbox_cuts_an_upload_and_frees_its_disk() -> None:
     sbx = Sandbox.create(template="base", timeout=120)
-
-    def held() -> dict[str, list[str]]:
-        found = host_resources()
-        return {k: [v for v in found[k] if sbx.sandbox_id in v] for k in ("mounts", "loops", "sandbox_dirs")}
-
     killed = False
 
     def body() -> Iterator[bytes]:
@@ -306,7 +307,4 @@ def test_killing_the_sandbox_cuts_an_upload_and_frees_its_disk() -> None:
         assert killed
     finally:
         sbx.kill()
-    deadline = time.monotonic() + 30
-    while any(held().values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(held().values()), held()
+    assert_disk_freed(sbx.sandbox_id)

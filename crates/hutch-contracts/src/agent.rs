@@ -206,6 +206,17 @@ pub struct UploadHandoff {
     pub file: WrittenFile,
 }
 
+/// The message of an upload that ran out of disk space (answered 507), whoever wrote the
+/// bytes: `content_length` is the request's `Content-Length`.
+pub fn upload_disk_full(content_length: Option<u64>) -> String {
+    match content_length {
+        Some(len) if len > 0 => {
+            format!("attempted to write {len} bytes: not enough disk space available")
+        }
+        _ => "not enough disk space available".to_owned(),
+    }
+}
+
 /// One file an upload wrote, as the SDK's `WriteInfo` reads it from `POST /files`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenFile {

@@ -55,6 +55,35 @@ pub enum MultipartError {
     BadHeaders(String),
 }
 
+/// How the body of a `POST /files` carries its file(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadBody {
+    /// `application/octet-stream`: the body is the file.
+    Raw,
+    /// `multipart/*` with this boundary: one file per `file` part.
+    Multipart(String),
+}
+
+impl UploadBody {
+    /// The body a `Content-Type` value announces: `None` when it is neither raw nor
+    /// multipart, an error for multipart without a usable boundary.
+    pub fn from_content_type(content_type: &str) -> Option<Result<Self, MultipartError>> {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "application/octet-stream" {
+            Some(Ok(Self::Raw))
+        } else if essence.starts_with("multipart/") {
+            Some(boundary_from_content_type(content_type).map(Self::Multipart))
+        } else {
+            None
+        }
+    }
+}
+
 /// The headers of one part that an upload cares about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartHeaders {
@@ -172,12 +201,14 @@ impl Parser {
         let d = &self.delimiter[..];
         let carried = self.buf.len();
         // A delimiter that starts in the bytes carried from the last chunk: the usual way.
-        let head = data.get(..d.len()).unwrap_or(&data[..]);
-        let mut junction = Vec::with_capacity(carried + head.len());
-        junction.extend_from_slice(&self.buf);
-        junction.extend_from_slice(head);
-        if find(&junction, d).is_some_and(|at| at < carried) {
-            return self.push(&data);
+        if carried > 0 {
+            let head = data.get(..d.len()).unwrap_or(&data[..]);
+            let mut junction = Vec::with_capacity(carried + head.len());
+            junction.extend_from_slice(&self.buf);
+            junction.extend_from_slice(head);
+            if find(&junction, d).is_some_and(|at| at < carried) {
+                return self.push(&data);
+            }
         }
         // Everything before the first delimiter in `data` is content; with none, all but a
         // tail that could start one.

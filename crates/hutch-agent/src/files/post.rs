@@ -17,7 +17,7 @@ use hutch_contracts::agent::{
     UploadOpen, FILE_HANDOFF_HEADER, UPLOAD_REFUSED, UPLOAD_REFUSED_UNAUTHORISED,
 };
 
-use super::{handoff, multipart, xattr, FileError, FileParams, FilesService};
+use super::{handoff, xattr, FileError, FileParams, FilesService};
 
 /// How much of a request body is read and discarded after an upload failed, so the client gets
 /// to read the error instead of a connection reset while it is still sending. Past this the
@@ -197,34 +197,21 @@ fn plan_upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let kind = if let Some(multipart) = multipart {
+    let kind = match (multipart, BodyKind::from_content_type(content_type)) {
         // The boundary is the server's business; the agent only needs to know which it is.
-        if multipart {
-            BodyKind::Multipart(String::new())
-        } else {
-            BodyKind::Raw
-        }
-    } else if essence == "application/octet-stream" {
-        BodyKind::Raw
-    } else if essence.starts_with("multipart/") {
-        let boundary = multipart::boundary_from_content_type(content_type).map_err(|err| {
-            fail(FileError::new(
+        (Some(true), _) => BodyKind::Multipart(String::new()),
+        (Some(false), _) => BodyKind::Raw,
+        (None, Some(Ok(kind))) => kind,
+        (None, Some(Err(err))) => {
+            return Err(fail(FileError::new(
                 StatusCode::BAD_REQUEST,
                 format!("error parsing multipart form: {err}"),
-            ))
-        })?;
-        BodyKind::Multipart(boundary)
-    } else {
-        return Err(fail(FileError::new(
+            )))
+        }
+        (None, None) => return Err(fail(FileError::new(
             StatusCode::BAD_REQUEST,
             format!("unsupported content type: {content_type}, expected multipart/form-data or application/octet-stream"),
-        )));
+        ))),
     };
     let content_length = headers
         .get(header::CONTENT_LENGTH)

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use bytes::{Buf, Bytes};
 use tokio::sync::mpsc;
 
-use hutch_contracts::agent::{UploadOpen, WrittenFile};
+use hutch_contracts::agent::{upload_disk_full, UploadOpen, WrittenFile};
 
 use super::multipart::{self, Event, Parser};
 use super::paths::{self, EnsureDirsError};
@@ -24,14 +24,8 @@ use crate::users::User;
 /// Bytes read from the (decoded) body at a time.
 const CHUNK: usize = 128 << 10;
 
-/// How the body carries the file(s).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyKind {
-    /// `application/octet-stream`: the body is the file; `?path=` names it.
-    Raw,
-    /// `multipart/form-data` with this boundary: one file per `file` part.
-    Multipart(String),
-}
+/// How the body carries the file(s): raw (`?path=` names the file) or multipart.
+pub use hutch_contracts::multipart::UploadBody as BodyKind;
 
 /// Everything the blocking side needs to know about an upload.
 #[derive(Debug, Clone)]
@@ -120,13 +114,7 @@ pub fn run(plan: &UploadPlan, body: impl BufRead) -> Result<Vec<WrittenFile>, Fi
     };
     match &plan.kind {
         BodyKind::Raw => {
-            let path = plan.path.as_deref().ok_or_else(|| {
-                FileError::new(
-                    StatusCode::BAD_REQUEST,
-                    "path query parameter is required for raw body upload",
-                )
-            })?;
-            let path = resolve(path, &plan.user)?;
+            let path = resolve(&target_path(plan, false, None)?, &plan.user)?;
             let mut target = Target::create(&path, &plan.user)?;
             loop {
                 let n = match source.fill_buf() {
@@ -182,15 +170,7 @@ fn multipart_upload(
                         current = Some(None);
                         continue;
                     }
-                    let raw = match plan.path.as_deref() {
-                        Some(p) => p.to_owned(),
-                        None => headers.filename.clone().ok_or_else(|| {
-                            FileError::new(
-                                StatusCode::BAD_REQUEST,
-                                "error getting multipart custom part file name: filename not found in Content-Disposition header",
-                            )
-                        })?,
-                    };
+                    let raw = target_path(plan, true, headers.filename.as_deref())?;
                     let path = resolve(&raw, &plan.user)?;
                     check_duplicate(&path, written.iter().map(|w| w.path.as_str()))?;
                     current = Some(Some(Target::create(&path, &plan.user)?));
@@ -224,26 +204,33 @@ pub fn open_for_server(
     plan: &UploadPlan,
     open: &UploadOpen,
 ) -> Result<(File, WrittenFile), FileError> {
-    let raw = match (plan.path.as_deref(), open.multipart) {
-        (Some(path), _) => path.to_owned(),
-        (None, false) => {
-            return Err(FileError::new(
-                StatusCode::BAD_REQUEST,
-                "path query parameter is required for raw body upload",
-            ))
-        }
-        (None, true) => open.filename.clone().ok_or_else(|| {
-            FileError::new(
-                StatusCode::BAD_REQUEST,
-                "error getting multipart custom part file name: filename not found in Content-Disposition header",
-            )
-        })?,
-    };
+    let raw = target_path(plan, open.multipart, open.filename.as_deref())?;
     let path = resolve(&raw, &plan.user)?;
     check_duplicate(&path, open.written.iter().map(String::as_str))?;
     let target = Target::create(&path, &plan.user)?;
     let written = target.finish(plan)?;
     Ok((target.file, written))
+}
+
+/// The path a file of an upload goes to, as the client gave it: the `path` query parameter,
+/// else (for a multipart part) the part's `filename`.
+fn target_path(
+    plan: &UploadPlan,
+    multipart: bool,
+    filename: Option<&str>,
+) -> Result<String, FileError> {
+    match (plan.path.as_deref(), multipart, filename) {
+        (Some(path), _, _) => Ok(path.to_owned()),
+        (None, true, Some(name)) => Ok(name.to_owned()),
+        (None, false, _) => Err(FileError::new(
+            StatusCode::BAD_REQUEST,
+            "path query parameter is required for raw body upload",
+        )),
+        (None, true, None) => Err(FileError::new(
+            StatusCode::BAD_REQUEST,
+            "error getting multipart custom part file name: filename not found in Content-Disposition header",
+        )),
+    }
 }
 
 fn resolve(raw: &str, user: &User) -> Result<PathBuf, FileError> {
@@ -353,13 +340,10 @@ impl Target {
     fn write(&mut self, data: &[u8], plan: &UploadPlan) -> Result<(), FileError> {
         self.file.write_all(data).map_err(|err| {
             if is_no_space(&err) {
-                let message = match plan.content_length {
-                    Some(len) if len > 0 => {
-                        format!("attempted to write {len} bytes: not enough disk space available")
-                    }
-                    _ => "not enough disk space available".to_owned(),
-                };
-                FileError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+                FileError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    upload_disk_full(plan.content_length),
+                )
             } else {
                 FileError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

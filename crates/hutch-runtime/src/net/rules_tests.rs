@@ -87,12 +87,12 @@ fn the_operators_ranges_and_azures_wire_server_are_blocked() {
         &cfg(),
         &[],
         &[
-            (Ipv4Addr::new(203, 0, 114, 0), 24),
-            (Ipv4Addr::new(8, 8, 8, 8), 32),
+            (Ipv4Addr::new(192, 0, 2, 0), 24),
+            (Ipv4Addr::new(198, 51, 100, 7), 32),
         ],
         false,
     );
-    for net in ["203.0.114.0/24", "8.8.8.8/32", "168.63.129.16/32"] {
+    for net in ["192.0.2.0/24", "198.51.100.7/32", "168.63.129.16/32"] {
         assert!(text.contains(net), "{net} missing");
     }
 }

@@ -117,25 +117,22 @@ impl Build {
         let full = s.logs.len() >= MAX_LOG_ENTRIES || s.log_bytes + message.len() > MAX_LOG_BYTES;
         // Entries are only ever appended (clients page through them by offset); past the
         // limits one line says so, and only errors are kept after it.
-        let message = match (full, level) {
-            (false, _) | (true, "error") => message,
+        let (level, message) = match (full, level) {
+            (false, _) | (true, "error") => (level, message),
             (true, _) if s.truncated => return,
             (true, _) => {
                 s.truncated = true;
-                format!(
+                let note = format!(
                     "the build's output past {MAX_LOG_ENTRIES} lines or {} MiB is not kept",
                     MAX_LOG_BYTES >> 20
-                )
+                );
+                ("warn", note)
             }
         };
         s.log_bytes += message.len();
         s.logs.push(LogEntry {
             timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            level: if full && level != "error" {
-                "warn"
-            } else {
-                level
-            },
+            level,
             message,
             step: step.map(str::to_string),
         });

@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use http::request::Parts;
 use http_body_util::BodyExt;
 use hutch_contracts::agent::{
-    UploadHandoff, UploadOpen, WrittenFile, FILE_HANDOFF_HEADER, FILE_HANDOFF_MIN, UPLOAD_REFUSED,
-    UPLOAD_REFUSED_UNAUTHORISED,
+    upload_disk_full, UploadHandoff, UploadOpen, WrittenFile, FILE_HANDOFF_HEADER,
+    FILE_HANDOFF_MIN, UPLOAD_REFUSED, UPLOAD_REFUSED_UNAUTHORISED,
 };
 use hutch_contracts::multipart::{self, Event, Parser};
 use tokio::sync::mpsc;
@@ -45,13 +45,7 @@ const BATCH: usize = 512 << 10;
 const ANSWER_LIMIT: usize = 64 << 10;
 
 /// How the body carries the file(s).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    /// `application/octet-stream`: the body is the file.
-    Raw,
-    /// `multipart/form-data` with this boundary.
-    Multipart(String),
-}
+pub use hutch_contracts::multipart::UploadBody as Kind;
 
 /// Whether the server reads this `POST /files` itself: a body that is not compressed, of
 /// [`FILE_HANDOFF_MIN`] bytes or more (or of a length not announced), raw or multipart with
@@ -70,16 +64,11 @@ pub fn eligible(headers: &HeaderMap) -> Option<Kind> {
         }
     }
     let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = content_type.split(';').next()?.trim().to_ascii_lowercase();
-    if essence == "application/octet-stream" {
-        return Some(Kind::Raw);
+    let kind = Kind::from_content_type(content_type)?.ok()?;
+    if let Kind::Multipart(boundary) = &kind {
+        Parser::new(boundary).ok()?;
     }
-    if !essence.starts_with("multipart/") {
-        return None;
-    }
-    let boundary = multipart::boundary_from_content_type(content_type).ok()?;
-    Parser::new(&boundary).ok()?;
-    Some(Kind::Multipart(boundary))
+    Some(kind)
 }
 
 /// What became of an upload.
@@ -349,30 +338,9 @@ impl Upload<'_> {
             *request.method_mut() = http::Method::POST;
             *request.uri_mut() = uri;
             *request.headers_mut() = headers;
-            ask_open(&http, init, request).await
+            request_open(&http, init, request).await
         }
     }
-}
-
-/// Asks the agent to open a file ([`UploadOpen`]) and takes it.
-async fn ask_open(
-    http: &HttpClient,
-    init: (i32, u64),
-    request: Request<Body>,
-) -> Result<Opened, String> {
-    let answer = http.request(request).await.map_err(|e| e.to_string())?;
-    if answer.status() != StatusCode::OK || !answer.headers().contains_key(FILE_HANDOFF_HEADER) {
-        return Ok(Opened::Not(answer));
-    }
-    let (handoff, rest) = handoff::read_line::<UploadHandoff>(answer).await?;
-    let file = handoff::grab(init, handoff.fd, handoff.dev, handoff.ino)
-        .map_err(|e| format!("taking the upload's file: {e}"))?;
-    // The agent closes its descriptor when this connection ends.
-    drop(rest);
-    Ok(Opened::File(file, handoff.file))
-}
-
-impl Upload<'_> {
     /// Queues `data` for the file being written; false when the writer has stopped (on an
     /// error, which [`Upload::finish`] reports).
     async fn write(&mut self, data: Bytes) -> bool {
@@ -437,13 +405,10 @@ impl Upload<'_> {
             e.raw_os_error(),
             Some(hutch_sys::errno::ENOSPC | hutch_sys::errno::EDQUOT)
         ) {
-            let message = match self.content_length {
-                Some(len) if len > 0 => {
-                    format!("attempted to write {len} bytes: not enough disk space available")
-                }
-                _ => "not enough disk space available".to_owned(),
-            };
-            return (StatusCode::INSUFFICIENT_STORAGE, message);
+            return (
+                StatusCode::INSUFFICIENT_STORAGE,
+                upload_disk_full(self.content_length),
+            );
         }
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -476,6 +441,24 @@ impl Upload<'_> {
             .map_err(|e| e.to_string())?;
         Ok(Outcome::Proxied(answer))
     }
+}
+
+/// Asks the agent to open a file ([`UploadOpen`]) and takes it.
+async fn request_open(
+    http: &HttpClient,
+    init: (i32, u64),
+    request: Request<Body>,
+) -> Result<Opened, String> {
+    let answer = http.request(request).await.map_err(|e| e.to_string())?;
+    if answer.status() != StatusCode::OK || !answer.headers().contains_key(FILE_HANDOFF_HEADER) {
+        return Ok(Opened::Not(answer));
+    }
+    let (handoff, rest) = handoff::read_line::<UploadHandoff>(answer).await?;
+    let file = handoff::grab(init, handoff.fd, handoff.dev, handoff.ino)
+        .map_err(|e| format!("taking the upload's file: {e}"))?;
+    // The agent closes its descriptor when this connection ends.
+    drop(rest);
+    Ok(Opened::File(file, handoff.file))
 }
 
 /// The client's headers for an [`UploadOpen`]: everything that authorises and describes
