@@ -20,6 +20,7 @@ pub use crate::api_error::{status_of, ApiError};
 use crate::sandbox::{valid_id, SandboxState};
 use crate::service::{CreateRequest, ListQuery, Missing, Service, ServiceError};
 use crate::store::{Caller, Store};
+use crate::tenancy::Scope;
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -121,10 +122,15 @@ fn control_plane(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/pools", get(crate::pool_api::list))
-        .route(
-            "/pools/{template}",
-            get(crate::pool_api::get_one).put(crate::pool_api::put),
+        .merge(
+            // Warm pools are the operator's: they serve every team.
+            Router::new()
+                .route("/pools", get(crate::pool_api::list))
+                .route(
+                    "/pools/{template}",
+                    get(crate::pool_api::get_one).put(crate::pool_api::put),
+                )
+                .route_layer(middleware::from_fn(require_admin)),
         )
         .route("/v3/templates", post(crate::template_api::request_build))
         .route("/templates", get(crate::template_api::list))
@@ -209,6 +215,22 @@ async fn require_api_key(State(st): State<AppState>, req: Request, next: Next) -
     next.run(req).await
 }
 
+/// Lets only admin keys (and the server's own `--api-key`) through.
+async fn require_admin(req: Request, next: Next) -> Response {
+    let admin = req
+        .extensions()
+        .get::<CallerExt>()
+        .is_some_and(|c| c.scope().all);
+    if !admin {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this endpoint needs an admin key (`hutch keys create --admin`)",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 async fn health(State(st): State<AppState>) -> Response {
     // Sandboxes can be created as soon as the default template (`base`) is built; the
     // larger templates after it keep building and report their progress here.
@@ -266,6 +288,13 @@ fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
 #[derive(Debug, Clone)]
 pub struct CallerExt(pub Option<Caller>);
 
+impl CallerExt {
+    /// What the caller sees.
+    pub fn scope(&self) -> Scope {
+        Scope::of(self.0.as_ref())
+    }
+}
+
 async fn create(
     st: &AppState,
     caller: Option<Caller>,
@@ -316,7 +345,8 @@ async fn create_v2(
     create(&st, caller, b, true).await
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
+/// Refuses ids that cannot be a sandbox's with E2B's 404.
+fn id_format(id: &str) -> ApiResult<()> {
     if valid_id(id) {
         Ok(())
     } else {
@@ -324,13 +354,32 @@ fn check_id(id: &str) -> ApiResult<()> {
     }
 }
 
-async fn info(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    check_id(&id)?;
+/// Refuses ids that cannot be a sandbox's, and sandboxes of another team, with E2B's 404
+/// (a sandbox another team owns is indistinguishable from one that does not exist).
+fn check_id(st: &AppState, caller: &CallerExt, id: &str) -> ApiResult<()> {
+    let missing = || Err(ServiceError::from(Missing::Sandbox(id.to_string())).into());
+    id_format(id)?;
+    match st.svc.get(id) {
+        Ok(rec) if !caller.scope().sees(rec.team.as_deref()) => missing(),
+        _ => Ok(()),
+    }
+}
+
+async fn info(
+    State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    check_id(&st, &caller, &id)?;
     Ok(axum::Json(st.svc.get(&id)?.to_detail_json(st.domain.as_deref())).into_response())
 }
 
-async fn kill(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+async fn kill(
+    State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_id(&st, &caller, &id)?;
     st.svc.kill(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -347,10 +396,11 @@ struct RefreshBody {
 
 async fn connect(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<TimeoutBody>,
 ) -> ApiResult<Response> {
-    check_id(&id)?;
+    check_id(&st, &caller, &id)?;
     let (rec, resumed) = st.svc.connect(&id, timeout_arg(b.timeout)?).await?;
     let status = if resumed {
         StatusCode::CREATED
@@ -366,10 +416,11 @@ async fn connect(
 
 async fn set_timeout(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<TimeoutBody>,
 ) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+    check_id(&st, &caller, &id)?;
     if b.timeout.is_none() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -382,26 +433,32 @@ async fn set_timeout(
 
 async fn refresh(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<RefreshBody>,
 ) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+    check_id(&st, &caller, &id)?;
     st.svc.refresh(&id, timeout_arg(b.duration)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn pause(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+async fn pause(
+    State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_id(&st, &caller, &id)?;
     st.svc.pause(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn resume(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<TimeoutBody>,
 ) -> ApiResult<Response> {
-    check_id(&id)?;
+    check_id(&st, &caller, &id)?;
     let rec = st.svc.resume(&id, timeout_arg(b.timeout)?).await?;
     Ok((
         StatusCode::CREATED,
@@ -418,10 +475,11 @@ struct MetricsQuery {
 
 async fn metrics(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
     q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    check_id(&id)?;
+    check_id(&st, &caller, &id)?;
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     Ok(axum::Json(st.svc.metrics(&id, q.start, q.end)?).into_response())
 }
@@ -515,11 +573,13 @@ fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
 
 async fn list(
     st: &AppState,
+    caller: &CallerExt,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
     v2: bool,
 ) -> ApiResult<Response> {
     let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let q = parse_list(p, v2)?;
+    let mut q = parse_list(p, v2)?;
+    q.scope = Some(caller.scope());
     let (recs, next) = st.svc.list(&q)?;
     let body: Vec<serde_json::Value> = recs.iter().map(|r| r.to_listed_json()).collect();
     let mut headers = HeaderMap::new();
@@ -531,16 +591,18 @@ async fn list(
 
 async fn list_v1(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     p: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    list(&st, p, false).await
+    list(&st, &caller, p, false).await
 }
 
 async fn list_v2(
     State(st): State<AppState>,
+    Extension(caller): Extension<CallerExt>,
     p: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    list(&st, p, true).await
+    list(&st, &caller, p, true).await
 }
 
 #[cfg(test)]

@@ -112,9 +112,9 @@ mod tests {
                 "the default templates failed to build: x",
             ),
             (
-                Invalid::CpuCount(0).into(),
+                Invalid::CpuCount { asked: 0, max: 2 }.into(),
                 400,
-                "cpuCount 0 is out of range 1..=64",
+                "cpuCount 0 is out of range: this server allows 1 to 2 CPUs for your team's templates",
             ),
             (
                 ServiceError::AlreadyPaused { id: "s".into() },

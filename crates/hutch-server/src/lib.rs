@@ -15,6 +15,7 @@ pub mod startup;
 pub mod store;
 pub mod template_api;
 pub mod templates;
+pub mod tenancy;
 pub mod zygote;
 
 use std::net::SocketAddr;
@@ -73,6 +74,10 @@ pub struct ServeConfig {
     pub helper: (PathBuf, Vec<String>),
     /// Limits of every sandbox.
     pub limits: Limits,
+    /// The most CPUs a template may give its sandboxes (`--max-template-cpus`).
+    pub max_cpus: u32,
+    /// The most memory (MiB) a template may give its sandboxes (`--max-template-memory-mb`).
+    pub max_memory_mb: u64,
     /// Sandbox address range.
     pub net: NetConfig,
     /// Destination ranges no sandbox reaches besides hutch's own list (`--deny-cidr`).
@@ -111,7 +116,8 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         None
     } else if store.active_keys()? == 0 {
         let k = store::generate_key();
-        store.add_key(&k, Some("first start"), None)?;
+        // The operator's first key sees every team's sandboxes and templates.
+        store.add_team_key(&k, Some("first start"), None, tenancy::DEFAULT_TEAM, true)?;
         Some(k)
     } else {
         None
@@ -128,7 +134,11 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     let svc = {
         let runtime: Arc<dyn crate::runtime::SandboxRuntime> = Arc::new(runtime);
         let templates = Arc::clone(&templates);
-        let defaults = SandboxDefaults { limits: cfg.limits };
+        let defaults = SandboxDefaults {
+            limits: cfg.limits,
+            max_cpus: cfg.max_cpus.max(cfg.limits.cpus),
+            max_memory_mb: cfg.max_memory_mb.max(cfg.limits.memory_mb),
+        };
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || {
             Service::new(runtime, store, templates, defaults, records)

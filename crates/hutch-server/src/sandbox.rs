@@ -71,6 +71,9 @@ pub struct SandboxRecord {
     /// Id of the API key that created it (None for records from before keys were remembered).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// The team that owns it (None: the default team, and records from before teams).
+    #[serde(default)]
+    pub team: Option<String>,
     /// The template layers it was started on (user-built layers are kept while in use).
     #[serde(default)]
     pub layers: Vec<std::path::PathBuf>,

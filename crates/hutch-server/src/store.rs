@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::sandbox::SandboxRecord;
+use crate::tenancy::DEFAULT_TEAM;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// No team has this name.
+    #[error("no team named {0:?}: create it with `hutch teams create`")]
+    NoTeam(String),
+    /// A team name that is not allowed.
+    #[error("invalid team name {0:?}: use 1 to 64 lowercase letters, digits, '-' and '_'")]
+    TeamName(String),
 }
 
 /// Result of store operations.
@@ -50,6 +57,22 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
     /// How many sandboxes (running or paused) the key may hold at once; None = no limit.
     pub max_sandboxes: Option<u32>,
+    /// The team the key belongs to.
+    pub team: String,
+    /// Whether the key sees every team's sandboxes and templates.
+    pub admin: bool,
+}
+
+/// A team: the owner of sandboxes and templates, with the keys that act for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    /// Its name (also its id).
+    pub name: String,
+    /// The most CPUs a template of the team may ask for; None = the operator's ceiling.
+    pub max_cpu: Option<u32>,
+    /// The most memory (MiB) a template of the team may ask for; None = the operator's
+    /// ceiling.
+    pub max_memory_mb: Option<u64>,
 }
 
 /// A valid key, as the API sees its caller.
@@ -59,6 +82,20 @@ pub struct Caller {
     pub key_id: String,
     /// How many sandboxes the key may hold at once; None = no limit.
     pub max_sandboxes: Option<u32>,
+    /// The team it acts for: what it creates belongs to that team.
+    pub team: Team,
+    /// Sees (and may act on) every team's sandboxes and templates.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// What this caller may see: its team's things, or everything for an admin.
+    pub fn scope(&self) -> crate::tenancy::Scope {
+        crate::tenancy::Scope {
+            team: self.team.name.clone(),
+            all: self.admin,
+        }
+    }
 }
 
 /// The SQLite database of one data directory.
@@ -66,8 +103,9 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-/// 2 added `api_keys.max_sandboxes`; 3 added `templates` (user-built templates).
-const SCHEMA_VERSION: i64 = 3;
+/// 2 added `api_keys.max_sandboxes`; 3 added `templates` (user-built templates); 4 added
+/// `teams` and each key's team and admin flag (keys from before belong to the default team).
+const SCHEMA_VERSION: i64 = 4;
 
 /// The id of `key`: the start of its hash, stable and safe to show.
 pub fn key_id(key: &str) -> String {
@@ -122,7 +160,17 @@ impl Store {
                  template TEXT PRIMARY KEY,
                  min INTEGER NOT NULL,
                  max INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS teams (
+                 name TEXT PRIMARY KEY,
+                 created_at TEXT NOT NULL,
+                 max_cpu INTEGER,
+                 max_memory_mb INTEGER
              );",
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO teams (name, created_at) VALUES (?1, ?2)",
+            params![DEFAULT_TEAM, Utc::now().to_rfc3339()],
         )?;
         // Databases made before version 2 lack the per-key limit: add it (NULL = no limit).
         let has_limit: i64 = conn.query_row(
@@ -132,6 +180,18 @@ impl Store {
         )?;
         if has_limit == 0 {
             conn.execute_batch("ALTER TABLE api_keys ADD COLUMN max_sandboxes INTEGER")?;
+        }
+        // Before version 4 there was one tenant: its keys join the default team.
+        let has_team: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'team'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_team == 0 {
+            conn.execute_batch(
+                "ALTER TABLE api_keys ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
+                 ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;",
+            )?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
@@ -144,19 +204,45 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a new key's hash, with the most sandboxes it may hold at once; returns its id.
+    /// Stores a new key's hash, with the most sandboxes it may hold at once, in the default
+    /// team; returns its id.
     pub fn add_key(
         &self,
         key: &str,
         name: Option<&str>,
         max_sandboxes: Option<u32>,
     ) -> Result<String> {
+        self.add_team_key(key, name, max_sandboxes, DEFAULT_TEAM, false)
+    }
+
+    /// Stores a new key's hash for `team` (which must exist), admin or not; returns its id.
+    pub fn add_team_key(
+        &self,
+        key: &str,
+        name: Option<&str>,
+        max_sandboxes: Option<u32>,
+        team: &str,
+        admin: bool,
+    ) -> Result<String> {
+        if self.team(team)?.is_none() {
+            return Err(StoreError::NoTeam(team.to_string()));
+        }
         let id = key_id(key);
         self.conn().execute(
-            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at, max_sandboxes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339(), max_sandboxes],
+            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at, max_sandboxes, team, admin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339(), max_sandboxes, team, admin],
         )?;
         Ok(id)
+    }
+
+    /// Makes the key with this id an admin (or not).
+    pub fn set_admin(&self, id: &str, admin: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE api_keys SET admin = ?1 WHERE id = ?2",
+            params![admin, id],
+        )?;
+        Ok(())
     }
 
     /// The caller `key` identifies, if it is a stored, unrevoked key.
@@ -164,23 +250,81 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, max_sandboxes FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                "SELECT k.id, k.max_sandboxes, k.admin, t.name, t.max_cpu, t.max_memory_mb
+                 FROM api_keys k JOIN teams t ON t.name = k.team
+                 WHERE k.hash = ?1 AND k.revoked_at IS NULL",
                 params![hash_key(key)],
                 |r| {
                     Ok(Caller {
                         key_id: r.get(0)?,
                         max_sandboxes: r.get(1)?,
+                        admin: r.get(2)?,
+                        team: Team {
+                            name: r.get(3)?,
+                            max_cpu: r.get(4)?,
+                            max_memory_mb: r.get(5)?,
+                        },
                     })
                 },
             )
             .optional()?)
     }
 
+    /// Creates a team, or changes the limits of an existing one; returns whether it is new.
+    pub fn put_team(&self, team: &Team) -> Result<bool> {
+        if !crate::tenancy::valid_team_name(&team.name) {
+            return Err(StoreError::TeamName(team.name.clone()));
+        }
+        let conn = self.conn();
+        let new = conn.execute(
+            "INSERT OR IGNORE INTO teams (name, created_at) VALUES (?1, ?2)",
+            params![team.name, Utc::now().to_rfc3339()],
+        )? > 0;
+        conn.execute(
+            "UPDATE teams SET max_cpu = ?2, max_memory_mb = ?3 WHERE name = ?1",
+            params![team.name, team.max_cpu, team.max_memory_mb],
+        )?;
+        Ok(new)
+    }
+
+    /// The team with this name.
+    pub fn team(&self, name: &str) -> Result<Option<Team>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, max_cpu, max_memory_mb FROM teams WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(Team {
+                        name: r.get(0)?,
+                        max_cpu: r.get(1)?,
+                        max_memory_mb: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every team, by name.
+    pub fn teams(&self) -> Result<Vec<Team>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT name, max_cpu, max_memory_mb FROM teams ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(Team {
+                name: r.get(0)?,
+                max_cpu: r.get(1)?,
+                max_memory_mb: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     /// Every key, newest first.
     pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes FROM api_keys ORDER BY created_at DESC",
+            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes, team, admin FROM api_keys ORDER BY created_at DESC",
         )?;
         let rows = st.query_map([], |r| {
             let created: String = r.get(3)?;
@@ -196,6 +340,8 @@ impl Store {
                     .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
                     .map(|d| d.with_timezone(&Utc)),
                 max_sandboxes: r.get(5)?,
+                team: r.get(6)?,
+                admin: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -353,7 +499,13 @@ mod tests {
             store.caller(&limited).expect("read"),
             Some(Caller {
                 key_id: id.clone(),
-                max_sandboxes: Some(2)
+                max_sandboxes: Some(2),
+                team: Team {
+                    name: DEFAULT_TEAM.into(),
+                    max_cpu: None,
+                    max_memory_mb: None
+                },
+                admin: false,
             })
         );
         assert_eq!(
@@ -392,6 +544,66 @@ mod tests {
         let caller = store.caller(&key).expect("read").expect("key kept");
         assert_eq!(caller.max_sandboxes, None);
         assert_eq!(store.list_keys().expect("list").len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn keys_belong_to_teams_and_an_old_database_puts_its_keys_in_the_default_team() {
+        let dir = temp_dir();
+        let key = generate_key();
+        {
+            let conn = Connection::open(dir.join("hutch.db")).expect("db");
+            conn.execute_batch(
+                "CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, mask TEXT NOT NULL,
+                     name TEXT, created_at TEXT NOT NULL, revoked_at TEXT, max_sandboxes INTEGER);
+                 PRAGMA user_version = 3;",
+            )
+            .expect("old schema");
+            conn.execute(
+                "INSERT INTO api_keys (id, hash, mask, name, created_at) VALUES (?1, ?2, 'm', NULL, ?3)",
+                params![key_id(&key), hash_key(&key), Utc::now().to_rfc3339()],
+            )
+            .expect("old key");
+        }
+        let store = Store::open(&dir).expect("migrate");
+        let old = store.caller(&key).expect("read").expect("key kept");
+        assert_eq!((old.team.name.as_str(), old.admin), (DEFAULT_TEAM, false));
+
+        let other = generate_key();
+        let err = store
+            .add_team_key(&other, None, None, "acme", false)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no team named \"acme\": create it with `hutch teams create`"
+        );
+        let acme = Team {
+            name: "acme".into(),
+            max_cpu: Some(2),
+            max_memory_mb: Some(2048),
+        };
+        assert!(store.put_team(&acme).expect("team"));
+        assert!(!store.put_team(&acme).expect("same team again"));
+        assert!(store
+            .put_team(&Team {
+                name: "../x".into(),
+                max_cpu: None,
+                max_memory_mb: None
+            })
+            .is_err());
+        store
+            .add_team_key(&other, Some("ci"), None, "acme", true)
+            .expect("key");
+        let c = store.caller(&other).expect("read").expect("key");
+        assert_eq!(c.team, acme);
+        assert!(c.admin && c.scope().all);
+        let names: Vec<String> = store
+            .teams()
+            .expect("list")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["acme", DEFAULT_TEAM]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use crate::api::CallerExt;
 use crate::api::{ApiError, ApiJson, AppState};
 use crate::builds::BuildSpec;
 use crate::service::{Missing, ServiceError};
 use crate::templates::{TemplateRecord, Templates};
+use crate::tenancy::Scope;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -63,10 +65,11 @@ pub async fn request_build(
 /// Whether the server has a COPY step's files, and where to upload them if not.
 pub async fn file_link(
     State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
     headers: HeaderMap,
     Path((id, hash)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (present, token) = st.builds.file_status(&id, &hash)?;
+    let (present, token) = st.builds.file_status(&id, &hash, &caller.scope())?;
     let mut body = serde_json::json!({ "present": present });
     if !present {
         let host = headers
@@ -106,10 +109,11 @@ pub async fn upload(
 /// Starts a requested build.
 pub async fn start_build(
     State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
     Path((id, build)): Path<(String, String)>,
     ApiJson(spec): ApiJson<BuildSpec>,
 ) -> ApiResult<StatusCode> {
-    st.builds.start(&id, &build, spec)?;
+    st.builds.start(&id, &build, spec, &caller.scope())?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -123,18 +127,29 @@ pub struct StatusQuery {
 /// A build's status and logs.
 pub async fn build_status(
     State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
     Path((id, build)): Path<(String, String)>,
     Query(q): Query<StatusQuery>,
 ) -> ApiResult<Response> {
-    Ok(Json(st.builds.status(&id, &build, q.logs_offset.unwrap_or(0))?).into_response())
+    let offset = q.logs_offset.unwrap_or(0);
+    Ok(Json(st.builds.status(&id, &build, offset, &caller.scope())?).into_response())
 }
 
 /// Whether a template has this name (E2B's alias check).
-pub async fn alias(State(st): State<AppState>, Path(alias): Path<String>) -> ApiResult<Response> {
+pub async fn alias(
+    State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
+    Path(alias): Path<String>,
+) -> ApiResult<Response> {
     let id = if Templates::is_default(&alias) {
         Some(alias.clone())
     } else {
-        st.svc.templates().custom(&alias).map(|t| t.id)
+        // The alias check tells a client whether its own team may use a name.
+        st.svc
+            .templates()
+            .custom(&alias, &Scope::team(&caller.scope().team))
+            .filter(|t| t.name == alias)
+            .map(|t| t.id)
     };
     match id {
         Some(id) => {
@@ -168,11 +183,14 @@ fn template_json(st: &AppState, t: &TemplateRecord) -> serde_json::Value {
 }
 
 /// The templates built on this server.
-pub async fn list(State(st): State<AppState>) -> Json<Vec<serde_json::Value>> {
+pub async fn list(
+    State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
+) -> Json<Vec<serde_json::Value>> {
     Json(
         st.svc
             .templates()
-            .customs()
+            .customs(&caller.scope())
             .iter()
             .map(|t| template_json(&st, t))
             .collect(),
@@ -180,11 +198,15 @@ pub async fn list(State(st): State<AppState>) -> Json<Vec<serde_json::Value>> {
 }
 
 /// One template built on this server.
-pub async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_one(
+    State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let t = st
         .svc
         .templates()
-        .custom(&id)
+        .custom(&id, &caller.scope())
         .ok_or_else(|| ServiceError::from(Missing::Template(id.clone())))?;
     let mut v = template_json(&st, &t);
     v["builds"] = serde_json::json!([{
@@ -200,9 +222,14 @@ pub async fn get_one(State(st): State<AppState>, Path(id): Path<String>) -> ApiR
 }
 
 /// Deletes a template built on this server.
-pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(st): State<AppState>,
+    axum::Extension(caller): axum::Extension<CallerExt>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let builds = st.builds.clone();
-    tokio::task::spawn_blocking(move || builds.delete(&id))
+    let scope = caller.scope();
+    tokio::task::spawn_blocking(move || builds.delete(&id, &scope))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use hutch_template::{BuiltTemplate, Progress};
+
+use crate::tenancy::Scope;
 use serde::{Deserialize, Serialize};
 
 /// What `/health` reports about the template build.
@@ -69,6 +71,9 @@ pub struct TemplateRecord {
     pub updated_at: DateTime<Utc>,
     /// How many builds it had.
     pub build_count: u32,
+    /// The team that owns it (None: the default team, and records from before teams).
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 /// A template that can be started.
@@ -92,11 +97,20 @@ struct Inner {
 }
 
 impl Inner {
-    /// The user-built template with this id, else with this name.
-    fn find_custom(&self, id_or_name: &str) -> Option<&TemplateRecord> {
-        self.custom
+    /// The user-built template `scope` sees with this id, else with this name (several
+    /// teams may use one name: the caller's own team's wins, then the oldest).
+    fn find_custom(&self, id_or_name: &str, scope: &Scope) -> Option<&TemplateRecord> {
+        if let Some(t) = self
+            .custom
             .get(id_or_name)
-            .or_else(|| self.custom.values().find(|t| t.name == id_or_name))
+            .filter(|t| scope.sees(t.team.as_deref()))
+        {
+            return Some(t);
+        }
+        self.custom
+            .values()
+            .filter(|t| t.name == id_or_name && scope.sees(t.team.as_deref()))
+            .min_by_key(|t| (!scope.owns(t.team.as_deref()), t.created_at, t.id.clone()))
     }
 }
 
@@ -146,15 +160,11 @@ impl Templates {
         self.lock().defaults.contains_key(name)
     }
 
-    /// Names of the templates that can be started (defaults and user-built), sorted.
+    /// Names of the default templates that can be started, sorted (the user-built ones are
+    /// their teams' business).
     pub fn ready_names(&self) -> Vec<String> {
         let g = self.lock();
-        let mut v: Vec<String> = g
-            .defaults
-            .keys()
-            .cloned()
-            .chain(g.custom.values().map(|t| t.name.clone()))
-            .collect();
+        let mut v: Vec<String> = g.defaults.keys().cloned().collect();
         v.sort();
         v
     }
@@ -171,15 +181,21 @@ impl Templates {
             .any(|r| r.name == name)
     }
 
-    /// The user-built template with this id or name.
-    pub fn custom(&self, id_or_name: &str) -> Option<TemplateRecord> {
+    /// The user-built template `scope` sees with this id or name.
+    pub fn custom(&self, id_or_name: &str, scope: &Scope) -> Option<TemplateRecord> {
         let base = id_or_name.split(':').next().unwrap_or(id_or_name);
-        self.lock().find_custom(base).cloned()
+        self.lock().find_custom(base, scope).cloned()
     }
 
-    /// Every user-built template.
-    pub fn customs(&self) -> Vec<TemplateRecord> {
-        let mut v: Vec<TemplateRecord> = self.lock().custom.values().cloned().collect();
+    /// Every user-built template `scope` sees, oldest first.
+    pub fn customs(&self, scope: &Scope) -> Vec<TemplateRecord> {
+        let mut v: Vec<TemplateRecord> = self
+            .lock()
+            .custom
+            .values()
+            .filter(|t| scope.sees(t.team.as_deref()))
+            .cloned()
+            .collect();
         v.sort_by_key(|t| t.created_at);
         v
     }
@@ -195,8 +211,12 @@ impl Templates {
     }
 
     /// Resolves a template name as E2B clients send it (`base`, `code-interpreter-v1`,
-    /// optionally with a `:tag`).
-    pub fn resolve(&self, name: &str) -> Result<ResolvedTemplate, TemplateLookupError> {
+    /// optionally with a `:tag`): a default template, or a user-built one `scope` sees.
+    pub fn resolve(
+        &self,
+        name: &str,
+        scope: &Scope,
+    ) -> Result<ResolvedTemplate, TemplateLookupError> {
         let base = name.split(':').next().unwrap_or(name);
         let g = self.lock();
         if let Some(rootfs) = g.defaults.get(base) {
@@ -207,7 +227,7 @@ impl Templates {
                 custom: None,
             });
         }
-        if let Some(t) = g.find_custom(base) {
+        if let Some(t) = g.find_custom(base, scope) {
             if let Some(missing) = t.layers.iter().find(|l| !l.is_dir()) {
                 return Err(TemplateLookupError::Broken(
                     t.name.clone(),

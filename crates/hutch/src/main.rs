@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use hutch_runtime::{Limits, NetConfig};
-use hutch_server::store::Store;
 use hutch_server::ServeConfig;
 
+mod admin;
 mod client;
 mod dockerfile;
 mod run;
@@ -36,7 +36,21 @@ enum Command {
     /// Manage API keys (works whether or not the server runs).
     Keys {
         #[command(subcommand)]
-        action: KeysAction,
+        action: admin::KeysAction,
+        /// Data directory holding the database.
+        #[arg(
+            long,
+            env = "HUTCH_DATA_DIR",
+            default_value = "/var/lib/hutch",
+            global = true
+        )]
+        data_dir: PathBuf,
+    },
+    /// Manage teams: the owners of sandboxes and templates, each with its own keys and
+    /// limits (works whether or not the server runs).
+    Teams {
+        #[command(subcommand)]
+        action: admin::TeamsAction,
         /// Data directory holding the database.
         #[arg(
             long,
@@ -88,6 +102,14 @@ struct ServeArgs {
     /// Disk (writable layer) of each sandbox, MiB.
     #[arg(long, default_value_t = 4096)]
     sandbox_disk_mb: u64,
+    /// The most CPUs a template may give its sandboxes (`cpuCount`); 0 = this host's CPUs.
+    /// Teams can have lower limits (`hutch teams create --max-cpu`).
+    #[arg(long, default_value_t = 0)]
+    max_template_cpus: u32,
+    /// The most memory (MiB) a template may give its sandboxes (`memoryMB`); 0 = this
+    /// host's memory. Teams can have lower limits (`hutch teams create --max-memory-mb`).
+    #[arg(long, default_value_t = 0)]
+    max_template_memory_mb: u64,
     /// Maximum processes and threads in each sandbox.
     #[arg(long, default_value_t = 1024)]
     sandbox_pids: u64,
@@ -122,32 +144,12 @@ fn parse_pool(s: &str) -> Result<(String, hutch_server::service::pool::PoolSize)
     hutch_server::service::pool::parse_flag(s)
 }
 
-#[derive(Subcommand)]
-enum KeysAction {
-    /// Create a key and print it (it is shown only this once).
-    Create {
-        /// A label for the key.
-        #[arg(long)]
-        name: Option<String>,
-        /// The most sandboxes (running and paused) the key may hold at once; creating one
-        /// more is refused with 429. Without it, no limit.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        max_sandboxes: Option<u32>,
-    },
-    /// List keys (masked).
-    List,
-    /// Revoke a key by its id (from `list`) or by the key itself.
-    Revoke {
-        /// Key id or key.
-        key: String,
-    },
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
-        Command::Keys { action, data_dir } => keys(action, &data_dir),
+        Command::Keys { action, data_dir } => admin::keys(action, &data_dir),
+        Command::Teams { action, data_dir } => admin::teams(action, &data_dir),
         Command::Run(args) => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let code = rt.block_on(run::run(args))?;
@@ -248,6 +250,14 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
             pids: a.sandbox_pids,
             disk_mb: a.sandbox_disk_mb,
         },
+        max_cpus: match a.max_template_cpus {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            n => n,
+        },
+        max_memory_mb: match a.max_template_memory_mb {
+            0 => host_memory_mb(),
+            n => n,
+        },
         net: parse_cidr(&a.sandbox_cidr)?,
         deny: a
             .deny_cidrs
@@ -285,51 +295,14 @@ async fn serve(a: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn keys(action: KeysAction, data_dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = Store::open(data_dir)?;
-    match action {
-        KeysAction::Create {
-            name,
-            max_sandboxes,
-        } => {
-            let key = hutch_server::store::generate_key();
-            let id = store.add_key(&key, name.as_deref(), max_sandboxes)?;
-            eprintln!("created key {id} (shown only now):");
-            println!("{key}");
-        }
-        KeysAction::List => {
-            println!(
-                "{:<14} {:<18} {:<26} {:<10} {:<6} NAME",
-                "ID", "KEY", "CREATED", "STATE", "MAX"
-            );
-            for k in store.list_keys()? {
-                let state = if k.revoked_at.is_some() {
-                    "revoked"
-                } else {
-                    "active"
-                };
-                let max = k
-                    .max_sandboxes
-                    .map_or_else(|| "-".to_string(), |m| m.to_string());
-                println!(
-                    "{:<14} {:<18} {:<26} {:<10} {:<6} {}",
-                    k.id,
-                    k.mask,
-                    k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    state,
-                    max,
-                    k.name.unwrap_or_default()
-                );
-            }
-        }
-        KeysAction::Revoke { key } => {
-            if !store.revoke_key(&key)? {
-                bail!("no active key with id or value {key:?} (see `hutch keys list`)");
-            }
-            println!("revoked");
-        }
-    }
-    Ok(())
+/// This host's memory in MiB (`MemTotal`), or 1 GiB when it cannot be read.
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(1024, |kib| kib / 1024)
 }

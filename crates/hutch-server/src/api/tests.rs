@@ -57,8 +57,8 @@ fn negative_timeouts_and_bad_ids_are_refused() {
     );
     assert_eq!(timeout_arg(Some(5)).unwrap(), Some(5));
     assert_eq!(
-        check_id("../etc").unwrap_err().status,
+        id_format("../etc").unwrap_err().status,
         StatusCode::NOT_FOUND
     );
-    assert!(check_id("abc123").is_ok());
+    assert!(id_format("abc123").is_ok());
 }

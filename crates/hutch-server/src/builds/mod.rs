@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::service::{lock, Invalid, Missing, Result, Service, ServiceError};
 use crate::templates::Templates;
+use crate::tenancy::{Scope, DEFAULT_TEAM};
 
 pub use spec::BuildSpec;
 
@@ -100,16 +101,31 @@ pub struct Build {
     pub name: String,
     cpu_count: Option<u32>,
     memory_mb: Option<u64>,
-    /// Who asked: the build sandbox counts against that key's limit.
+    /// Who asked: the build sandbox counts against that key's limit, and the template
+    /// belongs to its team.
     caller: Option<crate::store::Caller>,
-    /// Authorises the file uploads of this build (they carry no API key).
+    /// Authorises the file uploads of this build (they carry no API key), for the hashes
+    /// in `files_asked` only.
     pub upload_token: String,
+    /// The COPY archives this build asked about (`GET /templates/{id}/files/{hash}`): the
+    /// only ones its token may upload.
+    files_asked: Mutex<HashSet<String>>,
     /// When it was requested.
     requested: Instant,
     state: Mutex<BuildState>,
 }
 
 impl Build {
+    /// The team the template belongs to.
+    pub fn team(&self) -> &str {
+        self.caller.as_ref().map_or(DEFAULT_TEAM, |c| &c.team.name)
+    }
+
+    /// What the build may see: its caller's templates (FROM) and files.
+    fn scope(&self) -> Scope {
+        Scope::of(self.caller.as_ref())
+    }
+
     fn log(&self, level: &'static str, step: Option<&str>, message: impl Into<String>) {
         let message = message.into();
         tracing::debug!(build = %self.build_id, step, "{message}");
@@ -146,13 +162,33 @@ impl Build {
     }
 }
 
-/// Checks the resources a build request asks for.
-fn check_resources(cpu_count: Option<u32>, memory_mb: Option<u64>) -> Result<()> {
-    if let Some(c) = cpu_count.filter(|c| !(1..=64).contains(c)) {
-        return Err(Invalid::CpuCount(c).into());
+/// Checks the resources a build request asks for against the most the operator allows
+/// (`ceiling`) and the caller's team's own limits.
+fn check_resources(
+    cpu_count: Option<u32>,
+    memory_mb: Option<u64>,
+    ceiling: (u32, u64),
+    team: Option<&crate::store::Team>,
+) -> Result<()> {
+    let max_cpu = team
+        .and_then(|t| t.max_cpu)
+        .map_or(ceiling.0, |t| t.min(ceiling.0));
+    let max_memory = team
+        .and_then(|t| t.max_memory_mb)
+        .map_or(ceiling.1, |t| t.min(ceiling.1));
+    if let Some(c) = cpu_count.filter(|c| !(1..=max_cpu).contains(c)) {
+        return Err(Invalid::CpuCount {
+            asked: c,
+            max: max_cpu,
+        }
+        .into());
     }
-    if let Some(m) = memory_mb.filter(|m| !(128..=262_144).contains(m)) {
-        return Err(Invalid::MemoryMb(m).into());
+    if let Some(m) = memory_mb.filter(|m| !(128..=max_memory).contains(m)) {
+        return Err(Invalid::MemoryMb {
+            asked: m,
+            max: max_memory,
+        }
+        .into());
     }
     Ok(())
 }
@@ -179,8 +215,10 @@ impl Builds {
         self.svc.templates()
     }
 
-    fn files_dir(&self) -> PathBuf {
-        self.dir.join("files")
+    /// Where `team`'s COPY archives are kept: each team has its own, so no team's
+    /// upload can stand in for another's files.
+    fn files_dir(&self, team: &str) -> PathBuf {
+        self.dir.join("files").join(team)
     }
 
     fn layers_dir(&self) -> PathBuf {
@@ -192,7 +230,9 @@ impl Builds {
         for t in self.svc.store().templates()? {
             self.templates().put_custom(t);
         }
+        self.adopt_old_files();
         self.sweep();
+        self.sweep_files();
         Ok(())
     }
 
@@ -212,7 +252,19 @@ impl Builds {
         if Templates::is_default(name) {
             return Err(Invalid::BuiltinName(name.to_string()).into());
         }
-        check_resources(cpu_count, memory_mb)?;
+        check_resources(
+            cpu_count,
+            memory_mb,
+            self.svc.ceiling(),
+            caller.as_ref().map(|c| &c.team),
+        )?;
+        // A name is looked up in the caller's own team only: another team's template of the
+        // same name is a different template.
+        let team = caller
+            .as_ref()
+            .map_or(DEFAULT_TEAM, |c| &c.team.name)
+            .to_string();
+        let own = Scope::team(&team);
         let mut builds = lock(&self.builds);
         // Finished builds stay readable for an hour, as do requests never started.
         builds.retain(|_, b| {
@@ -220,12 +272,13 @@ impl Builds {
         });
         let template_id = self
             .templates()
-            .custom(name)
+            .custom(name, &own)
+            .filter(|t| t.name == name || t.id == name)
             .map(|t| t.id)
             .or_else(|| {
                 builds
                     .values()
-                    .find(|b| b.name == name)
+                    .find(|b| b.name == name && b.team() == team)
                     .map(|b| b.template_id.clone())
             })
             .unwrap_or_else(crate::sandbox::new_id);
@@ -237,6 +290,7 @@ impl Builds {
             memory_mb,
             caller,
             upload_token: crate::sandbox::random_hex(24),
+            files_asked: Mutex::new(HashSet::new()),
             requested: Instant::now(),
             state: Mutex::new(BuildState {
                 status: Status::Waiting,
@@ -250,10 +304,10 @@ impl Builds {
         Ok(build)
     }
 
-    fn build_of(&self, template_id: &str, build_id: &str) -> Result<Arc<Build>> {
+    fn build_of(&self, template_id: &str, build_id: &str, scope: &Scope) -> Result<Arc<Build>> {
         lock(&self.builds)
             .get(build_id)
-            .filter(|b| b.template_id == template_id)
+            .filter(|b| b.template_id == template_id && scope.sees(Some(b.team())))
             .cloned()
             .ok_or_else(|| {
                 Missing::Build {
@@ -264,20 +318,28 @@ impl Builds {
             })
     }
 
-    fn knows_template(&self, template_id: &str) -> bool {
-        self.templates().custom(template_id).is_some()
+    fn knows_template(&self, template_id: &str, scope: &Scope) -> bool {
+        self.templates()
+            .custom(template_id, scope)
+            .is_some_and(|t| t.id == template_id)
             || lock(&self.builds)
                 .values()
-                .any(|b| b.template_id == template_id)
+                .any(|b| b.template_id == template_id && scope.sees(Some(b.team())))
     }
 
-    /// The upload tokens of the template's builds still waiting for their files.
-    fn waiting_tokens(&self, template_id: &str) -> Vec<String> {
-        lock(&self.builds)
+    /// The template's builds `scope` sees that still wait for their files, newest first.
+    fn waiting_builds(&self, template_id: &str, scope: &Scope) -> Vec<Arc<Build>> {
+        let mut v: Vec<Arc<Build>> = lock(&self.builds)
             .values()
-            .filter(|b| b.template_id == template_id && lock(&b.state).status == Status::Waiting)
-            .map(|b| b.upload_token.clone())
-            .collect()
+            .filter(|b| {
+                b.template_id == template_id
+                    && scope.sees(Some(b.team()))
+                    && lock(&b.state).status == Status::Waiting
+            })
+            .cloned()
+            .collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.requested));
+        v
     }
 
     /// `POST /v2/templates/{id}/builds/{build}`: checks the steps and starts the build.
@@ -286,12 +348,16 @@ impl Builds {
         template_id: &str,
         build_id: &str,
         spec: BuildSpec,
+        scope: &Scope,
     ) -> Result<()> {
-        let build = self.build_of(template_id, build_id)?;
-        let files = self.files_dir();
+        let build = self.build_of(template_id, build_id, scope)?;
+        let files = self.files_dir(build.team());
+        let mut used = Vec::new();
         let steps = spec::parse_steps(spec.steps.as_deref().unwrap_or_default(), |hash| {
+            used.push(hash.to_string());
             files.join(hash).is_file()
         })?;
+        self.touch_files(build.team(), &used);
         {
             let mut s = lock(&build.state);
             if s.status != Status::Waiting {
@@ -315,8 +381,9 @@ impl Builds {
         template_id: &str,
         build_id: &str,
         offset: usize,
+        scope: &Scope,
     ) -> Result<serde_json::Value> {
-        let build = self.build_of(template_id, build_id)?;
+        let build = self.build_of(template_id, build_id, scope)?;
         let s = lock(&build.state);
         let entries: Vec<&LogEntry> = s.logs.iter().skip(offset).take(LOGS_PAGE).collect();
         let mut v = serde_json::json!({
@@ -334,13 +401,13 @@ impl Builds {
 
     /// `DELETE /templates/{id}`: forgets a user-built template. Its layer goes once no
     /// sandbox and no template built on it uses it.
-    pub fn delete(&self, id_or_name: &str) -> Result<()> {
+    pub fn delete(&self, id_or_name: &str, scope: &Scope) -> Result<()> {
         if Templates::is_default(id_or_name) {
             return Err(Invalid::BuiltinDelete(id_or_name.to_string()).into());
         }
         let t = self
             .templates()
-            .custom(id_or_name)
+            .custom(id_or_name, scope)
             .ok_or_else(|| Missing::Template(id_or_name.to_string()))?;
         self.svc.store().delete_template(&t.id)?;
         self.templates().remove_custom(&t.id);
@@ -355,7 +422,7 @@ impl Builds {
         let mut used: HashSet<PathBuf> = self.svc.layers_in_use();
         used.extend(
             self.templates()
-                .customs()
+                .customs(&Scope::operator())
                 .into_iter()
                 .flat_map(|t| t.layers),
         );

@@ -15,6 +15,7 @@ use crate::agent_client::AgentClient;
 use crate::service::CreateRequest;
 use crate::startup::start_and_wait;
 use crate::templates::TemplateRecord;
+use crate::tenancy::Scope;
 
 /// The longest one build may take.
 const BUILD_TIMEOUT_SECS: u64 = 3600;
@@ -66,6 +67,7 @@ impl Builds {
             }
         }
         self.sweep();
+        self.sweep_files();
     }
 
     async fn run_steps(
@@ -80,7 +82,7 @@ impl Builds {
         let parent_name = parent_name(spec).map_err(base)?;
         let parent = self
             .templates()
-            .resolve(&parent_name)
+            .resolve(&parent_name, &build.scope())
             .map_err(|e| base(e.to_string()))?;
         if parent.template_id == build.template_id {
             return Err(base("a template cannot be built from itself".into()));
@@ -122,7 +124,7 @@ impl Builds {
         let mut stepper = Stepper {
             build,
             agent: &agent,
-            files_dir: self.files_dir(),
+            files_dir: self.files_dir(build.team()),
             user: pc
                 .as_ref()
                 .and_then(|t| t.user.clone())
@@ -149,7 +151,10 @@ impl Builds {
         let mut all_env = pc.as_ref().map(|t| t.env.clone()).unwrap_or_default();
         all_env.extend(env);
         let now = Utc::now();
-        let previous = self.templates().custom(&build.template_id);
+        let previous = self
+            .templates()
+            .custom(&build.template_id, &Scope::operator())
+            .filter(|t| t.id == build.template_id);
         let layer = self
             .layers_dir()
             .join(&build.template_id)
@@ -172,6 +177,7 @@ impl Builds {
             created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
             updated_at: now,
             build_count: previous.as_ref().map(|p| p.build_count).unwrap_or(0) + 1,
+            team: Some(build.team().to_string()),
         };
         if let Some(start) = record.start_cmd.as_deref() {
             build.log("info", Some("finalize"), format!("Starting: {start}"));

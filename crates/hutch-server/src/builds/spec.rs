@@ -35,7 +35,7 @@ pub struct BuildSpec {
 /// whether a COPY step's archive (by hash) is on the server.
 pub fn parse_steps(
     steps: &[WireStep],
-    uploaded: impl Fn(&str) -> bool,
+    mut uploaded: impl FnMut(&str) -> bool,
 ) -> Result<Vec<BuildStep>, ServiceError> {
     let mut typed = Vec::with_capacity(steps.len());
     for (i, wire) in steps.iter().enumerate() {

@@ -10,6 +10,10 @@ fn builds(h: &Harness) -> Arc<Builds> {
     Builds::new(Arc::clone(&h.svc))
 }
 
+fn op() -> Scope {
+    Scope::operator()
+}
+
 fn spec(steps: serde_json::Value) -> BuildSpec {
     serde_json::from_value(serde_json::json!({ "steps": steps, "fromTemplate": "base" }))
         .expect("a build spec")
@@ -32,12 +36,12 @@ async fn requests_are_checked() {
             None,
             "'base' is a built-in template; choose another name",
         ),
-        ("ok", Some(65), None, "cpuCount 65 is out of range 1..=64"),
+        ("ok", Some(65), None, "cpuCount 65 is out of range: this server allows 1 to 64 CPUs for your team's templates"),
         (
             "ok",
             None,
             Some(64),
-            "memoryMB 64 is out of range 128..=262144",
+            "memoryMB 64 is out of range: this server allows 128 to 262144 MiB for your team's templates",
         ),
     ];
     for (name, cpu, mem, message) in cases {
@@ -68,18 +72,18 @@ async fn a_name_keeps_its_template_id_across_requests() {
 async fn file_status_needs_a_hash_and_a_waiting_build() {
     let h = Harness::new(2);
     let b = builds(&h);
-    let err = b.file_status("t", "../x").unwrap_err();
+    let err = b.file_status("t", "../x", &op()).unwrap_err();
     assert_eq!(
         (status(&err), err.to_string()),
         (400, "invalid files hash \"../x\"".into())
     );
-    let err = b.file_status("t", "ab").unwrap_err();
+    let err = b.file_status("t", "ab", &op()).unwrap_err();
     assert_eq!(
         (status(&err), err.to_string()),
         (404, "template 't' not found".into())
     );
     let build = b.request("app", None, None, None).unwrap();
-    let (present, token) = b.file_status(&build.template_id, "ab").unwrap();
+    let (present, token) = b.file_status(&build.template_id, "ab", &op()).unwrap();
     assert!(!present);
     assert_eq!(token, build.upload_token);
 }
@@ -89,6 +93,7 @@ async fn uploads_need_the_builds_token() {
     let h = Harness::new(2);
     let b = builds(&h);
     let build = b.request("app", None, None, None).unwrap();
+    b.file_status(&build.template_id, "ab", &op()).unwrap();
     let err = b
         .upload(
             &build.template_id,
@@ -110,9 +115,9 @@ async fn uploads_need_the_builds_token() {
     )
     .await
     .unwrap();
-    let (present, _) = b.file_status(&build.template_id, "ab").unwrap();
+    let (present, _) = b.file_status(&build.template_id, "ab", &op()).unwrap();
     assert!(present);
-    let stored = std::fs::read_to_string(h.dir.0.join("templates/files/ab")).unwrap();
+    let stored = std::fs::read_to_string(h.dir.0.join("templates/files/default/ab")).unwrap();
     assert_eq!(stored, "archive");
 }
 
@@ -120,7 +125,9 @@ async fn uploads_need_the_builds_token() {
 async fn starting_checks_the_build_and_its_steps() {
     let h = Harness::new(2);
     let b = builds(&h);
-    let err = b.start("t", "nope", BuildSpec::default()).unwrap_err();
+    let err = b
+        .start("t", "nope", BuildSpec::default(), &op())
+        .unwrap_err();
     assert_eq!(status(&err), 404);
     assert_eq!(err.to_string(), "build 'nope' of template 't' not found");
     let build = b.request("app", None, None, None).unwrap();
@@ -129,6 +136,7 @@ async fn starting_checks_the_build_and_its_steps() {
             &build.template_id,
             &build.build_id,
             spec(serde_json::json!([{"type": "COPY", "args": ["a", "b"], "filesHash": "ff"}])),
+            &op(),
         )
         .unwrap_err();
     assert_eq!(status(&err), 400);
@@ -137,13 +145,13 @@ async fn starting_checks_the_build_and_its_steps() {
         "step 1 (COPY a): its files (hash \"ff\") were not uploaded"
     );
     // A refused start leaves the build waiting for its files.
-    assert!(b.file_status(&build.template_id, "ff").is_ok());
+    assert!(b.file_status(&build.template_id, "ff", &op()).is_ok());
 }
 
 /// Waits until the build leaves the waiting and building states.
 async fn finished(b: &Builds, t: &str, id: &str) -> serde_json::Value {
     loop {
-        let st = b.status(t, id, 0).unwrap();
+        let st = b.status(t, id, 0, &op()).unwrap();
         if st["status"] != "building" && st["status"] != "waiting" {
             return st;
         }
@@ -158,9 +166,11 @@ async fn a_build_starts_once_and_fails_on_a_missing_parent() {
     let build = b.request("app", None, None, None).unwrap();
     let mut s = spec(serde_json::json!([{"type": "RUN", "args": ["true"]}]));
     s.from_template = Some("nosuch".into());
-    b.start(&build.template_id, &build.build_id, s.clone())
+    b.start(&build.template_id, &build.build_id, s.clone(), &op())
         .unwrap();
-    let err = b.start(&build.template_id, &build.build_id, s).unwrap_err();
+    let err = b
+        .start(&build.template_id, &build.build_id, s, &op())
+        .unwrap_err();
     assert_eq!(status(&err), 409);
     assert_eq!(
         err.to_string(),
@@ -171,7 +181,7 @@ async fn a_build_starts_once_and_fails_on_a_missing_parent() {
     assert_eq!(st["reason"]["step"], "base");
     assert_eq!(st["reason"]["message"], "template 'nosuch' not found");
     // No build waits for files any more.
-    let err = b.file_status(&build.template_id, "ab").unwrap_err();
+    let err = b.file_status(&build.template_id, "ab", &op()).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -190,7 +200,8 @@ async fn a_build_from_itself_is_refused() {
     assert_eq!(build.template_id, t.id);
     let mut s = spec(serde_json::json!([]));
     s.from_template = Some("app".into());
-    b.start(&build.template_id, &build.build_id, s).unwrap();
+    b.start(&build.template_id, &build.build_id, s, &op())
+        .unwrap();
     let st = finished(&b, &build.template_id, &build.build_id).await;
     assert_eq!(
         st["reason"]["message"],
@@ -203,7 +214,9 @@ async fn the_status_of_a_waiting_build() {
     let h = Harness::new(2);
     let b = builds(&h);
     let build = b.request("app", None, None, None).unwrap();
-    let st = b.status(&build.template_id, &build.build_id, 0).unwrap();
+    let st = b
+        .status(&build.template_id, &build.build_id, 0, &op())
+        .unwrap();
     assert_eq!(st["status"], "waiting");
     assert_eq!(st["templateID"], build.template_id.as_str());
     assert_eq!(st["buildID"], build.build_id.as_str());
@@ -215,21 +228,21 @@ async fn the_status_of_a_waiting_build() {
 async fn deleting_templates() {
     let h = Harness::new(2);
     let b = builds(&h);
-    let err = b.delete("base").unwrap_err();
+    let err = b.delete("base", &op()).unwrap_err();
     assert_eq!(status(&err), 400);
     assert_eq!(
         err.to_string(),
         "'base' is a built-in template and cannot be deleted"
     );
-    let err = b.delete("nosuch").unwrap_err();
+    let err = b.delete("nosuch", &op()).unwrap_err();
     assert_eq!(
         (status(&err), err.to_string()),
         (404, "template 'nosuch' not found".into())
     );
     let t = h.add_custom(h.custom_template("app"));
     h.store.put_template(&t).unwrap();
-    b.delete("app").unwrap();
-    assert!(h.templates.custom("app").is_none());
+    b.delete("app", &op()).unwrap();
+    assert!(h.templates.custom("app", &op()).is_none());
     assert!(h.store.templates().unwrap().is_empty());
     // Its layer, used by nothing now, is swept.
     assert!(!t.layers[0].exists());
@@ -263,7 +276,7 @@ async fn load_registers_stored_templates() {
     std::fs::create_dir_all(&t.layers[0]).unwrap();
     h.store.put_template(&t).unwrap();
     builds(&h).load().unwrap();
-    assert_eq!(h.templates.custom("stored").unwrap().id, t.id);
+    assert_eq!(h.templates.custom("stored", &op()).unwrap().id, t.id);
 }
 
 #[tokio::test]
@@ -297,4 +310,152 @@ async fn a_builds_log_is_bounded_and_keeps_its_errors() {
         s.log_bytes
     );
     assert!(s.truncated);
+}
+
+#[tokio::test]
+async fn a_teams_builds_and_templates_are_invisible_to_other_teams() {
+    use crate::service::fake::team_caller;
+    let h = Harness::new(2);
+    let b = builds(&h);
+    let a = Scope::team("a");
+    let other = Scope::team("b");
+    let build = b
+        .request("app", None, None, Some(team_caller("ka", None, "a")))
+        .unwrap();
+    // The same name in another team is another template.
+    let theirs = b
+        .request("app", None, None, Some(team_caller("kb", None, "b")))
+        .unwrap();
+    assert_ne!(build.template_id, theirs.template_id);
+    let t = &build.template_id;
+    let missing = format!("build '{}' of template '{t}' not found", build.build_id);
+    let err = b.status(t, &build.build_id, 0, &other).unwrap_err();
+    assert_eq!((status(&err), err.to_string()), (404, missing.clone()));
+    let err = b
+        .start(t, &build.build_id, spec(serde_json::json!([])), &other)
+        .unwrap_err();
+    assert_eq!((status(&err), err.to_string()), (404, missing));
+    let err = b.file_status(t, "ab", &other).unwrap_err();
+    assert_eq!(
+        (status(&err), err.to_string()),
+        (404, format!("template '{t}' not found"))
+    );
+    assert!(b.status(t, &build.build_id, 0, &a).is_ok());
+    assert!(
+        b.status(t, &build.build_id, 0, &op()).is_ok(),
+        "admins see all"
+    );
+
+    let mut built = h.custom_template("lib");
+    built.team = Some("a".into());
+    let built = h.add_custom(built);
+    assert!(h.templates.custom("lib", &other).is_none());
+    assert!(h.templates.custom(&built.id, &other).is_none());
+    assert!(h.templates.resolve("lib", &other).is_err());
+    assert!(h.templates.resolve("lib", &a).is_ok());
+    let err = b.delete("lib", &other).unwrap_err();
+    assert_eq!(status(&err), 404);
+    b.delete(&built.id, &a).unwrap();
+}
+
+#[tokio::test]
+async fn an_upload_token_stores_only_what_its_build_asked_for_and_never_replaces() {
+    use crate::service::fake::team_caller;
+    let h = Harness::new(2);
+    let b = builds(&h);
+    let mine = b
+        .request("app", None, None, Some(team_caller("ka", None, "a")))
+        .unwrap();
+    let theirs = b
+        .request("app", None, None, Some(team_caller("kb", None, "b")))
+        .unwrap();
+    let body = |s: &'static str| axum::body::Body::from(s);
+    // A hash the build never asked about is refused, as is another build's token.
+    let err = b
+        .upload(&mine.template_id, "ab", &mine.upload_token, body("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), 401);
+    b.file_status(&mine.template_id, "ab", &Scope::team("a"))
+        .unwrap();
+    let err = b
+        .upload(&mine.template_id, "ab", &theirs.upload_token, body("evil"))
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), 401);
+    b.upload(&mine.template_id, "ab", &mine.upload_token, body("first"))
+        .await
+        .unwrap();
+    b.upload(&mine.template_id, "ab", &mine.upload_token, body("second"))
+        .await
+        .unwrap();
+    let files = h.dir.0.join("templates/files");
+    assert_eq!(
+        std::fs::read_to_string(files.join("a/ab")).unwrap(),
+        "first"
+    );
+    // The other team's build does not see team a's archive: it uploads its own.
+    let (present, _) = b
+        .file_status(&theirs.template_id, "ab", &Scope::team("b"))
+        .unwrap();
+    assert!(!present);
+    b.upload(&theirs.template_id, "ab", &theirs.upload_token, body("b's"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(files.join("b/ab")).unwrap(), "b's");
+    assert_eq!(
+        std::fs::read_to_string(files.join("a/ab")).unwrap(),
+        "first"
+    );
+}
+
+#[tokio::test]
+async fn a_teams_limits_cap_what_its_templates_ask_for() {
+    use crate::service::fake::team_caller;
+    let h = Harness::new(2);
+    let b = builds(&h);
+    let mut small = team_caller("k", None, "small");
+    small.team.max_cpu = Some(2);
+    small.team.max_memory_mb = Some(2048);
+    let err = b
+        .request("app", Some(4), None, Some(small.clone()))
+        .unwrap_err();
+    assert_eq!(
+        (status(&err), err.to_string()),
+        (
+            400,
+            "cpuCount 4 is out of range: this server allows 1 to 2 CPUs for your team's templates"
+                .into()
+        )
+    );
+    let err = b
+        .request("app", None, Some(4096), Some(small.clone()))
+        .unwrap_err();
+    assert_eq!(status(&err), 400);
+    assert!(b.request("app", Some(2), Some(2048), Some(small)).is_ok());
+}
+
+#[tokio::test]
+async fn old_archives_join_the_default_team_and_unused_ones_are_swept() {
+    let h = Harness::new(2);
+    let b = builds(&h);
+    let files = h.dir.0.join("templates/files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("ab"), "old").unwrap();
+    b.load().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(files.join("default/ab")).unwrap(),
+        "old"
+    );
+    let stale = std::time::SystemTime::now() - upload::FILES_KEPT - Duration::from_secs(60);
+    std::fs::File::options()
+        .append(true)
+        .open(files.join("default/ab"))
+        .unwrap()
+        .set_modified(stale)
+        .unwrap();
+    std::fs::write(files.join("default/cd"), "fresh").unwrap();
+    b.sweep_files();
+    assert!(!files.join("default/ab").exists());
+    assert!(files.join("default/cd").exists());
 }

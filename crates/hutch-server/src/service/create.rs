@@ -21,12 +21,13 @@ use futures_util::future::BoxFuture;
 use hutch_runtime::{Limits, SandboxSpec, Spawned};
 
 use super::{
-    cold_starts, lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, Service, ServiceError,
-    COLD_START_WAIT,
+    cold_starts, lock, validate_timeout, Entry, Invalid, Result, RuntimeOp, SandboxDefaults,
+    Service, ServiceError, COLD_START_WAIT,
 };
 use crate::sandbox::{new_id, random_hex, SandboxRecord, SandboxState};
 use crate::store::Caller;
 use crate::templates::{ResolvedTemplate, TemplateRecord};
+use crate::tenancy::Scope;
 
 /// `PATH` of the sandbox's agent, and so of everything it starts.
 pub(super) const SANDBOX_PATH: &str =
@@ -226,10 +227,16 @@ fn validate_env(vars: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// The server's limits, with a user-built template's own CPUs and memory.
-fn limits_for(mut limits: Limits, custom: Option<&TemplateRecord>) -> Limits {
+/// A sandbox's limits: the server's defaults, or what its template asks for up to the
+/// operator's ceiling (a template built before the ceiling was lowered gets no more).
+fn limits_for(defaults: &SandboxDefaults, custom: Option<&TemplateRecord>) -> Limits {
+    let mut limits = defaults.limits;
     if let Some(t) = custom {
-        limits.cpus = t.cpu_count.unwrap_or(limits.cpus);
-        limits.memory_mb = t.memory_mb.unwrap_or(limits.memory_mb);
+        limits.cpus = t.cpu_count.unwrap_or(limits.cpus).min(defaults.max_cpus);
+        limits.memory_mb = t
+            .memory_mb
+            .unwrap_or(limits.memory_mb)
+            .min(defaults.max_memory_mb);
     }
     limits
 }
@@ -297,7 +304,9 @@ impl Service {
     /// the template's warm pool is claimed when there is one; otherwise one starts cold.
     pub async fn create(&self, req: CreateRequest) -> Result<SandboxRecord> {
         let timeout = validate_timeout(req.timeout)?;
-        let tpl = self.templates.resolve(&req.template_id)?;
+        let tpl = self
+            .templates
+            .resolve(&req.template_id, &Scope::of(req.caller.as_ref()))?;
         validate_env(&req.env_vars)?;
         let reservation = self.reserve_for_key(req.caller.as_ref())?;
         if req.build.is_none() {
@@ -370,6 +379,7 @@ impl Service {
             pid: launched.spawned.pid,
             pid_start: launched.spawned.start_time,
             key_id: req.caller.as_ref().map(|c| c.key_id.clone()),
+            team: req.caller.as_ref().map(|c| c.team.name.clone()),
             layers: launched.layers.clone(),
             build: req.build.clone(),
         }
@@ -400,7 +410,7 @@ impl Service {
         let slot = self.allocate_slot()?;
         // A user-built template brings its ENV, default user and workdir, and resources.
         let custom = l.tpl.custom.as_ref();
-        let limits = limits_for(self.defaults.limits, custom);
+        let limits = limits_for(&self.defaults, custom);
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
         let mut zygote = if l.build {

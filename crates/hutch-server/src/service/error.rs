@@ -61,12 +61,22 @@ pub enum Invalid {
     /// A deletion of a built-in template.
     #[error("'{0}' is a built-in template and cannot be deleted")]
     BuiltinDelete(String),
-    /// A CPU count out of range.
-    #[error("cpuCount {0} is out of range 1..=64")]
-    CpuCount(u32),
-    /// A memory size out of range.
-    #[error("memoryMB {0} is out of range 128..=262144")]
-    MemoryMb(u64),
+    /// A CPU count the template may not have.
+    #[error("cpuCount {asked} is out of range: this server allows 1 to {max} CPUs for your team's templates")]
+    CpuCount {
+        /// What was asked for.
+        asked: u32,
+        /// The most allowed.
+        max: u32,
+    },
+    /// A memory size the template may not have.
+    #[error("memoryMB {asked} is out of range: this server allows 128 to {max} MiB for your team's templates")]
+    MemoryMb {
+        /// What was asked for.
+        asked: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// A COPY files hash that is not one.
     #[error("invalid files hash {0:?}")]
     FilesHash(String),
@@ -94,6 +104,14 @@ pub enum Invalid {
     UploadTooLarge {
         /// The limit in bytes.
         max_bytes: u64,
+    },
+    /// An upload that would take the team's stored build files past their quota.
+    #[error("the team's uploaded build files would exceed {} GiB; unused ones are removed after {} days", .max_bytes >> 30, .kept_days)]
+    FilesQuota {
+        /// The quota in bytes.
+        max_bytes: u64,
+        /// How long unused files are kept.
+        kept_days: u64,
     },
     /// Warm pool sizes that cannot be.
     #[error("{0}")]

@@ -391,7 +391,11 @@ impl Harness {
             Arc::clone(&rt) as Arc<dyn SandboxRuntime>,
             Arc::clone(&store),
             Arc::clone(&templates),
-            SandboxDefaults { limits: LIMITS },
+            SandboxDefaults {
+                limits: LIMITS,
+                max_cpus: 64,
+                max_memory_mb: 262_144,
+            },
             records,
             crate::agent_http::client(),
             Arc::clone(&ready) as Arc<dyn AgentReadiness>,
@@ -439,15 +443,27 @@ impl Harness {
             created_at: now,
             updated_at: now,
             build_count: 1,
+            team: None,
         }
     }
 }
 
-/// A caller whose key may hold `max` sandboxes.
+/// A caller of the default team whose key may hold `max` sandboxes.
 pub fn caller(key: &str, max: Option<u32>) -> Caller {
+    team_caller(key, max, crate::tenancy::DEFAULT_TEAM)
+}
+
+/// A caller of `team` whose key may hold `max` sandboxes.
+pub fn team_caller(key: &str, max: Option<u32>, team: &str) -> Caller {
     Caller {
         key_id: key.to_string(),
         max_sandboxes: max,
+        team: crate::store::Team {
+            name: team.to_string(),
+            max_cpu: None,
+            max_memory_mb: None,
+        },
+        admin: false,
     }
 }
 

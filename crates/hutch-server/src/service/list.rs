@@ -22,12 +22,17 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Cursor from the previous page.
     pub next_token: Option<String>,
+    /// Only sandboxes this caller sees (None = every sandbox).
+    pub scope: Option<crate::tenancy::Scope>,
 }
 
 impl ListQuery {
     /// True when `r` passes every filter.
     fn matches(&self, r: &SandboxRecord) -> bool {
-        (self.states.is_empty() || self.states.contains(&r.state))
+        self.scope
+            .as_ref()
+            .is_none_or(|s| s.sees(r.team.as_deref()))
+            && (self.states.is_empty() || self.states.contains(&r.state))
             && self
                 .metadata
                 .iter()

@@ -55,6 +55,10 @@ pub const METRICS_INTERVAL: Duration = Duration::from_secs(2);
 pub struct SandboxDefaults {
     /// Limits every sandbox gets.
     pub limits: Limits,
+    /// The most CPUs any sandbox gets, whatever its template asks for.
+    pub max_cpus: u32,
+    /// The most memory (MiB) any sandbox gets, whatever its template asks for.
+    pub max_memory_mb: u64,
 }
 
 /// One live sandbox.
@@ -194,6 +198,11 @@ impl Service {
     /// The limits sandboxes get unless their template sets its own.
     pub fn limits(&self) -> Limits {
         self.defaults.limits
+    }
+
+    /// The most CPUs and memory (MiB) a template may give its sandboxes.
+    pub fn ceiling(&self) -> (u32, u64) {
+        (self.defaults.max_cpus, self.defaults.max_memory_mb)
     }
 
     /// The database.

@@ -113,7 +113,11 @@ async fn create_while_the_defaults_build_is_unavailable() {
         h.rt.clone(),
         h.store.clone(),
         templates,
-        SandboxDefaults { limits: LIMITS },
+        SandboxDefaults {
+            limits: LIMITS,
+            max_cpus: 64,
+            max_memory_mb: 262_144,
+        },
         Vec::new(),
         crate::agent_http::client(),
         h.ready.clone(),
@@ -430,6 +434,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         pid,
         pid_start: 99,
         key_id: None,
+        team: None,
         layers: Vec::new(),
         build: None,
     }

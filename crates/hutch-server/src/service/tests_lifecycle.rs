@@ -411,3 +411,44 @@ async fn layers_in_use_are_those_of_live_sandboxes() {
     assert!(h.svc.layers_in_use().is_empty());
     assert_eq!(h.svc.state_dir(), h.dir.0.as_path());
 }
+
+#[tokio::test]
+async fn a_sandbox_belongs_to_its_callers_team_and_lists_only_there() {
+    use super::fake::team_caller;
+    use crate::tenancy::Scope;
+    let h = Harness::new(4);
+    let rec = h
+        .svc
+        .create(CreateRequest {
+            caller: Some(team_caller("ka", None, "a")),
+            ..req("base")
+        })
+        .await
+        .unwrap();
+    assert_eq!(rec.team.as_deref(), Some("a"));
+    let ops = h.svc.create(req("base")).await.unwrap();
+    assert_eq!(
+        ops.team, None,
+        "the operator's own key creates in the default team"
+    );
+    let listed = |scope: Scope| -> Vec<String> {
+        let q = ListQuery {
+            scope: Some(scope),
+            ..ListQuery::default()
+        };
+        h.svc
+            .list(&q)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(listed(Scope::team("a")), vec![rec.id.clone()]);
+    assert!(listed(Scope::team("b")).is_empty());
+    assert_eq!(
+        listed(Scope::team(crate::tenancy::DEFAULT_TEAM)),
+        vec![ops.id.clone()]
+    );
+    assert_eq!(listed(Scope::operator()).len(), 2);
+}

@@ -13,6 +13,7 @@ use super::pool::{Count, CountGuard, PoolInfo, PoolSize, Pooled};
 use super::{lock, CreateRequest, Invalid, Result, Service};
 use crate::sandbox::{random_hex, SandboxRecord};
 use crate::templates::{ResolvedTemplate, TemplateLookupError};
+use crate::tenancy::Scope;
 
 /// Refills running at once, across all pools: background work, kept small on purpose.
 const FILL_CONCURRENCY: u32 = 1;
@@ -103,7 +104,7 @@ impl Service {
         let mut doomed: Vec<(String, Pooled)> = Vec::new();
         let mut short: Vec<(ResolvedTemplate, u32)> = Vec::new();
         for (name, size) in sizes {
-            let tpl = match self.templates.resolve(&name) {
+            let tpl = match self.templates.resolve(&name, &Scope::operator()) {
                 Ok(tpl) => tpl,
                 // Still building (the defaults at first start): nothing to fill from yet,
                 // and nothing to drain either.
@@ -237,7 +238,7 @@ impl Service {
     /// Sets the sizes of `template`'s pool (kept across restarts).
     pub fn set_pool(&self, template: &str, min: u32, max: u32) -> Result<PoolInfo> {
         let size = PoolSize::new(min, max).map_err(Invalid::PoolSize)?;
-        let tpl = self.templates.resolve(template)?;
+        let tpl = self.templates.resolve(template, &Scope::operator())?;
         let key = tpl.template_id.clone();
         {
             let mut sizes = lock(&self.pools.sizes);
@@ -246,7 +247,7 @@ impl Service {
                 .keys()
                 .filter(|k| {
                     self.templates
-                        .resolve(k)
+                        .resolve(k, &Scope::operator())
                         .is_ok_and(|t| t.template_id == tpl.template_id)
                 })
                 .cloned()
@@ -265,11 +266,11 @@ impl Service {
 
     /// What `template`'s pool looks like (sizes 0 when it has none).
     pub fn pool_info(&self, template: &str) -> Result<PoolInfo> {
-        let tpl = self.templates.resolve(template)?;
+        let tpl = self.templates.resolve(template, &Scope::operator())?;
         let sizes = lock(&self.pools.sizes).clone();
         let configured = sizes.into_iter().find(|(k, _)| {
             self.templates
-                .resolve(k)
+                .resolve(k, &Scope::operator())
                 .is_ok_and(|t| t.template_id == tpl.template_id)
         });
         let (name, size) =
@@ -285,7 +286,7 @@ impl Service {
             .map(|(name, size)| {
                 let template_id = self
                     .templates
-                    .resolve(&name)
+                    .resolve(&name, &Scope::operator())
                     .map(|t| t.template_id)
                     .unwrap_or_else(|_| name.clone());
                 self.info_of(&template_id, name, size)
