@@ -92,6 +92,12 @@ pub const SERVE_ENV: &str = "HUTCH_SPAWN_SERVE";
 /// [`SpawnResponse`] as JSON on stdout. Returns the process exit code. With
 /// [`SERVE_ENV`]`=1` it serves many requests instead ([`serve_main`]).
 pub fn helper_main() -> i32 {
+    // Sandboxes inherit this from the helper, which alone (as host root, before any user
+    // namespace) may set a hard limit that sandbox root cannot raise.
+    if let Err(e) = hutch_sys::process::forbid_core_dumps() {
+        eprintln!("hutch spawn helper: setting RLIMIT_CORE failed: {e}");
+        return 1;
+    }
     if std::env::var_os(SERVE_ENV).is_some_and(|v| v == "1") {
         return serve_main();
     }

@@ -48,6 +48,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         | ServiceError::BuildStarted { .. } => StatusCode::CONFLICT,
         ServiceError::NoSlot { .. }
         | ServiceError::Busy { .. }
+        | ServiceError::DiskFull { .. }
         | ServiceError::Runtime {
             source: hutch_runtime::RuntimeError::Exhausted(_),
             ..

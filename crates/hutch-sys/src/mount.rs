@@ -76,6 +76,12 @@ pub fn usage(path: &Path) -> Result<(u64, u64)> {
     Ok((total.saturating_sub(free), total))
 }
 
+/// Bytes an unprivileged writer may still use on the filesystem `path` is on.
+pub fn available(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail * st.f_frsize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,23 @@ impl WaitStatus {
     }
 }
 
+/// Stops the calling process and everything it starts from ever dumping core: the hard and
+/// soft `RLIMIT_CORE` become 1 byte. A file dump needs at least a page, and the kernel skips
+/// a `|helper` core pattern for a process whose limit is exactly 1 (its guard against
+/// recursive dumps), so neither a core file nor the host's dump helper, which runs as host
+/// root outside every namespace, sees a sandbox's memory. Only a process with
+/// CAP_SYS_RESOURCE in the initial user namespace can raise it again.
+pub fn forbid_core_dumps() -> Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(1),
+            maximum: Some(1),
+        },
+    )
+}
+
 /// Ends the calling process at once with `code`, running no exit handlers and flushing
 /// nothing: what a forked child that failed before `exec` must do.
 pub fn exit_now(code: i32) -> ! {

@@ -55,6 +55,13 @@ impl CgroupLimits {
             file("memory", "memory.limit_in_bytes", self.memory_bytes),
             // memsw exists only with swap accounting; where it does, forbid swap on top.
             optional("memory", "memory.memsw.limit_in_bytes", self.memory_bytes),
+            // v1 charges socket buffers to a memory cgroup only once its TCP limit is set
+            // (v2 always does): without it a sandbox's sockets take host memory unbounded.
+            optional(
+                "memory",
+                "memory.kmem.tcp.limit_in_bytes",
+                self.memory_bytes,
+            ),
             file("cpu", "cpu.cfs_period_us", CPU_PERIOD_US),
             file("cpu", "cpu.cfs_quota_us", self.cpu_quota_us()),
             file("pids", "pids.max", self.pids),
@@ -108,6 +115,12 @@ mod tests {
             [
                 ("memory", "memory.limit_in_bytes", "536870912", false),
                 ("memory", "memory.memsw.limit_in_bytes", "536870912", true),
+                (
+                    "memory",
+                    "memory.kmem.tcp.limit_in_bytes",
+                    "536870912",
+                    true
+                ),
                 ("cpu", "cpu.cfs_period_us", "100000", false),
                 ("cpu", "cpu.cfs_quota_us", "200000", false),
                 ("pids", "pids.max", "1024", false),

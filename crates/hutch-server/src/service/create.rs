@@ -227,6 +227,26 @@ fn validate_env(vars: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// The server's limits, with a user-built template's own CPUs and memory.
+impl Service {
+    /// Refuses a sandbox whose disk image (sparse: it takes room only as it fills) could not
+    /// be filled on the host's data disk as things stand: a sandbox must not be the one that
+    /// fills the host's disk.
+    pub(super) fn check_free_disk(&self, disk_mb: u64) -> Result<()> {
+        let dir = self.runtime.state_dir();
+        match hutch_sys::mount::available(dir) {
+            Ok(free) if free >> 20 < disk_mb => Err(ServiceError::DiskFull {
+                free_mb: free >> 20,
+                needed_mb: disk_mb,
+            }),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot read the free disk space");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A sandbox's limits: the server's defaults, or what its template asks for up to the
 /// operator's ceiling (a template built before the ceiling was lowered gets no more).
 fn limits_for(defaults: &SandboxDefaults, custom: Option<&TemplateRecord>) -> Limits {
@@ -406,11 +426,12 @@ impl Service {
     /// Spawns a sandbox and waits until it is ready; on failure nothing of it is left. Its
     /// slot stays reserved for the caller, who makes it live or pools it.
     pub(super) async fn launch(&self, l: Launch<'_>) -> Result<Launched> {
-        let id = new_id();
-        let slot = self.allocate_slot()?;
         // A user-built template brings its ENV, default user and workdir, and resources.
         let custom = l.tpl.custom.as_ref();
         let limits = limits_for(&self.defaults, custom);
+        self.check_free_disk(limits.disk_mb)?;
+        let id = new_id();
+        let slot = self.allocate_slot()?;
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
         let mut zygote = if l.build {

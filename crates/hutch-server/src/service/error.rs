@@ -202,6 +202,17 @@ pub enum ServiceError {
         /// How long the create waited.
         waited_s: u64,
     },
+    /// The host's data disk has less room than a new sandbox's disk could fill (503).
+    #[error(
+        "not enough free disk space on the host for a sandbox: {free_mb} MiB free, its disk \
+         may grow to {needed_mb} MiB; free some space or lower --sandbox-disk-mb"
+    )]
+    DiskFull {
+        /// MiB free on the data directory's filesystem.
+        free_mb: u64,
+        /// The sandbox's disk size in MiB.
+        needed_mb: u64,
+    },
     /// The caller's key holds as many sandboxes as it may (429).
     #[error(
         "Rate limit exceeded: this API key may hold at most {max} sandboxes at once \

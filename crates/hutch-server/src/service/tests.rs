@@ -561,3 +561,18 @@ fn signatures_without_expiration_differ_from_ones_with() {
     assert_ne!(a, b);
     assert!(!a.contains('='), "unpadded base64");
 }
+
+#[tokio::test]
+async fn a_sandbox_whose_disk_could_not_be_filled_on_the_host_is_refused() {
+    let h = Harness::new(2);
+    assert!(h.svc.check_free_disk(1).is_ok());
+    let huge = u64::MAX >> 21;
+    let err = h.svc.check_free_disk(huge).unwrap_err();
+    assert_eq!(status(&err), 503);
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("not enough free disk space on the host for a sandbox: ")
+            && msg.contains(&format!("its disk may grow to {huge} MiB")),
+        "{msg}"
+    );
+}

@@ -1,0 +1,98 @@
+"""Resources the kernel hands out per process or per cgroup, attacked from inside: core
+dumps (which would carry a sandbox's memory to the host's dump helper, running as host
+root) and socket buffers (host memory no cgroup limit would bound on cgroup v1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from e2b import Sandbox
+
+from conftest import python
+
+DATA_DIR = Path(os.environ["HUTCH_TEST_WORK"]) / "data"
+
+
+def host_pid_of(sbx: Sandbox) -> int:
+    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
+    try:
+        row = con.execute("SELECT record FROM sandboxes WHERE id = ?", (sbx.sandbox_id,)).fetchone()
+    finally:
+        con.close()
+    assert row, "sandbox record not found in the server's database"
+    return int(json.loads(row[0])["pid"])
+
+
+def test_no_process_can_dump_core_or_allow_itself_to(sandbox: Sandbox) -> None:
+    for user in ("user", "root"):
+        out = python(
+            sandbox,
+            """
+import json, os, resource, signal
+got = {"limit": resource.getrlimit(resource.RLIMIT_CORE)}
+try:
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    got["raise"] = "raised"
+except (ValueError, OSError) as e:
+    got["raise"] = "refused"
+os.makedirs("/tmp/crash", exist_ok=True)
+os.chdir("/tmp/crash")
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+got["signalled"] = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV
+got["dumped"] = os.WCOREDUMP(status)
+got["files"] = os.listdir(".")
+print(json.dumps(got))
+""",
+            user=user,
+        )
+        got = json.loads(out)
+        assert got == {
+            "limit": [1, 1],
+            "raise": "refused",
+            "signalled": True,
+            "dumped": False,
+            "files": [],
+        }, (user, got)
+        sandbox.commands.run("rm -rf /tmp/crash", user="root")
+
+
+def test_socket_buffers_count_against_the_sandboxs_memory_limit(sandbox: Sandbox) -> None:
+    pid = host_pid_of(sandbox)
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    cgroups = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+    if "memory" not in cgroups:
+        # cgroup v2 charges socket memory to the cgroup always; memory.max bounds it.
+        unified = Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
+        assert (unified / "memory.max").read_text().strip() != "max"
+        return
+    memcg = Path("/sys/fs/cgroup/memory") / cgroups["memory"].lstrip("/")
+    limit = int((memcg / "memory.limit_in_bytes").read_text())
+    tcp = memcg / "memory.kmem.tcp.limit_in_bytes"
+    assert int(tcp.read_text()) == limit
+    # A sandbox filling socket buffers is charged for them.
+    python(
+        sandbox,
+        """
+import socket
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
+c.setblocking(False)
+sent = 0
+try:
+    while sent < 64 << 20:
+        sent += c.send(b"x" * 65536)
+except BlockingIOError:
+    pass
+print(sent)
+""",
+        user="user",
+    )
+    assert int((memcg / "memory.kmem.tcp.max_usage_in_bytes").read_text()) > 0
