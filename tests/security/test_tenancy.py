@@ -205,3 +205,28 @@ def test_warm_pools_are_the_operators(teams: Teams) -> None:
     assert "admin key" in str(answer["message"])
     assert api(teams.a, "PUT", "/pools/base", {"min": 5, "max": 5})[0] == 403
     assert api(teams.admin_b, "GET", "/pools")[0] == 200
+
+
+def test_a_sandbox_created_insecure_still_needs_its_token(teams: Teams) -> None:
+    status, created = api(teams.a, "POST", "/sandboxes", {"templateID": "base", "secure": False, "timeout": 60})
+    assert status == 201 and isinstance(created, dict)
+    sid, token = created["sandboxID"], created["envdAccessToken"]
+    try:
+        assert isinstance(token, str) and len(token) == 48
+
+        def read(extra: dict[str, str]) -> int:
+            req = urllib.request.Request(
+                f"{API_URL}/files?path=/etc/hostname",
+                headers={"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983", **extra},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as e:
+                return int(e.code)
+
+        assert read({}) == 401
+        assert read({"X-Access-Token": "0" * 48}) == 401
+        assert read({"X-Access-Token": token}) == 200
+    finally:
+        assert api(teams.a, "DELETE", f"/sandboxes/{sid}")[0] == 204

@@ -269,7 +269,8 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
     #[serde(rename = "allow_internet_access")]
     allow_internet_access: Option<bool>,
-    secure: Option<bool>,
+    // `secure` is read by no one: every sandbox's agent requires its access token, as API
+    // v2 always does, so an id alone never reaches it.
     auto_pause: Option<bool>,
 }
 
@@ -295,12 +296,7 @@ impl CallerExt {
     }
 }
 
-async fn create(
-    st: &AppState,
-    caller: Option<Caller>,
-    b: NewSandbox,
-    always_secure: bool,
-) -> ApiResult<Response> {
+async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResult<Response> {
     if b.template_id.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -315,7 +311,6 @@ async fn create(
             metadata: b.metadata.unwrap_or_default(),
             env_vars: b.env_vars.unwrap_or_default(),
             allow_internet_access: b.allow_internet_access,
-            secure: always_secure || b.secure.unwrap_or(false),
             auto_pause: b.auto_pause.unwrap_or(false),
             caller,
             build: None,
@@ -333,7 +328,7 @@ async fn create_v1(
     Extension(CallerExt(caller)): Extension<CallerExt>,
     ApiJson(b): ApiJson<NewSandbox>,
 ) -> ApiResult<Response> {
-    create(&st, caller, b, false).await
+    create(&st, caller, b).await
 }
 
 async fn create_v2(
@@ -341,8 +336,7 @@ async fn create_v2(
     Extension(CallerExt(caller)): Extension<CallerExt>,
     ApiJson(b): ApiJson<NewSandbox>,
 ) -> ApiResult<Response> {
-    // API v2: "all system communication with the sandbox is always secured".
-    create(&st, caller, b, true).await
+    create(&st, caller, b).await
 }
 
 /// Refuses ids that cannot be a sandbox's with E2B's 404.

@@ -46,8 +46,6 @@ pub struct CreateRequest {
     pub env_vars: BTreeMap<String, String>,
     /// Egress allowed (None = not given = allowed).
     pub allow_internet_access: Option<bool>,
-    /// Require an access token on the agent.
-    pub secure: bool,
     /// Pause rather than kill at the end time.
     pub auto_pause: bool,
     /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
@@ -349,8 +347,9 @@ impl Service {
                 })
             }
         };
-        // A secure sandbox's agent wants a random access token.
-        let token = req.secure.then(|| random_hex(24));
+        // Every sandbox's agent wants its own random access token (E2B's `secure`, which
+        // hutch does not let a client turn off: otherwise the id alone would reach it).
+        let token = Some(random_hex(24));
         let mut env_vars = sandbox_env(&tpl);
         env_vars.extend(req.env_vars.clone());
         let launched = self

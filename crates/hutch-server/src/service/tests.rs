@@ -134,7 +134,6 @@ async fn create_hands_envs_token_and_defaults_to_the_agent() {
         .svc
         .create(CreateRequest {
             env_vars: BTreeMap::from([("FOO".to_string(), "bar".to_string())]),
-            secure: true,
             ..req("base")
         })
         .await
@@ -142,7 +141,7 @@ async fn create_hands_envs_token_and_defaults_to_the_agent() {
     let token = rec
         .envd_access_token
         .clone()
-        .expect("a secure sandbox has a token");
+        .expect("every sandbox has a token");
     assert_eq!(token.len(), 48);
     let cfg = agent_config_of(&h, 0);
     assert_eq!(cfg["sandboxId"], rec.id.as_str());
@@ -156,11 +155,13 @@ async fn create_hands_envs_token_and_defaults_to_the_agent() {
 }
 
 #[tokio::test]
-async fn an_insecure_sandbox_has_no_token() {
+async fn every_sandbox_has_its_own_token() {
     let h = Harness::new(4);
-    let rec = h.svc.create(req("base")).await.unwrap();
-    assert!(rec.envd_access_token.is_none());
-    assert!(agent_config_of(&h, 0)["accessToken"].is_null());
+    let a = h.svc.create(req("base")).await.unwrap();
+    let b = h.svc.create(req("base")).await.unwrap();
+    let (ta, tb) = (a.envd_access_token.unwrap(), b.envd_access_token.unwrap());
+    assert_ne!(ta, tb);
+    assert_eq!(agent_config_of(&h, 0)["accessToken"], ta.as_str());
 }
 
 #[tokio::test]
@@ -518,15 +519,8 @@ fn noinet_addresses_lists_sandboxes_without_egress() {
 #[tokio::test]
 async fn a_signed_url_names_the_sandbox_whose_token_signed_it() {
     let h = Harness::new(4);
-    let plain = h.svc.create(req("base")).await.unwrap();
-    let secure = h
-        .svc
-        .create(CreateRequest {
-            secure: true,
-            ..req("base")
-        })
-        .await
-        .unwrap();
+    let other = h.svc.create(req("base")).await.unwrap();
+    let secure = h.svc.create(req("base")).await.unwrap();
     let token = secure.envd_access_token.clone().unwrap();
     let sig = file_signature("/f.txt", "read", "user", &token, Some("123"));
     assert!(sig.starts_with("v1_"));
@@ -535,7 +529,7 @@ async fn a_signed_url_names_the_sandbox_whose_token_signed_it() {
             .find_by_signature("/f.txt", "read", "user", &sig, Some("123")),
         Some(secure.id.clone())
     );
-    // Any other path, operation or expiration does not match; nor does a tokenless sandbox.
+    // Any other path, operation or expiration does not match; nor does another sandbox's.
     assert_eq!(
         h.svc
             .find_by_signature("/g.txt", "read", "user", &sig, Some("123")),
@@ -551,7 +545,18 @@ async fn a_signed_url_names_the_sandbox_whose_token_signed_it() {
             .find_by_signature("/f.txt", "read", "user", &sig, None),
         None
     );
-    let _ = plain;
+    let theirs = file_signature(
+        "/f.txt",
+        "read",
+        "user",
+        other.envd_access_token.as_deref().unwrap(),
+        Some("123"),
+    );
+    assert_eq!(
+        h.svc
+            .find_by_signature("/f.txt", "read", "user", &theirs, Some("123")),
+        Some(other.id.clone())
+    );
 }
 
 #[test]

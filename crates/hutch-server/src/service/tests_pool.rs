@@ -63,7 +63,6 @@ async fn a_create_claims_a_warmed_sandbox_and_gives_it_the_request() {
         .create(CreateRequest {
             env_vars: BTreeMap::from([("FOO".into(), "bar".into())]),
             metadata: BTreeMap::from([("k".into(), "v".into())]),
-            secure: true,
             timeout: Some(60),
             caller: Some(caller("key1", Some(5))),
             ..req("base")

@@ -57,7 +57,7 @@ impl Service {
                 return Ok(None);
             }
         }
-        let token = req.secure.then(|| random_hex(24));
+        let token = Some(random_hex(24));
         let mut env_vars = sandbox_env(tpl);
         env_vars.extend(req.env_vars.clone());
         let claim = Claim {
