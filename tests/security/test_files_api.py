@@ -6,7 +6,8 @@ everyone who holds a key for it).
 from __future__ import annotations
 
 import httpx
-from e2b import Sandbox
+import pytest
+from e2b import Sandbox, SandboxException
 
 PAGES = {
     "/home/user/x.html": "<html><script>fetch('/sandboxes').then(r => r.text()).then(alert)</script></html>",
@@ -25,3 +26,36 @@ def test_signed_downloads_are_never_rendered_as_pages_of_the_api_origin(sandbox:
         assert r.headers["x-content-type-options"] == "nosniff"
         csp = r.headers["content-security-policy"]
         assert "sandbox" in csp and "default-src 'none'" in csp, csp
+
+
+def test_the_files_api_acts_with_the_users_permissions_not_roots(sandbox: Sandbox) -> None:
+    # Root's files, and a link the user plants in its home pointing at one of them.
+    sandbox.commands.run(
+        "mkdir -p /etc/hutch-attack && echo 'root only' > /etc/hutch-attack/secret "
+        "&& chmod 600 /etc/hutch-attack/secret",
+        user="root",
+    )
+    sandbox.commands.run("ln -s /etc/hutch-attack/secret /home/user/innocent", user="user")
+    try:
+        # Writing through the link, or into root's directories, is refused for the user.
+        for path in ("/home/user/innocent", "/etc/hutch-attack/planted", "/etc/sudoers.d/planted"):
+            with pytest.raises(SandboxException):
+                sandbox.files.write(path, "user ALL=(ALL) NOPASSWD: ALL\n", user="user")
+        with pytest.raises(SandboxException):
+            sandbox.files.read("/home/user/innocent", user="user")
+        with pytest.raises(SandboxException):
+            sandbox.files.remove("/etc/hutch-attack/secret", user="user")
+        with pytest.raises(SandboxException):
+            sandbox.files.make_dir("/etc/hutch-attack/dir", user="user")
+        check = sandbox.commands.run(
+            "cat /etc/hutch-attack/secret; stat -c %U /etc/hutch-attack/secret; ls /etc/hutch-attack /etc/sudoers.d",
+            user="root",
+        ).stdout
+        assert check.split("\n")[:2] == ["root only", "root"], check
+        assert "planted" not in check and "dir" not in check.split("\n", 2)[2], check
+        # What the user creates is the user's; root keeps root's reach.
+        sandbox.files.write("/home/user/mine.txt", "ok", user="user")
+        assert sandbox.commands.run("stat -c %U /home/user/mine.txt").stdout.strip() == "user"
+        assert sandbox.files.read("/etc/hutch-attack/secret", user="root") == "root only\n"
+    finally:
+        sandbox.commands.run("rm -rf /etc/hutch-attack /home/user/innocent /home/user/mine.txt", user="root")

@@ -48,6 +48,17 @@ pub struct User {
     pub groups: Vec<u32>,
 }
 
+impl User {
+    /// Makes the calling thread act on the filesystem as this user until the guard drops:
+    /// what the files and filesystem APIs do for a request, so a user reaches only what its
+    /// own permissions allow (a symlink to a root-only file included) and what it creates is
+    /// its own.
+    pub fn acting(&self) -> std::io::Result<hutch_sys::creds::FsIdentity> {
+        hutch_sys::creds::FsIdentity::assume(self.uid, self.gid, &self.groups)
+            .map_err(std::io::Error::from)
+    }
+}
+
 /// Why a user could not be looked up.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {

@@ -454,3 +454,64 @@ async fn a_full_disk_answers_507() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_user_cannot_write_or_read_through_a_link_to_roots_files() {
+    if !is_root() {
+        return;
+    }
+    let agent = Agent::start(&config()).await;
+    // Root's secret outside the user's home, and a link to it the user made in its home.
+    let secret_dir = agent.home.parent().unwrap().join("root-only");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let secret = secret_dir.join("sudoers");
+    std::fs::write(&secret, "root ALL=(ALL) ALL\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let link = agent.home.join("innocent.txt");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(TEST_UID), Some(TEST_UID)).unwrap();
+
+    let r = call(
+        &agent,
+        "POST",
+        "/files?path=innocent.txt",
+        &[("content-type", "application/octet-stream")],
+        b"user ALL=(ALL) NOPASSWD: ALL\n".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.json());
+    assert_eq!(std::fs::read(&secret).unwrap(), b"root ALL=(ALL) ALL\n");
+    assert_eq!(std::fs::metadata(&secret).unwrap().uid(), 0);
+    // Nor straight at a directory it may not write.
+    let r = call(
+        &agent,
+        "POST",
+        &format!(
+            "/files?path={}",
+            enc(&secret_dir.join("new").display().to_string())
+        ),
+        &[("content-type", "application/octet-stream")],
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.json());
+    assert!(!secret_dir.join("new").exists());
+
+    let r = call(&agent, "GET", "/files?path=innocent.txt", &[], Vec::new()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!String::from_utf8_lossy(&r.body).contains("root ALL"));
+    // Root itself may.
+    let r = call(
+        &agent,
+        "GET",
+        &format!(
+            "/files?path={}&username=root",
+            enc(&secret.display().to_string())
+        ),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    std::fs::remove_dir_all(&secret_dir).unwrap();
+}

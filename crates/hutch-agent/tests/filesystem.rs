@@ -194,6 +194,18 @@ fn make_tree(base: &Path) {
     std::fs::write(base.join("file1.txt"), "Hello, world!").unwrap();
     std::fs::write(base.join("subdir1/subdir1_1/deep.txt"), "").unwrap();
     std::os::unix::fs::symlink("subdir1", base.join("link")).unwrap();
+    // The tree is the sandbox user's, as what it works on in its home is: requests act
+    // with that user's permissions.
+    give_tree_to_user(base);
+}
+
+fn give_tree_to_user(path: &Path) {
+    give_to_user(path);
+    if std::fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            give_tree_to_user(&entry.unwrap().path());
+        }
+    }
 }
 
 #[tokio::test]

@@ -83,9 +83,97 @@ impl Credentials {
     }
 }
 
+/// The calling thread acting on the filesystem as another user until the guard drops: its
+/// filesystem user and group ids (`setfsuid`, `setfsgid`) and supplementary groups switch,
+/// so path lookups, permission checks and the owner of new files are that user's, while the
+/// process keeps its real and effective ids. Leaving uid 0 drops the thread's filesystem
+/// capabilities (DAC override, chown, fowner...) until the guard gives uid 0 back.
+///
+/// Per thread: the other threads of the process are untouched. Without privileges (an
+/// unprivileged agent in development) nothing switches.
+pub struct FsIdentity {
+    saved: Option<(u32, u32, Vec<Gid>)>,
+}
+
+/// `setfsuid`/`setfsgid` return the previous id and report no error; an id of -1 changes
+/// nothing, which reads the current one.
+fn set_fs_id(call: libc::c_long, id: u32) -> u32 {
+    // SAFETY: the call takes one integer and touches no memory.
+    let prev = unsafe { libc::syscall(call, id) };
+    prev as u32
+}
+
+fn fs_id(call: libc::c_long) -> u32 {
+    set_fs_id(call, u32::MAX)
+}
+
+impl FsIdentity {
+    /// Switches the calling thread's filesystem identity to `uid`:`gid` with `groups`.
+    pub fn assume(uid: u32, gid: u32, groups: &[u32]) -> Result<Self> {
+        if !is_root() {
+            return Ok(FsIdentity { saved: None });
+        }
+        let saved_groups = rustix::process::getgroups()?;
+        let groups: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        set_thread_groups(&groups)?;
+        let saved_gid = set_fs_id(libc::SYS_setfsgid, gid);
+        let saved_uid = set_fs_id(libc::SYS_setfsuid, uid);
+        let guard = FsIdentity {
+            saved: Some((saved_uid, saved_gid, saved_groups)),
+        };
+        if fs_id(libc::SYS_setfsuid) != uid || fs_id(libc::SYS_setfsgid) != gid {
+            // The guard puts back what did change.
+            return Err(rustix::io::Errno::PERM);
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        if let Some((uid, gid, groups)) = self.saved.take() {
+            set_fs_id(libc::SYS_setfsuid, uid);
+            set_fs_id(libc::SYS_setfsgid, gid);
+            let _ = set_thread_groups(&groups);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_acts_on_files_as_the_user_and_gets_its_identity_back() {
+        if !is_root() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("hutch-fsid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::thread::spawn({
+            let dir = dir.clone();
+            move || {
+                let guard = FsIdentity::assume(65534, 65534, &[65534]).unwrap();
+                // Root's file is closed to the user; what the user creates is the user's.
+                assert!(std::fs::read(dir.join("secret")).is_err());
+                assert!(
+                    std::fs::write(dir.join("mine"), "y").is_err(),
+                    "the dir is root's 0755"
+                );
+                drop(guard);
+                assert_eq!(std::fs::read(dir.join("secret")).unwrap(), b"x");
+            }
+        })
+        .join()
+        .unwrap();
+        // Other threads never changed.
+        assert_eq!(std::fs::read(&secret).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn credentials_keep_uid_gid_and_groups() {

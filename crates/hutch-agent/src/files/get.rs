@@ -47,6 +47,12 @@ async fn serve_download(
     let svc = service.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<Opened, FileError> {
         let user = svc.lookup(&username)?;
+        let _acting = user.acting().map_err(|err| {
+            FileError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot act as user '{}': {err}", user.name),
+            )
+        })?;
         let resolved = paths::resolve(&raw_path, &user).map_err(|err| {
             FileError::new(
                 StatusCode::BAD_REQUEST,
@@ -66,6 +72,11 @@ async fn serve_download(
                     StatusCode::NOT_FOUND,
                     format!("path '{}' does not exist", resolved.display()),
                 )
+            } else if err.kind() == io::ErrorKind::PermissionDenied {
+                FileError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("permission denied: '{}': {err}", resolved.display()),
+                )
             } else {
                 FileError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,8 +94,13 @@ async fn serve_download(
             ));
         }
         let file = File::open(&resolved).map_err(|err| {
+            let status = if err.kind() == io::ErrorKind::PermissionDenied {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             FileError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                status,
                 format!("error opening file '{}': {err}", resolved.display()),
             )
         })?;

@@ -101,8 +101,19 @@ fn body_error(err: io::Error) -> FileError {
     )
 }
 
+/// Makes the calling (blocking) thread act on the filesystem as `user`.
+fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, FileError> {
+    user.acting().map_err(|err| {
+        FileError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot act as user '{}': {err}", user.name),
+        )
+    })
+}
+
 /// Performs the upload. Must run on a blocking thread.
 pub fn run(plan: &UploadPlan, body: impl BufRead) -> Result<Vec<WrittenFile>, FileError> {
+    let _acting = acting(&plan.user)?;
     let mut source: Box<dyn BufRead> = if plan.gzip {
         // Multi-member: concatenated gzip streams are one valid body (as Go's reader accepts).
         Box::new(BufReader::with_capacity(
@@ -204,6 +215,7 @@ pub fn open_for_server(
     plan: &UploadPlan,
     open: &UploadOpen,
 ) -> Result<(File, WrittenFile), FileError> {
+    let _acting = acting(&plan.user)?;
     let raw = target_path(plan, open.multipart, open.filename.as_deref())?;
     let path = resolve(&raw, &plan.user)?;
     check_duplicate(&path, open.written.iter().map(String::as_str))?;
@@ -283,6 +295,12 @@ impl Target {
                 let status = match &err {
                     EnsureDirsError::NotADirectory(_) => StatusCode::BAD_REQUEST,
                     e if e.os_error().is_some_and(is_no_space) => StatusCode::INSUFFICIENT_STORAGE,
+                    e if e
+                        .os_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied) =>
+                    {
+                        StatusCode::FORBIDDEN
+                    }
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 FileError::new(status, format!("error ensuring directories: {err}"))
@@ -316,6 +334,15 @@ impl Target {
                         StatusCode::INSUFFICIENT_STORAGE,
                         format!("not enough inodes available: {err}"),
                     )
+                } else if err.kind() == io::ErrorKind::PermissionDenied {
+                    FileError::new(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "permission denied: user '{}' may not write {}: {err}",
+                            user.name,
+                            path.display()
+                        ),
+                    )
                 } else {
                     FileError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -324,12 +351,18 @@ impl Target {
                 }
             })?;
         // An overwritten file changes hands too (as in envd): the uploader owns what it wrote.
-        std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid)).map_err(|err| {
-            FileError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("error changing file ownership: {err}"),
-            )
-        })?;
+        // The request acts as the user, so that works for what the user owns (and for root);
+        // a file the user may write but does not own stays its owner's.
+        match std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
+            Err(err) => {
+                return Err(FileError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("error changing file ownership: {err}"),
+                ))
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             file,

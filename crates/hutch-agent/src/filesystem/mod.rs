@@ -84,7 +84,7 @@ impl FilesystemService {
     pub async fn stat(&self, user: &User, req: StatRequest) -> Result<StatResponse, ConnectError> {
         let path = resolve_path(&req.path, user)?;
         let (passwd, group) = self.name_files();
-        blocking(move || {
+        blocking(user, move || {
             let names = Names::load(&passwd, &group);
             Ok(StatResponse {
                 entry: Some(stat_entry(&path, &names)?),
@@ -102,7 +102,7 @@ impl FilesystemService {
         let dir = resolve_path(&req.path, user)?;
         let (uid, gid) = (user.uid, user.gid);
         let (passwd, group) = self.name_files();
-        blocking(move || {
+        blocking(user, move || {
             match std::fs::metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {
                     return Err(ConnectError::new(
@@ -139,7 +139,7 @@ impl FilesystemService {
         let destination = resolve_path(&req.destination, user)?;
         let (uid, gid) = (user.uid, user.gid);
         let (passwd, group) = self.name_files();
-        blocking(move || {
+        blocking(user, move || {
             let not_found = |err: &io::Error| {
                 ConnectError::not_found(format!(
                     "source file not found: rename {} {}: {}",
@@ -191,7 +191,7 @@ impl FilesystemService {
         let requested = resolve_path(&req.path, user)?;
         let depth = req.depth.max(1);
         let (passwd, group) = self.name_files();
-        blocking(move || {
+        blocking(user, move || {
             let resolved =
                 std::fs::canonicalize(&requested).map_err(|err| match err.raw_os_error() {
                     Some(errno::ENOENT) | Some(errno::ENOTDIR) => ConnectError::not_found(format!(
@@ -241,7 +241,7 @@ impl FilesystemService {
         req: RemoveRequest,
     ) -> Result<RemoveResponse, ConnectError> {
         let path = resolve_path(&req.path, user)?;
-        blocking(move || {
+        blocking(user, move || {
             remove_all(&path).map_err(|err| fs_error(&err, "error removing file or directory"))?;
             Ok(RemoveResponse {})
         })
@@ -308,7 +308,10 @@ impl FilesystemService {
         let root = resolve_path(&req.path, user)?;
         let allow_network_mounts = req.allow_network_mounts;
         let checked = root.clone();
-        blocking(move || watch::check_watchable(&checked, allow_network_mounts)).await?;
+        blocking(user, move || {
+            watch::check_watchable(&checked, allow_network_mounts)
+        })
+        .await?;
         let (passwd, group) = self.name_files();
         Ok(watch::WatchSpec {
             root,
@@ -324,13 +327,20 @@ fn watcher_not_found(id: &str) -> ConnectError {
     ConnectError::not_found(format!("watcher with id {id} not found"))
 }
 
-/// Runs blocking filesystem work off the async workers.
+/// Runs blocking filesystem work off the async workers, acting as `user` (the request's).
 async fn blocking<T: Send + 'static>(
+    user: &User,
     work: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
 ) -> Result<T, ConnectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| ConnectError::internal(format!("filesystem task failed: {err}")))?
+    let user = user.clone();
+    tokio::task::spawn_blocking(move || {
+        let _acting = user.acting().map_err(|err| {
+            ConnectError::internal(format!("cannot act as user '{}': {err}", user.name))
+        })?;
+        work()
+    })
+    .await
+    .map_err(|err| ConnectError::internal(format!("filesystem task failed: {err}")))?
 }
 
 /// Resolves a request path for `user`: `~` and `~/...` are their home, relative paths are
