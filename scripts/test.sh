@@ -86,7 +86,8 @@ PORT=${HUTCH_TEST_PORT:-49990}
 KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # 198.18.255.0/24: a range the network tests place a fake host in and expect unreachable.
 SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
-    --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24)
+    --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
+    --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000)
 printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
 RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >"$WORK/server.out" 2>"$WORK/server.log" &
 echo $! > "$WORK/server.pid"

@@ -96,3 +96,39 @@ print(sent)
         user="user",
     )
     assert int((memcg / "memory.kmem.tcp.max_usage_in_bytes").read_text()) > 0
+
+
+def test_a_sandboxs_disk_io_is_throttled_at_its_own_device(sandbox: Sandbox) -> None:
+    # scripts/test.sh starts the server with --sandbox-disk-read-mbps 4000
+    # --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000.
+    disk = DATA_DIR / "sandboxes" / sandbox.sandbox_id / "disk"
+    dev = os.stat(disk).st_dev
+    device = f"{os.major(dev)}:{os.minor(dev)}"
+    assert os.major(dev) == 7, "a sandbox's disk is a loop device"
+    pid = host_pid_of(sandbox)
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    cgroups = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+    if "blkio" in cgroups:
+        blkio = Path("/sys/fs/cgroup/blkio") / cgroups["blkio"].lstrip("/")
+        got = {
+            name: (blkio / f"blkio.throttle.{name}_device").read_text().split()
+            for name in ("read_bps", "write_bps", "read_iops", "write_iops")
+        }
+        assert got == {
+            "read_bps": [device, "4000000000"],
+            "write_bps": [device, "3000000000"],
+            "read_iops": [device, "200000"],
+            "write_iops": [device, "200000"],
+        }
+    else:
+        unified = Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
+        assert (unified / "io.max").read_text().split() == [
+            device,
+            "rbps=4000000000",
+            "wbps=3000000000",
+            "riops=200000",
+            "wiops=200000",
+        ]
+    # The sandbox still writes to its disk, and what it writes is charged there.
+    sandbox.commands.run("dd if=/dev/zero of=/home/user/io.bin bs=1M count=16 oflag=direct", timeout=60)
+    sandbox.commands.run("rm /home/user/io.bin")

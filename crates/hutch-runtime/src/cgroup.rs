@@ -21,7 +21,7 @@ pub use detect::CgroupLayout;
 #[cfg(test)]
 use detect::V1_CONTROLLERS;
 use limits::stat_field;
-pub use limits::CgroupLimits;
+pub use limits::{CgroupLimits, IoLimits};
 
 /// How the host organises its cgroups.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ impl CgroupDriver {
                 // Controllers must be enabled on every level from the root down to our parent.
                 for dir in [root, &parent] {
                     let ctl = dir.join("cgroup.subtree_control");
-                    for c in ["+memory", "+cpu", "+pids"] {
+                    for c in ["+memory", "+cpu", "+pids", "+io"] {
                         let _ = fs::write(&ctl, c);
                     }
                 }

@@ -104,6 +104,24 @@ const ATTACH_TRIES: u32 = 64;
 /// Attaches `image` to a free loop device that detaches itself on the last unmount, and
 /// mounts it on `target`. Fails with [`RuntimeError::Exhausted`] when the host has no loop
 /// device left to give.
+/// The block device (major, minor) of the filesystem mounted at `path`: a sandbox's loop
+/// device, for its disk I/O limits.
+pub fn device_of(path: &Path) -> Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(path)
+        .map_err(|e| RuntimeError::io("stat", path, e))?
+        .dev();
+    Ok(split_dev(dev))
+}
+
+/// Linux's `dev_t` as (major, minor): 12 + 20 bits of major, 20 + 12 of minor, interleaved.
+fn split_dev(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0fff);
+    let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0x00ff);
+    (major as u32, minor as u32)
+}
+
+/// Attaches `image` to a loop device and mounts it on `target`.
 pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
     let backing = OpenOptions::new()
         .read(true)

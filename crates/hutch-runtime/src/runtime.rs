@@ -52,6 +52,33 @@ pub struct RuntimeConfig {
     pub no_new_privs: bool,
     /// Keep the agent's output in `<state_dir>/sandboxes/<id>/agent.log` (debugging).
     pub agent_log: bool,
+    /// Throttling of each sandbox's disk (0 = none): read and write bytes and operations
+    /// per second, applied to its loop device through its cgroup.
+    pub disk_io: DiskIo,
+}
+
+/// What each sandbox may send to its disk per second; 0 = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskIo {
+    /// Bytes read per second.
+    pub read_bps: u64,
+    /// Bytes written per second.
+    pub write_bps: u64,
+    /// Read and write operations per second (each).
+    pub iops: u64,
+}
+
+impl DiskIo {
+    /// The cgroup form of these limits for the disk `device`; None when nothing is limited.
+    pub fn for_device(&self, device: (u32, u32)) -> Option<crate::cgroup::IoLimits> {
+        (*self != DiskIo::default()).then_some(crate::cgroup::IoLimits {
+            device,
+            read_bps: self.read_bps,
+            write_bps: self.write_bps,
+            read_iops: self.iops,
+            write_iops: self.iops,
+        })
+    }
 }
 
 /// Resource limits of one sandbox.
@@ -74,6 +101,7 @@ impl Limits {
             memory_bytes: self.memory_mb * 1024 * 1024,
             cpus: self.cpus,
             pids: self.pids,
+            io: None,
         }
     }
 }
@@ -237,8 +265,11 @@ impl Runtime {
             self.cfg.id_base,
             steps,
         )?;
-        self.cgroups
-            .create(&spec.id, &spec.limits.cgroup_limits())?;
+        let mut limits = spec.limits.cgroup_limits();
+        if self.cfg.disk_io != DiskIo::default() {
+            limits.io = self.cfg.disk_io.for_device(disk::device_of(&paths.disk)?);
+        }
+        self.cgroups.create(&spec.id, &limits)?;
         steps.mark("cgroup");
         if !spec.allow_internet {
             net::set_internet(net.sandbox_ip, false)?;

@@ -84,6 +84,8 @@ pub struct ServeConfig {
     pub deny: Vec<(std::net::Ipv4Addr, u8)>,
     /// Keep agent logs per sandbox.
     pub agent_log: bool,
+    /// Throttling of each sandbox's disk.
+    pub disk_io: hutch_runtime::runtime::DiskIo,
     /// Domain under which `{port}-{id}.{domain}` reaches sandbox ports (returned to SDKs).
     pub domain: Option<String>,
     /// Warm pool sizes by template name (`--pool`); sizes set through the API win.
@@ -242,6 +244,7 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         // Off so that Debian's setuid `sudo` works inside; docs/design.md says why that is safe.
         no_new_privs: false,
         agent_log: cfg.agent_log,
+        disk_io: cfg.disk_io,
     }
 }
 

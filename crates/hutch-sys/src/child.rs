@@ -71,14 +71,18 @@ impl ChildSetup {
     /// makes `Command::spawn` fail with it.
     pub fn install(self, cmd: &mut Command) {
         let hook = move || self.run();
-        // SAFETY: `run` only makes async-signal-safe system calls (setsid, ioctl, open, write,
-        // close, setgroups, setresgid, setresuid, chdir) on data prepared before the fork; it
+        // SAFETY: `run` only makes async-signal-safe system calls (rt_sigaction, sigprocmask,
+        // setsid, ioctl, open, write, close, setgroups, setresgid, setresuid, chdir) on data prepared before the fork; it
         // allocates nothing and takes no locks, and errors are plain OS error numbers.
         unsafe { cmd.pre_exec(hook) };
     }
 
     /// The steps themselves; runs in the forked child.
     fn run(&self) -> io::Result<()> {
+        // A child starts with every signal at its default whatever the parent inherited: a
+        // parent started under `nohup` (SIGHUP ignored) must not make a terminal's jobs
+        // survive their hangup.
+        crate::signal::reset_dispositions();
         if self.new_session {
             rustix::process::setsid()?;
         }
@@ -123,6 +127,22 @@ mod tests {
         let ids: Vec<&str> = lines.next().unwrap().split(' ').collect();
         assert_eq!(ids[0], ids[1], "pid and session id differ: {text}");
         assert_eq!(lines.next(), Some("/tmp"));
+    }
+
+    #[test]
+    fn the_child_starts_with_default_signal_dispositions_whatever_the_parent_ignores() {
+        // SAFETY: SIG_IGN for SIGHUP, which no other test of this binary uses, put back below.
+        let old = unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "grep SigIgn /proc/self/status"]);
+        ChildSetup::new().install(&mut cmd);
+        let out = cmd.output().unwrap();
+        // SAFETY: restores the disposition read above.
+        unsafe { libc::signal(libc::SIGHUP, old) };
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mask =
+            u64::from_str_radix(text.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+        assert_eq!(mask & 1, 0, "SIGHUP is still ignored: {text}");
     }
 
     #[test]

@@ -110,6 +110,15 @@ struct ServeArgs {
     /// host's memory. Teams can have lower limits (`hutch teams create --max-memory-mb`).
     #[arg(long, default_value_t = 0)]
     max_template_memory_mb: u64,
+    /// Most bytes per second each sandbox may read from its disk, MB/s (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    sandbox_disk_read_mbps: u64,
+    /// Most bytes per second each sandbox may write to its disk, MB/s (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    sandbox_disk_write_mbps: u64,
+    /// Most read and (each) write operations per second on each sandbox's disk (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    sandbox_disk_iops: u64,
     /// Maximum processes and threads in each sandbox.
     #[arg(long, default_value_t = 1024)]
     sandbox_pids: u64,
@@ -265,6 +274,11 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
             .map(|c| parse_deny_cidr(c))
             .collect::<Result<_>>()?,
         agent_log: a.agent_log,
+        disk_io: hutch_runtime::runtime::DiskIo {
+            read_bps: a.sandbox_disk_read_mbps * 1_000_000,
+            write_bps: a.sandbox_disk_write_mbps * 1_000_000,
+            iops: a.sandbox_disk_iops,
+        },
         domain: a.domain,
         pools: a.pools.into_iter().collect(),
         zygotes: a.zygotes == "on",

@@ -12,6 +12,10 @@ use crate::mountinfo;
 /// The v1 controllers a sandbox is placed in.
 pub const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "freezer"];
 
+/// v1 controllers a sandbox is placed in when the host mounts them (disk I/O limits need
+/// blkio; without it they are not applied).
+pub const V1_OPTIONAL_CONTROLLERS: &[&str] = &["blkio"];
+
 /// The host's cgroup hierarchies that hutch will use, before hutch's parent exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CgroupLayout {
@@ -46,7 +50,7 @@ impl CgroupLayout {
             match entry.fstype.as_str() {
                 "cgroup" => {
                     for opt in entry.options() {
-                        if V1_CONTROLLERS.contains(&opt) {
+                        if V1_CONTROLLERS.contains(&opt) || V1_OPTIONAL_CONTROLLERS.contains(&opt) {
                             v1.push((opt.to_string(), entry.mount_point.clone()));
                         }
                     }

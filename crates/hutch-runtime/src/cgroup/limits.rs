@@ -12,6 +12,75 @@ pub struct CgroupLimits {
     pub cpus: u32,
     /// Maximum number of tasks.
     pub pids: u64,
+    /// Throttling of the sandbox's own disk, when the operator set any.
+    pub io: Option<IoLimits>,
+}
+
+/// Limits on the I/O a sandbox sends to its disk (its loop device). 0 = no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoLimits {
+    /// The disk's block device, `(major, minor)`.
+    pub device: (u32, u32),
+    /// Bytes read per second.
+    pub read_bps: u64,
+    /// Bytes written per second.
+    pub write_bps: u64,
+    /// Read operations per second.
+    pub read_iops: u64,
+    /// Write operations per second.
+    pub write_iops: u64,
+}
+
+impl IoLimits {
+    fn device(&self) -> String {
+        format!("{}:{}", self.device.0, self.device.1)
+    }
+
+    /// v1: one `blkio.throttle.*_device` line per limit that is set.
+    fn v1_files(&self) -> Vec<LimitFile> {
+        [
+            ("blkio.throttle.read_bps_device", self.read_bps),
+            ("blkio.throttle.write_bps_device", self.write_bps),
+            ("blkio.throttle.read_iops_device", self.read_iops),
+            ("blkio.throttle.write_iops_device", self.write_iops),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(f, v)| optional("blkio", f, format!("{} {v}", self.device())))
+        .collect()
+    }
+
+    /// v2: one `io.max` line, when any limit is set.
+    fn v2_files(&self) -> Vec<LimitFile> {
+        let all = [
+            self.read_bps,
+            self.write_bps,
+            self.read_iops,
+            self.write_iops,
+        ];
+        if all.iter().all(|v| *v == 0) {
+            return Vec::new();
+        }
+        let v = |n: u64| {
+            if n == 0 {
+                "max".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        vec![optional(
+            "",
+            "io.max",
+            format!(
+                "{} rbps={} wbps={} riops={} wiops={}",
+                self.device(),
+                v(self.read_bps),
+                v(self.write_bps),
+                v(self.read_iops),
+                v(self.write_iops)
+            ),
+        )]
+    }
 }
 
 /// One value to write into a sandbox's cgroup.
@@ -51,7 +120,7 @@ impl CgroupLimits {
 
     /// The files to write on a v1 host, in order.
     pub fn v1_files(&self) -> Vec<LimitFile> {
-        vec![
+        let mut files = vec![
             file("memory", "memory.limit_in_bytes", self.memory_bytes),
             // memsw exists only with swap accounting; where it does, forbid swap on top.
             optional("memory", "memory.memsw.limit_in_bytes", self.memory_bytes),
@@ -65,12 +134,14 @@ impl CgroupLimits {
             file("cpu", "cpu.cfs_period_us", CPU_PERIOD_US),
             file("cpu", "cpu.cfs_quota_us", self.cpu_quota_us()),
             file("pids", "pids.max", self.pids),
-        ]
+        ];
+        files.extend(self.io.iter().flat_map(IoLimits::v1_files));
+        files
     }
 
     /// The files to write on a v2 host, in order.
     pub fn v2_files(&self) -> Vec<LimitFile> {
-        vec![
+        let mut files = vec![
             file("", "memory.max", self.memory_bytes),
             optional("", "memory.swap.max", 0),
             file(
@@ -79,7 +150,9 @@ impl CgroupLimits {
                 format!("{} {CPU_PERIOD_US}", self.cpu_quota_us()),
             ),
             file("", "pids.max", self.pids),
-        ]
+        ];
+        files.extend(self.io.iter().flat_map(IoLimits::v2_files));
+        files
     }
 }
 
@@ -99,6 +172,7 @@ mod tests {
         memory_bytes: 512 * 1024 * 1024,
         cpus: 2,
         pids: 1024,
+        io: None,
     };
 
     fn as_pairs(files: &[LimitFile]) -> Vec<(&str, &str, &str, bool)> {
@@ -139,6 +213,52 @@ mod tests {
                 ("", "pids.max", "1024", false),
             ]
         );
+    }
+
+    #[test]
+    fn disk_limits_name_the_sandboxs_device_and_only_what_is_set() {
+        let io = IoLimits {
+            device: (7, 3),
+            write_bps: 100 << 20,
+            read_iops: 500,
+            ..IoLimits::default()
+        };
+        let l = CgroupLimits {
+            io: Some(io),
+            ..LIMITS
+        };
+        let v1 = l.v1_files();
+        assert_eq!(
+            as_pairs(&v1[v1.len() - 2..]),
+            [
+                (
+                    "blkio",
+                    "blkio.throttle.write_bps_device",
+                    "7:3 104857600",
+                    true
+                ),
+                ("blkio", "blkio.throttle.read_iops_device", "7:3 500", true),
+            ]
+        );
+        let v2 = l.v2_files();
+        assert_eq!(
+            as_pairs(&v2[v2.len() - 1..]),
+            [(
+                "",
+                "io.max",
+                "7:3 rbps=max wbps=104857600 riops=500 wiops=max",
+                true
+            )]
+        );
+        let none = CgroupLimits {
+            io: Some(IoLimits {
+                device: (7, 3),
+                ..IoLimits::default()
+            }),
+            ..LIMITS
+        };
+        assert_eq!(none.v1_files(), LIMITS.v1_files());
+        assert_eq!(none.v2_files(), LIMITS.v2_files());
     }
 
     #[test]

@@ -12,6 +12,7 @@ const LIMITS: CgroupLimits = CgroupLimits {
     memory_bytes: 256 * 1024 * 1024,
     cpus: 1,
     pids: 100,
+    io: None,
 };
 
 /// A v1 layout with each controller in its own directory below `root`.
@@ -56,8 +57,8 @@ fn v2_setup_creates_the_parent_and_delegates_controllers_on_each_level() {
     assert!(driver.is_v2());
     assert!(tmp.path().join("hutch").is_dir());
     // A plain file keeps only the last write; on cgroupfs each write adds a controller.
-    assert_eq!(get(tmp.path(), "cgroup.subtree_control"), "+pids");
-    assert_eq!(get(tmp.path(), "hutch/cgroup.subtree_control"), "+pids");
+    assert_eq!(get(tmp.path(), "cgroup.subtree_control"), "+io");
+    assert_eq!(get(tmp.path(), "hutch/cgroup.subtree_control"), "+io");
 }
 
 #[test]

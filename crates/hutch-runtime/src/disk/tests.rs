@@ -111,3 +111,11 @@ fn concurrent_mounts_each_get_their_own_loop_device_when_root() {
     }
     assert!(!mounted.is_empty(), "no image could be mounted");
 }
+
+#[test]
+fn device_numbers_split_as_the_kernel_encodes_them() {
+    // /dev/loop3 (7:3), and a large minor: 259:1048575.
+    assert_eq!(super::split_dev(0x703), (7, 3));
+    let big = (259u64 & 0xfff) << 8 | (0xf_ffff_u64 & 0xff) | ((0xf_ffff_u64 & !0xff) << 12);
+    assert_eq!(super::split_dev(big), (259, 0xf_ffff));
+}

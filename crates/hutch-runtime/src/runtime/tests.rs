@@ -46,6 +46,7 @@ fn limits_convert_megabytes_to_cgroup_bytes() {
             memory_bytes: 536_870_912,
             cpus: 2,
             pids: 300,
+            io: None,
         }
     );
 }
