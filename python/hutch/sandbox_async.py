@@ -200,7 +200,7 @@ class AsyncSandbox:
         :param sandbox_url: where sandbox traffic goes (default `HUTCH_SANDBOX_URL`, `E2B_SANDBOX_URL`,
             then the server's own address).
         :param domain: domain of per-sandbox hosts (`{port}-{sandbox_id}.{domain}`), for E2B-style servers.
-        :param secure: require an access token for the sandbox's agent (default True).
+        :param secure: kept for E2B compatibility; a hutch server secures every sandbox whatever it says.
         :param allow_internet_access: let the sandbox reach the internet (default True).
         :param auto_pause: pause instead of ending when the timeout is reached.
         """
