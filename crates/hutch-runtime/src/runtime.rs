@@ -312,6 +312,20 @@ impl Runtime {
         }
     }
 
+    /// Allows or denies egress of the sandbox at `ip` (a warm pool's sandbox claimed without
+    /// internet), remembering it so that destroying the sandbox gives the slot's next one
+    /// its internet back.
+    pub fn set_internet(&self, ip: Ipv4Addr, allowed: bool) -> Result<()> {
+        let mut set = self.noinet_set();
+        net::set_internet(ip, allowed)?;
+        if allowed {
+            set.remove(&ip);
+        } else {
+            set.insert(ip);
+        }
+        Ok(())
+    }
+
     fn noinet_set(&self) -> std::sync::MutexGuard<'_, HashSet<Ipv4Addr>> {
         self.noinet.lock().unwrap_or_else(|e| e.into_inner())
     }

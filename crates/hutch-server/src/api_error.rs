@@ -54,7 +54,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             ..
         }
         | ServiceError::Template(Lookup::Building(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::RateLimited { .. } | ServiceError::TeamRateLimited { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         ServiceError::UploadToken => StatusCode::UNAUTHORIZED,
         ServiceError::Template(Lookup::Failed(_) | Lookup::Broken(..))
         | ServiceError::Runtime { .. }

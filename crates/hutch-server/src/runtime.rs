@@ -124,7 +124,7 @@ impl SandboxRuntime for Runtime {
     }
 
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
-        hutch_runtime::net::set_internet(self.net_for(slot).sandbox_ip, allowed)
+        Runtime::set_internet(self, self.net_for(slot).sandbox_ip, allowed)
     }
 
     fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()> {

@@ -73,6 +73,9 @@ pub struct Team {
     /// The most memory (MiB) a template of the team may ask for; None = the operator's
     /// ceiling.
     pub max_memory_mb: Option<u64>,
+    /// How many sandboxes (running or paused) all its keys together may hold; None = no
+    /// limit.
+    pub max_sandboxes: Option<u32>,
 }
 
 /// A valid key, as the API sees its caller.
@@ -165,7 +168,8 @@ impl Store {
                  name TEXT PRIMARY KEY,
                  created_at TEXT NOT NULL,
                  max_cpu INTEGER,
-                 max_memory_mb INTEGER
+                 max_memory_mb INTEGER,
+                 max_sandboxes INTEGER
              );",
         )?;
         conn.execute(
@@ -180,6 +184,14 @@ impl Store {
         )?;
         if has_limit == 0 {
             conn.execute_batch("ALTER TABLE api_keys ADD COLUMN max_sandboxes INTEGER")?;
+        }
+        let team_limit: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('teams') WHERE name = 'max_sandboxes'",
+            [],
+            |r| r.get(0),
+        )?;
+        if team_limit == 0 {
+            conn.execute_batch("ALTER TABLE teams ADD COLUMN max_sandboxes INTEGER")?;
         }
         // Before version 4 there was one tenant: its keys join the default team.
         let has_team: i64 = conn.query_row(
@@ -250,7 +262,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT k.id, k.max_sandboxes, k.admin, t.name, t.max_cpu, t.max_memory_mb
+                "SELECT k.id, k.max_sandboxes, k.admin, t.name, t.max_cpu, t.max_memory_mb, t.max_sandboxes
                  FROM api_keys k JOIN teams t ON t.name = k.team
                  WHERE k.hash = ?1 AND k.revoked_at IS NULL",
                 params![hash_key(key)],
@@ -263,6 +275,7 @@ impl Store {
                             name: r.get(3)?,
                             max_cpu: r.get(4)?,
                             max_memory_mb: r.get(5)?,
+                            max_sandboxes: r.get(6)?,
                         },
                     })
                 },
@@ -281,8 +294,13 @@ impl Store {
             params![team.name, Utc::now().to_rfc3339()],
         )? > 0;
         conn.execute(
-            "UPDATE teams SET max_cpu = ?2, max_memory_mb = ?3 WHERE name = ?1",
-            params![team.name, team.max_cpu, team.max_memory_mb],
+            "UPDATE teams SET max_cpu = ?2, max_memory_mb = ?3, max_sandboxes = ?4 WHERE name = ?1",
+            params![
+                team.name,
+                team.max_cpu,
+                team.max_memory_mb,
+                team.max_sandboxes
+            ],
         )?;
         Ok(new)
     }
@@ -292,13 +310,14 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name, max_cpu, max_memory_mb FROM teams WHERE name = ?1",
+                "SELECT name, max_cpu, max_memory_mb, max_sandboxes FROM teams WHERE name = ?1",
                 params![name],
                 |r| {
                     Ok(Team {
                         name: r.get(0)?,
                         max_cpu: r.get(1)?,
                         max_memory_mb: r.get(2)?,
+                        max_sandboxes: r.get(3)?,
                     })
                 },
             )
@@ -308,13 +327,15 @@ impl Store {
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>> {
         let conn = self.conn();
-        let mut st =
-            conn.prepare("SELECT name, max_cpu, max_memory_mb FROM teams ORDER BY name")?;
+        let mut st = conn.prepare(
+            "SELECT name, max_cpu, max_memory_mb, max_sandboxes FROM teams ORDER BY name",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(Team {
                 name: r.get(0)?,
                 max_cpu: r.get(1)?,
                 max_memory_mb: r.get(2)?,
+                max_sandboxes: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -503,7 +524,8 @@ mod tests {
                 team: Team {
                     name: DEFAULT_TEAM.into(),
                     max_cpu: None,
-                    max_memory_mb: None
+                    max_memory_mb: None,
+                    max_sandboxes: None,
                 },
                 admin: false,
             })
@@ -581,6 +603,7 @@ mod tests {
             name: "acme".into(),
             max_cpu: Some(2),
             max_memory_mb: Some(2048),
+            max_sandboxes: Some(3),
         };
         assert!(store.put_team(&acme).expect("team"));
         assert!(!store.put_team(&acme).expect("same team again"));
@@ -588,7 +611,8 @@ mod tests {
             .put_team(&Team {
                 name: "../x".into(),
                 max_cpu: None,
-                max_memory_mb: None
+                max_memory_mb: None,
+                max_sandboxes: None,
             })
             .is_err());
         store

@@ -49,6 +49,10 @@ pub enum TeamsAction {
         /// server's `--max-template-memory-mb`).
         #[arg(long, value_parser = clap::value_parser!(u64).range(128..))]
         max_memory_mb: Option<u64>,
+        /// The most sandboxes (running and paused) all its keys together may hold at once;
+        /// one more is refused with 429.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_sandboxes: Option<u32>,
     },
     /// List teams and their limits.
     List,
@@ -122,23 +126,29 @@ pub fn teams(action: TeamsAction, data_dir: &std::path::Path) -> Result<()> {
             name,
             max_cpu,
             max_memory_mb,
+            max_sandboxes,
         } => {
             let new = store.put_team(&Team {
                 name: name.clone(),
                 max_cpu,
                 max_memory_mb,
+                max_sandboxes,
             })?;
             let what = if new { "created" } else { "updated" };
             println!("{what} team {name}; give it keys with `hutch keys create --team {name}`");
         }
         TeamsAction::List => {
-            println!("{:<24} {:<8} MAX MEMORY MB", "TEAM", "MAX CPU");
+            println!(
+                "{:<24} {:<8} {:<14} MAX SANDBOXES",
+                "TEAM", "MAX CPU", "MAX MEMORY MB"
+            );
             for t in store.teams()? {
                 println!(
-                    "{:<24} {:<8} {}",
+                    "{:<24} {:<8} {:<14} {}",
                     t.name,
                     or_dash(t.max_cpu),
-                    or_dash(t.max_memory_mb)
+                    or_dash(t.max_memory_mb),
+                    or_dash(t.max_sandboxes)
                 );
             }
         }

@@ -195,19 +195,23 @@ impl AgentReadiness for HttpReadiness {
     }
 }
 
-/// A sandbox being created for a key; dropping it (created or failed) stops counting it as pending.
+/// A sandbox being created for a key (and its team); dropping it (created or failed) stops
+/// counting it as pending.
 pub(super) struct KeyReservation<'a> {
     creating: &'a Mutex<HashMap<String, u32>>,
-    key_id: String,
+    /// The key's id and `team:<name>`.
+    counters: [String; 2],
 }
 
 impl Drop for KeyReservation<'_> {
     fn drop(&mut self) {
         let mut creating = lock(self.creating);
-        if let Some(n) = creating.get_mut(&self.key_id) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                creating.remove(&self.key_id);
+        for c in &self.counters {
+            if let Some(n) = creating.get_mut(c) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    creating.remove(c);
+                }
             }
         }
     }
@@ -293,16 +297,18 @@ impl Service {
         Ok(slot)
     }
 
-    /// Counts a sandbox about to be created against its key's limit; refuses it when the key
-    /// already holds (or is creating) as many as it may.
+    /// Counts a sandbox about to be created against its key's and its team's limits; refuses
+    /// it when either already holds (or is creating) as many as it may.
     fn reserve_for_key(&self, caller: Option<&Caller>) -> Result<Option<KeyReservation<'_>>> {
         let Some(caller) = caller else {
             return Ok(None);
         };
+        let team = caller.team.name.as_str();
+        let team_counter = format!("team:{team}");
         let live = lock(&self.live);
         let mut creating = lock(&self.creating);
-        let pending = creating.get(&caller.key_id).copied().unwrap_or(0);
         if let Some(max) = caller.max_sandboxes {
+            let pending = creating.get(&caller.key_id).copied().unwrap_or(0);
             let held = live
                 .values()
                 .filter(|e| lock(&e.rec).key_id.as_deref() == Some(caller.key_id.as_str()))
@@ -311,10 +317,32 @@ impl Service {
                 return Err(ServiceError::RateLimited { max });
             }
         }
-        *creating.entry(caller.key_id.clone()).or_insert(0) += 1;
+        if let Some(max) = caller.team.max_sandboxes {
+            let pending = creating.get(&team_counter).copied().unwrap_or(0);
+            let held = live
+                .values()
+                .filter(|e| {
+                    lock(&e.rec)
+                        .team
+                        .as_deref()
+                        .unwrap_or(crate::tenancy::DEFAULT_TEAM)
+                        == team
+                })
+                .count() as u64;
+            if held + u64::from(pending) >= u64::from(max) {
+                return Err(ServiceError::TeamRateLimited {
+                    team: team.to_string(),
+                    max,
+                });
+            }
+        }
+        let counters = [caller.key_id.clone(), team_counter];
+        for c in &counters {
+            *creating.entry(c.clone()).or_insert(0) += 1;
+        }
         Ok(Some(KeyReservation {
             creating: &self.creating,
-            key_id: caller.key_id.clone(),
+            counters,
         }))
     }
 

@@ -222,6 +222,17 @@ pub enum ServiceError {
         /// The key's limit.
         max: u32,
     },
+    /// The caller's team holds as many sandboxes as it may (429).
+    #[error(
+        "Rate limit exceeded: team {team} may hold at most {max} sandboxes at once; kill one \
+         or ask the operator to raise the team's limit"
+    )]
+    TeamRateLimited {
+        /// The team.
+        team: String,
+        /// Its limit.
+        max: u32,
+    },
     /// A file upload without a valid token (401).
     #[error("invalid or expired upload token")]
     UploadToken,

@@ -462,6 +462,7 @@ pub fn team_caller(key: &str, max: Option<u32>, team: &str) -> Caller {
             name: team.to_string(),
             max_cpu: None,
             max_memory_mb: None,
+            max_sandboxes: None,
         },
         admin: false,
     }

@@ -581,3 +581,42 @@ async fn a_sandbox_whose_disk_could_not_be_filled_on_the_host_is_refused() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn a_team_at_its_limit_is_rate_limited_whichever_key_asks() {
+    use super::fake::team_caller;
+    let h = Harness::new(8);
+    let mut a1 = team_caller("a1", None, "acme");
+    a1.team.max_sandboxes = Some(2);
+    let mut a2 = team_caller("a2", None, "acme");
+    a2.team.max_sandboxes = Some(2);
+    for c in [&a1, &a2] {
+        h.svc
+            .create(CreateRequest {
+                caller: Some(c.clone()),
+                ..req("base")
+            })
+            .await
+            .unwrap();
+    }
+    let err = h
+        .svc
+        .create(CreateRequest {
+            caller: Some(a1.clone()),
+            ..req("base")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), 429);
+    assert!(err
+        .to_string()
+        .starts_with("Rate limit exceeded: team acme may hold at most 2 sandboxes at once"));
+    // Another team is not held back.
+    h.svc
+        .create(CreateRequest {
+            caller: Some(team_caller("b", None, "other")),
+            ..req("base")
+        })
+        .await
+        .unwrap();
+}
