@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2b import NotFoundException, Sandbox, SandboxException, Template
+from e2b import NotFoundException, RateLimitException, Sandbox, SandboxException, Template
 
 WORK = Path(os.environ["HUTCH_TEST_WORK"])
 DATA_DIR = WORK / "data"
@@ -66,6 +66,7 @@ class Teams:
     b: str
     admin_b: str
     small: str
+    small_other: str
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +81,24 @@ def teams() -> Iterator[Teams]:
 
     hutch("teams", "create", f"sec-a-{suffix}")
     hutch("teams", "create", f"sec-b-{suffix}")
-    hutch("teams", "create", f"sec-small-{suffix}", "--max-cpu", "1", "--max-memory-mb", "512")
+    hutch(
+        "teams",
+        "create",
+        f"sec-small-{suffix}",
+        "--max-cpu",
+        "1",
+        "--max-memory-mb",
+        "512",
+        "--max-sandboxes",
+        "1",
+    )
     try:
         yield Teams(
             a=key(f"sec-a-{suffix}"),
             b=key(f"sec-b-{suffix}"),
             admin_b=key(f"sec-b-{suffix}", "--admin"),
             small=key(f"sec-small-{suffix}"),
+            small_other=key(f"sec-small-{suffix}"),
         )
     finally:
         for k in keys:
@@ -230,3 +242,17 @@ def test_a_sandbox_created_insecure_still_needs_its_token(teams: Teams) -> None:
         assert read({"X-Access-Token": token}) == 200
     finally:
         assert api(teams.a, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_a_teams_sandbox_limit_holds_across_its_keys(teams: Teams) -> None:
+    first = Sandbox.create(template="base", api_key=teams.small, timeout=60)
+    try:
+        with pytest.raises(RateLimitException, match=r"team sec-small-.* may hold at most 1 sandbox"):
+            Sandbox.create(template="base", api_key=teams.small_other, timeout=60)
+        # Other teams are not held back by it.
+        other = Sandbox.create(template="base", api_key=teams.a, timeout=60)
+        other.kill()
+    finally:
+        first.kill()
+    again = Sandbox.create(template="base", api_key=teams.small_other, timeout=60)
+    again.kill()

@@ -1,0 +1,226 @@
+"""Abuse under limits: bombs of every kind run inside a sandbox, each bounded so that even
+unchecked it could not harm the machine, while the server's `/health` and a neighbouring
+sandbox's code interpreter keep answering. Each outcome is checked where it shows: the
+error the bomb meets inside, the sandbox's cgroup on the host, and the neighbour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2b import CommandExitException, Sandbox
+from e2b_code_interpreter.code_interpreter_sync import Sandbox as CodeSandbox
+
+from conftest import python
+
+API_URL = os.environ["E2B_API_URL"]
+DATA_DIR = Path(os.environ["HUTCH_TEST_WORK"]) / "data"
+
+
+@pytest.fixture(scope="module")
+def neighbour() -> Iterator[CodeSandbox]:
+    sbx = CodeSandbox.create(timeout=600)
+    try:
+        yield sbx
+    finally:
+        with contextlib.suppress(Exception):
+            sbx.kill()
+
+
+def still_served(neighbour: CodeSandbox) -> None:
+    """The server and another tenant's code interpreter answer (no timing is asserted)."""
+    with urllib.request.urlopen(f"{API_URL}/health", timeout=120) as r:
+        assert r.status == 200
+    execution = neighbour.run_code("sum(range(10))", timeout=120)
+    assert execution.error is None and execution.text == "45", execution
+
+
+def record(sbx: Sandbox) -> dict[str, object]:
+    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
+    try:
+        row = con.execute("SELECT record FROM sandboxes WHERE id = ?", (sbx.sandbox_id,)).fetchone()
+    finally:
+        con.close()
+    assert row, "sandbox record not found in the server's database"
+    rec: dict[str, object] = json.loads(row[0])
+    return rec
+
+
+def test_a_fork_bomb_stops_at_the_sandboxs_process_limit(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    out = python(
+        sandbox,
+        """
+import errno, json, os, time
+n, err = 0, None
+try:
+    while n < 5000:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    err = errno.errorcode[e.errno]
+print(json.dumps({"forked": n, "error": err}))
+""",
+    )
+    got = json.loads(out)
+    assert got["error"] == "EAGAIN" and got["forked"] < 1024, got
+    still_served(neighbour)
+    # Killing the sandbox ends every one of them.
+    pid = int(str(record(sandbox)["pid"]))
+    sandbox.kill()
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_memory_bomb_is_killed_inside_and_the_sandbox_lives_on(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    code = "b = []\nwhile True:\n    b.append(bytearray(64 << 20))\n"
+    sandbox.files.write("/tmp/mem.py", code)
+    with pytest.raises(CommandExitException) as died:
+        sandbox.commands.run("python3 /tmp/mem.py", timeout=120)
+    # The kernel's OOM killer inside the sandbox's cgroup (reported as E2B does: exit code
+    # -1, "signal: killed") or Python's MemoryError (1): never the host's.
+    e = died.value
+    assert (e.exit_code == -1 and "killed" in str(e.error)) or e.exit_code == 1, e
+    assert sandbox.commands.run("echo alive").stdout == "alive\n"
+    still_served(neighbour)
+
+
+def test_a_disk_bomb_fills_only_the_sandboxs_own_disk(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    with pytest.raises(CommandExitException) as full:
+        sandbox.commands.run("dd if=/dev/zero of=/home/user/fill bs=16M status=none", timeout=300)
+    assert "No space left on device" in full.value.stderr
+    disk_mb = int(str(record(sandbox)["disk_mb"]))
+    image = DATA_DIR / "sandboxes" / sandbox.sandbox_id / "disk.img"
+    if image.exists():
+        assert image.stat().st_blocks * 512 <= (disk_mb + 64) << 20
+    still_served(neighbour)
+    sandbox.commands.run("rm /home/user/fill")
+    assert sandbox.commands.run("echo fits > /home/user/after && cat /home/user/after").stdout == "fits\n"
+
+
+def test_an_inode_bomb_runs_out_of_the_sandboxs_own_inodes(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    out = python(
+        sandbox,
+        """
+import errno, json, os
+os.makedirs("/home/user/inodes", exist_ok=True)
+n, err = 0, None
+try:
+    while n < 2_000_000:
+        os.close(os.open(f"/home/user/inodes/{n}", os.O_CREAT | os.O_WRONLY))
+        n += 1
+except OSError as e:
+    err = errno.errorcode[e.errno]
+print(json.dumps({"files": n, "error": err}))
+""",
+    )
+    got = json.loads(out)
+    assert got["error"] == "ENOSPC", got
+    still_served(neighbour)
+    sandbox.commands.run("rm -rf /home/user/inodes", timeout=300)
+
+
+def test_descriptor_and_pipe_bombs_meet_per_process_and_cgroup_limits(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    out = python(
+        sandbox,
+        """
+import errno, json, os, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+fds, err = [], None
+try:
+    while len(fds) < 10_000_000:
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    err = errno.errorcode[e.errno]
+print(json.dumps({"opened": len(fds), "limit": hard, "error": err}))
+""",
+    )
+    got = json.loads(out)
+    # The process's own limit, never the host's file table (ENFILE).
+    assert got["error"] == "EMFILE" and got["opened"] <= got["limit"], got
+
+    # Pipes holding as much as the kernel lets them: 256 of up to 1 MiB each. While they are
+    # held, the neighbour's code interpreter (pipes of its own) keeps answering.
+    sandbox.files.write(
+        "/tmp/pipes.py",
+        """
+import fcntl, json, os, time
+pipes, held, refused = [], 0, None
+for _ in range(256):
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except OSError as e:
+        refused = e.strerror
+    os.set_blocking(w, False)
+    try:
+        while True:
+            held += os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    pipes.append((r, w))
+with open("/tmp/pipes-full", "w") as f:
+    json.dump({"held": held, "refused": refused}, f)
+time.sleep(30)
+""",
+    )
+    handle = sandbox.commands.run("python3 /tmp/pipes.py", background=True)
+    try:
+        for _ in range(240):
+            if sandbox.files.exists("/tmp/pipes-full"):
+                break
+            time.sleep(0.25)
+        got = json.loads(sandbox.files.read("/tmp/pipes-full"))
+        assert got["held"] > 0, got
+        still_served(neighbour)
+    finally:
+        handle.kill()
+
+
+def test_a_cpu_bomb_leaves_the_host_and_neighbours_answering(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    sandbox.commands.run(
+        "for i in 1 2 3 4 5 6 7 8; do timeout 20 sh -c 'while :; do :; done' & done",
+        background=True,
+    )
+    time.sleep(2)
+    still_served(neighbour)
+    assert sandbox.commands.run("echo responsive", timeout=120).stdout == "responsive\n"
+
+
+def test_an_output_bomb_is_streamed_without_harm(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    # One 32 MiB line (no newline at all) and 200,000 short ones.
+    result = sandbox.commands.run("head -c 33554432 /dev/zero | tr '\\0' x", timeout=300)
+    assert len(result.stdout) == 33554432
+    result = sandbox.commands.run("seq 200000", timeout=300)
+    assert result.stdout.count("\n") == 200000
+    still_served(neighbour)
+
+
+def test_a_process_that_ignores_sigterm_still_dies_with_its_sandbox(neighbour: CodeSandbox) -> None:
+    sbx = Sandbox.create(template="base", timeout=120)
+    try:
+        sbx.commands.run("sh -c \"trap '' TERM HUP INT; while :; do sleep 1; done\"", background=True)
+        sbx.commands.run("sh -c \"trap '' TERM; sleep 1000\"", background=True, user="root")
+        init = int(str(record(sbx)["pid"]))
+    finally:
+        sbx.kill()
+    assert not Path(f"/proc/{init}").exists()
+    # Nothing of the sandbox is left running on the host.
+    leftovers = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                if sbx.sandbox_id in (p / "cgroup").read_text():
+                    leftovers.append(p.name)
+    assert leftovers == []
+    still_served(neighbour)
