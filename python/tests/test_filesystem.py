@@ -230,12 +230,14 @@ def test_root_reads_and_writes_in_its_own_home(sandbox: hutch.Sandbox) -> None:
     assert (root_info.owner, root_info.group) == ("root", "root")
     assert "secret.txt" in [e.name for e in sandbox.files.list("/root", user="root")]
     assert sandbox.files.make_dir("newdir", user="root") is True
-    assert sandbox.files.get_info("/root/newdir").owner == "root"
+    assert sandbox.files.get_info("/root/newdir", user="root").owner == "root"
+    # Requests act with their user's permissions: root's home is closed to the default user.
+    with pytest.raises(FilesystemError, match="permission"):
+        sandbox.files.get_info("/root/newdir")
 
 
 def test_a_write_the_kernel_refuses_raises_filesystem_error(sandbox: hutch.Sandbox) -> None:
-    # The agent (like E2B's envd) acts with full privileges and uses `user` for ownership and
-    # the home directory, so what it cannot do is what even root cannot: /proc is read-only.
+    # What even root cannot do (/proc is read-only) fails for every user.
     for user in (None, "root"):
         with pytest.raises(FilesystemError) as caught:
             sandbox.files.write("/proc/version", "nope", user=user)
@@ -503,9 +505,12 @@ def test_signed_url_follows_e2bs_v1_signature() -> None:
 def test_a_file_that_cannot_be_read_raises_filesystem_error_and_the_sandbox_stays_usable(
     sandbox: hutch.Sandbox,
 ) -> None:
-    # The agent's own memory: opening works, the first read fails.
+    # The agent's own memory: as root opening works and the first read fails; the default
+    # user may not even open it (requests act with their user's permissions).
     for _ in range(5):
         with pytest.raises(hutch.FilesystemError, match="Input/output error"):
+            sandbox.files.read("/proc/self/mem", format="bytes", user="root")
+        with pytest.raises(hutch.FilesystemError, match="Permission denied"):
             sandbox.files.read("/proc/self/mem", format="bytes")
         assert sandbox.is_running()
         sandbox.files.write("/tmp/still-fine.txt", "fine")

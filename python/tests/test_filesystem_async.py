@@ -193,12 +193,14 @@ async def test_root_and_the_default_user_each_write_as_themselves(async_sandbox:
     assert (await files.write("mine.txt", "u")).path == "/home/user/mine.txt"
     assert (await files.get_info("/home/user/mine.txt")).owner == "user"
     assert await files.make_dir("newdir", user="root") is True
-    assert (await files.get_info("/root/newdir")).owner == "root"
+    assert (await files.get_info("/root/newdir", user="root")).owner == "root"
+    # Requests act with their user's permissions: root's home is closed to the default user.
+    with pytest.raises(FilesystemError, match="permission"):
+        await files.get_info("/root/newdir")
 
 
 async def test_a_write_the_kernel_refuses_raises_filesystem_error(async_sandbox: hutch.AsyncSandbox) -> None:
-    # The agent (like E2B's envd) acts with full privileges and uses `user` for ownership and
-    # the home directory, so what it cannot do is what even root cannot: /proc is read-only.
+    # What even root cannot do (/proc is read-only) fails for every user.
     for user in (None, "root"):
         with pytest.raises(FilesystemError) as caught:
             await async_sandbox.files.write("/proc/version", "nope", user=user)
