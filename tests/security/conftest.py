@@ -10,10 +10,41 @@ its outcome is checked where it would show: inside the sandbox and on the host.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2b import CommandExitException, Sandbox
+
+# scripts/test.sh's work folder: the server's command line and its data directory.
+WORK = Path(os.environ["HUTCH_TEST_WORK"])
+DATA_DIR = WORK / "data"
+
+
+def record(sbx: Sandbox) -> dict[str, object]:
+    """The server's stored record of `sbx` (its host pid, limits, team...)."""
+    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
+    try:
+        row = con.execute("SELECT record FROM sandboxes WHERE id = ?", (sbx.sandbox_id,)).fetchone()
+    finally:
+        con.close()
+    assert row, "sandbox record not found in the server's database"
+    rec: dict[str, object] = json.loads(row[0])
+    return rec
+
+
+def host_pid_of(sbx: Sandbox) -> int:
+    """Host pid of the sandbox's PID 1."""
+    return int(str(record(sbx)["pid"]))
+
+
+def cgroups_of(sbx: Sandbox) -> dict[str, str]:
+    """The sandbox's cgroup paths by controller, as the host sees them ("" = cgroup v2)."""
+    lines = Path(f"/proc/{host_pid_of(sbx)}/cgroup").read_text().splitlines()
+    return {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
 
 
 @pytest.fixture

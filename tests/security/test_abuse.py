@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,10 +18,9 @@ import pytest
 from e2b import CommandExitException, Sandbox
 from e2b_code_interpreter.code_interpreter_sync import Sandbox as CodeSandbox
 
-from conftest import python
+from conftest import DATA_DIR, host_pid_of, python, record
 
 API_URL = os.environ["E2B_API_URL"]
-DATA_DIR = Path(os.environ["HUTCH_TEST_WORK"]) / "data"
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +39,6 @@ def still_served(neighbour: CodeSandbox) -> None:
         assert r.status == 200
     execution = neighbour.run_code("sum(range(10))", timeout=120)
     assert execution.error is None and execution.text == "45", execution
-
-
-def record(sbx: Sandbox) -> dict[str, object]:
-    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
-    try:
-        row = con.execute("SELECT record FROM sandboxes WHERE id = ?", (sbx.sandbox_id,)).fetchone()
-    finally:
-        con.close()
-    assert row, "sandbox record not found in the server's database"
-    rec: dict[str, object] = json.loads(row[0])
-    return rec
 
 
 def test_a_fork_bomb_stops_at_the_sandboxs_process_limit(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
@@ -76,7 +63,7 @@ print(json.dumps({"forked": n, "error": err}))
     assert got["error"] == "EAGAIN" and got["forked"] < 1024, got
     still_served(neighbour)
     # Killing the sandbox ends every one of them.
-    pid = int(str(record(sandbox)["pid"]))
+    pid = host_pid_of(sandbox)
     sandbox.kill()
     assert not Path(f"/proc/{pid}").exists()
 
@@ -211,7 +198,7 @@ def test_a_process_that_ignores_sigterm_still_dies_with_its_sandbox(neighbour: C
     try:
         sbx.commands.run("sh -c \"trap '' TERM HUP INT; while :; do sleep 1; done\"", background=True)
         sbx.commands.run("sh -c \"trap '' TERM; sleep 1000\"", background=True, user="root")
-        init = int(str(record(sbx)["pid"]))
+        init = host_pid_of(sbx)
     finally:
         sbx.kill()
     assert not Path(f"/proc/{init}").exists()

@@ -7,18 +7,14 @@ must fail inside, and its outcome is also checked on the host where it would sho
 from __future__ import annotations
 
 import json
-import os
 import socket
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2b import Sandbox
 
-from conftest import python
-
-DATA_DIR = Path(os.environ["HUTCH_TEST_WORK"]) / "data"
+from conftest import DATA_DIR, python
 
 SYSCALLS = """
 import ctypes, errno, json
@@ -63,21 +59,17 @@ def test_kernel_interfaces_that_reach_the_host_are_refused_as_root(sandbox: Sand
     assert all(v in ("EPERM", "EACCES", "ENOSYS") for v in got.values()), got
 
 
-def test_procfs_and_sysfs_knobs_of_the_host_cannot_be_written(sandbox: Sandbox) -> None:
-    before = Path("/proc/sys/kernel/core_pattern").read_text()
+def write_as_root(sbx: Sandbox, writes: list[tuple[str, str]]) -> dict[str, str]:
+    """Writes each value to its path as root inside `sbx` (paths that do not exist there are
+    skipped); the outcome by path: "written" or the error."""
     out = python(
-        sandbox,
-        """
-import json
-got = {}
-for path, value in [
-    ("/proc/sysrq-trigger", "h"),
-    ("/proc/sys/kernel/core_pattern", "|/tmp/evil"),
-    ("/proc/sys/vm/drop_caches", "3"),
-    ("/proc/sys/kernel/modprobe", "/tmp/evil"),
-    ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
-    ("/proc/sys/fs/file-max", "100"),
-]:
+        sbx,
+        f"""
+import json, os
+got = {{}}
+for path, value in {writes!r}:
+    if not os.path.exists(path):
+        continue
     try:
         with open(path, "w") as f:
             f.write(value)
@@ -88,7 +80,23 @@ print(json.dumps(got))
 """,
         user="root",
     )
-    got = json.loads(out)
+    got: dict[str, str] = json.loads(out)
+    return got
+
+
+def test_procfs_and_sysfs_knobs_of_the_host_cannot_be_written(sandbox: Sandbox) -> None:
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    got = write_as_root(
+        sandbox,
+        [
+            ("/proc/sysrq-trigger", "h"),
+            ("/proc/sys/kernel/core_pattern", "|/tmp/evil"),
+            ("/proc/sys/vm/drop_caches", "3"),
+            ("/proc/sys/kernel/modprobe", "/tmp/evil"),
+            ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
+            ("/proc/sys/fs/file-max", "100"),
+        ],
+    )
     assert "written" not in got.values(), got
     assert Path("/proc/sys/kernel/core_pattern").read_text() == before
 
@@ -120,26 +128,15 @@ print(json.dumps(got))
 
 
 def test_root_inside_cannot_raise_its_own_cgroup_limits(sandbox: Sandbox) -> None:
-    out = python(
+    got = write_as_root(
         sandbox,
-        """
-import json, os
-got = {}
-for path in ["/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max",
-             "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"]:
-    if not os.path.exists(path):
-        continue
-    try:
-        with open(path, "w") as f:
-            f.write("max" if path.endswith(".max") else "-1")
-        got[path] = "written"
-    except OSError as e:
-        got[path] = e.strerror
-print(json.dumps(got))
-""",
-        user="root",
+        [
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "-1"),
+            ("/sys/fs/cgroup/memory.max", "max"),
+            ("/sys/fs/cgroup/pids/pids.max", "max"),
+            ("/sys/fs/cgroup/pids.max", "max"),
+        ],
     )
-    got = json.loads(out)
     assert "written" not in got.values(), got
 
 
@@ -197,7 +194,5 @@ print(json.dumps({"cmds": cmds, "hostname": socket.gethostname()}))
     assert got["hostname"] in ("evil-host", sandbox.sandbox_id), got["hostname"]
     assert socket.gethostname() == host_name
     # The server's database is not in the sandbox's filesystem.
-    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
-    con.close()
     r = sandbox.commands.run(f"test -e {DATA_DIR}/hutch.db && echo visible || echo absent", user="root")
     assert r.stdout.strip() == "absent"

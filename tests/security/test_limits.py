@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 from e2b import Sandbox
 
-from conftest import python
-
-DATA_DIR = Path(os.environ["HUTCH_TEST_WORK"]) / "data"
-
-
-def host_pid_of(sbx: Sandbox) -> int:
-    con = sqlite3.connect(str(DATA_DIR / "hutch.db"))
-    try:
-        row = con.execute("SELECT record FROM sandboxes WHERE id = ?", (sbx.sandbox_id,)).fetchone()
-    finally:
-        con.close()
-    assert row, "sandbox record not found in the server's database"
-    return int(json.loads(row[0])["pid"])
+from conftest import DATA_DIR, cgroups_of, python
 
 
 def test_no_process_can_dump_core_or_allow_itself_to(sandbox: Sandbox) -> None:
@@ -65,9 +52,7 @@ print(json.dumps(got))
 
 
 def test_socket_buffers_count_against_the_sandboxs_memory_limit(sandbox: Sandbox) -> None:
-    pid = host_pid_of(sandbox)
-    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    cgroups = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+    cgroups = cgroups_of(sandbox)
     if "memory" not in cgroups:
         # cgroup v2 charges socket memory to the cgroup always; memory.max bounds it.
         unified = Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
@@ -105,9 +90,7 @@ def test_a_sandboxs_disk_io_is_throttled_at_its_own_device(sandbox: Sandbox) -> 
     dev = os.stat(disk).st_dev
     device = f"{os.major(dev)}:{os.minor(dev)}"
     assert os.major(dev) == 7, "a sandbox's disk is a loop device"
-    pid = host_pid_of(sandbox)
-    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    cgroups = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+    cgroups = cgroups_of(sandbox)
     if "blkio" in cgroups:
         blkio = Path("/sys/fs/cgroup/blkio") / cgroups["blkio"].lstrip("/")
         got = {

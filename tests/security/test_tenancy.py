@@ -17,13 +17,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from e2b import NotFoundException, RateLimitException, Sandbox, SandboxException, Template
 
-WORK = Path(os.environ["HUTCH_TEST_WORK"])
-DATA_DIR = WORK / "data"
+from conftest import DATA_DIR, WORK
+
 API_URL = os.environ["E2B_API_URL"]
 
 

@@ -351,11 +351,11 @@ fn id_format(id: &str) -> ApiResult<()> {
 /// Refuses ids that cannot be a sandbox's, and sandboxes of another team, with E2B's 404
 /// (a sandbox another team owns is indistinguishable from one that does not exist).
 fn check_id(st: &AppState, caller: &CallerExt, id: &str) -> ApiResult<()> {
-    let missing = || Err(ServiceError::from(Missing::Sandbox(id.to_string())).into());
     id_format(id)?;
-    match st.svc.get(id) {
-        Ok(rec) if !caller.scope().sees(rec.team.as_deref()) => missing(),
-        _ => Ok(()),
+    if st.svc.visible(id, &caller.scope()) {
+        Ok(())
+    } else {
+        Err(ServiceError::from(Missing::Sandbox(id.to_string())).into())
     }
 }
 

@@ -78,6 +78,21 @@ pub struct Team {
     pub max_sandboxes: Option<u32>,
 }
 
+/// The columns [`Team::from_row`] reads, in its order.
+const TEAM_COLUMNS: &str = "t.name, t.max_cpu, t.max_memory_mb, t.max_sandboxes";
+
+impl Team {
+    /// A team from the [`TEAM_COLUMNS`] of a row, starting at column `first`.
+    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Team {
+            name: r.get(first)?,
+            max_cpu: r.get(first + 1)?,
+            max_memory_mb: r.get(first + 2)?,
+            max_sandboxes: r.get(first + 3)?,
+        })
+    }
+}
+
 /// A valid key, as the API sees its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -125,6 +140,16 @@ pub fn generate_key() -> String {
     let mut b = [0u8; 20];
     rand::thread_rng().fill_bytes(&mut b);
     format!("e2b_{}", hex::encode(b))
+}
+
+/// Whether `table` has `column` (databases of older versions lack some).
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        params![table, column],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
 }
 
 fn mask(key: &str) -> String {
@@ -177,29 +202,14 @@ impl Store {
             params![DEFAULT_TEAM, Utc::now().to_rfc3339()],
         )?;
         // Databases made before version 2 lack the per-key limit: add it (NULL = no limit).
-        let has_limit: i64 = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'max_sandboxes'",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_limit == 0 {
+        if !has_column(&conn, "api_keys", "max_sandboxes")? {
             conn.execute_batch("ALTER TABLE api_keys ADD COLUMN max_sandboxes INTEGER")?;
         }
-        let team_limit: i64 = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('teams') WHERE name = 'max_sandboxes'",
-            [],
-            |r| r.get(0),
-        )?;
-        if team_limit == 0 {
+        if !has_column(&conn, "teams", "max_sandboxes")? {
             conn.execute_batch("ALTER TABLE teams ADD COLUMN max_sandboxes INTEGER")?;
         }
         // Before version 4 there was one tenant: its keys join the default team.
-        let has_team: i64 = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'team'",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_team == 0 {
+        if !has_column(&conn, "api_keys", "team")? {
             conn.execute_batch(
                 "ALTER TABLE api_keys ADD COLUMN team TEXT NOT NULL DEFAULT 'default';
                  ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;",
@@ -248,35 +258,23 @@ impl Store {
         Ok(id)
     }
 
-    /// Makes the key with this id an admin (or not).
-    pub fn set_admin(&self, id: &str, admin: bool) -> Result<()> {
-        self.conn().execute(
-            "UPDATE api_keys SET admin = ?1 WHERE id = ?2",
-            params![admin, id],
-        )?;
-        Ok(())
-    }
-
     /// The caller `key` identifies, if it is a stored, unrevoked key.
     pub fn caller(&self, key: &str) -> Result<Option<Caller>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT k.id, k.max_sandboxes, k.admin, t.name, t.max_cpu, t.max_memory_mb, t.max_sandboxes
-                 FROM api_keys k JOIN teams t ON t.name = k.team
-                 WHERE k.hash = ?1 AND k.revoked_at IS NULL",
+                &format!(
+                    "SELECT k.id, k.max_sandboxes, k.admin, {TEAM_COLUMNS}
+                     FROM api_keys k JOIN teams t ON t.name = k.team
+                     WHERE k.hash = ?1 AND k.revoked_at IS NULL"
+                ),
                 params![hash_key(key)],
                 |r| {
                     Ok(Caller {
                         key_id: r.get(0)?,
                         max_sandboxes: r.get(1)?,
                         admin: r.get(2)?,
-                        team: Team {
-                            name: r.get(3)?,
-                            max_cpu: r.get(4)?,
-                            max_memory_mb: r.get(5)?,
-                            max_sandboxes: r.get(6)?,
-                        },
+                        team: Team::from_row(r, 3)?,
                     })
                 },
             )
@@ -310,16 +308,9 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT name, max_cpu, max_memory_mb, max_sandboxes FROM teams WHERE name = ?1",
+                &format!("SELECT {TEAM_COLUMNS} FROM teams t WHERE t.name = ?1"),
                 params![name],
-                |r| {
-                    Ok(Team {
-                        name: r.get(0)?,
-                        max_cpu: r.get(1)?,
-                        max_memory_mb: r.get(2)?,
-                        max_sandboxes: r.get(3)?,
-                    })
-                },
+                |r| Team::from_row(r, 0),
             )
             .optional()?)
     }
@@ -327,17 +318,10 @@ impl Store {
     /// Every team, by name.
     pub fn teams(&self) -> Result<Vec<Team>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT name, max_cpu, max_memory_mb, max_sandboxes FROM teams ORDER BY name",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(Team {
-                name: r.get(0)?,
-                max_cpu: r.get(1)?,
-                max_memory_mb: r.get(2)?,
-                max_sandboxes: r.get(3)?,
-            })
-        })?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {TEAM_COLUMNS} FROM teams t ORDER BY t.name"
+        ))?;
+        let rows = st.query_map([], |r| Team::from_row(r, 0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 

@@ -6,6 +6,19 @@ use clap::Subcommand;
 use hutch_server::store::{Store, Team};
 use hutch_server::tenancy::DEFAULT_TEAM;
 
+/// The data directory whose database `hutch keys` and `hutch teams` manage.
+#[derive(clap::Args)]
+pub struct DataDir {
+    /// Data directory holding the database.
+    #[arg(
+        long,
+        env = "HUTCH_DATA_DIR",
+        default_value = "/var/lib/hutch",
+        global = true
+    )]
+    pub data_dir: std::path::PathBuf,
+}
+
 #[derive(Subcommand)]
 pub enum KeysAction {
     /// Create a key and print it (it is shown only this once).

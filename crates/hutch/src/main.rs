@@ -37,28 +37,16 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: admin::KeysAction,
-        /// Data directory holding the database.
-        #[arg(
-            long,
-            env = "HUTCH_DATA_DIR",
-            default_value = "/var/lib/hutch",
-            global = true
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        db: admin::DataDir,
     },
     /// Manage teams: the owners of sandboxes and templates, each with its own keys and
     /// limits (works whether or not the server runs).
     Teams {
         #[command(subcommand)]
         action: admin::TeamsAction,
-        /// Data directory holding the database.
-        #[arg(
-            long,
-            env = "HUTCH_DATA_DIR",
-            default_value = "/var/lib/hutch",
-            global = true
-        )]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        db: admin::DataDir,
     },
     /// Run code in a sandbox's code interpreter, streaming its output (images are saved).
     Run(run::RunArgs),
@@ -157,8 +145,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
-        Command::Keys { action, data_dir } => admin::keys(action, &data_dir),
-        Command::Teams { action, data_dir } => admin::teams(action, &data_dir),
+        Command::Keys { action, db } => admin::keys(action, &db.data_dir),
+        Command::Teams { action, db } => admin::teams(action, &db.data_dir),
         Command::Run(args) => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let code = rt.block_on(run::run(args))?;

@@ -47,12 +47,7 @@ async fn serve_download(
     let svc = service.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<Opened, FileError> {
         let user = svc.lookup(&username)?;
-        let _acting = user.acting().map_err(|err| {
-            FileError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot act as user '{}': {err}", user.name),
-            )
-        })?;
+        let _acting = FileError::acting(&user)?;
         let resolved = paths::resolve(&raw_path, &user).map_err(|err| {
             FileError::new(
                 StatusCode::BAD_REQUEST,

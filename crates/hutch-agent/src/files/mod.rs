@@ -50,6 +50,17 @@ pub struct FileError {
 }
 
 impl FileError {
+    /// Makes the calling (blocking) thread act on the filesystem as `user` until the guard
+    /// drops ([`User::acting`]); a 500 if it cannot.
+    pub fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, FileError> {
+        user.acting().map_err(|err| {
+            FileError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot act as user '{}': {err}", user.name),
+            )
+        })
+    }
+
     /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {

@@ -101,19 +101,9 @@ fn body_error(err: io::Error) -> FileError {
     )
 }
 
-/// Makes the calling (blocking) thread act on the filesystem as `user`.
-fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, FileError> {
-    user.acting().map_err(|err| {
-        FileError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot act as user '{}': {err}", user.name),
-        )
-    })
-}
-
 /// Performs the upload. Must run on a blocking thread.
 pub fn run(plan: &UploadPlan, body: impl BufRead) -> Result<Vec<WrittenFile>, FileError> {
-    let _acting = acting(&plan.user)?;
+    let _acting = FileError::acting(&plan.user)?;
     let mut source: Box<dyn BufRead> = if plan.gzip {
         // Multi-member: concatenated gzip streams are one valid body (as Go's reader accepts).
         Box::new(BufReader::with_capacity(
@@ -215,7 +205,7 @@ pub fn open_for_server(
     plan: &UploadPlan,
     open: &UploadOpen,
 ) -> Result<(File, WrittenFile), FileError> {
-    let _acting = acting(&plan.user)?;
+    let _acting = FileError::acting(&plan.user)?;
     let raw = target_path(plan, open.multipart, open.filename.as_deref())?;
     let path = resolve(&raw, &plan.user)?;
     check_duplicate(&path, open.written.iter().map(String::as_str))?;

@@ -8,7 +8,7 @@
 //! an archive against its hash: the SDK hashes the COPY instruction, the source paths, their
 //! modes and contents as the client sees them (docs/security.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::spec::valid_hash;
@@ -212,7 +212,7 @@ async fn make_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Bytes of the regular files in `dir` (not recursive).
-fn dir_bytes(dir: &PathBuf) -> u64 {
+fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()

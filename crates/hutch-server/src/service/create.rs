@@ -307,29 +307,28 @@ impl Service {
         let team_counter = format!("team:{team}");
         let live = lock(&self.live);
         let mut creating = lock(&self.creating);
+        // Whether `max` is reached by the live sandboxes `mine` picks plus those being created
+        // under `counter`.
+        let full = |creating: &HashMap<String, u32>,
+                    max: u32,
+                    counter: &str,
+                    mine: &dyn Fn(&SandboxRecord) -> bool| {
+            let pending = creating.get(counter).copied().unwrap_or(0);
+            let held = live.values().filter(|e| mine(&lock(&e.rec))).count() as u64;
+            held + u64::from(pending) >= u64::from(max)
+        };
         if let Some(max) = caller.max_sandboxes {
-            let pending = creating.get(&caller.key_id).copied().unwrap_or(0);
-            let held = live
-                .values()
-                .filter(|e| lock(&e.rec).key_id.as_deref() == Some(caller.key_id.as_str()))
-                .count() as u64;
-            if held + u64::from(pending) >= u64::from(max) {
+            if full(&creating, max, &caller.key_id, &|r| {
+                r.key_id.as_deref() == Some(caller.key_id.as_str())
+            }) {
                 return Err(ServiceError::RateLimited { max });
             }
         }
         if let Some(max) = caller.team.max_sandboxes {
-            let pending = creating.get(&team_counter).copied().unwrap_or(0);
-            let held = live
-                .values()
-                .filter(|e| {
-                    lock(&e.rec)
-                        .team
-                        .as_deref()
-                        .unwrap_or(crate::tenancy::DEFAULT_TEAM)
-                        == team
-                })
-                .count() as u64;
-            if held + u64::from(pending) >= u64::from(max) {
+            let own = Scope::team(team);
+            if full(&creating, max, &team_counter, &|r| {
+                own.owns(r.team.as_deref())
+            }) {
                 return Err(ServiceError::TeamRateLimited {
                     team: team.to_string(),
                     max,

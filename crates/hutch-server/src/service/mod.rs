@@ -288,6 +288,13 @@ impl Service {
         Ok(self.entry(id)?.record())
     }
 
+    /// Whether `scope` may see sandbox `id`: false only for another team's sandbox (one that
+    /// does not exist is left to the call, which answers its own "not found").
+    pub fn visible(&self, id: &str, scope: &crate::tenancy::Scope) -> bool {
+        self.entry(id)
+            .map_or(true, |e| scope.sees(lock(&e.rec).team.as_deref()))
+    }
+
     /// Number of live sandboxes.
     pub fn count(&self) -> usize {
         lock(&self.live).len()
