@@ -34,12 +34,14 @@ scripts/build.sh
 
 # Venvs are cached outside the clone, keyed by their pinned requirements (scripts/lib.sh).
 
-step "python venvs (official SDKs; a host ipykernel for hutch-kernel's tests)"
+step "python venvs (official SDKs; a host ipykernel for hutch-kernel's tests; schemathesis)"
 VENV=$(make_venv venv python3 tests/requirements.txt)
 # Kernels run as an unprivileged user: build this venv on the system Python, not on an
 # interpreter under root's home (pyenv), which that user cannot execute.
 HUTCH_KERNEL_VENV=$(make_venv kernel-venv /usr/bin/python3 tests/kernel-requirements.txt)
 export HUTCH_KERNEL_VENV
+HUTCH_SCHEMATHESIS="$(make_venv schemathesis-venv python3 tests/schemathesis-requirements.txt)/bin/schemathesis"
+export HUTCH_SCHEMATHESIS
 
 if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
     step "cargo fmt --check, clippy, cargo test"

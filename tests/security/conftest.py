@@ -13,6 +13,9 @@ import contextlib
 import json
 import os
 import sqlite3
+import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,32 @@ from e2b import CommandExitException, Sandbox
 # scripts/test.sh's work folder: the server's command line and its data directory.
 WORK = Path(os.environ["HUTCH_TEST_WORK"])
 DATA_DIR = WORK / "data"
+API_URL = os.environ["E2B_API_URL"]
+
+
+def hutch(*args: str) -> str:
+    """Runs the test server's `hutch` binary (`keys`, `teams`...) on its data directory."""
+    binary = (WORK / "server.cmd").read_text().splitlines()[0]
+    out = subprocess.run([binary, *args, "--data-dir", str(DATA_DIR)], capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def api(key: str, method: str, path: str, body: object = None) -> tuple[int, object]:
+    """One call to hutch's E2B API; the status and the decoded JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        API_URL + path,
+        data=data,
+        method=method,
+        headers={"X-API-KEY": key, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, json.loads(raw) if raw else None
 
 
 def record(sbx: Sandbox) -> dict[str, object]:

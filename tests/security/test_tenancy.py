@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import subprocess
 import urllib.error
@@ -21,33 +20,7 @@ from dataclasses import dataclass
 import pytest
 from e2b import NotFoundException, RateLimitException, Sandbox, SandboxException, Template
 
-from conftest import DATA_DIR, WORK
-
-API_URL = os.environ["E2B_API_URL"]
-
-
-def hutch(*args: str) -> str:
-    binary = (WORK / "server.cmd").read_text().splitlines()[0]
-    out = subprocess.run([binary, *args, "--data-dir", str(DATA_DIR)], capture_output=True, text=True, check=True)
-    return out.stdout
-
-
-def api(key: str, method: str, path: str, body: object = None) -> tuple[int, object]:
-    """One call to hutch's E2B API; the status and the decoded JSON answer."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        API_URL + path,
-        data=data,
-        method=method,
-        headers={"X-API-KEY": key, "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            return r.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        return e.code, json.loads(raw) if raw else None
+from conftest import API_URL, api, hutch
 
 
 def put(url: str, data: bytes) -> int:

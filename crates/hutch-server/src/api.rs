@@ -51,10 +51,12 @@ where
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the request body: {e}"),
-                )
+                // 413 for a body over the limit, 400 for one that could not be read.
+                let status = match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                ApiError::new(status, format!("reading the request body: {e}"))
             })?;
         let slice: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             b"{}"
@@ -160,6 +162,7 @@ fn control_plane(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         // Uploads carry a per-build token instead of the API key, as E2B's presigned URLs do.
         .route(
             "/templates/{id}/files/{hash}/upload",
@@ -167,7 +170,50 @@ fn control_plane(state: AppState) -> Router {
         )
         .merge(authed)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Turns the errors the framework answers by itself (a method the path does not have, a
+/// malformed path or query, a body over the limit) into E2B's JSON error format, as the
+/// handlers' own errors are. Headers such as `Allow` are kept.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let fresh = ApiError::new(status, message).into_response();
+    parts.headers.remove("content-length");
+    parts
+        .headers
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, fresh.into_body())
+}
+
+async fn openapi() -> Response {
+    (
+        [("content-type", "application/json")],
+        crate::openapi::document_text(),
+    )
+        .into_response()
 }
 
 async fn require_api_key(State(st): State<AppState>, req: Request, next: Next) -> Response {
@@ -512,7 +558,7 @@ fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
             .unwrap_or_default(),
         ..Default::default()
     };
-    if let Some(states) = p.state.filter(|s| !s.is_empty()) {
+    if let Some(states) = p.state {
         for s in states.split(',') {
             q.states.push(match s.trim() {
                 "running" => SandboxState::Running,
@@ -529,7 +575,7 @@ fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
         q.states.push(SandboxState::Running);
     }
     q.ascending = match p.order.as_deref() {
-        None | Some("") | Some("desc") => false,
+        None | Some("desc") => false,
         Some("asc") => true,
         Some(o) => {
             return Err(ApiError::new(
@@ -538,7 +584,7 @@ fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
             ))
         }
     };
-    if let Some(t) = p.started_after.filter(|s| !s.is_empty()) {
+    if let Some(t) = p.started_after {
         let t = DateTime::parse_from_rfc3339(&t).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -549,7 +595,7 @@ fn parse_list(p: ListParams, v2: bool) -> ApiResult<ListQuery> {
     }
     q.template = p.template.filter(|s| !s.is_empty());
     q.next_token = p.next_token.filter(|s| !s.is_empty());
-    if let Some(l) = p.limit.filter(|s| !s.is_empty()) {
+    if let Some(l) = p.limit {
         let n: usize = l
             .parse()
             .ok()

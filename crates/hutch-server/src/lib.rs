@@ -6,6 +6,8 @@ pub mod agent_http;
 pub mod api;
 pub mod api_error;
 pub mod builds;
+pub mod listen;
+pub mod openapi;
 pub mod pool_api;
 pub mod proxy;
 pub mod runtime;
@@ -205,10 +207,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     };
     on_started(&Started { addr, new_key });
     let app = api::app(state);
-    axum::serve(hutch_contracts::net::no_delay(listener), app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| ServeError::Listen { addr, source: e })?;
+    listen::serve(listener, app, shutdown_signal()).await;
     svc.drain_pools().await;
     svc.stop_zygotes().await;
     tracing::info!("server stopped; sandboxes keep running and are adopted by the next start");

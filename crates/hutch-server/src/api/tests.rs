@@ -36,6 +36,11 @@ fn list_params_are_checked() {
         p(|p| p.limit = Some("0".into())),
         p(|p| p.limit = Some("1001".into())),
         p(|p| p.started_after = Some("yesterday".into())),
+        // Present but empty is not absent (E2B's server refuses these too).
+        p(|p| p.state = Some(String::new())),
+        p(|p| p.order = Some(String::new())),
+        p(|p| p.limit = Some(String::new())),
+        p(|p| p.started_after = Some(String::new())),
     ] {
         assert_eq!(
             parse_list(bad, true).unwrap_err().status,

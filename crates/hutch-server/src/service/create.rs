@@ -217,15 +217,18 @@ impl Drop for KeyReservation<'_> {
     }
 }
 
-/// Refuses environment variable names no process could be given.
+/// Refuses environment variables no process could be given: a bad name, or a value with a
+/// NUL byte (every process the sandbox started would fail).
 fn validate_env(vars: &BTreeMap<String, String>) -> Result<()> {
-    match vars
-        .keys()
-        .find(|k| !hutch_contracts::template::valid_env_name(k))
-    {
-        Some(k) => Err(Invalid::EnvName(k.clone()).into()),
-        None => Ok(()),
+    for (k, v) in vars {
+        if !hutch_contracts::template::valid_env_name(k) {
+            return Err(Invalid::EnvName(k.clone()).into());
+        }
+        if v.contains('\0') {
+            return Err(Invalid::EnvValue(k.clone()).into());
+        }
     }
+    Ok(())
 }
 
 /// The server's limits, with a user-built template's own CPUs and memory.

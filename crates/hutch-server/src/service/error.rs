@@ -49,6 +49,9 @@ pub enum Invalid {
     /// An environment variable name that cannot be one.
     #[error("invalid environment variable name {0:?}")]
     EnvName(String),
+    /// An environment variable whose value holds a NUL byte.
+    #[error("environment variable {0:?} has a NUL byte in its value")]
+    EnvValue(String),
     /// A list cursor that no list call produced.
     #[error("invalid nextToken {0:?}")]
     NextToken(String),

@@ -93,6 +93,19 @@ async fn create_refuses_bad_environment_variable_names() {
             format!("invalid environment variable name {bad:?}")
         );
     }
+    let err = h
+        .svc
+        .create(CreateRequest {
+            env_vars: BTreeMap::from([("X".to_string(), "a\0b".to_string())]),
+            ..req("base")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), 400);
+    assert_eq!(
+        err.to_string(),
+        "environment variable \"X\" has a NUL byte in its value"
+    );
     assert!(h.rt.calls().is_empty());
 }
 
