@@ -50,6 +50,11 @@ if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
     cargo test --release --locked --workspace
 fi
 
+if [ "${CI:-}" = true ] || [ "${HUTCH_FUZZ_SMOKE:-0}" = 1 ]; then
+    step "fuzz smoke run (scripts/fuzz.sh --smoke: every target of fuzz/, 15 s each)"
+    HUTCH_TEST_CACHE="$CACHE" scripts/fuzz.sh --smoke
+fi
+
 step "ruff check, ruff format --check, mypy --strict (Python)"
 # Settings: ruff.toml and mypy.ini at the root; the tools are pinned in tests/requirements.txt.
 # The SDK (python/) and examples/ are checked once they hold Python. Caches stay outside the clone.

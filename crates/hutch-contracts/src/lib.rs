@@ -15,4 +15,5 @@ pub mod envd;
 pub mod multipart;
 #[cfg(feature = "serve")]
 pub mod net;
+pub mod process_output;
 pub mod template;
