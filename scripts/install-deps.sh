@@ -11,6 +11,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v curl >/dev/null || need+=(curl)
 command -v gcc >/dev/null || need+=(build-essential)
+# libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++.
+command -v g++ >/dev/null || need+=(g++)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)

@@ -1,17 +1,22 @@
-"""Nothing leaks: kill and a hard server restart leave the host as they found it.
+"""Nothing leaks: kill and a hard server restart leave the host as they found it, also
+when the server is killed in the middle of a load, and when a sandbox's agent dies.
 
-Named to run last: the restart test kills the shared server with SIGKILL and starts a
+Named to run last: the restart tests kill the shared server with SIGKILL and start a
 new one on the same data directory.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 import uuid
 
 import pytest
-from e2b import Sandbox, SandboxQuery
+from e2b import NotFoundException, Sandbox, SandboxQuery
 
-from conftest import diff_resources, host_resources, restart_server_hard
+from conftest import diff_resources, host_pid_of, host_resources, restart_server_hard
 from sdk_helpers import wait_until
 
 
@@ -57,3 +62,80 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     assert wait_until(lambda: not again.is_running(), timeout=15)
     assert resumed.kill() is True
     assert wait_until(lambda: host_resources() == before, timeout=10), diff_resources(before, host_resources())
+
+
+@pytest.mark.usefixtures("pools_off")
+def test_kill_9_under_load_keeps_every_answered_sandbox_and_leaks_nothing() -> None:
+    """Clients create, use and kill sandboxes while the server is killed with SIGKILL and
+    started again: every sandbox whose create was answered and that was not killed comes
+    back working, none that was killed does, a create cut off half-way either comes back
+    whole or not at all, and once everything is killed the host is as it was."""
+    before = host_resources()
+    tag = uuid.uuid4().hex
+    lock = threading.Lock()
+    answered: set[str] = set()
+    # Odd clients never kill: every sandbox they were answered for must come back.
+    must_stay: set[str] = set()
+    killed: set[str] = set()
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        while not stop.is_set():
+            try:
+                sbx = Sandbox.create(metadata={"load": tag}, timeout=300)
+                with lock:
+                    answered.add(sbx.sandbox_id)
+                    if n % 2:
+                        must_stay.add(sbx.sandbox_id)
+                sbx.commands.run(f"echo {n} > /home/user/mine")
+                if n % 2 == 0 and sbx.kill():
+                    with lock:
+                        killed.add(sbx.sandbox_id)
+            except Exception:  # the server is down for a moment: the client carries on
+                time.sleep(0.05)
+
+    clients = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(6)]
+    for t in clients:
+        t.start()
+    assert wait_until(lambda: len(answered) >= 6, timeout=120), "the load did not start"
+    restart_server_hard()
+    # The server serves the load again after the restart.
+    served_after = len(answered) + 4
+    assert wait_until(lambda: len(answered) >= served_after, timeout=120), "no creates after the restart"
+    stop.set()
+    for t in clients:
+        t.join(timeout=120)
+
+    listed = {s.sandbox_id for s in Sandbox.list(query=SandboxQuery(metadata={"load": tag})).next_items()}
+    assert not listed & killed, "a sandbox whose kill was answered came back"
+    for sid in listed:
+        # Every sandbox listed works, whether its create was answered or cut off.
+        assert Sandbox.connect(sid).commands.run("echo ok").stdout.strip() == "ok"
+    assert must_stay <= listed, f"answered creates lost in the restart: {must_stay - listed}"
+    for sid in listed:
+        Sandbox.kill(sid)
+    assert wait_until(lambda: host_resources() == before, timeout=30), diff_resources(before, host_resources())
+
+
+@pytest.mark.usefixtures("pools_off")
+def test_a_sandbox_whose_agent_dies_is_reported_gone_and_released() -> None:
+    before = host_resources()
+    sbx = Sandbox.create(timeout=120)
+    neighbour = Sandbox.create(timeout=120)
+    os.kill(host_pid_of(sbx), signal.SIGKILL)
+
+    def gone() -> bool:
+        try:
+            Sandbox.get_info(sbx.sandbox_id)
+        except NotFoundException:
+            return True
+        return False
+
+    assert wait_until(gone, timeout=30), "a sandbox whose agent died is still reported"
+    assert not sbx.is_running()
+    assert sbx.sandbox_id not in {s.sandbox_id for s in Sandbox.list().next_items()}
+    assert Sandbox.kill(sbx.sandbox_id) is False
+    # The neighbour is untouched.
+    assert neighbour.commands.run("echo fine").stdout.strip() == "fine"
+    assert neighbour.kill() is True
+    assert wait_until(lambda: host_resources() == before, timeout=30), diff_resources(before, host_resources())
