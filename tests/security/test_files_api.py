@@ -5,6 +5,8 @@ everyone who holds a key for it).
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from e2b import Sandbox, SandboxException
@@ -59,3 +61,30 @@ def test_the_files_api_acts_with_the_users_permissions_not_roots(sandbox: Sandbo
         assert sandbox.files.read("/etc/hutch-attack/secret", user="root") == "root only\n"
     finally:
         sandbox.commands.run("rm -rf /etc/hutch-attack /home/user/innocent /home/user/mine.txt", user="root")
+
+
+def test_directory_watches_see_only_what_their_user_may_list(sandbox: Sandbox) -> None:
+    # A root-only directory: its names are no business of the user's.
+    sandbox.commands.run("mkdir -p /srv/closed/inner && chmod 700 /srv/closed", user="root")
+    try:
+        with pytest.raises(SandboxException) as err:
+            sandbox.files.watch_dir("/srv/closed", user="user")
+        assert "permission" in str(err.value).lower(), err.value
+        # A recursive watch of a tree holding it starts, and reports nothing from inside it.
+        handle = sandbox.files.watch_dir("/srv", user="user", recursive=True)
+        try:
+            sandbox.commands.run("touch /srv/closed/inner/secret-name /srv/open-name", user="root")
+            names: list[str] = []
+            for _ in range(20):
+                names += [e.name for e in handle.get_new_events()]
+                if any("open-name" in n for n in names):
+                    break
+                time.sleep(0.1)
+        finally:
+            handle.stop()
+        assert any("open-name" in n for n in names), names
+        assert not any("secret-name" in n for n in names), names
+        # Root still watches it.
+        sandbox.files.watch_dir("/srv/closed", user="root").stop()
+    finally:
+        sandbox.commands.run("rm -rf /srv/closed /srv/open-name", user="root")

@@ -319,6 +319,7 @@ impl FilesystemService {
             include_entry: req.include_entry,
             passwd,
             group,
+            user: user.clone(),
         })
     }
 }

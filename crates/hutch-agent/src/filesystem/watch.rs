@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use super::entry::{entry_info, relative_name, Names};
 use super::wire::{carries_entry, EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
+use crate::users::User;
 pub use polling::{PollingWatcher, MAX_BUFFERED_EVENTS};
 
 /// What a watch delivers: events, or one terminal error after which nothing follows.
@@ -87,6 +88,10 @@ pub struct WatchSpec {
     pub passwd: PathBuf,
     /// Where group names come from.
     pub group: PathBuf,
+    /// Whose request it is: directories are read and watched with that user's permissions
+    /// (inotify checks read access with the caller's filesystem ids), so a watch never
+    /// reaches what the user could not list.
+    pub user: User,
 }
 
 /// Checks that `root` is a directory that may be watched (envd's errors).
@@ -147,9 +152,12 @@ pub fn new_watcher_id() -> String {
 
 /// Sets up the watch and starts its reader task.
 pub async fn start(spec: WatchSpec) -> Result<EventReceiver, ConnectError> {
-    let state = tokio::task::spawn_blocking(move || State::new(spec))
-        .await
-        .map_err(|err| ConnectError::internal(format!("watch setup failed: {err}")))??;
+    let state = tokio::task::spawn_blocking(move || {
+        let _acting = acting(&spec.user)?;
+        State::new(spec)
+    })
+    .await
+    .map_err(|err| ConnectError::internal(format!("watch setup failed: {err}")))??;
     let fd = state.fd.clone();
     // SAFETY: the Arc inside the AsyncFd keeps the descriptor open, with the same number, for
     // as long as the AsyncFd exists; nothing closes an `OwnedFd` behind its owners' backs.
@@ -178,7 +186,16 @@ async fn run(fd: AsyncFd<Arc<OwnedFd>>, state: Arc<Mutex<State>>, tx: mpsc::Send
             }
         };
         let state = state.clone();
-        let items = match tokio::task::spawn_blocking(move || lock(&state).process(&batch)).await {
+        let items = match tokio::task::spawn_blocking(move || {
+            let mut state = lock(&state);
+            // New directories are read and watched as the watch's user too.
+            match acting(&state.spec.user) {
+                Ok(_acting) => state.process(&batch),
+                Err(err) => vec![Err(err)],
+            }
+        })
+        .await
+        {
             Ok(items) => items,
             Err(err) => vec![Err(ConnectError::internal(format!("watcher error: {err}")))],
         };
@@ -189,6 +206,12 @@ async fn run(fd: AsyncFd<Arc<OwnedFd>>, state: Arc<Mutex<State>>, tx: mpsc::Send
             }
         }
     }
+}
+
+/// Takes on `user`'s filesystem identity on this thread until the guard drops.
+fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, ConnectError> {
+    user.acting()
+        .map_err(|err| ConnectError::internal(format!("cannot act as user '{}': {err}", user.name)))
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -313,7 +336,8 @@ impl State {
                 }
                 match self.add_watch(&path, false) {
                     Ok(()) => subdirs.push(path),
-                    Err(err) if is_vanished(&err) => {}
+                    // Gone, or closed to the watch's user (as unreadable ones are skipped).
+                    Err(err) if is_vanished(&err) || is_denied(&err) => {}
                     Err(err) => return Err((path, err)),
                 }
             }
@@ -466,8 +490,9 @@ impl State {
     ) -> bool {
         match self.add_watch(path, false) {
             Ok(()) => {}
-            // Already gone again (or replaced by a file): nothing to watch.
-            Err(err) if is_vanished(&err) => return true,
+            // Already gone again (or replaced by a file), or closed to the watch's user:
+            // nothing to watch.
+            Err(err) if is_vanished(&err) || is_denied(&err) => return true,
             Err(err) => {
                 out.push(Err(add_error(path, &err)));
                 return false;
@@ -516,6 +541,10 @@ fn is_vanished(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(errno::ENOENT) | Some(errno::ENOTDIR) | Some(errno::ELOOP)
     )
+}
+
+fn is_denied(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(errno::EACCES) | Some(errno::EPERM))
 }
 
 fn add_error(path: &Path, err: &io::Error) -> ConnectError {
