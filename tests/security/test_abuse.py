@@ -7,6 +7,7 @@ error the bomb meets inside, the sandbox's cgroup on the host, and the neighbour
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import time
@@ -172,6 +173,56 @@ time.sleep(30)
         still_served(neighbour)
     finally:
         handle.kill()
+
+
+def host_root_can_watch() -> bool:
+    """Whether host root (this test runs as it) can still create an inotify instance."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(0o2000000)  # IN_CLOEXEC
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def test_an_inotify_bomb_takes_only_the_sandboxs_own_share(sandbox: Sandbox, neighbour: CodeSandbox) -> None:
+    # Root inside opens inotify instances until the kernel says no, and holds them. The
+    # kernel charges them up the chain of user namespaces to each one's owner: with a
+    # sandbox's owned by host root, this took root's own 128 instances (`hutch serve`,
+    # systemd and everything else running as root could then watch nothing); with all
+    # sandboxes' owned by one uid at the host's default of 128, it took every other
+    # sandbox's. Now the sandbox stops at its own maximum.
+    sandbox.files.write(
+        "/tmp/inotify.py",
+        """
+import ctypes, json, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 100_000:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+with open("/tmp/inotify-held", "w") as f:
+    json.dump({"held": len(fds), "error": os.strerror(ctypes.get_errno())}, f)
+time.sleep(30)
+""",
+    )
+    handle = sandbox.commands.run("python3 /tmp/inotify.py", background=True, user="root")
+    try:
+        for _ in range(240):
+            if sandbox.files.exists("/tmp/inotify-held"):
+                break
+            time.sleep(0.25)
+        got = json.loads(sandbox.files.read("/tmp/inotify-held"))
+        assert 0 < got["held"] <= 128, got
+        assert host_root_can_watch(), f"a sandbox holding {got['held']} inotify instances starved host root"
+        # Another tenant still watches directories.
+        neighbour.files.watch_dir("/tmp").stop()
+        still_served(neighbour)
+    finally:
+        handle.kill()
+    assert host_root_can_watch()
 
 
 def test_a_cpu_bomb_leaves_the_host_and_neighbours_answering(sandbox: Sandbox, neighbour: CodeSandbox) -> None:

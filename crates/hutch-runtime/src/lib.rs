@@ -22,6 +22,7 @@ mod spawner;
 mod testutil;
 mod timing;
 mod trash;
+pub mod ucounts;
 pub mod zygote;
 
 pub use cgroup::{CgroupDriver, CgroupStats};

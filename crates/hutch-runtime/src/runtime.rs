@@ -198,6 +198,14 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
         net::install_host_rules(&cfg.net, noinet, &cfg.deny)?;
+        for (path, from, to) in crate::ucounts::raise_host_limits()? {
+            tracing::info!(
+                path,
+                from,
+                to,
+                "raised a per-user kernel limit sandboxes share"
+            );
+        }
         // Whatever an earlier run discarded and the kernel has not deleted yet.
         net::purge_discarded();
         proc::become_subreaper();

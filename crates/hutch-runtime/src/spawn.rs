@@ -318,8 +318,10 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         | Namespaces::NEWIPC;
     // This process is single-threaded (checked by the call), so the child may run ordinary
     // Rust code.
+    // The user namespace is owned by the uid root inside maps to, not by host root: its
+    // per-user kernel limits are then charged to that uid, never to the host's root.
     let fork = match &parent_userns {
-        None => hutch_sys::ns::fork_into_namespaces(flags).map_err(|e| {
+        None => hutch_sys::ns::fork_into_namespaces_owned_by(flags, req.id_base).map_err(|e| {
             RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
         })?,
         Some(ns) => fork_nested(ns, &req.rootfs, flags, req.id_count)?,
@@ -688,6 +690,9 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     // does in the background and slower than sandboxes come and go; every lookup there
     // compares them all under one lock (docs/design.md, "Creating a sandbox").
     net::setup_sandbox_side(&plan.net).map_err(|e| e.to_string())?;
+    // This sandbox's share of the per-user limits all sandboxes' namespaces are charged to
+    // together (inotify instances and watches; see crate::ucounts).
+    crate::ucounts::limit_own_namespace()?;
     run_steps(&mount_plan::proc_masks())?;
     // The parent already moved us into the sandbox's cgroup: make it our cgroup root.
     hutch_sys::ns::unshare_cgroup_namespace().map_err(|e| errno("unshare cgroup namespace", e))?;

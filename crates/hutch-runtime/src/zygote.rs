@@ -142,7 +142,8 @@ fn start(req: &ZygoteRequest) -> Result<(i32, u64)> {
         | Namespaces::NEWNET
         | Namespaces::NEWUTS
         | Namespaces::NEWIPC;
-    let child = match hutch_sys::ns::fork_into_namespaces(flags)
+    // Owned by the uid root inside maps to, as sandboxes' are (see spawn.rs).
+    let child = match hutch_sys::ns::fork_into_namespaces_owned_by(flags, req.id_base)
         .map_err(|e| RuntimeError::sys("clone (the zygote's namespaces)", e))?
     {
         Fork::Parent(pid) => handshake.parent(pid),

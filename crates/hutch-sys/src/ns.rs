@@ -31,6 +31,96 @@ pub fn fork_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
     clone_like_fork(namespaces, 0)
 }
 
+/// Like [`fork_into_namespaces`] (which must include a new user namespace), with the new
+/// user namespace owned by host uid `owner` rather than by the caller (root).
+///
+/// The kernel charges a user namespace's per-user limits (its "ucounts": inotify instances
+/// and watches, user, mount and network namespaces, and more) at every level up to the
+/// initial namespace, where they land on the namespace's owner. Owned by root, every
+/// sandbox's would count against root's own (128 inotify instances by default), and one
+/// sandbox could exhaust them for the whole host, `hutch serve` and the init system
+/// included.
+///
+/// Only for the clone, the caller's effective uid is `owner`: its capabilities are kept
+/// (`SECBIT_NO_SETUID_FIXUP`) and its filesystem uid stays 0 (its real uid), so the child
+/// keeps root's access to the host's files until it switches identities itself. The
+/// caller gets uid 0 and its secure bits back; the child starts with its secure bits
+/// cleared (exiting at once if it cannot), so nothing it runs inherits them.
+pub fn fork_into_namespaces_owned_by(namespaces: Namespaces, owner: u32) -> SysResult<Fork> {
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    let unchanged = u32::MAX as libc::c_long;
+    // The caller must be single-threaded (checked by clone_like_fork too, but before
+    // anything changes here): this thread's credentials are then the process's.
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| SysError::path("read_dir", "/proc/self/task", e))?
+        .count();
+    if threads != 1 {
+        return Err(SysError::call(
+            "clone",
+            format!("{threads} threads"),
+            Errno::BUSY,
+        ));
+    }
+    // SAFETY: prctl and the id calls below take integers and touch no memory of ours.
+    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+    if bits < 0 {
+        return Err(SysError::call(
+            "prctl",
+            "PR_GET_SECUREBITS",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let bits = bits as libc::c_ulong;
+    let restore = || {
+        // SAFETY: as above.
+        unsafe {
+            libc::syscall(libc::SYS_setresuid, unchanged, 0 as libc::c_long, unchanged);
+            libc::prctl(libc::PR_SET_SECUREBITS, bits);
+        }
+    };
+    // SAFETY: as above.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP) } != 0 {
+        return Err(SysError::call(
+            "prctl",
+            "PR_SET_SECUREBITS",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_setresuid,
+            unchanged,
+            owner as libc::c_long,
+            unchanged,
+        )
+    } != 0
+    {
+        let err = std::io::Error::last_os_error();
+        restore();
+        return Err(SysError::call("setresuid", format!("euid {owner}"), err));
+    }
+    // SAFETY: as above; setfsuid reports no error (checked by reading it back).
+    unsafe {
+        libc::syscall(libc::SYS_setfsuid, 0 as libc::c_long);
+    }
+    let fork = clone_like_fork(namespaces, 0);
+    match fork {
+        Ok(Fork::Child) => {
+            // SAFETY: as above. In the new user namespace the child holds every capability
+            // (CAP_SETPCAP included), whatever its ids are mapped to.
+            if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits) } != 0 {
+                crate::process::exit_now(126);
+            }
+            Ok(Fork::Child)
+        }
+        other => {
+            restore();
+            other
+        }
+    }
+}
+
 /// Like [`fork_into_namespaces`], but the child becomes a child of the caller's parent
 /// (`CLONE_PARENT`), which can wait for it as for its own; the caller gets its pid.
 pub fn fork_sibling_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
