@@ -198,13 +198,20 @@ impl Runtime {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
         net::install_host_rules(&cfg.net, noinet, &cfg.deny)?;
-        for (path, from, to) in crate::ucounts::raise_host_limits()? {
-            tracing::info!(
-                path,
-                from,
-                to,
-                "raised a per-user kernel limit sandboxes share"
-            );
+        // Not fatal: a host whose /proc/sys is read-only keeps its own limits (sandboxes
+        // then share the host's maxima; each still stops at its own).
+        match crate::ucounts::raise_host_limits() {
+            Ok(changed) => {
+                for (path, from, to) in changed {
+                    tracing::info!(
+                        path,
+                        from,
+                        to,
+                        "raised a per-user kernel limit sandboxes share"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not raise the host's inotify limits"),
         }
         // Whatever an earlier run discarded and the kernel has not deleted yet.
         net::purge_discarded();

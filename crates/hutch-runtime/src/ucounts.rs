@@ -67,7 +67,12 @@ pub fn raise_host_limits() -> Result<Vec<(&'static str, u64, u64)>> {
 pub fn limit_own_namespace() -> std::result::Result<(), String> {
     for (name, value) in PER_SANDBOX {
         let path = format!("/proc/sys/user/{name}");
-        std::fs::write(&path, value.to_string()).map_err(|e| format!("write {path}: {e}"))?;
+        match std::fs::write(&path, value.to_string()) {
+            Ok(()) => {}
+            // A kernel without this limit (before 4.9) has nothing to cap.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("write {path}: {e}")),
+        }
     }
     Ok(())
 }
