@@ -32,16 +32,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import stats
 from e2b_code_interpreter.code_interpreter_sync import Sandbox
 
 HERE = Path(__file__).resolve().parent
 
 
 def pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+    """The `q` percentile (0..100) of `xs`; NaN when there are none."""
+    return stats.pct(xs, q / 100) if xs else float("nan")
 
 
 def kind(e: BaseException) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -76,14 +77,49 @@ def cgroups_of(sbx: Sandbox) -> dict[str, str]:
     return {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
 
 
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
+def base_sandbox() -> Iterator[Sandbox]:
     sbx = Sandbox.create(template="base", timeout=120)
     try:
         yield sbx
     finally:
         with contextlib.suppress(Exception):
             sbx.kill()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """The sandbox an attack runs in."""
+    yield from base_sandbox()
+
+
+@pytest.fixture
+def other() -> Iterator[Sandbox]:
+    """A second sandbox: the neighbour an attack must not reach."""
+    yield from base_sandbox()
+
+
+# The start of an attack script that makes raw system calls (x86-64 numbers), so no library
+# wrapper can hide an outcome: `call(nr, *args)` answers "ok" or the errno's name, `addr` is
+# a 4 KiB scratch buffer.
+SYSCALL_PRELUDE = """
+import ctypes, errno, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+buf = ctypes.create_string_buffer(4096)
+addr = ctypes.addressof(buf)
+"""
+
+
+def wait_for_file(sbx: Sandbox, path: str) -> str:
+    """Waits (up to a minute) for a background attack to write `path`; its content."""
+    for _ in range(240):
+        if sbx.files.exists(path):
+            break
+        time.sleep(0.25)
+    return sbx.files.read(path)
 
 
 def python(sbx: Sandbox, code: str, user: str = "user") -> str:

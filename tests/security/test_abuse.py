@@ -19,7 +19,7 @@ import pytest
 from e2b import CommandExitException, Sandbox
 from e2b_code_interpreter.code_interpreter_sync import Sandbox as CodeSandbox
 
-from conftest import DATA_DIR, host_pid_of, python, record
+from conftest import DATA_DIR, host_pid_of, python, record, wait_for_file
 
 API_URL = os.environ["E2B_API_URL"]
 
@@ -164,11 +164,7 @@ time.sleep(30)
     )
     handle = sandbox.commands.run("python3 /tmp/pipes.py", background=True)
     try:
-        for _ in range(240):
-            if sandbox.files.exists("/tmp/pipes-full"):
-                break
-            time.sleep(0.25)
-        got = json.loads(sandbox.files.read("/tmp/pipes-full"))
+        got = json.loads(wait_for_file(sandbox, "/tmp/pipes-full"))
         assert got["held"] > 0, got
         still_served(neighbour)
     finally:
@@ -210,11 +206,7 @@ time.sleep(30)
     )
     handle = sandbox.commands.run("python3 /tmp/inotify.py", background=True, user="root")
     try:
-        for _ in range(240):
-            if sandbox.files.exists("/tmp/inotify-held"):
-                break
-            time.sleep(0.25)
-        got = json.loads(sandbox.files.read("/tmp/inotify-held"))
+        got = json.loads(wait_for_file(sandbox, "/tmp/inotify-held"))
         assert 0 < got["held"] <= 128, got
         assert host_root_can_watch(), f"a sandbox holding {got['held']} inotify instances starved host root"
         # Another tenant still watches directories.

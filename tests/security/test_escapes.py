@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2b import Sandbox
 
-from conftest import DATA_DIR, python
+from conftest import DATA_DIR, SYSCALL_PRELUDE, python
 
-SYSCALLS = """
-import ctypes, errno, json
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def call(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
-    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
-buf = ctypes.create_string_buffer(256)
-addr = ctypes.addressof(buf)
+SYSCALLS = (
+    SYSCALL_PRELUDE
+    + """
 got = {
     "init_module": call(175, addr, 16, addr),
     "finit_module": call(313, 0, addr, 0),
@@ -38,15 +30,7 @@ got = {
 }
 print(json.dumps(got))
 """
-
-
-@pytest.fixture
-def other() -> Iterator[Sandbox]:
-    sbx = Sandbox.create(template="base", timeout=120)
-    try:
-        yield sbx
-    finally:
-        sbx.kill()
+)
 
 
 def sandbox_ip(sbx: Sandbox) -> str:

@@ -13,24 +13,16 @@ from pathlib import Path
 
 from e2b import Sandbox
 
-from conftest import DATA_DIR, host_pid_of, python
+from conftest import DATA_DIR, SYSCALL_PRELUDE, host_pid_of, python
 
-# Every call is made with raw syscall numbers (x86-64), so no library wrapper can hide an
-# outcome; each answers "ok" or its errno name.
-SYSCALLS = """
-import ctypes, errno, json, os
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
-def call(nr, *args):
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
-    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+SYSCALLS = (
+    SYSCALL_PRELUDE
+    + """
 def s(text):
     b = ctypes.create_string_buffer(text.encode())
     KEEP.append(b)
     return ctypes.addressof(b)
 KEEP = []
-buf = ctypes.create_string_buffer(4096)
-addr = ctypes.addressof(buf)
 os.makedirs("/tmp/m", exist_ok=True)
 mnt_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x10000000, 0x00020000, 0x40000000, 0x20000000
@@ -68,6 +60,7 @@ got = {
 }
 print(json.dumps(got))
 """
+)
 
 
 def test_namespaces_mounts_keyrings_io_uring_and_file_handles_are_refused_as_root(sandbox: Sandbox) -> None:

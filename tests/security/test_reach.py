@@ -10,21 +10,11 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 from e2b import Sandbox, SandboxException
 
 from conftest import API_URL, DATA_DIR, python
-
-
-@pytest.fixture
-def other() -> Iterator[Sandbox]:
-    sbx = Sandbox.create(template="base", timeout=120)
-    try:
-        yield sbx
-    finally:
-        sbx.kill()
 
 
 def status_of(url: str, headers: dict[str, str] | None = None) -> int:

@@ -15,37 +15,29 @@
 
 use crate::error::{Result, RuntimeError};
 
-/// Each sandbox's own maxima: `(sysctl under /proc/sys/user, value)`.
-pub const PER_SANDBOX: &[(&str, u64)] = &[
-    ("max_inotify_instances", 128),
-    ("max_inotify_watches", 65_536),
+/// Each limit: its sysctl in a user namespace (under `/proc/sys/user`), the host's file of
+/// the same limit, and each sandbox's maximum.
+pub const PER_SANDBOX: &[(&str, &str, u64)] = &[
+    (
+        "max_inotify_instances",
+        "/proc/sys/fs/inotify/max_user_instances",
+        128,
+    ),
+    (
+        "max_inotify_watches",
+        "/proc/sys/fs/inotify/max_user_watches",
+        65_536,
+    ),
 ];
 
 /// How many sandboxes at their own maxima the host's limits make room for.
 pub const SANDBOX_SHARE: u64 = 1024;
 
-/// The host's maxima (in the initial namespace) of the same limits.
-const HOST: &[(&str, &str)] = &[
-    (
-        "max_inotify_instances",
-        "/proc/sys/fs/inotify/max_user_instances",
-    ),
-    (
-        "max_inotify_watches",
-        "/proc/sys/fs/inotify/max_user_watches",
-    ),
-];
-
 /// Raises the host's maxima to [`SANDBOX_SHARE`] times each sandbox's, leaving higher ones
 /// as they are. Returns what it changed, `(path, from, to)`.
 pub fn raise_host_limits() -> Result<Vec<(&'static str, u64, u64)>> {
     let mut changed = Vec::new();
-    for (name, path) in HOST {
-        let per = PER_SANDBOX
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or(0);
+    for &(_, path, per) in PER_SANDBOX {
         let want = per.saturating_mul(SANDBOX_SHARE);
         let now: u64 = std::fs::read_to_string(path)
             .map_err(|e| RuntimeError::io("read", path, e))?
@@ -55,7 +47,7 @@ pub fn raise_host_limits() -> Result<Vec<(&'static str, u64, u64)>> {
         if now < want {
             std::fs::write(path, want.to_string())
                 .map_err(|e| RuntimeError::io("write", path, e))?;
-            changed.push((*path, now, want));
+            changed.push((path, now, want));
         }
     }
     Ok(changed)
@@ -65,7 +57,7 @@ pub fn raise_host_limits() -> Result<Vec<(&'static str, u64, u64)>> {
 /// `/proc` it sees, whose `sys/user` files are those of the caller's user namespace). For a
 /// freshly cloned sandbox init, which holds every capability in its namespace.
 pub fn limit_own_namespace() -> std::result::Result<(), String> {
-    for (name, value) in PER_SANDBOX {
+    for (name, _, value) in PER_SANDBOX {
         let path = format!("/proc/sys/user/{name}");
         match std::fs::write(&path, value.to_string()) {
             Ok(()) => {}

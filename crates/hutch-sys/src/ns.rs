@@ -51,16 +51,7 @@ pub fn fork_into_namespaces_owned_by(namespaces: Namespaces, owner: u32) -> SysR
     let unchanged = u32::MAX as libc::c_long;
     // The caller must be single-threaded (checked by clone_like_fork too, but before
     // anything changes here): this thread's credentials are then the process's.
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| SysError::path("read_dir", "/proc/self/task", e))?
-        .count();
-    if threads != 1 {
-        return Err(SysError::call(
-            "clone",
-            format!("{threads} threads"),
-            Errno::BUSY,
-        ));
-    }
+    single_threaded()?;
     // SAFETY: prctl and the id calls below take integers and touch no memory of ours.
     let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
     if bits < 0 {
@@ -127,7 +118,8 @@ pub fn fork_sibling_into_namespaces(namespaces: Namespaces) -> SysResult<Fork> {
     clone_like_fork(namespaces, libc::CLONE_PARENT as u64)
 }
 
-fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
+/// Refuses (`EBUSY`) a caller with more than one thread.
+fn single_threaded() -> SysResult<()> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map_err(|e| SysError::path("read_dir", "/proc/self/task", e))?
         .count();
@@ -138,6 +130,11 @@ fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
             Errno::BUSY,
         ));
     }
+    Ok(())
+}
+
+fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
+    single_threaded()?;
     let flags = u64::from(namespaces.bits()) | extra | libc::SIGCHLD as u64;
     // SAFETY: a raw clone with a null stack behaves like fork(): the child runs on a copy of
     // our address space. The caller is single-threaded (checked above), so no lock can be

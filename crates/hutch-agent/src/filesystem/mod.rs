@@ -335,13 +335,17 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ConnectError> {
     let user = user.clone();
     tokio::task::spawn_blocking(move || {
-        let _acting = user.acting().map_err(|err| {
-            ConnectError::internal(format!("cannot act as user '{}': {err}", user.name))
-        })?;
+        let _acting = acting(&user)?;
         work()
     })
     .await
     .map_err(|err| ConnectError::internal(format!("filesystem task failed: {err}")))?
+}
+
+/// Takes on `user`'s filesystem identity on this thread until the guard drops.
+pub(super) fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, ConnectError> {
+    user.acting()
+        .map_err(|err| ConnectError::internal(format!("cannot act as user '{}': {err}", user.name)))
 }
 
 /// Resolves a request path for `user`: `~` and `~/...` are their home, relative paths are

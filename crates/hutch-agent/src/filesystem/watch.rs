@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use super::acting;
 use super::entry::{entry_info, relative_name, Names};
 use super::wire::{carries_entry, EventType, FilesystemEvent};
 use crate::connect::{Code, ConnectError};
@@ -206,12 +207,6 @@ async fn run(fd: AsyncFd<Arc<OwnedFd>>, state: Arc<Mutex<State>>, tx: mpsc::Send
             }
         }
     }
-}
-
-/// Takes on `user`'s filesystem identity on this thread until the guard drops.
-fn acting(user: &User) -> Result<hutch_sys::creds::FsIdentity, ConnectError> {
-    user.acting()
-        .map_err(|err| ConnectError::internal(format!("cannot act as user '{}': {err}", user.name)))
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
