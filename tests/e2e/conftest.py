@@ -43,21 +43,26 @@ def health() -> int:
         return 0
 
 
-def restart_server_hard() -> None:
-    """kill -9 the running server (by its pid) and start it again on the same data dir."""
+def stop_server(sig: int = signal.SIGKILL) -> None:
+    """Stops the running server (by its pid) with `sig` and waits until it is gone."""
     pid = server_pid()
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.time() + 10
+    os.kill(pid, sig)
+    deadline = time.time() + 60
     while time.time() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return
         # The server may be our grandchild's sibling; reap it if it is ours.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
-    cmd = (WORK / "server.cmd").read_text().splitlines()
+    raise RuntimeError(f"hutch serve (pid {pid}) did not stop")
+
+
+def start_server(cmd: list[str] | None = None) -> None:
+    """Starts the server (its usual command line unless `cmd`) and waits until it answers."""
+    cmd = cmd or (WORK / "server.cmd").read_text().splitlines()
     # The server keeps its own copies of these; ours are closed once it has started.
     with open(WORK / "server.out", "ab") as out, open(WORK / "server.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdout=out, stderr=log, start_new_session=True)
@@ -66,8 +71,16 @@ def restart_server_hard() -> None:
     while time.time() < deadline:
         if health() == 200:
             return
+        if proc.poll() is not None:
+            raise RuntimeError(f"hutch serve exited with {proc.returncode}; see {WORK / 'server.log'}")
         time.sleep(0.1)
-    raise RuntimeError("hutch serve did not come back after the restart")
+    raise RuntimeError("hutch serve did not answer after its start")
+
+
+def restart_server_hard() -> None:
+    """kill -9 the running server (by its pid) and start it again on the same data dir."""
+    stop_server()
+    start_server()
 
 
 def cgroup_dirs() -> list[str]:

@@ -40,12 +40,15 @@ impl SandboxPaths {
 
 /// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
 /// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
-/// layer's top directory belongs to it so that root inside owns `/`.
+/// layer's top directory belongs to it so that root inside owns `/`. With `layer_userns`,
+/// the sandbox sees the template's layers through idmapped mounts of that user namespace
+/// (see [`crate::idmap`]).
 pub(crate) fn setup(
     paths: &SandboxPaths,
     layers: &[PathBuf],
     blank: &Path,
     root_uid: u32,
+    layer_userns: Option<(&crate::idmap::IdRanges, std::os::fd::BorrowedFd<'_>)>,
     steps: &mut Steps,
 ) -> Result<()> {
     if layers.is_empty() {
@@ -74,6 +77,12 @@ pub(crate) fn setup(
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
     steps.mark("upper");
+    let mapped = match layer_userns {
+        Some((ids, ns)) => Some(ids.map_layers(layers, ns, &paths.dir)?),
+        None => None,
+    };
+    let layers = mapped.as_ref().map_or(layers, |m| &m.paths[..]);
+    steps.mark("idmap");
     let opts = plan::overlay_options(layers, &upper, &work);
     let res = hutch_sys::mount::mount(
         Some(Path::new("overlay")),
@@ -86,6 +95,9 @@ pub(crate) fn setup(
         op: format!("mount overlay ({opts}) on {}", paths.rootfs.display()),
         source: e.into(),
     });
+    if let Some(m) = mapped {
+        m.detach();
+    }
     steps.mark("overlay");
     res
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::error::{Result, RuntimeError};
+use crate::idmap::IdRanges;
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
 use crate::spawn::{ParentUserNs, SpawnRequest};
@@ -39,6 +40,9 @@ pub struct RuntimeConfig {
     pub id_base: u32,
     /// Number of ids mapped.
     pub id_count: u32,
+    /// Give every sandbox a host id range of its own (see [`crate::idmap`]) when the host
+    /// can; otherwise all use `id_base..`.
+    pub own_id_ranges: bool,
     /// Sandbox address range.
     pub net: NetConfig,
     /// Destination ranges no sandbox reaches, on top of hutch's own list
@@ -187,6 +191,8 @@ pub struct Runtime {
     trash: Trash,
     /// Runs the spawn helper.
     spawner: Spawner,
+    /// Each sandbox's host id range.
+    ids: IdRanges,
 }
 
 impl Runtime {
@@ -223,7 +229,14 @@ impl Runtime {
         // (tests' stand-ins) are run once per sandbox.
         let serve = cfg.helper.1.last().is_some_and(|a| a == "__spawn");
         let spawner = Spawner::new(cfg.helper.clone(), serve);
+        let ids = if cfg.own_id_ranges {
+            IdRanges::probe(cfg.id_base, cfg.id_count, cfg.net.slots(), &cfg.state_dir)
+        } else {
+            IdRanges::shared(cfg.id_base, cfg.id_count)
+        };
+        tracing::info!(per_sandbox = ids.per_sandbox(), "sandbox host id ranges");
         Ok(Runtime {
+            ids,
             cfg,
             cgroups,
             noinet: Mutex::new(noinet.iter().copied().collect()),
@@ -273,11 +286,14 @@ impl Runtime {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
         steps.mark("blank_image");
+        let range = self.ids.base_for_slot(spec.slot);
+        let layer_userns = self.ids.layer_userns(range)?;
         mounts::setup(
             &paths,
             &spec.template_layers,
             &blank,
-            self.cfg.id_base,
+            range,
+            layer_userns.as_deref().map(|ns| (&self.ids, ns.as_fd())),
             steps,
         )?;
         let mut limits = spec.limits.cgroup_limits();
@@ -296,8 +312,9 @@ impl Runtime {
             rootfs: paths.rootfs.clone(),
             agent_bin: self.cfg.agent_bin.clone(),
             agent_env: spec.agent_env.clone(),
-            id_base: self.cfg.id_base,
+            id_base: range,
             id_count: self.cfg.id_count,
+            nested_root_id: 1 + (range - self.ids.template_base()),
             // v1: the sandbox's init moves itself in (cheap); v2: the helper moves it.
             cgroup_procs: if self.cgroups.is_v2() {
                 self.cgroups.procs_files(&spec.id)
@@ -356,7 +373,8 @@ impl Runtime {
             layers: spec.template_layers.clone(),
             root,
             id_base: self.cfg.id_base,
-            id_count: self.cfg.id_count,
+            // Every sandbox range, since any sandbox may be nested in it.
+            id_count: self.ids.span(),
             own_id: spec.own_id,
             argv: spec.argv.clone(),
             env: spec.env.clone(),
@@ -461,13 +479,40 @@ impl Runtime {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io("mkdir", parent, e))?;
         }
+        // A layer keeps its files in the template range: a sandbox with a range of its own
+        // is copied through an idmapped view that shows its ids as the template's. Root
+        // inside owns the upper dir's top (see `mounts::setup`), whichever range it has.
+        let owner = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(&upper).map_err(|e| RuntimeError::io("stat", &upper, e))?,
+        );
+        let range = self.ids.range_of(owner);
+        let view = self.paths(id).dir.join("commit");
+        let mapped = if range == self.ids.template_base() {
+            None
+        } else {
+            let back = self.ids.back_userns(range)?;
+            std::fs::create_dir_all(&view).map_err(|e| RuntimeError::io("mkdir", &view, e))?;
+            // Attached: `cp` must see it by path.
+            Some(crate::idmap::map_layers(
+                std::slice::from_ref(&upper),
+                back.as_fd(),
+                Some(&view),
+            )?)
+        };
+        let source = mapped.as_ref().map_or(&upper, |m| &m.paths[0]);
         let out = Command::new("cp")
             .arg("-a")
             .arg("--no-target-directory")
-            .arg(&upper)
+            .arg(source)
             .arg(dest)
             .output()
-            .map_err(|e| RuntimeError::io("run cp for", dest, e))?;
+            .map_err(|e| RuntimeError::io("run cp for", dest, e));
+        if let Some(m) = mapped {
+            // Only empty directories are removed: nothing below the view is ever deleted.
+            m.detach();
+            let _ = std::fs::remove_dir(&view);
+        }
+        let out = out?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(dest);
             return Err(RuntimeError::Spawn(format!(
@@ -546,6 +591,16 @@ impl Runtime {
     /// Number of slots in the address range.
     pub fn slots(&self) -> u32 {
         self.cfg.net.slots()
+    }
+
+    /// The first host id above every sandbox's range (where zygotes' own ids may start).
+    pub fn ids_end(&self) -> u32 {
+        self.ids.template_base() + self.ids.span()
+    }
+
+    /// The first host id of the range sandboxes in slot `slot` get.
+    pub fn id_base_for_slot(&self, slot: u32) -> u32 {
+        self.ids.base_for_slot(slot)
     }
 }
 

@@ -58,6 +58,15 @@ pub struct SpawnRequest {
     /// [`crate::zygote`]) instead of the host's, so that the zygote may enter the sandbox.
     #[serde(default)]
     pub parent_userns: Option<ParentUserNs>,
+    /// With [`SpawnRequest::parent_userns`]: the id of the parent namespace root inside maps
+    /// to. A zygote maps its ids `1..` to the host's from the template range on, so a
+    /// sandbox whose range starts `k` ids above the template range's maps to `1 + k`.
+    #[serde(default = "first_nested_id")]
+    pub nested_root_id: u32,
+}
+
+fn first_nested_id() -> u32 {
+    1
 }
 
 /// A user namespace a sandbox's own is nested in, named by a process in it.
@@ -324,7 +333,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         None => hutch_sys::ns::fork_into_namespaces_owned_by(flags, req.id_base).map_err(|e| {
             RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
         })?,
-        Some(ns) => fork_nested(ns, &req.rootfs, flags, req.id_count)?,
+        Some(ns) => fork_nested(ns, &req.rootfs, flags, req.nested_root_id, req.id_count)?,
     };
     let child = match fork {
         Fork::Parent(pid) => handshake.parent(pid),
@@ -511,10 +520,16 @@ fn open_userns(owner: ParentUserNs) -> Result<fs::File> {
 /// write the new child's id maps, so an intermediate copy of us does both: it enters the
 /// rootfs directory (while it can still walk the host's path to it), joins `userns` as its
 /// root, clones the child as our sibling-made-child (`CLONE_PARENT`), maps the child's ids
-/// through the zygote's (`0 1 count`: root inside is the zygote's id 1, which is
+/// through the zygote's (`0 root_id count`: [`SpawnRequest::nested_root_id`], which is
 /// [`SpawnRequest::id_base`] on the host) and exits. The child starts in the rootfs and
 /// mounts it from there ([`hutch_sys::ns::bind_cwd_onto_itself`]).
-fn fork_nested(userns: &fs::File, rootfs: &Path, flags: Namespaces, id_count: u32) -> Result<Fork> {
+fn fork_nested(
+    userns: &fs::File,
+    rootfs: &Path,
+    flags: Namespaces,
+    root_id: u32,
+    id_count: u32,
+) -> Result<Fork> {
     let (rep_r, rep_w) = pipe()?;
     let fork = hutch_sys::ns::fork_into_namespaces(Namespaces::empty())
         .map_err(|e| RuntimeError::sys("fork", e))?;
@@ -535,7 +550,7 @@ fn fork_nested(userns: &fs::File, rootfs: &Path, flags: Namespaces, id_count: u3
         Fork::Child => {
             drop(rep_r);
             let mut rep = fs::File::from(rep_w);
-            match clone_nested(userns, rootfs, flags, id_count) {
+            match clone_nested(userns, rootfs, flags, root_id, id_count) {
                 Ok(Fork::Child) => Ok(Fork::Child),
                 Ok(Fork::Parent(pid)) => {
                     let _ = rep.write_all(format!("P {pid}").as_bytes());
@@ -555,6 +570,7 @@ fn clone_nested(
     userns: &fs::File,
     rootfs: &Path,
     flags: Namespaces,
+    root_id: u32,
     id_count: u32,
 ) -> Result<Fork> {
     hutch_sys::ns::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir into the rootfs", e))?;
@@ -573,7 +589,7 @@ fn clone_nested(
         )
     })?;
     if let Fork::Parent(pid) = fork {
-        if let Err(e) = write_id_maps(pid, &id_map_line(1, id_count)) {
+        if let Err(e) = write_id_maps(pid, &id_map_line(root_id, id_count)) {
             let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
             return Err(e);
         }

@@ -236,6 +236,7 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         agent_bin: cfg.agent_bin.clone(),
         id_base: ID_BASE,
         id_count: hutch_template::SANDBOX_ID_COUNT,
+        own_id_ranges: true,
         net: cfg.net,
         deny: cfg.deny.clone(),
         cgroup_parent: "hutch".into(),

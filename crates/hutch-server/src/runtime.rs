@@ -60,6 +60,9 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Number of slots.
     fn slots(&self) -> u32;
 
+    /// The first host id above every sandbox's id range: zygotes' own ids start there.
+    fn ids_end(&self) -> u32;
+
     /// Where per-sandbox and template state lives (`<data>`).
     fn state_dir(&self) -> &Path;
 
@@ -137,6 +140,10 @@ impl SandboxRuntime for Runtime {
 
     fn slots(&self) -> u32 {
         Runtime::slots(self)
+    }
+
+    fn ids_end(&self) -> u32 {
+        Runtime::ids_end(self)
     }
 
     fn state_dir(&self) -> &Path {

@@ -1,5 +1,6 @@
 //! Mounting and unmounting.
 
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::io::Result;
@@ -60,6 +61,66 @@ pub fn unmount(target: &Path, flags: u32) -> Result<()> {
 /// is cleaned up once nothing uses it.
 pub fn detach(target: &Path) -> Result<()> {
     rustix::mount::unmount(target, UnmountFlags::DETACH)
+}
+
+/// A detached copy of the mount at `src` (only `src`'s subtree, not what is mounted below
+/// it) whose files show their owners through the id maps of user namespace `userns`: a
+/// file owned by id `k` on disk appears owned by the host id that `k`, read as an id inside
+/// `userns`, maps to (ids `userns` does not map appear as the overflow id and cannot be
+/// written). Attach it with [`attach`]; dropping the descriptor of an unattached copy
+/// releases it.
+pub fn clone_idmapped(src: &Path, userns: BorrowedFd<'_>) -> Result<OwnedFd> {
+    use rustix::mount::{open_tree, OpenTreeFlags};
+    let tree = open_tree(
+        rustix::fs::CWD,
+        src,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )?;
+    // `struct mount_attr` of mount_setattr(2) (rustix has no wrapper).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: the path is a NUL-terminated empty string, `attr` lives across the call and
+    // its size is passed; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    Ok(tree)
+}
+
+/// Attaches a detached mount (from [`clone_idmapped`]) on `target`.
+pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> Result<()> {
+    use rustix::mount::{move_mount, MoveMountFlags};
+    move_mount(
+        tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
 /// The `ST_*` flags (`statvfs(2)`'s `f_flag`) of the filesystem `path` is on: what a

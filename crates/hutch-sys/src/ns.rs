@@ -151,6 +151,45 @@ fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
     }
 }
 
+/// A new user namespace, owned by the caller, whose uid and gid maps are both `map` (lines
+/// of `inside outside count`), held only by the returned descriptor. Unlike the `fork_*`
+/// calls it works in a multi-threaded process: the short-lived child that carries the
+/// namespace only waits to be killed.
+pub fn user_namespace_with_maps(map: &str) -> SysResult<std::os::fd::OwnedFd> {
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64;
+    // SAFETY: a raw clone with a null stack behaves like fork(). The caller may have other
+    // threads, so the child makes no call that could take a lock or allocate: it only
+    // pauses (async-signal-safe) until the SIGKILL below.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid == 0 {
+        loop {
+            // SAFETY: pause takes nothing and is async-signal-safe.
+            unsafe { libc::pause() };
+        }
+    }
+    if pid < 0 {
+        return Err(SysError::call(
+            "clone",
+            "CLONE_NEWUSER",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let pid = pid as i32;
+    let result = (|| {
+        for f in ["uid_map", "gid_map"] {
+            let p = format!("/proc/{pid}/{f}");
+            std::fs::write(&p, map).map_err(|e| SysError::path("write", &p, e))?;
+        }
+        let p = format!("/proc/{pid}/ns/user");
+        std::fs::File::open(&p)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| SysError::path("open", &p, e))
+    })();
+    let _ = crate::signal::kill(pid, crate::signal::Signal::KILL);
+    let _ = crate::process::wait_for(pid);
+    result
+}
+
 /// Moves the calling thread into the network namespace `ns` (an open `/proc/<pid>/ns/net`).
 ///
 /// Only the calling thread moves: callers use a dedicated thread, or a single-threaded process.

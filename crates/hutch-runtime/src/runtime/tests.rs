@@ -22,6 +22,7 @@ fn request() -> SpawnRequest {
         no_new_privs: true,
         log_file: None,
         parent_userns: None,
+        nested_root_id: 1,
     }
 }
 

@@ -107,6 +107,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         no_new_privs: false,
         log_file: None,
         parent_userns: None,
+        nested_root_id: 1,
     };
     let json = serde_json::to_value(&req).expect("serialize");
     for key in [

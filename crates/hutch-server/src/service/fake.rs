@@ -242,6 +242,10 @@ impl SandboxRuntime for FakeRuntime {
         self.net.slots()
     }
 
+    fn ids_end(&self) -> u32 {
+        hutch_template::SANDBOX_ID_BASE + hutch_template::SANDBOX_ID_COUNT
+    }
+
     fn state_dir(&self) -> &Path {
         &self.state_dir
     }

@@ -133,7 +133,7 @@ pub struct Service {
     zygotes: Arc<crate::zygote::Zygotes>,
 }
 
-/// Host ids for zygotes' roots, right above the sandboxes' range (reused in turn).
+/// Host ids for zygotes' roots, right above every sandbox's range (reused in turn).
 const ZYGOTE_IDS: u32 = 4096;
 
 /// Cold starts (spawn until the agent answers) allowed at once, per CPU of the host.
@@ -169,6 +169,7 @@ impl Service {
         http: crate::agent_http::HttpClient,
         readiness: Arc<dyn AgentReadiness>,
     ) -> Arc<Self> {
+        let ids_end = runtime.ids_end();
         let svc = Arc::new(Service {
             runtime,
             store,
@@ -181,10 +182,7 @@ impl Service {
             readiness,
             pools: Arc::new(pool::Pools::default()),
             cold_gate: tokio::sync::Semaphore::new(cold_starts()),
-            zygotes: Arc::new(crate::zygote::Zygotes::new(
-                hutch_template::SANDBOX_ID_BASE + hutch_template::SANDBOX_ID_COUNT,
-                ZYGOTE_IDS,
-            )),
+            zygotes: Arc::new(crate::zygote::Zygotes::new(ids_end, ZYGOTE_IDS)),
         });
         svc.recover(records);
         svc
