@@ -10,6 +10,7 @@ its outcome is checked where it would show: inside the sandbox and on the host.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -36,14 +37,22 @@ def hutch(*args: str) -> str:
     return out.stdout
 
 
-def api(key: str, method: str, path: str, body: object = None) -> tuple[int, object]:
-    """One call to hutch's E2B API; the status and the decoded JSON answer."""
+def key_id(key: str) -> str:
+    """The id hutch gives a key (`hutch keys list`): the start of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def api(
+    key: str, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+) -> tuple[int, object]:
+    """One call to hutch's E2B API (with `headers` besides the key); the status and the
+    decoded JSON answer."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
         API_URL + path,
         data=data,
         method=method,
-        headers={"X-API-KEY": key, "Content-Type": "application/json"},
+        headers={"X-API-KEY": key, "Content-Type": "application/json", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:

@@ -13,7 +13,9 @@ It runs as a team of its own (a non-admin key with a small sandbox limit), in pa
    team's limit; then 429s);
 3. the calls that end a sandbox (`DELETE`, `timeout`), on a sandbox of their own;
 4. `/pools` with the admin key, on a template name that does not exist (sizing a real
-   pool from random numbers could start a thousand sandboxes).
+   pool from random numbers could start a thousand sandboxes);
+5. the key API with the admin key, on the team itself and a spare key of it (never the
+   keys the passes use).
 Whatever the passes created is removed at the end, and the server must still answer.
 
 `HUTCH_FUZZ_EXAMPLES` sets the examples per operation (default 25); `HUTCH_FUZZ_SEED`
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_URL, api, hutch
+from conftest import API_URL, api, hutch, key_id
 
 SCHEMATHESIS = os.environ.get("HUTCH_SCHEMATHESIS", "")
 EXAMPLES = os.environ.get("HUTCH_FUZZ_EXAMPLES", "25")
@@ -69,6 +71,11 @@ def fuzzer(tmp_path: Path) -> Iterator[Fuzzer]:
         status, templates = api(key, "GET", "/templates")
         for t in templates if status == 200 and isinstance(templates, list) else []:
             api(key, "DELETE", f"/templates/{t['templateID']}")
+        # Keys pass 5 made, then the passes' own.
+        status, keys = api(admin_key, "GET", "/api-keys")
+        for k in keys if status == 200 and isinstance(keys, list) else []:
+            if k["id"] not in (key_id(key), key_id(admin_key)):
+                api(admin_key, "DELETE", f"/api-keys/{k['id']}")
         for k in (key, admin_key):
             with contextlib.suppress(subprocess.CalledProcessError):
                 hutch("keys", "revoke", k)
@@ -158,6 +165,12 @@ def test_schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
     # 4: the operator's pool endpoints, on a template that does not exist.
     pools = {"path.template": "no-such-template-fuzzed"}
     schemathesis(fuzzer, "pools", fuzzer.admin_key, pools, "--include-path-regex", "^/pools")
+
+    # 5: the key API, on the team and a spare key of it.
+    spare = hutch("keys", "create", "--name", "spare", "--team", fuzzer.team).strip().splitlines()[-1]
+    keys = {"path.apiKeyID": key_id(spare), "path.teamID": fuzzer.team, "header.X-Team-ID": fuzzer.team}
+    schemathesis(fuzzer, "api-keys", fuzzer.admin_key, keys, "--include-path-regex", "api-keys")
+    assert api(fuzzer.key, "GET", "/v2/sandboxes")[0] == 200, "the pass revoked a key it was not given"
 
     # The server answers as before, and the fuzzing left no sandbox behind it could not end.
     with urllib.request.urlopen(f"{API_URL}/health", timeout=10) as r:

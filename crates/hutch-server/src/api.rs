@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Extension;
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -131,6 +131,27 @@ fn control_plane(state: AppState) -> Router {
                 .route(
                     "/pools/{template}",
                     get(crate::pool_api::get_one).put(crate::pool_api::put),
+                )
+                .route_layer(middleware::from_fn(require_admin)),
+        )
+        .merge(
+            // Minting and revoking keys is the operator's (E2B's API keys cannot either).
+            Router::new()
+                .route(
+                    "/api-keys",
+                    get(crate::keys_api::list).post(crate::keys_api::create),
+                )
+                .route(
+                    "/api-keys/{id}",
+                    patch(crate::keys_api::rename).delete(crate::keys_api::delete),
+                )
+                .route(
+                    "/admin/teams/{team}/api-keys",
+                    post(crate::keys_api::admin_create),
+                )
+                .route(
+                    "/admin/teams/{team}/api-keys/{id}",
+                    delete(crate::keys_api::admin_delete),
                 )
                 .route_layer(middleware::from_fn(require_admin)),
         )

@@ -6,6 +6,7 @@ pub mod agent_http;
 pub mod api;
 pub mod api_error;
 pub mod builds;
+pub mod keys_api;
 pub mod listen;
 pub mod openapi;
 pub mod pool_api;

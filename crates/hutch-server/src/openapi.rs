@@ -219,7 +219,7 @@ fn components() -> Value {
             }
         }
     });
-    json!({
+    let mut c = json!({
         "securitySchemes": {
             "ApiKeyAuth": { "type": "apiKey", "in": "header", "name": "X-API-KEY" },
             "BearerAuth": { "type": "http", "scheme": "bearer" }
@@ -459,6 +459,58 @@ fn components() -> Value {
                 }
             }
         }
+    });
+    if let (Some(schemas), Value::Object(keys)) = (c["schemas"].as_object_mut(), key_schemas()) {
+        schemas.extend(keys);
+    }
+    c
+}
+
+/// The schemas of the key API (kept apart: one `json!` of everything is too deep).
+fn key_schemas() -> Value {
+    json!({
+        "KeyName": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": { "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" }
+            }
+        },
+        "IdentifierMaskingDetails": {
+            "type": "object",
+            "required": ["prefix", "valueLength", "maskedValuePrefix", "maskedValueSuffix"],
+            "properties": {
+                "prefix": { "type": "string" },
+                "valueLength": { "type": "integer", "minimum": 0 },
+                "maskedValuePrefix": { "type": "string" },
+                "maskedValueSuffix": { "type": "string" }
+            }
+        },
+        "TeamAPIKey": {
+            "type": "object",
+            "required": ["id", "name", "mask", "createdAt"],
+            "properties": {
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "mask": { "$ref": "#/components/schemas/IdentifierMaskingDetails" },
+                "createdAt": { "type": "string", "format": "date-time" },
+                "createdBy": { "type": "null", "description": "hutch has no users" },
+                "lastUsed": { "type": "null", "description": "Not tracked" }
+            }
+        },
+        "CreatedTeamAPIKey": {
+            "type": "object",
+            "required": ["id", "key", "name", "mask", "createdAt"],
+            "properties": {
+                "id": { "type": "string" },
+                "key": { "type": "string", "description": "The key itself, shown this once" },
+                "name": { "type": "string" },
+                "mask": { "$ref": "#/components/schemas/IdentifierMaskingDetails" },
+                "createdAt": { "type": "string", "format": "date-time" },
+                "createdBy": { "type": "null" },
+                "lastUsed": { "type": "null" }
+            }
+        }
     })
 }
 
@@ -665,6 +717,58 @@ pub fn document() -> Value {
             ])
         }
     });
+    let team_header = json!({
+        "name": "X-Team-ID", "in": "header", "required": false,
+        "description": "Another team's keys (default: the admin key's own team)",
+        "schema": { "type": "string" }
+    });
+    let key_id = path_param("apiKeyID", "A key's id (`hutch keys list`)");
+    let team_param = path_param("teamID", "A team's name");
+    let no_team = ("404", "No such team");
+    let api_keys = json!({
+        "get": {
+            "operationId": "listTeamApiKeys",
+            "summary": "The team's unrevoked keys, masked (admin keys only)",
+            "parameters": [team_header.clone()],
+            "responses": responses(&[("200", body("The keys", json!({ "type": "array", "items": schema("TeamAPIKey") })))], &[admin[0], no_team])
+        },
+        "post": {
+            "operationId": "createTeamApiKey",
+            "summary": "A new key of the team; the answer is the only time it is shown (admin keys only)",
+            "parameters": [team_header.clone()],
+            "requestBody": json_body(schema("KeyName"), true),
+            "responses": responses(&[("201", body("The new key", schema("CreatedTeamAPIKey")))], &[admin[0], no_team])
+        }
+    });
+    let api_key = json!({
+        "patch": {
+            "operationId": "renameTeamApiKey",
+            "parameters": [key_id.clone(), team_header.clone()],
+            "requestBody": json_body(schema("KeyName"), true),
+            "responses": responses(&[("200", no_content("Renamed"))], &[admin[0], ("404", "No such team, or no such key in it")])
+        },
+        "delete": {
+            "operationId": "deleteTeamApiKey",
+            "summary": "Revokes a key: requests with it are refused from then on",
+            "parameters": [key_id.clone(), team_header],
+            "responses": responses(&[("204", no_content("Revoked"))], &[admin[0], ("404", "No such team, or no such key in it")])
+        }
+    });
+    let admin_keys = json!({
+        "post": {
+            "operationId": "adminCreateTeamApiKey",
+            "parameters": [team_param.clone()],
+            "requestBody": json_body(schema("KeyName"), true),
+            "responses": responses(&[("201", body("The new key", schema("CreatedTeamAPIKey")))], &[admin[0], no_team])
+        }
+    });
+    let admin_key = json!({
+        "delete": {
+            "operationId": "adminDeleteTeamApiKey",
+            "parameters": [team_param, key_id],
+            "responses": responses(&[("204", no_content("Revoked"))], &[admin[0], ("404", "No such team, or no such key in it")])
+        }
+    });
     let v3_templates = json!({
         "post": {
             "operationId": "requestTemplateBuild",
@@ -781,6 +885,10 @@ pub fn document() -> Value {
             "/sandboxes/{sandboxID}/metrics": metrics,
             "/pools": pools,
             "/pools/{template}": pool,
+            "/api-keys": api_keys,
+            "/api-keys/{apiKeyID}": api_key,
+            "/admin/teams/{teamID}/api-keys": admin_keys,
+            "/admin/teams/{teamID}/api-keys/{apiKeyID}": admin_key,
             "/v3/templates": v3_templates,
             "/templates": templates,
             "/templates/{templateID}": template,

@@ -61,6 +61,9 @@ pub struct ApiKeyInfo {
     pub team: String,
     /// Whether the key sees every team's sandboxes and templates.
     pub admin: bool,
+    /// Its length in characters (None for keys stored before it was kept).
+    #[serde(default)]
+    pub key_length: Option<usize>,
 }
 
 /// A team: the owner of sandboxes and templates, with the keys that act for it.
@@ -122,8 +125,9 @@ pub struct Store {
 }
 
 /// 2 added `api_keys.max_sandboxes`; 3 added `templates` (user-built templates); 4 added
-/// `teams` and each key's team and admin flag (keys from before belong to the default team).
-const SCHEMA_VERSION: i64 = 4;
+/// `teams` and each key's team and admin flag (keys from before belong to the default team);
+/// 5 added `api_keys.key_length`.
+const SCHEMA_VERSION: i64 = 5;
 
 /// The id of `key`: the start of its hash, stable and safe to show.
 pub fn key_id(key: &str) -> String {
@@ -215,6 +219,10 @@ impl Store {
                  ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
+        // Version 5 remembers each key's length, for the masks the key API shows.
+        if !has_column(&conn, "api_keys", "key_length")? {
+            conn.execute_batch("ALTER TABLE api_keys ADD COLUMN key_length INTEGER")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -251,9 +259,9 @@ impl Store {
         }
         let id = key_id(key);
         self.conn().execute(
-            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at, max_sandboxes, team, admin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339(), max_sandboxes, team, admin],
+            "INSERT OR IGNORE INTO api_keys (id, hash, mask, name, created_at, max_sandboxes, team, admin, key_length)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![id, hash_key(key), mask(key), name, Utc::now().to_rfc3339(), max_sandboxes, team, admin, key.len()],
         )?;
         Ok(id)
     }
@@ -329,7 +337,7 @@ impl Store {
     pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>> {
         let conn = self.conn();
         let mut st = conn.prepare(
-            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes, team, admin FROM api_keys ORDER BY created_at DESC",
+            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes, team, admin, key_length FROM api_keys ORDER BY created_at DESC",
         )?;
         let rows = st.query_map([], |r| {
             let created: String = r.get(3)?;
@@ -347,9 +355,37 @@ impl Store {
                 max_sandboxes: r.get(5)?,
                 team: r.get(6)?,
                 admin: r.get(7)?,
+                key_length: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The unrevoked keys of `team`, newest first.
+    pub fn team_keys(&self, team: &str) -> Result<Vec<ApiKeyInfo>> {
+        Ok(self
+            .list_keys()?
+            .into_iter()
+            .filter(|k| k.team == team && k.revoked_at.is_none())
+            .collect())
+    }
+
+    /// Renames the unrevoked key `id` of `team`; false when it has no such key.
+    pub fn rename_key(&self, team: &str, id: &str, name: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE api_keys SET name = ?3 WHERE id = ?2 AND team = ?1 AND revoked_at IS NULL",
+            params![team, id, name],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Revokes the key `id` of `team`; false when it has no such unrevoked key.
+    pub fn revoke_team_key(&self, team: &str, id: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE api_keys SET revoked_at = ?3 WHERE id = ?2 AND team = ?1 AND revoked_at IS NULL",
+            params![team, id, Utc::now().to_rfc3339()],
+        )?;
+        Ok(n > 0)
     }
 
     /// Number of unrevoked keys.
