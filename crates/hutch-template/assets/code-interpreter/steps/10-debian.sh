@@ -1,4 +1,4 @@
-# From Debian's archive: Node.js and npm (npm installs Deno below, and users
+# From Debian's archive: Node.js and npm (npm fetches Deno below, and users
 # expect node and npm in the sandbox), R with IRkernel for the r kernel, and a
 # JDK for the java kernel (JJava runs JShell, which only the JDK has).
 apt-get update -q
