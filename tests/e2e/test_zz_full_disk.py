@@ -18,7 +18,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2b import Sandbox
 
 from conftest import API_URL, WORK, start_server, stop_server
@@ -49,9 +48,10 @@ def free_mb(path: Path) -> int:
     return st.f_bavail * st.f_frsize >> 20
 
 
-@pytest.fixture
-def small_server() -> Iterator[Path]:
-    """The shared server stopped, a second one on a 768 MiB data filesystem; undone after."""
+@contextlib.contextmanager
+def small_server(*extra: str) -> Iterator[Path]:
+    """The shared server stopped, a second one (with `extra` options) on a 768 MiB data
+    filesystem; undone after."""
     image = WORK / "small-data.img"
     mnt = WORK / "small-data"
     mnt.mkdir(exist_ok=True)
@@ -63,7 +63,7 @@ def small_server() -> Iterator[Path]:
     shared_cmd = (WORK / "server.cmd").read_text().splitlines()
     cmd = list(shared_cmd)
     cmd[cmd.index("--data-dir") + 1] = str(mnt / "data")
-    cmd += ["--sandbox-disk-mb", str(DISK_MB), "--zygotes", "off"]
+    cmd += ["--sandbox-disk-mb", str(DISK_MB), "--zygotes", "off", *extra]
     cmd += ["--pool", "code-interpreter-v1=0", "--pool", "base=0"]
     stop_server(signal.SIGTERM)
     try:
@@ -83,8 +83,12 @@ def small_server() -> Iterator[Path]:
         start_server(shared_cmd)
 
 
-def test_a_full_data_disk_refuses_creates_clearly_and_recovers(small_server: Path) -> None:
-    mnt = small_server
+def test_a_full_data_disk_refuses_creates_clearly_and_recovers() -> None:
+    with small_server() as mnt:
+        full_disk(mnt)
+
+
+def full_disk(mnt: Path) -> None:
     running = Sandbox.create(template="base", timeout=300)
     running.files.write("/home/user/before.txt", "kept")
     filler = mnt / "filler"
@@ -129,3 +133,23 @@ def test_a_full_data_disk_refuses_creates_clearly_and_recovers(small_server: Pat
     again = Sandbox.connect(str(body["sandboxID"]))
     assert again.commands.run("echo back").stdout.strip() == "back"
     again.kill()
+
+
+def test_with_an_overcommit_ratio_creates_stop_before_the_disks_could_fill_the_host() -> None:
+    # Ratio 1: the sandboxes' disks together may never be able to outgrow the free space.
+    with small_server("--disk-overcommit", "1"):
+        made: list[str] = []
+        status, body = 201, dict[str, object]()
+        while status == 201 and len(made) < 40:
+            status, body = create()
+            if status == 201:
+                made.append(str(body["sandboxID"]))
+        # About 740 MiB free, 64 MiB disks: roughly a dozen, far fewer than 40.
+        print(f"{len(made)} sandboxes of {DISK_MB} MiB before the refusal: {body}")
+        assert 2 <= len(made) < 40, len(made)
+        assert status == 503 and body.get("code") == 503, (status, body)
+        assert "--disk-overcommit" in str(body.get("message")), body
+        # One ends: the next create fits again.
+        Sandbox.kill(made.pop())
+        status, body = create()
+        assert status == 201, (status, body)

@@ -593,6 +593,30 @@ impl Runtime {
         self.cfg.net.slots()
     }
 
+    /// Bytes the sandbox disks mounted on this host may still take (their free space), read
+    /// from each one's filesystem; a sandbox whose disk is not mounted yet counts nothing.
+    pub fn disks_unfilled(&self) -> u64 {
+        let dir = self.cfg.state_dir.join("sandboxes");
+        let Ok(host) = std::fs::metadata(&dir) else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let disk = e.path().join("disk");
+                let meta = std::fs::metadata(&disk).ok()?;
+                // Not mounted: still the data directory's filesystem.
+                (std::os::unix::fs::MetadataExt::dev(&meta)
+                    != std::os::unix::fs::MetadataExt::dev(&host))
+                .then(|| hutch_sys::mount::free(&disk).ok())
+                .flatten()
+            })
+            .sum()
+    }
+
     /// The first host id above every sandbox's range (where zygotes' own ids may start).
     pub fn ids_end(&self) -> u32 {
         self.ids.template_base() + self.ids.span()

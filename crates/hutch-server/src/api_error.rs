@@ -49,6 +49,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::NoSlot { .. }
         | ServiceError::Busy { .. }
         | ServiceError::DiskFull { .. }
+        | ServiceError::DiskOvercommitted { .. }
         | ServiceError::Runtime {
             source: hutch_runtime::RuntimeError::Exhausted(_),
             ..

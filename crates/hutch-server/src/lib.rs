@@ -81,6 +81,9 @@ pub struct ServeConfig {
     pub max_cpus: u32,
     /// The most memory (MiB) a template may give its sandboxes (`--max-template-memory-mb`).
     pub max_memory_mb: u64,
+    /// How far the sandboxes' disks together may overcommit the data disk
+    /// (`--disk-overcommit`); None = no such check.
+    pub disk_overcommit: Option<f64>,
     /// Sandbox address range.
     pub net: NetConfig,
     /// Destination ranges no sandbox reaches besides hutch's own list (`--deny-cidr`).
@@ -143,6 +146,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
             limits: cfg.limits,
             max_cpus: cfg.max_cpus.max(cfg.limits.cpus),
             max_memory_mb: cfg.max_memory_mb.max(cfg.limits.memory_mb),
+            disk_overcommit: cfg.disk_overcommit,
         };
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || {

@@ -63,6 +63,9 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// The first host id above every sandbox's id range: zygotes' own ids start there.
     fn ids_end(&self) -> u32;
 
+    /// Bytes the disks of the sandboxes on this host (pooled ones included) may still take.
+    fn disks_unfilled(&self) -> u64;
+
     /// Where per-sandbox and template state lives (`<data>`).
     fn state_dir(&self) -> &Path;
 
@@ -144,6 +147,10 @@ impl SandboxRuntime for Runtime {
 
     fn ids_end(&self) -> u32 {
         Runtime::ids_end(self)
+    }
+
+    fn disks_unfilled(&self) -> u64 {
+        Runtime::disks_unfilled(self)
     }
 
     fn state_dir(&self) -> &Path {

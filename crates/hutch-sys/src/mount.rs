@@ -137,6 +137,12 @@ pub fn usage(path: &Path) -> Result<(u64, u64)> {
     Ok((total.saturating_sub(free), total))
 }
 
+/// Free bytes of the filesystem `path` is on (reserved blocks included).
+pub fn free(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bfree * st.f_frsize)
+}
+
 /// Bytes an unprivileged writer may still use on the filesystem `path` is on.
 pub fn available(path: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(path)?;

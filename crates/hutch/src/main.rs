@@ -90,6 +90,11 @@ struct ServeArgs {
     /// Disk (writable layer) of each sandbox, MiB.
     #[arg(long, default_value_t = 4096)]
     sandbox_disk_mb: u64,
+    /// Refuse a create (503) when what every sandbox's disk may still take, plus the new
+    /// disk, exceeds RATIO times the data disk's free space (1 = no overcommit). Off by
+    /// default: disks are sparse, and each create only checks that its own disk fits.
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    disk_overcommit: Option<f64>,
     /// The most CPUs a template may give its sandboxes (`cpuCount`); 0 = this host's CPUs.
     /// Teams can have lower limits (`hutch teams create --max-cpu`).
     #[arg(long, default_value_t = 0)]
@@ -135,6 +140,13 @@ struct ServeArgs {
     /// kernel's modules imported already (`off`: every sandbox boots its own interpreter).
     #[arg(long, env = "HUTCH_ZYGOTES", default_value = "on", value_parser = ["on", "off"])]
     zygotes: String,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 fn parse_pool(s: &str) -> Result<(String, hutch_server::service::pool::PoolSize), String> {
@@ -255,6 +267,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
             0 => host_memory_mb(),
             n => n,
         },
+        disk_overcommit: a.disk_overcommit,
         net: parse_cidr(&a.sandbox_cidr)?,
         deny: a
             .deny_cidrs

@@ -243,7 +243,24 @@ impl Service {
                 free_mb: free >> 20,
                 needed_mb: disk_mb,
             }),
-            Ok(_) => Ok(()),
+            Ok(free) => match self.defaults.disk_overcommit {
+                // With an operator's ratio, what every sandbox's disk may still take
+                // counts too (read from the mounted disks: O(sandboxes) statfs calls).
+                Some(ratio) => {
+                    let promised_mb = self.runtime.disks_unfilled() >> 20;
+                    let free_mb = free >> 20;
+                    if (promised_mb + disk_mb) as f64 > ratio * free_mb as f64 {
+                        return Err(ServiceError::DiskOvercommitted {
+                            free_mb,
+                            promised_mb,
+                            needed_mb: disk_mb,
+                            ratio,
+                        });
+                    }
+                    Ok(())
+                }
+                None => Ok(()),
+            },
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot read the free disk space");
                 Ok(())

@@ -216,6 +216,24 @@ pub enum ServiceError {
         /// The sandbox's disk size in MiB.
         needed_mb: u64,
     },
+    /// The sandboxes' disks together could grow past what the operator lets them promise
+    /// of the data disk's free space (503).
+    #[error(
+        "not enough free disk space on the host for another sandbox: the sandboxes' disks \
+         may still grow by {promised_mb} MiB and this one by {needed_mb} MiB, and \
+         --disk-overcommit {ratio} lets them promise at most {ratio}x the {free_mb} MiB \
+         free; try again once sandboxes have ended"
+    )]
+    DiskOvercommitted {
+        /// MiB free on the data directory's filesystem.
+        free_mb: u64,
+        /// MiB the existing sandboxes' disks may still grow by.
+        promised_mb: u64,
+        /// The new sandbox's disk size in MiB.
+        needed_mb: u64,
+        /// The operator's ratio.
+        ratio: f64,
+    },
     /// The caller's key holds as many sandboxes as it may (429).
     #[error(
         "Rate limit exceeded: this API key may hold at most {max} sandboxes at once \

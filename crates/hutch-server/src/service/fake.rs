@@ -76,6 +76,8 @@ pub struct FakeRuntime {
     state: Mutex<State>,
     state_dir: PathBuf,
     net: NetConfig,
+    /// What [`SandboxRuntime::disks_unfilled`] answers.
+    pub disks_unfilled: std::sync::atomic::AtomicU64,
 }
 
 impl FakeRuntime {
@@ -93,6 +95,7 @@ impl FakeRuntime {
                 base: Ipv4Addr::new(10, 11, 0, 0),
                 prefix,
             },
+            disks_unfilled: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -246,6 +249,11 @@ impl SandboxRuntime for FakeRuntime {
         hutch_template::SANDBOX_ID_BASE + hutch_template::SANDBOX_ID_COUNT
     }
 
+    fn disks_unfilled(&self) -> u64 {
+        self.disks_unfilled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn state_dir(&self) -> &Path {
         &self.state_dir
     }
@@ -372,11 +380,26 @@ impl Harness {
         Self::recovering(slots, Vec::new(), |_| {})
     }
 
+    /// A harness whose creates also check the sandboxes' disks against `ratio` times the
+    /// free space (`--disk-overcommit`).
+    pub fn with_disk_overcommit(slots: u32, ratio: f64) -> Self {
+        Self::build(slots, Vec::new(), |_| {}, Some(ratio))
+    }
+
     /// A harness whose service starts from `records`, after `setup` prepared the runtime.
     pub fn recovering(
         slots: u32,
         records: Vec<SandboxRecord>,
         setup: impl FnOnce(&FakeRuntime),
+    ) -> Self {
+        Self::build(slots, records, setup, None)
+    }
+
+    fn build(
+        slots: u32,
+        records: Vec<SandboxRecord>,
+        setup: impl FnOnce(&FakeRuntime),
+        disk_overcommit: Option<f64>,
     ) -> Self {
         let dir = TempDir::new();
         let rt = Arc::new(FakeRuntime::new(&dir.0, slots));
@@ -399,6 +422,7 @@ impl Harness {
                 limits: LIMITS,
                 max_cpus: 64,
                 max_memory_mb: 262_144,
+                disk_overcommit,
             },
             records,
             crate::agent_http::client(),

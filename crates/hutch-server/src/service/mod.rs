@@ -59,6 +59,9 @@ pub struct SandboxDefaults {
     pub max_cpus: u32,
     /// The most memory (MiB) any sandbox gets, whatever its template asks for.
     pub max_memory_mb: u64,
+    /// How many times the data disk's free space the sandboxes' disks may still grow by
+    /// together (`--disk-overcommit`); None = only each new disk must fit.
+    pub disk_overcommit: Option<f64>,
 }
 
 /// One live sandbox.

@@ -129,6 +129,7 @@ async fn create_while_the_defaults_build_is_unavailable() {
             limits: LIMITS,
             max_cpus: 64,
             max_memory_mb: 262_144,
+            disk_overcommit: None,
         },
         Vec::new(),
         crate::agent_http::client(),
@@ -592,6 +593,33 @@ async fn a_sandbox_whose_disk_could_not_be_filled_on_the_host_is_refused() {
             && msg.contains(&format!("its disk may grow to {huge} MiB")),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn with_an_overcommit_ratio_what_every_disk_may_still_take_counts() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let h = Harness::with_disk_overcommit(2, 1.0);
+    let free_mb = hutch_sys::mount::available(h.dir.0.as_path()).unwrap() >> 20;
+    // The sandboxes' disks may still take half of what is free.
+    h.rt.disks_unfilled.store((free_mb / 2) << 20, Relaxed);
+    assert!(h.svc.check_free_disk(free_mb / 4).is_ok());
+    let err = h.svc.check_free_disk(free_mb * 3 / 4).unwrap_err();
+    assert_eq!(status(&err), 503);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("may still grow by") && msg.contains("--disk-overcommit"),
+        "{msg}"
+    );
+    // Twice the free space may be promised with a ratio of 2; never more than is free
+    // for the new disk itself.
+    let h2 = Harness::with_disk_overcommit(2, 2.0);
+    h2.rt.disks_unfilled.store((free_mb / 2) << 20, Relaxed);
+    assert!(h2.svc.check_free_disk(free_mb * 3 / 4).is_ok());
+    assert!(h2.svc.check_free_disk(free_mb * 2).is_err());
+    // Without a ratio only the new disk must fit.
+    let h3 = Harness::new(2);
+    h3.rt.disks_unfilled.store(u64::MAX >> 1, Relaxed);
+    assert!(h3.svc.check_free_disk(free_mb / 4).is_ok());
 }
 
 #[tokio::test]
