@@ -25,43 +25,38 @@ class Team:
     plain: str
 
 
-def new_team(tag: str) -> Team:
+@contextlib.contextmanager
+def new_team(tag: str) -> Iterator[Team]:
+    """A team with an admin and a plain key; afterwards every key of it is revoked (those
+    made over the API too)."""
     name = f"keys-{tag}-{secrets.token_hex(3)}"
     hutch("teams", "create", name)
 
     def key(label: str, *extra: str) -> str:
         return hutch("keys", "create", "--name", label, "--team", name, *extra).strip().splitlines()[-1]
 
-    return Team(name=name, admin=key("admin", "--admin"), plain=key("plain"))
-
-
-def drop(team: Team) -> None:
-    """Revokes every key of the team (those made over the API too)."""
-    status, keys = api(team.admin, "GET", "/api-keys")
-    ids = [str(k["id"]) for k in keys] if status == 200 and isinstance(keys, list) else []
-    for i in ids:
-        if i != key_id(team.admin):
-            api(team.admin, "DELETE", f"/api-keys/{i}")
-    with contextlib.suppress(subprocess.CalledProcessError):
-        hutch("keys", "revoke", team.admin)
+    team = Team(name=name, admin=key("admin", "--admin"), plain=key("plain"))
+    try:
+        yield team
+    finally:
+        status, keys = api(team.admin, "GET", "/api-keys")
+        for k in keys if status == 200 and isinstance(keys, list) else []:
+            if k["id"] != key_id(team.admin):
+                api(team.admin, "DELETE", f"/api-keys/{k['id']}")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            hutch("keys", "revoke", team.admin)
 
 
 @pytest.fixture
 def a() -> Iterator[Team]:
-    team = new_team("a")
-    try:
+    with new_team("a") as team:
         yield team
-    finally:
-        drop(team)
 
 
 @pytest.fixture
 def b() -> Iterator[Team]:
-    team = new_team("b")
-    try:
+    with new_team("b") as team:
         yield team
-    finally:
-        drop(team)
 
 
 def listed(admin: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, object]]:

@@ -118,11 +118,6 @@ impl IdRanges {
         self.base
     }
 
-    /// Ids per range.
-    pub fn count(&self) -> u32 {
-        self.count
-    }
-
     /// The first host id of slot `slot`'s sandbox range.
     pub fn base_for_slot(&self, slot: u32) -> u32 {
         if self.ranges == 0 {
@@ -148,7 +143,7 @@ impl IdRanges {
 
     /// The user namespace that shows the template range as the range starting at
     /// `range_base` (None for the template range itself: no mapping needed).
-    pub fn layer_userns(&self, range_base: u32) -> Result<Option<Arc<OwnedFd>>> {
+    fn layer_userns(&self, range_base: u32) -> Result<Option<Arc<OwnedFd>>> {
         if range_base == self.base {
             return Ok(None);
         }
@@ -161,15 +156,19 @@ impl IdRanges {
         Ok(Some(ns))
     }
 
-    /// Idmapped copies of `layers` through `userns` for an overlay: detached when this host
-    /// allows, else attached below `dir`.
+    /// Idmapped copies of the template's `layers` as a sandbox whose range starts at
+    /// `range_base` sees them, for its overlay: detached when this host allows, else
+    /// attached below `dir`. None for the template range: the layers serve as they are.
     pub(crate) fn map_layers(
         &self,
+        range_base: u32,
         layers: &[PathBuf],
-        userns: BorrowedFd<'_>,
         dir: &Path,
-    ) -> Result<MappedLayers> {
-        map_layers(layers, userns, (!self.detached).then_some(dir))
+    ) -> Result<Option<MappedLayers>> {
+        let Some(ns) = self.layer_userns(range_base)? else {
+            return Ok(None);
+        };
+        map_layers(layers, ns.as_fd(), (!self.detached).then_some(dir)).map(Some)
     }
 
     /// The user namespace that shows the range starting at `range_base` as the template
@@ -192,10 +191,9 @@ impl IdRanges {
         chown(&file, Some(self.base + 1), Some(self.base + 1))
             .map_err(|e| RuntimeError::io("chown", &file, e))?;
         let range = self.base_for_slot(0);
-        let ns = self
-            .layer_userns(range)?
+        let mapped = self
+            .map_layers(range, &[lower], scratch)?
             .ok_or_else(|| RuntimeError::Spawn("no sandbox range".into()))?;
-        let mapped = self.map_layers(&[lower], ns.as_fd(), scratch)?;
         let opts = crate::mounts::plan::overlay_options(&mapped.paths, &upper, &work);
         let res = hutch_sys::mount::mount(
             Some(Path::new("overlay")),

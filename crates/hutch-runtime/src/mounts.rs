@@ -40,15 +40,15 @@ impl SandboxPaths {
 
 /// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
 /// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
-/// layer's top directory belongs to it so that root inside owns `/`. With `layer_userns`,
-/// the sandbox sees the template's layers through idmapped mounts of that user namespace
-/// (see [`crate::idmap`]).
+/// layer's top directory belongs to it so that root inside owns `/`; it is also the first id
+/// of the sandbox's range, through which it sees the template's layers (see
+/// [`crate::idmap`]).
 pub(crate) fn setup(
     paths: &SandboxPaths,
     layers: &[PathBuf],
     blank: &Path,
     root_uid: u32,
-    layer_userns: Option<(&crate::idmap::IdRanges, std::os::fd::BorrowedFd<'_>)>,
+    ids: &crate::idmap::IdRanges,
     steps: &mut Steps,
 ) -> Result<()> {
     if layers.is_empty() {
@@ -77,10 +77,7 @@ pub(crate) fn setup(
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
     let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
     steps.mark("upper");
-    let mapped = match layer_userns {
-        Some((ids, ns)) => Some(ids.map_layers(layers, ns, &paths.dir)?),
-        None => None,
-    };
+    let mapped = ids.map_layers(root_uid, layers, &paths.dir)?;
     let layers = mapped.as_ref().map_or(layers, |m| &m.paths[..]);
     steps.mark("idmap");
     let opts = plan::overlay_options(layers, &upper, &work);

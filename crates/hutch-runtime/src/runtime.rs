@@ -287,13 +287,12 @@ impl Runtime {
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
         steps.mark("blank_image");
         let range = self.ids.base_for_slot(spec.slot);
-        let layer_userns = self.ids.layer_userns(range)?;
         mounts::setup(
             &paths,
             &spec.template_layers,
             &blank,
             range,
-            layer_userns.as_deref().map(|ns| (&self.ids, ns.as_fd())),
+            &self.ids,
             steps,
         )?;
         let mut limits = spec.limits.cgroup_limits();
@@ -611,8 +610,9 @@ impl Runtime {
                 // Not mounted: still the data directory's filesystem.
                 (std::os::unix::fs::MetadataExt::dev(&meta)
                     != std::os::unix::fs::MetadataExt::dev(&host))
-                .then(|| hutch_sys::mount::free(&disk).ok())
+                .then(|| hutch_sys::mount::usage(&disk).ok())
                 .flatten()
+                .map(|(used, total)| total - used)
             })
             .sum()
     }
@@ -620,11 +620,6 @@ impl Runtime {
     /// The first host id above every sandbox's range (where zygotes' own ids may start).
     pub fn ids_end(&self) -> u32 {
         self.ids.template_base() + self.ids.span()
-    }
-
-    /// The first host id of the range sandboxes in slot `slot` get.
-    pub fn id_base_for_slot(&self, slot: u32) -> u32 {
-        self.ids.base_for_slot(slot)
     }
 }
 

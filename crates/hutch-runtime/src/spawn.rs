@@ -333,7 +333,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
         None => hutch_sys::ns::fork_into_namespaces_owned_by(flags, req.id_base).map_err(|e| {
             RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
         })?,
-        Some(ns) => fork_nested(ns, &req.rootfs, flags, req.nested_root_id, req.id_count)?,
+        Some(ns) => fork_nested(ns, req, flags)?,
     };
     let child = match fork {
         Fork::Parent(pid) => handshake.parent(pid),
@@ -520,16 +520,10 @@ fn open_userns(owner: ParentUserNs) -> Result<fs::File> {
 /// write the new child's id maps, so an intermediate copy of us does both: it enters the
 /// rootfs directory (while it can still walk the host's path to it), joins `userns` as its
 /// root, clones the child as our sibling-made-child (`CLONE_PARENT`), maps the child's ids
-/// through the zygote's (`0 root_id count`: [`SpawnRequest::nested_root_id`], which is
+/// through the zygote's (`0 root count`: [`SpawnRequest::nested_root_id`], which is
 /// [`SpawnRequest::id_base`] on the host) and exits. The child starts in the rootfs and
 /// mounts it from there ([`hutch_sys::ns::bind_cwd_onto_itself`]).
-fn fork_nested(
-    userns: &fs::File,
-    rootfs: &Path,
-    flags: Namespaces,
-    root_id: u32,
-    id_count: u32,
-) -> Result<Fork> {
+fn fork_nested(userns: &fs::File, req: &SpawnRequest, flags: Namespaces) -> Result<Fork> {
     let (rep_r, rep_w) = pipe()?;
     let fork = hutch_sys::ns::fork_into_namespaces(Namespaces::empty())
         .map_err(|e| RuntimeError::sys("fork", e))?;
@@ -550,7 +544,7 @@ fn fork_nested(
         Fork::Child => {
             drop(rep_r);
             let mut rep = fs::File::from(rep_w);
-            match clone_nested(userns, rootfs, flags, root_id, id_count) {
+            match clone_nested(userns, req, flags) {
                 Ok(Fork::Child) => Ok(Fork::Child),
                 Ok(Fork::Parent(pid)) => {
                     let _ = rep.write_all(format!("P {pid}").as_bytes());
@@ -566,14 +560,8 @@ fn fork_nested(
 }
 
 /// The intermediate copy's part of [`fork_nested`].
-fn clone_nested(
-    userns: &fs::File,
-    rootfs: &Path,
-    flags: Namespaces,
-    root_id: u32,
-    id_count: u32,
-) -> Result<Fork> {
-    hutch_sys::ns::chdir(rootfs).map_err(|e| RuntimeError::sys("chdir into the rootfs", e))?;
+fn clone_nested(userns: &fs::File, req: &SpawnRequest, flags: Namespaces) -> Result<Fork> {
+    hutch_sys::ns::chdir(&req.rootfs).map_err(|e| RuntimeError::sys("chdir into the rootfs", e))?;
     hutch_sys::ns::enter_user_namespace(userns)
         .map_err(|e| RuntimeError::sys("setns into the zygote's user namespace", e))?;
     Credentials::root()
@@ -589,7 +577,7 @@ fn clone_nested(
         )
     })?;
     if let Fork::Parent(pid) = fork {
-        if let Err(e) = write_id_maps(pid, &id_map_line(root_id, id_count)) {
+        if let Err(e) = write_id_maps(pid, &id_map_line(req.nested_root_id, req.id_count)) {
             let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
             return Err(e);
         }

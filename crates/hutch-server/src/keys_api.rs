@@ -131,11 +131,6 @@ fn checked_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-fn list_for(st: &AppState, team: &str) -> Result<Json<Vec<TeamKey>>, ApiError> {
-    let keys = st.store.team_keys(team).map_err(internal)?;
-    Ok(Json(keys.iter().map(|k| shown(k, None)).collect()))
-}
-
 fn create_for(st: &AppState, team: &str, name: &str) -> Result<Response, ApiError> {
     let name = checked_name(name)?;
     let key = crate::store::generate_key();
@@ -145,11 +140,9 @@ fn create_for(st: &AppState, team: &str, name: &str) -> Result<Response, ApiErro
         .map_err(internal)?;
     let info = st
         .store
-        .team_keys(team)
+        .key(&id)
         .map_err(internal)?
-        .into_iter()
-        .find(|k| k.id == id)
-        .ok_or_else(|| internal("the new key is not listed"))?;
+        .ok_or_else(|| internal("the new key is not stored"))?;
     tracing::info!(team, key_id = %id, "API key created over the API");
     Ok((StatusCode::CREATED, Json(shown(&info, Some(key)))).into_response())
 }
@@ -174,7 +167,8 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<TeamKey>>, ApiError> {
     let team = team_for(&st, &caller, &headers, None)?;
-    list_for(&st, &team)
+    let keys = st.store.team_keys(&team).map_err(internal)?;
+    Ok(Json(keys.iter().map(|k| shown(k, None)).collect()))
 }
 
 /// `POST /api-keys`: a new key of the team, shown once.

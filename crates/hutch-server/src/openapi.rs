@@ -725,6 +725,12 @@ pub fn document() -> Value {
     let key_id = path_param("apiKeyID", "A key's id (`hutch keys list`)");
     let team_param = path_param("teamID", "A team's name");
     let no_team = ("404", "No such team");
+    let no_key = ("404", "No such team, or no such key in it");
+    let created = responses(
+        &[("201", body("The new key", schema("CreatedTeamAPIKey")))],
+        &[admin[0], no_team],
+    );
+    let revoked = responses(&[("204", no_content("Revoked"))], &[admin[0], no_key]);
     let api_keys = json!({
         "get": {
             "operationId": "listTeamApiKeys",
@@ -737,7 +743,7 @@ pub fn document() -> Value {
             "summary": "A new key of the team; the answer is the only time it is shown (admin keys only)",
             "parameters": [team_header.clone()],
             "requestBody": json_body(schema("KeyName"), true),
-            "responses": responses(&[("201", body("The new key", schema("CreatedTeamAPIKey")))], &[admin[0], no_team])
+            "responses": created.clone()
         }
     });
     let api_key = json!({
@@ -745,13 +751,13 @@ pub fn document() -> Value {
             "operationId": "renameTeamApiKey",
             "parameters": [key_id.clone(), team_header.clone()],
             "requestBody": json_body(schema("KeyName"), true),
-            "responses": responses(&[("200", no_content("Renamed"))], &[admin[0], ("404", "No such team, or no such key in it")])
+            "responses": responses(&[("200", no_content("Renamed"))], &[admin[0], no_key])
         },
         "delete": {
             "operationId": "deleteTeamApiKey",
             "summary": "Revokes a key: requests with it are refused from then on",
             "parameters": [key_id.clone(), team_header],
-            "responses": responses(&[("204", no_content("Revoked"))], &[admin[0], ("404", "No such team, or no such key in it")])
+            "responses": revoked.clone()
         }
     });
     let admin_keys = json!({
@@ -759,14 +765,14 @@ pub fn document() -> Value {
             "operationId": "adminCreateTeamApiKey",
             "parameters": [team_param.clone()],
             "requestBody": json_body(schema("KeyName"), true),
-            "responses": responses(&[("201", body("The new key", schema("CreatedTeamAPIKey")))], &[admin[0], no_team])
+            "responses": created
         }
     });
     let admin_key = json!({
         "delete": {
             "operationId": "adminDeleteTeamApiKey",
             "parameters": [team_param, key_id],
-            "responses": responses(&[("204", no_content("Revoked"))], &[admin[0], ("404", "No such team, or no such key in it")])
+            "responses": revoked
         }
     });
     let v3_templates = json!({

@@ -335,11 +335,27 @@ impl Store {
 
     /// Every key, newest first.
     pub fn list_keys(&self) -> Result<Vec<ApiKeyInfo>> {
+        self.keys_where("1", [])
+    }
+
+    /// The unrevoked keys of `team`, newest first.
+    pub fn team_keys(&self, team: &str) -> Result<Vec<ApiKeyInfo>> {
+        self.keys_where("team = ?1 AND revoked_at IS NULL", [team])
+    }
+
+    /// The key with this id, revoked or not.
+    pub fn key(&self, id: &str) -> Result<Option<ApiKeyInfo>> {
+        Ok(self.keys_where("id = ?1", [id])?.pop())
+    }
+
+    /// The keys matching the SQL condition `filter` over `args`, newest first.
+    fn keys_where<const N: usize>(&self, filter: &str, args: [&str; N]) -> Result<Vec<ApiKeyInfo>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes, team, admin, key_length FROM api_keys ORDER BY created_at DESC",
-        )?;
-        let rows = st.query_map([], |r| {
+        let mut st = conn.prepare(&format!(
+            "SELECT id, mask, name, created_at, revoked_at, max_sandboxes, team, admin, key_length
+             FROM api_keys WHERE {filter} ORDER BY created_at DESC"
+        ))?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
             let created: String = r.get(3)?;
             let revoked: Option<String> = r.get(4)?;
             Ok(ApiKeyInfo {
@@ -359,15 +375,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    /// The unrevoked keys of `team`, newest first.
-    pub fn team_keys(&self, team: &str) -> Result<Vec<ApiKeyInfo>> {
-        Ok(self
-            .list_keys()?
-            .into_iter()
-            .filter(|k| k.team == team && k.revoked_at.is_none())
-            .collect())
     }
 
     /// Renames the unrevoked key `id` of `team`; false when it has no such key.

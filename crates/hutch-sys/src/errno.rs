@@ -47,6 +47,12 @@ pub const ENOTSUP: i32 = Errno::NOTSUP.raw_os_error();
 /// Disk quota exceeded.
 pub const EDQUOT: i32 = Errno::DQUOT.raw_os_error();
 
+/// The error number the last failed raw call (`libc::syscall`, an ioctl) left, as rustix's
+/// type.
+pub(crate) fn last() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,9 +101,7 @@ pub fn close_from(first: u32) -> Result<()> {
     if r == 0 {
         Ok(())
     } else {
-        Err(rustix::io::Errno::from_raw_os_error(
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-        ))
+        Err(crate::errno::last())
     }
 }
 

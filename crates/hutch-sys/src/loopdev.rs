@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use rustix::io::{Errno, Result};
+use rustix::io::Result;
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
@@ -67,7 +67,7 @@ pub fn free_device(control: impl AsFd) -> Result<u32> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument; the descriptor is borrowed for the call.
     let n = unsafe { libc::ioctl(control.as_fd().as_raw_fd(), LOOP_CTL_GET_FREE) };
     if n < 0 {
-        return Err(last_errno());
+        return Err(crate::errno::last());
     }
     Ok(n as u32)
 }
@@ -90,7 +90,7 @@ pub fn attach_autoclear(device: impl AsFd, backing: impl AsFd) -> Result<()> {
         )
     };
     if ret < 0 {
-        return Err(last_errno());
+        return Err(crate::errno::last());
     }
     Ok(())
 }
@@ -111,13 +111,9 @@ pub fn set_direct_io(device: impl AsFd, on: bool) -> Result<()> {
         )
     };
     if ret < 0 {
-        return Err(last_errno());
+        return Err(crate::errno::last());
     }
     Ok(())
-}
-
-fn last_errno() -> Errno {
-    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
 }
 
 #[cfg(test)]

@@ -104,9 +104,7 @@ pub fn clone_idmapped(src: &Path, userns: BorrowedFd<'_>) -> Result<OwnedFd> {
         )
     };
     if rc != 0 {
-        return Err(rustix::io::Errno::from_raw_os_error(
-            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-        ));
+        return Err(crate::errno::last());
     }
     Ok(tree)
 }
@@ -135,12 +133,6 @@ pub fn usage(path: &Path) -> Result<(u64, u64)> {
     let total = st.f_blocks * st.f_frsize;
     let free = st.f_bfree * st.f_frsize;
     Ok((total.saturating_sub(free), total))
-}
-
-/// Free bytes of the filesystem `path` is on (reserved blocks included).
-pub fn free(path: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(path)?;
-    Ok(st.f_bfree * st.f_frsize)
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem `path` is on.
