@@ -2,11 +2,13 @@
 //! writable layer. Its size is the sandbox's disk limit; it costs host disk only for the
 //! blocks actually written.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use hutch_sys::mount::flags;
 
@@ -141,29 +143,133 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
     );
     // With AUTOCLEAR the device detaches once unmounted and closed; on a failed mount
     // closing `loopf` alone detaches it.
+    drop(loopf);
     if res.is_ok() {
-        // Direct I/O from here on, switched off the create path: switching writes back the
-        // image's freshly copied blocks and waits for the disk, and a device attached with
-        // it reads the mount's metadata from the disk instead of the page cache (together
-        // 1-2 ms per create, more under a burst). Without it, everything the sandbox
-        // writes is copied a second time, by the loop worker into the host's cache of the
-        // image, which halved the rate of a download that follows a large upload
-        // (docs/performance.md). A filesystem without direct I/O keeps the page cache.
-        let spawned = std::thread::Builder::new()
-            .name("loop-direct-io".into())
-            .spawn(move || {
-                if let Err(e) = hutch_sys::loopdev::set_direct_io(&loopf, true) {
-                    tracing::debug!(error = %e, "the sandbox disk stays on the page cache");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "the sandbox disk stays on the page cache");
-        }
-    } else {
-        drop(loopf);
+        DirectIo::get().later(&dev, image);
     }
     res.map_err(|e| RuntimeError::Sys {
         op: format!("mount {} on {}", dev.display(), target.display()),
+        source: e.into(),
+    })
+}
+
+/// How long a new disk stays on the host's page cache before its loop device is switched
+/// to direct I/O.
+const DIRECT_IO_AFTER: Duration = Duration::from_secs(1);
+
+/// Switches sandbox disks to direct I/O, a while after they were mounted.
+///
+/// Without direct I/O everything a sandbox writes is copied a second time, by the loop
+/// worker into the host's cache of the image, which halved the rate of a download that
+/// follows a large upload (docs/performance.md). But the switch writes back what the
+/// host's cache holds of the image (its freshly copied metadata) and waits for the disk,
+/// with the device's queue frozen: done at mount, the sandbox's first directory operations
+/// waited for it (11 ms of a 19 ms create). A sandbox that lives less than
+/// [`DIRECT_IO_AFTER`] never pays it, and its image's pages are dropped, never written,
+/// when it goes. Large uploads switch their sandbox's disk at once ([`ensure_direct_io`]).
+struct DirectIo {
+    due: Mutex<VecDeque<(Instant, PathBuf, PathBuf)>>,
+    wake: Condvar,
+}
+
+impl DirectIo {
+    fn get() -> &'static DirectIo {
+        static ONE: OnceLock<&'static DirectIo> = OnceLock::new();
+        ONE.get_or_init(|| {
+            let q: &'static DirectIo = Box::leak(Box::new(DirectIo {
+                due: Mutex::new(VecDeque::new()),
+                wake: Condvar::new(),
+            }));
+            let spawned = std::thread::Builder::new()
+                .name("loop-direct-io".into())
+                .spawn(move || q.run());
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "sandbox disks stay on the page cache");
+            }
+            q
+        })
+    }
+
+    /// Switches `device` (bound to `image`) in [`DIRECT_IO_AFTER`].
+    fn later(&self, device: &Path, image: &Path) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.push_back((
+            Instant::now() + DIRECT_IO_AFTER,
+            device.to_path_buf(),
+            image.to_path_buf(),
+        ));
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            match due.front() {
+                None => due = self.wake.wait(due).unwrap_or_else(|e| e.into_inner()),
+                Some((at, _, _)) if *at > now => {
+                    let wait = *at - now;
+                    due = self
+                        .wake
+                        .wait_timeout(due, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Some(_) => {
+                    let Some((_, device, image)) = due.pop_front() else {
+                        continue;
+                    };
+                    drop(due);
+                    switch_if_bound(&device, &image);
+                    due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+/// Switches loop `device` to direct I/O if it is still bound to `image` (its sandbox may be
+/// gone, and the device bound to another's image, which has its own turn).
+fn switch_if_bound(device: &Path, image: &Path) {
+    let Some(name) = device.file_name() else {
+        return;
+    };
+    let backing = Path::new("/sys/block").join(name).join("loop/backing_file");
+    let (Ok(bound), Ok(image)) = (fs::read_to_string(&backing), fs::canonicalize(image)) else {
+        return;
+    };
+    if Path::new(bound.trim_end()) != image {
+        return;
+    }
+    let Ok(f) = OpenOptions::new().read(true).open(device) else {
+        return;
+    };
+    if let Err(e) = hutch_sys::loopdev::set_direct_io(&f, true) {
+        tracing::debug!(device = %device.display(), error = %e, "the sandbox disk stays on the page cache");
+    }
+}
+
+/// Switches the disk mounted at `disk` (a sandbox's) to direct I/O now, if it is not yet:
+/// before a large transfer, which would otherwise fill the host's cache of the image and
+/// then wait for all of it to be written back when the switch comes. Idempotent and cheap
+/// once switched.
+pub fn ensure_direct_io(disk: &Path) -> Result<()> {
+    let (major, minor) = device_of(disk)?;
+    let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    let target = fs::read_link(&link).map_err(|e| RuntimeError::io("readlink", &link, e))?;
+    let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    if !name.starts_with("loop") {
+        return Ok(());
+    }
+    let device = Path::new("/dev").join(name);
+    let f = OpenOptions::new()
+        .read(true)
+        .open(&device)
+        .map_err(|e| RuntimeError::io("open", &device, e))?;
+    hutch_sys::loopdev::set_direct_io(&f, true).map_err(|e| RuntimeError::Sys {
+        op: format!("LOOP_SET_DIRECT_IO {}", device.display()),
         source: e.into(),
     })
 }

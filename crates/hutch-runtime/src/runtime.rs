@@ -417,6 +417,12 @@ impl Runtime {
         self.cgroups.set_frozen(id, false)
     }
 
+    /// Switches sandbox `id`'s disk to direct I/O now rather than a moment after its
+    /// create (see `disk::ensure_direct_io`): a large upload is about to fill it.
+    pub fn before_large_write(&self, id: &str) -> Result<()> {
+        disk::ensure_direct_io(&self.paths(id).disk)
+    }
+
     /// Usage figures of sandbox `id`.
     pub fn usage(&self, id: &str) -> Result<Usage> {
         let cgroup = self.cgroups.stats(id)?;

@@ -159,6 +159,7 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
             .flatten();
     let (parts, body) = match upload_kind {
         Some(kind) => {
+            svc.before_large_write(id).await;
             let run = upload::run(svc.http(), route.init, parts, body, kind);
             let outcome = tokio::select! {
                 r = run => r,

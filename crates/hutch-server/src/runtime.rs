@@ -83,9 +83,18 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// Ends process `pid` (when it is still the one started at `start`) and reaps it.
     fn end_process(&self, pid: i32, start: u64);
+
+    /// Readies sandbox `id`'s disk for a large write that is about to come (best effort).
+    fn before_large_write(&self, _id: &str) {}
 }
 
 impl SandboxRuntime for Runtime {
+    fn before_large_write(&self, id: &str) {
+        if let Err(e) = Runtime::before_large_write(self, id) {
+            tracing::debug!(sandbox = %id, error = %e, "the sandbox disk stays on the page cache");
+        }
+    }
+
     fn create(&self, spec: &SandboxSpec) -> RuntimeResult<Spawned> {
         Runtime::create(self, spec)
     }

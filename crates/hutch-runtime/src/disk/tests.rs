@@ -119,3 +119,48 @@ fn device_numbers_split_as_the_kernel_encodes_them() {
     let big = (259u64 & 0xfff) << 8 | (0xf_ffff_u64 & 0xff) | ((0xf_ffff_u64 & !0xff) << 12);
     assert_eq!(super::split_dev(big), (259, 0xf_ffff));
 }
+
+/// Whether the loop device holding the filesystem at `mounted` does direct I/O.
+fn direct_io_of(mounted: &Path) -> bool {
+    let (major, minor) = device_of(mounted).expect("stat");
+    let dev = fs::read_link(format!("/sys/dev/block/{major}:{minor}")).expect("sysfs link");
+    let name = dev.file_name().expect("device name").to_owned();
+    let flag = Path::new("/sys/block").join(name).join("loop/dio");
+    fs::read_to_string(flag).expect("dio flag").trim() == "1"
+}
+
+#[test]
+fn a_new_disk_switches_to_direct_io_a_moment_after_its_mount_or_at_once_on_demand_when_root() {
+    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: needs root and /dev/loop-control");
+        return;
+    }
+    let tmp = TempDir::new("disk-direct-io");
+    let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
+    let mut targets = Vec::new();
+    for i in 0..2 {
+        let img = tmp.path().join(format!("d{i}.img"));
+        copy_sparse(&blank, &img).expect("copy");
+        let target = tmp.path().join(format!("m{i}"));
+        fs::create_dir(&target).expect("mkdir");
+        mount_image(&img, &target).expect("mount");
+        targets.push(target);
+    }
+    // A filesystem that cannot do direct I/O (tmpfs) keeps the page cache: nothing to check.
+    let supported = ensure_direct_io(&targets[1]).is_ok();
+    let first_at_once = direct_io_of(&targets[0]);
+    let deadline = std::time::Instant::now() + DIRECT_IO_AFTER * 10;
+    while supported && !direct_io_of(&targets[0]) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let first_later = direct_io_of(&targets[0]);
+    let second = direct_io_of(&targets[1]);
+    for t in &targets {
+        hutch_sys::mount::detach(t).expect("umount");
+    }
+    if supported {
+        assert!(!first_at_once, "switched at mount");
+        assert!(first_later, "never switched");
+        assert!(second, "not switched on demand");
+    }
+}

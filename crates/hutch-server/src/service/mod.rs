@@ -308,6 +308,12 @@ impl Service {
         Some(self.runtime.net_for(slot))
     }
 
+    /// Readies sandbox `id`'s disk for a large upload the server is about to write.
+    pub async fn before_large_write(&self, id: &str) {
+        let id = id.to_string();
+        let _ = self.blocking(move |rt| rt.before_large_write(&id)).await;
+    }
+
     /// Runs blocking runtime work on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
