@@ -97,6 +97,43 @@ def cgroup_dirs() -> list[str]:
 ZYGOTE_MARK = b"# hutch's zygote:"
 
 
+def kept_networks() -> dict[str, str]:
+    """The slot networks the server's spawn helper keeps for each slot's next sandbox
+    (docs/design.md, "Slot networks"): host veth name -> network namespace."""
+    server = str(server_pid())
+    helpers = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if Path(stat).read_text().rsplit(")", 1)[1].split()[1] != server:
+                continue
+            environ = Path(stat).parent.joinpath("environ").read_bytes().split(b"\0")
+            if b"HUTCH_SPAWN_SERVE=1" in environ:
+                helpers.append(Path(stat).parent)
+    by_index: dict[int, str] = {}
+    for name in os.listdir("/sys/class/net"):
+        with contextlib.suppress(OSError, ValueError):
+            by_index[int(Path("/sys/class/net", name, "ifindex").read_text())] = name
+    kept: dict[str, str] = {}
+    for helper in helpers:
+        with contextlib.suppress(OSError):
+            fds = list((helper / "fd").iterdir())
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                ns = os.readlink(fd)
+                if not ns.startswith("net:["):
+                    continue
+                out = subprocess.run(
+                    ["nsenter", f"--net={fd}", "ip", "-o", "link", "show", "eth0"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                # "2: eth0@if1234: <...>": the host end's index.
+                peer = out.split(":", 2)[1].strip().partition("@if")[2] if out.count(":") >= 2 else ""
+                if peer.isdigit() and int(peer) in by_index:
+                    kept[by_index[int(peer)]] = ns
+    return kept
+
+
 def host_resources() -> dict[str, list[str]]:
     """What sandboxes hold on the host: counted before and after to prove nothing leaks."""
     mounts = [
@@ -104,7 +141,9 @@ def host_resources() -> dict[str, list[str]]:
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
         if line.split()[4].startswith(str(DATA_DIR))
     ]
-    veths = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("hv"))
+    # A slot's network outlives its sandbox, kept for the slot's next one.
+    kept = kept_networks()
+    veths = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("hv") and n not in kept)
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     loops_ours = sorted(line for line in loops.splitlines() if str(DATA_DIR) in line)
     sandbox_dirs = sorted(os.listdir(DATA_DIR / "sandboxes")) if (DATA_DIR / "sandboxes").exists() else []

@@ -1,8 +1,9 @@
-//! Sandbox networking: one network namespace per sandbox behind a veth pair, and one
+//! Sandbox networking: one network namespace per slot behind a veth pair, made the first
+//! time the slot is used and kept for the slot's next sandboxes ([`SlotNet`]), and one
 //! nftables table that decides what may cross. Per-sandbox changes go over netlink; only
 //! the table itself is loaded with `nft`, once at start.
 //!
-//! Every sandbox owns a /30 out of the sandbox range: `.1` is the host end (`hv<slot>`),
+//! Every slot owns a /30 out of the sandbox range: `.1` is the host end (`hv<slot>`),
 //! `.2` is the sandbox's `eth0`. The host reaches the agent on the `.2` address. From the
 //! sandbox side:
 //! * nothing addressed to the host itself is accepted (the `input` chain drops every new
@@ -16,8 +17,8 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use hutch_sys::netlink::{Message, Socket};
 use hutch_sys::Errno;
@@ -226,27 +227,212 @@ fn link_index(nl: &mut Socket, name: &str) -> Result<u32> {
         .ok_or_else(|| RuntimeError::sys(format!("rtnetlink: get link {name}"), Errno::NODEV))
 }
 
-/// Creates the veth pair with its sandbox end, already named `eth0`, inside the network
-/// namespace of `pid`, and addresses and raises the host end. Runs in the host's network
-/// namespace, over netlink.
-pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
+/// A slot's network: a network namespace behind the slot's veth pair, configured once
+/// and kept by the long-lived spawn helper from one sandbox of the slot to the next (see
+/// docs/design.md, "Slot networks"). Its owner is the host's user namespace, not a
+/// sandbox's, so root inside a sandbox has no capability over it: it cannot change its
+/// addresses, routes, firewall or sysctls, which is what makes handing it to the slot's
+/// next sandbox safe.
+#[derive(Debug)]
+pub struct SlotNet {
+    /// The network namespace, held open.
+    pub ns: OwnedFd,
+    /// The host's index of the slot's veth end, as made.
+    host_index: u32,
+}
+
+impl SlotNet {
+    /// Whether the host end of the veth made with this network is still the slot's (a
+    /// one-shot helper that made the slot's network anew deleted the pair it found).
+    pub fn intact(&self, net: &SandboxNet) -> bool {
+        host_index(&net.host_if) == Some(self.host_index)
+    }
+}
+
+/// The host's index of interface `name` (read from the host's sysfs).
+fn host_index(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Makes slot `net`'s network: a new network namespace with IPv6 off, ping allowed and
+/// low ports open to the ids `ids` (first id, count: the slot's sandbox range, as ids of
+/// the owner's user namespace), the veth pair (`hv<slot>` on the host, `eth0` inside)
+/// addressed and up, and a default route to the host. A stale `hv<slot>` (of a network
+/// namespace that is still being destroyed, or of an earlier helper) is replaced.
+///
+/// The namespace belongs to the host's user namespace, or with `owner` to that user
+/// namespace (a zygote's: its forks must join the namespaces of the sandboxes nested in
+/// it, which needs capabilities over their owners). Either way not to a sandbox's.
+///
+/// Moves the calling thread between network namespaces and back, or forks: call it from a
+/// single-threaded process.
+pub fn make_slot_net(
+    net: &SandboxNet,
+    ids: (u32, u32),
+    owner: Option<&OwnedFd>,
+) -> Result<SlotNet> {
+    match owner {
+        None => make_host_owned(net, ids),
+        Some(userns) => make_owned_by(net, ids, userns),
+    }
+}
+
+fn open_own() -> Result<OwnedFd> {
+    hutch_sys::ns::own_net_namespace()
+        .map_err(|e| RuntimeError::io("open", "/proc/thread-self/ns/net", e))
+}
+
+fn make_host_owned(net: &SandboxNet, ids: (u32, u32)) -> Result<SlotNet> {
+    let home = open_own()?;
+    hutch_sys::ns::unshare_net_namespace()
+        .map_err(|e| RuntimeError::sys("unshare (new network namespace)", e))?;
+    let made = (|| {
+        let ns = open_own()?;
+        configure_namespace(ids)?;
+        enter(&home)?;
+        let host_index = make_veth(net, &ns)?;
+        let inside = enter(&ns).and_then(|()| configure_eth0(net));
+        if let Err(e) = inside {
+            let _ = enter(&home);
+            remove_host_side(net);
+            return Err(e);
+        }
+        Ok(SlotNet { ns, host_index })
+    })();
+    // Back home whatever happened; a helper stuck in another namespace must not go on.
+    enter(&home)?;
+    made
+}
+
+/// [`make_slot_net`] for a namespace owned by `userns`: only a process inside `userns`
+/// makes one there, so a child of ours joins it as its root, makes the namespace and its
+/// sysctls, and (once we have made the veth from the host's side) configures `eth0`.
+fn make_owned_by(net: &SandboxNet, ids: (u32, u32), userns: &OwnedFd) -> Result<SlotNet> {
+    let pipe = || hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e));
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let fork = hutch_sys::ns::fork_into_namespaces(hutch_sys::ns::Namespaces::empty())
+        .map_err(|e| RuntimeError::sys("fork", e))?;
+    let pid = match fork {
+        hutch_sys::ns::Fork::Child => {
+            drop((ready_r, go_w));
+            let mut report = std::fs::File::from(ready_w);
+            let outcome = (|| {
+                hutch_sys::ns::enter_user_namespace(userns)
+                    .map_err(|e| format!("setns (the zygote's user namespace): {e}"))?;
+                hutch_sys::creds::Credentials::root()
+                    .apply()
+                    .map_err(|e| format!("becoming root of the zygote's user namespace: {e}"))?;
+                hutch_sys::ns::unshare_net_namespace()
+                    .map_err(|e| format!("unshare (new network namespace): {e}"))?;
+                configure_namespace(ids).map_err(|e| e.to_string())?;
+                report.write_all(b"R").map_err(|e| e.to_string())?;
+                let mut go = [0u8; 1];
+                match std::io::Read::read(&mut std::fs::File::from(go_r), &mut go) {
+                    Ok(1) => configure_eth0(net).map_err(|e| e.to_string()),
+                    _ => Err("given up".to_string()),
+                }
+            })();
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = report.write_all(format!("E{e}").as_bytes());
+                    1
+                }
+            };
+            hutch_sys::process::exit_now(code)
+        }
+        hutch_sys::ns::Fork::Parent(pid) => pid,
+    };
+    drop((ready_w, go_r));
+    let mut ready = std::fs::File::from(ready_r);
+    let mut first = [0u8; 1];
+    let made = (|| {
+        let n = std::io::Read::read(&mut ready, &mut first)
+            .map_err(|e| RuntimeError::io("read from", "the slot network's maker", e))?;
+        if n != 1 || first[0] != b'R' {
+            let mut why = String::new();
+            let _ = std::io::Read::read_to_string(&mut ready, &mut why);
+            return Err(RuntimeError::Spawn(format!(
+                "making a network namespace in the zygote's user namespace: {}",
+                why.trim_start_matches('E')
+            )));
+        }
+        let path = format!("/proc/{pid}/ns/net");
+        let ns = std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| RuntimeError::io("open", &path, e))?;
+        let host_index = make_veth(net, &ns)?;
+        let configured = std::fs::File::from(go_w)
+            .write_all(b"g")
+            .map_err(|e| RuntimeError::io("write to", "the slot network's maker", e))
+            .and_then(|()| {
+                let mut why = String::new();
+                let _ = std::io::Read::read_to_string(&mut ready, &mut why);
+                match why.strip_prefix('E') {
+                    Some(e) => Err(RuntimeError::Spawn(format!("configuring eth0: {e}"))),
+                    None => Ok(()),
+                }
+            });
+        if let Err(e) = configured {
+            remove_host_side(net);
+            return Err(e);
+        }
+        Ok(SlotNet { ns, host_index })
+    })();
+    if made.is_err() {
+        let _ = hutch_sys::signal::kill(pid, hutch_sys::signal::Signal::KILL);
+    }
+    let _ = hutch_sys::process::wait_for(pid);
+    made
+}
+
+fn enter(ns: &OwnedFd) -> Result<()> {
+    hutch_sys::ns::enter_net_namespace(ns)
+        .map_err(|e| RuntimeError::sys("setns (network namespace)", e))
+}
+
+/// The sysctls of a new slot network namespace, written from inside it (its `/proc/sys/net`
+/// is the writer's). `ids` are ids of the writer's user namespace.
+fn configure_namespace(ids: (u32, u32)) -> Result<()> {
+    for f in ["all", "default", "lo"] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
+    }
+    // No sandbox process has CAP_NET_RAW or CAP_NET_BIND_SERVICE here (the namespace is
+    // the host's user namespace's): `ping` opens ICMP datagram sockets, allowed for the
+    // slot's groups, and every port may be bound, as root inside could before.
+    let last = ids.0 + ids.1.saturating_sub(1);
+    for (name, value) in [
+        ("ipv4/ping_group_range", format!("{} {last}", ids.0)),
+        ("ipv4/ip_unprivileged_port_start", "0".to_string()),
+    ] {
+        let path = format!("/proc/sys/net/{name}");
+        std::fs::write(&path, value).map_err(|e| RuntimeError::io("write", &path, e))?;
+    }
+    // Destinations and their round-trip times would outlive a sandbox in the namespace's
+    // TCP metrics cache, readable by the slot's next sandbox.
+    let _ = std::fs::write("/proc/sys/net/ipv4/tcp_no_metrics_save", "1");
+    Ok(())
+}
+
+/// Creates the veth pair with its sandbox end, already named `eth0`, in the namespace
+/// `ns`, and addresses and raises the host end. Runs in the host's network namespace.
+/// Returns the host end's index.
+fn make_veth(net: &SandboxNet, ns: &OwnedFd) -> Result<u32> {
     let mut nl = route_socket()?;
     let create = msgs::new_veth(
         &net.host_if,
         net.host_mac(),
         SANDBOX_IF,
         net.sandbox_mac(),
-        pid,
+        ns.as_raw_fd(),
     );
-    let what = || {
-        format!(
-            "create veth {} (peer {SANDBOX_IF} in pid {pid}'s namespace)",
-            net.host_if
-        )
-    };
+    let what = || format!("create veth {} (peer {SANDBOX_IF})", net.host_if);
     match nl.transact(std::slice::from_ref(&create)) {
         Ok(_) => {}
-        // A leftover interface of a dead sandbox with the same slot: replace it.
+        // A leftover of the slot's previous network: replace it.
         Err(e) if e == Errno::EXIST => {
             let _ = nl.transact(&[msgs::del_link(&net.host_if)]);
             rtnl(&mut nl, what, &[create])?;
@@ -264,7 +450,7 @@ pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
         "1",
     );
     let index = link_index(&mut nl, &net.host_if)?;
-    rtnl(
+    let up = rtnl(
         &mut nl,
         || format!("address and raise {}", net.host_if),
         &[
@@ -272,23 +458,17 @@ pub fn setup_host_side(net: &SandboxNet, pid: i32) -> Result<()> {
             msgs::link_up(&net.host_if),
             msgs::add_neighbour(index, net.sandbox_ip, net.sandbox_mac()),
         ],
-    )?;
-    Ok(())
+    );
+    if let Err(e) = up {
+        remove_host_side(net);
+        return Err(e);
+    }
+    Ok(index)
 }
 
-/// Configures the sandbox end: loopback, `eth0` and the default route. Must run in the
-/// sandbox's network namespace (the netlink socket talks to the namespace it is opened in).
-pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
-    for f in ["all", "default", "lo"] {
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/disable_ipv6"), "1");
-    }
-    // Root inside has no CAP_NET_RAW: `ping` opens ICMP datagram sockets instead, which this
-    // allows for every group the sandbox has (the namespace's own setting, not the host's).
-    let groups = std::fs::read_to_string("/proc/self/gid_map")
-        .map_err(|e| RuntimeError::io("read", "/proc/self/gid_map", e))?;
-    let range = format!("0 {}", highest_mapped(&groups));
-    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)
-        .map_err(|e| RuntimeError::io("write", "/proc/sys/net/ipv4/ping_group_range", e))?;
+/// Configures the slot's end: loopback, `eth0` and the default route. Runs in the slot's
+/// network namespace (the netlink socket talks to the namespace it is opened in).
+fn configure_eth0(net: &SandboxNet) -> Result<()> {
     let mut nl = route_socket()?;
     let index = link_index(&mut nl, SANDBOX_IF)?;
     rtnl(
@@ -305,18 +485,6 @@ pub fn setup_sandbox_side(net: &SandboxNet) -> Result<()> {
     Ok(())
 }
 
-/// The highest id inside a user namespace that an id map (`/proc/<pid>/gid_map`) maps.
-fn highest_mapped(map: &str) -> u64 {
-    map.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
-            let (inside, _, count) = (fields.next()??, fields.next()??, fields.next()??);
-            (inside + count).checked_sub(1)
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// Deletes the host end of a sandbox's veth if it still exists (it also disappears, a
 /// little later, with the sandbox's network namespace).
 pub fn remove_host_side(net: &SandboxNet) {
@@ -330,50 +498,6 @@ pub fn remove_host_side(net: &SandboxNet) {
     }
 }
 
-/// Interface group of discarded host veth ends ("htch"); nothing else on the host should
-/// use it, since [`purge_discarded`] deletes the whole group.
-pub const DISCARD_GROUP: u32 = 0x6874_6368;
-/// Prefix of the names of discarded host veth ends. Not `hv*`: they are no sandbox's
-/// (and down, so nothing crosses them whatever the firewall says).
-pub const DISCARD_PREFIX: &str = "hdead";
-
-/// Frees a sandbox's slot on the host side at once, without waiting for the kernel to
-/// delete its veth (tens of milliseconds, most of it RCU waits under the lock every network
-/// change takes): the host end goes down (its routes go with it), is renamed `hdead<n>` and
-/// joins [`DISCARD_GROUP`]. The kernel deletes the pair with the sandbox's network
-/// namespace; [`purge_discarded`] deletes what is left, many in one batch. Returns false
-/// when there was no such interface. Falls back to deleting it outright if the rename
-/// fails.
-pub fn discard_host_side(net: &SandboxNet) -> bool {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let Ok(mut nl) = route_socket() else {
-        remove_host_side(net);
-        return true;
-    };
-    let index = match link_index(&mut nl, &net.host_if) {
-        Ok(i) => i,
-        Err(_) => return false,
-    };
-    let name = format!("{DISCARD_PREFIX}{:x}", NEXT.fetch_add(1, Ordering::Relaxed));
-    if let Err(e) = nl.transact(&[msgs::discard_link(index, &name, DISCARD_GROUP)]) {
-        tracing::debug!(interface = %net.host_if, error = %e, "discarding the veth failed; deleting it");
-        remove_host_side(net);
-    }
-    true
-}
-
-/// Deletes every discarded host veth end still there, in one batch.
-pub fn purge_discarded() {
-    let Ok(mut nl) = route_socket() else {
-        return;
-    };
-    match nl.transact(&[msgs::del_group(DISCARD_GROUP)]) {
-        Ok(_) => {}
-        Err(e) if e == Errno::NODEV => {}
-        Err(e) => tracing::warn!(error = %e, "deleting discarded veths failed"),
-    }
-}
-
 /// Slots of every `hv*` interface that exists on the host (for the restart sweep).
 pub fn existing_slots() -> Vec<u32> {
     std::fs::read_dir("/sys/class/net")
@@ -384,17 +508,4 @@ pub fn existing_slots() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod id_map_tests {
-    use super::highest_mapped;
-
-    #[test]
-    fn the_highest_mapped_id_of_one_or_several_ranges() {
-        assert_eq!(highest_mapped("         0     100000      65536\n"), 65535);
-        assert_eq!(highest_mapped("0 1000 1\n1 200000 999\n"), 999);
-        assert_eq!(highest_mapped(""), 0);
-        assert_eq!(highest_mapped("garbage\n"), 0);
-    }
 }

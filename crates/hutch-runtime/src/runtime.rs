@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -185,8 +184,6 @@ pub struct Runtime {
     cgroups: CgroupDriver,
     /// Addresses in the nftables `noinet` set: only these need a change on destroy.
     noinet: Mutex<HashSet<Ipv4Addr>>,
-    /// Set when a veth was discarded since the last purge (see [`net::discard_host_side`]).
-    discarded: Arc<AtomicBool>,
     /// Where destroyed sandboxes' directories go to be deleted in the background.
     trash: Trash,
     /// Runs the spawn helper.
@@ -219,11 +216,7 @@ impl Runtime {
             }
             Err(e) => tracing::warn!(error = %e, "could not raise the host's inotify limits"),
         }
-        // Whatever an earlier run discarded and the kernel has not deleted yet.
-        net::purge_discarded();
         proc::become_subreaper();
-        let discarded = Arc::new(AtomicBool::new(false));
-        spawn_purger(Arc::clone(&discarded));
         let trash = Trash::new(cfg.state_dir.join("trash"))?;
         // `hutch __spawn` can also serve many requests from one process; other helpers
         // (tests' stand-ins) are run once per sandbox.
@@ -240,7 +233,6 @@ impl Runtime {
             cfg,
             cgroups,
             noinet: Mutex::new(noinet.iter().copied().collect()),
-            discarded,
             trash,
             spawner,
         })
@@ -445,13 +437,7 @@ impl Runtime {
     ) -> Result<()> {
         let _span = tracing::debug_span!("destroy", sandbox = %id).entered();
         let mut steps = Steps::start();
-        // The veth first: its slot's interface name is free for the next sandbox at once.
-        if let Some(net) = net {
-            if net::discard_host_side(net) {
-                self.discarded.store(true, Ordering::Relaxed);
-            }
-            steps.mark("veth");
-        }
+        // The slot's network stays: the spawn helper keeps it for the slot's next sandbox.
         self.stop(id, init)?;
         steps.mark("stop");
         self.cgroups.remove(id)?;
@@ -626,35 +612,6 @@ impl Runtime {
     /// The first host id above every sandbox's range (where zygotes' own ids may start).
     pub fn ids_end(&self) -> u32 {
         self.ids.template_base() + self.ids.span()
-    }
-}
-
-impl Drop for Runtime {
-    /// Deletes the veths this runtime discarded that are still there (a `hutch cleanup`
-    /// leaves none); the trash empties itself when dropped.
-    fn drop(&mut self) {
-        if self.discarded.swap(false, Ordering::Relaxed) {
-            net::purge_discarded();
-        }
-    }
-}
-
-/// How often discarded veths still present are deleted (usually the kernel has deleted
-/// them with their sandbox's network namespace by then).
-const PURGE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Starts the thread that deletes discarded veths in batches, for the life of the process.
-fn spawn_purger(discarded: Arc<AtomicBool>) {
-    let res = std::thread::Builder::new()
-        .name("hutch-veth-purge".into())
-        .spawn(move || loop {
-            sleep(PURGE_INTERVAL);
-            if discarded.swap(false, Ordering::Relaxed) {
-                net::purge_discarded();
-            }
-        });
-    if let Err(e) = res {
-        tracing::warn!(error = %e, "no thread to purge discarded veths; the kernel still deletes them with their sandboxes");
     }
 }
 

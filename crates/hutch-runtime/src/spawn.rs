@@ -7,10 +7,11 @@
 //! after `fork` only async-signal-safe calls are allowed there, while this process can do
 //! ordinary work in the child.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use hutch_contracts::agent::AGENT_PATH;
@@ -137,25 +138,28 @@ fn failed(error: String) -> SpawnResponse {
     }
 }
 
-/// Parses one request and starts its sandbox.
+/// Parses one request and starts its sandbox, in a slot network of its own.
 fn handle(input: &str) -> SpawnResponse {
     match serde_json::from_str::<SpawnRequest>(input) {
         Err(e) => failed(format!("bad request: {e}")),
-        Ok(req) => {
-            let mut steps = Steps::start();
-            match spawn(&req, &mut steps) {
-                Ok((pid, start)) => SpawnResponse {
-                    pid: Some(pid),
-                    start_time: Some(start),
-                    error: None,
-                    timings: steps.steps().to_vec(),
-                },
-                Err(e) => SpawnResponse {
-                    timings: steps.steps().to_vec(),
-                    ..failed(e.to_string())
-                },
-            }
-        }
+        Ok(req) => start(&req, None, Steps::start()),
+    }
+}
+
+/// Starts the sandbox of `req` in `slot_net` (the slot's kept network), or in a network
+/// made for it.
+fn start(req: &SpawnRequest, slot_net: Option<BorrowedFd<'_>>, mut steps: Steps) -> SpawnResponse {
+    match spawn(req, slot_net, &mut steps) {
+        Ok((pid, start)) => SpawnResponse {
+            pid: Some(pid),
+            start_time: Some(start),
+            error: None,
+            timings: steps.steps().to_vec(),
+        },
+        Err(e) => SpawnResponse {
+            timings: steps.steps().to_vec(),
+            ..failed(e.to_string())
+        },
     }
 }
 
@@ -221,6 +225,9 @@ pub fn serve_main() -> i32 {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();
     let mut line = String::new();
+    // Every slot's network, made the first time a sandbox of the slot starts and kept for
+    // the next ones until this process exits (docs/design.md, "Slot networks").
+    let mut nets: HashMap<u32, (Option<ParentUserNs>, net::SlotNet)> = HashMap::new();
     loop {
         line.clear();
         match std::io::BufRead::read_line(&mut lines, &mut line) {
@@ -229,16 +236,51 @@ pub fn serve_main() -> i32 {
         }
         // Copies that have answered.
         while let Ok(Some(_)) = hutch_sys::process::reap_any() {}
-        let (id, body) = match serde_json::from_str::<serde_json::Value>(&line) {
-            Ok(v) => (
-                v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0),
-                v.get("req").map(ToString::to_string).unwrap_or_default(),
+        let (id, req) = match serde_json::from_str::<ServeRequest>(&line) {
+            Ok(r) => (r.id, Ok(r.req)),
+            Err(e) => (
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+                    .unwrap_or(0),
+                Err(format!("bad request: {e}")),
             ),
-            Err(e) => (0, format!("{{\"unparsable\": {:?}}}", e.to_string())),
+        };
+        let mut steps = Steps::start();
+        let net = req.and_then(|req| {
+            let slot = req.net.slot;
+            // Kept for a sandbox with the same owner (the host, or the same zygote), and
+            // only while its veth is still the slot's.
+            if nets
+                .get(&slot)
+                .is_some_and(|(owner, n)| *owner != req.parent_userns || !n.intact(&req.net))
+            {
+                nets.remove(&slot);
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = nets.entry(slot) {
+                let made = make_slot_net(&req)
+                    .map_err(|e| format!("making the network of slot {slot}: {e}"))?;
+                e.insert((req.parent_userns, made));
+                steps.mark("slot_net");
+            }
+            Ok((req, slot))
+        });
+        let (req, slot) = match net {
+            Ok(r) => r,
+            Err(e) => {
+                if std::io::stdout()
+                    .write_all(&answer_line(id, failed(e)))
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
         };
         match hutch_sys::ns::fork_into_namespaces(Namespaces::empty()) {
             Ok(Fork::Child) => {
-                let resp = handle(&body);
+                let ns = nets.get(&slot).map(|(_, n)| n.ns.as_fd());
+                let resp = start(&req, ns, steps);
                 let _ = std::io::stdout().write_all(&answer_line(id, resp));
                 hutch_sys::process::exit_now(0);
             }
@@ -256,6 +298,18 @@ pub fn serve_main() -> i32 {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     0
+}
+
+/// Makes the network of `req`'s slot, owned by the host's user namespace or, for a
+/// sandbox nested in a zygote's, by that one.
+fn make_slot_net(req: &SpawnRequest) -> Result<net::SlotNet> {
+    match req.parent_userns {
+        None => net::make_slot_net(&req.net, (req.id_base, req.id_count), None),
+        Some(owner) => {
+            let userns = OwnedFd::from(open_userns(owner)?);
+            net::make_slot_net(&req.net, (req.nested_root_id, req.id_count), Some(&userns))
+        }
+    }
 }
 
 /// Everything the child needs, prepared before the clone.
@@ -276,16 +330,34 @@ struct ChildPlan {
     /// The child starts in the rootfs as its working directory and cannot walk the host's
     /// path to it (its user namespace is a zygote's, see [`fork_nested`]).
     rootfs_is_cwd: bool,
-    /// The sandbox's end of its network, configured by the child itself (see [`child`]).
-    net: net::SandboxNet,
+    /// A sysfs of the slot's network namespace, made here: the child may not mount one in a
+    /// network namespace its user namespace does not own. None: the child tries itself.
+    sysfs: Option<OwnedFd>,
 }
 
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
 }
 
-fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
-    let plan = ChildPlan {
+fn spawn(
+    req: &SpawnRequest,
+    slot_net: Option<BorrowedFd<'_>>,
+    steps: &mut Steps,
+) -> Result<(i32, u64)> {
+    // The sandbox joins its slot's network: we enter it (this process is a throwaway copy
+    // or the one-shot helper) and the clone inherits it. Without a kept one, one is made
+    // for this sandbox alone and goes with it.
+    let made;
+    let netns = match slot_net {
+        Some(ns) => ns,
+        None => {
+            made = make_slot_net(req)?;
+            made.ns.as_fd()
+        }
+    };
+    hutch_sys::ns::enter_net_namespace(netns)
+        .map_err(|e| RuntimeError::sys("setns (the slot's network namespace)", e))?;
+    let mut plan = ChildPlan {
         hostname: cstring(&req.id)?,
         rootfs: req.rootfs.clone(),
         agent_bin: req.agent_bin.clone(),
@@ -310,8 +382,12 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
             })
             .collect::<Result<_>>()?,
         rootfs_is_cwd: req.parent_userns.is_some(),
-        net: req.net.clone(),
+        sysfs: None,
     };
+    match hutch_sys::mount::new_sysfs() {
+        Ok(fd) => plan.sysfs = Some(fd),
+        Err(e) => tracing::debug!(error = %e, "no sysfs made for the sandbox"),
+    }
     let parent_userns = req.parent_userns.map(open_userns).transpose()?;
     // No OOM exemption is handed down: a score set here by host root would become the
     // floor every process of the sandbox could lower itself to (-1000 made any of them
@@ -322,7 +398,6 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
     let flags = Namespaces::NEWUSER
         | Namespaces::NEWPID
         | Namespaces::NEWNS
-        | Namespaces::NEWNET
         | Namespaces::NEWUTS
         | Namespaces::NEWIPC;
     // This process is single-threaded (checked by the call), so the child may run ordinary
@@ -331,7 +406,7 @@ fn spawn(req: &SpawnRequest, steps: &mut Steps) -> Result<(i32, u64)> {
     // per-user kernel limits are then charged to that uid, never to the host's root.
     let fork = match &parent_userns {
         None => hutch_sys::ns::fork_into_namespaces_owned_by(flags, req.id_base).map_err(|e| {
-            RuntimeError::sys("clone (new user, pid, mount, net, uts, ipc namespaces)", e)
+            RuntimeError::sys("clone (new user, pid, mount, uts, ipc namespaces)", e)
         })?,
         Some(ns) => fork_nested(ns, req, flags)?,
     };
@@ -485,9 +560,6 @@ fn parent_setup(req: &SpawnRequest, pid: i32, id_maps: bool, steps: &mut Steps) 
         fs::write(f, pid.to_string()).map_err(|e| RuntimeError::io("join cgroup", f, e))?;
     }
     steps.mark("join_cgroup");
-    // The sandbox's side is the child's own work (see `child`).
-    net::setup_host_side(&req.net, pid)?;
-    steps.mark("host_net");
     Ok(())
 }
 
@@ -572,7 +644,7 @@ fn clone_nested(userns: &fs::File, req: &SpawnRequest, flags: Namespaces) -> Res
     hutch_sys::ns::set_dumpable(true).map_err(|e| RuntimeError::sys("PR_SET_DUMPABLE", e))?;
     let fork = hutch_sys::ns::fork_sibling_into_namespaces(flags).map_err(|e| {
         RuntimeError::sys(
-            "clone (new user, pid, mount, net, uts, ipc namespaces) in the zygote's user namespace",
+            "clone (new user, pid, mount, uts, ipc namespaces) in the zygote's user namespace",
             e,
         )
     })?;
@@ -678,7 +750,12 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
         Path::new("."),
         &agent_src,
         AGENT_PATH,
+        plan.sysfs.is_none(),
     ))?;
+    if let Some(sysfs) = &plan.sysfs {
+        hutch_sys::mount::attach(sysfs.as_fd(), Path::new("sys"))
+            .map_err(|e| errno("attach sysfs on /sys", e))?;
+    }
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
     // drops the whole host tree.
@@ -686,14 +763,6 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     hutch_sys::ns::pivot_root(dot, dot).map_err(|e| errno("pivot_root", e))?;
     hutch_sys::mount::detach(dot).map_err(|e| errno("detach old root", e))?;
     hutch_sys::ns::chdir(Path::new("/")).map_err(|e| errno("chdir /", e))?;
-    // Our own side of the network, in our network namespace (whose owner, our user
-    // namespace, gives us CAP_NET_ADMIN over it), while /proc/sys is still writable. Done
-    // here rather than by the helper from the host: its sysctl files are reached through
-    // our own /proc. The host's /proc keeps a dentry of `/proc/sys/net/ipv6` per network
-    // namespace that looked it up, until that namespace is destroyed, which the kernel
-    // does in the background and slower than sandboxes come and go; every lookup there
-    // compares them all under one lock (docs/design.md, "Creating a sandbox").
-    net::setup_sandbox_side(&plan.net).map_err(|e| e.to_string())?;
     // This sandbox's share of the per-user limits all sandboxes' namespaces are charged to
     // together (inotify instances and watches; see crate::ucounts).
     crate::ucounts::limit_own_namespace()?;

@@ -121,6 +121,26 @@ pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> Result<()> {
     )
 }
 
+/// A new, detached, read-only sysfs mount (`nosuid`, `nodev`, `noexec`) showing the
+/// caller's network namespace (sysfs takes it at mount). Attach it with [`attach`]: a
+/// process in a user namespace that does not own that network namespace may not mount
+/// sysfs itself, but may attach this one.
+pub fn new_sysfs() -> Result<OwnedFd> {
+    use rustix::mount::{
+        fsconfig_create, fsmount, fsopen, FsMountFlags, FsOpenFlags, MountAttrFlags,
+    };
+    let fs = fsopen("sysfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_create(&fs)?;
+    fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+}
+
 /// The `ST_*` flags (`statvfs(2)`'s `f_flag`) of the filesystem `path` is on: what a
 /// read-only remount inside a user namespace must repeat, since they are locked there.
 pub fn mount_flags(path: &Path) -> Result<u64> {

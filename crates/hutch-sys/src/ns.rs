@@ -197,6 +197,18 @@ pub fn enter_net_namespace(ns: impl AsFd) -> Result<()> {
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
 }
 
+/// The calling thread's network namespace, held open.
+pub fn own_net_namespace() -> std::io::Result<std::os::fd::OwnedFd> {
+    std::fs::File::open("/proc/thread-self/ns/net").map(std::os::fd::OwnedFd::from)
+}
+
+/// Moves the calling thread into a new network namespace (owned by its user namespace).
+pub fn unshare_net_namespace() -> Result<()> {
+    // SAFETY: only CLONE_NEWNET: no file descriptor table or filesystem state is unshared
+    // behind the back of code that holds references into them.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
+}
+
 /// Moves the calling thread into the user namespace `ns` (an open `/proc/<pid>/ns/user`),
 /// with every capability there. Refused (`EINVAL`) for a multi-threaded process.
 pub fn enter_user_namespace(ns: impl AsFd) -> Result<()> {

@@ -184,9 +184,15 @@ pub fn zygote_tree(root: &Path) -> Vec<Step> {
 }
 
 /// The sandbox's own filesystems below `root` (the rootfs, as the current directory):
-/// `/proc`, a minimal `/dev`, a read-only `/sys`, and the agent binary bound read-only from
-/// `agent_source` at `agent_inside` (an absolute path inside the sandbox).
-pub fn sandbox_tree(root: &Path, agent_source: &Path, agent_inside: &str) -> Vec<Step> {
+/// `/proc`, a minimal `/dev`, a read-only `/sys` (mounted here when `mount_sysfs`, else
+/// only its mount point), and the agent binary bound read-only from `agent_source` at
+/// `agent_inside` (an absolute path inside the sandbox).
+pub fn sandbox_tree(
+    root: &Path,
+    agent_source: &Path,
+    agent_inside: &str,
+    mount_sysfs: bool,
+) -> Vec<Step> {
     let nosuid = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let proc = root.join("proc");
     let mut steps = vec![
@@ -196,13 +202,15 @@ pub fn sandbox_tree(root: &Path, agent_source: &Path, agent_inside: &str) -> Vec
     steps.extend(dev(root));
     let sys = root.join("sys");
     steps.push(Step::Mkdir(sys.clone()));
-    steps.push(Step::TryMount(mount(
-        Some("sysfs"),
-        sys,
-        Some("sysfs"),
-        nosuid | MountFlags::RDONLY,
-        None,
-    )));
+    if mount_sysfs {
+        steps.push(Step::TryMount(mount(
+            Some("sysfs"),
+            sys,
+            Some("sysfs"),
+            nosuid | MountFlags::RDONLY,
+            None,
+        )));
+    }
     let agent = root.join(agent_inside.trim_start_matches('/'));
     if let Some(parent) = agent.parent() {
         steps.push(Step::Mkdir(parent.to_path_buf()));

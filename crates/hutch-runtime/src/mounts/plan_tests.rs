@@ -6,7 +6,7 @@ use crate::mounts::SandboxPaths;
 const AGENT: &str = "/.hutch/hutch-agent";
 
 fn tree() -> Vec<Step> {
-    sandbox_tree(Path::new("."), Path::new("/proc/self/fd/7"), AGENT)
+    sandbox_tree(Path::new("."), Path::new("/proc/self/fd/7"), AGENT, true)
 }
 
 fn mounts(steps: &[Step]) -> Vec<&Mount> {
@@ -197,4 +197,13 @@ fn mount_flags_combine_and_test_membership() {
     assert!(!f.contains(MountFlags::REC));
     assert!(f.contains(MountFlags::NONE));
     assert_eq!(MountFlags::default(), MountFlags::NONE);
+}
+
+#[test]
+fn a_sysfs_made_by_the_helper_leaves_only_its_mount_point() {
+    let steps = sandbox_tree(Path::new("."), Path::new("/proc/self/fd/7"), AGENT, false);
+    assert!(mounts(&steps).iter().all(|m| m.fstype != Some("sysfs")));
+    assert!(steps
+        .iter()
+        .any(|s| matches!(s, Step::Mkdir(p) if p == Path::new("./sys"))));
 }

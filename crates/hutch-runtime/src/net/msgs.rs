@@ -18,8 +18,7 @@ const RTM_NEWNEIGH: u16 = 28;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
-const IFLA_NET_NS_PID: u16 = 19;
-const IFLA_GROUP: u16 = 27;
+const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -72,8 +71,15 @@ fn ifinfomsg(index: u32, up: Option<bool>) -> [u8; IFINFOMSG_LEN] {
 }
 
 /// Creates veth `host` (hardware address `host_mac`) here with its peer, named `peer`
-/// (`peer_mac`), directly in the network namespace of process `pid`. Both ends stay down.
-pub fn new_veth(host: &str, host_mac: [u8; 6], peer: &str, peer_mac: [u8; 6], pid: i32) -> Message {
+/// (`peer_mac`), directly in the network namespace open as descriptor `netns`. Both ends
+/// stay down.
+pub fn new_veth(
+    host: &str,
+    host_mac: [u8; 6],
+    peer: &str,
+    peer_mac: [u8; 6],
+    netns: i32,
+) -> Message {
     let mut m = Message::new(RTM_NEWLINK, F_ACK | F_CREATE | F_EXCL);
     m.put(&ifinfomsg(0, None))
         .attr_str(IFLA_IFNAME, host)
@@ -87,7 +93,7 @@ pub fn new_veth(host: &str, host_mac: [u8; 6], peer: &str, peer_mac: [u8; 6], pi
         .put(&ifinfomsg(0, None))
         .attr_str(IFLA_IFNAME, peer)
         .attr(IFLA_ADDRESS, &peer_mac)
-        .attr_u32(IFLA_NET_NS_PID, pid as u32)
+        .attr_u32(IFLA_NET_NS_FD, netns as u32)
         .end_nested()
         .end_nested()
         .end_nested();
@@ -98,25 +104,6 @@ pub fn new_veth(host: &str, host_mac: [u8; 6], peer: &str, peer_mac: [u8; 6], pi
 pub fn del_link(name: &str) -> Message {
     let mut m = Message::new(RTM_DELLINK, F_ACK);
     m.put(&ifinfomsg(0, None)).attr_str(IFLA_IFNAME, name);
-    m
-}
-
-/// Takes interface `index` down, renames it `new_name` and moves it to `group`, in one
-/// request: down, its routes are gone and its old name is free at once (see
-/// [`del_group`]).
-pub fn discard_link(index: u32, new_name: &str, group: u32) -> Message {
-    let mut m = Message::new(RTM_NEWLINK, F_ACK);
-    m.put(&ifinfomsg(index, Some(false)))
-        .attr_str(IFLA_IFNAME, new_name)
-        .attr_u32(IFLA_GROUP, group);
-    m
-}
-
-/// Deletes every interface in `group` in one batch (one set of the kernel's RCU waits for
-/// all of them). Fails with `ENODEV` when the group is empty.
-pub fn del_group(group: u32) -> Message {
-    let mut m = Message::new(RTM_DELLINK, F_ACK);
-    m.put(&ifinfomsg(0, None)).attr_u32(IFLA_GROUP, group);
     m
 }
 

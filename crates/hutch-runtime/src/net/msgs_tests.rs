@@ -18,7 +18,7 @@ fn body(m: &Message) -> Vec<u8> {
 #[test]
 fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
     let (host_mac, peer_mac) = ([2, 0x68, 1, 0, 0, 7], [2, 0x68, 2, 0, 0, 7]);
-    let m = new_veth("hv7", host_mac, "eth0", peer_mac, 4242);
+    let m = new_veth("hv7", host_mac, "eth0", peer_mac, 42);
     let b = m.encode(1);
     assert_eq!(
         header(&b),
@@ -41,7 +41,7 @@ fn veth_is_created_with_its_peer_named_and_placed_in_the_sandbox_namespace() {
         [
             (IFLA_IFNAME, &b"eth0\0"[..]),
             (IFLA_ADDRESS, &peer_mac[..]),
-            (IFLA_NET_NS_PID, &4242u32.to_ne_bytes()[..]),
+            (IFLA_NET_NS_FD, &42u32.to_ne_bytes()[..]),
         ]
     );
     // As `ip` sends it: no NLA_F_NESTED on the link info nests.
@@ -168,29 +168,4 @@ fn noinet_elements_travel_in_an_nftables_batch() {
         let raw_kind = u16::from_ne_bytes([b[16 + 4 + 12 + 12 + 2], b[16 + 4 + 12 + 12 + 3]]);
         assert_eq!(raw_kind, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
     }
-}
-
-#[test]
-fn a_discarded_link_goes_down_renamed_into_the_group_deleted_as_one() {
-    let b = discard_link(12, "hvz7", 99).encode(1);
-    assert_eq!(header(&b), (RTM_NEWLINK, F_REQUEST | F_ACK));
-    let body = &b[16..];
-    assert_eq!(&body[4..8], &12u32.to_ne_bytes());
-    // flags 0 under a change mask of IFF_UP: down.
-    assert_eq!(&body[8..12], &0u32.to_ne_bytes());
-    assert_eq!(&body[12..16], &1u32.to_ne_bytes());
-    assert_eq!(
-        attributes(body, IFINFOMSG_LEN),
-        [
-            (IFLA_IFNAME, &b"hvz7\0"[..]),
-            (IFLA_GROUP, &99u32.to_ne_bytes()[..])
-        ]
-    );
-    let b = del_group(99).encode(1);
-    assert_eq!(header(&b), (RTM_DELLINK, F_REQUEST | F_ACK));
-    assert_eq!(&b[16..32], &[0u8; 16]);
-    assert_eq!(
-        attributes(&b[16..], IFINFOMSG_LEN),
-        [(IFLA_GROUP, &99u32.to_ne_bytes()[..])]
-    );
 }
