@@ -68,14 +68,22 @@ pub(crate) fn setup(
     steps.mark("loop_mount");
     let upper = paths.disk.join("upper");
     let work = paths.disk.join("work");
+    // The blank image has them (see `disk::blank_image`).
     for d in [&upper, &work] {
-        fs::create_dir(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RuntimeError::io("mkdir", d, e)),
+        }
     }
     chown(&upper, Some(root_uid), Some(root_uid))
         .map_err(|e| RuntimeError::io("chown", &upper, e))?;
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| RuntimeError::io("chmod", &upper, e))?;
-    let _ = fs::remove_dir_all(paths.disk.join("lost+found"));
+    let lost = paths.disk.join("lost+found");
+    if lost.exists() {
+        let _ = fs::remove_dir_all(lost);
+    }
     steps.mark("upper");
     let mapped = ids.map_layers(root_uid, layers, &paths.dir)?;
     let layers = mapped.as_ref().map_or(layers, |m| &m.paths[..]);

@@ -8,14 +8,14 @@ use crate::testutil::TempDir;
 
 #[test]
 fn blank_images_are_cached_per_size() {
-    assert_eq!(blank_image_name(1024), "blank-ext4-v2-1024m.img");
+    assert_eq!(blank_image_name(1024), "blank-ext4-v3-1024m.img");
     assert_eq!(image_len(2), 2 * 1024 * 1024);
 }
 
 #[test]
 fn an_existing_blank_image_is_reused_without_formatting() {
     let tmp = TempDir::new("disk-cache");
-    let cached = tmp.path().join("blank-ext4-v2-10m.img");
+    let cached = tmp.path().join("blank-ext4-v3-10m.img");
     fs::write(&cached, b"formatted earlier").expect("write");
     assert_eq!(blank_image(tmp.path(), 10).expect("cached"), cached);
     assert_eq!(fs::read(&cached).expect("read"), b"formatted earlier");
@@ -163,4 +163,26 @@ fn a_new_disk_switches_to_direct_io_a_moment_after_its_mount_or_at_once_on_deman
         assert!(first_later, "never switched");
         assert!(second, "not switched on demand");
     }
+}
+
+#[test]
+fn a_blank_disk_holds_the_overlays_directories_and_no_lost_and_found_when_root() {
+    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: needs root and /dev/loop-control");
+        return;
+    }
+    let tmp = TempDir::new("disk-blank-dirs");
+    let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
+    let img = tmp.path().join("d.img");
+    copy_sparse(&blank, &img).expect("copy");
+    let target = tmp.path().join("m");
+    fs::create_dir(&target).expect("mkdir");
+    mount_image(&img, &target).expect("mount");
+    let mut names: Vec<String> = fs::read_dir(&target)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    hutch_sys::mount::detach(&target).expect("umount");
+    assert_eq!(names, ["upper", "work"]);
 }
