@@ -10,19 +10,16 @@
 //! and ENOSYS makes glibc fall back to `clone`, whose flags the filter can check.
 
 use hutch_sys::seccomp::{install_filter, Instruction};
-use std::collections::BTreeMap;
-
-use seccompiler::{
-    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
-};
 
 use crate::error::{Result, RuntimeError};
 
 #[cfg(test)]
 mod bpf;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
+mod tree;
 
 /// Syscalls allowed without conditions.
 const ALLOWED: &[libc::c_long] = &[
@@ -356,127 +353,109 @@ const NETLINK_PROTOCOLS: &[u64] = &[0, 4, 9, 12, 15, 16];
 /// by debuggers and `setarch`).
 const PERSONALITIES: &[u64] = &[0x0, 0x8, 0x0002_0000, 0x0004_0000, 0xffff_ffff];
 
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    mismatch: SeccompAction,
-    matched: SeccompAction,
-) -> Result<Vec<Instruction>> {
-    let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
-        .map_err(|e| RuntimeError::Seccomp(e.to_string()))?;
-    let program: seccompiler::BpfProgram = filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| RuntimeError::Seccomp(e.to_string()))?;
-    Ok(program
-        .iter()
-        .map(|i| Instruction {
-            code: i.code,
-            jt: i.jt,
-            jf: i.jf,
-            k: i.k,
-        })
-        .collect())
-}
-
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value)
-        .map_err(|e| RuntimeError::Seccomp(e.to_string()))
-}
-
-/// A condition on the low 32 bits of an argument: for the `int` and `unsigned int`
-/// parameters the kernel reads only those of (a caller may set the upper ones to anything).
-fn cond32(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
-        .map_err(|e| RuntimeError::Seccomp(e.to_string()))
-}
-
-fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule> {
-    SeccompRule::new(conds).map_err(|e| RuntimeError::Seccomp(e.to_string()))
-}
-
-/// The calls of a family other than [`FAMILY_UNIX`], [`FAMILIES_IP`] and [`FAMILY_NETLINK`]
-/// (`socketpair`: other than [`FAMILY_UNIX`]). They get EAFNOSUPPORT, the kernel's own
-/// answer for a family it lacks, which programs that probe for one expect (sudo and PAM take
-/// EPERM from the audit socket for an error, for instance).
-fn foreign_families() -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
-    let mut families = vec![FAMILY_UNIX, FAMILY_NETLINK];
-    families.extend_from_slice(FAMILIES_IP);
-    let not_any = families
-        .iter()
-        .map(|f| cond32(0, SeccompCmpOp::Ne, *f))
-        .collect::<Result<Vec<_>>>()?;
-    Ok([
-        (libc::SYS_socket, vec![rule(not_any)?]),
-        (
-            libc::SYS_socketpair,
-            vec![rule(vec![cond32(0, SeccompCmpOp::Ne, FAMILY_UNIX)?])?],
-        ),
-    ]
-    .into_iter()
-    .collect())
-}
-
-/// The `socket` calls of an allowed family with a protocol outside [`IP_PROTOCOLS`] or
-/// [`NETLINK_PROTOCOLS`]: EPROTONOSUPPORT, as from a kernel without them.
-fn foreign_protocols() -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
-    let mut rules = Vec::new();
-    let mut add = |family: u64, protocols: &[u64]| -> Result<()> {
-        let mut conds = vec![cond32(0, SeccompCmpOp::Eq, family)?];
-        for p in protocols {
-            conds.push(cond32(2, SeccompCmpOp::Ne, *p)?);
-        }
-        rules.push(rule(conds)?);
-        Ok(())
-    };
-    for family in FAMILIES_IP {
-        add(*family, IP_PROTOCOLS)?;
-    }
-    add(FAMILY_NETLINK, NETLINK_PROTOCOLS)?;
-    Ok([(libc::SYS_socket, rules)].into_iter().collect())
-}
-
-/// The filters, in installation order: the allowlist, the clone3 → ENOSYS filter, and the
-/// socket families (EAFNOSUPPORT) and protocols (EPROTONOSUPPORT) filters.
+/// The filters, in installation order: one program (see [`tree`]) that refuses what is
+/// not allowed with EPERM, answers `clone3` with ENOSYS, socket families other than
+/// [`FAMILY_UNIX`], [`FAMILIES_IP`] and [`FAMILY_NETLINK`] with EAFNOSUPPORT (the kernel's
+/// own answer for a family it lacks, which programs that probe for one expect: sudo and PAM
+/// take EPERM from the audit socket for an error) and protocols outside [`IP_PROTOCOLS`]
+/// and [`NETLINK_PROTOCOLS`] with EPROTONOSUPPORT, as a kernel without them would.
 pub fn programs() -> Result<Vec<Vec<Instruction>>> {
-    let mut allow: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|s| (*s, Vec::new())).collect();
-    allow.insert(
-        libc::SYS_clone,
-        vec![rule(vec![cond(0, SeccompCmpOp::MaskedEq(NS_FLAGS), 0)?])?],
-    );
-    let personality = PERSONALITIES
-        .iter()
-        .map(|v| rule(vec![cond(0, SeccompCmpOp::Eq, *v)?]))
-        .collect::<Result<Vec<_>>>()?;
-    allow.insert(libc::SYS_personality, personality);
-    let ioctl = IOCTLS_REFUSED
-        .iter()
-        .map(|r| cond32(1, SeccompCmpOp::Ne, *r))
-        .collect::<Result<Vec<_>>>()?;
-    allow.insert(libc::SYS_ioctl, vec![rule(ioctl)?]);
-    let allowlist = compile(
-        allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-    )?;
+    Ok(vec![policy()?])
+}
 
-    let clone3: BTreeMap<i64, Vec<SeccompRule>> =
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect();
-    let clone3 = compile(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-    )?;
-    let families = compile(
-        foreign_families()?,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
-    )?;
-    let protocols = compile(
-        foreign_protocols()?,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPROTONOSUPPORT as u32),
-    )?;
-    Ok(vec![allowlist, clone3, families, protocols])
+// Checked by the `clone` filter on the argument's low 32 bits only.
+const _: () = assert!(NS_FLAGS >> 32 == 0);
+
+fn policy() -> Result<Vec<Instruction>> {
+    use tree::{arg_hi, arg_lo, ret_errno, Asm, Check, Leaf, To, RET_ALLOW};
+    let eperm = ret_errno(libc::EPERM);
+    let no_family = ret_errno(libc::EAFNOSUPPORT);
+    let no_protocol = ret_errno(libc::EPROTONOSUPPORT);
+    let nr = |n: libc::c_long| n as u32;
+
+    let clone = |a: &mut Asm| {
+        let deny = a.label();
+        a.load(arg_lo(0));
+        a.jset(NS_FLAGS as u32, To::Label(deny), To::Next);
+        a.ret(RET_ALLOW);
+        a.place(deny);
+        a.ret(eperm);
+    };
+    let personality = |a: &mut Asm| {
+        let (deny, ok) = (a.label(), a.label());
+        a.load(arg_hi(0));
+        a.jeq(0, To::Next, To::Label(deny));
+        a.load(arg_lo(0));
+        for v in PERSONALITIES {
+            a.jeq(*v as u32, To::Label(ok), To::Next);
+        }
+        a.place(deny);
+        a.ret(eperm);
+        a.place(ok);
+        a.ret(RET_ALLOW);
+    };
+    let ioctl = |a: &mut Asm| {
+        let deny = a.label();
+        a.load(arg_lo(1));
+        for r in IOCTLS_REFUSED {
+            a.jeq(*r as u32, To::Label(deny), To::Next);
+        }
+        a.ret(RET_ALLOW);
+        a.place(deny);
+        a.ret(eperm);
+    };
+    let protocols = |a: &mut Asm, allowed: &[u64], ok: usize| {
+        a.load(arg_lo(2));
+        for p in allowed {
+            a.jeq(*p as u32, To::Label(ok), To::Next);
+        }
+        a.ret(no_protocol);
+    };
+    let socket = |a: &mut Asm| {
+        let (ok, ip, netlink) = (a.label(), a.label(), a.label());
+        a.load(arg_lo(0));
+        a.jeq(FAMILY_UNIX as u32, To::Label(ok), To::Next);
+        a.jeq(FAMILY_NETLINK as u32, To::Label(netlink), To::Next);
+        for f in FAMILIES_IP {
+            a.jeq(*f as u32, To::Label(ip), To::Next);
+        }
+        a.ret(no_family);
+        a.place(ip);
+        protocols(a, IP_PROTOCOLS, ok);
+        a.place(netlink);
+        protocols(a, NETLINK_PROTOCOLS, ok);
+        a.place(ok);
+        a.ret(RET_ALLOW);
+    };
+    let socketpair = |a: &mut Asm| {
+        let ok = a.label();
+        a.load(arg_lo(0));
+        a.jeq(FAMILY_UNIX as u32, To::Label(ok), To::Next);
+        a.ret(no_family);
+        a.place(ok);
+        a.ret(RET_ALLOW);
+    };
+    let checked: [(libc::c_long, Check<'_>); 5] = [
+        (libc::SYS_clone, &clone),
+        (libc::SYS_personality, &personality),
+        (libc::SYS_ioctl, &ioctl),
+        (libc::SYS_socket, &socket),
+        (libc::SYS_socketpair, &socketpair),
+    ];
+    let mut leaves: Vec<(u32, Leaf)> = ALLOWED
+        .iter()
+        .filter(|n| **n != libc::SYS_clone3 && !checked.iter().any(|(c, _)| c == *n))
+        .map(|n| (nr(*n), Leaf::Ret(RET_ALLOW)))
+        .collect();
+    leaves.push((nr(libc::SYS_clone3), Leaf::Ret(ret_errno(libc::ENOSYS))));
+    leaves.extend(
+        checked
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (nr(*n), Leaf::Check(i))),
+    );
+    let emitters: Vec<Check<'_>> = checked.iter().map(|(_, e)| *e).collect();
+    tree::compile(&leaves, eperm, &emitters).map_err(RuntimeError::Seccomp)
 }
 
 /// Installs already compiled filters on the calling thread (and so its future children).

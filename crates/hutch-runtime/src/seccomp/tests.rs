@@ -29,12 +29,101 @@ const FORK_FLAGS: u64 =
     (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
 
 #[test]
-fn filters_compile_to_four_programs_within_the_kernel_size_limit() {
+fn the_policy_is_one_program_shorter_than_the_four_a_linear_search_takes() {
     let programs = programs().expect("compile");
-    assert_eq!(programs.len(), 4);
-    for p in &programs {
-        assert!(!p.is_empty() && p.len() <= 4096, "{} instructions", p.len());
+    assert_eq!(programs.len(), 1);
+    let linear: usize = super::reference::programs()
+        .expect("reference compiles")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    assert!(
+        programs[0].len() <= 4096,
+        "{} instructions",
+        programs[0].len()
+    );
+    assert!(
+        programs[0].len() < linear,
+        "{} against {linear}",
+        programs[0].len()
+    );
+}
+
+/// Argument values that reach every branch of the checks: flag bits, the listed values and
+/// their neighbours, and the same with upper bits set.
+fn interesting_args() -> Vec<u64> {
+    let mut v: Vec<u64> = vec![0, 1, 2, 3, 5, 7, 8, 10, 16, 17, 33, 41, 132, 255, 256];
+    v.extend(PERSONALITIES);
+    v.extend(IOCTLS_REFUSED.iter().flat_map(|r| [*r, r + 1, r - 1]));
+    v.extend([
+        FORK_FLAGS,
+        THREAD_FLAGS,
+        NS_FLAGS,
+        libc::CLONE_NEWNET as u64,
+    ]);
+    v.extend(
+        NETLINK_PROTOCOLS
+            .iter()
+            .chain(IP_PROTOCOLS)
+            .chain(FAMILIES_IP),
+    );
+    let high: Vec<u64> = v.iter().map(|x| x | 0x1_0000_0000).collect();
+    v.extend(high);
+    v.extend([u64::MAX, 0xffff_ffff_0000_0000]);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[test]
+fn the_compiled_tree_decides_every_call_as_the_linear_filters_do() {
+    let tree = programs().expect("compile");
+    let linear = super::reference::programs().expect("reference compiles");
+    let checked = [
+        libc::SYS_clone,
+        libc::SYS_personality,
+        libc::SYS_ioctl,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+    ];
+    let args = interesting_args();
+    let mut numbers: Vec<i64> = (0..=600).collect();
+    numbers.extend([
+        0x4000_0000,
+        0x4000_0000 | libc::SYS_read,
+        0x4000_0000 | libc::SYS_socket,
+    ]);
+    numbers.extend([i64::from(i32::MAX), -1, 1000, 100_000]);
+    let mut compared = 0u64;
+    for nr in numbers {
+        let mut calls = vec![SeccompData::x86_64(nr, &[])];
+        if checked.contains(&nr) {
+            calls.clear();
+            for a0 in &args {
+                for a1 in [0, 0x5412, 0x541c, 0x5413, 0x1_0000_5412] {
+                    for a2 in &args {
+                        calls.push(SeccompData::x86_64(nr, &[*a0, a1, *a2]));
+                    }
+                }
+            }
+        }
+        for mut data in calls {
+            assert_eq!(
+                verdict(&tree, &data),
+                verdict(&linear, &data),
+                "nr {nr} args {:x?}",
+                data.args
+            );
+            data.arch = AUDIT_ARCH_I386;
+            assert_eq!(
+                verdict(&tree, &data),
+                verdict(&linear, &data),
+                "i386 nr {nr}"
+            );
+            compared += 1;
+        }
     }
+    assert!(compared > 10_000, "{compared}");
 }
 
 #[test]
