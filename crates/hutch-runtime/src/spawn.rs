@@ -225,9 +225,7 @@ pub fn serve_main() -> i32 {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();
     let mut line = String::new();
-    // Every slot's network, made the first time a sandbox of the slot starts and kept for
-    // the next ones until this process exits (docs/design.md, "Slot networks").
-    let mut nets: HashMap<u32, (Option<ParentUserNs>, net::SlotNet)> = HashMap::new();
+    let mut nets = KeptNets::default();
     loop {
         line.clear();
         match std::io::BufRead::read_line(&mut lines, &mut line) {
@@ -248,21 +246,8 @@ pub fn serve_main() -> i32 {
         };
         let mut steps = Steps::start();
         let net = req.and_then(|req| {
+            nets.ready(&req, &mut steps)?;
             let slot = req.net.slot;
-            // Kept for a sandbox with the same owner (the host, or the same zygote), and
-            // only while its veth is still the slot's.
-            if nets
-                .get(&slot)
-                .is_some_and(|(owner, n)| *owner != req.parent_userns || !n.intact(&req.net))
-            {
-                nets.remove(&slot);
-            }
-            if let std::collections::hash_map::Entry::Vacant(e) = nets.entry(slot) {
-                let made = make_slot_net(&req)
-                    .map_err(|e| format!("making the network of slot {slot}: {e}"))?;
-                e.insert((req.parent_userns, made));
-                steps.mark("slot_net");
-            }
             Ok((req, slot))
         });
         let (req, slot) = match net {
@@ -279,7 +264,7 @@ pub fn serve_main() -> i32 {
         };
         match hutch_sys::ns::fork_into_namespaces(Namespaces::empty()) {
             Ok(Fork::Child) => {
-                let ns = nets.get(&slot).map(|(_, n)| n.ns.as_fd());
+                let ns = nets.get(slot);
                 let resp = start(&req, ns, steps);
                 let _ = std::io::stdout().write_all(&answer_line(id, resp));
                 hutch_sys::process::exit_now(0);
@@ -298,6 +283,79 @@ pub fn serve_main() -> i32 {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     0
+}
+
+/// How many slot networks a long-lived helper keeps at most; beyond, the least recently
+/// used goes (a sandbox still in it keeps it until it ends; the slot's next sandbox then
+/// gets a new one).
+const KEPT_NETS_MAX: usize = 256;
+
+/// The slot networks a long-lived helper keeps (docs/design.md, "Slot networks"): made the
+/// first time a sandbox of the slot starts, kept for the slot's next sandboxes with the same
+/// owner until this process exits, at most [`KEPT_NETS_MAX`] of them.
+#[derive(Default)]
+struct KeptNets {
+    nets: HashMap<u32, KeptNet>,
+    clock: u64,
+}
+
+struct KeptNet {
+    /// A zygote's user namespace owns it, or (None) the host's.
+    owner: Option<ParentUserNs>,
+    net: net::SlotNet,
+    /// When it was last handed out ([`KeptNets::clock`]).
+    used: u64,
+}
+
+impl KeptNets {
+    /// Makes sure the network of `req`'s slot is there, with `req`'s owner and its veth
+    /// still the slot's (making it anew otherwise).
+    fn ready(&mut self, req: &SpawnRequest, steps: &mut Steps) -> std::result::Result<(), String> {
+        let slot = req.net.slot;
+        if self
+            .nets
+            .get(&slot)
+            .is_some_and(|k| k.owner != req.parent_userns || !k.net.intact(&req.net))
+        {
+            self.nets.remove(&slot);
+        }
+        self.clock += 1;
+        if let Some(k) = self.nets.get_mut(&slot) {
+            k.used = self.clock;
+            return Ok(());
+        }
+        let net =
+            make_slot_net(req).map_err(|e| format!("making the network of slot {slot}: {e}"))?;
+        steps.mark("slot_net");
+        self.nets.insert(
+            slot,
+            KeptNet {
+                owner: req.parent_userns,
+                net,
+                used: self.clock,
+            },
+        );
+        if let Some(old) =
+            least_recently_used(self.nets.iter().map(|(s, k)| (*s, k.used)), KEPT_NETS_MAX)
+        {
+            self.nets.remove(&old);
+        }
+        Ok(())
+    }
+
+    /// The network namespace of `slot`'s kept network.
+    fn get(&self, slot: u32) -> Option<BorrowedFd<'_>> {
+        self.nets.get(&slot).map(|k| k.net.ns.as_fd())
+    }
+}
+
+/// Of `entries` (key, last use), the least recently used key when there are more than `max`.
+fn least_recently_used(entries: impl Iterator<Item = (u32, u64)>, max: usize) -> Option<u32> {
+    let all: Vec<(u32, u64)> = entries.collect();
+    if all.len() <= max {
+        return None;
+    }
+    all.iter().min_by_key(|(_, used)| *used).map(|(k, _)| *k)
 }
 
 /// Makes the network of `req`'s slot, owned by the host's user namespace or, for a

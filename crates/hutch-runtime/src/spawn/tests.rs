@@ -173,3 +173,11 @@ fn long_lived_answers_fit_one_atomic_pipe_write() {
         "{error}"
     );
 }
+
+#[test]
+fn kept_networks_beyond_the_limit_lose_the_least_recently_used() {
+    let entries = [(7u32, 5u64), (3, 2), (9, 8)];
+    assert_eq!(least_recently_used(entries.into_iter(), 3), None);
+    assert_eq!(least_recently_used(entries.into_iter(), 2), Some(3));
+    assert_eq!(least_recently_used([(1u32, 1u64)].into_iter(), 0), Some(1));
+}
