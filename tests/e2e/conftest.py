@@ -97,6 +97,26 @@ def cgroup_dirs() -> list[str]:
 ZYGOTE_MARK = b"# hutch's zygote:"
 
 
+def _peer_veth(ns_path: str, by_index: dict[int, str]) -> str | None:
+    """The host end of the `eth0` veth in the network namespace at `ns_path`, if any."""
+    out = subprocess.run(
+        ["nsenter", f"--net={ns_path}", "ip", "-o", "link", "show", "eth0"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    # "2: eth0@if1234: <...>": the host end's index.
+    peer = out.split(":", 2)[1].strip().partition("@if")[2] if out.count(":") >= 2 else ""
+    return by_index.get(int(peer)) if peer.isdigit() else None
+
+
+def _host_links() -> dict[int, str]:
+    by_index: dict[int, str] = {}
+    for name in os.listdir("/sys/class/net"):
+        with contextlib.suppress(OSError, ValueError):
+            by_index[int(Path("/sys/class/net", name, "ifindex").read_text())] = name
+    return by_index
+
+
 def kept_networks() -> dict[str, str]:
     """The slot networks the server's spawn helper keeps for each slot's next sandbox
     (docs/design.md, "Slot networks"): host veth name -> network namespace."""
@@ -109,29 +129,36 @@ def kept_networks() -> dict[str, str]:
             environ = Path(stat).parent.joinpath("environ").read_bytes().split(b"\0")
             if b"HUTCH_SPAWN_SERVE=1" in environ:
                 helpers.append(Path(stat).parent)
-    by_index: dict[int, str] = {}
-    for name in os.listdir("/sys/class/net"):
-        with contextlib.suppress(OSError, ValueError):
-            by_index[int(Path("/sys/class/net", name, "ifindex").read_text())] = name
+    by_index = _host_links()
     kept: dict[str, str] = {}
     for helper in helpers:
+        fds: list[Path] = []
         with contextlib.suppress(OSError):
             fds = list((helper / "fd").iterdir())
         for fd in fds:
             with contextlib.suppress(OSError):
                 ns = os.readlink(fd)
-                if not ns.startswith("net:["):
-                    continue
-                out = subprocess.run(
-                    ["nsenter", f"--net={fd}", "ip", "-o", "link", "show", "eth0"],
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                # "2: eth0@if1234: <...>": the host end's index.
-                peer = out.split(":", 2)[1].strip().partition("@if")[2] if out.count(":") >= 2 else ""
-                if peer.isdigit() and int(peer) in by_index:
-                    kept[by_index[int(peer)]] = ns
+                if ns.startswith("net:[") and (veth := _peer_veth(str(fd), by_index)):
+                    kept[veth] = ns
     return kept
+
+
+def veths_in_use() -> set[str]:
+    """Host veth ends whose network namespace is kept by the spawn helper or has processes
+    in it (a sandbox's, also one adopted after a restart, whose helper is gone)."""
+    used = set(kept_networks())
+    host = os.readlink("/proc/self/ns/net")
+    by_index = _host_links()
+    seen: set[str] = {host}
+    for p in glob.glob("/proc/[0-9]*/ns/net"):
+        with contextlib.suppress(OSError):
+            ns = os.readlink(p)
+            if ns in seen:
+                continue
+            seen.add(ns)
+            if veth := _peer_veth(p, by_index):
+                used.add(veth)
+    return used
 
 
 def host_resources() -> dict[str, list[str]]:
@@ -141,9 +168,10 @@ def host_resources() -> dict[str, list[str]]:
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
         if line.split()[4].startswith(str(DATA_DIR))
     ]
-    # A slot's network outlives its sandbox, kept for the slot's next one.
-    kept = kept_networks()
-    veths = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("hv") and n not in kept)
+    # A slot's network outlives its sandbox, kept for the slot's next one: only a veth of
+    # neither a kept network nor a live namespace is left over.
+    used = veths_in_use()
+    veths = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("hv") and n not in used)
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     loops_ours = sorted(line for line in loops.splitlines() if str(DATA_DIR) in line)
     sandbox_dirs = sorted(os.listdir(DATA_DIR / "sandboxes")) if (DATA_DIR / "sandboxes").exists() else []

@@ -89,6 +89,9 @@ for _ in range(50):
     )
     listening = first.commands.run("ss -Hlntux").stdout
     assert ":8123" in listening and ":8124" in listening and "@hutch-slot-test" in listening, listening
+    # The probe's connection, closed by the client first, lingers in TIME-WAIT.
+    lingering = first.commands.run("ss -Htan state time-wait").stdout
+    assert ":8123" in lingering, lingering
     first.kill()
 
     # Slots are handed out lowest first: creates until one gets the freed slot back.
@@ -102,7 +105,9 @@ for _ in range(50):
                 break
             held.append(sbx)
         assert same is not None, "the freed slot was never handed out again"
-        out = same.commands.run("ss -Hlntux; echo --; ss -Htan state established; echo --; ip tcp_metrics show").stdout
+        # Every TCP state: the first sandbox's connections, closed when it was killed, would
+        # linger (FIN-WAIT, TIME-WAIT) and show whom it talked to.
+        out = same.commands.run("ss -Hlntux; echo --; ss -Htan; echo --; ip tcp_metrics show").stdout
         assert ":8123" not in out and ":8124" not in out and "hutch-slot-test" not in out, out
         assert "8123" not in out, out
         assert out.rstrip().endswith("--"), out  # no TCP metrics of the first sandbox's connections

@@ -485,6 +485,44 @@ fn configure_eth0(net: &SandboxNet) -> Result<()> {
     Ok(())
 }
 
+/// Ends every TCP socket left in slot network `ns`, before it is handed to the slot's next
+/// sandbox: the sockets of the last sandbox's killed processes linger in FIN-WAIT,
+/// TIME-WAIT, CLOSING or LAST-ACK for up to minutes, and would show the next one (`ss`,
+/// `/proc/net/tcp`) whom the last one talked to. Returns how many were ended. Fails when
+/// the kernel cannot end sockets (built without `CONFIG_INET_DIAG_DESTROY`) and some are
+/// left: the caller then makes the slot a new network instead.
+///
+/// Moves the calling thread into `ns` and back: call it from a single-threaded process.
+pub fn end_leftover_sockets(ns: &OwnedFd) -> Result<usize> {
+    let home = open_own()?;
+    enter(ns)?;
+    let ended = (|| {
+        let mut nl =
+            Socket::sock_diag().map_err(|e| RuntimeError::sys("netlink socket (sock_diag)", e))?;
+        let mut ended = 0;
+        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+            let tcp = libc::IPPROTO_TCP as u8;
+            let listed = nl
+                .transact(&[msgs::list_sockets(family, tcp)])
+                .map_err(|e| RuntimeError::sys("sock_diag: list sockets", e))?;
+            for (kind, body) in listed {
+                let Some(id) = msgs::listed_socket(kind, &body) else {
+                    continue;
+                };
+                match nl.transact(&[msgs::end_socket(family, tcp, &id)]) {
+                    Ok(_) => ended += 1,
+                    // Gone in the meantime.
+                    Err(e) if e == Errno::NOENT => {}
+                    Err(e) => return Err(RuntimeError::sys("sock_diag: end a socket", e)),
+                }
+            }
+        }
+        Ok(ended)
+    })();
+    enter(&home)?;
+    ended
+}
+
 /// Deletes the host end of a sandbox's veth if it still exists (it also disappears, a
 /// little later, with the sandbox's network namespace).
 pub fn remove_host_side(net: &SandboxNet) {
@@ -508,4 +546,61 @@ pub fn existing_slots() -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod sockets_tests {
+    use super::*;
+
+    /// TCP sockets of the calling thread's network namespace, from `/proc/thread-self/net`.
+    fn tcp_sockets() -> usize {
+        ["tcp", "tcp6"]
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+                    .map(|s| s.lines().count().saturating_sub(1))
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn sockets_left_in_a_slot_network_are_ended_when_root() {
+        if !hutch_sys::creds::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // A thread of its own: network namespaces are per thread.
+        let outcome = std::thread::spawn(|| {
+            hutch_sys::ns::unshare_net_namespace().expect("unshare");
+            let ns = open_own().expect("own namespace");
+            let mut nl = route_socket().expect("netlink");
+            rtnl(&mut nl, || "lo up".into(), &[msgs::link_up("lo")]).expect("lo up");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            let addr = listener.local_addr().expect("address");
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            // The client closes first: it lingers in TIME-WAIT (after FIN-WAIT), as a killed
+            // sandbox's connections do.
+            drop(client);
+            drop(server);
+            drop(listener);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let before = tcp_sockets();
+            let ended = end_leftover_sockets(&ns);
+            (before, ended.map_err(|e| e.to_string()), tcp_sockets())
+        })
+        .join()
+        .expect("thread");
+        let (before, ended, after) = outcome;
+        assert!(before >= 1, "nothing lingered");
+        match ended {
+            Ok(n) => {
+                assert!(n >= 1, "{n} ended");
+                assert_eq!(after, 0);
+            }
+            // A kernel without CONFIG_INET_DIAG_DESTROY: the caller makes a new network.
+            Err(e) => assert!(e.contains("end a socket"), "{e}"),
+        }
+    }
 }

@@ -319,6 +319,13 @@ impl KeptNets {
         {
             self.nets.remove(&slot);
         }
+        // Nothing of the slot's last sandbox may be left in it for the next.
+        if let Some(k) = self.nets.get(&slot) {
+            if net::end_leftover_sockets(&k.net.ns).is_err() {
+                self.nets.remove(&slot);
+            }
+            steps.mark("slot_net_sockets");
+        }
         self.clock += 1;
         if let Some(k) = self.nets.get_mut(&slot) {
             k.used = self.clock;

@@ -24,6 +24,8 @@ pub const F_REPLACE: u16 = 0x100;
 pub const F_EXCL: u16 = 0x200;
 /// `NLM_F_CREATE`: create the object if it does not exist.
 pub const F_CREATE: u16 = 0x400;
+/// `NLM_F_DUMP`: every object that matches (the answer ends with `NLMSG_DONE`).
+pub const F_DUMP: u16 = 0x300;
 /// `NLA_F_NESTED`: the attribute holds attributes.
 pub const NLA_F_NESTED: u16 = 0x8000;
 
@@ -42,6 +44,8 @@ pub struct Message {
     buf: Vec<u8>,
     /// Offsets of the nested attributes still open.
     open: Vec<usize>,
+    /// A dump request: its answer ends with `NLMSG_DONE`.
+    dump: bool,
 }
 
 impl Message {
@@ -57,6 +61,16 @@ impl Message {
         Message {
             buf,
             open: Vec::new(),
+            dump: false,
+        }
+    }
+
+    /// A dump request of type `kind` (`F_DUMP`): [`Socket::transact`] collects its data
+    /// replies until the kernel's `NLMSG_DONE`.
+    pub fn dump(kind: u16) -> Self {
+        Message {
+            dump: true,
+            ..Message::new(kind, F_DUMP)
         }
     }
 
@@ -129,9 +143,9 @@ impl Message {
         u16::from_ne_bytes([self.buf[4], self.buf[5]])
     }
 
-    /// True when the message asks for an acknowledgement.
+    /// True when the message asks for an acknowledgement (or, a dump, ends with `NLMSG_DONE`).
     pub fn wants_ack(&self) -> bool {
-        u16::from_ne_bytes([self.buf[6], self.buf[7]]) & F_ACK != 0
+        self.dump || u16::from_ne_bytes([self.buf[6], self.buf[7]]) & F_ACK != 0
     }
 
     fn pad(&mut self) {
@@ -213,6 +227,11 @@ impl Socket {
     /// Opens a `NETLINK_NETFILTER` socket (nftables).
     pub fn netfilter() -> Result<Self> {
         Self::open(Some(net::netlink::NETFILTER))
+    }
+
+    /// Opens a `NETLINK_SOCK_DIAG` socket (the sockets of its network namespace).
+    pub fn sock_diag() -> Result<Self> {
+        Self::open(Some(net::netlink::SOCK_DIAG))
     }
 
     fn open(protocol: Option<net::Protocol>) -> Result<Self> {

@@ -1,12 +1,19 @@
 //! The netlink requests behind a sandbox's network, built from their inputs alone: the
-//! veth pair, addresses, routes and links up (rtnetlink), and elements of hutch's
-//! `noinet` set (nftables). [`super`] sends them.
+//! veth pair, addresses, routes and links up (rtnetlink), elements of hutch's `noinet` set
+//! (nftables), and listing and ending sockets (sock_diag). [`super`] sends them.
 
 use std::net::Ipv4Addr;
 
 use hutch_sys::netlink::{Message, F_ACK, F_CREATE, F_EXCL, F_REPLACE};
 
 use super::NFT_TABLE;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+/// Length of `struct inet_diag_sockid` (ports, addresses, interface, cookie).
+pub const INET_DIAG_SOCKID_LEN: usize = 48;
+/// Length of `struct inet_diag_msg`, whose `id` starts at byte 4.
+pub const INET_DIAG_MSG_LEN: usize = 72;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -98,6 +105,38 @@ pub fn new_veth(
         .end_nested()
         .end_nested();
     m
+}
+
+/// `struct inet_diag_req_v2` for `protocol` sockets of `family` in every state, naming one
+/// socket by `id` (or none: zeros).
+fn inet_diag_req(family: u8, protocol: u8, id: &[u8; INET_DIAG_SOCKID_LEN]) -> Vec<u8> {
+    let mut b = vec![family, protocol, 0, 0];
+    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    b.extend_from_slice(id);
+    b
+}
+
+/// Lists the `protocol` sockets of `family` in the socket's network namespace, in every
+/// state (`struct inet_diag_msg` replies of type `SOCK_DIAG_BY_FAMILY`).
+pub fn list_sockets(family: u8, protocol: u8) -> Message {
+    let mut m = Message::dump(SOCK_DIAG_BY_FAMILY);
+    m.put(&inet_diag_req(family, protocol, &[0; INET_DIAG_SOCKID_LEN]));
+    m
+}
+
+/// Ends the socket `id` (from [`list_sockets`]'s answer), whatever its state.
+pub fn end_socket(family: u8, protocol: u8, id: &[u8; INET_DIAG_SOCKID_LEN]) -> Message {
+    let mut m = Message::new(SOCK_DESTROY, F_ACK);
+    m.put(&inet_diag_req(family, protocol, id));
+    m
+}
+
+/// Whether a reply is a socket of [`list_sockets`], and its id.
+pub fn listed_socket(kind: u16, body: &[u8]) -> Option<[u8; INET_DIAG_SOCKID_LEN]> {
+    if kind != SOCK_DIAG_BY_FAMILY || body.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    body[4..4 + INET_DIAG_SOCKID_LEN].try_into().ok()
 }
 
 /// Deletes interface `name` (with a veth, both ends go).

@@ -169,3 +169,24 @@ fn noinet_elements_travel_in_an_nftables_batch() {
         assert_eq!(raw_kind, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
     }
 }
+
+#[test]
+fn sockets_are_listed_in_every_state_and_ended_by_their_id() {
+    let b = list_sockets(2, 6).encode(5);
+    assert_eq!(header(&b), (20, F_REQUEST | 0x300));
+    // struct inet_diag_req_v2: family, protocol, ext, pad, states, then a zero id.
+    assert_eq!(&b[16..24], &[2, 6, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(b.len(), 16 + 8 + INET_DIAG_SOCKID_LEN);
+    assert!(b[24..].iter().all(|x| *x == 0));
+
+    let mut reply = vec![0u8; INET_DIAG_MSG_LEN];
+    reply[4..6].copy_from_slice(&49983u16.to_be_bytes());
+    reply[44..52].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]); // the cookie
+    let id = listed_socket(20, &reply).expect("a socket");
+    assert_eq!(listed_socket(3, &reply), None);
+    assert_eq!(listed_socket(20, &reply[..40]), None);
+    let b = end_socket(10, 6, &id).encode(6);
+    assert_eq!(header(&b), (21, F_REQUEST | F_ACK));
+    assert_eq!(&b[16..20], &[10, 6, 0, 0]);
+    assert_eq!(&b[24..], &id[..]);
+}
