@@ -266,17 +266,47 @@ fn host_index(name: &str) -> Option<u32> {
 /// namespace (a zygote's: its forks must join the namespaces of the sandboxes nested in
 /// it, which needs capabilities over their owners). Either way not to a sandbox's.
 ///
+/// It is made from `parent` (see [`make_parent_net`]) when given, else from the caller's.
+///
 /// Moves the calling thread between network namespaces and back, or forks: call it from a
 /// single-threaded process.
 pub fn make_slot_net(
     net: &SandboxNet,
     ids: (u32, u32),
     owner: Option<&OwnedFd>,
+    parent: Option<&OwnedFd>,
 ) -> Result<SlotNet> {
     match owner {
-        None => make_host_owned(net, ids),
-        Some(userns) => make_owned_by(net, ids, userns),
+        None => make_host_owned(net, ids, parent),
+        Some(userns) => make_owned_by(net, ids, userns, parent),
     }
+}
+
+/// Buckets of the TCP connection hash of each slot network ([`make_parent_net`]).
+const SLOT_TCP_HASH_BUCKETS: u32 = 1024;
+
+/// A network namespace that slot networks are made from, so that each gets a TCP
+/// connection hash of its own ([`SLOT_TCP_HASH_BUCKETS`], `tcp_child_ehash_entries`,
+/// Linux 6.1) instead of sharing the host's: listing the sockets a sandbox left behind
+/// ([`end_leftover_sockets`]) then walks its own thousand buckets, not the host's hundreds of
+/// thousands, and no sandbox's connections crowd another's chains. None on a kernel
+/// without the setting: slot networks then share the host's hash, as before.
+///
+/// Moves the calling thread into a new namespace and back: call it from a single-threaded
+/// process.
+pub fn make_parent_net() -> Option<OwnedFd> {
+    let home = open_own().ok()?;
+    hutch_sys::ns::unshare_net_namespace().ok()?;
+    let made = (|| {
+        std::fs::write(
+            "/proc/sys/net/ipv4/tcp_child_ehash_entries",
+            SLOT_TCP_HASH_BUCKETS.to_string(),
+        )
+        .ok()?;
+        open_own().ok()
+    })();
+    enter(&home).ok()?;
+    made
 }
 
 fn open_own() -> Result<OwnedFd> {
@@ -284,8 +314,11 @@ fn open_own() -> Result<OwnedFd> {
         .map_err(|e| RuntimeError::io("open", "/proc/thread-self/ns/net", e))
 }
 
-fn make_host_owned(net: &SandboxNet, ids: (u32, u32)) -> Result<SlotNet> {
+fn make_host_owned(net: &SandboxNet, ids: (u32, u32), parent: Option<&OwnedFd>) -> Result<SlotNet> {
     let home = open_own()?;
+    if let Some(p) = parent {
+        enter(p)?;
+    }
     hutch_sys::ns::unshare_net_namespace()
         .map_err(|e| RuntimeError::sys("unshare (new network namespace)", e))?;
     let made = (|| {
@@ -309,7 +342,12 @@ fn make_host_owned(net: &SandboxNet, ids: (u32, u32)) -> Result<SlotNet> {
 /// [`make_slot_net`] for a namespace owned by `userns`: only a process inside `userns`
 /// makes one there, so a child of ours joins it as its root, makes the namespace and its
 /// sysctls, and (once we have made the veth from the host's side) configures `eth0`.
-fn make_owned_by(net: &SandboxNet, ids: (u32, u32), userns: &OwnedFd) -> Result<SlotNet> {
+fn make_owned_by(
+    net: &SandboxNet,
+    ids: (u32, u32),
+    userns: &OwnedFd,
+    parent: Option<&OwnedFd>,
+) -> Result<SlotNet> {
     let pipe = || hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e));
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
@@ -320,6 +358,10 @@ fn make_owned_by(net: &SandboxNet, ids: (u32, u32), userns: &OwnedFd) -> Result<
             drop((ready_r, go_w));
             let mut report = std::fs::File::from(ready_w);
             let outcome = (|| {
+                if let Some(p) = parent {
+                    hutch_sys::ns::enter_net_namespace(p)
+                        .map_err(|e| format!("setns (the slot networks' parent): {e}"))?;
+                }
                 hutch_sys::ns::enter_user_namespace(userns)
                     .map_err(|e| format!("setns (the zygote's user namespace): {e}"))?;
                 hutch_sys::creds::Credentials::root()
@@ -601,6 +643,26 @@ mod sockets_tests {
             }
             // A kernel without CONFIG_INET_DIAG_DESTROY: the caller makes a new network.
             Err(e) => assert!(e.contains("end a socket"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn slot_networks_made_from_the_parent_get_a_tcp_hash_of_their_own_when_root() {
+        if !hutch_sys::creds::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let entries = std::thread::spawn(|| {
+            let parent = make_parent_net()?;
+            enter(&parent).expect("enter the parent");
+            hutch_sys::ns::unshare_net_namespace().expect("unshare");
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries").ok()
+        })
+        .join()
+        .expect("thread");
+        // None: a kernel before 6.1, where slot networks share the host's hash.
+        if let Some(n) = entries {
+            assert_eq!(n.trim(), SLOT_TCP_HASH_BUCKETS.to_string());
         }
     }
 }

@@ -297,6 +297,9 @@ const KEPT_NETS_MAX: usize = 256;
 struct KeptNets {
     nets: HashMap<u32, KeptNet>,
     clock: u64,
+    /// What slot networks are made from (see [`net::make_parent_net`]): made on first
+    /// use; the inner None on a kernel where that gains nothing.
+    parent: Option<Option<OwnedFd>>,
 }
 
 struct KeptNet {
@@ -331,8 +334,12 @@ impl KeptNets {
             k.used = self.clock;
             return Ok(());
         }
-        let net =
-            make_slot_net(req).map_err(|e| format!("making the network of slot {slot}: {e}"))?;
+        let parent = self
+            .parent
+            .get_or_insert_with(net::make_parent_net)
+            .as_ref();
+        let net = make_slot_net(req, parent)
+            .map_err(|e| format!("making the network of slot {slot}: {e}"))?;
         steps.mark("slot_net");
         self.nets.insert(
             slot,
@@ -367,12 +374,13 @@ fn least_recently_used(entries: impl Iterator<Item = (u32, u64)>, max: usize) ->
 
 /// Makes the network of `req`'s slot, owned by the host's user namespace or, for a
 /// sandbox nested in a zygote's, by that one.
-fn make_slot_net(req: &SpawnRequest) -> Result<net::SlotNet> {
+fn make_slot_net(req: &SpawnRequest, parent: Option<&OwnedFd>) -> Result<net::SlotNet> {
     match req.parent_userns {
-        None => net::make_slot_net(&req.net, (req.id_base, req.id_count), None),
+        None => net::make_slot_net(&req.net, (req.id_base, req.id_count), None, parent),
         Some(owner) => {
             let userns = OwnedFd::from(open_userns(owner)?);
-            net::make_slot_net(&req.net, (req.nested_root_id, req.id_count), Some(&userns))
+            let ids = (req.nested_root_id, req.id_count);
+            net::make_slot_net(&req.net, ids, Some(&userns), parent)
         }
     }
 }
@@ -416,7 +424,7 @@ fn spawn(
     let netns = match slot_net {
         Some(ns) => ns,
         None => {
-            made = make_slot_net(req)?;
+            made = make_slot_net(req, None)?;
             made.ns.as_fd()
         }
     };
