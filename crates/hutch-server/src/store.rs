@@ -39,6 +39,17 @@ pub enum StoreError {
     TeamName(String),
 }
 
+impl StoreError {
+    /// SQLite found the disk full (`SQLITE_FULL`): worth another try once space returns.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
 /// Result of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 

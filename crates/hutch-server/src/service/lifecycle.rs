@@ -15,6 +15,8 @@ use crate::sandbox::{SandboxRecord, SandboxState};
 
 /// How often the lifecycle loop looks at every sandbox.
 const TICK: Duration = Duration::from_millis(250);
+/// How many times (100 ms apart) a kill retries deleting its record from a full disk.
+const KILL_DISK_FULL_TRIES: u32 = 50;
 
 impl Service {
     /// Splits the stored records into alive ones (adopted) and dead ones (cleaned up), then
@@ -80,7 +82,19 @@ impl Service {
             .await;
         lock(&self.reserved_slots).remove(&slot);
         let res = res?;
-        self.store.delete_sandbox(id)?;
+        // On a full data disk the record's deletion can fail until the sandbox's own disk,
+        // which its teardown hands to the trash, is deleted in the background: a kill must
+        // still go through there.
+        let mut tries = 0;
+        loop {
+            match self.store.delete_sandbox(id) {
+                Err(e) if e.is_disk_full() && tries < KILL_DISK_FULL_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        }
         match res {
             Ok(()) => {
                 tracing::info!(sandbox = %id, "sandbox killed");
