@@ -68,14 +68,7 @@ pub(crate) fn setup(
     steps.mark("loop_mount");
     let upper = paths.disk.join("upper");
     let work = paths.disk.join("work");
-    // The blank image has them (see `disk::blank_image`).
-    for d in [&upper, &work] {
-        match fs::create_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(RuntimeError::io("mkdir", d, e)),
-        }
-    }
+    // `upper` and `work` come with the blank image (see `disk::blank_image`).
     chown(&upper, Some(root_uid), Some(root_uid))
         .map_err(|e| RuntimeError::io("chown", &upper, e))?;
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))

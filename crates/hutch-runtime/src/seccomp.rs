@@ -373,13 +373,17 @@ fn policy() -> Result<Vec<Instruction>> {
     let no_protocol = ret_errno(libc::EPROTONOSUPPORT);
     let nr = |n: libc::c_long| n as u32;
 
+    // Falling through allows; `deny` answers EPERM.
+    let allow_or_deny = |a: &mut Asm, deny: usize| {
+        a.ret(RET_ALLOW);
+        a.place(deny);
+        a.ret(eperm);
+    };
     let clone = |a: &mut Asm| {
         let deny = a.label();
         a.load(arg_lo(0));
         a.jset(NS_FLAGS as u32, To::Label(deny), To::Next);
-        a.ret(RET_ALLOW);
-        a.place(deny);
-        a.ret(eperm);
+        allow_or_deny(a, deny);
     };
     let personality = |a: &mut Asm| {
         let (deny, ok) = (a.label(), a.label());
@@ -400,9 +404,7 @@ fn policy() -> Result<Vec<Instruction>> {
         for r in IOCTLS_REFUSED {
             a.jeq(*r as u32, To::Label(deny), To::Next);
         }
-        a.ret(RET_ALLOW);
-        a.place(deny);
-        a.ret(eperm);
+        allow_or_deny(a, deny);
     };
     let protocols = |a: &mut Asm, allowed: &[u64], ok: usize| {
         a.load(arg_lo(2));

@@ -364,12 +364,14 @@ impl KeptNets {
 }
 
 /// Of `entries` (key, last use), the least recently used key when there are more than `max`.
-fn least_recently_used(entries: impl Iterator<Item = (u32, u64)>, max: usize) -> Option<u32> {
-    let all: Vec<(u32, u64)> = entries.collect();
-    if all.len() <= max {
+fn least_recently_used(
+    entries: impl ExactSizeIterator<Item = (u32, u64)>,
+    max: usize,
+) -> Option<u32> {
+    if entries.len() <= max {
         return None;
     }
-    all.iter().min_by_key(|(_, used)| *used).map(|(k, _)| *k)
+    entries.min_by_key(|(_, used)| *used).map(|(k, _)| k)
 }
 
 /// Makes the network of `req`'s slot, owned by the host's user namespace or, for a

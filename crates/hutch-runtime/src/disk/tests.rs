@@ -60,23 +60,34 @@ fn usage_of_a_real_directory_and_of_a_missing_one() {
     assert!(err.to_string().starts_with("statvfs "), "{err}");
 }
 
+/// Whether this test may attach loop devices (root, and a loop-control node); says so if not.
+fn loop_devices() -> bool {
+    let ok = hutch_sys::creds::is_root() && Path::new("/dev/loop-control").exists();
+    if !ok {
+        eprintln!("skipped: needs root and /dev/loop-control");
+    }
+    ok
+}
+
+/// A copy of `blank` named after `i` below `dir`, and an empty mount point for it.
+fn copy_and_mount_point(dir: &Path, blank: &Path, i: usize) -> (PathBuf, PathBuf) {
+    let img = dir.join(format!("d{i}.img"));
+    copy_sparse(blank, &img).expect("copy");
+    let target = dir.join(format!("m{i}"));
+    fs::create_dir(&target).expect("mkdir");
+    (img, target)
+}
+
 #[test]
 fn concurrent_mounts_each_get_their_own_loop_device_when_root() {
-    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipped: needs root and /dev/loop-control");
+    if !loop_devices() {
         return;
     }
     let tmp = TempDir::new("disk-loop-race");
     let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
     let n = 12;
     let targets: Vec<PathBuf> = (0..n)
-        .map(|i| {
-            let img = tmp.path().join(format!("d{i}.img"));
-            copy_sparse(&blank, &img).expect("copy");
-            let target = tmp.path().join(format!("m{i}"));
-            fs::create_dir(&target).expect("mkdir");
-            target
-        })
+        .map(|i| copy_and_mount_point(tmp.path(), &blank, i).1)
         .collect();
     let results: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = targets
@@ -131,18 +142,14 @@ fn direct_io_of(mounted: &Path) -> bool {
 
 #[test]
 fn a_new_disk_switches_to_direct_io_a_moment_after_its_mount_or_at_once_on_demand_when_root() {
-    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipped: needs root and /dev/loop-control");
+    if !loop_devices() {
         return;
     }
     let tmp = TempDir::new("disk-direct-io");
     let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
     let mut targets = Vec::new();
     for i in 0..2 {
-        let img = tmp.path().join(format!("d{i}.img"));
-        copy_sparse(&blank, &img).expect("copy");
-        let target = tmp.path().join(format!("m{i}"));
-        fs::create_dir(&target).expect("mkdir");
+        let (img, target) = copy_and_mount_point(tmp.path(), &blank, i);
         mount_image(&img, &target).expect("mount");
         targets.push(target);
     }
@@ -167,16 +174,12 @@ fn a_new_disk_switches_to_direct_io_a_moment_after_its_mount_or_at_once_on_deman
 
 #[test]
 fn a_blank_disk_holds_the_overlays_directories_and_no_lost_and_found_when_root() {
-    if !hutch_sys::creds::is_root() || !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipped: needs root and /dev/loop-control");
+    if !loop_devices() {
         return;
     }
     let tmp = TempDir::new("disk-blank-dirs");
     let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
-    let img = tmp.path().join("d.img");
-    copy_sparse(&blank, &img).expect("copy");
-    let target = tmp.path().join("m");
-    fs::create_dir(&target).expect("mkdir");
+    let (img, target) = copy_and_mount_point(tmp.path(), &blank, 0);
     mount_image(&img, &target).expect("mount");
     let mut names: Vec<String> = fs::read_dir(&target)
         .expect("read_dir")
