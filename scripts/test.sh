@@ -48,6 +48,9 @@ if [ "${HUTCH_TEST_SKIP_CARGO:-0}" != 1 ]; then
     cargo fmt --all -- --check
     cargo clippy --release --locked --all-targets -- -D warnings
     cargo test --release --locked --workspace
+    # `cargo test` may have put a dynamically linked agent in target/release: the
+    # statically linked one goes back (scripts/build.sh).
+    scripts/build.sh
 fi
 
 if [ "${CI:-}" = true ] || [ "${HUTCH_FUZZ_SMOKE:-0}" = 1 ]; then

@@ -161,19 +161,40 @@ def veths_in_use() -> set[str]:
     return used
 
 
+def disk_of(sandbox_id: str) -> Path | None:
+    """The directory of the disk a sandbox holds (its image and mount point), if any."""
+    with contextlib.suppress(OSError):
+        return Path(os.readlink(DATA_DIR / "sandboxes" / sandbox_id / "disk")).parent
+    return None
+
+
+def kept_disks() -> set[str]:
+    """Disks the server keeps, emptied, for its next sandboxes (docs/design.md, "Kept
+    disks"): those of its disk store that no sandbox's `disk` link names."""
+    store = DATA_DIR / "disks"
+    if not store.is_dir():
+        return set()
+    used = {str(d) for sid in os.listdir(DATA_DIR / "sandboxes") if (d := disk_of(sid))}
+    return {str(d) for d in store.iterdir() if str(d) not in used}
+
+
 def host_resources() -> dict[str, list[str]]:
     """What sandboxes hold on the host: counted before and after to prove nothing leaks."""
+    # A disk emptied and kept for the next sandbox is not a leftover (it goes with the server).
+    kept = tuple(d + "/" for d in kept_disks())
     mounts = [
         line.split()[4]
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith(str(DATA_DIR))
+        if line.split()[4].startswith(str(DATA_DIR)) and not line.split()[4].startswith(kept)
     ]
     # A slot's network outlives its sandbox, kept for the slot's next one: only a veth of
     # neither a kept network nor a live namespace is left over.
     used = veths_in_use()
     veths = sorted(n for n in os.listdir("/sys/class/net") if n.startswith("hv") and n not in used)
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    loops_ours = sorted(line for line in loops.splitlines() if str(DATA_DIR) in line)
+    loops_ours = sorted(
+        line for line in loops.splitlines() if str(DATA_DIR) in line and not any(d in line for d in kept)
+    )
     sandbox_dirs = sorted(os.listdir(DATA_DIR / "sandboxes")) if (DATA_DIR / "sandboxes").exists() else []
     procs: list[str] = []
     for d in cgroup_dirs():

@@ -10,13 +10,14 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from e2b import Sandbox
 
-from conftest import host_resources, sandbox_ip
+from conftest import disk_of, host_resources, sandbox_ip
 from sdk_helpers import SANDBOX_URL, envd_headers, plain_client
 
 AGENT_PORT = 49983
@@ -105,27 +106,31 @@ def test_small_and_conditional_downloads_are_unchanged(sandbox: Sandbox, big_fil
     assert again.content == b""
 
 
-def held(sandbox_id: str) -> dict[str, list[str]]:
-    """What a sandbox's disk holds on the host: its mounts, loop device and directory."""
+def held(sandbox_id: str, disk: Path) -> dict[str, list[str]]:
+    """What a sandbox holds on the host: its mounts, its disk's loop device, its directory.
+    `disk` is its disk's directory (`disk_of`), read while it lived."""
     found = host_resources()
-    return {k: [v for v in found[k] if sandbox_id in v] for k in ("mounts", "loops", "sandbox_dirs")}
+    return {k: [v for v in found[k] if sandbox_id in v or f"{disk}/" in v] for k in ("mounts", "loops", "sandbox_dirs")}
 
 
-def assert_disk_freed(sandbox_id: str) -> None:
-    """Waits (30 s at most) until a killed sandbox's disk holds nothing on the host."""
+def assert_disk_freed(sandbox_id: str, disk: Path) -> None:
+    """Waits (30 s at most) until a killed sandbox's disk holds nothing on the host: thrown
+    away, or emptied and kept for the next sandbox."""
     deadline = time.monotonic() + 30
-    while any(held(sandbox_id).values()) and time.monotonic() < deadline:
+    while any(held(sandbox_id, disk).values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(held(sandbox_id).values()), held(sandbox_id)
+    assert not any(held(sandbox_id, disk).values()), held(sandbox_id, disk)
 
 
 def test_killing_the_sandbox_cuts_a_download_and_frees_its_disk() -> None:
     sbx = Sandbox.create(template="base", timeout=120)
 
+    disk = disk_of(sbx.sandbox_id)
+    assert disk is not None
     try:
         size = 512 * 1024 * 1024
         sbx.commands.run(f"head -c {size} /dev/urandom > /home/user/huge.bin")
-        assert held(sbx.sandbox_id)["loops"], "the sandbox's disk is a loop device"
+        assert held(sbx.sandbox_id, disk)["loops"], "the sandbox's disk is a loop device"
         url = sbx.download_url("/home/user/huge.bin")
         with plain_client(timeout=60) as c, c.stream("GET", url) as r:
             assert r.status_code == 200
@@ -137,7 +142,7 @@ def test_killing_the_sandbox_cuts_a_download_and_frees_its_disk() -> None:
         assert got < size
     finally:
         sbx.kill()
-    assert_disk_freed(sbx.sandbox_id)
+    assert_disk_freed(sbx.sandbox_id, disk)
 
 
 # ---- uploads --------------------------------------------------------------------------
@@ -282,6 +287,8 @@ def test_a_streamed_upload_of_unknown_length(sandbox: Sandbox) -> None:
 
 def test_killing_the_sandbox_cuts_an_upload_and_frees_its_disk() -> None:
     sbx = Sandbox.create(template="base", timeout=120)
+    disk = disk_of(sbx.sandbox_id)
+    assert disk is not None
     killed = False
 
     def body() -> Iterator[bytes]:
@@ -307,4 +314,4 @@ def test_killing_the_sandbox_cuts_an_upload_and_frees_its_disk() -> None:
         assert killed
     finally:
         sbx.kill()
-    assert_disk_freed(sbx.sandbox_id)
+    assert_disk_freed(sbx.sandbox_id, disk)

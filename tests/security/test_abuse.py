@@ -87,9 +87,9 @@ def test_a_disk_bomb_fills_only_the_sandboxs_own_disk(sandbox: Sandbox, neighbou
         sandbox.commands.run("dd if=/dev/zero of=/home/user/fill bs=16M status=none", timeout=300)
     assert "No space left on device" in full.value.stderr
     disk_mb = int(str(record(sandbox)["disk_mb"]))
-    image = DATA_DIR / "sandboxes" / sandbox.sandbox_id / "disk.img"
-    if image.exists():
-        assert image.stat().st_blocks * 512 <= (disk_mb + 64) << 20
+    # The sandbox's `disk` links to the mount point next to its image (docs/design.md).
+    image = (DATA_DIR / "sandboxes" / sandbox.sandbox_id / "disk").resolve().parent / "disk.img"
+    assert image.stat().st_blocks * 512 <= (disk_mb + 64) << 20
     still_served(neighbour)
     sandbox.commands.run("rm /home/user/fill")
     assert sandbox.commands.run("echo fits > /home/user/after && cat /home/user/after").stdout == "fits\n"

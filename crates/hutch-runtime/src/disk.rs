@@ -365,5 +365,7 @@ fn image_len(size_mb: u64) -> u64 {
     size_mb * 1024 * 1024
 }
 
+pub(crate) mod kept;
+
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,6 @@ use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::disk;
 use crate::error::{Result, RuntimeError};
 use crate::mountinfo;
 use crate::timing::Steps;
@@ -17,9 +16,8 @@ pub mod plan;
 pub struct SandboxPaths {
     /// `<data>/sandboxes/<id>`.
     pub dir: PathBuf,
-    /// The sparse ext4 image (the sandbox's disk).
-    pub image: PathBuf,
-    /// Where the image is mounted.
+    /// A symbolic link to where the sandbox's disk (a sparse ext4 image) is mounted, in the
+    /// store of disks (see `disk::kept`).
     pub disk: PathBuf,
     /// The merged overlay: the sandbox's `/`.
     pub rootfs: PathBuf,
@@ -30,7 +28,6 @@ impl SandboxPaths {
     pub fn new(sandboxes_dir: &Path, id: &str) -> Self {
         let dir = sandboxes_dir.join(id);
         SandboxPaths {
-            image: dir.join("disk.img"),
             disk: dir.join("disk"),
             rootfs: dir.join("rootfs"),
             dir,
@@ -38,15 +35,24 @@ impl SandboxPaths {
     }
 }
 
-/// Creates the disk, mounts it and mounts the overlay rootfs (the template's layers below,
-/// topmost first, the disk's `upper` above). `root_uid` is the host uid of root inside the sandbox: the upper
+/// Makes the sandbox's directory (mode 0700) and its rootfs mount point.
+pub(crate) fn make_dirs(paths: &SandboxPaths) -> Result<()> {
+    for d in [&paths.dir, &paths.rootfs] {
+        fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
+    }
+    fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))
+}
+
+/// Mounts the overlay rootfs on the sandbox's disk (already mounted, see `disk::kept`,
+/// and linked from `paths.disk`): the template's layers below, topmost first, the disk's
+/// `upper` above. `root_uid` is the host uid of root inside the sandbox: the upper
 /// layer's top directory belongs to it so that root inside owns `/`; it is also the first id
 /// of the sandbox's range, through which it sees the template's layers (see
 /// [`crate::idmap`]).
 pub(crate) fn setup(
     paths: &SandboxPaths,
     layers: &[PathBuf],
-    blank: &Path,
     root_uid: u32,
     ids: &crate::idmap::IdRanges,
     steps: &mut Steps,
@@ -56,16 +62,6 @@ pub(crate) fn setup(
             "a template needs at least one layer".into(),
         ));
     }
-    for d in [&paths.dir, &paths.disk, &paths.rootfs] {
-        fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
-    }
-    fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))?;
-    steps.mark("dirs");
-    disk::copy_sparse(blank, &paths.image)?;
-    steps.mark("copy_image");
-    disk::mount_image(&paths.image, &paths.disk)?;
-    steps.mark("loop_mount");
     let upper = paths.disk.join("upper");
     let work = paths.disk.join("work");
     // `upper` and `work` come with the blank image (see `disk::blank_image`).

@@ -13,6 +13,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
+use crate::disk::kept::Disks;
 use crate::error::{Result, RuntimeError};
 use crate::idmap::IdRanges;
 use crate::mounts::{self, SandboxPaths};
@@ -188,6 +189,8 @@ pub struct Runtime {
     trash: Trash,
     /// Runs the spawn helper.
     spawner: Spawner,
+    /// Sandbox disks, and the emptied ones kept for the next sandboxes.
+    disks: Disks,
     /// Each sandbox's host id range.
     ids: IdRanges,
 }
@@ -218,6 +221,8 @@ impl Runtime {
         }
         proc::become_subreaper();
         let trash = Trash::new(cfg.state_dir.join("trash"))?;
+        let disks = Disks::new(cfg.state_dir.join("disks"))?;
+        disks.sweep(&disks_in_use(&cfg.state_dir), &trash);
         // `hutch __spawn` can also serve many requests from one process; other helpers
         // (tests' stand-ins) are run once per sandbox.
         let serve = cfg.helper.1.last().is_some_and(|a| a == "__spawn");
@@ -230,6 +235,7 @@ impl Runtime {
         tracing::info!(per_sandbox = ids.per_sandbox(), "sandbox host id ranges");
         Ok(Runtime {
             ids,
+            disks,
             cfg,
             cgroups,
             noinet: Mutex::new(noinet.iter().copied().collect()),
@@ -278,15 +284,18 @@ impl Runtime {
         let paths = self.paths(&spec.id);
         let blank = disk::blank_image(&self.cfg.cache_dir, spec.limits.disk_mb)?;
         steps.mark("blank_image");
+        mounts::make_dirs(&paths)?;
+        steps.mark("dirs");
+        let mnt = self
+            .disks
+            .take(&spec.id, &blank, spec.limits.disk_mb, steps)?;
+        // From here on the link is how `destroy` finds the disk, also after a failed create.
+        if let Err(e) = std::os::unix::fs::symlink(&mnt, &paths.disk) {
+            self.disks.give_back(&mnt, &self.trash);
+            return Err(RuntimeError::io("symlink", &paths.disk, e));
+        }
         let range = self.ids.base_for_slot(spec.slot);
-        mounts::setup(
-            &paths,
-            &spec.template_layers,
-            &blank,
-            range,
-            &self.ids,
-            steps,
-        )?;
+        mounts::setup(&paths, &spec.template_layers, range, &self.ids, steps)?;
         let mut limits = spec.limits.cgroup_limits();
         if self.cfg.disk_io != DiskIo::default() {
             limits.io = self.cfg.disk_io.for_device(disk::device_of(&paths.disk)?);
@@ -442,9 +451,18 @@ impl Runtime {
         steps.mark("stop");
         self.cgroups.remove(id)?;
         steps.mark("cgroup");
-        let dir = self.paths(id).dir;
-        mounts::unmount_below(&dir, &mut steps)?;
-        self.trash.discard(&dir)?;
+        let paths = self.paths(id);
+        let disk = std::fs::read_link(&paths.disk).ok();
+        mounts::unmount_below(&paths.dir, &mut steps)?;
+        // Only the destroy that removes the link hands the disk back: a second one (a
+        // retried kill) must not hand over a disk another sandbox has taken since.
+        if let Some(mnt) = disk {
+            if std::fs::remove_file(&paths.disk).is_ok() {
+                self.disks.give_back(&mnt, &self.trash);
+                steps.mark("disk");
+            }
+        }
+        self.trash.discard(&paths.dir)?;
         steps.mark("remove_dir");
         // Only a sandbox created without egress (now or before a restart) has an element.
         if let Some(net) = net {
@@ -455,6 +473,17 @@ impl Runtime {
         }
         steps.log("destroy", id);
         Ok(())
+    }
+
+    /// Throws away the disks kept for the next sandboxes (see `disk::kept`): the server
+    /// stops. Disks of sandboxes stay with them.
+    pub fn release_kept_disks(&self) {
+        self.disks.release(&self.trash);
+    }
+
+    /// How many emptied disks wait for the next sandboxes.
+    pub fn kept_disks(&self) -> usize {
+        self.disks.kept()
     }
 
     /// Ends every process of sandbox `id` and copies what it changed (its overlay upper
@@ -613,6 +642,16 @@ impl Runtime {
     pub fn ids_end(&self) -> u32 {
         self.ids.template_base() + self.ids.span()
     }
+}
+
+/// The disks sandboxes of `state_dir` hold: the targets of their `disk` links.
+fn disks_in_use(state_dir: &Path) -> HashSet<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(state_dir.join("sandboxes")) else {
+        return HashSet::new();
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_link(e.path().join("disk")).ok())
+        .collect()
 }
 
 #[cfg(test)]

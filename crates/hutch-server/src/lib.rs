@@ -214,6 +214,7 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     let app = api::app(state);
     listen::serve(listener, app, shutdown_signal()).await;
     svc.drain_pools().await;
+    svc.release_kept().await;
     svc.stop_zygotes().await;
     tracing::info!("server stopped; sandboxes keep running and are adopted by the next start");
     Ok(())
@@ -274,6 +275,7 @@ pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
     for id in runtime.leftover_ids() {
         runtime.destroy(&id, None, None)?;
     }
+    runtime.release_kept_disks();
     for slot in runtime.leftover_slots() {
         hutch_runtime::net::remove_host_side(&runtime.net_for(slot));
     }

@@ -86,9 +86,16 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// Readies sandbox `id`'s disk for a large write that is about to come (best effort).
     fn before_large_write(&self, _id: &str) {}
+
+    /// Gives up whatever is kept for sandboxes to come (emptied disks): the server stops.
+    fn release_kept(&self) {}
 }
 
 impl SandboxRuntime for Runtime {
+    fn release_kept(&self) {
+        Runtime::release_kept_disks(self);
+    }
+
     fn before_large_write(&self, id: &str) {
         if let Err(e) = Runtime::before_large_write(self, id) {
             tracing::debug!(sandbox = %id, error = %e, "the sandbox disk stays on the page cache");

@@ -155,6 +155,13 @@ pub fn usage(path: &Path) -> Result<(u64, u64)> {
     Ok((total.saturating_sub(free), total))
 }
 
+/// Inodes in use on the filesystem `path` is on (files, directories and the filesystem's
+/// own reserved ones).
+pub fn inodes_used(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_files.saturating_sub(st.f_ffree))
+}
+
 /// Bytes an unprivileged writer may still use on the filesystem `path` is on.
 pub fn available(path: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(path)?;

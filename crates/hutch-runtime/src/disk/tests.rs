@@ -189,3 +189,71 @@ fn a_blank_disk_holds_the_overlays_directories_and_no_lost_and_found_when_root()
     hutch_sys::mount::detach(&target).expect("umount");
     assert_eq!(names, ["upper", "work"]);
 }
+
+/// Names of the entries of directory `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_disk_given_back_is_emptied_and_handed_to_the_next_sandbox_of_its_size_when_root() {
+    if !loop_devices() {
+        return;
+    }
+    let tmp = TempDir::new("disk-kept");
+    let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
+    let trash = crate::trash::Trash::new(tmp.path().join("trash")).expect("trash");
+    let disks = kept::Disks::new(tmp.path().join("disks")).expect("disks");
+    let mut steps = crate::timing::Steps::start();
+    let first = disks.take("a", &blank, 16, &mut steps).expect("new disk");
+    assert_eq!(first, tmp.path().join("disks/a/mnt"));
+    fs::create_dir_all(first.join("upper/home/user")).expect("mkdir");
+    fs::write(first.join("upper/home/user/secret"), "tenant a").expect("write");
+    fs::create_dir_all(first.join("work/work")).expect("mkdir");
+    disks.give_back(&first, &trash);
+    disks.give_back(&first, &trash);
+    assert_eq!(disks.kept(), 1, "kept once, however often it is given back");
+    // Another size makes a disk of its own.
+    let other = disks.take(
+        "b",
+        &blank_image(tmp.path(), 8).expect("mkfs"),
+        8,
+        &mut steps,
+    );
+    let other = other.expect("disk of another size");
+    assert_eq!(other, tmp.path().join("disks/b/mnt"));
+    let again = disks.take("c", &blank, 16, &mut steps).expect("kept disk");
+    assert_eq!(again, first, "the kept disk is handed out");
+    assert_eq!(names_in(&again), ["upper", "work"]);
+    assert!(names_in(&again.join("upper")).is_empty(), "emptied");
+    assert!(names_in(&again.join("work")).is_empty(), "emptied");
+    assert_eq!(disks.kept(), 0);
+
+    // Too many files to delete quickly: thrown away, not kept.
+    for i in 0..600 {
+        fs::write(again.join(format!("upper/f{i}")), "x").expect("write");
+    }
+    disks.give_back(&again, &trash);
+    assert_eq!(disks.kept(), 0);
+    assert!(!tmp.path().join("disks/a").exists(), "thrown away");
+    assert!(crate::mounts::mounts_below(&tmp.path().join("disks/a")).is_empty());
+
+    // A start sweeps every disk no sandbox names; the released store holds nothing.
+    disks.give_back(&other, &trash);
+    assert_eq!(disks.kept(), 1);
+    let in_use = disks.take("d", &blank, 16, &mut steps).expect("new disk");
+    disks.sweep(&std::iter::once(in_use.clone()).collect(), &trash);
+    assert_eq!(disks.kept(), 0);
+    assert_eq!(names_in(&tmp.path().join("disks")), ["d"]);
+    disks.give_back(&in_use, &trash);
+    assert_eq!(disks.kept(), 1);
+    disks.release(&trash);
+    assert_eq!(disks.kept(), 0);
+    assert!(names_in(&tmp.path().join("disks")).is_empty());
+    assert!(crate::mounts::mounts_below(tmp.path()).is_empty());
+}

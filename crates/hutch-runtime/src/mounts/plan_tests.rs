@@ -36,10 +36,9 @@ fn overlay_options_list_layers_topmost_first_then_upper_and_work() {
 }
 
 #[test]
-fn sandbox_paths_keep_disk_image_and_rootfs_in_the_sandbox_dir() {
+fn sandbox_paths_keep_the_disk_link_and_rootfs_in_the_sandbox_dir() {
     let p = SandboxPaths::new(Path::new("/var/lib/hutch/sandboxes"), "abc");
     assert_eq!(p.dir, Path::new("/var/lib/hutch/sandboxes/abc"));
-    assert_eq!(p.image, p.dir.join("disk.img"));
     assert_eq!(p.disk, p.dir.join("disk"));
     assert_eq!(p.rootfs, p.dir.join("rootfs"));
 }

@@ -323,6 +323,13 @@ impl Service {
             tracing::info!(sandboxes = n, "warm pools drained");
         }
     }
+
+    /// Gives up what the runtime keeps for sandboxes to come (at shutdown, after the pools).
+    pub async fn release_kept(&self) {
+        if let Err(e) = self.blocking(|rt| rt.release_kept()).await {
+            tracing::warn!(error = %e, "kept sandbox disks stay until the next start");
+        }
+    }
 }
 
 impl Service {
