@@ -107,27 +107,46 @@ pub fn new_veth(
     m
 }
 
-/// `struct inet_diag_req_v2` for `protocol` sockets of `family` in every state, naming one
+/// `struct inet_diag_req_v2` for `protocol` sockets of `family` in `states`, naming one
 /// socket by `id` (or none: zeros).
-fn inet_diag_req(family: u8, protocol: u8, id: &[u8; INET_DIAG_SOCKID_LEN]) -> Vec<u8> {
+fn inet_diag_req(
+    family: u8,
+    protocol: u8,
+    states: u32,
+    id: &[u8; INET_DIAG_SOCKID_LEN],
+) -> Vec<u8> {
     let mut b = vec![family, protocol, 0, 0];
-    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    b.extend_from_slice(&states.to_ne_bytes()); // idiag_states: a bit per TCP state
     b.extend_from_slice(id);
     b
 }
 
-/// Lists the `protocol` sockets of `family` in the socket's network namespace, in every
-/// state (`struct inet_diag_msg` replies of type `SOCK_DIAG_BY_FAMILY`).
+/// `TCP_LISTEN`'s bit in `idiag_states`.
+const TCPF_LISTEN: u32 = 1 << 10;
+/// `TCP_BOUND_INACTIVE`'s (Linux 6.10: bound, neither listening nor connected).
+const TCPF_BOUND_INACTIVE: u32 = 1 << 13;
+
+/// Lists the `protocol` sockets of `family` in the socket's network namespace that can
+/// outlive their processes (`struct inet_diag_msg` replies of type `SOCK_DIAG_BY_FAMILY`):
+/// every state but `LISTEN` and `BOUND_INACTIVE`, whose sockets close with the last file
+/// that holds them. Asking for those would make the kernel walk its listening and bind
+/// hashes, which every network namespace shares: 270 µs a listing for the bind hash on
+/// the 24 GiB test host, against 10 µs without (its own connection hash, 1,024 buckets).
 pub fn list_sockets(family: u8, protocol: u8) -> Message {
     let mut m = Message::dump(SOCK_DIAG_BY_FAMILY);
-    m.put(&inet_diag_req(family, protocol, &[0; INET_DIAG_SOCKID_LEN]));
+    m.put(&inet_diag_req(
+        family,
+        protocol,
+        !(TCPF_LISTEN | TCPF_BOUND_INACTIVE),
+        &[0; INET_DIAG_SOCKID_LEN],
+    ));
     m
 }
 
 /// Ends the socket `id` (from [`list_sockets`]'s answer), whatever its state.
 pub fn end_socket(family: u8, protocol: u8, id: &[u8; INET_DIAG_SOCKID_LEN]) -> Message {
     let mut m = Message::new(SOCK_DESTROY, F_ACK);
-    m.put(&inet_diag_req(family, protocol, id));
+    m.put(&inet_diag_req(family, protocol, u32::MAX, id));
     m
 }
 
