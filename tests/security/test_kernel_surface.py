@@ -196,3 +196,29 @@ print(json.dumps(out))
     assert all(v in (1, 13) for v in got.values()), got
     # The agent still works.
     assert sandbox.commands.run("echo alive").stdout.strip() == "alive"
+
+
+def test_nothing_the_agent_was_handed_at_start_reaches_its_processes(sandbox: Sandbox) -> None:
+    """The agent's configuration (`HUTCH_AGENT_CONFIG`) and its readiness pipe
+    (`HUTCH_READY_FD`, descriptor 3) are the agent's alone: no process it starts sees the
+    variables or inherits a descriptor beyond stdio."""
+    for user in USERS:
+        out = python(
+            sandbox,
+            """
+import json, os
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+print(json.dumps({"env": sorted(k for k in os.environ if k.startswith("HUTCH_")), "fds": fds}))
+""",
+            user=user,
+        )
+        got = json.loads(out)
+        assert got["env"] == [], (user, got)
+        # stdio, and the directory listing's own descriptor (gone by the time it is read).
+        assert set(got["fds"]) <= {"0", "1", "2", "3"}, (user, got)
+        assert "pipe:" not in got["fds"].get("3", ""), (user, got)

@@ -64,6 +64,44 @@ fn runs_the_mounted_agent_as_pid1() -> bool {
 /// Removes the `sudo` → agent link that earlier agents installed, so Debian's `/usr/bin/sudo`
 /// answers again in sandboxes of templates built back then. Only in a sandbox, and only that
 /// exact link: a `sudo` someone else put there stays.
+/// The descriptor on which to say the agent is up (see
+/// [`hutch_contracts::agent::READY_FD_ENV`]), taken by [`take_ready_fd`].
+static READY: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// Takes the readiness descriptor the spawn helper handed over, if any: removes its
+/// variable from the environment and marks it close-on-exec, so that nothing the agent
+/// starts inherits either. Call before any thread starts (it edits the environment).
+pub fn take_ready_fd() {
+    use hutch_contracts::agent::{READY_FD, READY_FD_ENV};
+    let Some(value) = std::env::var_os(READY_FD_ENV) else {
+        return;
+    };
+    std::env::remove_var(READY_FD_ENV);
+    if value.to_str() != Some(&READY_FD.to_string()) {
+        tracing::warn!(value = ?value, "ignoring an unexpected readiness descriptor");
+        return;
+    }
+    // Fails with EBADF (and nothing is taken) when it is not open.
+    if hutch_sys::fd::close_on_exec(READY_FD).is_err() {
+        return;
+    }
+    // SAFETY: the variable says descriptor READY_FD was handed to this process for this
+    // alone; it is open (checked above) and owned by nothing else in this process.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(READY_FD) };
+    *READY.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned);
+}
+
+/// Says the agent is up (its API is served from now on) on the readiness descriptor, once,
+/// and closes it.
+pub fn signal_ready() {
+    let Some(fd) = READY.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    if let Err(e) = hutch_sys::fd::write(&fd, b"1") {
+        tracing::debug!(error = %e, "could not say the agent is up");
+    }
+}
+
 pub fn remove_legacy_sudo_link() {
     if in_sandbox() {
         remove_link_to(Path::new(LEGACY_SUDO_LINK), Path::new(AGENT_PATH));

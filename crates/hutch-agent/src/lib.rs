@@ -108,6 +108,8 @@ pub async fn run(options: Options, config: AgentConfig) -> Result<(), AgentError
         "agent listening"
     );
 
+    // The listener is bound: a request from now on waits at most until the loop below runs.
+    init::signal_ready();
     // Not a graceful shutdown: open streams (long-running commands) would hold it up forever, and
     // the sandbox is going away anyway.
     let outcome = tokio::select! {

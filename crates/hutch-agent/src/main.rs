@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     // Before anything starts a thread: this edits the process environment.
     let config = take_config_from_env();
     init_logging();
+    hutch_agent::init::take_ready_fd();
     // Root inside the sandbox must not attach to the agent and take its descriptors, memory
     // or secrets (it lacks CAP_SYS_PTRACE, which a process that is not dumpable requires).
     if let Err(err) = hutch_sys::caps::set_not_dumpable() {

@@ -17,6 +17,14 @@ pub const AGENT_PATH: &str = "/.hutch/hutch-agent";
 /// The environment variable carrying [`AgentConfig`] as JSON.
 pub const CONFIG_ENV: &str = "HUTCH_AGENT_CONFIG";
 
+/// The environment variable naming the descriptor (always [`READY_FD`]) on which the agent
+/// writes one byte, then closes it, once it serves its API: how the spawn helper learns
+/// that a new sandbox is up without polling it.
+pub const READY_FD_ENV: &str = "HUTCH_READY_FD";
+
+/// The agent's readiness descriptor (see [`READY_FD_ENV`]).
+pub const READY_FD: i32 = 3;
+
 /// Per-sandbox settings the server passes to the agent in [`CONFIG_ENV`].
 ///
 /// Every field is written (absent ones as `null`); on input `null` or a missing field means the

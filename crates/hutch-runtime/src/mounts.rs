@@ -37,11 +37,21 @@ impl SandboxPaths {
 
 /// Makes the sandbox's directory (mode 0700) and its rootfs mount point.
 pub(crate) fn make_dirs(paths: &SandboxPaths) -> Result<()> {
-    for d in [&paths.dir, &paths.rootfs] {
-        fs::create_dir_all(d).map_err(|e| RuntimeError::io("mkdir", d, e))?;
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(&paths.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))?;
+        }
+        Err(e) => return Err(RuntimeError::io("mkdir", &paths.dir, e)),
     }
-    fs::set_permissions(&paths.dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| RuntimeError::io("chmod", &paths.dir, e))
+    match fs::create_dir(&paths.rootfs) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(RuntimeError::io("mkdir", &paths.rootfs, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Mounts the overlay rootfs on the sandbox's disk (already mounted, see `disk::kept`,

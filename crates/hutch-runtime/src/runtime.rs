@@ -165,6 +165,8 @@ pub struct Spawned {
     pub start_time: u64,
     /// Its network.
     pub net: SandboxNet,
+    /// Its agent said it is up (serves its API) before the create returned.
+    pub agent_up: bool,
 }
 
 /// Usage figures of one sandbox.
@@ -336,6 +338,7 @@ impl Runtime {
                 pid,
                 start_time,
                 net: net.clone(),
+                agent_up: resp.ready,
             }),
             _ => Err(RuntimeError::Helper(
                 resp.error
@@ -462,7 +465,14 @@ impl Runtime {
                 steps.mark("disk");
             }
         }
-        self.trash.discard(&paths.dir)?;
+        // What is usually left (the rootfs mount point) goes at once; anything more (an old
+        // layout's disk image, an agent log) with the directory through the trash.
+        let emptied = std::fs::remove_dir(&paths.rootfs)
+            .and_then(|()| std::fs::remove_dir(&paths.dir))
+            .is_ok();
+        if !emptied {
+            self.trash.discard(&paths.dir)?;
+        }
         steps.mark("remove_dir");
         // Only a sandbox created without egress (now or before a restart) has an element.
         if let Some(net) = net {

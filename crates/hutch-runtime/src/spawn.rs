@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use hutch_contracts::agent::AGENT_PATH;
+use hutch_contracts::agent::{AGENT_PATH, READY_FD, READY_FD_ENV};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -92,6 +92,9 @@ pub struct SpawnResponse {
     /// How long each of the helper's steps took, in microseconds (for the debug log).
     #[serde(default)]
     pub timings: Vec<(String, u64)>,
+    /// The agent said it serves its API (see `hutch_contracts::agent::READY_FD_ENV`).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Environment variable that makes `hutch __spawn` a long-lived spawner (see
@@ -135,6 +138,7 @@ fn failed(error: String) -> SpawnResponse {
         start_time: None,
         error: Some(error),
         timings: Vec::new(),
+        ready: false,
     }
 }
 
@@ -150,12 +154,17 @@ fn handle(input: &str) -> SpawnResponse {
 /// made for it.
 fn start(req: &SpawnRequest, slot_net: Option<BorrowedFd<'_>>, mut steps: Steps) -> SpawnResponse {
     match spawn(req, slot_net, &mut steps) {
-        Ok((pid, start)) => SpawnResponse {
-            pid: Some(pid),
-            start_time: Some(start),
-            error: None,
-            timings: steps.steps().to_vec(),
-        },
+        Ok((pid, start, ready)) => {
+            let up = agent_up(&ready);
+            steps.mark("agent_up");
+            SpawnResponse {
+                pid: Some(pid),
+                start_time: Some(start),
+                error: None,
+                timings: steps.steps().to_vec(),
+                ready: up,
+            }
+        }
         Err(e) => SpawnResponse {
             timings: steps.steps().to_vec(),
             ..failed(e.to_string())
@@ -408,7 +417,14 @@ struct ChildPlan {
     /// A sysfs of the slot's network namespace, made here: the child may not mount one in a
     /// network namespace its user namespace does not own. None: the child tries itself.
     sysfs: Option<OwnedFd>,
+    /// The write end of the pipe on which the agent says it is up: the agent's
+    /// [`READY_FD`].
+    ready: OwnedFd,
 }
+
+/// How long a helper's copy waits for a new agent to say it is up before answering
+/// without (the server then asks the agent itself).
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     hutch_sys::fd::pipe().map_err(|e| RuntimeError::sys("pipe2", e))
@@ -418,10 +434,11 @@ fn spawn(
     req: &SpawnRequest,
     slot_net: Option<BorrowedFd<'_>>,
     steps: &mut Steps,
-) -> Result<(i32, u64)> {
+) -> Result<(i32, u64, OwnedFd)> {
     // The sandbox joins its slot's network: we enter it (this process is a throwaway copy
     // or the one-shot helper) and the clone inherits it. Without a kept one, one is made
     // for this sandbox alone and goes with it.
+    let (ready_r, ready_w) = pipe()?;
     let made;
     let netns = match slot_net {
         Some(ns) => ns,
@@ -438,7 +455,11 @@ fn spawn(
         agent_bin: req.agent_bin.clone(),
         agent_inside: cstring(AGENT_PATH)?,
         argv: vec![cstring(AGENT_PATH)?],
-        envp: env_entries(&req.agent_env)?,
+        envp: {
+            let mut env = env_entries(&req.agent_env)?;
+            env.push(cstring(&env_entry(READY_FD_ENV, &READY_FD.to_string()))?);
+            env
+        },
         programs: if req.seccomp {
             seccomp::programs()?
         } else {
@@ -458,6 +479,7 @@ fn spawn(
             .collect::<Result<_>>()?,
         rootfs_is_cwd: req.parent_userns.is_some(),
         sysfs: None,
+        ready: ready_w,
     };
     match hutch_sys::mount::new_sysfs() {
         Ok(fd) => plan.sysfs = Some(fd),
@@ -494,7 +516,19 @@ fn spawn(
     parent_setup(req, pid, parent_userns.is_none(), steps).map_err(|e| child.kill(e))?;
     let start = child.release("the sandbox's init")?;
     steps.mark("child_to_exec");
-    Ok((pid, start))
+    // Only the agent may hold the write end now, so that its exit ends the wait.
+    drop(plan);
+    Ok((pid, start, ready_r))
+}
+
+/// Waits until the agent on the other end of `ready` says it is up (true), exits first or
+/// says nothing for [`READY_WAIT`] (false).
+fn agent_up(ready: &OwnedFd) -> bool {
+    if !hutch_sys::fd::wait_readable(ready, READY_WAIT).unwrap_or(false) {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(hutch_sys::fd::read(ready, &mut byte), Ok(1))
 }
 
 /// Stdio of a cloned child: `/dev/null` for input, the log file (appended to) or
@@ -853,7 +887,9 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     // Nothing but stdio reaches the agent: a descriptor the server inherited without
     // close-on-exec (a lock a wrapper script holds, say) must not end up in a sandbox.
     // (A failing exec can then only be told by the init's exit.)
-    hutch_sys::fd::close_from(3).map_err(|e| errno("close_range", e))?;
+    // Then the agent's readiness pipe, as its descriptor READY_FD (3).
+    hutch_sys::fd::dup_to(&plan.ready, READY_FD).map_err(|e| errno("dup2 (ready)", e))?;
+    hutch_sys::fd::close_from(READY_FD as u32 + 1).map_err(|e| errno("close_range", e))?;
     let e = hutch_sys::process::exec(&plan.agent_inside, &plan.argv, &plan.envp);
     Err(errno("exec agent", e))
 }

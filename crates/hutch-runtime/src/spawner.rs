@@ -106,6 +106,7 @@ impl Spawner {
                 start_time: None,
                 error: Some("the spawn helper exited before answering".into()),
                 timings: Vec::new(),
+                ready: false,
             }),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(SpawnResponse {
                 pid: None,
@@ -115,6 +116,7 @@ impl Spawner {
                     ANSWER_TIMEOUT.as_secs()
                 )),
                 timings: Vec::new(),
+                ready: false,
             }),
         }
     }

@@ -89,6 +89,52 @@ pub fn recv_message(sock: impl AsFd, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
+/// Marks the caller's descriptor number `fd` close-on-exec; `EBADF` when it is not open.
+pub fn close_on_exec(fd: i32) -> Result<()> {
+    // SAFETY: as in `keep_open_on_exec`.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)
+}
+
+/// Makes `fd` also the caller's descriptor number `target`, open across `exec` (`dup2`;
+/// when `fd` already is `target`, only its close-on-exec flag is cleared).
+///
+/// Async-signal-safe.
+pub fn dup_to(fd: impl AsFd, target: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let src = fd.as_fd().as_raw_fd();
+    if src == target {
+        return keep_open_on_exec(target);
+    }
+    // SAFETY: dup2 takes plain integers; `target` is the caller's to overwrite.
+    if unsafe { libc::dup2(src, target) } == target {
+        Ok(())
+    } else {
+        Err(crate::errno::last())
+    }
+}
+
+/// Waits up to `timeout` for `fd` to be readable (or at its end, or in error); false when
+/// the time ran out.
+pub fn wait_readable(fd: impl AsFd, timeout: std::time::Duration) -> Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Closes every descriptor from `first` on (`close_range`): before an `exec`, so that
 /// nothing a parent left open without close-on-exec reaches the new program.
 ///

@@ -147,6 +147,7 @@ fn long_lived_answers_fit_one_atomic_pipe_write() {
         start_time: Some(7),
         error: None,
         timings: vec![("clone".into(), 500)],
+        ready: true,
     };
     let line = answer_line(3, ok);
     assert!(line.ends_with(b"\n"));
@@ -156,12 +157,14 @@ fn long_lived_answers_fit_one_atomic_pipe_write() {
         (3, Some(42), Some(7))
     );
     assert_eq!(back.resp.timings.len(), 1);
+    assert!(back.resp.ready);
 
     let huge = SpawnResponse {
         pid: None,
         start_time: None,
         error: Some("é".repeat(5000)),
         timings: vec![("clone".into(), 500); 100],
+        ready: false,
     };
     let line = answer_line(9, huge);
     assert!(line.len() <= 4000, "{} bytes", line.len());

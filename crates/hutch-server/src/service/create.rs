@@ -94,13 +94,15 @@ pub trait AgentReadiness: Send + Sync + 'static {
         Box::pin(async { Err("this agent takes no kernels from the server".into()) })
     }
 
-    /// Waits until the agent at `ip` answers and, when `template` is given (a user-built
-    /// template, outside of builds), its start command is up. The error is the message.
+    /// Waits until the agent at `ip` answers (unless `agent_up`: it said so to the spawn
+    /// helper) and, when `template` is given (a user-built template, outside of builds), its
+    /// start command is up. The error is the message.
     fn wait_ready<'a>(
         &'a self,
         ip: Ipv4Addr,
         token: Option<&'a str>,
         template: Option<&'a TemplateRecord>,
+        agent_up: bool,
     ) -> BoxFuture<'a, std::result::Result<(), String>>;
 }
 
@@ -173,15 +175,18 @@ impl AgentReadiness for HttpReadiness {
         ip: Ipv4Addr,
         token: Option<&'a str>,
         template: Option<&'a TemplateRecord>,
+        agent_up: bool,
     ) -> BoxFuture<'a, std::result::Result<(), String>> {
         Box::pin(async move {
-            crate::agent_http::wait_healthy(
-                &self.http,
-                ip,
-                hutch_contracts::agent::AGENT_PORT,
-                Duration::from_secs(15),
-            )
-            .await?;
+            if !agent_up {
+                crate::agent_http::wait_healthy(
+                    &self.http,
+                    ip,
+                    hutch_contracts::agent::AGENT_PORT,
+                    Duration::from_secs(15),
+                )
+                .await?;
+            }
             // A template's start command runs in every new sandbox, which is ready once the
             // template's ready command succeeds.
             match template {
@@ -537,7 +542,12 @@ impl Service {
         let start_cmd_of = custom.filter(|_| !l.build);
         let ready = self
             .readiness
-            .wait_ready(spawned.net.sandbox_ip, l.token, start_cmd_of)
+            .wait_ready(
+                spawned.net.sandbox_ip,
+                l.token,
+                start_cmd_of,
+                spawned.agent_up,
+            )
             .await;
         let launched = Launched {
             id,

@@ -169,6 +169,7 @@ impl SandboxRuntime for FakeRuntime {
             pid,
             start_time: 7,
             net: self.net.slot(spec.slot),
+            agent_up: false,
         })
     }
 
@@ -327,6 +328,7 @@ impl AgentReadiness for FakeReadiness {
         ip: Ipv4Addr,
         token: Option<&'a str>,
         template: Option<&'a TemplateRecord>,
+        _agent_up: bool,
     ) -> BoxFuture<'a, Result<(), String>> {
         lock(&self.waits).push((
             ip,

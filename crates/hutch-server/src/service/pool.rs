@@ -352,6 +352,7 @@ mod tests {
                     pid: 1,
                     start_time: 1,
                     net: hutch_runtime::NetConfig::default().slot(0),
+                    agent_up: false,
                 },
                 layers: vec![PathBuf::from(layer)],
                 limits: Limits {
