@@ -109,10 +109,13 @@ impl Disks {
         let Some(dir) = mnt.parent().filter(|d| d.parent() == Some(&self.dir)) else {
             return;
         };
-        if self.free_list().iter().any(|k| k.dir == dir) {
-            return;
-        }
-        let room = self.kept() < MAX_KEPT;
+        let room = {
+            let free = self.free_list();
+            if free.iter().any(|k| k.dir == dir) {
+                return;
+            }
+            free.len() < MAX_KEPT
+        };
         if let Some(size_mb) = room.then(|| emptied(dir)).flatten() {
             let mut free = self.free_list();
             if free.len() < MAX_KEPT && !free.iter().any(|k| k.dir == dir) {
@@ -198,13 +201,9 @@ fn emptied(dir: &Path) -> Option<u64> {
 
 /// Unmounts the disk in `dir` and throws the directory (its image) away.
 fn discard(dir: &Path, trash: &Trash) {
-    for m in crate::mounts::mounts_below(dir).into_iter().rev() {
-        if let Err(e) = hutch_sys::mount::detach(&m) {
-            if e != hutch_sys::Errno::INVAL && e != hutch_sys::Errno::NOENT {
-                tracing::warn!(path = %m.display(), error = %e, "a sandbox disk stays mounted");
-                return;
-            }
-        }
+    if let Err(e) = crate::mounts::unmount_below(dir, &mut Steps::start()) {
+        tracing::warn!(path = %dir.display(), error = %e, "a sandbox disk stays mounted");
+        return;
     }
     if let Err(e) = trash.discard(dir) {
         tracing::warn!(path = %dir.display(), error = %e, "a sandbox disk was not deleted");

@@ -172,6 +172,16 @@ fn a_new_disk_switches_to_direct_io_a_moment_after_its_mount_or_at_once_on_deman
     }
 }
 
+/// Names of the entries of directory `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn a_blank_disk_holds_the_overlays_directories_and_no_lost_and_found_when_root() {
     if !loop_devices() {
@@ -181,23 +191,9 @@ fn a_blank_disk_holds_the_overlays_directories_and_no_lost_and_found_when_root()
     let blank = blank_image(tmp.path(), 16).expect("mkfs.ext4");
     let (img, target) = copy_and_mount_point(tmp.path(), &blank, 0);
     mount_image(&img, &target).expect("mount");
-    let mut names: Vec<String> = fs::read_dir(&target)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = names_in(&target);
     hutch_sys::mount::detach(&target).expect("umount");
     assert_eq!(names, ["upper", "work"]);
-}
-
-/// Names of the entries of directory `dir`, sorted.
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
