@@ -94,25 +94,45 @@ step "start hutch serve"
 WORK=$(mktemp -d /tmp/hutch-test.XXXXXX)
 PORT=${HUTCH_TEST_PORT:-49990}
 KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# HUTCH_TEST_RUNTIME=gvisor runs every suite against sandboxes on gVisor (the full gVisor
+# pass, docs/security.md); otherwise a gVisor stage at the end runs tests/e2e/test_gvisor.py.
+RUNTIME=${HUTCH_TEST_RUNTIME:-native}
+runtime_args() {
+    if [ "$1" = gvisor ]; then
+        echo --runtime gvisor --runsc "$(scripts/runsc.sh)"
+    fi
+}
+# Starts the server (its command line in $WORK/server.cmd, its pid in $WORK/server.pid).
 # 198.18.255.0/24: a range the network tests place a fake host in and expect unreachable.
-SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
-    --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
-    --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000)
-printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
-RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >"$WORK/server.out" 2>"$WORK/server.log" &
-echo $! > "$WORK/server.pid"
-
-cleanup() {
-    local rc=$?
-    step "cleanup"
-    # Kill every sandbox through the API, then stop the server (by its pid only) and sweep.
+start_hutch() {
+    local extra
+    read -ra extra <<< "$(runtime_args "$1")"
+    SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
+        --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
+        --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000
+        "${extra[@]}")
+    printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
+    RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >>"$WORK/server.out" 2>>"$WORK/server.log" &
+    echo $! > "$WORK/server.pid"
+}
+# Stops it by its pid and removes whatever its sandboxes left.
+stop_hutch() {
     local pid
     pid=$(cat "$WORK/server.pid" 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     fi
-    "$ROOT/target/release/hutch" cleanup --data-dir "$WORK/data" || rc=1
+    rm -f "$WORK/server.pid"
+    "$ROOT/target/release/hutch" cleanup --data-dir "$WORK/data"
+}
+start_hutch "$RUNTIME"
+
+cleanup() {
+    local rc=$?
+    step "cleanup"
+    # Stop the server (by its pid only) and sweep what its sandboxes left.
+    stop_hutch || rc=1
     if [ $rc -ne 0 ]; then
         echo "---- server log (start and end) ----" >&2
         head -n 20 "$WORK/server.log" >&2 || true
@@ -132,6 +152,7 @@ export E2B_API_URL="http://127.0.0.1:$PORT"
 export E2B_SANDBOX_URL="http://127.0.0.1:$PORT"
 export E2B_API_KEY="$KEY"
 export HUTCH_TEST_WORK="$WORK"
+export HUTCH_TEST_RUNTIME="$RUNTIME"
 unset E2B_DEBUG
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -o asyncio_default_fixture_loop_scope=function \
     --timeout 600 tests/e2e "$@"
@@ -157,4 +178,13 @@ if [ "${CI:-}" = true ] || [ "${HUTCH_BENCH_SMOKE:-0}" = 1 ]; then
     step "benchmark smoke run (scripts/bench.sh --external --smoke)"
     HUTCH_CACHE_DIR="$TEMPLATE_CACHE" HUTCH_TEST_CACHE="$CACHE" \
         scripts/bench.sh --external --smoke --out "$WORK/bench"
+fi
+
+if [ "$RUNTIME" != gvisor ]; then
+    step "gVisor: tests/e2e/test_gvisor.py against sandboxes on gVisor (hutch serve --runtime gvisor)"
+    stop_hutch
+    start_hutch gvisor
+    wait_for_templates "$WORK" "$PORT"
+    HUTCH_TEST_RUNTIME=gvisor "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+        -o asyncio_default_fixture_loop_scope=function --timeout 600 tests/e2e/test_gvisor.py
 fi

@@ -10,6 +10,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod disk;
 pub mod error;
+pub mod gvisor;
 pub mod idmap;
 mod mountinfo;
 pub mod mounts;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::disk::kept::Disks;
 use crate::error::{Result, RuntimeError};
+use crate::gvisor::{self, GvisorConfig};
 use crate::idmap::IdRanges;
 use crate::mounts::{self, SandboxPaths};
 use crate::net::{self, NetConfig, SandboxNet};
@@ -59,6 +60,8 @@ pub struct RuntimeConfig {
     /// Throttling of each sandbox's disk (0 = none): read and write bytes and operations
     /// per second, applied to its loop device through its cgroup.
     pub disk_io: DiskIo,
+    /// Run every sandbox's agent on gVisor (`--runtime gvisor`, see [`crate::gvisor`]).
+    pub gvisor: Option<GvisorConfig>,
 }
 
 /// What each sandbox may send to its disk per second; 0 = no limit.
@@ -309,6 +312,27 @@ impl Runtime {
             self.noinet_set().insert(net.sandbox_ip);
             steps.mark("noinet");
         }
+        let gvisor = match &self.cfg.gvisor {
+            None => None,
+            Some(g) => {
+                let agent = gvisor::agent_in_bundle(&gvisor::bundle_dir(&paths.dir));
+                let argv = gvisor::write_bundle(
+                    g,
+                    &paths.dir,
+                    &gvisor::Bundle {
+                        id: &spec.id,
+                        rootfs: &paths.rootfs,
+                        agent_bin: &agent,
+                        agent_inside: hutch_contracts::agent::AGENT_PATH,
+                        env: &spec.agent_env,
+                        ids: (range, self.cfg.id_count),
+                        no_new_privs: self.cfg.no_new_privs,
+                    },
+                )?;
+                steps.mark("gvisor_bundle");
+                Some(argv)
+            }
+        };
         let req = SpawnRequest {
             id: spec.id.clone(),
             rootfs: paths.rootfs.clone(),
@@ -329,6 +353,7 @@ impl Runtime {
             no_new_privs: self.cfg.no_new_privs,
             log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
             parent_userns: spec.parent_userns,
+            gvisor,
         };
         let resp = self.spawner.spawn(&req)?;
         steps.extend("helper", &resp.timings);

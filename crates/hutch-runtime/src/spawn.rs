@@ -64,6 +64,10 @@ pub struct SpawnRequest {
     /// sandbox whose range starts `k` ids above the template range's maps to `1 + k`.
     #[serde(default = "first_nested_id")]
     pub nested_root_id: u32,
+    /// Run the agent on gVisor's kernel: the `runsc` command line that starts the bundle
+    /// written for this sandbox (see [`crate::gvisor`]).
+    #[serde(default)]
+    pub gvisor: Option<Vec<String>>,
 }
 
 fn first_nested_id() -> u32 {
@@ -449,6 +453,13 @@ fn spawn(
     };
     hutch_sys::ns::enter_net_namespace(netns)
         .map_err(|e| RuntimeError::sys("setns (the slot's network namespace)", e))?;
+    if let Some(argv) = &req.gvisor {
+        drop(ready_w);
+        let (pid, start) = spawn_gvisor(req, argv, steps)?;
+        // No descriptor reaches an agent through gVisor: the pipe's end, already closed,
+        // tells the caller to ask the agent itself.
+        return Ok((pid, start, ready_r));
+    }
     let mut plan = ChildPlan {
         hostname: cstring(&req.id)?,
         rootfs: req.rootfs.clone(),
@@ -467,16 +478,7 @@ fn spawn(
         },
         no_new_privs: req.no_new_privs,
         stdio: Stdio::open(req.log_file.as_deref())?,
-        cgroup_tasks: req
-            .cgroup_tasks
-            .iter()
-            .map(|p| {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(p)
-                    .map_err(|e| RuntimeError::io("open", p, e))
-            })
-            .collect::<Result<_>>()?,
+        cgroup_tasks: open_for_writing(&req.cgroup_tasks)?,
         rootfs_is_cwd: req.parent_userns.is_some(),
         sysfs: None,
         ready: ready_w,
@@ -519,6 +521,150 @@ fn spawn(
     // Only the agent may hold the write end now, so that its exit ends the wait.
     drop(plan);
     Ok((pid, start, ready_r))
+}
+
+/// What the child that becomes `runsc` needs, prepared before the clone.
+struct GvisorPlan {
+    /// The sandbox's directory (private to host root), its rootfs and gVisor's bundle in it.
+    dir: PathBuf,
+    rootfs: PathBuf,
+    bundle: PathBuf,
+    /// The agent binary on the host.
+    agent_bin: PathBuf,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    stdio: Stdio,
+    cgroup_tasks: Vec<fs::File>,
+}
+
+/// Starts a gVisor sandbox (see [`crate::gvisor`]): clones a child into new PID and mount
+/// namespaces (in the slot's network namespace, entered by the caller) that joins the
+/// sandbox's cgroup, mounts a `/proc` of its own and execs `runsc run`. The child is the
+/// sandbox's init: when it dies, so does everything gVisor started in its PID namespace.
+fn spawn_gvisor(req: &SpawnRequest, argv: &[String], steps: &mut Steps) -> Result<(i32, u64)> {
+    if argv.is_empty() {
+        return Err(RuntimeError::Spawn("no runsc command line".into()));
+    }
+    let dir = req
+        .rootfs
+        .parent()
+        .ok_or_else(|| RuntimeError::Spawn("the rootfs has no parent directory".into()))?
+        .to_path_buf();
+    let plan = GvisorPlan {
+        bundle: crate::gvisor::bundle_dir(&dir),
+        rootfs: req.rootfs.clone(),
+        agent_bin: req.agent_bin.clone(),
+        dir,
+        argv: argv.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
+        envp: vec![cstring("PATH=/usr/sbin:/usr/bin:/sbin:/bin")?],
+        stdio: Stdio::open(req.log_file.as_deref())?,
+        cgroup_tasks: open_for_writing(&req.cgroup_tasks)?,
+    };
+    steps.mark("prepare");
+    let handshake = Handshake::new()?;
+    let fork = hutch_sys::ns::fork_into_namespaces(Namespaces::NEWPID | Namespaces::NEWNS)
+        .map_err(|e| RuntimeError::sys("clone (new pid and mount namespaces)", e))?;
+    let child = match fork {
+        Fork::Parent(pid) => handshake.parent(pid),
+        Fork::Child => handshake.child(|| gvisor_child(&plan)),
+    };
+    steps.mark("clone");
+    let pid = child.pid;
+    parent_setup(req, pid, false, steps).map_err(|e| child.kill(e))?;
+    let start = child.release("gVisor's runsc")?;
+    steps.mark("child_to_exec");
+    Ok((pid, start))
+}
+
+/// The child of [`spawn_gvisor`]; only returns on failure.
+fn gvisor_child(plan: &GvisorPlan) -> std::result::Result<Never, String> {
+    for mut f in plan.cgroup_tasks.iter() {
+        f.write_all(b"0")
+            .map_err(|e| format!("joining the sandbox's cgroup: {e}"))?;
+    }
+    run_steps(&mount_plan::private_tree())?;
+    // gVisor's gofer opens the rootfs and the agent as root of the sandbox's id range, which
+    // may not walk the sandbox's directory (private to host root, so that no host user
+    // reads the sandbox's files) nor, say, a data directory made by `mktemp -d`. In this
+    // mount namespace only, a directory that may be walked covers the first of them, with
+    // the path down to the rootfs and the bundle made again and both bound back; the agent
+    // is bound onto its place in the bundle.
+    let open_path = |p: &Path| {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(p)
+            .map_err(|e| format!("open {}: {e}", p.display()))
+    };
+    let rootfs = open_path(&plan.rootfs)?;
+    let bundle = open_path(&plan.bundle)?;
+    let agent = open_path(&plan.agent_bin)?;
+    let closed = first_closed_dir(&plan.dir);
+    mnt(
+        Some(Path::new("tmpfs")),
+        &closed,
+        Some("tmpfs"),
+        flags::NOSUID | flags::NODEV | flags::NOEXEC,
+        Some("mode=711,size=16k"),
+    )?;
+    for dir in plan
+        .dir
+        .ancestors()
+        .take_while(|d| d.starts_with(&closed) && *d != closed)
+    {
+        mkdir(dir)?;
+    }
+    mkdir(&plan.dir)?;
+    let bind = |fd: &fs::File, target: &Path| {
+        let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        mnt(Some(&src), target, None, flags::BIND | flags::REC, None)
+    };
+    for (fd, target) in [(&rootfs, &plan.rootfs), (&bundle, &plan.bundle)] {
+        mkdir(target)?;
+        bind(fd, target)?;
+    }
+    bind(&agent, &crate::gvisor::agent_in_bundle(&plan.bundle))?;
+    drop((rootfs, bundle, agent));
+    // runsc finds its own processes through /proc: it must show this PID namespace.
+    mnt(
+        Some(Path::new("proc")),
+        Path::new("/proc"),
+        Some("proc"),
+        flags::NOSUID | flags::NODEV | flags::NOEXEC,
+        None,
+    )?;
+    plan.stdio.redirect()?;
+    hutch_sys::signal::reset_dispositions();
+    hutch_sys::fd::close_from(3).map_err(|e| errno("close_range", e))?;
+    let e = hutch_sys::process::exec(&plan.argv[0], &plan.argv, &plan.envp);
+    Err(errno("exec runsc", e))
+}
+
+/// The first directory on the way from `/` down to `dir` (`dir` itself at the latest) that
+/// users other than its owner may not walk.
+fn first_closed_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mut chain: Vec<&Path> = dir.ancestors().collect();
+    chain.reverse();
+    chain
+        .into_iter()
+        .find(|d| fs::metadata(d).map_or(true, |m| m.permissions().mode() & 0o001 == 0))
+        .unwrap_or(dir)
+        .to_path_buf()
+}
+
+/// Opens each of `paths` for writing (cgroup files the child writes to).
+fn open_for_writing(paths: &[PathBuf]) -> Result<Vec<fs::File>> {
+    paths
+        .iter()
+        .map(|p| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| RuntimeError::io("open", p, e))
+        })
+        .collect()
 }
 
 /// Waits until the agent on the other end of `ready` says it is up (true), exits first or

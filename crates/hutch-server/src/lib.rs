@@ -98,6 +98,8 @@ pub struct ServeConfig {
     pub pools: std::collections::BTreeMap<String, service::pool::PoolSize>,
     /// Fork default Python kernels from per-template zygotes.
     pub zygotes: bool,
+    /// Run every sandbox on gVisor (`--runtime gvisor`); zygotes are then off.
+    pub gvisor: Option<hutch_runtime::gvisor::GvisorConfig>,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -166,7 +168,12 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
                 source: e,
             })?;
     }
-    if cfg.zygotes {
+    if cfg.zygotes && cfg.gvisor.is_some() {
+        // A zygote's kernel would join the sandbox's namespaces on the host's kernel,
+        // outside gVisor: every kernel boots inside instead.
+        tracing::info!("zygotes are off: sandboxes run on gVisor");
+    }
+    if cfg.zygotes && cfg.gvisor.is_none() {
         let rc = runtime_config(&cfg);
         let seccomp = if rc.seccomp {
             hutch_runtime::seccomp::programs()?
@@ -251,6 +258,7 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         no_new_privs: false,
         agent_log: cfg.agent_log,
         disk_io: cfg.disk_io,
+        gvisor: cfg.gvisor.clone(),
     }
 }
 

@@ -139,22 +139,24 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
         .remove(HeaderName::from_static(FILE_HANDOFF_HEADER));
     // A download from the agent: ask for the open file rather than its bytes, and keep what
     // it takes to ask again the usual way should the hand-off fail.
-    let plain_download =
-        (port == AGENT_PORT && parts.method == http::Method::GET && parts.uri.path() == "/files")
-            .then(|| {
-                let mut again = Request::new(Body::empty());
-                *again.method_mut() = parts.method.clone();
-                *again.uri_mut() = parts.uri.clone();
-                *again.headers_mut() = parts.headers.clone();
-                parts.headers.insert(
-                    HeaderName::from_static(FILE_HANDOFF_HEADER),
-                    http::HeaderValue::from_static("1"),
-                );
-                again
-            });
+    let handoffs = port == AGENT_PORT && svc.hands_off_files();
+    let plain_download = (handoffs
+        && parts.method == http::Method::GET
+        && parts.uri.path() == "/files")
+        .then(|| {
+            let mut again = Request::new(Body::empty());
+            *again.method_mut() = parts.method.clone();
+            *again.uri_mut() = parts.uri.clone();
+            *again.headers_mut() = parts.headers.clone();
+            parts.headers.insert(
+                HeaderName::from_static(FILE_HANDOFF_HEADER),
+                http::HeaderValue::from_static("1"),
+            );
+            again
+        });
     // A large upload to the agent: the server reads the body and writes the files.
     let upload_kind =
-        (port == AGENT_PORT && parts.method == http::Method::POST && parts.uri.path() == "/files")
+        (handoffs && parts.method == http::Method::POST && parts.uri.path() == "/files")
             .then(|| upload::eligible(&parts.headers))
             .flatten();
     let (parts, body) = match upload_kind {

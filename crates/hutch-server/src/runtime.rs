@@ -89,9 +89,19 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// Gives up whatever is kept for sandboxes to come (emptied disks): the server stops.
     fn release_kept(&self) {}
+
+    /// Whether the server may take descriptors of files from a sandbox's agent for large
+    /// downloads and uploads (not under gVisor, whose descriptors are not host ones).
+    fn hands_off_files(&self) -> bool {
+        true
+    }
 }
 
 impl SandboxRuntime for Runtime {
+    fn hands_off_files(&self) -> bool {
+        self.config().gvisor.is_none()
+    }
+
     fn release_kept(&self) {
         Runtime::release_kept_disks(self);
     }

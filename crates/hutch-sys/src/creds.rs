@@ -91,8 +91,21 @@ impl Credentials {
 ///
 /// Per thread: the other threads of the process are untouched. Without privileges (an
 /// unprivileged agent in development) nothing switches.
+///
+/// Where `setfsuid` changes nothing (gVisor's kernel), the thread's effective ids switch
+/// instead, its real and saved ids staying 0 so that it may switch back: path lookups,
+/// permission checks and new files' owners are the same.
 pub struct FsIdentity {
-    saved: Option<(u32, u32, Vec<Gid>)>,
+    saved: Option<Saved>,
+}
+
+/// What [`FsIdentity`] gives back when it drops.
+struct Saved {
+    /// The effective ids were switched rather than the filesystem ids.
+    effective: bool,
+    uid: u32,
+    gid: u32,
+    groups: Vec<Gid>,
 }
 
 /// `setfsuid`/`setfsgid` return the previous id and report no error; an id of -1 changes
@@ -118,23 +131,51 @@ impl FsIdentity {
         set_thread_groups(&groups)?;
         let saved_gid = set_fs_id(libc::SYS_setfsgid, gid);
         let saved_uid = set_fs_id(libc::SYS_setfsuid, uid);
-        let guard = FsIdentity {
-            saved: Some((saved_uid, saved_gid, saved_groups)),
-        };
-        if fs_id(libc::SYS_setfsuid) != uid || fs_id(libc::SYS_setfsgid) != gid {
-            // The guard puts back what did change.
-            return Err(rustix::io::Errno::PERM);
+        if fs_id(libc::SYS_setfsuid) == uid && fs_id(libc::SYS_setfsgid) == gid {
+            return Ok(FsIdentity {
+                saved: Some(Saved {
+                    effective: false,
+                    uid: saved_uid,
+                    gid: saved_gid,
+                    groups: saved_groups,
+                }),
+            });
         }
+        set_fs_id(libc::SYS_setfsuid, saved_uid);
+        set_fs_id(libc::SYS_setfsgid, saved_gid);
+        Self::effective(uid, gid, saved_groups)
+    }
+
+    /// The switch of the effective ids, as root whose supplementary groups are already
+    /// the new ones (`saved_groups`: the ones to give back).
+    fn effective(uid: u32, gid: u32, saved_groups: Vec<Gid>) -> Result<Self> {
+        // The guard gives root back whatever part of the switch happened.
+        let guard = FsIdentity {
+            saved: Some(Saved {
+                effective: true,
+                uid: 0,
+                gid: 0,
+                groups: saved_groups,
+            }),
+        };
+        set_thread_res_gid(Gid::ROOT, Gid::from_raw(gid), Gid::ROOT)?;
+        set_thread_res_uid(Uid::ROOT, Uid::from_raw(uid), Uid::ROOT)?;
         Ok(guard)
     }
 }
 
 impl Drop for FsIdentity {
     fn drop(&mut self) {
-        if let Some((uid, gid, groups)) = self.saved.take() {
-            set_fs_id(libc::SYS_setfsuid, uid);
-            set_fs_id(libc::SYS_setfsgid, gid);
-            let _ = set_thread_groups(&groups);
+        if let Some(s) = self.saved.take() {
+            if s.effective {
+                // Root again first: the group ids and groups need it.
+                let _ = set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT);
+                let _ = set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT);
+            } else {
+                set_fs_id(libc::SYS_setfsuid, s.uid);
+                set_fs_id(libc::SYS_setfsgid, s.gid);
+            }
+            let _ = set_thread_groups(&s.groups);
         }
     }
 }
@@ -172,6 +213,39 @@ mod tests {
         .unwrap();
         // Other threads never changed.
         assert_eq!(std::fs::read(&secret).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn where_fs_ids_do_not_switch_the_effective_ids_do_and_come_back() {
+        if !is_root() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("hutch-euid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), "x").unwrap();
+        std::fs::set_permissions(
+            dir.join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::thread::spawn({
+            let dir = dir.clone();
+            move || {
+                let saved = rustix::process::getgroups().unwrap();
+                set_thread_groups(&[Gid::from_raw(65534)]).unwrap();
+                let guard = FsIdentity::effective(65534, 65534, saved.clone()).unwrap();
+                assert_eq!(effective_uid(), 65534);
+                assert!(std::fs::read(dir.join("secret")).is_err());
+                drop(guard);
+                assert!(is_root());
+                assert_eq!(rustix::process::getgroups().unwrap(), saved);
+                assert_eq!(std::fs::read(dir.join("secret")).unwrap(), b"x");
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(is_root());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

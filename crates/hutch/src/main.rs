@@ -140,6 +140,17 @@ struct ServeArgs {
     /// kernel's modules imported already (`off`: every sandbox boots its own interpreter).
     #[arg(long, env = "HUTCH_ZYGOTES", default_value = "on", value_parser = ["on", "off"])]
     zygotes: String,
+    /// What sandboxes run on: `native` (namespaces, cgroups and seccomp on the host's
+    /// kernel) or `gvisor` (the agent and everything it starts on gVisor's kernel, `runsc`;
+    /// docs/security.md).
+    #[arg(long, env = "HUTCH_RUNTIME", default_value = "native", value_parser = ["native", "gvisor"])]
+    runtime: String,
+    /// The `runsc` binary for `--runtime gvisor` (default: `runsc` on PATH).
+    #[arg(long, env = "HUTCH_RUNSC")]
+    runsc: Option<PathBuf>,
+    /// gVisor's platform for `--runtime gvisor`: systrap (needs no KVM), ptrace or kvm.
+    #[arg(long, default_value = "systrap", value_parser = ["systrap", "ptrace", "kvm"])]
+    gvisor_platform: String,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -283,8 +294,32 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         domain: a.domain,
         pools: a.pools.into_iter().collect(),
         zygotes: a.zygotes == "on",
+        gvisor: match a.runtime.as_str() {
+            "gvisor" => Some(hutch_runtime::gvisor::GvisorConfig {
+                runsc: find_runsc(a.runsc)?,
+                platform: a.gvisor_platform,
+            }),
+            _ => None,
+        },
     };
     Ok(cfg)
+}
+
+/// The `runsc` to run gVisor sandboxes with: the one given, or the first on PATH.
+fn find_runsc(given: Option<PathBuf>) -> Result<PathBuf> {
+    let found = match given {
+        Some(p) => Some(p),
+        None => std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("runsc"))
+                .find(|p| p.is_file())
+        }),
+    };
+    match found {
+        Some(p) if p.is_file() => Ok(p),
+        Some(p) => bail!("--runsc {}: no such file", p.display()),
+        None => bail!("--runtime gvisor needs runsc: install gVisor (scripts/runsc.sh fetches Debian's) or pass --runsc"),
+    }
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {

@@ -23,6 +23,7 @@ fn request() -> SpawnRequest {
         log_file: None,
         parent_userns: None,
         nested_root_id: 1,
+        gvisor: None,
     }
 }
 

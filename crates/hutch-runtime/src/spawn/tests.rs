@@ -108,6 +108,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         log_file: None,
         parent_userns: None,
         nested_root_id: 1,
+        gvisor: None,
     };
     let json = serde_json::to_value(&req).expect("serialize");
     for key in [

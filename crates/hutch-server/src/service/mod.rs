@@ -308,6 +308,12 @@ impl Service {
         Some(self.runtime.net_for(slot))
     }
 
+    /// Whether large downloads and uploads are handed off between the agent and the server
+    /// (see [`SandboxRuntime::hands_off_files`]).
+    pub fn hands_off_files(&self) -> bool {
+        self.runtime.hands_off_files()
+    }
+
     /// Readies sandbox `id`'s disk for a large upload the server is about to write.
     pub async fn before_large_write(&self, id: &str) {
         let id = id.to_string();

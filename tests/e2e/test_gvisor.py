@@ -1,0 +1,112 @@
+"""Sandboxes on gVisor (`hutch serve --runtime gvisor`, docs/security.md "gVisor").
+
+Run when the server under test runs its sandboxes on gVisor: scripts/test.sh's gVisor
+stage (CI), or the whole suite with `HUTCH_TEST_RUNTIME=gvisor scripts/test.sh`. Each test
+checks what a user of the official SDK sees, and that the sandbox's programs meet gVisor's
+kernel, not the host's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from e2b import CommandExitException, Sandbox
+
+from ci_helpers import code_sandbox
+from conftest import diff_resources, host_pid_of, host_resources
+from sdk_helpers import SANDBOX_URL, plain_client, wait_for_port_cmd
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("HUTCH_TEST_RUNTIME") != "gvisor", reason="the server under test runs sandboxes natively"
+)
+
+
+def test_programs_in_the_sandbox_meet_gvisors_kernel(sandbox: Sandbox) -> None:
+    log = sandbox.commands.run("dmesg").stdout
+    assert "Starting gVisor" in log
+    # The host's kernel is not what uname reports, and its modules are not listed.
+    assert sandbox.commands.run("uname -r").stdout.strip() != os.uname().release
+    assert sandbox.commands.run("cat /proc/modules 2>/dev/null; true", user="root").stdout == ""
+    # On the host, the sandbox's init is gVisor's runsc, not the agent.
+    cmdline = Path(f"/proc/{host_pid_of(sandbox)}/cmdline").read_bytes().split(b"\0")
+    assert any(arg.endswith(b"runsc") for arg in cmdline[:1]), cmdline
+
+
+def test_commands_run_as_the_user_with_the_sandboxs_identity() -> None:
+    sbx = Sandbox.create(timeout=120, envs={"GREETING": "from-create"}, metadata={"who": "gvisor-test"})
+    try:
+        r = sbx.commands.run("id -un; pwd; hostname; echo $GREETING")
+        assert r.stdout.split() == ["user", "/home/user", sbx.sandbox_id, "from-create"]
+        assert sbx.commands.run("id -u", user="root").stdout.strip() == "0"
+        # gVisor always sets no_new_privs, so setuid programs do not raise privileges: sudo
+        # says why instead of failing silently.
+        with pytest.raises(CommandExitException) as e:
+            sbx.commands.run("sudo -n id -un")
+        assert "no new privileges" in e.value.stderr
+        with pytest.raises(CommandExitException) as e:
+            sbx.commands.run("echo oops >&2; exit 7")
+        assert e.value.exit_code == 7
+        assert "oops" in e.value.stderr
+        assert Sandbox.get_info(sbx.sandbox_id).metadata == {"who": "gvisor-test"}
+    finally:
+        sbx.kill()
+
+
+def test_files_through_the_api_belong_to_the_user_and_match_what_commands_see(sandbox: Sandbox) -> None:
+    sandbox.files.write("/home/user/notes/a.txt", "hello gvisor")
+    assert sandbox.files.read("/home/user/notes/a.txt") == "hello gvisor"
+    listing = sandbox.commands.run("ls -ln /home/user/notes; stat -c %U /home/user/notes/a.txt").stdout
+    assert " 1000 1000 " in listing
+    assert listing.split()[-1] == "user"
+    # Larger than the size the server would take a native sandbox's file descriptor for.
+    data = os.urandom(3 * 1024 * 1024)
+    sandbox.files.write("/home/user/blob.bin", data)
+    digest = sandbox.commands.run("sha256sum /home/user/blob.bin").stdout.split()[0]
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert sandbox.files.read("/home/user/blob.bin", format="bytes") == data
+    sandbox.files.remove("/home/user/notes")
+    assert not sandbox.files.exists("/home/user/notes/a.txt")
+
+
+def test_a_server_inside_is_reached_through_the_router_also_on_loopback(sandbox: Sandbox) -> None:
+    marker = uuid.uuid4().hex
+    sandbox.commands.run(f"mkdir -p /tmp/www && echo {marker} > /tmp/www/m.txt")
+    for port, bind in ((8000, "0.0.0.0"), (8001, "127.0.0.1")):
+        sandbox.commands.run(f"python3 -m http.server {port} --bind {bind}", background=True, cwd="/tmp/www")
+        sandbox.commands.run(wait_for_port_cmd(port))
+        with plain_client() as c:
+            r = c.get(f"{SANDBOX_URL}/m.txt", headers={"Host": sandbox.get_host(port)})
+        assert r.status_code == 200, (port, r.text)
+        assert r.text == f"{marker}\n"
+
+
+@pytest.mark.usefixtures("pools_off")
+def test_pause_resume_and_kill_leave_nothing_behind() -> None:
+    before = host_resources()
+    sbx = Sandbox.create(timeout=120)
+    sbx.files.write("/home/user/kept.txt", "still here")
+    sbx.pause()
+    resumed = Sandbox.connect(sbx.sandbox_id)
+    assert resumed.commands.run("cat /home/user/kept.txt").stdout == "still here"
+    sbx.kill()
+    deadline = time.time() + 30
+    after = host_resources()
+    while after != before and time.time() < deadline:
+        time.sleep(0.5)
+        after = host_resources()
+    assert after == before, diff_resources(before, after)
+
+
+def test_the_code_interpreter_runs_code_on_gvisor() -> None:
+    with code_sandbox() as sbx:
+        first = sbx.run_code("x = 40 + 2\nx")
+        assert first.error is None, first.error
+        assert first.text == "42"
+        again = sbx.run_code("import platform; print(x, platform.release())")
+        assert again.logs.stdout[0].split()[0] == "42"
+        assert again.logs.stdout[0].split()[1] != os.uname().release
