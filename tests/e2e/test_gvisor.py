@@ -69,8 +69,12 @@ def test_files_through_the_api_belong_to_the_user_and_match_what_commands_see(sa
     digest = sandbox.commands.run("sha256sum /home/user/blob.bin").stdout.split()[0]
     assert digest == hashlib.sha256(data).hexdigest()
     assert sandbox.files.read("/home/user/blob.bin", format="bytes") == data
-    sandbox.files.remove("/home/user/notes")
-    assert not sandbox.files.exists("/home/user/notes/a.txt")
+    # /tmp is on the sandbox's disk, as in a native sandbox: a move there is a rename.
+    sandbox.files.rename("/home/user/notes", "/tmp/moved-notes")
+    assert sandbox.files.read("/tmp/moved-notes/a.txt") == "hello gvisor"
+    assert sandbox.commands.run("stat -f -c %T /tmp").stdout.strip() != "tmpfs"
+    sandbox.files.remove("/tmp/moved-notes")
+    assert not sandbox.files.exists("/tmp/moved-notes/a.txt")
 
 
 def test_a_server_inside_is_reached_through_the_router_also_on_loopback(sandbox: Sandbox) -> None:

@@ -176,6 +176,28 @@ pub fn write_bundle(cfg: &GvisorConfig, sandbox_dir: &Path, b: &Bundle<'_>) -> R
     Ok(argv(cfg, &dir, b.id))
 }
 
+/// Keeps `/tmp` on the sandbox's disk. gVisor mounts a tmpfs of its own on an empty `/tmp`
+/// (in the sentry's memory, a filesystem of its own, so moving a file between `/home` and
+/// `/tmp` fails with EXDEV); it leaves a `/tmp` with entries alone. An `.X11-unix` directory,
+/// as most Linux systems have, is that entry: made in the sandbox's `rootfs` (mode 1777,
+/// owned by root of the sandbox's id range `root_id`) before `runsc` starts.
+pub fn keep_tmp_on_disk(rootfs: &Path, root_id: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = rootfs.join("tmp");
+    if !tmp.is_dir() {
+        return Ok(());
+    }
+    let x11 = tmp.join(".X11-unix");
+    match fs::create_dir(&x11) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(RuntimeError::io("mkdir", &x11, e)),
+    }
+    std::os::unix::fs::lchown(&x11, Some(root_id), Some(root_id))
+        .and_then(|()| fs::set_permissions(&x11, fs::Permissions::from_mode(0o1777)))
+        .map_err(|e| RuntimeError::io("chown", &x11, e))
+}
+
 /// `runsc` with the global flags hutch needs, then `run` on the bundle in `dir`.
 pub fn argv(cfg: &GvisorConfig, dir: &Path, id: &str) -> Vec<String> {
     let path = |p: PathBuf| p.to_string_lossy().into_owned();

@@ -315,6 +315,7 @@ impl Runtime {
         let gvisor = match &self.cfg.gvisor {
             None => None,
             Some(g) => {
+                gvisor::keep_tmp_on_disk(&paths.rootfs, range)?;
                 let agent = gvisor::agent_in_bundle(&gvisor::bundle_dir(&paths.dir));
                 let argv = gvisor::write_bundle(
                     g,
