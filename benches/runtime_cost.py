@@ -14,20 +14,11 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from functools import partial
 
 from e2b import Sandbox
 from e2b_code_interpreter.code_interpreter_sync import Sandbox as CodeSandbox
-
-
-def timed(f: Callable[[], object], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        f()
-        out.append(time.perf_counter() - start)
-    return out
+from stats import timed
 
 
 def create_and_run() -> float:

@@ -45,9 +45,6 @@ pub struct Bundle<'a> {
     pub id: &'a str,
     /// The sandbox's mounted overlay.
     pub rootfs: &'a Path,
-    /// The agent binary as the gofer sees it (see [`agent_in_bundle`]), bound read-only at
-    /// `agent_inside`.
-    pub agent_bin: &'a Path,
     /// Where the agent appears inside.
     pub agent_inside: &'a str,
     /// The agent's environment.
@@ -83,8 +80,9 @@ fn capabilities() -> Vec<&'static str> {
         .collect()
 }
 
-/// The OCI runtime spec (`config.json`) of a sandbox's bundle.
-pub fn spec(b: &Bundle<'_>) -> Value {
+/// The OCI runtime spec (`config.json`) of a sandbox's bundle; `agent` is where the gofer
+/// finds the agent binary (see [`agent_in_bundle`]), bound read-only at `b.agent_inside`.
+pub fn spec(b: &Bundle<'_>, agent: &Path) -> Value {
     let caps = capabilities();
     let nosuid = ["nosuid", "noexec", "nodev"];
     let (base, count) = b.ids;
@@ -118,7 +116,7 @@ pub fn spec(b: &Bundle<'_>) -> Value {
               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
             { "destination": "/sys", "type": "sysfs", "source": "sysfs",
               "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": b.agent_inside, "type": "bind", "source": b.agent_bin,
+            { "destination": b.agent_inside, "type": "bind", "source": agent,
               "options": ["rbind", "ro"] },
         ],
         "linux": {
@@ -164,7 +162,7 @@ pub fn write_bundle(cfg: &GvisorConfig, sandbox_dir: &Path, b: &Bundle<'_>) -> R
         .open(&agent)
         .map_err(|e| RuntimeError::io("create", &agent, e))?;
     let config = dir.join("config.json");
-    let text = serde_json::to_vec_pretty(&spec(b)).unwrap_or_default();
+    let text = serde_json::to_vec_pretty(&spec(b, &agent)).unwrap_or_default();
     fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -223,7 +221,6 @@ mod tests {
         Bundle {
             id: "abc123",
             rootfs: Path::new("/var/lib/hutch/sandboxes/abc123/rootfs"),
-            agent_bin: Path::new("/usr/lib/hutch/hutch-agent"),
             agent_inside: "/.hutch/hutch-agent",
             env,
             ids: (1_065_536, 65_536),
@@ -234,7 +231,7 @@ mod tests {
     #[test]
     fn the_agent_runs_as_root_of_the_sandbox_range_with_a_native_sandbox_capabilities() {
         let env = [("HUTCH_X".to_string(), "1".to_string())];
-        let s = spec(&bundle(&env));
+        let s = spec(&bundle(&env), Path::new("/usr/lib/hutch/hutch-agent"));
         assert_eq!(s["process"]["args"], json!(["/.hutch/hutch-agent"]));
         assert_eq!(s["process"]["env"], json!(["HUTCH_X=1"]));
         assert_eq!(s["hostname"], "abc123");

@@ -316,14 +316,12 @@ impl Runtime {
             None => None,
             Some(g) => {
                 gvisor::keep_tmp_on_disk(&paths.rootfs, range)?;
-                let agent = gvisor::agent_in_bundle(&gvisor::bundle_dir(&paths.dir));
                 let argv = gvisor::write_bundle(
                     g,
                     &paths.dir,
                     &gvisor::Bundle {
                         id: &spec.id,
                         rootfs: &paths.rootfs,
-                        agent_bin: &agent,
                         agent_inside: hutch_contracts::agent::AGENT_PATH,
                         env: &spec.agent_env,
                         ids: (range, self.cfg.id_count),

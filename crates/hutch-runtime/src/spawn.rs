@@ -586,17 +586,9 @@ fn gvisor_child(plan: &GvisorPlan) -> std::result::Result<Never, String> {
     // gVisor's gofer opens the rootfs and the agent as root of the sandbox's id range, which
     // may not walk the sandbox's directory (private to host root, so that no host user
     // reads the sandbox's files) nor, say, a data directory made by `mktemp -d`. In this
-    // mount namespace only, a directory that may be walked covers the first of them, with
-    // the path down to the rootfs and the bundle made again and both bound back; the agent
-    // is bound onto its place in the bundle.
-    let open_path = |p: &Path| {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(p)
-            .map_err(|e| format!("open {}: {e}", p.display()))
-    };
+    // mount namespace only, a directory that may be walked covers the first of them, the
+    // path down to the sandbox's directory is made again in it, the rootfs and the bundle
+    // are bound back, and the agent is bound onto its place in the bundle.
     let rootfs = open_path(&plan.rootfs)?;
     let bundle = open_path(&plan.bundle)?;
     let agent = open_path(&plan.agent_bin)?;
@@ -608,17 +600,15 @@ fn gvisor_child(plan: &GvisorPlan) -> std::result::Result<Never, String> {
         flags::NOSUID | flags::NODEV | flags::NOEXEC,
         Some("mode=711,size=16k"),
     )?;
-    for dir in plan
-        .dir
-        .ancestors()
-        .take_while(|d| d.starts_with(&closed) && *d != closed)
-    {
-        mkdir(dir)?;
-    }
     mkdir(&plan.dir)?;
     let bind = |fd: &fs::File, target: &Path| {
-        let src = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        mnt(Some(&src), target, None, flags::BIND | flags::REC, None)
+        mnt(
+            Some(&fd_path(fd)),
+            target,
+            None,
+            flags::BIND | flags::REC,
+            None,
+        )
     };
     for (fd, target) in [(&rootfs, &plan.rootfs), (&bundle, &plan.bundle)] {
         mkdir(target)?;
@@ -639,6 +629,22 @@ fn gvisor_child(plan: &GvisorPlan) -> std::result::Result<Never, String> {
     hutch_sys::fd::close_from(3).map_err(|e| errno("close_range", e))?;
     let e = hutch_sys::process::exec(&plan.argv[0], &plan.argv, &plan.envp);
     Err(errno("exec runsc", e))
+}
+
+/// Opens `p` with `O_PATH` (close-on-exec): a handle to bind-mount from once the path may
+/// no longer be reachable (a child that switches ids or covers the path's directories).
+fn open_path(p: &Path) -> std::result::Result<fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(p)
+        .map_err(|e| format!("open {}: {e}", p.display()))
+}
+
+/// The `/proc/self/fd/N` path of `fd`, as a mount source.
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// The first directory on the way from `/` down to `dir` (`dir` itself at the latest) that
@@ -982,14 +988,7 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     }
     // Likewise the agent binary: opened now (O_PATH, in our own mount namespace — a bind
     // source from another namespace is refused) and bind-mounted through /proc/self/fd.
-    let agent_fd = {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(&plan.agent_bin)
-            .map_err(|e| format!("open {}: {e}", plan.agent_bin.display()))?
-    };
+    let agent_fd = open_path(&plan.agent_bin)?;
     // Files created below (on /dev's tmpfs, in the overlay) must belong to mapped ids, so
     // switch to root-of-the-namespace before creating any.
     Credentials::root()
@@ -1000,7 +999,7 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     // originals stay open (close-on-exec) in `plan`.
     plan.stdio.redirect()?;
 
-    let agent_src = PathBuf::from(format!("/proc/self/fd/{}", agent_fd.as_raw_fd()));
+    let agent_src = fd_path(&agent_fd);
     run_steps(&mount_plan::sandbox_tree(
         Path::new("."),
         &agent_src,

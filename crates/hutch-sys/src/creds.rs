@@ -184,17 +184,24 @@ impl Drop for FsIdentity {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_thread_acts_on_files_as_the_user_and_gets_its_identity_back() {
-        if !is_root() {
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("hutch-fsid-{}", std::process::id()));
+    /// A fresh directory (root's, 0755) holding `secret`: "x", readable by root alone.
+    fn dir_with_a_secret(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hutch-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let secret = dir.join("secret");
         std::fs::write(&secret, "x").unwrap();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_thread_acts_on_files_as_the_user_and_gets_its_identity_back() {
+        if !is_root() {
+            return;
+        }
+        let dir = dir_with_a_secret("fsid");
+        let secret = dir.join("secret");
         std::thread::spawn({
             let dir = dir.clone();
             move || {
@@ -221,14 +228,7 @@ mod tests {
         if !is_root() {
             return;
         }
-        let dir = std::env::temp_dir().join(format!("hutch-euid-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("secret"), "x").unwrap();
-        std::fs::set_permissions(
-            dir.join("secret"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        let dir = dir_with_a_secret("euid");
         std::thread::spawn({
             let dir = dir.clone();
             move || {
