@@ -104,12 +104,14 @@ runtime_args() {
 }
 # Starts the server (its command line in $WORK/server.cmd, its pid in $WORK/server.pid).
 # 198.18.255.0/24: a range the network tests place a fake host in and expect unreachable.
+# --agent-log: each agent's output in its sandbox directory, for failures to be read
+# (tests/security checks that it travels through a pipe).
 start_hutch() {
     local extra
     read -ra extra <<< "$(runtime_args "$1")"
     SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
         --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
-        --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000
+        --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000 --agent-log
         "${extra[@]}")
     printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
     RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >>"$WORK/server.out" 2>>"$WORK/server.log" &

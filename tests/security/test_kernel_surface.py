@@ -6,11 +6,12 @@ attaching to the agent (PID 1) to take its descriptors, memory and secrets.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from e2b import Sandbox
 
-from conftest import python
+from conftest import DATA_DIR, host_pid_of, python
 
 USERS = ("user", "root")
 
@@ -196,6 +197,20 @@ print(json.dumps(out))
     assert all(v in (1, 13) for v in got.values()), got
     # The agent still works.
     assert sandbox.commands.run("echo alive").stdout.strip() == "alive"
+
+
+def test_the_agents_log_reaches_the_host_through_a_pipe_only(sandbox: Sandbox) -> None:
+    """The test server runs with `--agent-log`: the agent's output goes to a host file, but
+    the agent holds only a pipe's write end, so whoever took its descriptors could not
+    write, truncate or grow that file. Checked from the host."""
+    pid = host_pid_of(sandbox)
+    for fd in (1, 2):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        assert target.startswith("pipe:"), (fd, target)
+    own = DATA_DIR / "sandboxes" / sandbox.sandbox_id
+    names = {p.name for p in own.iterdir()}
+    assert "agent.log" in names, names
+    assert not any(n.endswith(".fifo") for n in names), names
 
 
 def test_nothing_the_agent_was_handed_at_start_reaches_its_processes(sandbox: Sandbox) -> None:

@@ -6,6 +6,7 @@
 //! whose entry point is [`spawn::helper_main`], so that `fork` never happens inside the
 //! multi-threaded server.
 
+mod agent_log;
 pub mod caps;
 pub mod cgroup;
 pub mod disk;

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::agent_log::LogPipe;
 use crate::cgroup::{CgroupDriver, CgroupLimits, CgroupStats};
 use crate::disk::kept::Disks;
 use crate::error::{Result, RuntimeError};
@@ -332,6 +333,11 @@ impl Runtime {
                 Some(argv)
             }
         };
+        let log_pipe = if self.cfg.agent_log {
+            Some(LogPipe::new(&paths.dir.join("agent.log"))?)
+        } else {
+            None
+        };
         let req = SpawnRequest {
             id: spec.id.clone(),
             rootfs: paths.rootfs.clone(),
@@ -350,11 +356,15 @@ impl Runtime {
             net: net.clone(),
             seccomp: self.cfg.seccomp,
             no_new_privs: self.cfg.no_new_privs,
-            log_file: self.cfg.agent_log.then(|| paths.dir.join("agent.log")),
+            log_file: log_pipe.as_ref().map(|p| p.path().to_path_buf()),
             parent_userns: spec.parent_userns,
             gvisor,
         };
-        let resp = self.spawner.spawn(&req)?;
+        let resp = self.spawner.spawn(&req);
+        if let Some(p) = log_pipe {
+            p.drain();
+        }
+        let resp = resp?;
         steps.extend("helper", &resp.timings);
         steps.mark("helper");
         match (resp.pid, resp.start_time) {
@@ -395,6 +405,16 @@ impl Runtime {
         std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io("mkdir", &root, e))?;
         let (ours, theirs) =
             hutch_sys::fd::seqpacket_pair().map_err(|e| RuntimeError::sys("socketpair", e))?;
+        let log_pipe = if self.cfg.agent_log {
+            let log = self
+                .cfg
+                .state_dir
+                .join("zygotes")
+                .join(format!("{}.log", spec.name));
+            Some(LogPipe::new(&log)?)
+        } else {
+            None
+        };
         let req = ZygoteRequest {
             name: spec.name.clone(),
             layers: spec.template_layers.clone(),
@@ -405,14 +425,13 @@ impl Runtime {
             own_id: spec.own_id,
             argv: spec.argv.clone(),
             env: spec.env.clone(),
-            log_file: self.cfg.agent_log.then(|| {
-                self.cfg
-                    .state_dir
-                    .join("zygotes")
-                    .join(format!("{}.log", spec.name))
-            }),
+            log_file: log_pipe.as_ref().map(|p| p.path().to_path_buf()),
         };
-        let resp = crate::spawner::run_zygote_helper(&self.cfg.helper, &req, theirs)?;
+        let resp = crate::spawner::run_zygote_helper(&self.cfg.helper, &req, theirs);
+        if let Some(p) = log_pipe {
+            p.drain();
+        }
+        let resp = resp?;
         match (resp.pid, resp.start_time) {
             (Some(pid), Some(start_time)) => Ok(Zygote {
                 pid,

@@ -27,6 +27,12 @@ pub fn set_nonblocking(fd: impl AsFd) -> Result<()> {
     rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)
 }
 
+/// Clears `O_NONBLOCK` on `fd`, keeping its other status flags.
+pub fn set_blocking(fd: impl AsFd) -> Result<()> {
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)
+}
+
 /// One `read(2)` into `buf`; returns how many bytes arrived (0 at end of file).
 pub fn read(fd: impl AsFd, buf: &mut [u8]) -> Result<usize> {
     rustix::io::read(fd, buf)
