@@ -75,6 +75,9 @@ pub struct ServeConfig {
     pub agent_bin: PathBuf,
     /// The program and arguments that run the spawn helper.
     pub helper: (PathBuf, Vec<String>),
+    /// The program and arguments that run the default templates' build steps confined
+    /// (`hutch __template-jail`).
+    pub template_jail: hutch_template::JailHelper,
     /// Limits of every sandbox.
     pub limits: Limits,
     /// The most CPUs a template may give its sandboxes (`--max-template-cpus`).
@@ -160,9 +163,10 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
     {
         let templates = Arc::clone(&templates);
         let cache = cfg.cache_dir.clone();
+        let jail = cfg.template_jail.clone();
         std::thread::Builder::new()
             .name("template-build".into())
-            .spawn(move || templates.build_defaults(&cache))
+            .spawn(move || templates.build_defaults(&cache, &jail))
             .map_err(|e| ServeError::DataDir {
                 path: cfg.cache_dir.clone(),
                 source: e,

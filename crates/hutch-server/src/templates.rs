@@ -265,14 +265,14 @@ impl Templates {
 
     /// Builds (or finds in the cache) every default template, drawing a progress bar on a
     /// terminal and logging progress otherwise. Blocking.
-    pub fn build_defaults(self: &Arc<Self>, cache_dir: &Path) {
+    pub fn build_defaults(self: &Arc<Self>, cache_dir: &Path, jail: &hutch_template::JailHelper) {
         let tty = std::io::stderr().is_terminal();
         let mut last_logged = (String::new(), u64::MAX);
         for recipe in hutch_template::default_recipes() {
             let this = Arc::clone(self);
             let mut bar: Option<indicatif::ProgressBar> = None;
             let name = recipe.name.clone();
-            let res = hutch_template::ensure_built(cache_dir, &recipe, &mut |p: Progress| {
+            let res = hutch_template::ensure_built(cache_dir, &recipe, jail, &mut |p: Progress| {
                 if tty {
                     let b = bar.get_or_insert_with(|| {
                         let b = indicatif::ProgressBar::new(p.total.max(1));

@@ -14,6 +14,8 @@ pub mod flags {
     pub const BIND: u64 = F::BIND.bits() as u64;
     /// `MS_RDONLY`: read-only.
     pub const RDONLY: u64 = F::RDONLY.bits() as u64;
+    /// `MS_REMOUNT`: change the flags of an existing mount.
+    pub const REMOUNT: u64 = libc::MS_REMOUNT;
     /// `MS_NOSUID`: ignore setuid/setgid bits.
     pub const NOSUID: u64 = F::NOSUID.bits() as u64;
     /// `MS_NODEV`: no device files.

@@ -18,6 +18,24 @@ pub fn reap_any() -> Result<Option<(i32, i32)>> {
         .map(|(pid, status)| (pid.as_raw_nonzero().get(), status.as_raw())))
 }
 
+/// Waits for any one child to exit and reaps it: `(pid, raw wait status)`. Fails with
+/// `ECHILD` when there are no children.
+pub fn wait_any() -> Result<(i32, i32)> {
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) => return Ok((pid.as_raw_nonzero().get(), status.as_raw())),
+            Ok(None) | Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Has the kernel send the caller `SIGKILL` when its parent (the thread that forked it)
+/// exits (`PR_SET_PDEATHSIG`).
+pub fn die_with_parent() -> Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+}
+
 /// A positive pid; anything else (a group or "any child") is not one child of ours.
 fn child_pid(raw: i32) -> Result<Pid> {
     if raw <= 0 {

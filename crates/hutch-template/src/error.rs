@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::SANDBOX_ID_COUNT;
+use crate::{SANDBOX_ID_BASE, SANDBOX_ID_COUNT};
 
 /// Everything that can go wrong while resolving or building a template.
 ///
@@ -19,9 +19,9 @@ pub enum TemplateError {
         reason: String,
     },
 
-    /// Building needs root: debootstrap, chroot, mount and chown all do.
+    /// Building needs root: debootstrap, the build jail, mount and chown all do.
     #[error(
-        "building template {name:?} needs root (debootstrap, chroot, mount and chown all do), \
+        "building template {name:?} needs root (debootstrap, the build jail, mount and chown all do), \
          but the effective uid is {euid}; run hutch as root or pre-build the template as root"
     )]
     NotRoot {
@@ -77,17 +77,17 @@ pub enum TemplateError {
         output: String,
     },
 
-    /// A command run inside the template's chroot failed.
+    /// A command run inside the template's tree (in the build jail) failed.
     #[error(
-        "`{command}` in the chroot of template {template:?} ({root}) failed ({status}); \
+        "`{command}` in the build jail of template {template:?} ({root}) failed ({status}); \
          fix the recipe step or the package set. Last output:\n{output}"
     )]
-    Chroot {
+    Step {
         /// Name of the recipe being built.
         template: String,
-        /// The command line, as run inside the chroot.
+        /// The command line, as run inside the jail.
         command: String,
-        /// The root directory of the chroot.
+        /// The root directory of the tree.
         root: PathBuf,
         /// Exit status description.
         status: String,
@@ -98,8 +98,10 @@ pub enum TemplateError {
     /// A file in the tree is owned by an id the sandbox user namespace cannot map.
     #[error(
         "{path} is owned by uid {uid} gid {gid}, outside the 0..{count} range that sandboxes \
-         map; change the recipe so that nothing in the image uses such ids",
-        count = SANDBOX_ID_COUNT
+         map (or that range shifted by {base}); change the recipe so that nothing in the \
+         image uses such ids",
+        count = SANDBOX_ID_COUNT,
+        base = SANDBOX_ID_BASE
     )]
     IdOutOfRange {
         /// The offending file (inside the build directory).

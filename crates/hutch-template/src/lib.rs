@@ -12,14 +12,17 @@
 //! only in name share one tree and a changed recipe never reuses a stale one.
 //! [`ensure_built`] returns a cached tree at once and builds it otherwise.
 //!
-//! Building needs root and the host packages `debootstrap` and `coreutils`
-//! (for `chroot`), plus network access to the recipe's Debian mirror.
+//! Building needs root, the host package `debootstrap` and network access to
+//! the recipe's Debian mirror (and to what the recipe's steps download).
+//! Only debootstrap runs as the host's root; every later step runs in the
+//! build jail ([`jail`]), as an unprivileged host user.
 
 #![warn(missing_docs)]
 
 mod cache;
 mod debootstrap;
 mod error;
+pub mod jail;
 mod lock;
 mod mounts;
 mod process;
@@ -34,6 +37,7 @@ mod testutil;
 use std::path::{Path, PathBuf};
 
 pub use error::TemplateError;
+pub use jail::JailHelper;
 pub use progress::Progress;
 pub use recipe::{
     default_recipes, Recipe, BASE_PACKAGES, DEFAULT_MIRROR, DEFAULT_SUITE, RECIPE_FORMAT,
@@ -74,12 +78,22 @@ pub struct BuiltTemplate {
 /// rather than duplicate it. Downloaded packages are kept in
 /// `<cache_dir>/debs` so later builds download less; delete it to reclaim
 /// space.
+///
+/// The recipe's steps run in the build jail through `helper` (see [`jail`]).
 pub fn ensure_built(
     cache_dir: &Path,
     recipe: &Recipe,
+    helper: &JailHelper,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BuiltTemplate, TemplateError> {
-    ensure_built_with(cache_dir, recipe, progress, &mut build_rootfs)
+    ensure_built_with(
+        cache_dir,
+        recipe,
+        progress,
+        &mut |rootfs, cache_dir, recipe, progress| {
+            build_rootfs(rootfs, cache_dir, recipe, helper, progress)
+        },
+    )
 }
 
 /// Returns the tree for `recipe` if it is already built, without building,
@@ -93,11 +107,13 @@ pub fn find_built(cache_dir: &Path, recipe: &Recipe) -> Option<BuiltTemplate> {
     complete(&cache_dir.join("templates").join(&key), recipe, &key)
 }
 
-/// The real build: debootstrap, chroot setup, id shift.
+/// The real build: debootstrap, id shift, setup in the jail, a last shift of
+/// what the host side wrote.
 fn build_rootfs(
     rootfs: &Path,
     cache_dir: &Path,
     recipe: &Recipe,
+    helper: &JailHelper,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), TemplateError> {
     let euid = hutch_sys::creds::effective_uid();
@@ -108,7 +124,6 @@ fn build_rootfs(
         });
     }
     let debootstrap_bin = debootstrap::find_tool("debootstrap", "debootstrap")?;
-    let chroot_bin = debootstrap::find_tool("chroot", "coreutils")?;
 
     let debs = cache_dir.join("debs");
     std::fs::create_dir_all(&debs)
@@ -128,9 +143,20 @@ fn build_rootfs(
         debootstrap::run(&debootstrap_bin, recipe, rootfs, &debs, progress)?;
     }
 
-    setup::configure(rootfs, recipe, &chroot_bin, progress)?;
+    // The tree belongs to the sandbox id range before any step runs: the jail's
+    // root is that range's first id, and what the steps make is owned right.
+    shift(rootfs, &recipe.name, progress)?;
+    setup::configure(rootfs, recipe, helper, progress)?;
+    // Files the host side wrote (hostname, hosts, /.hutch) are root's yet.
+    shift(rootfs, &recipe.name, progress)?;
+    Ok(())
+}
 
-    let name = recipe.name.as_str();
+fn shift(
+    rootfs: &Path,
+    name: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), TemplateError> {
     shift::shift_tree(
         rootfs,
         SANDBOX_ID_BASE,

@@ -2,7 +2,7 @@
 //! only once nothing is mounted below them.
 //!
 //! debootstrap mounts /proc and /sys (and, in some containers, binds the
-//! host's /dev) into its target, and our own chroot steps mount /proc and a
+//! host's /dev) into its target, and our build steps mount a
 //! small /dev. A crash can leave these behind; deleting a tree with the host's
 //! /dev bound inside would delete host device nodes, so every recursive delete
 //! here first unmounts and then re-checks.

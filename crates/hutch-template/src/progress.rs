@@ -9,7 +9,7 @@ use serde::Serialize;
 ///
 /// `phase` is one of `wait` (another process is building the same template),
 /// `prepare`, `resolve` (package indices), `download`, `extract`, `install`
-/// (dpkg unpack and configure), `configure` (hutch's own setup in the chroot),
+/// (dpkg unpack and configure), `configure` (hutch's own setup, in the build jail),
 /// `shift` (re-owning files for the sandbox user namespace), `finalize` and
 /// `done`. Within a phase `done` counts up to `total`; `done <= total` always
 /// holds, but `total` may grow while a phase runs because some totals are

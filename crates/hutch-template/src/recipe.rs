@@ -11,7 +11,7 @@ mod code_interpreter;
 /// whenever a change to this crate changes what ends up in a rootfs (user
 /// setup, cleanup, id shifting, ...): old cache entries then stop matching and
 /// are rebuilt instead of being reused with stale contents.
-pub const RECIPE_FORMAT: u32 = 1;
+pub const RECIPE_FORMAT: u32 = 2;
 
 /// Debian mirror used by the built-in recipes.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -54,9 +54,10 @@ pub struct Recipe {
     pub variant: String,
     /// Extra packages for debootstrap's `--include` (order is irrelevant).
     pub packages: Vec<String>,
-    /// Shell commands run in order as root inside the chroot (with `sh -ec`)
-    /// after the `user` account exists and before the final cleanup. They see
-    /// `/proc`, a minimal `/dev` and the host's DNS configuration.
+    /// Shell commands run in order as root inside the build jail (with `sh
+    /// -ec`; see [`crate::jail`]) after the `user` account exists and before
+    /// the final cleanup. They see their own `/proc`, a minimal `/dev`, the
+    /// host's network and its DNS configuration.
     pub post_install: Vec<String>,
 }
 
@@ -246,12 +247,12 @@ mod tests {
         let base = default_recipes().remove(0);
         assert_eq!(
             base.key_for_arch("x86_64"),
-            "d0190f9996373e8faf02238bbcb56513e2b901c5a84d5339ef9fe453c6baf133"
+            "4be347d58d5989087119894e5a3024efd96d0675353f7e05a970b4b657f16b70"
         );
     }
 
-    // sha256 of "format:1:1\nid_base:7:1000000\nid_count:5:65536\narch:6:x86_64\n...".
-    const PINNED_KEY: &str = "fa7ff0a9e832e88cf9284f4376fd382bd934e3620993545cafe8dbdc23f22274";
+    // sha256 of "format:1:2\nid_base:7:1000000\nid_count:5:65536\narch:6:x86_64\n...".
+    const PINNED_KEY: &str = "d1a018f4330af91d8cab9e7ca648ee5effad3462356449f39fabf24cd861411c";
 
     #[test]
     fn validation() {

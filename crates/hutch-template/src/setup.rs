@@ -2,16 +2,16 @@
 //! account, sudo, recipe post-install steps, cleanup and the files the
 //! runtime expects.
 
-mod chroot;
 mod host_cas;
+mod jailed;
 mod tree;
 
 use std::path::Path;
 
 use crate::mounts;
-use crate::{Progress, Recipe, TemplateError};
-use chroot::{Chroot, ChrootMounts};
+use crate::{JailHelper, Progress, Recipe, TemplateError, SANDBOX_ID_BASE};
 use host_cas::{trust_host_cas, untrust_host_cas, HOST_LOCAL_CAS};
+use jailed::{Jailed, StepMounts};
 use tree::{clear_dir_contents, ensure_empty_dir, set_mode, write_tree_file};
 
 /// uid and gid of the unprivileged account every sandbox runs code as.
@@ -34,14 +34,16 @@ ff02::2\tip6-allrouters
 /// Fixed steps of [`configure`], excluding the recipe's post-install ones.
 const FIXED_STEPS: u64 = 7;
 
-/// Runs every customisation step on the debootstrapped tree at `root`.
+/// Runs every customisation step on the debootstrapped tree at `root`, already
+/// re-owned for the sandbox user namespace: commands run in the build jail
+/// (`helper`) as its root, which is the range's first id on the host.
 ///
 /// On return (success or error) nothing is mounted below `root` any more,
 /// or an error says what is.
 pub(crate) fn configure(
     root: &Path,
     recipe: &Recipe,
-    chroot_bin: &Path,
+    helper: &JailHelper,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), TemplateError> {
     let total = FIXED_STEPS + recipe.post_install.len() as u64;
@@ -57,20 +59,16 @@ pub(crate) fn configure(
         ));
     };
 
-    report(
-        step,
-        "preparing /proc and /dev for chroot steps".into(),
-        progress,
-    );
+    report(step, "preparing /dev for the build steps".into(), progress);
     // debootstrap normally unmounts its own mounts, but not if it was killed.
     mounts::unmount_all_under(root)?;
     for dir in ["proc", "sys", "dev"] {
         ensure_empty_dir(root, dir)?;
     }
-    let guard = ChrootMounts::mount(root)?;
-    let chroot = Chroot {
+    let guard = StepMounts::mount(root)?;
+    let jail = Jailed {
         root,
-        chroot_bin,
+        helper,
         template: &recipe.name,
     };
     step += 1;
@@ -82,13 +80,13 @@ pub(crate) fn configure(
             progress,
         );
         let id = USER_ID.to_string();
-        chroot.run(
+        jail.run(
             &["groupadd", "--gid", &id, USER_NAME],
             progress,
             step,
             total,
         )?;
-        chroot.run(
+        jail.run(
             &[
                 "useradd",
                 "--create-home",
@@ -117,8 +115,12 @@ pub(crate) fn configure(
             format!("{USER_NAME} ALL=(ALL:ALL) NOPASSWD: ALL\n").as_bytes(),
             0o440,
         )?;
+        // visudo (in the jail) wants it owned by root there.
+        let sudoers = root.join("etc/sudoers.d/user");
+        std::os::unix::fs::lchown(&sudoers, Some(SANDBOX_ID_BASE), Some(SANDBOX_ID_BASE))
+            .map_err(TemplateError::io("could not change owner of", &sudoers))?;
         // A syntax error in sudoers.d disables sudo entirely; catch it here.
-        chroot.run(
+        jail.run(
             &["visudo", "-c", "-q", "-f", "/etc/sudoers.d/user"],
             progress,
             step,
@@ -136,7 +138,7 @@ pub(crate) fn configure(
             trust_host_cas(
                 root,
                 Path::new(HOST_LOCAL_CAS),
-                &chroot,
+                &jail,
                 progress,
                 step,
                 total,
@@ -144,11 +146,11 @@ pub(crate) fn configure(
         };
         for cmd in &recipe.post_install {
             report(step, format!("running `{cmd}`"), progress);
-            chroot.run(&["/bin/sh", "-ec", cmd], progress, step, total)?;
+            jail.run(&["/bin/sh", "-ec", cmd], progress, step, total)?;
             step += 1;
         }
         if host_cas > 0 {
-            untrust_host_cas(root, &chroot, progress, step, total)?;
+            untrust_host_cas(root, &jail, progress, step, total)?;
         }
 
         report(
@@ -156,7 +158,7 @@ pub(crate) fn configure(
             "removing apt caches and package lists".into(),
             progress,
         );
-        chroot.run(&["apt-get", "clean"], progress, step, total)?;
+        jail.run(&["apt-get", "clean"], progress, step, total)?;
         clear_dir_contents(root, "var/lib/apt/lists")?;
         step += 1;
         Ok(())

@@ -26,7 +26,9 @@ const SPECIAL_BITS: u32 = 0o7000;
 
 /// Adds `base` to the owner uid and gid of every file, directory, symlink and
 /// special file below (and including) `root`, without following symlinks or
-/// crossing into other filesystems. Ids must be below `count`.
+/// crossing into other filesystems. Ids must be below `count`, or already
+/// shifted (in `base..base + count`): those stay as they are, so a tree can be
+/// shifted again after more files were added to it.
 ///
 /// `progress(done, total)` is called every few hundred entries. Returns the
 /// number of entries re-owned.
@@ -100,12 +102,24 @@ fn shift_one(
     count: u32,
 ) -> Result<(), TemplateError> {
     let (uid, gid) = (meta.uid(), meta.gid());
-    if uid >= count || gid >= count {
+    let shifted = |id: u32| {
+        if id < count {
+            Some(base + id)
+        } else if (base..base + count).contains(&id) {
+            Some(id)
+        } else {
+            None
+        }
+    };
+    let (Some(new_uid), Some(new_gid)) = (shifted(uid), shifted(gid)) else {
         return Err(TemplateError::IdOutOfRange {
             path: path.to_path_buf(),
             uid,
             gid,
         });
+    };
+    if (new_uid, new_gid) == (uid, gid) {
+        return Ok(());
     }
     let is_symlink = meta.file_type().is_symlink();
     let caps = if meta.is_file() {
@@ -117,7 +131,7 @@ fn shift_one(
         None
     };
 
-    std::os::unix::fs::lchown(path, Some(base + uid), Some(base + gid))
+    std::os::unix::fs::lchown(path, Some(new_uid), Some(new_gid))
         .map_err(TemplateError::io("could not change owner of", path))?;
 
     // Symlink modes are meaningless and chmod would follow the link.
@@ -212,6 +226,17 @@ mod tests {
             assert_eq!(get_caps(&ping).expect("getxattr"), Some(net_raw_caps()));
         }
         assert_eq!(get_caps(&sudo).expect("getxattr"), None);
+
+        // A second pass shifts only what is new (owned by host root here).
+        let fresh = root.join("home/user/fresh");
+        std::fs::write(&fresh, b"").expect("write");
+        shift_tree(&root, 1_000_000, 65_536, &mut |_, _| {}).expect("shift again");
+        assert_eq!((m(&fresh).uid(), m(&fresh).gid()), (1_000_000, 1_000_000));
+        assert_eq!(
+            (m(&sudo).uid(), m(&sudo).mode() & 0o7777),
+            (1_000_000, 0o4755)
+        );
+        assert_eq!(m(&root.join("home/user")).uid(), 1_001_000);
     }
 
     #[test]

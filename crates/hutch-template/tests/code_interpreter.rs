@@ -1,10 +1,11 @@
 //! End-to-end build of the `code-interpreter-v1` template (debootstrap, then
-//! apt, pip and npm in the chroot), then every kernel started inside the
+//! apt, pip and npm in the build jail), then every kernel started inside the
 //! built tree the way a sandbox runs it: as `user` in a user namespace with
 //! the sandboxes' id mapping, over a throwaway overlay.
 //!
-//! Needs root, util-linux's `unshare`, and network access to Debian's
-//! archive, PyPI and npm; takes several minutes cold, hence `#[ignore]`:
+//! Needs root, util-linux's `unshare`, a release build of `hutch` (its
+//! build jail; or `HUTCH_BIN`), and network access to Debian's archive, PyPI
+//! and npm; takes several minutes cold, hence `#[ignore]`:
 //!
 //! ```text
 //! HUTCH_TEST_TEMPLATE_CACHE=/var/cache/hutch-test-template \
@@ -26,19 +27,8 @@ use hutch_template::{default_recipes, ensure_built, Progress, SANDBOX_ID_BASE, U
 
 const KERNELS: &[&str] = &["python3", "bash", "deno", "r", "java"];
 
-fn meta(p: &Path) -> std::fs::Metadata {
-    std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
+mod common;
+use common::{jail, meta, mounts_below};
 
 /// `inside` (an absolute path in the tree) resolved within `root`, following
 /// symlinks as the sandbox would see them.
@@ -162,7 +152,8 @@ fn code_interpreter_kernels_start_and_run_as_user() {
             marks.push((now, label));
         }
     };
-    let built = ensure_built(&cache, &recipe, &mut on_progress).expect("build code-interpreter-v1");
+    let built = ensure_built(&cache, &recipe, &jail(), &mut on_progress)
+        .expect("build code-interpreter-v1");
     let total = started.elapsed().as_secs_f64();
     if marks.len() > 1 {
         eprintln!("build took {total:.1} s:");

@@ -1,8 +1,9 @@
 //! End-to-end build of the `base` template with real debootstrap
 //! (`code_interpreter.rs` builds and checks `code-interpreter-v1`).
 //!
-//! Needs root, the `debootstrap` package and network access to
-//! deb.debian.org, and takes a minute or more, hence `#[ignore]`:
+//! Needs root, the `debootstrap` package, a release build of `hutch` (its
+//! build jail; or `HUTCH_BIN`) and network access to deb.debian.org, and
+//! takes a minute or more, hence `#[ignore]`:
 //!
 //! ```text
 //! cargo test -p hutch-template -- --ignored
@@ -13,24 +14,13 @@
 //! instant); otherwise a temporary cache is used and deleted afterwards.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use hutch_template::{default_recipes, ensure_built, Progress, SANDBOX_ID_BASE, USER_ID};
 
-fn meta(p: &Path) -> std::fs::Metadata {
-    std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let prefix = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
+mod common;
+use common::{jail, meta, mounts_below};
 
 #[test]
 #[ignore = "needs root, debootstrap and network; takes minutes"]
@@ -64,7 +54,7 @@ fn builds_base() {
             last_phase = p.phase.clone();
         }
     };
-    let base = ensure_built(&cache, &recipes[0], &mut on_progress).expect("build base");
+    let base = ensure_built(&cache, &recipes[0], &jail(), &mut on_progress).expect("build base");
     let build_time = started.elapsed();
     eprintln!(
         "base built in {:.1} s with {reports} progress reports",
@@ -72,7 +62,7 @@ fn builds_base() {
     );
 
     let t = Instant::now();
-    let again = ensure_built(&cache, &recipes[0], &mut |_| {}).expect("base again");
+    let again = ensure_built(&cache, &recipes[0], &jail(), &mut |_| {}).expect("base again");
     assert!(
         t.elapsed().as_millis() < 500,
         "a second request must come from the cache"

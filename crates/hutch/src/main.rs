@@ -17,6 +17,8 @@ mod template;
 
 /// Default listening address (also the default the hutch Python SDK connects to).
 const DEFAULT_LISTEN: &str = "127.0.0.1:49982";
+/// The hidden subcommand that runs a default-template build step in the build jail.
+const TEMPLATE_JAIL: &str = "__template-jail";
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +64,12 @@ enum Command {
     /// Internal: the sandbox spawn helper run by `hutch serve`.
     #[command(name = "__spawn", hide = true)]
     Spawn,
+    /// Internal: runs one default-template build step confined (`<tree> <command...>`).
+    #[command(name = "__template-jail", hide = true)]
+    TemplateJail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 2..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,7 +131,8 @@ struct ServeArgs {
     /// networks with public addresses, for instance.
     #[arg(long = "deny-cidr", value_name = "CIDR")]
     deny_cidrs: Vec<String>,
-    /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log.
+    /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log (through a
+    /// pipe; at most 64 MiB per sandbox).
     #[arg(long)]
     agent_log: bool,
     /// Domain whose `{port}-{sandbox id}.{domain}` names point at this server (wildcard DNS
@@ -168,6 +177,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
+        Command::TemplateJail { args } => {
+            std::process::exit(hutch_template::jail::helper_main(args))
+        }
         Command::Keys { action, db } => admin::keys(action, &db.data_dir),
         Command::Teams { action, db } => admin::teams(action, &db.data_dir),
         Command::Run(args) => {
@@ -263,6 +275,10 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         cache_dir: a.cache_dir,
         api_key: a.api_key,
         agent_bin,
+        template_jail: hutch_template::JailHelper {
+            program: exe.clone(),
+            args: vec![TEMPLATE_JAIL.into()],
+        },
         helper: (exe, vec!["__spawn".into()]),
         limits: Limits {
             memory_mb: a.sandbox_memory_mb,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::chroot::Chroot;
+use super::jailed::Jailed;
 use super::tree::write_tree_file;
 use crate::mounts;
 use crate::{Progress, TemplateError};
@@ -21,7 +21,7 @@ const BUILD_CAS: &str = "usr/local/share/ca-certificates/hutch-build-host";
 pub(super) fn trust_host_cas(
     root: &Path,
     host_dir: &Path,
-    chroot: &Chroot<'_>,
+    jail: &Jailed<'_>,
     progress: &mut dyn FnMut(Progress),
     step: u64,
     total: u64,
@@ -51,20 +51,20 @@ pub(super) fn trust_host_cas(
         from = %host_dir.display(),
         "trusting the host's local CA certificates during post-install steps"
     );
-    chroot.run(&["update-ca-certificates"], progress, step, total)?;
+    jail.run(&["update-ca-certificates"], progress, step, total)?;
     Ok(certs.len())
 }
 
 /// Undoes [`trust_host_cas`].
 pub(super) fn untrust_host_cas(
     root: &Path,
-    chroot: &Chroot<'_>,
+    jail: &Jailed<'_>,
     progress: &mut dyn FnMut(Progress),
     step: u64,
     total: u64,
 ) -> Result<(), TemplateError> {
     mounts::remove_tree(&root.join(BUILD_CAS))?;
-    chroot.run(
+    jail.run(
         &["update-ca-certificates", "--fresh"],
         progress,
         step,
@@ -82,21 +82,25 @@ mod tests {
         let tmp = TempDir::new("setup-cas");
         let root = tmp.path().join("rootfs");
         std::fs::create_dir_all(&root).expect("mkdir");
-        let chroot = Chroot {
+        let helper = crate::JailHelper {
+            program: PathBuf::from("/nonexistent/hutch"),
+            args: vec!["__template-jail".into()],
+        };
+        let jail = Jailed {
             root: &root,
-            chroot_bin: Path::new("/nonexistent/chroot"),
+            helper: &helper,
             template: "t",
         };
         let mut progress = |_: Progress| {};
         let missing = tmp.path().join("no-such-dir");
-        let n = trust_host_cas(&root, &missing, &chroot, &mut progress, 0, 1).expect("no dir");
+        let n = trust_host_cas(&root, &missing, &jail, &mut progress, 0, 1).expect("no dir");
         assert_eq!(n, 0);
 
         // Certificates, but a tree without update-ca-certificates.
         let host = tmp.path().join("host-cas");
         std::fs::create_dir_all(&host).expect("mkdir");
         std::fs::write(host.join("proxy.crt"), b"cert").expect("write");
-        let n = trust_host_cas(&root, &host, &chroot, &mut progress, 0, 1).expect("no tool");
+        let n = trust_host_cas(&root, &host, &jail, &mut progress, 0, 1).expect("no tool");
         assert_eq!(n, 0);
         assert!(!root.join(BUILD_CAS).exists());
     }

@@ -1,5 +1,5 @@
-//! Running commands inside the tree with chroot(8), with /proc and a minimal /dev mounted
-//! while they run.
+//! Running commands inside the tree, in the build jail ([`crate::jail`]), with a minimal
+//! /dev mounted while they run (the jail mounts its own /proc).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -7,14 +7,14 @@ use std::process::Command;
 
 use crate::mounts;
 use crate::process::{describe_status, run_streaming};
-use crate::{Progress, TemplateError};
+use crate::{JailHelper, Progress, TemplateError, SANDBOX_ID_BASE};
 use hutch_sys::mount::flags;
 
-/// Environment for commands run in the chroot: a clean, predictable one
+/// Environment for commands run in the jail: a clean, predictable one
 /// rather than whatever the server process happens to have.
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Host variables passed into the chroot so post-install steps that
+/// Host variables passed into the jail so post-install steps that
 /// download (pip, apt) work behind a proxy.
 const PASSED_ENV: &[&str] = &[
     "http_proxy",
@@ -26,7 +26,7 @@ const PASSED_ENV: &[&str] = &[
 ];
 
 /// Character devices made in the temporary /dev while the build runs
-/// chroot commands: (name, major, minor).
+/// commands in the jail: (name, major, minor).
 const DEVICES: &[(&str, u32, u32)] = &[
     ("null", 1, 3),
     ("zero", 1, 5),
@@ -36,14 +36,14 @@ const DEVICES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 
-/// Runs commands inside the tree with chroot(8).
-pub(super) struct Chroot<'a> {
+/// Runs commands inside the tree, in the build jail.
+pub(super) struct Jailed<'a> {
     pub(super) root: &'a Path,
-    pub(super) chroot_bin: &'a Path,
+    pub(super) helper: &'a JailHelper,
     pub(super) template: &'a str,
 }
 
-impl Chroot<'_> {
+impl Jailed<'_> {
     pub(super) fn run(
         &self,
         args: &[&str],
@@ -51,8 +51,9 @@ impl Chroot<'_> {
         step: u64,
         total: u64,
     ) -> Result<(), TemplateError> {
-        let mut cmd = Command::new(self.chroot_bin);
-        cmd.arg(self.root)
+        let mut cmd = Command::new(&self.helper.program);
+        cmd.args(&self.helper.args)
+            .arg(self.root)
             .args(args)
             .current_dir("/")
             .env_clear()
@@ -68,7 +69,7 @@ impl Chroot<'_> {
             }
         }
         let shown = args.join(" ");
-        tracing::debug!(root = %self.root.display(), command = %shown, "chroot");
+        tracing::debug!(root = %self.root.display(), command = %shown, "build step in the jail");
         let template = self.template;
         let finished = run_streaming(&mut cmd, &mut |line| {
             tracing::debug!(template, "{line}");
@@ -80,11 +81,14 @@ impl Chroot<'_> {
                 line.to_string(),
             ));
         })
-        .map_err(TemplateError::io("could not run chroot", self.chroot_bin))?;
+        .map_err(TemplateError::io(
+            "could not run the build jail",
+            &self.helper.program,
+        ))?;
         if finished.status.success() {
             return Ok(());
         }
-        Err(TemplateError::Chroot {
+        Err(TemplateError::Step {
             template: template.to_string(),
             command: shown,
             root: self.root.to_path_buf(),
@@ -94,30 +98,20 @@ impl Chroot<'_> {
     }
 }
 
-/// /proc and a minimal /dev mounted into the tree while chroot steps run.
-/// Dropping it unmounts them too, so an early return cannot leak mounts.
-pub(super) struct ChrootMounts {
+/// A minimal /dev mounted into the tree while build steps run. Dropping it
+/// unmounts it too, so an early return cannot leak mounts.
+pub(super) struct StepMounts {
     root: PathBuf,
     active: bool,
 }
 
-impl ChrootMounts {
-    pub(super) fn mount(root: &Path) -> Result<ChrootMounts, TemplateError> {
-        let guard = ChrootMounts {
+impl StepMounts {
+    pub(super) fn mount(root: &Path) -> Result<StepMounts, TemplateError> {
+        let guard = StepMounts {
             root: root.to_path_buf(),
             active: true,
         };
-        let proc_dir = root.join("proc");
-        mounts::mount(
-            "proc",
-            &proc_dir,
-            "proc",
-            flags::NOSUID | flags::NODEV | flags::NOEXEC,
-            None,
-        )
-        .map_err(TemplateError::io("could not mount proc on", &proc_dir))?;
-
-        // A private tmpfs rather than a bind of the host's /dev: chroot steps
+        // A private tmpfs rather than a bind of the host's /dev: build steps
         // then cannot touch host devices, and nothing they create there
         // survives into the image.
         let dev = root.join("dev");
@@ -126,7 +120,10 @@ impl ChrootMounts {
             &dev,
             "tmpfs",
             flags::NOSUID | flags::NOEXEC,
-            Some("mode=755,size=1m"),
+            // Owned by the jail's root, as a sandbox's /dev is.
+            Some(&format!(
+                "mode=755,size=1m,uid={SANDBOX_ID_BASE},gid={SANDBOX_ID_BASE}"
+            )),
         )
         .map_err(TemplateError::io("could not mount tmpfs on", &dev))?;
         for (name, major, minor) in DEVICES {
@@ -162,11 +159,11 @@ impl ChrootMounts {
     }
 }
 
-impl Drop for ChrootMounts {
+impl Drop for StepMounts {
     fn drop(&mut self) {
         if self.active {
             if let Err(e) = mounts::unmount_all_under(&self.root) {
-                tracing::error!(error = %e, "could not unmount chroot mounts");
+                tracing::error!(error = %e, "could not unmount the build's /dev");
             }
         }
     }
