@@ -157,11 +157,21 @@ fn clone_like_fork(namespaces: Namespaces, extra: u64) -> SysResult<Fork> {
 /// namespace only waits to be killed.
 pub fn user_namespace_with_maps(map: &str) -> SysResult<std::os::fd::OwnedFd> {
     let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64;
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: a raw clone with a null stack behaves like fork(). The caller may have other
     // threads, so the child makes no call that could take a lock or allocate: it only
     // pauses (async-signal-safe) until the SIGKILL below.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     if pid == 0 {
+        // It holds a copy of every descriptor of the caller (a server's listening socket,
+        // say): should the caller die before the SIGKILL below (`kill -9` of the server), it
+        // must not live on. SAFETY: prctl and getppid take integers; _exit ends at once.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
         loop {
             // SAFETY: pause takes nothing and is async-signal-safe.
             unsafe { libc::pause() };
