@@ -61,34 +61,48 @@ fn runs_the_mounted_agent_as_pid1() -> bool {
     }
 }
 
-/// Removes the `sudo` → agent link that earlier agents installed, so Debian's `/usr/bin/sudo`
-/// answers again in sandboxes of templates built back then. Only in a sandbox, and only that
-/// exact link: a `sudo` someone else put there stays.
 /// The descriptor on which to say the agent is up (see
 /// [`hutch_contracts::agent::READY_FD_ENV`]), taken by [`take_ready_fd`].
 static READY: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
 
-/// Takes the readiness descriptor the spawn helper handed over, if any: removes its
-/// variable from the environment and marks it close-on-exec, so that nothing the agent
-/// starts inherits either. Call before any thread starts (it edits the environment).
+/// The work cgroup's join file (see [`hutch_contracts::agent::WORK_CGROUP_FD_ENV`]), taken by
+/// [`take_ready_fd`].
+static WORK_CGROUP: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+/// Takes the descriptors the spawn helper handed over, if any (the readiness pipe, the work
+/// cgroup's join file): removes their variables from the environment and marks them
+/// close-on-exec, so that nothing the agent starts inherits either. Call before any thread
+/// starts (it edits the environment).
 pub fn take_ready_fd() {
-    use hutch_contracts::agent::{READY_FD, READY_FD_ENV};
-    let Some(value) = std::env::var_os(READY_FD_ENV) else {
-        return;
-    };
-    std::env::remove_var(READY_FD_ENV);
-    if value.to_str() != Some(&READY_FD.to_string()) {
-        tracing::warn!(value = ?value, "ignoring an unexpected readiness descriptor");
-        return;
+    use hutch_contracts::agent::{READY_FD, READY_FD_ENV, WORK_CGROUP_FD, WORK_CGROUP_FD_ENV};
+    if let Some(owned) = take_handed_fd(READY_FD_ENV, READY_FD) {
+        *READY.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned);
+    }
+    if let Some(owned) = take_handed_fd(WORK_CGROUP_FD_ENV, WORK_CGROUP_FD) {
+        let _ = WORK_CGROUP.set(owned);
+    }
+}
+
+/// The work cgroup's join file, when the spawn helper handed one over: every process the
+/// agent starts writes `0` to it before `exec`.
+pub fn work_cgroup() -> Option<std::os::fd::BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
+    WORK_CGROUP.get().map(|f| f.as_fd())
+}
+
+/// Descriptor `fd`, when variable `env` names it: the variable is removed either way.
+fn take_handed_fd(env: &str, fd: i32) -> Option<std::os::fd::OwnedFd> {
+    let value = std::env::var_os(env)?;
+    std::env::remove_var(env);
+    if value.to_str() != Some(&fd.to_string()) {
+        tracing::warn!(variable = env, value = ?value, "ignoring an unexpected descriptor");
+        return None;
     }
     // Fails with EBADF (and nothing is taken) when it is not open.
-    if hutch_sys::fd::close_on_exec(READY_FD).is_err() {
-        return;
-    }
-    // SAFETY: the variable says descriptor READY_FD was handed to this process for this
-    // alone; it is open (checked above) and owned by nothing else in this process.
-    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(READY_FD) };
-    *READY.lock().unwrap_or_else(|e| e.into_inner()) = Some(owned);
+    hutch_sys::fd::close_on_exec(fd).ok()?;
+    // SAFETY: the variable says descriptor `fd` was handed to this process for this alone;
+    // it is open (checked above) and owned by nothing else in this process.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Says the agent is up (its API is served from now on) on the readiness descriptor, once,
@@ -102,6 +116,9 @@ pub fn signal_ready() {
     }
 }
 
+/// Removes the `sudo` → agent link that earlier agents installed, so Debian's `/usr/bin/sudo`
+/// answers again in sandboxes of templates built back then. Only in a sandbox, and only that
+/// exact link: a `sudo` someone else put there stays.
 pub fn remove_legacy_sudo_link() {
     if in_sandbox() {
         remove_link_to(Path::new(LEGACY_SUDO_LINK), Path::new(AGENT_PATH));

@@ -60,12 +60,32 @@ fn main() -> ExitCode {
 }
 
 /// JSON lines on stderr, filtered by `HUTCH_AGENT_LOG` (default `info`).
+///
+/// Best effort: stderr is `/dev/null` or, with the server's `--agent-log`, a pipe the server
+/// reads, which has no reader while the server restarts. A log line that cannot be written
+/// is dropped; it must never take the agent down (the standard library's `eprintln!`, and
+/// with it tracing's own report of a failed write, panics on a broken pipe).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUTCH_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
+        .log_internal_errors(false)
         .init();
+}
+
+/// Standard error that reports every write as done, whether it was or not.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -25,6 +25,14 @@ pub const READY_FD_ENV: &str = "HUTCH_READY_FD";
 /// The agent's readiness descriptor (see [`READY_FD_ENV`]).
 pub const READY_FD: i32 = 3;
 
+/// The environment variable naming the descriptor (always [`WORK_CGROUP_FD`]) of the file a
+/// process the agent starts writes `0` to, between fork and exec, to move itself into the
+/// sandbox's work cgroup: the agent's memory is kept apart from everything it starts.
+pub const WORK_CGROUP_FD_ENV: &str = "HUTCH_WORK_CGROUP_FD";
+
+/// The work cgroup's descriptor (see [`WORK_CGROUP_FD_ENV`]).
+pub const WORK_CGROUP_FD: i32 = 4;
+
 /// Per-sandbox settings the server passes to the agent in [`CONFIG_ENV`].
 ///
 /// Every field is written (absent ones as `null`); on input `null` or a missing field means the

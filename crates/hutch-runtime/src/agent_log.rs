@@ -3,11 +3,12 @@
 //! descriptors inside could otherwise write, truncate or grow a host file at will; a pipe
 //! end only feeds a reader on the host, which keeps at most [`MAX_LOG_BYTES`] of it.
 //!
-//! The pipe is a FIFO in the sandbox's host directory: the server opens its read end, the
-//! spawn helper opens the write end by path (as the log file before) for the new process's
-//! stdout and stderr, and the FIFO's name is removed once both ends are open. A thread of
-//! the server then copies into the log until every writer is gone, which is when the
-//! sandbox's last process has exited.
+//! The pipe is a FIFO in the sandbox's host directory (0700, root's): the server opens its
+//! read end, the spawn helper opens the write end by path (as the log file before) for the
+//! new process's stdout and stderr. A thread of the server then copies into the log until
+//! every writer is gone, which is when the sandbox's last process has exited. A server
+//! that restarts opens the FIFOs of the sandboxes it adopts again ([`LogPipe::reattach`]);
+//! what the agent wrote in between is lost (it drops lines it cannot write).
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -30,9 +31,7 @@ pub(crate) struct LogPipe {
 impl LogPipe {
     /// Makes `<log>.fifo` (replacing a leftover) and opens its read end.
     pub(crate) fn new(log: &Path) -> Result<LogPipe> {
-        let mut name = log.as_os_str().to_owned();
-        name.push(".fifo");
-        let fifo = PathBuf::from(name);
+        let fifo = fifo_of(log);
         match std::fs::remove_file(&fifo) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -49,16 +48,26 @@ impl LogPipe {
         })
     }
 
+    /// The FIFO of `log` made by an earlier server, opened again: `None` when there is none.
+    pub(crate) fn reattach(log: &Path) -> Option<LogPipe> {
+        let fifo = fifo_of(log);
+        let reader = hutch_sys::fs::open_fifo(&fifo, false).ok()?;
+        Some(LogPipe {
+            fifo,
+            reader,
+            log: log.to_path_buf(),
+        })
+    }
+
     /// The path the spawn helper opens as the process's output.
     pub(crate) fn path(&self) -> &Path {
         &self.fifo
     }
 
-    /// Once the helper is done (whether the spawn worked or not): removes the FIFO's name
-    /// and copies what arrives into the log on a thread of its own, until no writer is
-    /// left (at once when none ever opened it).
+    /// Once the helper is done (whether the spawn worked or not): copies what arrives into
+    /// the log on a thread of its own, until no writer is left (at once when none ever
+    /// opened it).
     pub(crate) fn drain(self) {
-        let _ = std::fs::remove_file(&self.fifo);
         let LogPipe { reader, log, .. } = self;
         let spawned = std::thread::Builder::new()
             .name("agent-log".into())
@@ -72,6 +81,12 @@ impl LogPipe {
             tracing::warn!(error = %e, "no thread for the agent log; its output is dropped");
         }
     }
+}
+
+fn fifo_of(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".fifo");
+    PathBuf::from(name)
 }
 
 fn copy(reader: OwnedFd, log: &Path) -> std::io::Result<()> {
@@ -113,7 +128,7 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
 
     #[test]
-    fn output_reaches_the_log_through_a_pipe_and_the_fifo_goes() {
+    fn output_reaches_the_log_through_a_pipe_also_after_a_reattach() {
         let tmp = TempDir::new("agent-log");
         let log = tmp.path().join("agent.log");
         let pipe = LogPipe::new(&log).expect("fifo");
@@ -126,11 +141,19 @@ mod tests {
             .expect("open the write end");
         assert!(writer.metadata().expect("stat").file_type().is_fifo());
         pipe.drain();
-        assert!(!fifo.exists(), "the FIFO's name is removed");
         writer.write_all(b"hello\n").expect("write");
+        wait_for_log(&log, b"hello\n");
+        // A restarted server reads on from where its predecessor stopped.
+        let again = LogPipe::reattach(&log).expect("reattach");
+        again.drain();
+        writer.write_all(b"again\n").expect("write");
         drop(writer);
+        wait_for_log(&log, b"hello\nagain\n");
+    }
+
+    fn wait_for_log(log: &Path, want: &[u8]) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read(&log).unwrap_or_default() != b"hello\n" {
+        while std::fs::read(log).unwrap_or_default() != want {
             assert!(std::time::Instant::now() < deadline, "log never filled");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -3,6 +3,14 @@
 //! Every sandbox gets its own cgroup named after its id below a `hutch` parent. The
 //! limits (memory, CPU, pids), the freezer used by pause, the usage figures behind
 //! metrics and the "kill everything" used by kill all live here.
+//!
+//! The agent's memory is kept apart from what it starts: everything the agent starts
+//! joins a `work` child cgroup whose memory limit is the sandbox's less a reserve for the
+//! agent ([`CgroupLimits::agent_reserve`]), so an out-of-memory kill among the sandbox's
+//! processes never picks the agent, whatever their (or its) OOM scores say. On v1 the
+//! agent stays in the sandbox's cgroup and only the memory hierarchy gets the child; on
+//! v2, where a cgroup with children holds no processes, the agent is in an `agent` leaf
+//! with `memory.min` set to its reserve.
 
 use std::fs;
 use std::io;
@@ -37,6 +45,12 @@ pub enum CgroupDriver {
         parent: PathBuf,
     },
 }
+
+/// The child cgroup of what the agent starts.
+pub const WORK_LEAF: &str = "work";
+
+/// The agent's own leaf (v2 only).
+pub const AGENT_LEAF: &str = "agent";
 
 /// Resource figures read from a sandbox's cgroup.
 #[derive(Debug, Clone, Copy, Default)]
@@ -151,6 +165,52 @@ impl CgroupDriver {
             .collect()
     }
 
+    /// The `cgroup.procs` files the sandbox's init (its agent) is written to, by the spawn
+    /// helper: on v2 its leaf's; on v1 none ([`CgroupDriver::self_join_files`]).
+    pub fn agent_procs_files(&self, id: &str) -> Vec<PathBuf> {
+        match self {
+            CgroupDriver::V1 { .. } => Vec::new(),
+            CgroupDriver::V2 { parent } => {
+                vec![parent.join(id).join(AGENT_LEAF).join("cgroup.procs")]
+            }
+        }
+    }
+
+    /// The file a process the agent starts writes `0` to, to move itself into the work
+    /// leaf: v1, the memory hierarchy's `work/tasks` (the writing thread: a child between
+    /// fork and exec has no other); v2, `work/cgroup.procs`.
+    pub fn work_join_file(&self, id: &str) -> PathBuf {
+        match self {
+            CgroupDriver::V1 { .. } => self.dir("memory", id).join(WORK_LEAF).join("tasks"),
+            CgroupDriver::V2 { parent } => parent.join(id).join(WORK_LEAF).join("cgroup.procs"),
+        }
+    }
+
+    /// The `cgroup.procs` files a process from outside is written to, to join sandbox `id`
+    /// among the processes its agent starts (a kernel a zygote forked for it).
+    pub fn work_procs_files(&self, id: &str) -> Vec<PathBuf> {
+        let memory = self.dir("memory", id);
+        self.dirs(id)
+            .into_iter()
+            .map(|d| {
+                if d == memory || self.is_v2() {
+                    d.join(WORK_LEAF).join("cgroup.procs")
+                } else {
+                    d.join("cgroup.procs")
+                }
+            })
+            .collect()
+    }
+
+    /// The child cgroups of sandbox `id` that exist (removed before their parents).
+    fn leaves(&self, id: &str) -> Vec<PathBuf> {
+        self.dirs(id)
+            .into_iter()
+            .flat_map(|d| [d.join(WORK_LEAF), d.join(AGENT_LEAF)])
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
     /// The `tasks` files of sandbox `id`'s cgroup on v1 (none on v2). A single-threaded
     /// process that writes `0` to each moves itself in without the global lock that every
     /// write to `cgroup.procs` takes (an RCU grace period, ~10 ms, whenever it was idle).
@@ -181,6 +241,43 @@ impl CgroupDriver {
                 continue;
             }
             write(&path, &f.value)?;
+        }
+        self.create_leaves(id, limits)
+    }
+
+    fn create_leaves(&self, id: &str, limits: &CgroupLimits) -> Result<()> {
+        let mkdir = |d: &Path| match fs::create_dir(d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(RuntimeError::io("mkdir", d, e)),
+        };
+        match self {
+            CgroupDriver::V1 { .. } => {
+                let work = self.dir("memory", id).join(WORK_LEAF);
+                mkdir(&work)?;
+                for f in limits.v1_work_files() {
+                    let path = work.join(f.file);
+                    if f.only_if_present && !path.exists() {
+                        continue;
+                    }
+                    write(&path, &f.value)?;
+                }
+            }
+            CgroupDriver::V2 { parent } => {
+                let d = parent.join(id);
+                // The leaves' memory files exist only once the sandbox's cgroup hands the
+                // controller down (while it holds no process yet).
+                write(&d.join("cgroup.subtree_control"), "+memory")?;
+                mkdir(&d.join(AGENT_LEAF))?;
+                mkdir(&d.join(WORK_LEAF))?;
+                for (leaf, f) in limits.v2_leaf_files() {
+                    let path = d.join(leaf).join(f.file);
+                    if f.only_if_present && !path.exists() {
+                        continue;
+                    }
+                    write(&path, &f.value)?;
+                }
+            }
         }
         Ok(())
     }
@@ -261,12 +358,19 @@ impl CgroupDriver {
         }
     }
 
-    /// The pids of every process in sandbox `id`'s cgroup.
+    /// The pids of every process in sandbox `id`'s cgroup (its leaves included).
     pub fn pids(&self, id: &str) -> Vec<i32> {
         let ctl = if self.is_v2() { "" } else { "pids" };
-        fs::read_to_string(self.dir(ctl, id).join("cgroup.procs"))
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+        let d = self.dir(ctl, id);
+        [d.clone(), d.join(AGENT_LEAF), d.join(WORK_LEAF)]
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
     }
 
     /// Sends SIGKILL to every process in sandbox `id`'s cgroup (thawing it first: frozen
@@ -292,7 +396,7 @@ impl CgroupDriver {
     /// Removes sandbox `id`'s cgroup, retrying while exiting tasks still hold it.
     pub fn remove(&self, id: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
-        for d in self.dirs(id) {
+        for d in self.leaves(id).into_iter().chain(self.dirs(id)) {
             loop {
                 match fs::remove_dir(&d) {
                     Ok(()) => break,

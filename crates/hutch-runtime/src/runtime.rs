@@ -348,7 +348,7 @@ impl Runtime {
             nested_root_id: 1 + (range - self.ids.template_base()),
             // v1: the sandbox's init moves itself in (cheap); v2: the helper moves it.
             cgroup_procs: if self.cgroups.is_v2() {
-                self.cgroups.procs_files(&spec.id)
+                self.cgroups.agent_procs_files(&spec.id)
             } else {
                 Vec::new()
             },
@@ -357,6 +357,11 @@ impl Runtime {
             seccomp: self.cfg.seccomp,
             no_new_privs: self.cfg.no_new_privs,
             log_file: log_pipe.as_ref().map(|p| p.path().to_path_buf()),
+            // Under gVisor the agent's processes are the sentry's: its kernel has no such
+            // file, and the sentry, the gofer and all run in the sandbox's cgroup as one.
+            work_cgroup: gvisor
+                .is_none()
+                .then(|| self.cgroups.work_join_file(&spec.id)),
             parent_userns: spec.parent_userns,
             gvisor,
         };
@@ -445,9 +450,21 @@ impl Runtime {
         }
     }
 
-    /// Moves process `pid` (a host pid) into sandbox `id`'s cgroup.
+    /// With `--agent-log`, reads on the agent log of sandbox `id`, which a server before this
+    /// one started (its FIFO is still there while the sandbox lives).
+    pub fn reattach_log(&self, id: &str) {
+        if !self.cfg.agent_log {
+            return;
+        }
+        if let Some(pipe) = LogPipe::reattach(&self.paths(id).dir.join("agent.log")) {
+            pipe.drain();
+        }
+    }
+
+    /// Moves process `pid` (a host pid) into sandbox `id`'s cgroup, among the processes
+    /// its agent starts (the work leaf).
     pub fn join_cgroup(&self, id: &str, pid: i32) -> Result<()> {
-        for f in self.cgroups.procs_files(id) {
+        for f in self.cgroups.work_procs_files(id) {
             std::fs::write(&f, pid.to_string())
                 .map_err(|e| RuntimeError::io("join cgroup", &f, e))?;
         }

@@ -14,7 +14,9 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use hutch_contracts::agent::{AGENT_PATH, READY_FD, READY_FD_ENV};
+use hutch_contracts::agent::{
+    AGENT_PATH, READY_FD, READY_FD_ENV, WORK_CGROUP_FD, WORK_CGROUP_FD_ENV,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
@@ -53,6 +55,10 @@ pub struct SpawnRequest {
     pub seccomp: bool,
     /// Set `no_new_privs`.
     pub no_new_privs: bool,
+    /// The file (see [`crate::CgroupDriver::work_join_file`]) the agent's processes join
+    /// the sandbox's work cgroup through, handed to the agent as [`WORK_CGROUP_FD`].
+    #[serde(default)]
+    pub work_cgroup: Option<PathBuf>,
     /// Where the agent's stdout/stderr go (None: /dev/null).
     pub log_file: Option<PathBuf>,
     /// Create the sandbox's user namespace inside this one (a zygote's, see
@@ -424,6 +430,9 @@ struct ChildPlan {
     /// The write end of the pipe on which the agent says it is up: the agent's
     /// [`READY_FD`].
     ready: OwnedFd,
+    /// The work cgroup's join file, opened here (as host root): the agent's
+    /// [`WORK_CGROUP_FD`].
+    work_cgroup: Option<fs::File>,
 }
 
 /// How long a helper's copy waits for a new agent to say it is up before answering
@@ -469,6 +478,12 @@ fn spawn(
         envp: {
             let mut env = env_entries(&req.agent_env)?;
             env.push(cstring(&env_entry(READY_FD_ENV, &READY_FD.to_string()))?);
+            if req.work_cgroup.is_some() {
+                env.push(cstring(&env_entry(
+                    WORK_CGROUP_FD_ENV,
+                    &WORK_CGROUP_FD.to_string(),
+                ))?);
+            }
             env
         },
         programs: if req.seccomp {
@@ -482,6 +497,15 @@ fn spawn(
         rootfs_is_cwd: req.parent_userns.is_some(),
         sysfs: None,
         ready: ready_w,
+        work_cgroup: match &req.work_cgroup {
+            Some(p) => Some(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| RuntimeError::io("open", p, e))?,
+            ),
+            None => None,
+        },
     };
     match hutch_sys::mount::new_sysfs() {
         Ok(fd) => plan.sysfs = Some(fd),
@@ -1033,8 +1057,25 @@ fn child(plan: &ChildPlan) -> std::result::Result<Never, String> {
     // close-on-exec (a lock a wrapper script holds, say) must not end up in a sandbox.
     // (A failing exec can then only be told by the init's exit.)
     // Then the agent's readiness pipe, as its descriptor READY_FD (3).
-    hutch_sys::fd::dup_to(&plan.ready, READY_FD).map_err(|e| errno("dup2 (ready)", e))?;
-    hutch_sys::fd::close_from(READY_FD as u32 + 1).map_err(|e| errno("close_range", e))?;
+    // And the work cgroup's join file as WORK_CGROUP_FD (4). Both go through copies above
+    // 9 first: neither may land on the other's place before it has moved.
+    let high = |f: BorrowedFd<'_>, what: &str| {
+        hutch_sys::fd::dup_above(f, 10).map_err(|e| errno(&format!("dup ({what})"), e))
+    };
+    let ready = high(plan.ready.as_fd(), "ready")?;
+    let work = match &plan.work_cgroup {
+        Some(f) => Some(high(f.as_fd(), "cgroup")?),
+        None => None,
+    };
+    hutch_sys::fd::dup_to(&ready, READY_FD).map_err(|e| errno("dup2 (ready)", e))?;
+    let last = match &work {
+        Some(f) => {
+            hutch_sys::fd::dup_to(f, WORK_CGROUP_FD).map_err(|e| errno("dup2 (cgroup)", e))?;
+            WORK_CGROUP_FD
+        }
+        None => READY_FD,
+    };
+    hutch_sys::fd::close_from(last as u32 + 1).map_err(|e| errno("close_range", e))?;
     let e = hutch_sys::process::exec(&plan.agent_inside, &plan.argv, &plan.envp);
     Err(errno("exec agent", e))
 }

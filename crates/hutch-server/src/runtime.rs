@@ -84,6 +84,10 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Ends process `pid` (when it is still the one started at `start`) and reaps it.
     fn end_process(&self, pid: i32, start: u64);
 
+    /// Reads on the agent log of sandbox `id`, adopted after a restart (with
+    /// `--agent-log`; best effort).
+    fn reattach_log(&self, _id: &str) {}
+
     /// Readies sandbox `id`'s disk for a large write that is about to come (best effort).
     fn before_large_write(&self, _id: &str) {}
 
@@ -197,6 +201,10 @@ impl SandboxRuntime for Runtime {
 
     fn join_cgroup(&self, id: &str, pid: i32) -> RuntimeResult<()> {
         Runtime::join_cgroup(self, id, pid)
+    }
+
+    fn reattach_log(&self, id: &str) {
+        Runtime::reattach_log(self, id)
     }
 
     fn end_process(&self, pid: i32, start: u64) {

@@ -13,10 +13,11 @@ use std::process::Command;
 
 use crate::creds::Credentials;
 
-/// The steps a spawned child takes before `exec`, in this order: new session, controlling
-/// terminal, OOM score, credential switch, working directory.
+/// The steps a spawned child takes before `exec`, in this order: cgroup, new session,
+/// controlling terminal, OOM score, credential switch, working directory.
 #[derive(Debug, Clone, Default)]
 pub struct ChildSetup {
+    join_cgroup: Option<i32>,
     new_session: bool,
     controlling_tty: bool,
     oom_score_adj: Option<i16>,
@@ -28,6 +29,15 @@ impl ChildSetup {
     /// No steps at all.
     pub fn new() -> Self {
         ChildSetup::default()
+    }
+
+    /// Moves the child into a cgroup first, by writing `0` to `join` (an open `tasks` or
+    /// `cgroup.procs` file, which must stay open until the spawn returns); a failure fails
+    /// the spawn.
+    pub fn join_cgroup(mut self, join: std::os::fd::BorrowedFd<'_>) -> Self {
+        use std::os::fd::AsRawFd;
+        self.join_cgroup = Some(join.as_raw_fd());
+        self
     }
 
     /// Starts a new session and process group: the child and its descendants can be signalled
@@ -72,7 +82,7 @@ impl ChildSetup {
     pub fn install(self, cmd: &mut Command) {
         let hook = move || self.run();
         // SAFETY: `run` only makes async-signal-safe system calls (rt_sigaction, sigprocmask,
-        // setsid, ioctl, open, write, close, setgroups, setresgid, setresuid, chdir) on data prepared before the fork; it
+        // write, setsid, ioctl, open, close, setgroups, setresgid, setresuid, chdir) on data prepared before the fork; it
         // allocates nothing and takes no locks, and errors are plain OS error numbers.
         unsafe { cmd.pre_exec(hook) };
     }
@@ -83,6 +93,12 @@ impl ChildSetup {
         // parent started under `nohup` (SIGHUP ignored) must not make a terminal's jobs
         // survive their hangup.
         crate::signal::reset_dispositions();
+        if let Some(fd) = self.join_cgroup {
+            // SAFETY: `join_cgroup` takes a descriptor its caller keeps open until the spawn
+            // returns, which is after this runs.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            rustix::io::write(fd, b"0")?;
+        }
         if self.new_session {
             rustix::process::setsid()?;
         }

@@ -27,6 +27,12 @@ pub fn set_nonblocking(fd: impl AsFd) -> Result<()> {
     rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK)
 }
 
+/// A close-on-exec duplicate of `fd` numbered `min` or above: out of the way of descriptors
+/// about to be placed at low numbers.
+pub fn dup_above(fd: impl AsFd, min: i32) -> Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, min)
+}
+
 /// Clears `O_NONBLOCK` on `fd`, keeping its other status flags.
 pub fn set_blocking(fd: impl AsFd) -> Result<()> {
     let flags = rustix::fs::fcntl_getfl(&fd)?;

@@ -97,6 +97,11 @@ pub fn spawn(reaper: &Reaper, spec: SpawnSpec) -> io::Result<Spawned> {
     let mut setup = ChildSetup::new()
         .new_session()
         .oom_score_adj(hutch_sys::oom::DEFAULT);
+    // Into the sandbox's work cgroup: whatever the command makes the OOM killer do stays
+    // among the sandbox's processes and never reaches the agent (see hutch_runtime::cgroup).
+    if let Some(join) = crate::init::work_cgroup() {
+        setup = setup.join_cgroup(join);
+    }
     if controlling_tty {
         // The PTY slave is on fd 0 by then.
         setup = setup.controlling_tty_on_stdin();

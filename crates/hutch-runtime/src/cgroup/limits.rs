@@ -156,6 +156,42 @@ impl CgroupLimits {
     }
 }
 
+/// Memory kept for the agent out of a sandbox's limit: everything it starts lives in a
+/// child cgroup limited to the rest, so their OOM kills never reach the agent.
+pub const AGENT_RESERVE_BYTES: u64 = 32 << 20;
+
+impl CgroupLimits {
+    /// What the agent's reserve is for these limits: [`AGENT_RESERVE_BYTES`], but never
+    /// more than an eighth of the sandbox's memory.
+    pub fn agent_reserve(&self) -> u64 {
+        AGENT_RESERVE_BYTES.min(self.memory_bytes / 8)
+    }
+
+    /// The limit of the work leaf (what the agent starts): the sandbox's, less the
+    /// agent's reserve.
+    pub fn work_memory_bytes(&self) -> u64 {
+        self.memory_bytes - self.agent_reserve()
+    }
+
+    /// v1: the files of the memory hierarchy's `work` child, in order.
+    pub fn v1_work_files(&self) -> Vec<LimitFile> {
+        let work = self.work_memory_bytes();
+        vec![
+            file("memory", "memory.limit_in_bytes", work),
+            optional("memory", "memory.memsw.limit_in_bytes", work),
+        ]
+    }
+
+    /// v2: the files of the `agent` and `work` leaves, as (leaf, file) pairs in order.
+    pub fn v2_leaf_files(&self) -> Vec<(&'static str, LimitFile)> {
+        vec![
+            ("agent", file("", "memory.min", self.agent_reserve())),
+            ("work", file("", "memory.max", self.work_memory_bytes())),
+            ("work", optional("", "memory.swap.max", 0)),
+        ]
+    }
+}
+
 /// The value of `key` in a flat-keyed cgroup file (`memory.stat`, `cpu.stat`).
 pub fn stat_field(stat: &str, key: &str) -> Option<u64> {
     stat.lines().find_map(|l| {
@@ -180,6 +216,37 @@ mod tests {
             .iter()
             .map(|f| (f.controller, f.file, f.value.as_str(), f.only_if_present))
             .collect()
+    }
+
+    #[test]
+    fn the_agent_keeps_a_reserve_its_processes_cannot_take() {
+        assert_eq!(LIMITS.agent_reserve(), 32 << 20);
+        assert_eq!(LIMITS.work_memory_bytes(), 480 << 20);
+        let small = CgroupLimits {
+            memory_bytes: 128 << 20,
+            ..LIMITS
+        };
+        assert_eq!(small.agent_reserve(), 16 << 20);
+        assert_eq!(
+            as_pairs(&LIMITS.v1_work_files()),
+            [
+                ("memory", "memory.limit_in_bytes", "503316480", false),
+                ("memory", "memory.memsw.limit_in_bytes", "503316480", true),
+            ]
+        );
+        let v2: Vec<(&str, &str, String)> = LIMITS
+            .v2_leaf_files()
+            .into_iter()
+            .map(|(leaf, f)| (leaf, f.file, f.value))
+            .collect();
+        assert_eq!(
+            v2,
+            [
+                ("agent", "memory.min", "33554432".to_string()),
+                ("work", "memory.max", "503316480".to_string()),
+                ("work", "memory.swap.max", "0".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -359,3 +359,72 @@ fn a_low_priority_sandbox_gets_the_least_cpu_share_and_back() {
     v2d.set_low_priority("sbx", true).expect("low");
     assert_eq!(get(tmp2.path(), "hutch/sbx/cpu.weight"), "1");
 }
+
+#[test]
+fn v1_create_gives_the_memory_hierarchy_a_work_child_below_the_sandboxs_limit() {
+    let tmp = TempDir::new("cg-v1-work");
+    let driver = v1(&tmp);
+    put(
+        tmp.path(),
+        "memory/hutch/sbx/work/memory.memsw.limit_in_bytes",
+        "max",
+    );
+    driver.create("sbx", &LIMITS).expect("create");
+    let r = tmp.path();
+    let work = (256 - 32) * 1024 * 1024;
+    assert_eq!(
+        get(r, "memory/hutch/sbx/work/memory.limit_in_bytes"),
+        work.to_string()
+    );
+    assert_eq!(
+        get(r, "memory/hutch/sbx/work/memory.memsw.limit_in_bytes"),
+        work.to_string()
+    );
+    // Only the memory hierarchy has one.
+    assert!(!r.join("pids/hutch/sbx/work").exists());
+    assert_eq!(
+        driver.work_join_file("sbx"),
+        r.join("memory/hutch/sbx/work/tasks")
+    );
+    assert!(driver.agent_procs_files("sbx").is_empty());
+    let work_procs = driver.work_procs_files("sbx");
+    assert!(work_procs.contains(&r.join("memory/hutch/sbx/work/cgroup.procs")));
+    assert!(work_procs.contains(&r.join("pids/hutch/sbx/cgroup.procs")));
+}
+
+#[test]
+fn v2_create_puts_the_agent_and_its_processes_in_leaves_of_their_own() {
+    let tmp = TempDir::new("cg-v2-leaves");
+    let driver = v2(&tmp);
+    put(tmp.path(), "hutch/sbx/work/memory.swap.max", "max");
+    driver.create("sbx", &LIMITS).expect("create");
+    let d = tmp.path().join("hutch/sbx");
+    assert_eq!(get(&d, "cgroup.subtree_control"), "+memory");
+    assert_eq!(get(&d, "agent/memory.min"), (32 << 20).to_string());
+    assert_eq!(get(&d, "work/memory.max"), ((256 - 32) << 20).to_string());
+    assert_eq!(get(&d, "work/memory.swap.max"), "0");
+    assert_eq!(
+        driver.agent_procs_files("sbx"),
+        [d.join("agent/cgroup.procs")]
+    );
+    assert_eq!(driver.work_join_file("sbx"), d.join("work/cgroup.procs"));
+    assert_eq!(
+        driver.work_procs_files("sbx"),
+        [d.join("work/cgroup.procs")]
+    );
+}
+
+#[test]
+fn pids_and_remove_cover_the_leaves() {
+    let tmp = TempDir::new("cg-leaves");
+    let driver = v2(&tmp);
+    let d = tmp.path().join("hutch/s");
+    put(&d, "agent/cgroup.procs", "7\n");
+    put(&d, "work/cgroup.procs", "8\n9\n");
+    assert_eq!(driver.pids("s"), [7, 8, 9]);
+    for f in ["agent/cgroup.procs", "work/cgroup.procs"] {
+        fs::remove_file(d.join(f)).expect("rm");
+    }
+    driver.remove("s").expect("remove");
+    assert!(!d.exists());
+}

@@ -21,6 +21,7 @@ fn request() -> SpawnRequest {
         seccomp: true,
         no_new_privs: true,
         log_file: None,
+        work_cgroup: None,
         parent_userns: None,
         nested_root_id: 1,
         gvisor: None,

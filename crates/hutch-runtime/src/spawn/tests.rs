@@ -106,6 +106,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         seccomp: true,
         no_new_privs: false,
         log_file: None,
+        work_cgroup: None,
         parent_userns: None,
         nested_root_id: 1,
         gvisor: None,
@@ -124,6 +125,7 @@ fn spawn_request_round_trips_as_json_with_stable_field_names() {
         "seccomp",
         "no_new_privs",
         "log_file",
+        "work_cgroup",
     ] {
         assert!(json.get(key).is_some(), "missing {key}");
     }

@@ -31,6 +31,7 @@ impl Service {
                 tracing::info!(sandbox = %rec.id, build, "ending the sandbox of an interrupted template build");
             } else if alive {
                 tracing::info!(sandbox = %rec.id, pid = rec.pid, state = rec.state.as_str(), "adopted running sandbox");
+                self.runtime.reattach_log(&rec.id);
                 keep.insert(rec.id.clone());
                 keep_slots.insert(rec.slot);
                 lock(&self.live).insert(rec.id.clone(), Entry::new(rec));
