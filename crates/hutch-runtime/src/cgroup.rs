@@ -43,6 +43,13 @@ pub enum CgroupDriver {
     V2 {
         /// `<mount>/<parent>`.
         parent: PathBuf,
+        /// Whether sandboxes get the `agent` and `work` leaves (see the module's docs): only
+        /// where the hierarchy is mounted with `favordynmods`. Elsewhere every move of a
+        /// process into a v2 cgroup (a write to `cgroup.procs`) takes a global lock whose
+        /// first taking after a quiet spell waits for an RCU grace period, 7.3 ms at the
+        /// median on the development machine (`tasks`, v1's per-thread move, 0.08 ms):
+        /// too much for every command the agent starts.
+        leaves: bool,
     },
 }
 
@@ -93,7 +100,20 @@ impl CgroupDriver {
         let layout = CgroupLayout::from_mountinfo(&mountinfo, |mount| {
             fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default()
         })?;
-        Self::setup(&layout, name)
+        let mut driver = Self::setup(&layout, name)?;
+        if let (CgroupDriver::V2 { leaves, .. }, CgroupLayout::V2 { root }) = (&mut driver, &layout)
+        {
+            *leaves = detect::favors_dynmods(&mountinfo, root);
+            if !*leaves {
+                tracing::warn!(
+                    mount = %root.display(),
+                    "cgroup v2 without favordynmods: a sandbox's agent shares its memory \
+                     cgroup with the processes it starts (remount with -o favordynmods, \
+                     Linux 6.0 or later, to keep them apart)"
+                );
+            }
+        }
+        Ok(driver)
     }
 
     /// Creates hutch's parent cgroup `name` in the hierarchies of `layout` and returns the
@@ -125,7 +145,10 @@ impl CgroupDriver {
                         let _ = fs::write(&ctl, c);
                     }
                 }
-                Ok(CgroupDriver::V2 { parent })
+                Ok(CgroupDriver::V2 {
+                    parent,
+                    leaves: true,
+                })
             }
         }
     }
@@ -142,7 +165,7 @@ impl CgroupDriver {
                 .find(|(c, _)| c == controller)
                 .map(|(_, p)| p.join(id))
                 .unwrap_or_default(),
-            CgroupDriver::V2 { parent } => parent.join(id),
+            CgroupDriver::V2 { parent, .. } => parent.join(id),
         }
     }
 
@@ -150,7 +173,7 @@ impl CgroupDriver {
     pub fn dirs(&self, id: &str) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = match self {
             CgroupDriver::V1 { parents } => parents.iter().map(|(_, p)| p.join(id)).collect(),
-            CgroupDriver::V2 { parent } => vec![parent.join(id)],
+            CgroupDriver::V2 { parent, .. } => vec![parent.join(id)],
         };
         out.sort();
         out.dedup();
@@ -170,19 +193,25 @@ impl CgroupDriver {
     pub fn agent_procs_files(&self, id: &str) -> Vec<PathBuf> {
         match self {
             CgroupDriver::V1 { .. } => Vec::new(),
-            CgroupDriver::V2 { parent } => {
-                vec![parent.join(id).join(AGENT_LEAF).join("cgroup.procs")]
-            }
+            CgroupDriver::V2 {
+                parent,
+                leaves: true,
+            } => vec![parent.join(id).join(AGENT_LEAF).join("cgroup.procs")],
+            CgroupDriver::V2 { parent, .. } => vec![parent.join(id).join("cgroup.procs")],
         }
     }
 
     /// The file a process the agent starts writes `0` to, to move itself into the work
     /// leaf: v1, the memory hierarchy's `work/tasks` (the writing thread: a child between
-    /// fork and exec has no other); v2, `work/cgroup.procs`.
-    pub fn work_join_file(&self, id: &str) -> PathBuf {
+    /// fork and exec has no other); v2, `work/cgroup.procs`; none on v2 without leaves.
+    pub fn work_join_file(&self, id: &str) -> Option<PathBuf> {
         match self {
-            CgroupDriver::V1 { .. } => self.dir("memory", id).join(WORK_LEAF).join("tasks"),
-            CgroupDriver::V2 { parent } => parent.join(id).join(WORK_LEAF).join("cgroup.procs"),
+            CgroupDriver::V1 { .. } => Some(self.dir("memory", id).join(WORK_LEAF).join("tasks")),
+            CgroupDriver::V2 {
+                parent,
+                leaves: true,
+            } => Some(parent.join(id).join(WORK_LEAF).join("cgroup.procs")),
+            CgroupDriver::V2 { .. } => None,
         }
     }
 
@@ -193,7 +222,11 @@ impl CgroupDriver {
         self.dirs(id)
             .into_iter()
             .map(|d| {
-                if d == memory || self.is_v2() {
+                let leaf = match self {
+                    CgroupDriver::V1 { .. } => d == memory,
+                    CgroupDriver::V2 { leaves, .. } => *leaves,
+                };
+                if leaf {
                     d.join(WORK_LEAF).join("cgroup.procs")
                 } else {
                     d.join("cgroup.procs")
@@ -263,7 +296,8 @@ impl CgroupDriver {
                     write(&path, &f.value)?;
                 }
             }
-            CgroupDriver::V2 { parent } => {
+            CgroupDriver::V2 { leaves: false, .. } => {}
+            CgroupDriver::V2 { parent, .. } => {
                 let d = parent.join(id);
                 // The leaves' memory files exist only once the sandbox's cgroup hands the
                 // controller down (while it holds no process yet).
@@ -454,7 +488,7 @@ impl CgroupDriver {
             CgroupDriver::V1 { parents } => {
                 parents.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
             }
-            CgroupDriver::V2 { parent } => vec![parent.clone()],
+            CgroupDriver::V2 { parent, .. } => vec![parent.clone()],
         };
         let mut ids: Vec<String> = parent
             .iter()

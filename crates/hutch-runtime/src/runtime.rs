@@ -361,7 +361,8 @@ impl Runtime {
             // file, and the sentry, the gofer and all run in the sandbox's cgroup as one.
             work_cgroup: gvisor
                 .is_none()
-                .then(|| self.cgroups.work_join_file(&spec.id)),
+                .then(|| self.cgroups.work_join_file(&spec.id))
+                .flatten(),
             parent_userns: spec.parent_userns,
             gvisor,
         };

@@ -87,6 +87,15 @@ impl CgroupLayout {
     }
 }
 
+/// Whether the cgroup2 hierarchy mounted at `root` is mounted with `favordynmods` (moving
+/// processes between cgroups then takes no global lock that waits for RCU).
+pub(crate) fn favors_dynmods(mountinfo: &str, root: &Path) -> bool {
+    mountinfo::parse(mountinfo)
+        .iter()
+        .filter(|e| e.fstype == "cgroup2" && e.mount_point == root)
+        .any(|e| e.options().any(|o| o == "favordynmods"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

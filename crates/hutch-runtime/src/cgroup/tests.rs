@@ -115,6 +115,7 @@ fn create_without_the_parent_reports_the_directory() {
     let tmp = TempDir::new("cg-noparent");
     let driver = CgroupDriver::V2 {
         parent: tmp.path().join("missing/hutch"),
+        leaves: true,
     };
     let err = driver.create("sbx", &LIMITS).unwrap_err();
     assert!(err.to_string().starts_with("mkdir "), "{err}");
@@ -304,7 +305,7 @@ impl Drop for RealParent {
         let _ = self.0.remove("t");
         let parents: Vec<PathBuf> = match &self.0 {
             CgroupDriver::V1 { parents } => parents.iter().map(|(_, p)| p.clone()).collect(),
-            CgroupDriver::V2 { parent } => vec![parent.clone()],
+            CgroupDriver::V2 { parent, .. } => vec![parent.clone()],
         };
         for p in parents {
             let _ = fs::remove_dir(p);
@@ -384,7 +385,7 @@ fn v1_create_gives_the_memory_hierarchy_a_work_child_below_the_sandboxs_limit() 
     assert!(!r.join("pids/hutch/sbx/work").exists());
     assert_eq!(
         driver.work_join_file("sbx"),
-        r.join("memory/hutch/sbx/work/tasks")
+        Some(r.join("memory/hutch/sbx/work/tasks"))
     );
     assert!(driver.agent_procs_files("sbx").is_empty());
     let work_procs = driver.work_procs_files("sbx");
@@ -407,7 +408,10 @@ fn v2_create_puts_the_agent_and_its_processes_in_leaves_of_their_own() {
         driver.agent_procs_files("sbx"),
         [d.join("agent/cgroup.procs")]
     );
-    assert_eq!(driver.work_join_file("sbx"), d.join("work/cgroup.procs"));
+    assert_eq!(
+        driver.work_join_file("sbx"),
+        Some(d.join("work/cgroup.procs"))
+    );
     assert_eq!(
         driver.work_procs_files("sbx"),
         [d.join("work/cgroup.procs")]
@@ -427,4 +431,32 @@ fn pids_and_remove_cover_the_leaves() {
     }
     driver.remove("s").expect("remove");
     assert!(!d.exists());
+}
+
+#[test]
+fn v2_without_favordynmods_keeps_the_agent_with_its_processes() {
+    let tmp = TempDir::new("cg-v2-noleaves");
+    let CgroupDriver::V2 { parent, .. } = v2(&tmp) else {
+        panic!("v2");
+    };
+    let driver = CgroupDriver::V2 {
+        parent: parent.clone(),
+        leaves: false,
+    };
+    driver.create("sbx", &LIMITS).expect("create");
+    let d = parent.join("sbx");
+    assert!(!d.join("work").exists() && !d.join("agent").exists());
+    assert_eq!(driver.work_join_file("sbx"), None);
+    assert_eq!(driver.agent_procs_files("sbx"), [d.join("cgroup.procs")]);
+    assert_eq!(driver.work_procs_files("sbx"), [d.join("cgroup.procs")]);
+}
+
+#[test]
+fn favordynmods_is_read_from_the_cgroup2_mount_options() {
+    let with = "30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot\n";
+    let without = "30 1 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n";
+    let root = Path::new("/sys/fs/cgroup");
+    assert!(detect::favors_dynmods(with, root));
+    assert!(!detect::favors_dynmods(without, root));
+    assert!(!detect::favors_dynmods(with, Path::new("/elsewhere")));
 }
