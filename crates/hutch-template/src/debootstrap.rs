@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{describe_status, run_streaming, Tail};
+use crate::process::{describe_status, run_streaming, Finished, Tail};
 use crate::progress::DebootstrapTracker;
 use crate::{mounts, Progress, Recipe, TemplateError};
 
@@ -33,8 +33,12 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs debootstrap for `recipe` into `target` (which must not exist yet or
-/// be empty), reusing downloaded packages from `debs_dir`.
+/// Runs debootstrap's first stage (`--foreign`) for `recipe` into `target`
+/// (which must not exist yet or be empty), reusing downloaded packages from
+/// `debs_dir`: it downloads and checks the packages against the archive's
+/// signature and unpacks them, running none of their scripts. The second
+/// stage, which does, runs in the build jail ([`crate::setup::second_stage`]).
+/// Returns the progress tracker for that second stage to go on with.
 ///
 /// Whether it succeeds or not, nothing debootstrap mounted stays mounted.
 pub(crate) fn run(
@@ -43,13 +47,14 @@ pub(crate) fn run(
     target: &Path,
     debs_dir: &Path,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(), TemplateError> {
+) -> Result<DebootstrapTracker, TemplateError> {
     let mut packages: Vec<&str> = recipe.packages.iter().map(|p| p.trim()).collect();
     packages.sort_unstable();
     packages.dedup();
 
     let mut cmd = Command::new(debootstrap);
-    cmd.arg(format!("--variant={}", recipe.variant.trim()));
+    cmd.arg("--foreign")
+        .arg(format!("--variant={}", recipe.variant.trim()));
     if !packages.is_empty() {
         cmd.arg(format!("--include={}", packages.join(",")));
     }
@@ -88,16 +93,27 @@ pub(crate) fn run(
     let unmounted = mounts::unmount_all_under(target);
 
     let finished = result.map_err(TemplateError::io("could not run", debootstrap))?;
-    if !finished.status.success() {
-        return Err(TemplateError::Debootstrap {
-            suite: recipe.suite.clone(),
-            mirror: recipe.mirror.clone(),
-            target: target.to_path_buf(),
-            status: describe_status(&finished.status),
-            output: with_log_tail(&finished.tail, target),
-        });
+    check(&finished, recipe, target)?;
+    unmounted?;
+    Ok(tracker)
+}
+
+/// An error for a debootstrap stage that exited unsuccessfully.
+pub(crate) fn check(
+    finished: &Finished,
+    recipe: &Recipe,
+    target: &Path,
+) -> Result<(), TemplateError> {
+    if finished.status.success() {
+        return Ok(());
     }
-    unmounted
+    Err(TemplateError::Debootstrap {
+        suite: recipe.suite.clone(),
+        mirror: recipe.mirror.clone(),
+        target: target.to_path_buf(),
+        status: describe_status(&finished.status),
+        output: with_log_tail(&finished.tail, target),
+    })
 }
 
 /// The captured output, followed by the end of debootstrap's log file.

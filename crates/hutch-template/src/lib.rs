@@ -14,8 +14,9 @@
 //!
 //! Building needs root, the host package `debootstrap` and network access to
 //! the recipe's Debian mirror (and to what the recipe's steps download).
-//! Only debootstrap runs as the host's root; every later step runs in the
-//! build jail ([`jail`]), as an unprivileged host user.
+//! Only debootstrap's first stage (download, signature check, unpacking)
+//! runs as the host's root; every package script and every later step runs
+//! in the build jail ([`jail`]), as an unprivileged host user.
 
 #![warn(missing_docs)]
 
@@ -107,8 +108,8 @@ pub fn find_built(cache_dir: &Path, recipe: &Recipe) -> Option<BuiltTemplate> {
     complete(&cache_dir.join("templates").join(&key), recipe, &key)
 }
 
-/// The real build: debootstrap, id shift, setup in the jail, a last shift of
-/// what the host side wrote.
+/// The real build: debootstrap's first stage, id shift, its second stage and
+/// the setup in the jail, a last shift of what the host side wrote.
 fn build_rootfs(
     rootfs: &Path,
     cache_dir: &Path,
@@ -128,7 +129,7 @@ fn build_rootfs(
     let debs = cache_dir.join("debs");
     std::fs::create_dir_all(&debs)
         .map_err(TemplateError::io("could not create directory", &debs))?;
-    {
+    let mut tracker = {
         // Builds of different keys share the .deb cache; debootstrap does
         // not expect company in it.
         let _debs_lock = lock::lock(&cache_dir.join("debs.lock"), &mut || {
@@ -140,12 +141,14 @@ fn build_rootfs(
                 "waiting for another build using the package cache".into(),
             ));
         })?;
-        debootstrap::run(&debootstrap_bin, recipe, rootfs, &debs, progress)?;
-    }
+        debootstrap::run(&debootstrap_bin, recipe, rootfs, &debs, progress)?
+    };
 
-    // The tree belongs to the sandbox id range before any step runs: the jail's
-    // root is that range's first id, and what the steps make is owned right.
+    // The tree belongs to the sandbox id range before any package script runs:
+    // the jail's root is that range's first id, and what the scripts and steps
+    // make is owned right.
     shift(rootfs, &recipe.name, progress)?;
+    setup::second_stage(rootfs, recipe, helper, &mut tracker, progress)?;
     setup::configure(rootfs, recipe, helper, progress)?;
     // Files the host side wrote (hostname, hosts, /.hutch) are root's yet.
     shift(rootfs, &recipe.name, progress)?;

@@ -11,7 +11,7 @@ mod code_interpreter;
 /// whenever a change to this crate changes what ends up in a rootfs (user
 /// setup, cleanup, id shifting, ...): old cache entries then stop matching and
 /// are rebuilt instead of being reused with stale contents.
-pub const RECIPE_FORMAT: u32 = 2;
+pub const RECIPE_FORMAT: u32 = 3;
 
 /// Debian mirror used by the built-in recipes.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -247,12 +247,12 @@ mod tests {
         let base = default_recipes().remove(0);
         assert_eq!(
             base.key_for_arch("x86_64"),
-            "4be347d58d5989087119894e5a3024efd96d0675353f7e05a970b4b657f16b70"
+            "4630290d5e168182f1a006b6e730d590e3f524a5d61e49e21704a53ce1a979f4"
         );
     }
 
-    // sha256 of "format:1:2\nid_base:7:1000000\nid_count:5:65536\narch:6:x86_64\n...".
-    const PINNED_KEY: &str = "d1a018f4330af91d8cab9e7ca648ee5effad3462356449f39fabf24cd861411c";
+    // sha256 of "format:1:3\nid_base:7:1000000\nid_count:5:65536\narch:6:x86_64\n...".
+    const PINNED_KEY: &str = "f458f7d97d6b7008f62fa79af391b6e27d2756d049d994836ac1c53a1bbd101f";
 
     #[test]
     fn validation() {

@@ -8,7 +8,8 @@ mod tree;
 
 use std::path::Path;
 
-use crate::mounts;
+use crate::progress::DebootstrapTracker;
+use crate::{debootstrap, mounts};
 use crate::{JailHelper, Progress, Recipe, TemplateError, SANDBOX_ID_BASE};
 use host_cas::{trust_host_cas, untrust_host_cas, HOST_LOCAL_CAS};
 use jailed::{Jailed, StepMounts};
@@ -33,6 +34,46 @@ ff02::2\tip6-allrouters
 
 /// Fixed steps of [`configure`], excluding the recipe's post-install ones.
 const FIXED_STEPS: u64 = 7;
+
+/// debootstrap's second stage, in the build jail: unpacks and configures every package the
+/// first stage put into the tree (already re-owned for the sandbox range), running their
+/// maintainer scripts as the jail's root. Its lines go on through `tracker`.
+pub(crate) fn second_stage(
+    root: &Path,
+    recipe: &Recipe,
+    helper: &JailHelper,
+    tracker: &mut DebootstrapTracker,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), TemplateError> {
+    mounts::unmount_all_under(root)?;
+    // The first stage made device nodes as the host's root; the jail's /dev replaces them.
+    ensure_empty_dir(root, "dev")?;
+    // Later steps download; the tree resolves names as the host does until `configure`
+    // empties the file at the end.
+    if let Ok(host) = std::fs::read("/etc/resolv.conf") {
+        write_tree_file(root, "etc/resolv.conf", &host, 0o644)?;
+    }
+    let guard = StepMounts::mount(root)?;
+    let jail = Jailed {
+        root,
+        helper,
+        template: &recipe.name,
+    };
+    // `container=lxc` makes debootstrap skip its test `mknod` (refused in a user namespace;
+    // the jail's /dev has the nodes) and leave /dev alone. English messages for the tracker.
+    let finished = jail.run_lines(
+        &["/debootstrap/debootstrap", "--second-stage"],
+        &[("container", "lxc"), ("LC_ALL", "C"), ("LANG", "C")],
+        &mut |line| {
+            for p in tracker.on_line(line) {
+                progress(p);
+            }
+        },
+    );
+    let unmounted = guard.unmount();
+    debootstrap::check(&finished?, recipe, root)?;
+    unmounted
+}
 
 /// Runs every customisation step on the debootstrapped tree at `root`, already
 /// re-owned for the sandbox user namespace: commands run in the build jail

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::mounts;
-use crate::process::{describe_status, run_streaming};
+use crate::process::{describe_status, run_streaming, Finished};
 use crate::{JailHelper, Progress, TemplateError, SANDBOX_ID_BASE};
 use hutch_sys::mount::flags;
 
@@ -51,6 +51,36 @@ impl Jailed<'_> {
         step: u64,
         total: u64,
     ) -> Result<(), TemplateError> {
+        let template = self.template;
+        let finished = self.run_lines(args, &[], &mut |line| {
+            progress(Progress::new(
+                template,
+                "configure",
+                step,
+                total,
+                line.to_string(),
+            ));
+        })?;
+        if finished.status.success() {
+            return Ok(());
+        }
+        Err(TemplateError::Step {
+            template: template.to_string(),
+            command: args.join(" "),
+            root: self.root.to_path_buf(),
+            status: describe_status(&finished.status),
+            output: finished.tail.joined(),
+        })
+    }
+
+    /// Runs `args` with `env` on top of the jail's clean environment, handing every
+    /// output line to `on_line`; the caller judges the exit status.
+    pub(super) fn run_lines(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Finished, TemplateError> {
         let mut cmd = Command::new(&self.helper.program);
         cmd.args(&self.helper.args)
             .arg(self.root)
@@ -68,33 +98,18 @@ impl Jailed<'_> {
                 cmd.env(var, v);
             }
         }
+        cmd.envs(env.iter().copied());
         let shown = args.join(" ");
         tracing::debug!(root = %self.root.display(), command = %shown, "build step in the jail");
         let template = self.template;
-        let finished = run_streaming(&mut cmd, &mut |line| {
+        run_streaming(&mut cmd, &mut |line| {
             tracing::debug!(template, "{line}");
-            progress(Progress::new(
-                template,
-                "configure",
-                step,
-                total,
-                line.to_string(),
-            ));
+            on_line(line);
         })
         .map_err(TemplateError::io(
             "could not run the build jail",
             &self.helper.program,
-        ))?;
-        if finished.status.success() {
-            return Ok(());
-        }
-        Err(TemplateError::Step {
-            template: template.to_string(),
-            command: shown,
-            root: self.root.to_path_buf(),
-            status: describe_status(&finished.status),
-            output: finished.tail.joined(),
-        })
+        ))
     }
 }
 
