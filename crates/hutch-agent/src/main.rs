@@ -9,6 +9,12 @@ fn main() -> ExitCode {
     let config = take_config_from_env();
     init_logging();
     hutch_agent::init::take_ready_fd();
+    // Whatever reached the agent in its environment (its configuration held the access
+    // token) leaves the memory /proc/1/environ shows, in case anyone may read it (gVisor's
+    // /proc lets root inside).
+    if let Err(err) = hutch_sys::process::scrub_initial_environment() {
+        tracing::warn!(error = %err, "cannot scrub the agent's initial environment");
+    }
     // Root inside the sandbox must not attach to the agent and take its descriptors, memory
     // or secrets (it lacks CAP_SYS_PTRACE, which a process that is not dumpable requires).
     if let Err(err) = hutch_sys::caps::set_not_dumpable() {

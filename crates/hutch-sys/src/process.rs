@@ -123,6 +123,40 @@ impl WaitStatus {
     }
 }
 
+/// Moves the process's environment off the memory the kernel placed it in at `exec` and
+/// zeroes that memory, so that `/proc/<pid>/environ` (which reads it) shows nothing: every
+/// variable is set again (the C library then keeps a copy of its own), then the original
+/// strings, between the `env_start` and `env_end` of `/proc/self/stat`, are overwritten.
+///
+/// Only while the process has one thread: nothing may read the environment meanwhile.
+pub fn scrub_initial_environment() -> std::io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| std::io::Error::other("unreadable /proc/self/stat"))?;
+    let field = |n: usize| -> std::io::Result<usize> {
+        rest.split_whitespace()
+            .nth(n - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no field {n} in /proc/self/stat")))
+    };
+    let (start, end) = (field(50)?, field(51)?);
+    if start == 0 || end <= start {
+        return Ok(());
+    }
+    for (key, value) in std::env::vars_os().collect::<Vec<_>>() {
+        std::env::set_var(key, value);
+    }
+    // SAFETY: [start, end) is this process's own initial environment block, on its stack's
+    // mapping (writable). The loop above made every `environ` entry point at a fresh copy,
+    // so nothing refers to the block any more; the caller has no other thread that could
+    // be reading it.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    Ok(())
+}
+
 /// Stops the calling process and everything it starts from ever dumping core: the hard and
 /// soft `RLIMIT_CORE` become 1 byte. A file dump needs at least a page, and the kernel skips
 /// a `|helper` core pattern for a process whose limit is exactly 1 (its guard against
