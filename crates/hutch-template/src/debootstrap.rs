@@ -12,8 +12,9 @@ use crate::{mounts, Progress, Recipe, TemplateError};
 const LOG_TAIL_LINES: usize = 30;
 
 /// Finds `tool` in PATH, falling back to the sbin directories that a
-/// non-login root environment may lack in PATH.
-pub(crate) fn find_tool(
+/// non-login root environment may lack in PATH; the error names the Debian
+/// `package` that has it.
+pub fn find_tool(
     tool: &'static str,
     package: &'static str,
 ) -> Result<PathBuf, TemplateError> {

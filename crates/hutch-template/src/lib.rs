@@ -37,6 +37,7 @@ mod testutil;
 
 use std::path::{Path, PathBuf};
 
+pub use debootstrap::find_tool;
 pub use error::TemplateError;
 pub use jail::JailHelper;
 pub use progress::Progress;

@@ -325,11 +325,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
 fn find_runsc(given: Option<PathBuf>) -> Result<PathBuf> {
     let found = match given {
         Some(p) => Some(p),
-        None => std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("runsc"))
-                .find(|p| p.is_file())
-        }),
+        None => hutch_template::find_tool("runsc", "runsc").ok(),
     };
     match found {
         Some(p) if p.is_file() => Ok(p),
