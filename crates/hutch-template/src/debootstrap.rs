@@ -14,10 +14,7 @@ const LOG_TAIL_LINES: usize = 30;
 /// Finds `tool` in PATH, falling back to the sbin directories that a
 /// non-login root environment may lack in PATH; the error names the Debian
 /// `package` that has it.
-pub fn find_tool(
-    tool: &'static str,
-    package: &'static str,
-) -> Result<PathBuf, TemplateError> {
+pub fn find_tool(tool: &'static str, package: &'static str) -> Result<PathBuf, TemplateError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let fallback = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
     std::env::split_paths(&path)
