@@ -29,6 +29,7 @@ pub use detect::CgroupLayout;
 #[cfg(test)]
 use detect::V1_CONTROLLERS;
 use limits::stat_field;
+use limits::LimitFile;
 pub use limits::{CgroupLimits, IoLimits};
 
 /// How the host organises its cgroups.
@@ -89,6 +90,24 @@ fn read_u64(path: &Path) -> Result<u64> {
             io::Error::new(io::ErrorKind::InvalidData, s.clone()),
         )
     })
+}
+
+/// Creates directory `d`; one that exists already is fine.
+fn mkdir_once(d: &Path) -> Result<()> {
+    match fs::create_dir(d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(RuntimeError::io("mkdir", d, e)),
+    }
+}
+
+/// Writes limit `f` into cgroup directory `dir` (skipped when optional and absent).
+fn write_limit(dir: &Path, f: &LimitFile) -> Result<()> {
+    let path = dir.join(f.file);
+    if f.only_if_present && !path.exists() {
+        return Ok(());
+    }
+    write(&path, &f.value)
 }
 
 impl CgroupDriver {
@@ -257,43 +276,26 @@ impl CgroupDriver {
     /// Creates sandbox `id`'s cgroup with its limits.
     pub fn create(&self, id: &str, limits: &CgroupLimits) -> Result<()> {
         for d in self.dirs(id) {
-            match fs::create_dir(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(RuntimeError::io("mkdir", &d, e)),
-            }
+            mkdir_once(&d)?;
         }
         let files = if self.is_v2() {
             limits.v2_files()
         } else {
             limits.v1_files()
         };
-        for f in files {
-            let path = self.dir(f.controller, id).join(f.file);
-            if f.only_if_present && !path.exists() {
-                continue;
-            }
-            write(&path, &f.value)?;
+        for f in &files {
+            write_limit(&self.dir(f.controller, id), f)?;
         }
         self.create_leaves(id, limits)
     }
 
     fn create_leaves(&self, id: &str, limits: &CgroupLimits) -> Result<()> {
-        let mkdir = |d: &Path| match fs::create_dir(d) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(RuntimeError::io("mkdir", d, e)),
-        };
         match self {
             CgroupDriver::V1 { .. } => {
                 let work = self.dir("memory", id).join(WORK_LEAF);
-                mkdir(&work)?;
-                for f in limits.v1_work_files() {
-                    let path = work.join(f.file);
-                    if f.only_if_present && !path.exists() {
-                        continue;
-                    }
-                    write(&path, &f.value)?;
+                mkdir_once(&work)?;
+                for f in &limits.v1_work_files() {
+                    write_limit(&work, f)?;
                 }
             }
             CgroupDriver::V2 { leaves: false, .. } => {}
@@ -302,14 +304,10 @@ impl CgroupDriver {
                 // The leaves' memory files exist only once the sandbox's cgroup hands the
                 // controller down (while it holds no process yet).
                 write(&d.join("cgroup.subtree_control"), "+memory")?;
-                mkdir(&d.join(AGENT_LEAF))?;
-                mkdir(&d.join(WORK_LEAF))?;
-                for (leaf, f) in limits.v2_leaf_files() {
-                    let path = d.join(leaf).join(f.file);
-                    if f.only_if_present && !path.exists() {
-                        continue;
-                    }
-                    write(&path, &f.value)?;
+                mkdir_once(&d.join(AGENT_LEAF))?;
+                mkdir_once(&d.join(WORK_LEAF))?;
+                for (leaf, f) in &limits.v2_leaf_files() {
+                    write_limit(&d.join(leaf), f)?;
                 }
             }
         }

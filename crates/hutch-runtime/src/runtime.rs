@@ -333,11 +333,7 @@ impl Runtime {
                 Some(argv)
             }
         };
-        let log_pipe = if self.cfg.agent_log {
-            Some(LogPipe::new(&paths.dir.join("agent.log"))?)
-        } else {
-            None
-        };
+        let log_pipe = self.log_pipe(&paths.dir.join("agent.log"))?;
         let req = SpawnRequest {
             id: spec.id.clone(),
             rootfs: paths.rootfs.clone(),
@@ -411,16 +407,13 @@ impl Runtime {
         std::fs::create_dir_all(&root).map_err(|e| RuntimeError::io("mkdir", &root, e))?;
         let (ours, theirs) =
             hutch_sys::fd::seqpacket_pair().map_err(|e| RuntimeError::sys("socketpair", e))?;
-        let log_pipe = if self.cfg.agent_log {
-            let log = self
+        let log_pipe = self.log_pipe(
+            &self
                 .cfg
                 .state_dir
                 .join("zygotes")
-                .join(format!("{}.log", spec.name));
-            Some(LogPipe::new(&log)?)
-        } else {
-            None
-        };
+                .join(format!("{}.log", spec.name)),
+        )?;
         let req = ZygoteRequest {
             name: spec.name.clone(),
             layers: spec.template_layers.clone(),
@@ -449,6 +442,11 @@ impl Runtime {
                     .unwrap_or_else(|| "spawn helper gave no pid".into()),
             )),
         }
+    }
+
+    /// With `--agent-log`, the pipe a new process's output reaches `log` through.
+    fn log_pipe(&self, log: &Path) -> Result<Option<LogPipe>> {
+        self.cfg.agent_log.then(|| LogPipe::new(log)).transpose()
     }
 
     /// With `--agent-log`, reads on the agent log of sandbox `id`, which a server before this
