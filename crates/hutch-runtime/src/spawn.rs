@@ -708,7 +708,10 @@ fn agent_up(ready: &OwnedFd) -> bool {
 }
 
 /// Stdio of a cloned child: `/dev/null` for input, the log file (appended to) or
-/// `/dev/null` for output.
+/// `/dev/null` for output. The log file is the FIFO of an `--agent-log` pipe
+/// (`agent_log.rs`), opened without waiting: when the server that reads it is gone (killed
+/// in the middle of a create), a blocking open would wait for a reader forever, holding the
+/// helper's copy and every slot network it inherited.
 pub(crate) struct Stdio {
     stdin: fs::File,
     stdout: fs::File,
@@ -717,15 +720,19 @@ pub(crate) struct Stdio {
 impl Stdio {
     /// Opens them (in the helper: the child may no longer be able to).
     pub(crate) fn open(log_file: Option<&Path>) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let null = Path::new("/dev/null");
         let out = log_file.unwrap_or(null);
+        let stdout = fs::OpenOptions::new()
+            .create(log_file.is_some())
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(out)
+            .map_err(|e| RuntimeError::io("open", out, e))?;
+        hutch_sys::fd::set_blocking(&stdout).map_err(|e| RuntimeError::sys("fcntl", e))?;
         Ok(Stdio {
             stdin: fs::File::open(null).map_err(|e| RuntimeError::io("open", null, e))?,
-            stdout: fs::OpenOptions::new()
-                .create(log_file.is_some())
-                .append(true)
-                .open(out)
-                .map_err(|e| RuntimeError::io("open", out, e))?,
+            stdout,
         })
     }
 

@@ -187,3 +187,30 @@ fn kept_networks_beyond_the_limit_lose_the_least_recently_used() {
     assert_eq!(least_recently_used(entries.into_iter(), 2), Some(3));
     assert_eq!(least_recently_used([(1u32, 1u64)].into_iter(), 0), Some(1));
 }
+
+#[test]
+fn a_log_pipe_whose_reader_is_gone_fails_the_spawn_at_once_instead_of_hanging() {
+    // The server made the FIFO and was killed before the helper opened it: nobody reads.
+    let tmp = crate::testutil::TempDir::new("spawn-log-pipe");
+    let fifo = tmp.path().join("agent.log.fifo");
+    hutch_sys::fs::mkfifo(&fifo, 0o600).expect("mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Stdio::open(Some(&path)).is_err());
+    });
+    let failed = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("opening a log pipe without a reader hung");
+    assert!(failed, "a log pipe without a reader was opened");
+
+    // With its reader there, the child's output is an ordinary blocking pipe end.
+    let reader = hutch_sys::fs::open_fifo(&fifo, false).expect("reader");
+    let stdio = Stdio::open(Some(&fifo)).expect("open with a reader");
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(stdio.stdout.as_raw_fd(), libc::F_GETFL) };
+    assert_eq!(flags & libc::O_NONBLOCK, 0, "flags {flags:#o}");
+    (&stdio.stdout).write_all(b"x").expect("write");
+    let mut byte = [0u8; 1];
+    assert_eq!(hutch_sys::fd::read(&reader, &mut byte).expect("read"), 1);
+}
