@@ -13,11 +13,15 @@
 //!   `pivot_root` and the host's mount tree is detached, `/proc` is the jail's own (a
 //!   step sees its own processes only and can signal or trace nothing of the host's);
 //! - `no_new_privs`, and the jail's init dies with the helper (`PR_SET_PDEATHSIG`), which
-//!   ends every process of the step.
+//!   ends every process of the step;
+//! - whatever confinement the caller adds last, before the step starts (`hutch` installs
+//!   the sandboxes' seccomp filter: no new namespaces, mounts, keyrings, BPF, modules,
+//!   exotic socket families).
 //!
 //! The jail keeps the host's network namespace: steps download (apt, pip, npm). That is
 //! the part it does not confine: a step can reach what the host's network reaches,
-//! loopback services included.
+//! loopback services included. What runs there is pinned: Debian's signed archive, and
+//! wheels and tarballs checked against hashes in the recipe.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -47,8 +51,12 @@ pub const SETUP_FAILED: i32 = 125;
 /// arguments. Returns the exit code to exit with: the command's, `128 + n` when signal
 /// `n` ended it, [`SETUP_FAILED`] when the jail could not be made (with the reason on
 /// stderr). Must run in a fresh, single-threaded process, as root.
-pub fn helper_main(args: Vec<OsString>) -> i32 {
-    match run(args) {
+///
+/// `confine` runs in the jail's init once the jail is made (after `no_new_privs`), right
+/// before the step starts: whatever it installs (a seccomp filter) binds the step and
+/// everything it starts.
+pub fn helper_main(args: Vec<OsString>, confine: fn() -> Result<(), String>) -> i32 {
+    match run(args, confine) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("template build jail: {msg}");
@@ -57,7 +65,7 @@ pub fn helper_main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn run(args: Vec<OsString>) -> Result<i32, String> {
+fn run(args: Vec<OsString>, confine: fn() -> Result<(), String>) -> Result<i32, String> {
     let mut args = args.into_iter();
     let root = PathBuf::from(args.next().ok_or("no tree given")?);
     let command: Vec<OsString> = args.collect();
@@ -80,7 +88,7 @@ fn run(args: Vec<OsString>) -> Result<i32, String> {
     {
         Fork::Child => {
             drop(go_w);
-            let err = match jail_init(&root, &command, &mut go_r) {
+            let err = match jail_init(&root, &command, &mut go_r, confine) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -113,7 +121,12 @@ enum Never {}
 
 /// PID 1 of the jail: waits for its id maps, builds its view of the filesystem, starts the
 /// command and reaps until it is done. Returns only on a setup failure.
-fn jail_init(root: &Path, command: &[OsString], go: &mut impl Read) -> Result<Never, String> {
+fn jail_init(
+    root: &Path,
+    command: &[OsString],
+    go: &mut impl Read,
+    confine: fn() -> Result<(), String>,
+) -> Result<Never, String> {
     let errno = |what: &str| {
         let what = what.to_string();
         move |e: hutch_sys::Errno| format!("{what}: {e}")
@@ -155,6 +168,7 @@ fn jail_init(root: &Path, command: &[OsString], go: &mut impl Read) -> Result<Ne
     hutch_sys::mount::detach(dot).map_err(errno("detaching the host's tree"))?;
     hutch_sys::ns::chdir(Path::new("/")).map_err(errno("chdir /"))?;
     hutch_sys::caps::set_no_new_privs().map_err(errno("no_new_privs"))?;
+    confine()?;
 
     let child = std::process::Command::new(&command[0])
         .args(&command[1..])

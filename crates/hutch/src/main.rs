@@ -173,13 +173,21 @@ fn parse_pool(s: &str) -> Result<(String, hutch_server::service::pool::PoolSize)
     hutch_server::service::pool::parse_flag(s)
 }
 
+/// The last confinement of a default template's build step (in the build jail): the
+/// seccomp filter every sandbox process runs under.
+fn confine_template_step() -> std::result::Result<(), String> {
+    let programs = hutch_runtime::seccomp::programs().map_err(|e| e.to_string())?;
+    hutch_runtime::seccomp::install(&programs).map_err(|e| format!("seccomp: {e}"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Spawn => std::process::exit(hutch_runtime::spawn::helper_main()),
-        Command::TemplateJail { args } => {
-            std::process::exit(hutch_template::jail::helper_main(args))
-        }
+        Command::TemplateJail { args } => std::process::exit(hutch_template::jail::helper_main(
+            args,
+            confine_template_step,
+        )),
         Command::Keys { action, db } => admin::keys(action, &db.data_dir),
         Command::Teams { action, db } => admin::teams(action, &db.data_dir),
         Command::Run(args) => {

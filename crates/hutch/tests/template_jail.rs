@@ -160,6 +160,44 @@ print(\"escaped\" if os.path.exists(\"/tmp/{marker}\") else \"contained\", sorte
 }
 
 #[test]
+fn a_build_step_runs_under_the_sandboxes_seccomp_filter() {
+    if !hutch_sys::creds::is_root() {
+        eprintln!("skipping: the jail needs root");
+        return;
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipping: no python3 for the system calls");
+        return;
+    }
+    let tree = Tree::new("seccomp");
+    // Root of the jail's user namespace holds every capability there: without the filter,
+    // each of these works (a mount namespace and a tmpfs of its own, the kernel's crypto
+    // sockets, where the kernel has them), and each widens what a package's script can
+    // reach of the kernel.
+    let out = tree.run(
+        "python3 -c '
+import ctypes, socket
+libc = ctypes.CDLL(None, use_errno=True)
+print(\"unshare\", \"ok\" if libc.unshare(0x20000) == 0 else \"refused\")
+print(\"mount\", \"ok\" if libc.mount(b\"none\", b\"/tmp\", b\"tmpfs\", 0, None) == 0 else \"refused\")
+try:
+    socket.socket(38, socket.SOCK_SEQPACKET, 0).close()
+    print(\"af_alg ok\")
+except OSError:
+    print(\"af_alg refused\")
+'",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(
+        stdout,
+        "unshare refused\nmount refused\naf_alg refused\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn a_jail_that_cannot_be_made_says_so() {
     if !hutch_sys::creds::is_root() {
         eprintln!("skipping: the jail needs root");

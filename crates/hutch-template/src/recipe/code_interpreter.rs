@@ -3,9 +3,11 @@
 //! Java) and hutch's IPython extension. `docs/kernels.md` says what each kernel
 //! is, why, and how to start it.
 //!
-//! Everything comes from Debian's archive, PyPI and npm, at pinned versions
-//! (Debian's at whatever bookworm serves), so the recipe's content — and with
-//! it the cache key — changes whenever what it installs does. The files it
+//! Everything comes from Debian's archive (signed; at whatever bookworm
+//! serves), PyPI and npm at pinned versions, each file from PyPI and npm
+//! checked against a pinned SHA (python-lock.txt, made by
+//! `scripts/pin-python.py`), so the recipe's content — and with it the cache
+//! key — changes whenever what it installs does. The files it
 //! needs (kernel specs, the extension, pins) are written into the tree by a
 //! post-install step that carries them, which also puts them into the key.
 
@@ -22,14 +24,9 @@ const HEREDOC_END: &str = "HUTCH_FILE_END";
 /// (absolute path, mode, contents).
 const FILES: &[(&str, u32, &str)] = &[
     (
-        "/opt/hutch/python-requirements.txt",
+        "/opt/hutch/python-lock.txt",
         0o644,
-        include_str!("../../assets/code-interpreter/python-requirements.txt"),
-    ),
-    (
-        "/opt/hutch/python-constraints.txt",
-        0o644,
-        include_str!("../../assets/code-interpreter/python-constraints.txt"),
+        include_str!("../../assets/code-interpreter/python-lock.txt"),
     ),
     // hutch's Python modules, moved into the environment's site-packages
     // once it exists.
@@ -177,21 +174,40 @@ mod tests {
     }
 
     #[test]
-    fn python_packages_are_pinned() {
-        for (path, _, contents) in FILES {
-            if !path.ends_with(".txt") {
+    fn python_packages_are_pinned_by_version_and_hash() {
+        let lock = include_str!("../../assets/code-interpreter/python-lock.txt");
+        let mut names = Vec::new();
+        for line in lock.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            for line in contents.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let (name, version) = line.split_once("==").unwrap_or_else(|| {
-                    panic!("{path}: {line:?} is not pinned with ==");
-                });
-                assert!(!name.is_empty() && !version.is_empty(), "{path}: {line:?}");
+            let mut words = line.split_whitespace();
+            let spec = words.next().expect("a requirement");
+            let (name, version) = spec
+                .split_once("==")
+                .unwrap_or_else(|| panic!("{line:?} is not pinned with =="));
+            assert!(!name.is_empty() && !version.is_empty(), "{line:?}");
+            let hashes: Vec<&str> = words.collect();
+            assert!(!hashes.is_empty(), "{line:?} has no hash");
+            for h in hashes {
+                let hex = h
+                    .strip_prefix("--hash=sha256:")
+                    .unwrap_or_else(|| panic!("{line:?}: {h:?} is not a SHA-256"));
+                assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
             }
+            names.push(name.to_ascii_lowercase().replace('_', "-"));
         }
+        // Every package asked for is in the lock (pip itself first of all).
+        let wanted = include_str!("../../assets/code-interpreter/python-requirements.txt");
+        for line in wanted.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name = line.split("==").next().expect("name");
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            assert!(names.contains(&name), "{name} is asked for but not locked");
+        }
+        assert!(names.iter().any(|n| n == "pip"));
     }
 
     #[test]

@@ -1,12 +1,18 @@
 # The Python environment of the python3 and bash kernels, which is also the
-# sandbox's python and pip. Wheels only: nothing is compiled during the build.
+# sandbox's python and pip. Wheels only, so no package code runs while the
+# template is built, and each one must have a SHA-256 that python-lock.txt
+# names (scripts/pin-python.py makes it): a wheel changed on the index, or on
+# its way from it, fails the build.
 /usr/bin/python3 -m venv /opt/hutch/python
 pip="/opt/hutch/python/bin/python -m pip --no-cache-dir --disable-pip-version-check --no-input"
-# A pinned pip first, so the rest is resolved by it rather than by the older
+lock=/opt/hutch/python-lock.txt
+# The pinned pip first, so the rest is installed by it rather than by the older
 # one that Debian's ensurepip puts into new environments.
-$pip install --only-binary=:all: "$(grep -x 'pip==[0-9.]*' /opt/hutch/python-requirements.txt)"
-$pip install --only-binary=:all: \
-    -r /opt/hutch/python-requirements.txt -c /opt/hutch/python-constraints.txt
+grep '^pip==' "$lock" > /opt/hutch/build/pip-lock.txt
+$pip install --only-binary=:all: --require-hashes --no-deps -r /opt/hutch/build/pip-lock.txt
+$pip install --only-binary=:all: --require-hashes --no-deps -r "$lock"
+# The lock holds every dependency (--no-deps installs nothing else): check.
+$pip check
 # hutch's own modules: the IPython extension every kernel of this environment
 # loads (see ipython_kernel_config.py) and the bash kernel's launcher.
 site=$(/opt/hutch/python/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
