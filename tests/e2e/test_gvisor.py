@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2b import CommandExitException, Sandbox
+from e2b import CommandExitException, Sandbox, SandboxException
 
 from ci_helpers import code_sandbox
 from conftest import diff_resources, host_pid_of, host_resources
@@ -75,6 +75,21 @@ def test_files_through_the_api_belong_to_the_user_and_match_what_commands_see(sa
     assert sandbox.commands.run("stat -f -c %T /tmp").stdout.strip() != "tmpfs"
     sandbox.files.remove("/tmp/moved-notes")
     assert not sandbox.files.exists("/tmp/moved-notes/a.txt")
+
+
+def test_the_agents_secrets_are_neither_in_its_environment_nor_behind_a_closed_directory(sandbox: Sandbox) -> None:
+    """gVisor's /proc lets anyone inside read the agent's environment, which held its
+    configuration and access token: the agent zeroes those strings before it serves. And
+    gVisor's inotify does not check read permission, so the agent does before it watches."""
+    token = sandbox._envd_access_token
+    assert token
+    shown = sandbox.commands.run("tr '\\0' '\\n' < /proc/1/environ").stdout
+    assert "HUTCH_AGENT_CONFIG" not in shown and token not in shown
+    sandbox.commands.run("mkdir -p /srv/closed && chmod 700 /srv/closed", user="root")
+    with pytest.raises(SandboxException) as err:
+        sandbox.files.watch_dir("/srv/closed")
+    assert "permission" in str(err.value).lower()
+    sandbox.files.watch_dir("/srv/closed", user="root").stop()
 
 
 def test_a_server_inside_is_reached_through_the_router_also_on_loopback(sandbox: Sandbox) -> None:

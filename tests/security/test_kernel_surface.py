@@ -221,6 +221,35 @@ print(json.dumps(out))
     assert sandbox.commands.run("echo alive").stdout.strip() == "alive"
 
 
+def test_no_process_finds_the_agents_token_in_its_environment(sandbox: Sandbox) -> None:
+    """The agent's configuration (with the sandbox's access token, which opens its API as
+    root) reaches it in its environment. The kernel refuses `/proc/1/environ` to both users
+    (the agent is not dumpable); gVisor's `/proc` lets anyone read it, so the agent zeroes
+    those strings before it serves: either way nothing of the configuration is there."""
+    token = sandbox._envd_access_token
+    assert token
+    for user in USERS:
+        out = python(
+            sandbox,
+            """
+import json
+try:
+    with open("/proc/1/environ", "rb") as f:
+        got = {"read": f.read().decode("latin-1")}
+except OSError as e:
+    got = {"errno": e.errno}
+print(json.dumps(got))
+""",
+            user=user,
+        )
+        got = json.loads(out)
+        if "errno" in got:
+            assert got["errno"] in (1, 13), (user, got)
+        else:
+            assert "HUTCH_AGENT_CONFIG" not in got["read"], user
+            assert token not in got["read"], user
+
+
 def test_the_agents_log_reaches_the_host_through_a_pipe_only(sandbox: Sandbox) -> None:
     """The test server runs with `--agent-log`: the agent's output goes to a host file, but
     the agent holds only a pipe's write end, so whoever took its descriptors could not

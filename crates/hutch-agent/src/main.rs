@@ -5,15 +5,19 @@ use std::process::ExitCode;
 use hutch_agent::config::{take_config_from_env, AgentConfig, Options, CONFIG_ENV};
 
 fn main() -> ExitCode {
+    // Where exec put the environment, found before anything changes it.
+    let env_block = hutch_sys::process::initial_environment_block();
     // Before anything starts a thread: this edits the process environment.
     let config = take_config_from_env();
     init_logging();
     hutch_agent::init::take_ready_fd();
     // Whatever reached the agent in its environment (its configuration held the access
     // token) leaves the memory /proc/1/environ shows, in case anyone may read it (gVisor's
-    // /proc lets root inside).
-    if let Err(err) = hutch_sys::process::scrub_initial_environment() {
-        tracing::warn!(error = %err, "cannot scrub the agent's initial environment");
+    // /proc lets anyone inside).
+    match env_block {
+        Ok(Some(block)) => hutch_sys::process::scrub_initial_environment(block),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot scrub the agent's initial environment"),
     }
     // Root inside the sandbox must not attach to the agent and take its descriptors, memory
     // or secrets (it lacks CAP_SYS_PTRACE, which a process that is not dumpable requires).

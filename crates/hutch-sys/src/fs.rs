@@ -105,6 +105,17 @@ pub fn mkfifo(path: &Path, mode: u32) -> Result<()> {
     rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(mode), 0)
 }
 
+/// Opens the directory `path` for reading (close-on-exec), following a final symlink only
+/// with `follow`: fails as the kernel's permission check for listing it does.
+pub fn open_dir(path: &Path, follow: bool) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::open(path, flags, Mode::empty())
+}
+
 /// Opens the FIFO `path` without blocking (close-on-exec): its read end, or with `write`
 /// its write end (which needs a reader to exist).
 pub fn open_fifo(path: &Path, write: bool) -> Result<std::os::fd::OwnedFd> {

@@ -123,13 +123,48 @@ impl WaitStatus {
     }
 }
 
-/// Moves the process's environment off the memory the kernel placed it in at `exec` and
-/// zeroes that memory, so that `/proc/<pid>/environ` (which reads it) shows nothing: every
-/// variable is set again (the C library then keeps a copy of its own), then the original
-/// strings, between the `env_start` and `env_end` of `/proc/self/stat`, are overwritten.
+/// Where `exec` put the process's environment strings: see [`initial_environment_block`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvironmentBlock {
+    start: usize,
+    end: usize,
+}
+
+/// Finds the memory the kernel placed the environment's strings in at `exec`: the
+/// `env_start`..`env_end` of `/proc/self/stat`, or where those read 0 (gVisor's kernel) the
+/// block the C library's `environ` entries span, if they lie end to end as `exec` left them
+/// (anything else is refused, not guessed at). None for an empty environment.
+///
+/// Call it first thing in `main`, before anything sets or removes a variable (a removed
+/// one leaves a hole the entries no longer span), with no other thread running.
+pub fn initial_environment_block() -> std::io::Result<Option<EnvironmentBlock>> {
+    let found = match stat_environment_block()? {
+        Some(block) => Some(block),
+        None => initial_environ_block()?,
+    };
+    Ok(found.map(|(start, end)| EnvironmentBlock { start, end }))
+}
+
+/// Moves the process's environment off `block` (its initial strings, found by
+/// [`initial_environment_block`]) and zeroes that memory, so that `/proc/<pid>/environ`
+/// (which reads it) shows nothing: every variable still set is set again (the C library
+/// then keeps a copy of its own), then the original strings, those of variables removed
+/// since included, are overwritten.
 ///
 /// Only while the process has one thread: nothing may read the environment meanwhile.
-pub fn scrub_initial_environment() -> std::io::Result<()> {
+pub fn scrub_initial_environment(block: EnvironmentBlock) {
+    for (key, value) in std::env::vars_os().collect::<Vec<_>>() {
+        std::env::set_var(key, value);
+    }
+    // SAFETY: [start, end) is this process's own initial environment block, on its stack's
+    // mapping (writable). The loop above made every `environ` entry point at a fresh copy,
+    // so nothing refers to the block any more; the caller has no other thread that could
+    // be reading it.
+    unsafe { std::ptr::write_bytes(block.start as *mut u8, 0, block.end - block.start) };
+}
+
+/// `env_start` and `env_end` of `/proc/self/stat`; None when the kernel shows none.
+fn stat_environment_block() -> std::io::Result<Option<(usize, usize)>> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat
@@ -143,18 +178,49 @@ pub fn scrub_initial_environment() -> std::io::Result<()> {
             .ok_or_else(|| std::io::Error::other(format!("no field {n} in /proc/self/stat")))
     };
     let (start, end) = (field(50)?, field(51)?);
-    if start == 0 || end <= start {
-        return Ok(());
+    Ok((start != 0 && end > start).then_some((start, end)))
+}
+
+/// The block the strings of the C library's `environ` span, when they lie end to end (as
+/// `exec` placed them); None for an empty environment.
+fn initial_environ_block() -> std::io::Result<Option<(usize, usize)>> {
+    extern "C" {
+        static environ: *const *const libc::c_char;
     }
-    for (key, value) in std::env::vars_os().collect::<Vec<_>>() {
-        std::env::set_var(key, value);
+    let mut strings = Vec::new();
+    // SAFETY: `environ` is the C library's NULL-terminated array of NUL-terminated strings;
+    // the caller is single-threaded, so nothing changes it while it is read.
+    unsafe {
+        let mut entry = environ;
+        if entry.is_null() {
+            return Ok(None);
+        }
+        while !(*entry).is_null() {
+            strings.push((*entry as usize, libc::strlen(*entry) + 1));
+            entry = entry.add(1);
+        }
     }
-    // SAFETY: [start, end) is this process's own initial environment block, on its stack's
-    // mapping (writable). The loop above made every `environ` entry point at a fresh copy,
-    // so nothing refers to the block any more; the caller has no other thread that could
-    // be reading it.
-    unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
-    Ok(())
+    contiguous_span(&strings)
+}
+
+/// The block that strings at (address, length with the NUL) fill end to end; an error when
+/// they leave a gap or overlap; None when there are none.
+fn contiguous_span(strings: &[(usize, usize)]) -> std::io::Result<Option<(usize, usize)>> {
+    let (mut start, mut end, mut total) = (usize::MAX, 0usize, 0usize);
+    for &(at, len) in strings {
+        start = start.min(at);
+        end = end.max(at.saturating_add(len));
+        total = total.saturating_add(len);
+    }
+    if total == 0 {
+        return Ok(None);
+    }
+    if end - start != total {
+        return Err(std::io::Error::other(
+            "the environment's strings are not where exec put them; not scrubbed",
+        ));
+    }
+    Ok(Some((start, end)))
 }
 
 /// Stops the calling process and everything it starts from ever dumping core: the hard and
@@ -197,6 +263,22 @@ pub fn exec(path: &CStr, argv: &[CString], envp: &[CString]) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_block_is_found_only_where_its_strings_lie_end_to_end() {
+        // As exec leaves them (in any order of the entries).
+        assert_eq!(
+            contiguous_span(&[(110, 5), (100, 10), (115, 3)]).unwrap(),
+            Some((100, 118))
+        );
+        assert_eq!(contiguous_span(&[]).unwrap(), None);
+        // A variable removed from the middle leaves a hole; one set again points elsewhere:
+        // neither block may be zeroed as a whole.
+        assert!(contiguous_span(&[(100, 10), (120, 5)]).is_err());
+        assert!(contiguous_span(&[(100, 10), (110, 5), (9_000_000, 7)]).is_err());
+        // The same string twice is not a block of twice its size.
+        assert!(contiguous_span(&[(100, 10), (100, 10)]).is_err());
+    }
 
     #[test]
     fn an_exit_watch_fires_when_the_child_exits() {

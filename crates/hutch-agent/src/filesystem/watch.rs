@@ -288,6 +288,10 @@ impl State {
         if !is_root {
             mask |= IN_DONT_FOLLOW;
         }
+        // Only a directory the watch's user may list: Linux's inotify_add_watch asks for
+        // read permission, but gVisor's does not, so the agent opens it as that user first
+        // (EACCES for a directory closed to them, on either kernel).
+        may_list(path, is_root)?;
         let wd = hutch_sys::inotify::add_watch(&*self.fd, path, mask)?;
         // The kernel hands out one wd per inode: a directory known under another path (a bind
         // mount, or a move the agent missed) now goes by this one.
@@ -531,6 +535,15 @@ impl State {
 }
 
 /// The path disappeared or stopped being a directory between being seen and being watched.
+/// Opens the directory `path` for reading with the thread's (acting) identity and closes it
+/// again: fails as the kernel's permission check does. A symlink is followed only for the
+/// root, as the watch does.
+fn may_list(path: &Path, follow: bool) -> io::Result<()> {
+    hutch_sys::fs::open_dir(path, follow)
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
 fn is_vanished(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
