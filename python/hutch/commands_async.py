@@ -294,9 +294,13 @@ class AsyncCommands:
     (readable as a dict too).
     """
 
-    def __init__(self, rpc: AsyncRpc, target: SandboxTarget) -> None:
+    def __init__(
+        self, rpc: AsyncRpc, target: SandboxTarget, default_cwd: Callable[[], str | None] = lambda: None
+    ) -> None:
         self._rpc = rpc
         self._target = target
+        # The sandbox's working directory (`Sandbox(cwd=...)`), for starts that name none.
+        self._default_cwd = default_cwd
 
     @overload
     async def run(
@@ -368,7 +372,7 @@ class AsyncCommands:
         :param background: return a handle at once instead of waiting.
         :param envs: environment variables, over the sandbox's.
         :param user: who to run as (`"root"` or `"user"`, the default).
-        :param cwd: working directory (default: the user's home).
+        :param cwd: working directory (default: the sandbox's `cwd`, else the user's home).
         :param on_stdout: called with every chunk of stdout as it arrives (plain or `async def`).
         :param on_stderr: called with every chunk of stderr as it arrives (plain or `async def`).
         :param stdin: whether the command gets a stdin pipe for `send_stdin()`; by default a
@@ -381,7 +385,7 @@ class AsyncCommands:
             stdin = bool(background)
         events = self._rpc.stream(
             f"{PROCESS_SERVICE}/Start",
-            start_request(command_args(cmd), envs, cwd, stdin=stdin),
+            start_request(command_args(cmd), envs, cwd if cwd is not None else self._default_cwd(), stdin=stdin),
             user=user,
             request_timeout=request_timeout,
             lifetime=lifetime(timeout),

@@ -178,16 +178,19 @@ class ProcessInfo(DictLike):
     """A process running in the sandbox (a command or a terminal), as `list()` reports it. Reads
     as attributes and as a dict (`info.pid`, `info["cmd"]`)."""
 
-    _fields = ("pid", "tag", "cmd", "args", "envs", "cwd", "user")
+    _fields = ("pid", "tag", "cmd", "program", "args", "envs", "cwd", "user")
 
     pid: int
     """Process id."""
     tag: str | None
     """Tag of a specially started process (such as a template's start command), if any."""
     cmd: str
+    """The command executed: for a command, the command line passed to `run()`; for a
+    terminal or any other process, the program that was started (`program`)."""
+    program: str = ""
     """The program that was started (`/bin/bash` for commands and terminals)."""
     args: list[str] = field(default_factory=list)
-    """Its arguments (for a command: `-l -c <the command line>`)."""
+    """The program's arguments (for a command: `-l -c <the command line>`)."""
     envs: dict[str, str] = field(default_factory=dict)
     """Environment variables the start request set."""
     cwd: str | None = None
@@ -198,10 +201,16 @@ class ProcessInfo(DictLike):
 
     @property
     def command(self) -> str:
-        """The command line: what was passed to `run()` for a command, else `cmd` and `args`."""
-        if self.cmd == SHELL and len(self.args) >= 2 and self.args[-2] == "-c":
-            return self.args[-1]
-        return " ".join([self.cmd, *self.args])
+        """The command line: what was passed to `run()` for a command, else `program` and
+        `args`."""
+        return shell_command(self.program, self.args) or " ".join([self.program, *self.args])
+
+
+def shell_command(program: str, args: list[str]) -> str | None:
+    """The command line of a command started as `/bin/bash [-l] -c <line>`, else None."""
+    if program == SHELL and len(args) >= 2 and args[-2] == "-c":
+        return args[-1]
+    return None
 
 
 @dataclass
@@ -339,12 +348,15 @@ def process_list(reply: Json, sandbox_id: str) -> list[ProcessInfo]:
             continue
         config = item.get("config") or {}
         pid = int(item.get("pid", 0))
+        program = str(config.get("cmd", ""))
+        args = [str(a) for a in config.get("args") or []]
         infos.append(
             ProcessInfo(
                 pid=pid,
                 tag=item.get("tag") or None,
-                cmd=str(config.get("cmd", "")),
-                args=[str(a) for a in config.get("args") or []],
+                cmd=shell_command(program, args) or program,
+                program=program,
+                args=args,
                 envs={str(k): str(v) for k, v in (config.get("envs") or {}).items()},
                 cwd=config.get("cwd") or None,
             )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from ._config import DEFAULT_USER, SandboxTarget
 from ._connect import AsyncRpc, Json
@@ -85,9 +85,13 @@ class AsyncPty:
     what it puts out arrives as bytes, to the `on_data` callback and to the `AsyncPtyHandle`.
     """
 
-    def __init__(self, rpc: AsyncRpc, target: SandboxTarget) -> None:
+    def __init__(
+        self, rpc: AsyncRpc, target: SandboxTarget, default_cwd: Callable[[], str | None] = lambda: None
+    ) -> None:
         self._rpc = rpc
         self._target = target
+        # The sandbox's working directory (`Sandbox(cwd=...)`), for starts that name none.
+        self._default_cwd = default_cwd
 
     async def create(
         self,
@@ -106,12 +110,14 @@ class AsyncPty:
         :param on_data: called with every chunk of output (bytes) as it arrives (plain or
             `async def`), by a task of the event loop.
         :param user: who the shell runs as (`"root"` or `"user"`, the default).
-        :param cwd: working directory (default: the user's home).
+        :param cwd: working directory (default: the sandbox's `cwd`, else the user's home).
         :param envs: environment variables, over `TERM=xterm-256color` and the sandbox's.
         :param timeout: seconds the terminal may live; it is killed then. 0 or None: no limit.
         :param request_timeout: seconds to connect to the sandbox.
         :param cmd: a command line to run on the terminal instead of an interactive shell.
         """
+        if cwd is None:
+            cwd = self._default_cwd()
         body = start_request(terminal_args(cmd), terminal_envs(envs), cwd, size=pty_size(size))
         events = self._rpc.stream(
             f"{PROCESS_SERVICE}/Start",
@@ -142,7 +148,7 @@ class AsyncPty:
             `async def`), by a task of the event loop.
         :param size: a `(rows, cols)` tuple or a `PtySize` (default 24 rows by 80 columns).
         :param cmd: a command line to run on the terminal instead of an interactive shell.
-        :param cwd: working directory (default: the user's home).
+        :param cwd: working directory (default: the sandbox's `cwd`, else the user's home).
         :param envs: environment variables, over `TERM=xterm-256color` and the sandbox's.
         :param user: who the shell runs as (`"root"` or `"user"`, the default).
         :param timeout: seconds the terminal may live; it is killed then. 0 or None: no limit.

@@ -189,7 +189,8 @@ class AsyncSandbox:
 
         :param template: template name or id (default `code-interpreter-v1`).
         :param api_key: API key (default `HUTCH_API_KEY`, then `E2B_API_KEY`).
-        :param cwd: working directory of `run_code` and of new code contexts (default the user's home).
+        :param cwd: working directory of `run_code`, new code contexts, commands and terminals
+            (default the user's home).
         :param envs: environment variables of everything that runs in the sandbox.
         :param timeout: seconds the sandbox lives (default 300); extend it with `set_timeout`.
             With `sandbox_id`, the sandbox's end time is moved out to at least this far.
@@ -261,8 +262,8 @@ class AsyncSandbox:
             domain=created.domain,
         )
         self._files = AsyncFilesystem(AsyncRpc(http, self._target, FilesystemError), http, self._target)
-        self._commands = AsyncCommands(AsyncRpc(http, self._target, ProcessError), self._target)
-        self._pty = AsyncPty(AsyncRpc(http, self._target, TerminalError), self._target)
+        self._commands = AsyncCommands(AsyncRpc(http, self._target, ProcessError), self._target, lambda: self._cwd)
+        self._pty = AsyncPty(AsyncRpc(http, self._target, TerminalError), self._target, lambda: self._cwd)
         self._notebook = AsyncNotebook(http, self._target)
 
     def _live(self) -> api.Created:

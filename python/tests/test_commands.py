@@ -58,6 +58,23 @@ def test_default_cwd_is_the_users_home(sandbox: hutch.Sandbox) -> None:
     assert sandbox.commands.run("pwd").stdout == "/home/user\n"
 
 
+def test_the_sandboxs_cwd_is_the_default_of_commands_terminals_and_code() -> None:
+    with hutch.Sandbox(cwd="/tmp", timeout=120) as sbx:
+        assert sbx.commands.run("pwd").stdout == "/tmp\n"
+        # A start that names its own directory still gets it.
+        assert sbx.commands.run("pwd", cwd="/srv").stdout == "/srv\n"
+        assert sbx.run_code("import os; os.getcwd()").text == "/tmp"
+        chunks: list[bytes] = []
+        sbx.pty.create(cmd="pwd").wait(on_pty=chunks.append)
+        assert b"/tmp" in b"".join(chunks), chunks
+        listed = sbx.commands.run("sleep 30", background=True)
+        try:
+            info = next(p for p in sbx.commands.list() if p.pid == listed.pid)
+            assert info.cwd == "/tmp"
+        finally:
+            listed.kill()
+
+
 def test_commands_run_as_user_by_default_and_as_root_when_asked(sandbox: hutch.Sandbox) -> None:
     assert sandbox.commands.run("whoami").stdout == "user\n"
     assert sandbox.commands.run("whoami", user="root").stdout == "root\n"
@@ -123,7 +140,9 @@ def test_background_command_gives_a_handle_listed_and_killable(sandbox: hutch.Sa
     assert handle.pid in listed
     info = listed[handle.pid]
     assert isinstance(info, ProcessInfo)
-    assert info.cmd == "/bin/bash"
+    # `cmd` is the command executed, as the user gave it; the program is the shell.
+    assert info.cmd == "sleep 60" and info["cmd"] == "sleep 60"
+    assert info.program == "/bin/bash"
     assert info.args[-1] == "sleep 60"
     assert info.command == "sleep 60"
     assert info.cwd == "/tmp"

@@ -149,7 +149,7 @@ def test_the_terminal_is_listed_as_a_process(sandbox: hutch.Sandbox) -> None:
     handle = sandbox.pty.create(PtySize(24, 80))
     try:
         info = next(p for p in sandbox.commands.list() if p.pid == handle.pid)
-        assert info.cmd == "/bin/bash"
+        assert info.cmd == "/bin/bash" and info.program == "/bin/bash"
         assert info.args == ["-i", "-l"]
         assert info.envs.get("TERM") == "xterm-256color"
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import AuthenticationException, NotFoundException
 
+from ci_helpers import code_sandbox
 from sdk_helpers import wait_until
 
 
@@ -169,3 +171,32 @@ def test_unknown_sandbox_and_template() -> None:
     with pytest.raises(Exception, match="no-such-template") as err:
         Sandbox.create(template="no-such-template")
     assert "no-such-template" in str(err.value)
+
+
+def test_a_sandbox_killed_mid_stream_is_reported_killed_not_timed_out() -> None:
+    """Issue 13: a sandbox killed while a command or `run_code` streams ends the stream as a
+    dropped connection, so the official SDK probes the sandbox and says it was killed."""
+    from e2b.exceptions import SandboxNotRunningException, TimeoutException
+
+    sbx = Sandbox.create(timeout=120)
+    killer = threading.Timer(2, lambda: Sandbox.kill(sbx.sandbox_id))
+    killer.start()
+    try:
+        with pytest.raises(SandboxNotRunningException) as err:
+            sbx.commands.run("sleep 60")
+        assert "killed" in str(err.value), err.value
+    finally:
+        killer.cancel()
+        Sandbox.kill(sbx.sandbox_id)
+
+    with code_sandbox() as code:
+        killer = threading.Timer(3, lambda: Sandbox.kill(code.sandbox_id))
+        killer.start()
+        try:
+            # The code interpreter's client reports a cut stream as a TimeoutException whose
+            # message says the sandbox was killed.
+            with pytest.raises(TimeoutException) as cut:
+                code.run_code("import time; time.sleep(60)")
+            assert "killed" in str(cut.value), cut.value
+        finally:
+            killer.cancel()
