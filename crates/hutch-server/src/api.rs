@@ -339,6 +339,85 @@ struct NewSandbox {
     // `secure` is read by no one: every sandbox's agent requires its access token, as API
     // v2 always does, so an id alone never reaches it.
     auto_pause: Option<bool>,
+    #[serde(default)]
+    network: Option<NetworkConfig>,
+    // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
+    // silently): see `unsupported`.
+    #[serde(default)]
+    auto_resume: Option<serde_json::Value>,
+    #[serde(default)]
+    auto_pause_memory: Option<serde_json::Value>,
+    #[serde(default)]
+    volume_mounts: Option<serde_json::Value>,
+    #[serde(default)]
+    mcp: Option<serde_json::Value>,
+    #[serde(default)]
+    iam: Option<serde_json::Value>,
+}
+
+/// `network` of a create.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct NetworkConfig {
+    /// False: the sandbox's ports (other than the agent's) answer only requests with its
+    /// `trafficAccessToken` in `E2B-Traffic-Access-Token`.
+    allow_public_traffic: Option<bool>,
+    #[serde(default)]
+    allow_out: Option<serde_json::Value>,
+    #[serde(default)]
+    deny_out: Option<serde_json::Value>,
+    #[serde(default)]
+    dns_servers: Option<serde_json::Value>,
+    #[serde(default)]
+    egress_proxy: Option<serde_json::Value>,
+    #[serde(default)]
+    mask_request_host: Option<serde_json::Value>,
+    #[serde(default)]
+    https_ports: Option<serde_json::Value>,
+    #[serde(default)]
+    rules: Option<serde_json::Value>,
+}
+
+/// A create option hutch cannot honour yet: a 400 that names it, rather than a sandbox
+/// that silently lacks it. Empty values (null, false, empty list or object) are not asks.
+fn unsupported(b: &NewSandbox) -> ApiResult<()> {
+    fn asked(v: &Option<serde_json::Value>) -> bool {
+        match v {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(serde_json::Value::Object(o)) => !o.is_empty(),
+            Some(serde_json::Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
+        }
+    }
+    let mut options: Vec<(&str, &Option<serde_json::Value>)> = vec![
+        ("autoResume", &b.auto_resume),
+        ("autoPauseMemory", &b.auto_pause_memory),
+        ("volumeMounts", &b.volume_mounts),
+        ("mcp", &b.mcp),
+        ("iam", &b.iam),
+    ];
+    if let Some(n) = &b.network {
+        options.extend([
+            ("network.allowOut", &n.allow_out),
+            ("network.denyOut", &n.deny_out),
+            ("network.dnsServers", &n.dns_servers),
+            ("network.egressProxy", &n.egress_proxy),
+            ("network.maskRequestHost", &n.mask_request_host),
+            ("network.httpsPorts", &n.https_ports),
+            ("network.rules", &n.rules),
+        ]);
+    }
+    match options.into_iter().find(|(_, v)| asked(v)) {
+        Some((name, _)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{name} is not supported by this hutch server yet; create the sandbox without \
+                 it (allow_internet_access=false blocks all egress)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
@@ -370,6 +449,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             "templateID is required",
         ));
     }
+    unsupported(&b)?;
     let rec = st
         .svc
         .create(CreateRequest {
@@ -378,6 +458,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             metadata: b.metadata.unwrap_or_default(),
             env_vars: b.env_vars.unwrap_or_default(),
             allow_internet_access: b.allow_internet_access,
+            allow_public_traffic: b.network.as_ref().and_then(|n| n.allow_public_traffic),
             auto_pause: b.auto_pause.unwrap_or(false),
             caller,
             build: None,

@@ -254,7 +254,14 @@ fn components() -> Value {
                     "secure": {
                         "description": "Accepted and ignored: every sandbox requires its access token"
                     },
-                    "autoPause": { "type": ["boolean", "null"] }
+                    "autoPause": { "type": ["boolean", "null"] },
+                    "network": {
+                        "type": ["object", "null"],
+                        "description": "Only `allowPublicTraffic` is supported: false makes the sandbox's ports other than the agent's answer only requests carrying its `trafficAccessToken` in `E2B-Traffic-Access-Token` (403 otherwise). Egress rules (`allowOut`, `denyOut`, `rules`, ...) are refused with 400.",
+                        "properties": {
+                            "allowPublicTraffic": { "type": ["boolean", "null"] }
+                        }
+                    }
                 }
             },
             "Sandbox": {

@@ -55,6 +55,55 @@ pub fn not_found(id: &str) -> Response<Body> {
     )
 }
 
+/// Where a request to a sandbox created with `allowPublicTraffic: false` carries its
+/// `trafficAccessToken` (E2B's header).
+pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
+
+/// E2B's 403 for a request to a private sandbox's port without its traffic access token
+/// (or with another): JSON, or a page for a browser. None when the token is right.
+fn traffic_refusal(id: &str, expected: &str, headers: &HeaderMap) -> Option<Response<Body>> {
+    let (message, title) = match headers.get(TRAFFIC_TOKEN_HEADER) {
+        None => (
+            format!("Sandbox is secured with traffic access token. Token header '{TRAFFIC_TOKEN_HEADER}' is missing"),
+            "Missing Traffic Access Token",
+        ),
+        Some(given)
+            if hutch_contracts::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()) =>
+        {
+            return None
+        }
+        Some(_) => (
+            format!("Sandbox is secured with traffic access token. Provided token in header '{TRAFFIC_TOKEN_HEADER}' is invalid"),
+            "Invalid Traffic Access Token",
+        ),
+    };
+    let browser = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("Mozilla/"));
+    let (body, content_type) = if browser {
+        (
+            format!(
+                "<html><head><title>{title}</title></head><body><h1>{title}</h1>\
+                 <p>{message}.</p><p>Sandbox: {id}</p></body></html>"
+            ),
+            "text/html; charset=utf-8",
+        )
+    } else {
+        (
+            serde_json::json!({"code": 403, "message": message, "sandboxId": id}).to_string(),
+            "application/json; charset=utf-8",
+        )
+    };
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Some(r)
+}
+
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -100,6 +149,13 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
     if route.state == SandboxState::Paused {
         return not_found(id);
     }
+    if port != AGENT_PORT {
+        if let Some(expected) = route.traffic_access_token.as_deref() {
+            if let Some(refusal) = traffic_refusal(id, expected, req.headers()) {
+                return refusal;
+            }
+        }
+    }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -137,6 +193,10 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
     parts
         .headers
         .remove(HeaderName::from_static(FILE_HANDOFF_HEADER));
+    // The client's credential for the router, not for what runs inside.
+    parts
+        .headers
+        .remove(HeaderName::from_static(TRAFFIC_TOKEN_HEADER));
     // A download from the agent: ask for the open file rather than its bytes, and keep what
     // it takes to ask again the usual way should the hand-off fail.
     let handoffs = port == AGENT_PORT && svc.hands_off_files();
@@ -449,6 +509,31 @@ pub fn signed_files_target(svc: &Service, method: &http::Method, uri: &Uri) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_sandbox_refuses_requests_without_its_traffic_token_as_e2b_does() {
+        let id = "abcdefghij0123456789";
+        assert!(traffic_refusal(id, "tok", &h(&[(TRAFFIC_TOKEN_HEADER, "tok")])).is_none());
+        // Missing, wrong, empty: E2B's 403 (its messages are checked end to end).
+        for headers in [
+            h(&[]),
+            h(&[(TRAFFIC_TOKEN_HEADER, "tok2")]),
+            h(&[(TRAFFIC_TOKEN_HEADER, "")]),
+        ] {
+            let r = traffic_refusal(id, "tok", &headers).expect("refused");
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "application/json; charset=utf-8"
+            );
+        }
+        let page = traffic_refusal(id, "tok", &h(&[("user-agent", "Mozilla/5.0 (X11)")]))
+            .expect("refused");
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

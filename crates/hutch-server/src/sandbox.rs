@@ -60,6 +60,10 @@ pub struct SandboxRecord {
     pub envd_access_token: Option<String>,
     /// As requested at creation (None = unset = allowed).
     pub allow_internet_access: Option<bool>,
+    /// Token every request to the sandbox's ports other than the agent's must carry in
+    /// `E2B-Traffic-Access-Token`: set when the create asked for `allowPublicTraffic: false`.
+    #[serde(default)]
+    pub traffic_access_token: Option<String>,
     /// Pause instead of kill at the end time.
     pub auto_pause: bool,
     /// Network slot.
@@ -98,7 +102,7 @@ impl SandboxRecord {
             "envdVersion": ENVD_VERSION,
             "alias": self.alias,
             "envdAccessToken": self.envd_access_token,
-            "trafficAccessToken": null,
+            "trafficAccessToken": self.traffic_access_token,
             "domain": domain,
         })
     }

@@ -46,6 +46,9 @@ pub struct CreateRequest {
     pub env_vars: BTreeMap<String, String>,
     /// Egress allowed (None = not given = allowed).
     pub allow_internet_access: Option<bool>,
+    /// `network.allowPublicTraffic` (None = not given = public): when false, the sandbox's
+    /// ports other than the agent's answer only requests carrying its traffic access token.
+    pub allow_public_traffic: Option<bool>,
     /// Pause rather than kill at the end time.
     pub auto_pause: bool,
     /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
@@ -445,6 +448,7 @@ impl Service {
             disk_mb: launched.limits.disk_mb,
             envd_access_token: token,
             allow_internet_access: req.allow_internet_access,
+            traffic_access_token: (req.allow_public_traffic == Some(false)).then(|| random_hex(24)),
             auto_pause: req.auto_pause,
             slot: launched.slot,
             pid: launched.spawned.pid,

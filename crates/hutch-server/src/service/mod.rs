@@ -114,6 +114,8 @@ pub struct Route {
     pub killed: tokio::sync::watch::Receiver<bool>,
     /// Host pid and start time of the sandbox's PID 1 (its network namespace).
     pub init: (i32, u64),
+    /// The token requests to its ports other than the agent's must carry, if it has one.
+    pub traffic_access_token: Option<String>,
 }
 
 /// The sandbox service.
@@ -261,6 +263,7 @@ impl Service {
             state: rec.state,
             killed: e.killed.subscribe(),
             init: (rec.pid, rec.pid_start),
+            traffic_access_token: rec.traffic_access_token.clone(),
         })
     }
 

@@ -443,6 +443,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         disk_mb: 1024,
         envd_access_token: None,
         allow_internet_access: None,
+        traffic_access_token: None,
         auto_pause: false,
         slot,
         pid,
