@@ -343,16 +343,24 @@ struct NewSandbox {
     network: Option<NetworkConfig>,
     // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
     // silently): see `unsupported`.
+    /// `{"enabled": true}`: a paused sandbox resumes when traffic reaches it.
     #[serde(default)]
-    auto_resume: Option<serde_json::Value>,
+    auto_resume: Option<AutoResume>,
+    /// Whether pausing keeps memory: hutch's pause always does (false is refused).
     #[serde(default)]
-    auto_pause_memory: Option<serde_json::Value>,
+    auto_pause_memory: Option<bool>,
     #[serde(default)]
     volume_mounts: Option<serde_json::Value>,
     #[serde(default)]
     mcp: Option<serde_json::Value>,
     #[serde(default)]
     iam: Option<serde_json::Value>,
+}
+
+/// `autoResume` of a create.
+#[derive(Deserialize, Default)]
+struct AutoResume {
+    enabled: Option<bool>,
 }
 
 /// `network` of a create.
@@ -390,9 +398,14 @@ fn unsupported(b: &NewSandbox) -> ApiResult<()> {
             Some(_) => true,
         }
     }
+    if b.auto_pause_memory == Some(false) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "autoPauseMemory=false (pausing without memory) is not supported by this hutch \
+             server yet; hutch's pause keeps memory",
+        ));
+    }
     let mut options: Vec<(&str, &Option<serde_json::Value>)> = vec![
-        ("autoResume", &b.auto_resume),
-        ("autoPauseMemory", &b.auto_pause_memory),
         ("volumeMounts", &b.volume_mounts),
         ("mcp", &b.mcp),
         ("iam", &b.iam),
@@ -460,6 +473,11 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             allow_internet_access: b.allow_internet_access,
             allow_public_traffic: b.network.as_ref().and_then(|n| n.allow_public_traffic),
             auto_pause: b.auto_pause.unwrap_or(false),
+            auto_resume: b
+                .auto_resume
+                .as_ref()
+                .and_then(|a| a.enabled)
+                .unwrap_or(false),
             caller,
             build: None,
         })

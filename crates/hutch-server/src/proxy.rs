@@ -143,17 +143,35 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
     if !valid_id(id) {
         return not_found(id);
     }
-    let Some(route) = svc.route(id) else {
+    let Some(mut route) = svc.route(id) else {
         return not_found(id);
     };
-    if route.state == SandboxState::Paused {
-        return not_found(id);
-    }
     if port != AGENT_PORT {
         if let Some(expected) = route.traffic_access_token.as_deref() {
             if let Some(refusal) = traffic_refusal(id, expected, req.headers()) {
                 return refusal;
             }
+        }
+    }
+    if route.state == SandboxState::Paused {
+        // A sandbox created with `autoResume` wakes for a request that holds what its port
+        // wants (the traffic token, checked above, or the agent's access token), with the
+        // default timeout, and the request goes through; any other paused one is not
+        // routable.
+        let may_wake = route.auto_resume
+            && (port != AGENT_PORT
+                || route.envd_access_token.as_deref().is_none_or(|t| {
+                    req.headers().get("x-access-token").is_some_and(|v| {
+                        hutch_contracts::auth::constant_time_eq(v.as_bytes(), t.as_bytes())
+                    })
+                }));
+        if !may_wake || svc.connect(id, None).await.is_err() {
+            return not_found(id);
+        }
+        tracing::info!(sandbox = %id, port, "sandbox resumed by traffic");
+        match svc.route(id) {
+            Some(r) if r.state != SandboxState::Paused => route = r,
+            _ => return not_found(id),
         }
     }
     let upgrade = is_upgrade(req.headers());

@@ -66,6 +66,9 @@ pub struct SandboxRecord {
     pub traffic_access_token: Option<String>,
     /// Pause instead of kill at the end time.
     pub auto_pause: bool,
+    /// Resume when traffic reaches it through the router while paused (`autoResume`).
+    #[serde(default)]
+    pub auto_resume: bool,
     /// Network slot.
     pub slot: u32,
     /// Host pid of the sandbox's PID 1.
@@ -148,7 +151,7 @@ impl SandboxRecord {
         m.insert(
             "lifecycle".into(),
             serde_json::json!({
-                "autoResume": false,
+                "autoResume": self.auto_resume,
                 "onTimeout": if self.auto_pause { "pause" } else { "kill" },
             }),
         );

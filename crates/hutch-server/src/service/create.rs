@@ -51,6 +51,8 @@ pub struct CreateRequest {
     pub allow_public_traffic: Option<bool>,
     /// Pause rather than kill at the end time.
     pub auto_pause: bool,
+    /// Resume when traffic reaches the sandbox through the router while it is paused.
+    pub auto_resume: bool,
     /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
     pub caller: Option<Caller>,
     /// Set for a template build's sandbox: the build id. Such a sandbox runs no code
@@ -450,6 +452,7 @@ impl Service {
             allow_internet_access: req.allow_internet_access,
             traffic_access_token: (req.allow_public_traffic == Some(false)).then(|| random_hex(24)),
             auto_pause: req.auto_pause,
+            auto_resume: req.auto_resume,
             slot: launched.slot,
             pid: launched.spawned.pid,
             pid_start: launched.spawned.start_time,

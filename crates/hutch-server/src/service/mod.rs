@@ -116,6 +116,10 @@ pub struct Route {
     pub init: (i32, u64),
     /// The token requests to its ports other than the agent's must carry, if it has one.
     pub traffic_access_token: Option<String>,
+    /// A paused sandbox that traffic wakes (`autoResume`).
+    pub auto_resume: bool,
+    /// Its agent's access token (traffic to the agent wakes it only with this).
+    pub envd_access_token: Option<String>,
 }
 
 /// The sandbox service.
@@ -264,6 +268,8 @@ impl Service {
             killed: e.killed.subscribe(),
             init: (rec.pid, rec.pid_start),
             traffic_access_token: rec.traffic_access_token.clone(),
+            auto_resume: rec.auto_resume,
+            envd_access_token: rec.envd_access_token.clone(),
         })
     }
 

@@ -444,6 +444,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         envd_access_token: None,
         allow_internet_access: None,
         traffic_access_token: None,
+        auto_resume: false,
         auto_pause: false,
         slot,
         pid,
