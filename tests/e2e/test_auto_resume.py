@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from e2b import Sandbox, SandboxState
+import pytest
+from e2b import Sandbox, SandboxException, SandboxState
 
 from sdk_helpers import SANDBOX_URL, plain_client, wait_for_port_cmd
 
@@ -70,3 +71,11 @@ def test_pausing_without_memory_is_refused_with_a_clear_400() -> None:
         )
     assert r.status_code == 400
     assert "autoPauseMemory" in r.json()["message"]
+
+
+def test_a_pause_without_memory_is_refused_and_the_sandbox_keeps_running(sandbox: Sandbox) -> None:
+    with pytest.raises(SandboxException) as err:
+        sandbox.pause(keep_memory=False)
+    assert "without memory" in str(err.value), err.value
+    assert Sandbox.get_info(sandbox.sandbox_id).state == SandboxState.RUNNING
+    assert sandbox.commands.run("echo still-here").stdout.strip() == "still-here"

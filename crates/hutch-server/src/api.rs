@@ -602,12 +602,28 @@ async fn refresh(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The body of a pause (newer SDKs send one; older ones none).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PauseBody {
+    /// False: pause keeping only the filesystem (`mode="filesystem"`), which hutch lacks.
+    memory: Option<bool>,
+}
+
 async fn pause(
     State(st): State<AppState>,
     Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
+    ApiJson(b): ApiJson<PauseBody>,
 ) -> ApiResult<StatusCode> {
     check_id(&st, &caller, &id)?;
+    if b.memory == Some(false) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "pausing without memory (memory=false, mode=\"filesystem\") is not supported by this \
+             hutch server yet; pause() without it keeps memory",
+        ));
+    }
     st.svc.pause(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -299,6 +299,7 @@ fn components() -> Value {
                 "type": "object",
                 "properties": { "timeout": seconds("Seconds from now") }
             },
+
             "RequiredTimeout": {
                 "type": "object",
                 "required": ["timeout"],
@@ -473,9 +474,19 @@ fn components() -> Value {
     c
 }
 
-/// The schemas of the key API (kept apart: one `json!` of everything is too deep).
+/// The schemas of the key API, and of pause (kept apart: one `json!` of everything is too
+/// deep).
 fn key_schemas() -> Value {
     json!({
+        "PauseRequest": {
+            "type": "object",
+            "properties": {
+                "memory": {
+                    "type": ["boolean", "null"],
+                    "description": "hutch's pause keeps memory; false (pausing with the filesystem only) is refused with 400"
+                }
+            }
+        },
         "KeyName": {
             "type": "object",
             "required": ["name"],
@@ -672,6 +683,7 @@ pub fn document() -> Value {
         "post": {
             "operationId": "pauseSandbox",
             "parameters": [sandbox_id()],
+            "requestBody": json_body(schema("PauseRequest"), false),
             "responses": responses(&[("204", no_content("Paused"))], &[
                 ("404", "No such sandbox"), ("409", "Already paused")
             ])
