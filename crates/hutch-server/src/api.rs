@@ -339,50 +339,38 @@ struct NewSandbox {
     // `secure` is read by no one: every sandbox's agent requires its access token, as API
     // v2 always does, so an id alone never reaches it.
     auto_pause: Option<bool>,
-    #[serde(default)]
     network: Option<NetworkConfig>,
-    // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
-    // silently): see `unsupported`.
     /// `{"enabled": true}`: a paused sandbox resumes when traffic reaches it.
-    #[serde(default)]
     auto_resume: Option<AutoResume>,
     /// Whether pausing keeps memory: hutch's pause always does (false is refused).
-    #[serde(default)]
     auto_pause_memory: Option<bool>,
-    #[serde(default)]
+    // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
+    // silently): see `unsupported`.
     volume_mounts: Option<serde_json::Value>,
-    #[serde(default)]
     mcp: Option<serde_json::Value>,
-    #[serde(default)]
     iam: Option<serde_json::Value>,
 }
 
 /// `autoResume` of a create.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct AutoResume {
     enabled: Option<bool>,
 }
 
-/// `network` of a create.
-#[derive(Deserialize, Default)]
+/// `network` of a create: `allowPublicTraffic` is honoured, the egress options are
+/// refused (see `unsupported`).
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NetworkConfig {
     /// False: the sandbox's ports (other than the agent's) answer only requests with its
     /// `trafficAccessToken` in `E2B-Traffic-Access-Token`.
     allow_public_traffic: Option<bool>,
-    #[serde(default)]
     allow_out: Option<serde_json::Value>,
-    #[serde(default)]
     deny_out: Option<serde_json::Value>,
-    #[serde(default)]
     dns_servers: Option<serde_json::Value>,
-    #[serde(default)]
     egress_proxy: Option<serde_json::Value>,
-    #[serde(default)]
     mask_request_host: Option<serde_json::Value>,
-    #[serde(default)]
     https_ports: Option<serde_json::Value>,
-    #[serde(default)]
     rules: Option<serde_json::Value>,
 }
 

@@ -299,7 +299,6 @@ fn components() -> Value {
                 "type": "object",
                 "properties": { "timeout": seconds("Seconds from now") }
             },
-
             "RequiredTimeout": {
                 "type": "object",
                 "required": ["timeout"],

@@ -59,6 +59,13 @@ pub fn not_found(id: &str) -> Response<Body> {
 /// `trafficAccessToken` (E2B's header).
 pub const TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
 
+/// Whether `headers` carry `secret` in `name` (compared in constant time).
+fn holds(headers: &HeaderMap, name: &str, secret: &str) -> bool {
+    headers
+        .get(name)
+        .is_some_and(|v| hutch_contracts::auth::constant_time_eq(v.as_bytes(), secret.as_bytes()))
+}
+
 /// E2B's 403 for a request to a private sandbox's port without its traffic access token
 /// (or with another): JSON, or a page for a browser. None when the token is right.
 fn traffic_refusal(id: &str, expected: &str, headers: &HeaderMap) -> Option<Response<Body>> {
@@ -67,11 +74,7 @@ fn traffic_refusal(id: &str, expected: &str, headers: &HeaderMap) -> Option<Resp
             format!("Sandbox is secured with traffic access token. Token header '{TRAFFIC_TOKEN_HEADER}' is missing"),
             "Missing Traffic Access Token",
         ),
-        Some(given)
-            if hutch_contracts::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()) =>
-        {
-            return None
-        }
+        Some(_) if holds(headers, TRAFFIC_TOKEN_HEADER, expected) => return None,
         Some(_) => (
             format!("Sandbox is secured with traffic access token. Provided token in header '{TRAFFIC_TOKEN_HEADER}' is invalid"),
             "Invalid Traffic Access Token",
@@ -160,11 +163,10 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
         // routable.
         let may_wake = route.auto_resume
             && (port != AGENT_PORT
-                || route.envd_access_token.as_deref().is_none_or(|t| {
-                    req.headers().get("x-access-token").is_some_and(|v| {
-                        hutch_contracts::auth::constant_time_eq(v.as_bytes(), t.as_bytes())
-                    })
-                }));
+                || route
+                    .envd_access_token
+                    .as_deref()
+                    .is_none_or(|t| holds(req.headers(), "x-access-token", t)));
         if !may_wake || svc.connect(id, None).await.is_err() {
             return not_found(id);
         }

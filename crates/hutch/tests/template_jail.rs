@@ -77,14 +77,29 @@ impl Drop for Tree {
     }
 }
 
+/// Whether a test can run here (saying why not): the jail needs root, and `python` (what
+/// the test uses the host's python3 for) needs it in the tree's `/usr`.
+fn can_run(python: Option<&str>) -> bool {
+    if !hutch_sys::creds::is_root() {
+        eprintln!("skipping: the jail needs root");
+        return false;
+    }
+    if let Some(what) = python {
+        if !Path::new("/usr/bin/python3").exists() {
+            eprintln!("skipping: no python3 for {what}");
+            return false;
+        }
+    }
+    true
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]
 fn a_build_step_is_root_only_inside_its_jail() {
-    if !hutch_sys::creds::is_root() {
-        eprintln!("skipping: the jail needs root");
+    if !can_run(None) {
         return;
     }
     let tree = Tree::new("root");
@@ -127,12 +142,7 @@ fn a_build_step_is_root_only_inside_its_jail() {
 
 #[test]
 fn a_build_step_cannot_leave_the_tree() {
-    if !hutch_sys::creds::is_root() {
-        eprintln!("skipping: the jail needs root");
-        return;
-    }
-    if !Path::new("/usr/bin/python3").exists() {
-        eprintln!("skipping: no python3 for the chroot escape");
+    if !can_run(Some("the chroot escape")) {
         return;
     }
     let tree = Tree::new("escape");
@@ -161,12 +171,7 @@ print(\"escaped\" if os.path.exists(\"/tmp/{marker}\") else \"contained\", sorte
 
 #[test]
 fn a_build_step_runs_under_the_sandboxes_seccomp_filter() {
-    if !hutch_sys::creds::is_root() {
-        eprintln!("skipping: the jail needs root");
-        return;
-    }
-    if !Path::new("/usr/bin/python3").exists() {
-        eprintln!("skipping: no python3 for the system calls");
+    if !can_run(Some("the system calls")) {
         return;
     }
     let tree = Tree::new("seccomp");
@@ -199,8 +204,7 @@ except OSError:
 
 #[test]
 fn a_jail_that_cannot_be_made_says_so() {
-    if !hutch_sys::creds::is_root() {
-        eprintln!("skipping: the jail needs root");
+    if !can_run(None) {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_hutch"))

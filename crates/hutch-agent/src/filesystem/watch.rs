@@ -534,7 +534,6 @@ impl State {
     }
 }
 
-/// The path disappeared or stopped being a directory between being seen and being watched.
 /// Opens the directory `path` for reading with the thread's (acting) identity and closes it
 /// again: fails as the kernel's permission check does. A symlink is followed only for the
 /// root, as the watch does.
@@ -544,6 +543,7 @@ fn may_list(path: &Path, follow: bool) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// The path disappeared or stopped being a directory between being seen and being watched.
 fn is_vanished(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
