@@ -53,13 +53,23 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     paused = Sandbox.create(metadata={"restart": tag}, timeout=300)
     kept.commands.run("echo survived > /home/user/note")
     paused.pause()
+    # A snapshot and a fork (which carries the source's metadata) of the first.
+    snap = kept.create_snapshot()
+    fork = kept.fork(count=1, timeout=300)[0]
+    assert isinstance(fork, Sandbox)
 
     restart_server_hard()
 
     listed = Sandbox.list(query=SandboxQuery(metadata={"restart": tag})).next_items()
-    assert sorted(s.sandbox_id for s in listed) == sorted([kept.sandbox_id, paused.sandbox_id])
+    assert sorted(s.sandbox_id for s in listed) == sorted([kept.sandbox_id, paused.sandbox_id, fork.sandbox_id])
     again = Sandbox.connect(kept.sandbox_id)
     assert again.commands.run("cat /home/user/note").stdout.strip() == "survived"
+    # The fork's layer and the snapshot were kept.
+    assert Sandbox.connect(fork.sandbox_id).files.read("/home/user/note").strip() == "survived"
+    from_snap = Sandbox.create(snap.snapshot_id, timeout=60)
+    assert from_snap.files.read("/home/user/note").strip() == "survived"
+    assert from_snap.kill() is True and fork.kill() is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is True
     resumed = Sandbox.connect(paused.sandbox_id)
     assert resumed.commands.run("echo awake").stdout.strip() == "awake"
     # timeouts still apply after the restart

@@ -555,16 +555,17 @@ impl Runtime {
         self.disks.kept()
     }
 
-    /// Ends every process of sandbox `id` and copies what it changed (its overlay upper
-    /// dir: new files, whiteouts of deleted ones, opaque-directory markers) to `dest`, a
-    /// new directory, keeping owners, modes and extended attributes. This is how a
-    /// template build keeps its result as a layer. The sandbox is left for
-    /// [`Runtime::destroy`].
-    pub fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> Result<()> {
-        self.stop(id, Some(init))?;
+    /// Copies what sandbox `id` changed (its overlay upper dir: new files, whiteouts of
+    /// deleted ones, opaque-directory markers) to `dest`, a new directory, keeping owners,
+    /// modes and extended attributes. With `stop` (its init's pid and start time) every
+    /// process of the sandbox is ended first and the sandbox is left for
+    /// [`Runtime::destroy`]: how a template build keeps its result as a layer. Without,
+    /// the caller keeps the sandbox still (frozen) while it is copied: a snapshot or fork.
+    pub fn commit_upper(&self, id: &str, stop: Option<(i32, u64)>, dest: &Path) -> Result<()> {
+        if let Some(init) = stop {
+            self.stop(id, Some(init))?;
+        }
         let upper = self.paths(id).disk.join("upper");
-        // The agent's runtime state (sockets, kernel connection files) is not content.
-        let _ = std::fs::remove_dir_all(upper.join("run/hutch"));
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RuntimeError::io("mkdir", parent, e))?;
         }
@@ -611,6 +612,8 @@ impl Runtime {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
+        // The agent's runtime state (sockets, kernel connection files) is not content.
+        let _ = std::fs::remove_dir_all(dest.join("run/hutch"));
         Ok(())
     }
 

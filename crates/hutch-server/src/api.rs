@@ -124,6 +124,12 @@ fn control_plane(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route(
+            "/sandboxes/{id}/snapshots",
+            post(crate::snapshot_api::create),
+        )
+        .route("/snapshots", get(crate::snapshot_api::list))
+        .route("/sandboxes/{id}/fork", post(crate::snapshot_api::fork))
         .merge(
             // Warm pools are the operator's: they serve every team.
             Router::new()
@@ -421,7 +427,7 @@ fn unsupported(b: &NewSandbox) -> ApiResult<()> {
     }
 }
 
-fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
+pub(crate) fn timeout_arg(t: Option<i64>) -> ApiResult<Option<u64>> {
     match t {
         Some(t) if t < 0 => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -468,6 +474,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
                 .unwrap_or(false),
             caller,
             build: None,
+            template: None,
         })
         .await?;
     Ok((
@@ -504,7 +511,7 @@ fn id_format(id: &str) -> ApiResult<()> {
 
 /// Refuses ids that cannot be a sandbox's, and sandboxes of another team, with E2B's 404
 /// (a sandbox another team owns is indistinguishable from one that does not exist).
-fn check_id(st: &AppState, caller: &CallerExt, id: &str) -> ApiResult<()> {
+pub(crate) fn check_id(st: &AppState, caller: &CallerExt, id: &str) -> ApiResult<()> {
     id_format(id)?;
     if st.svc.visible(id, &caller.scope()) {
         Ok(())

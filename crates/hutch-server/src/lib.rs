@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod service;
+pub mod snapshot_api;
 pub mod startup;
 pub mod store;
 pub mod template_api;
@@ -117,6 +118,9 @@ pub struct Started {
 /// Host uid of root inside sandboxes; template rootfs ownership is shifted to match.
 pub const ID_BASE: u32 = hutch_template::SANDBOX_ID_BASE;
 
+/// How often layers no template and no sandbox uses any longer (forks') are removed.
+const LAYER_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the server until the process is stopped. `on_started` is called once listening.
 pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServeError::DataDir {
@@ -202,6 +206,19 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
             .await
             .map_err(|e| ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(e.to_string())))?
             .map_err(|e| ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(e.to_string())))?;
+    }
+    {
+        // Forks' layers belong to no template: they go once their last sandbox has.
+        let builds = Arc::clone(&builds);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LAYER_SWEEP);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let b = Arc::clone(&builds);
+                let _ = tokio::task::spawn_blocking(move || b.sweep()).await;
+            }
+        });
     }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)

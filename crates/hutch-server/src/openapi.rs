@@ -470,7 +470,99 @@ fn components() -> Value {
     if let (Some(schemas), Value::Object(keys)) = (c["schemas"].as_object_mut(), key_schemas()) {
         schemas.extend(keys);
     }
+    if let (Some(schemas), Value::Object(more)) = (c["schemas"].as_object_mut(), snapshot_schemas())
+    {
+        schemas.extend(more);
+    }
     c
+}
+
+/// The schemas of snapshots and forks.
+fn snapshot_schemas() -> Value {
+    json!({
+        "SnapshotRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "name": {
+                    "type": ["string", "null"],
+                    "description": "The snapshot template's name (lowercase letters, digits, '-', '_', '.'; a ':tag' is dropped). A snapshot of that name already in the team gets a new build; without a name the snapshot is known by its id"
+                },
+                "memory": {
+                    "type": ["boolean", "null"],
+                    "description": "hutch snapshots keep the filesystem only: true is refused with 400"
+                }
+            }
+        },
+        "SnapshotInfo": {
+            "type": "object",
+            "required": ["snapshotID", "names"],
+            "properties": {
+                "snapshotID": { "type": "string", "description": "`<team>/<name>:default` for a named snapshot, else `<templateID>:default`; what `Sandbox.create` takes" },
+                "names": { "type": "array", "items": { "type": "string" } }
+            }
+        },
+        "ForkRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "timeout": seconds("Lifetime of the forks in seconds (default 15)"),
+                "count": {
+                    "type": ["integer", "null"], "minimum": 1, "maximum": crate::builds::snapshot::MAX_FORKS,
+                    "description": "How many sandboxes to start (default 1)"
+                }
+            }
+        },
+        "ForkResult": {
+            "type": "object",
+            "description": "One fork: `sandbox` when it started, `error` when not",
+            "properties": {
+                "sandbox": { "$ref": "#/components/schemas/Sandbox" },
+                "error": { "$ref": "#/components/schemas/Error" }
+            }
+        }
+    })
+}
+
+/// The paths of snapshots and forks.
+fn snapshot_paths() -> Value {
+    json!({
+        "/sandboxes/{sandboxID}/snapshots": {
+            "post": {
+                "operationId": "createSnapshot",
+                "summary": "Keeps the sandbox's filesystem (frozen for the copy) as a snapshot template; processes and memory are not kept",
+                "parameters": [sandbox_id()],
+                "requestBody": json_body(schema("SnapshotRequest"), false),
+                "responses": responses(&[("201", body("The snapshot", schema("SnapshotInfo")))], &[
+                    ("404", "No such sandbox")
+                ])
+            }
+        },
+        "/snapshots": {
+            "get": {
+                "operationId": "listSnapshots",
+                "summary": "The team's snapshots, oldest first; `x-next-token` names the next page",
+                "parameters": [
+                    query_param("sandboxID", "Only the snapshots of this sandbox", json!({ "type": "string" })),
+                    query_param("name", "Only the snapshot of this name (`name` or `<team>/<name>[:tag]`)", json!({ "type": "string" })),
+                    query_param("limit", "Page size", json!({ "type": "integer", "minimum": 1, "maximum": 100 })),
+                    query_param("nextToken", "Where the page starts (from `x-next-token`)", json!({ "type": "string" }))
+                ],
+                "responses": responses(&[("200", body("The snapshots", json!({ "type": "array", "items": schema("SnapshotInfo") })))], &[])
+            }
+        },
+        "/sandboxes/{sandboxID}/fork": {
+            "post": {
+                "operationId": "forkSandbox",
+                "summary": "Starts `count` sandboxes from a copy of the sandbox's filesystem (taken once, with the sandbox frozen for the copy); they boot afresh: no processes or memory are carried",
+                "parameters": [sandbox_id()],
+                "requestBody": json_body(schema("ForkRequest"), false),
+                "responses": responses(&[("201", body("One entry per fork", json!({ "type": "array", "items": schema("ForkResult") })))], &[
+                    ("404", "No such sandbox")
+                ])
+            }
+        }
+    })
 }
 
 /// The schemas of the key API, and of pause (kept apart: one `json!` of everything is too
@@ -885,7 +977,7 @@ pub fn document() -> Value {
             ])
         }
     });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "hutch",
@@ -923,7 +1015,11 @@ pub fn document() -> Value {
             "/templates/{templateID}/builds/{buildID}/status": build_status
         },
         "components": components()
-    })
+    });
+    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), snapshot_paths()) {
+        paths.extend(more);
+    }
+    doc
 }
 
 #[cfg(test)]

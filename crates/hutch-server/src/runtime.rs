@@ -35,8 +35,9 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Usage figures of sandbox `id`.
     fn usage(&self, id: &str) -> RuntimeResult<Usage>;
 
-    /// Ends every process of sandbox `id` and copies its upper dir to `dest` as a layer.
-    fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> RuntimeResult<()>;
+    /// Copies sandbox `id`'s upper dir to `dest` as a layer; with `stop` (its init) every
+    /// process of it is ended first, else the caller keeps it frozen meanwhile.
+    fn commit_upper(&self, id: &str, stop: Option<(i32, u64)>, dest: &Path) -> RuntimeResult<()>;
 
     /// Ids of sandboxes with something left on the host.
     fn leftover_ids(&self) -> Vec<String>;
@@ -141,8 +142,8 @@ impl SandboxRuntime for Runtime {
         Runtime::usage(self, id)
     }
 
-    fn commit_upper(&self, id: &str, init: (i32, u64), dest: &Path) -> RuntimeResult<()> {
-        Runtime::commit_upper(self, id, init, dest)
+    fn commit_upper(&self, id: &str, stop: Option<(i32, u64)>, dest: &Path) -> RuntimeResult<()> {
+        Runtime::commit_upper(self, id, stop, dest)
     }
 
     fn leftover_ids(&self) -> Vec<String> {

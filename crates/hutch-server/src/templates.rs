@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use hutch_template::{BuiltTemplate, Progress};
 
-use crate::tenancy::Scope;
+use crate::tenancy::{Scope, DEFAULT_TEAM};
 use serde::{Deserialize, Serialize};
 
 /// What `/health` reports about the template build.
@@ -74,6 +74,20 @@ pub struct TemplateRecord {
     /// The team that owns it (None: the default team, and records from before teams).
     #[serde(default)]
     pub team: Option<String>,
+    /// Set for a snapshot: the sandbox whose filesystem it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sandbox: Option<String>,
+}
+
+impl TemplateRecord {
+    /// Its full name as E2B writes it: `<team>/<name>:default`.
+    pub fn full_name(&self) -> String {
+        format!(
+            "{}/{}:default",
+            self.team.as_deref().unwrap_or(DEFAULT_TEAM),
+            self.name
+        )
+    }
 }
 
 /// A template that can be started.
@@ -100,6 +114,14 @@ impl Inner {
     /// The user-built template `scope` sees with this id, else with this name (several
     /// teams may use one name: the caller's own team's wins, then the oldest).
     fn find_custom(&self, id_or_name: &str, scope: &Scope) -> Option<&TemplateRecord> {
+        // `<team>/<name>`: a name in that team only.
+        if let Some((team, name)) = id_or_name.split_once('/') {
+            return self.custom.values().find(|t| {
+                t.name == name
+                    && t.team.as_deref().unwrap_or(DEFAULT_TEAM) == team
+                    && scope.sees(t.team.as_deref())
+            });
+        }
         if let Some(t) = self
             .custom
             .get(id_or_name)

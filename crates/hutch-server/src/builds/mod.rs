@@ -14,6 +14,7 @@
 //! drives a build and `steps` interprets its steps.
 
 mod runner;
+pub mod snapshot;
 pub mod spec;
 mod steps;
 pub mod upload;
@@ -198,6 +199,10 @@ pub struct Builds {
     svc: Arc<Service>,
     builds: Mutex<HashMap<String, Arc<Build>>>,
     dir: PathBuf,
+    /// Layers being made for snapshots and forks, which the sweep must leave alone.
+    pending: Mutex<HashSet<PathBuf>>,
+    /// Held while a named snapshot is taken, so two of one name make one template.
+    snapshot_names: tokio::sync::Mutex<()>,
 }
 
 impl Builds {
@@ -208,6 +213,8 @@ impl Builds {
             svc,
             builds: Mutex::new(HashMap::new()),
             dir,
+            pending: Mutex::new(HashSet::new()),
+            snapshot_names: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -416,10 +423,11 @@ impl Builds {
         Ok(())
     }
 
-    /// Removes layer directories that no template and no live sandbox uses, and the
-    /// directories of builds that never finished.
+    /// Removes layer directories that no template and no live sandbox uses (forks' among
+    /// them), and the directories of builds that never finished.
     pub fn sweep(&self) {
         let mut used: HashSet<PathBuf> = self.svc.layers_in_use();
+        used.extend(lock(&self.pending).iter().cloned());
         used.extend(
             self.templates()
                 .customs(&Scope::operator())

@@ -178,6 +178,7 @@ impl Builds {
             updated_at: now,
             build_count: previous.as_ref().map(|p| p.build_count).unwrap_or(0) + 1,
             team: Some(build.team().to_string()),
+            source_sandbox: None,
         };
         if let Some(start) = record.start_cmd.as_deref() {
             build.log("info", Some("finalize"), format!("Starting: {start}"));

@@ -459,3 +459,113 @@ async fn old_archives_join_the_default_team_and_unused_ones_are_swept() {
     assert!(!files.join("default/ab").exists());
     assert!(files.join("default/cd").exists());
 }
+
+#[tokio::test]
+async fn a_snapshot_freezes_the_sandbox_for_the_copy_and_becomes_a_template() {
+    use crate::service::fake::{req, Call};
+    let h = Harness::new(4);
+    let b = builds(&h);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    let t = b.snapshot(&rec.id, Some("snap:v2"), None).await.unwrap();
+    assert_eq!(t.name, "snap");
+    assert_eq!(t.source_sandbox.as_deref(), Some(rec.id.as_str()));
+    assert_eq!(t.layers[1..], rec.layers[..]);
+    let calls = h.rt.calls();
+    let at = |c: &Call| calls.iter().position(|x| x == c).unwrap();
+    let pause = at(&Call::Pause(rec.id.clone()));
+    let commit = at(&Call::Commit {
+        id: rec.id.clone(),
+        dest: t.layers[0].clone(),
+    });
+    let resume = at(&Call::Resume(rec.id.clone()));
+    assert!(pause < commit && commit < resume, "{calls:?}");
+    // The same name again: a new build of the same template.
+    let again = b.snapshot(&rec.id, Some("snap"), None).await.unwrap();
+    assert_eq!((again.id.as_str(), again.build_count), (t.id.as_str(), 2));
+    assert_ne!(again.layers[0], t.layers[0]);
+    assert_eq!(b.snapshots(&op(), Some(&rec.id), None).len(), 1);
+    assert_eq!(
+        b.snapshots(&op(), None, Some("default/snap:default")).len(),
+        1
+    );
+    assert!(b.snapshots(&op(), Some("other"), None).is_empty());
+    // It starts sandboxes by its full name.
+    std::fs::create_dir_all(&again.layers[0]).unwrap();
+    let from = h.svc.create(req("default/snap:default")).await.unwrap();
+    assert_eq!(from.layers, again.layers);
+}
+
+#[tokio::test]
+async fn a_paused_sandbox_is_copied_without_being_thawed() {
+    use crate::service::fake::{req, Call};
+    let h = Harness::new(4);
+    let b = builds(&h);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    h.svc.pause(&rec.id).await.unwrap();
+    b.snapshot(&rec.id, None, None).await.unwrap();
+    assert!(!h.rt.calls().contains(&Call::Resume(rec.id.clone())));
+    assert_eq!(
+        h.svc.get(&rec.id).unwrap().state,
+        crate::sandbox::SandboxState::Paused
+    );
+}
+
+#[tokio::test]
+async fn snapshot_names_and_fork_counts_are_checked() {
+    use crate::service::fake::req;
+    let h = Harness::new(4);
+    let b = builds(&h);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    for (name, msg) in [
+        ("Bad", "invalid template name"),
+        ("code-interpreter-v1", "built-in template"),
+    ] {
+        let e = b.snapshot(&rec.id, Some(name), None).await.unwrap_err();
+        assert_eq!(status(&e), 400);
+        assert!(e.to_string().contains(msg), "{e}");
+    }
+    for count in [0, -3, 101] {
+        let e = b.fork(&rec.id, Some(count), None, None).await.unwrap_err();
+        assert_eq!(status(&e), 400);
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
+    let e = b.fork("nosuch", Some(1), None, None).await.unwrap_err();
+    assert_eq!(status(&e), 404);
+    assert!(b.snapshots(&op(), None, None).is_empty());
+}
+
+#[tokio::test]
+async fn forks_start_on_the_copied_layer_and_fail_one_by_one() {
+    use crate::service::fake::req;
+    let h = Harness::new(3);
+    let b = builds(&h);
+    let mut r = req("base");
+    r.metadata.insert("k".into(), "v".into());
+    let rec = h.svc.create(r).await.unwrap();
+    // Two forks more than there are free slots.
+    let free = crate::runtime::SandboxRuntime::slots(&*h.rt) - 1;
+    let results = b
+        .fork(&rec.id, Some(i64::from(free) + 2), Some(30), None)
+        .await
+        .unwrap();
+    let started: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(started.len() as u32, free);
+    for f in &started {
+        assert_eq!(f.template_id, rec.template_id);
+        assert_eq!(f.metadata, rec.metadata);
+        assert_eq!(f.layers[1..], rec.layers[..]);
+        assert!(f.layers[0].starts_with(b.layers_dir().join("forks")));
+    }
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(status(e), 503, "{e}");
+    }
+    // A fork's layer is kept while a fork uses it.
+    std::fs::create_dir_all(&started[0].layers[0]).unwrap();
+    b.sweep();
+    assert!(started[0].layers[0].is_dir());
+    for f in &started {
+        h.svc.kill(&f.id).await.unwrap();
+    }
+    b.sweep();
+    assert!(!started[0].layers[0].exists());
+}

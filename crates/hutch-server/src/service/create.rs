@@ -58,6 +58,10 @@ pub struct CreateRequest {
     /// Set for a template build's sandbox: the build id. Such a sandbox runs no code
     /// interpreter (its kernels would write into the layer being built).
     pub build: Option<String>,
+    /// Set for a fork: the template to start, already resolved (its layers end with the
+    /// source sandbox's copied filesystem). Such a sandbox comes from no warm pool and
+    /// starts its kernels itself.
+    pub template: Option<ResolvedTemplate>,
 }
 
 /// How the service talks to a new sandbox's agent: waits until it is ready, and warms and
@@ -379,12 +383,15 @@ impl Service {
     /// the template's warm pool is claimed when there is one; otherwise one starts cold.
     pub async fn create(&self, req: CreateRequest) -> Result<SandboxRecord> {
         let timeout = validate_timeout(req.timeout)?;
-        let tpl = self
-            .templates
-            .resolve(&req.template_id, &Scope::of(req.caller.as_ref()))?;
+        let tpl = match &req.template {
+            Some(t) => t.clone(),
+            None => self
+                .templates
+                .resolve(&req.template_id, &Scope::of(req.caller.as_ref()))?,
+        };
         validate_env(&req.env_vars)?;
         let reservation = self.reserve_for_key(req.caller.as_ref())?;
-        if req.build.is_none() {
+        if req.build.is_none() && req.template.is_none() {
             self.pools.record_demand(&tpl.template_id);
             self.pools.wake.notify_one();
             if let Some(rec) = self.claim_pooled(&tpl, &req, timeout).await? {
@@ -417,6 +424,7 @@ impl Service {
                 allow_internet: req.allow_internet_access.unwrap_or(true),
                 build: req.build.is_some(),
                 pooled: false,
+                own_kernel: req.template.is_some(),
             })
             .await?;
         let rec = self.record_for(&tpl, &req, timeout, &launched, token);
@@ -492,7 +500,7 @@ impl Service {
         let slot = self.allocate_slot()?;
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
-        let mut zygote = if l.build {
+        let mut zygote = if l.build || l.own_kernel {
             None
         } else {
             self.zygote_for(l.tpl, l.env_vars)
@@ -606,6 +614,9 @@ pub(super) struct Launch<'a> {
     pub build: bool,
     /// Started for a warm pool.
     pub pooled: bool,
+    /// Its kernels start in it rather than from the template's zygote (a fork: its
+    /// filesystem is not the template's).
+    pub own_kernel: bool,
 }
 
 /// A sandbox [`Service::launch`] started, ready but not yet live.

@@ -119,6 +119,17 @@ pub enum Invalid {
     /// Warm pool sizes that cannot be.
     #[error("{0}")]
     PoolSize(String),
+    /// A fork count out of range.
+    #[error("count {asked} is out of range: a fork starts 1 to {max} sandboxes")]
+    ForkCount {
+        /// What was asked for.
+        asked: i64,
+        /// The most.
+        max: u32,
+    },
+    /// A snapshot or fork this server cannot take (the reason says why).
+    #[error("{0}")]
+    Snapshot(String),
     /// An upload whose body broke off.
     #[error("upload broke off: {0}")]
     UploadBroken(#[source] axum::Error),

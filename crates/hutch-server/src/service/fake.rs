@@ -205,7 +205,7 @@ impl SandboxRuntime for FakeRuntime {
         Ok(lock(&self.state).usage)
     }
 
-    fn commit_upper(&self, id: &str, _init: (i32, u64), dest: &Path) -> RuntimeResult<()> {
+    fn commit_upper(&self, id: &str, _stop: Option<(i32, u64)>, dest: &Path) -> RuntimeResult<()> {
         self.record(Call::Commit {
             id: id.to_string(),
             dest: dest.to_path_buf(),
@@ -474,6 +474,7 @@ impl Harness {
             updated_at: now,
             build_count: 1,
             team: None,
+            source_sandbox: None,
         }
     }
 }

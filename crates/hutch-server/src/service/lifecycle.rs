@@ -115,9 +115,32 @@ impl Service {
         let e = self.entry(id)?;
         let _op = e.op.lock().await;
         let rec = e.record();
-        self.blocking(move |rt| rt.commit_upper(&rec.id, (rec.pid, rec.pid_start), &dest))
+        self.blocking(move |rt| rt.commit_upper(&rec.id, Some((rec.pid, rec.pid_start)), &dest))
             .await?
             .map_err(|e| ServiceError::runtime(RuntimeOp::Commit, id, e))
+    }
+
+    /// Copies what sandbox `id` changed to `dest` while it keeps running: a running
+    /// sandbox is frozen for the copy (so the layer is one instant of its filesystem) and
+    /// thawed after; a paused one stays paused. Returns the sandbox's record as it was.
+    pub async fn capture_layer(&self, id: &str, dest: std::path::PathBuf) -> Result<SandboxRecord> {
+        let e = self.entry(id)?;
+        let _op = e.op.lock().await;
+        let rec = e.record();
+        let freeze = rec.state == SandboxState::Running;
+        let sid = rec.id.clone();
+        let copied = self
+            .blocking(move |rt| {
+                if freeze {
+                    rt.pause(&sid)?;
+                }
+                let copied = rt.commit_upper(&sid, None, &dest);
+                let thawed = if freeze { rt.resume(&sid) } else { Ok(()) };
+                copied.and(thawed)
+            })
+            .await?;
+        copied.map_err(|e| ServiceError::runtime(RuntimeOp::Commit, id, e))?;
+        Ok(rec)
     }
 
     /// Sets the end time to now + `timeout` (may shorten).

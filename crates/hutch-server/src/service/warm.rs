@@ -188,6 +188,7 @@ impl Service {
                 allow_internet: true,
                 build: false,
                 pooled: true,
+                own_kernel: false,
             })
             .await
         {

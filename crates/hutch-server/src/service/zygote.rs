@@ -27,7 +27,14 @@ impl Service {
         tpl: &ResolvedTemplate,
         env_vars: &BTreeMap<String, String>,
     ) -> Option<Arc<Zygote>> {
-        if !self.zygotes.enabled() {
+        // A snapshot's sandboxes start their own kernels: a zygote per snapshot would keep
+        // a Python process per snapshot ever used.
+        if !self.zygotes.enabled()
+            || tpl
+                .custom
+                .as_ref()
+                .is_some_and(|t| t.source_sandbox.is_some())
+        {
             return None;
         }
         self.end_retired_zygotes();
