@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 
-import pytest
-from e2b import Sandbox, SandboxException, SandboxState
+from e2b import Sandbox, SandboxState
 
 from sdk_helpers import SANDBOX_URL, plain_client, wait_for_port_cmd
 
@@ -60,22 +59,3 @@ def test_traffic_without_the_agents_token_does_not_wake_it() -> None:
         assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
     finally:
         sbx.kill()
-
-
-def test_pausing_without_memory_is_refused_with_a_clear_400() -> None:
-    with plain_client() as c:
-        r = c.post(
-            f"{API_URL}/sandboxes",
-            headers={"X-API-Key": os.environ["E2B_API_KEY"]},
-            json={"templateID": "base", "autoPause": True, "autoPauseMemory": False},
-        )
-    assert r.status_code == 400
-    assert "autoPauseMemory" in r.json()["message"]
-
-
-def test_a_pause_without_memory_is_refused_and_the_sandbox_keeps_running(sandbox: Sandbox) -> None:
-    with pytest.raises(SandboxException) as err:
-        sandbox.pause(keep_memory=False)
-    assert "without memory" in str(err.value), err.value
-    assert Sandbox.get_info(sandbox.sandbox_id).state == SandboxState.RUNNING
-    assert sandbox.commands.run("echo still-here").stdout.strip() == "still-here"

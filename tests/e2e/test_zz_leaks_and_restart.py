@@ -53,6 +53,10 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     paused = Sandbox.create(metadata={"restart": tag}, timeout=300)
     kept.commands.run("echo survived > /home/user/note")
     paused.pause()
+    # Paused without memory: nothing of it runs, its files wait on disk.
+    stopped = Sandbox.create(metadata={"restart": tag}, timeout=300)
+    stopped.files.write("/home/user/kept", "on disk")
+    stopped.pause(mode="filesystem")
     # A snapshot and a fork (which carries the source's metadata) of the first.
     snap = kept.create_snapshot()
     fork = kept.fork(count=1, timeout=300)[0]
@@ -61,7 +65,11 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     restart_server_hard()
 
     listed = Sandbox.list(query=SandboxQuery(metadata={"restart": tag})).next_items()
-    assert sorted(s.sandbox_id for s in listed) == sorted([kept.sandbox_id, paused.sandbox_id, fork.sandbox_id])
+    assert sorted(s.sandbox_id for s in listed) == sorted(
+        [kept.sandbox_id, paused.sandbox_id, fork.sandbox_id, stopped.sandbox_id]
+    )
+    assert Sandbox.connect(stopped.sandbox_id).files.read("/home/user/kept") == "on disk"
+    assert stopped.kill() is True
     again = Sandbox.connect(kept.sandbox_id)
     assert again.commands.run("cat /home/user/note").stdout.strip() == "survived"
     # The fork's layer and the snapshot were kept.

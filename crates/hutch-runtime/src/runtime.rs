@@ -132,6 +132,9 @@ pub struct SandboxSpec {
     pub agent_env: Vec<(String, String)>,
     /// Nest the sandbox's user namespace in a zygote's (see [`crate::zygote`]).
     pub parent_userns: Option<ParentUserNs>,
+    /// What its overlay's upper dir starts with: a layer [`Runtime::commit_upper`] saved
+    /// (a sandbox paused without memory, booting again on its own files).
+    pub seed_upper: Option<PathBuf>,
 }
 
 /// What a zygote is started from.
@@ -301,6 +304,10 @@ impl Runtime {
             return Err(RuntimeError::io("symlink", &paths.disk, e));
         }
         let range = self.ids.base_for_slot(spec.slot);
+        if let Some(seed) = &spec.seed_upper {
+            self.seed_upper(&mnt.join("upper"), seed, range)?;
+            steps.mark("seed_upper");
+        }
         mounts::setup(&paths, &spec.template_layers, range, &self.ids, steps)?;
         let mut limits = spec.limits.cgroup_limits();
         if self.cfg.disk_io != DiskIo::default() {
@@ -614,6 +621,34 @@ impl Runtime {
         }
         // The agent's runtime state (sockets, kernel connection files) is not content.
         let _ = std::fs::remove_dir_all(dest.join("run/hutch"));
+        Ok(())
+    }
+
+    /// Fills the empty upper dir `upper` of a new sandbox whose ids start at `range` with
+    /// `seed`, a layer [`Runtime::commit_upper`] saved (owned in the template range): a
+    /// copy keeping modes, extended attributes and whiteouts, then re-owned into the
+    /// sandbox's range, as its own writes would be.
+    fn seed_upper(&self, upper: &Path, seed: &Path, range: u32) -> Result<()> {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg("--no-target-directory")
+            .arg(seed)
+            .arg(upper)
+            .output()
+            .map_err(|e| RuntimeError::io("run cp for", upper, e))?;
+        if !out.status.success() {
+            return Err(RuntimeError::Spawn(format!(
+                "copying the saved filesystem {} into the sandbox's disk failed (does it \
+                 fit the disk?): {}",
+                seed.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let base = self.ids.template_base();
+        if range != base {
+            hutch_template::shift_tree_from(upper, base, range, self.cfg.id_count)
+                .map_err(|e| RuntimeError::Spawn(format!("re-owning the saved filesystem: {e}")))?;
+        }
         Ok(())
     }
 

@@ -348,7 +348,7 @@ struct NewSandbox {
     network: Option<NetworkConfig>,
     /// `{"enabled": true}`: a paused sandbox resumes when traffic reaches it.
     auto_resume: Option<AutoResume>,
-    /// Whether pausing keeps memory: hutch's pause always does (false is refused).
+    /// False: the pause at the end time keeps only the filesystem.
     auto_pause_memory: Option<bool>,
     // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
     // silently): see `unsupported`.
@@ -391,13 +391,6 @@ fn unsupported(b: &NewSandbox) -> ApiResult<()> {
             Some(serde_json::Value::String(s)) => !s.is_empty(),
             Some(_) => true,
         }
-    }
-    if b.auto_pause_memory == Some(false) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "autoPauseMemory=false (pausing without memory) is not supported by this hutch \
-             server yet; hutch's pause keeps memory",
-        ));
     }
     let mut options: Vec<(&str, &Option<serde_json::Value>)> = vec![
         ("volumeMounts", &b.volume_mounts),
@@ -467,6 +460,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             allow_internet_access: b.allow_internet_access,
             allow_public_traffic: b.network.as_ref().and_then(|n| n.allow_public_traffic),
             auto_pause: b.auto_pause.unwrap_or(false),
+            auto_pause_filesystem: b.auto_pause_memory == Some(false),
             auto_resume: b
                 .auto_resume
                 .as_ref()
@@ -544,6 +538,13 @@ struct TimeoutBody {
     timeout: Option<i64>,
 }
 
+/// The body of a connect: newer SDKs add `memory: false` (`on_resume="reboot"`).
+#[derive(Deserialize, Default)]
+struct ConnectBody {
+    timeout: Option<i64>,
+    memory: Option<bool>,
+}
+
 #[derive(Deserialize, Default)]
 struct RefreshBody {
     duration: Option<i64>,
@@ -553,10 +554,13 @@ async fn connect(
     State(st): State<AppState>,
     Extension(caller): Extension<CallerExt>,
     Path(id): Path<String>,
-    ApiJson(b): ApiJson<TimeoutBody>,
+    ApiJson(b): ApiJson<ConnectBody>,
 ) -> ApiResult<Response> {
     check_id(&st, &caller, &id)?;
-    let (rec, resumed) = st.svc.connect(&id, timeout_arg(b.timeout)?).await?;
+    let (rec, resumed) = st
+        .svc
+        .connect_with(&id, timeout_arg(b.timeout)?, b.memory != Some(false))
+        .await?;
     let status = if resumed {
         StatusCode::CREATED
     } else {
@@ -601,7 +605,7 @@ async fn refresh(
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct PauseBody {
-    /// False: pause keeping only the filesystem (`mode="filesystem"`), which hutch lacks.
+    /// False: pause keeping only the filesystem (`mode="filesystem"`).
     memory: Option<bool>,
 }
 
@@ -613,13 +617,10 @@ async fn pause(
 ) -> ApiResult<StatusCode> {
     check_id(&st, &caller, &id)?;
     if b.memory == Some(false) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "pausing without memory (memory=false, mode=\"filesystem\") is not supported by this \
-             hutch server yet; pause() without it keeps memory",
-        ));
+        st.svc.pause_filesystem(&id).await?;
+    } else {
+        st.svc.pause(&id).await?;
     }
-    st.svc.pause(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -291,6 +291,13 @@ pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
     let runtime = Runtime::new(runtime_config(cfg), &[])?;
     let mut killed = 0;
     for rec in &records {
+        if let Some(disk) = &rec.saved_disk {
+            // Paused without memory: nothing runs, its slot may be another's.
+            let _ = std::fs::remove_dir_all(disk);
+            store.delete_sandbox(&rec.id)?;
+            killed += 1;
+            continue;
+        }
         let net = runtime.net_for(rec.slot);
         match runtime.destroy(&rec.id, Some(&net), Some((rec.pid, rec.pid_start))) {
             Ok(()) => killed += 1,

@@ -143,6 +143,10 @@ fn components() -> Value {
             "onTimeout": { "type": "string", "enum": ["kill", "pause"] }
         }
     });
+    detail["pauseMode"] = json!({
+        "type": "string", "enum": ["full", "filesystem"],
+        "description": "For a paused sandbox: `full` kept its memory (frozen), `filesystem` only its files (it boots again on resume)"
+    });
     let listed_required = json!([
         "templateID",
         "sandboxID",
@@ -255,6 +259,10 @@ fn components() -> Value {
                         "description": "Accepted and ignored: every sandbox requires its access token"
                     },
                     "autoPause": { "type": ["boolean", "null"] },
+                    "autoPauseMemory": {
+                        "type": ["boolean", "null"],
+                        "description": "false: the pause at the end time keeps only the filesystem"
+                    },
                     "network": {
                         "type": ["object", "null"],
                         "description": "Only `allowPublicTraffic` is supported: false makes the sandbox's ports other than the agent's answer only requests carrying its `trafficAccessToken` in `E2B-Traffic-Access-Token` (403 otherwise). Egress rules (`allowOut`, `denyOut`, `rules`, ...) are refused with 400.",
@@ -574,7 +582,18 @@ fn key_schemas() -> Value {
             "properties": {
                 "memory": {
                     "type": ["boolean", "null"],
-                    "description": "hutch's pause keeps memory; false (pausing with the filesystem only) is refused with 400"
+                    "description": "false: keep only the filesystem (every process ends and the sandbox's memory, cgroup, disk and network are freed; resuming boots it again on its files); otherwise its processes are frozen"
+                },
+                "requireHealthyGuest": { "type": ["boolean", "null"], "description": "Accepted; hutch pauses whether or not the agent answers" }
+            }
+        },
+        "ConnectRequest": {
+            "type": "object",
+            "properties": {
+                "timeout": seconds("Seconds from now"),
+                "memory": {
+                    "type": ["boolean", "null"],
+                    "description": "false: a sandbox paused with memory boots again on its files instead of being thawed"
                 }
             }
         },
@@ -703,7 +722,7 @@ fn connect_op(v2: bool) -> Value {
             "operationId": if v2 { "connectSandboxV2" } else { "connectSandbox" },
             "summary": "Connects to a sandbox, resuming it if paused; `timeout` extends its life",
             "parameters": [sandbox_id()],
-            "requestBody": json_body(schema("Timeout"), false),
+            "requestBody": json_body(schema("ConnectRequest"), false),
             "responses": responses(
                 &[
                     ("200", body("The sandbox was running", schema("Sandbox"))),

@@ -66,6 +66,10 @@ pub struct SandboxRecord {
     pub traffic_access_token: Option<String>,
     /// Pause instead of kill at the end time.
     pub auto_pause: bool,
+    /// With `auto_pause`: the pause at the end time keeps only the filesystem
+    /// (`autoPauseMemory: false`).
+    #[serde(default)]
+    pub auto_pause_filesystem: bool,
     /// Resume when traffic reaches it through the router while paused (`autoResume`).
     #[serde(default)]
     pub auto_resume: bool,
@@ -88,6 +92,11 @@ pub struct SandboxRecord {
     /// restarts, since their build died with it).
     #[serde(default)]
     pub build: Option<String>,
+    /// Set while it is paused without memory: where its filesystem (its upper dir, as a
+    /// layer) is saved. It has no processes, cgroup, disk or network then; `slot`, `pid`
+    /// and `pid_start` are those it had, and resuming boots it again on the saved files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_disk: Option<std::path::PathBuf>,
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {
@@ -95,6 +104,11 @@ fn rfc3339(t: &DateTime<Utc>) -> String {
 }
 
 impl SandboxRecord {
+    /// Paused without memory: nothing of it runs, and its slot is free for others.
+    pub fn is_stopped(&self) -> bool {
+        self.saved_disk.is_some()
+    }
+
     /// The `Sandbox` body of create / connect / resume.
     /// `domain` is the server's `--domain` (None: the SDK uses its own default).
     pub fn to_sandbox_json(&self, domain: Option<&str>) -> serde_json::Value {
@@ -155,6 +169,16 @@ impl SandboxRecord {
                 "onTimeout": if self.auto_pause { "pause" } else { "kill" },
             }),
         );
+        if self.state == SandboxState::Paused {
+            m.insert(
+                "pauseMode".into(),
+                serde_json::json!(if self.is_stopped() {
+                    "filesystem"
+                } else {
+                    "full"
+                }),
+            );
+        }
         serde_json::Value::Object(m)
     }
 }

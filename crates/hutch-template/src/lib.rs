@@ -45,6 +45,7 @@ pub use recipe::{
     default_recipes, Recipe, BASE_PACKAGES, DEFAULT_MIRROR, DEFAULT_SUITE, RECIPE_FORMAT,
 };
 pub use setup::{HUTCH_DIR, USER_ID, USER_NAME};
+pub use shift::shift_tree_from;
 
 use cache::{complete, ensure_built_with};
 

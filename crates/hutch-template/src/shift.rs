@@ -38,6 +38,26 @@ pub(crate) fn shift_tree(
     count: u32,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64, TemplateError> {
+    shift_ids(root, (0, base), count, true, progress)
+}
+
+/// Moves owners from the id range starting at `from` to the one starting at `to`
+/// (`count` ids each, not overlapping) below (and including) `root`: a layer kept
+/// in one sandbox id range given to a sandbox of another. Ids in neither range
+/// (the overflow id a sandbox sees for files it does not map, such as the
+/// whiteouts overlayfs makes) stay as they are, as ids already in `to`'s do.
+pub fn shift_tree_from(root: &Path, from: u32, to: u32, count: u32) -> Result<u64, TemplateError> {
+    shift_ids(root, (from, to), count, false, &mut |_, _| {})
+}
+
+/// [`shift_tree`] and [`shift_tree_from`]: `strict` refuses ids in neither range.
+fn shift_ids(
+    root: &Path,
+    (from, to): (u32, u32),
+    count: u32,
+    strict: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, TemplateError> {
     let entries = collect(root)?;
     let total = entries.len() as u64;
     progress(0, total);
@@ -53,7 +73,7 @@ pub(crate) fn shift_tree(
         if !meta.is_dir() && meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
-        shift_one(path, &meta, base, count)?;
+        shift_one(path, &meta, (from, to), count, strict)?;
         if done.is_multiple_of(500) {
             progress(done, total);
         }
@@ -98,14 +118,15 @@ fn collect(root: &Path) -> Result<Vec<PathBuf>, TemplateError> {
 fn shift_one(
     path: &Path,
     meta: &std::fs::Metadata,
-    base: u32,
+    (from, base): (u32, u32),
     count: u32,
+    strict: bool,
 ) -> Result<(), TemplateError> {
     let (uid, gid) = (meta.uid(), meta.gid());
     let shifted = |id: u32| {
-        if id < count {
-            Some(base + id)
-        } else if (base..base + count).contains(&id) {
+        if (from..from + count).contains(&id) {
+            Some(base + (id - from))
+        } else if (base..base + count).contains(&id) || !strict {
             Some(id)
         } else {
             None
@@ -257,5 +278,44 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("big"), "{err}");
+    }
+
+    #[test]
+    fn a_tree_moves_from_one_range_to_another_leaving_unmapped_ids() {
+        if !is_root() {
+            eprintln!("skipping: chown needs root");
+            return;
+        }
+        let tmp = TempDir::new("shift-from");
+        let root = tmp.path().join("upper");
+        std::fs::create_dir_all(root.join("home/user")).expect("mkdir");
+        let tool = root.join("home/user/tool");
+        std::fs::write(&tool, b"x").expect("write");
+        for (p, id) in [
+            (&root, 1_000_000),
+            (&root.join("home/user"), 1_001_000),
+            (&tool, 1_001_000),
+        ] {
+            std::os::unix::fs::lchown(p, Some(id), Some(id)).expect("chown");
+        }
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o2755)).expect("chmod");
+        // What a sandbox saw as the overflow id (a whiteout overlayfs made) stays.
+        let odd = root.join("odd");
+        std::fs::write(&odd, b"").expect("write");
+        std::os::unix::fs::lchown(&odd, Some(65_534), Some(65_534)).expect("chown");
+
+        shift_tree_from(&root, 1_000_000, 1_131_072, 65_536).expect("shift works");
+        let m = |p: &Path| std::fs::symlink_metadata(p).expect("stat");
+        assert_eq!(m(&root).uid(), 1_131_072);
+        assert_eq!((m(&tool).uid(), m(&tool).gid()), (1_132_072, 1_132_072));
+        assert_eq!(
+            m(&tool).mode() & 0o7777,
+            0o2755,
+            "setgid bit must survive chown"
+        );
+        assert_eq!((m(&odd).uid(), m(&odd).gid()), (65_534, 65_534));
+        // Shifting again changes nothing.
+        shift_tree_from(&root, 1_000_000, 1_131_072, 65_536).expect("shift again");
+        assert_eq!(m(&tool).uid(), 1_132_072);
     }
 }

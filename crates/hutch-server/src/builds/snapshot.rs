@@ -238,6 +238,7 @@ impl Builds {
             allow_internet_access: rec.allow_internet_access,
             allow_public_traffic: rec.traffic_access_token.as_ref().map(|_| false),
             auto_pause: rec.auto_pause,
+            auto_pause_filesystem: rec.auto_pause_filesystem,
             auto_resume: rec.auto_resume,
             caller,
             build: None,

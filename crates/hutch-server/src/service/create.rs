@@ -51,6 +51,8 @@ pub struct CreateRequest {
     pub allow_public_traffic: Option<bool>,
     /// Pause rather than kill at the end time.
     pub auto_pause: bool,
+    /// That pause keeps only the filesystem (`autoPauseMemory: false`).
+    pub auto_pause_filesystem: bool,
     /// Resume when traffic reaches the sandbox through the router while it is paused.
     pub auto_resume: bool,
     /// Who asks: the key's id and how many sandboxes it may hold (None = the server's own key).
@@ -321,8 +323,12 @@ impl Service {
     fn allocate_slot(&self) -> Result<u32> {
         let live = lock(&self.live);
         let mut reserved = lock(&self.reserved_slots);
-        let used: std::collections::HashSet<u32> =
-            live.values().map(|e| lock(&e.rec).slot).collect();
+        let used: std::collections::HashSet<u32> = live
+            .values()
+            .map(|e| lock(&e.rec))
+            .filter(|r| !r.is_stopped())
+            .map(|r| r.slot)
+            .collect();
         let slots = self.runtime.slots();
         let slot = (0..slots)
             .find(|s| !used.contains(s) && !reserved.contains(s))
@@ -425,6 +431,8 @@ impl Service {
                 build: req.build.is_some(),
                 pooled: false,
                 own_kernel: req.template.is_some(),
+                id: None,
+                seed_upper: None,
             })
             .await?;
         let rec = self.record_for(&tpl, &req, timeout, &launched, token);
@@ -460,6 +468,7 @@ impl Service {
             allow_internet_access: req.allow_internet_access,
             traffic_access_token: (req.allow_public_traffic == Some(false)).then(|| random_hex(24)),
             auto_pause: req.auto_pause,
+            auto_pause_filesystem: req.auto_pause_filesystem,
             auto_resume: req.auto_resume,
             slot: launched.slot,
             pid: launched.spawned.pid,
@@ -468,6 +477,7 @@ impl Service {
             team: req.caller.as_ref().map(|c| c.team.name.clone()),
             layers: launched.layers.clone(),
             build: req.build.clone(),
+            saved_disk: None,
         }
     }
 
@@ -496,7 +506,7 @@ impl Service {
         let custom = l.tpl.custom.as_ref();
         let limits = limits_for(&self.defaults, custom);
         self.check_free_disk(limits.disk_mb)?;
-        let id = new_id();
+        let id = l.id.map_or_else(new_id, str::to_string);
         let slot = self.allocate_slot()?;
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
@@ -519,6 +529,7 @@ impl Service {
                     (CONFIG_ENV.into(), config.to_json()),
                 ],
                 parent_userns: zygote.map(|z| z.owner),
+                seed_upper: l.seed_upper.map(std::path::Path::to_path_buf),
             }
         };
         let spec = spec_for(zygote.as_ref());
@@ -617,6 +628,10 @@ pub(super) struct Launch<'a> {
     /// Its kernels start in it rather than from the template's zygote (a fork: its
     /// filesystem is not the template's).
     pub own_kernel: bool,
+    /// Its id, when it has one already (a sandbox paused without memory, booting again).
+    pub id: Option<&'a str>,
+    /// What its upper dir starts with (that sandbox's saved filesystem).
+    pub seed_upper: Option<&'a std::path::Path>,
 }
 
 /// A sandbox [`Service::launch`] started, ready but not yet live.

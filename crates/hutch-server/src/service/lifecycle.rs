@@ -24,7 +24,20 @@ impl Service {
     pub(super) fn recover(&self, records: Vec<SandboxRecord>) {
         let mut keep = HashSet::new();
         let mut keep_slots = HashSet::new();
+        let mut saved = HashSet::new();
         for rec in records {
+            if let (Some(disk), None) = (&rec.saved_disk, &rec.build) {
+                // Paused without memory: nothing of it runs; its files wait on disk.
+                if disk.is_dir() {
+                    tracing::info!(sandbox = %rec.id, "adopted sandbox paused without memory");
+                    saved.insert(disk.clone());
+                    lock(&self.live).insert(rec.id.clone(), Entry::new(rec));
+                } else {
+                    tracing::warn!(sandbox = %rec.id, disk = %disk.display(), "the saved filesystem of a paused sandbox is gone; removing the sandbox");
+                    let _ = self.store.delete_sandbox(&rec.id);
+                }
+                continue;
+            }
             let alive = self.runtime.is_alive(rec.pid, rec.pid_start);
             if let Some(build) = rec.build.as_deref() {
                 // Its build ended with the server that ran it.
@@ -59,6 +72,20 @@ impl Service {
                 self.runtime.release_slot(slot);
             }
         }
+        // Saved filesystems no sandbox names: a pause or resume the server died in.
+        if let Ok(rd) = std::fs::read_dir(self.saved_dir()) {
+            for d in rd.flatten().map(|d| d.path()) {
+                if !saved.contains(&d) {
+                    tracing::info!(disk = %d.display(), "removing a saved filesystem no sandbox names");
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+            }
+        }
+    }
+
+    /// Where the filesystems of sandboxes paused without memory are kept.
+    fn saved_dir(&self) -> std::path::PathBuf {
+        self.runtime.state_dir().join("paused")
     }
 
     /// Kills a sandbox and releases everything it holds. NotFound if it does not exist.
@@ -70,13 +97,26 @@ impl Service {
                 .ok_or_else(|| Missing::KilledSandbox(id.to_string()))?;
             // The slot (and with it the `hv<slot>` interface name) stays taken until the
             // teardown is over, or a new sandbox could get it and lose its veth to us.
-            lock(&self.reserved_slots).insert(lock(&entry.rec).slot);
+            let rec = lock(&entry.rec);
+            if !rec.is_stopped() {
+                lock(&self.reserved_slots).insert(rec.slot);
+            }
+            drop(rec);
             entry
         };
         entry.killed.send_replace(true);
         let _op = entry.op.lock().await;
         let rec = entry.record();
+        if let Some(disk) = rec.saved_disk.clone() {
+            // Paused without memory: only its saved files are left to remove.
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(disk)).await;
+            self.store.delete_sandbox(id)?;
+            tracing::info!(sandbox = %id, "sandbox killed");
+            return Ok(());
+        }
         let slot = rec.slot;
+        // A resume that finished while this kill waited gave it a slot of its own.
+        lock(&self.reserved_slots).insert(slot);
         let net = self.runtime.net_for(rec.slot);
         let res = self
             .blocking(move |rt| rt.destroy(&rec.id, Some(&net), Some((rec.pid, rec.pid_start))))
@@ -127,6 +167,37 @@ impl Service {
         let e = self.entry(id)?;
         let _op = e.op.lock().await;
         let rec = e.record();
+        if let Some(saved) = rec.saved_disk.clone() {
+            // Nothing runs: its saved files are the layer already.
+            let to = dest.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg("--no-target-directory")
+                    .arg(&saved)
+                    .arg(&to)
+                    .output()
+            })
+            .await?;
+            return match out {
+                Ok(o) if o.status.success() => Ok(rec),
+                Ok(o) => {
+                    let _ = std::fs::remove_dir_all(&dest);
+                    Err(ServiceError::runtime(
+                        RuntimeOp::Commit,
+                        id,
+                        hutch_runtime::RuntimeError::Spawn(format!(
+                            "copying the saved filesystem of sandbox {id}: {}",
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        )),
+                    ))
+                }
+                Err(e) => Err(ServiceError::io("run cp for", dest, e)),
+            };
+        }
         let freeze = rec.state == SandboxState::Running;
         let sid = rec.id.clone();
         let copied = self
@@ -191,13 +262,149 @@ impl Service {
         Ok(self.store.put_sandbox(&rec)?)
     }
 
+    /// Pauses sandbox `id` keeping only its filesystem (E2B's `memory: false`): every
+    /// process ends, its upper dir is saved as a layer under `<data>/paused`, and its
+    /// cgroup, disk, mounts and slot are released. Resuming boots it again on those files.
+    /// A sandbox paused with memory is stopped the same way. Conflict if it is stopped.
+    pub async fn pause_filesystem(&self, id: &str) -> Result<()> {
+        let e = self.entry(id)?;
+        let _op = e.op.lock().await;
+        self.stop_keeping_files(&e).await
+    }
+
+    /// [`Service::pause_filesystem`] with the entry's op lock held.
+    async fn stop_keeping_files(&self, e: &Entry) -> Result<()> {
+        let rec = e.record();
+        let id = rec.id.as_str();
+        if rec.is_stopped() {
+            return Err(ServiceError::AlreadyPaused { id: id.to_string() });
+        }
+        let dest = self
+            .saved_dir()
+            .join(format!("{id}-{}", crate::sandbox::random_hex(4)));
+        let frozen = rec.state == SandboxState::Paused;
+        let init = (rec.pid, rec.pid_start);
+        let (sid, to) = (id.to_string(), dest.clone());
+        self.blocking(move |rt| {
+            // Frozen processes cannot die (cgroup v1's freezer): thawed, then ended.
+            if frozen {
+                rt.resume(&sid)?;
+            }
+            rt.commit_upper(&sid, Some(init), &to)
+        })
+        .await?
+        .map_err(|err| ServiceError::runtime(RuntimeOp::Pause, id, err))?;
+        // The slot stays taken until the teardown is over (see `kill`).
+        lock(&self.reserved_slots).insert(rec.slot);
+        let stopped = {
+            let mut r = lock(&e.rec);
+            r.state = SandboxState::Paused;
+            r.saved_disk = Some(dest);
+            r.clone()
+        };
+        let net = self.runtime.net_for(rec.slot);
+        let sid = id.to_string();
+        let destroyed = self
+            .blocking(move |rt| rt.destroy(&sid, Some(&net), Some(init)))
+            .await;
+        lock(&self.reserved_slots).remove(&rec.slot);
+        match destroyed {
+            Ok(Ok(())) => {}
+            // What is left goes at the next start (no sandbox of this id runs).
+            Ok(Err(err)) => {
+                tracing::warn!(sandbox = %id, error = %err, "releasing the paused sandbox failed")
+            }
+            Err(err) => {
+                tracing::warn!(sandbox = %id, error = %err, "releasing the paused sandbox failed")
+            }
+        }
+        self.store.put_sandbox(&stopped)?;
+        tracing::info!(sandbox = %id, "sandbox paused without memory");
+        Ok(())
+    }
+
+    /// Boots a sandbox paused without memory again on its saved files, with its id, access
+    /// token, variables and settings; its end time becomes now + `timeout`. The caller
+    /// holds its op lock.
+    async fn boot_saved(&self, e: &Entry, timeout: u64) -> Result<SandboxRecord> {
+        let rec = e.record();
+        let Some(saved) = rec.saved_disk.clone() else {
+            return Ok(rec);
+        };
+        let started = Instant::now();
+        let scope = crate::tenancy::Scope::operator();
+        let custom = self
+            .templates
+            .custom(&rec.template_id, &scope)
+            .filter(|t| t.id == rec.template_id);
+        let layers = if rec.layers.is_empty() {
+            self.templates.resolve(&rec.template_id, &scope)?.layers
+        } else {
+            rec.layers.clone()
+        };
+        let tpl = crate::templates::ResolvedTemplate {
+            template_id: rec.template_id.clone(),
+            alias: rec.alias.clone(),
+            layers,
+            custom,
+        };
+        let mut env_vars = super::create::sandbox_env(&tpl);
+        env_vars.extend(rec.env_vars.clone());
+        let launched = self
+            .launch(super::create::Launch {
+                tpl: &tpl,
+                env_vars: &env_vars,
+                token: rec.envd_access_token.as_deref(),
+                allow_internet: rec.allow_internet_access.unwrap_or(true),
+                build: false,
+                pooled: false,
+                own_kernel: true,
+                id: Some(&rec.id),
+                seed_upper: Some(&saved),
+            })
+            .await?;
+        let booted = {
+            let mut r = lock(&e.rec);
+            r.pid = launched.spawned.pid;
+            r.pid_start = launched.spawned.start_time;
+            r.slot = launched.slot;
+            r.state = SandboxState::Running;
+            r.saved_disk = None;
+            r.end_at = Utc::now() + chrono::Duration::seconds(timeout as i64);
+            r.clone()
+        };
+        lock(&self.reserved_slots).remove(&launched.slot);
+        self.store.put_sandbox(&booted)?;
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(saved)).await;
+        tracing::info!(sandbox = %rec.id, ms = started.elapsed().as_millis() as u64, "sandbox booted again on its saved filesystem");
+        Ok(booted)
+    }
+
     /// Connects: resumes a paused sandbox (returns true) and extends the end time to at
     /// least now + `timeout`.
     pub async fn connect(&self, id: &str, timeout: Option<u64>) -> Result<(SandboxRecord, bool)> {
+        self.connect_with(id, timeout, true).await
+    }
+
+    /// [`Service::connect`]; without `memory` (E2B's `on_resume="reboot"`) a sandbox paused
+    /// with memory boots afresh on its files instead of being thawed.
+    pub async fn connect_with(
+        &self,
+        id: &str,
+        timeout: Option<u64>,
+        memory: bool,
+    ) -> Result<(SandboxRecord, bool)> {
         let timeout = validate_timeout(timeout)?;
         let e = self.entry(id)?;
         let _op = e.op.lock().await;
-        let resumed = e.record().state == SandboxState::Paused;
+        let rec = e.record();
+        let resumed = rec.state == SandboxState::Paused;
+        if resumed && !memory && !rec.is_stopped() {
+            self.stop_keeping_files(&e).await?;
+        }
+        if e.record().is_stopped() {
+            return Ok((self.boot_saved(&e, timeout).await?, true));
+        }
         if resumed {
             self.thaw(id).await?;
         }
@@ -223,6 +430,9 @@ impl Service {
         let _op = e.op.lock().await;
         if e.record().state == SandboxState::Running {
             return Err(ServiceError::AlreadyRunning { id: id.to_string() });
+        }
+        if e.record().is_stopped() {
+            return self.boot_saved(&e, timeout).await;
         }
         self.thaw(id).await?;
         let rec = {
@@ -266,15 +476,31 @@ impl Service {
         let entries: Vec<Arc<Entry>> = lock(&self.live).values().cloned().collect();
         let now = Utc::now();
         for e in entries {
+            // An operation under way (a pause ending every process, a resume) decides the
+            // sandbox's state; the next round looks again.
+            let Ok(op) = e.op.try_lock() else {
+                continue;
+            };
             let rec = e.record();
+            if rec.is_stopped() {
+                continue;
+            }
             self.runtime.reap(rec.pid);
-            if !self.runtime.is_alive(rec.pid, rec.pid_start) {
+            let alive = self.runtime.is_alive(rec.pid, rec.pid_start);
+            drop(op);
+            if !alive {
                 tracing::warn!(sandbox = %rec.id, "sandbox init exited; releasing the sandbox");
                 let _ = self.kill(&rec.id).await;
                 continue;
             }
             if rec.state == SandboxState::Running && rec.end_at <= now {
-                if rec.auto_pause {
+                if rec.auto_pause && rec.auto_pause_filesystem {
+                    tracing::info!(sandbox = %rec.id, "end time reached; pausing without memory");
+                    if let Err(err) = self.pause_filesystem(&rec.id).await {
+                        tracing::warn!(sandbox = %rec.id, error = %err, "pausing without memory failed; killing");
+                        let _ = self.kill(&rec.id).await;
+                    }
+                } else if rec.auto_pause {
                     tracing::info!(sandbox = %rec.id, "end time reached; pausing");
                     let _ = self.pause(&rec.id).await;
                 } else {

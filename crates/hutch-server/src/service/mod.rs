@@ -246,7 +246,7 @@ impl Service {
     ) -> Vec<Ipv4Addr> {
         records
             .iter()
-            .filter(|r| r.allow_internet_access == Some(false))
+            .filter(|r| r.allow_internet_access == Some(false) && !r.is_stopped())
             .map(|r| runtime_net.slot(r.slot).sandbox_ip)
             .collect()
     }
@@ -313,8 +313,8 @@ impl Service {
     /// Network facts of a live sandbox.
     pub fn net(&self, id: &str) -> Option<SandboxNet> {
         let e = lock(&self.live).get(id).cloned()?;
-        let slot = e.record().slot;
-        Some(self.runtime.net_for(slot))
+        let rec = e.record();
+        (!rec.is_stopped()).then(|| self.runtime.net_for(rec.slot))
     }
 
     /// Whether large downloads and uploads are handed off between the agent and the server

@@ -446,6 +446,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         traffic_access_token: None,
         auto_resume: false,
         auto_pause: false,
+        auto_pause_filesystem: false,
         slot,
         pid,
         pid_start: 99,
@@ -453,6 +454,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         team: None,
         layers: Vec::new(),
         build: None,
+        saved_disk: None,
     }
 }
 

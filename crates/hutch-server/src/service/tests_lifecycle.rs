@@ -452,3 +452,101 @@ async fn a_sandbox_belongs_to_its_callers_team_and_lists_only_there() {
     );
     assert_eq!(listed(Scope::operator()).len(), 2);
 }
+
+#[tokio::test]
+async fn a_pause_without_memory_saves_the_files_frees_the_slot_and_a_connect_boots_on_them() {
+    let h = Harness::new(2);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    h.svc.pause_filesystem(&rec.id).await.unwrap();
+    let paused = h.svc.get(&rec.id).unwrap();
+    assert!(paused.is_stopped() && paused.state == SandboxState::Paused);
+    let saved = paused.saved_disk.clone().unwrap();
+    assert!(saved.starts_with(h.dir.0.join("paused")));
+    let calls = h.rt.calls();
+    assert!(calls.contains(&Call::Commit {
+        id: rec.id.clone(),
+        dest: saved.clone()
+    }));
+    assert!(calls.contains(&Call::Destroy {
+        id: rec.id.clone(),
+        net: Some(rec.slot),
+        init: Some((rec.pid, rec.pid_start)),
+    }));
+    assert!(h.svc.net(&rec.id).is_none());
+    assert!(matches!(
+        h.svc.pause_filesystem(&rec.id).await,
+        Err(ServiceError::AlreadyPaused { .. })
+    ));
+    // Its slot is free for another sandbox; nothing of it is checked for life.
+    let other = h.svc.create(req("base")).await.unwrap();
+    assert_eq!(other.slot, rec.slot);
+    h.svc.check_all(false).await;
+    assert!(h.svc.get(&rec.id).is_ok());
+
+    // The fake copies nothing: the saved files are made here.
+    std::fs::create_dir_all(&saved).unwrap();
+    let (booted, resumed) = h.svc.connect(&rec.id, Some(60)).await.unwrap();
+    assert!(resumed && !booted.is_stopped() && booted.state == SandboxState::Running);
+    assert_ne!(booted.slot, other.slot);
+    assert_eq!(booted.envd_access_token, rec.envd_access_token);
+    let spec = h.rt.specs().into_iter().last().unwrap();
+    assert_eq!(spec.id, rec.id);
+    assert_eq!(spec.seed_upper.as_deref(), Some(saved.as_path()));
+    assert!(!saved.exists(), "the saved files go once it runs again");
+    assert_eq!(h.store.sandboxes().unwrap().0.len(), 2);
+}
+
+#[tokio::test]
+async fn a_sandbox_paused_without_memory_is_killed_without_the_runtime_and_survives_restarts() {
+    let h = Harness::new(2);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    h.svc.pause_filesystem(&rec.id).await.unwrap();
+    let saved = h.svc.get(&rec.id).unwrap().saved_disk.unwrap();
+    std::fs::create_dir_all(&saved).unwrap();
+    let stray = h.dir.0.join("paused").join("gone-1234");
+    std::fs::create_dir_all(&stray).unwrap();
+
+    // A restart adopts it as it is (its files are there) and removes what nobody names.
+    let records = h.store.sandboxes().unwrap().0;
+    let before = h.rt.calls().len();
+    h.svc.recover(records);
+    assert_eq!(
+        h.rt.calls()[before..]
+            .iter()
+            .filter(|c| matches!(c, Call::Destroy { .. }))
+            .count(),
+        0,
+        "nothing of it is destroyed"
+    );
+    let h2 = h;
+    assert!(h2.svc.get(&rec.id).unwrap().is_stopped());
+    assert!(saved.is_dir() && !stray.exists());
+
+    let before = h2.rt.calls().len();
+    h2.svc.kill(&rec.id).await.unwrap();
+    assert_eq!(
+        h2.rt.calls().len(),
+        before,
+        "a stopped sandbox has nothing in the runtime"
+    );
+    assert!(!saved.exists());
+    assert!(h2.store.sandboxes().unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn rebooting_a_sandbox_paused_with_memory_thaws_ends_and_boots_it() {
+    let h = Harness::new(2);
+    let rec = h.svc.create(req("base")).await.unwrap();
+    h.svc.pause(&rec.id).await.unwrap();
+    let (rebooted, resumed) = h.svc.connect_with(&rec.id, Some(60), false).await.unwrap();
+    assert!(resumed && rebooted.state == SandboxState::Running && !rebooted.is_stopped());
+    assert_ne!(rebooted.pid, rec.pid, "a new init");
+    let calls = h.rt.calls();
+    let at = |c: &Call| calls.iter().position(|x| x == c);
+    let resume = at(&Call::Resume(rec.id.clone())).expect("thawed first");
+    let commit = calls
+        .iter()
+        .position(|c| matches!(c, Call::Commit { .. }))
+        .expect("saved");
+    assert!(resume < commit, "{calls:?}");
+}

@@ -189,6 +189,8 @@ impl Service {
                 build: false,
                 pooled: true,
                 own_kernel: false,
+                id: None,
+                seed_upper: None,
             })
             .await
         {
