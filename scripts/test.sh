@@ -112,6 +112,7 @@ start_hutch() {
     SERVER_CMD=("$ROOT/target/release/hutch" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data"
         --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
         --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000 --agent-log
+        --volume-size-mb 64
         "${extra[@]}")
     printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
     RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >>"$WORK/server.out" 2>>"$WORK/server.log" &
@@ -152,6 +153,7 @@ wait_for_templates "$WORK" "$PORT"
 step "end-to-end tests"
 export E2B_API_URL="http://127.0.0.1:$PORT"
 export E2B_SANDBOX_URL="http://127.0.0.1:$PORT"
+export E2B_VOLUME_API_URL="http://127.0.0.1:$PORT"
 export E2B_API_KEY="$KEY"
 export HUTCH_TEST_WORK="$WORK"
 export HUTCH_TEST_RUNTIME="$RUNTIME"

@@ -66,11 +66,14 @@ def fuzzer(tmp_path: Path) -> Iterator[Fuzzer]:
     try:
         yield Fuzzer(team=team, key=key, admin_key=admin_key, tmp=tmp_path)
     finally:
-        # Everything the team has goes: sandboxes (running or paused) and templates.
+        # Everything the team has goes: sandboxes (running or paused), templates, volumes.
         kill_all(key)
         status, templates = api(key, "GET", "/templates")
         for t in templates if status == 200 and isinstance(templates, list) else []:
             api(key, "DELETE", f"/templates/{t['templateID']}")
+        status, volumes = api(key, "GET", "/volumes")
+        for v in volumes if status == 200 and isinstance(volumes, list) else []:
+            api(key, "DELETE", f"/volumes/{v['volumeID']}")
         # Keys pass 5 made, then the passes' own.
         status, keys = api(admin_key, "GET", "/api-keys")
         for k in keys if status == 200 and isinstance(keys, list) else []:

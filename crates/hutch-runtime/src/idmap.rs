@@ -171,6 +171,16 @@ impl IdRanges {
         map_layers(layers, ns.as_fd(), (!self.detached).then_some(dir)).map(Some)
     }
 
+    /// A detached copy of the mount at `src` (a volume, owned in the template range) as a
+    /// sandbox whose range starts at `range_base` sees it: its ids shown in that range.
+    pub(crate) fn map_volume(&self, range_base: u32, src: &Path) -> Result<OwnedFd> {
+        let tree = match self.layer_userns(range_base)? {
+            Some(ns) => hutch_sys::mount::clone_idmapped(src, ns.as_fd()),
+            None => hutch_sys::mount::clone_tree(src),
+        };
+        tree.map_err(|e| RuntimeError::sys(format!("a copy of the volume at {}", src.display()), e))
+    }
+
     /// The user namespace that shows the range starting at `range_base` as the template
     /// range (to copy a sandbox's files into a template layer).
     pub fn back_userns(&self, range_base: u32) -> Result<OwnedFd> {

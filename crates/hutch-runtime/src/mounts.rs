@@ -106,6 +106,37 @@ pub(crate) fn setup(
     res
 }
 
+/// Mounts the volume mounted on the host at `source` on `target` inside the sandbox whose
+/// rootfs is `rootfs` and whose ids start at `root_uid`, making the directory (owned by
+/// root inside) when missing. `target` is resolved inside the rootfs only: a link the
+/// sandbox left there (its files after a pause without memory) cannot point the mount
+/// elsewhere on the host.
+pub(crate) fn attach_volume(
+    rootfs: &Path,
+    source: &Path,
+    target: &str,
+    root_uid: u32,
+    ids: &crate::idmap::IdRanges,
+) -> Result<()> {
+    use hutch_sys::rooted::{Owner, Rooted};
+    use std::os::fd::AsFd;
+    let sys = |op: String| move |e: hutch_sys::Errno| RuntimeError::sys(op, e);
+    let root = Rooted::open(rootfs).map_err(sys(format!("open {}", rootfs.display())))?;
+    let owner = Owner {
+        uid: root_uid,
+        gid: root_uid,
+        mode: 0o755,
+    };
+    root.mkdir(target, true, owner)
+        .map_err(sys(format!("mkdir {target} in the sandbox")))?;
+    let dir = root
+        .open_dir(target)
+        .map_err(sys(format!("open {target} in the sandbox")))?;
+    let tree = ids.map_volume(root_uid, source)?;
+    hutch_sys::mount::attach_at(tree.as_fd(), dir.as_fd())
+        .map_err(sys(format!("mount the volume on {target}")))
+}
+
 /// Unmounts everything at or below `dir`, deepest first. Idempotent: missing pieces are
 /// skipped.
 pub(crate) fn unmount_below(dir: &Path, steps: &mut Steps) -> Result<()> {

@@ -135,6 +135,9 @@ pub struct SandboxSpec {
     /// What its overlay's upper dir starts with: a layer [`Runtime::commit_upper`] saved
     /// (a sandbox paused without memory, booting again on its own files).
     pub seed_upper: Option<PathBuf>,
+    /// Volumes to mount: where each is mounted on the host (owned in the template range),
+    /// and the absolute path it gets inside.
+    pub volumes: Vec<(PathBuf, String)>,
 }
 
 /// What a zygote is started from.
@@ -309,6 +312,10 @@ impl Runtime {
             steps.mark("seed_upper");
         }
         mounts::setup(&paths, &spec.template_layers, range, &self.ids, steps)?;
+        for (source, target) in &spec.volumes {
+            mounts::attach_volume(&paths.rootfs, source, target, range, &self.ids)?;
+            steps.mark("volume");
+        }
         let mut limits = spec.limits.cgroup_limits();
         if self.cfg.disk_io != DiskIo::default() {
             limits.io = self.cfg.disk_io.for_device(disk::device_of(&paths.disk)?);

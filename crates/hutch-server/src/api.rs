@@ -35,6 +35,8 @@ pub struct AppState {
     pub domain: Option<Arc<str>>,
     /// Template builds.
     pub builds: Arc<crate::builds::Builds>,
+    /// Volumes.
+    pub volumes: Arc<crate::volumes::Volumes>,
 }
 
 /// JSON body extractor whose rejections are E2B-style 400s. An empty body reads as `{}`.
@@ -63,6 +65,14 @@ where
         } else {
             &bytes
         };
+        // Every body of this API is an object: serde would also read a struct from an
+        // array of its fields (`[null, null]`), which no client means.
+        if slice.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid request body: expected a JSON object",
+            ));
+        }
         serde_json::from_slice(slice).map(ApiJson).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -130,6 +140,14 @@ fn control_plane(state: AppState) -> Router {
         )
         .route("/snapshots", get(crate::snapshot_api::list))
         .route("/sandboxes/{id}/fork", post(crate::snapshot_api::fork))
+        .route(
+            "/volumes",
+            post(crate::volume_api::create).get(crate::volume_api::list),
+        )
+        .route(
+            "/volumes/{id}",
+            get(crate::volume_api::get_one).delete(crate::volume_api::destroy),
+        )
         .merge(
             // Warm pools are the operator's: they serve every team.
             Router::new()
@@ -190,6 +208,21 @@ fn control_plane(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        // The volume content API carries the volume's own token instead of the API key.
+        .route(
+            "/volumecontent/{id}/dir",
+            get(crate::volume_api::list_dir).post(crate::volume_api::make_dir),
+        )
+        .route(
+            "/volumecontent/{id}/path",
+            get(crate::volume_api::stat)
+                .patch(crate::volume_api::set_metadata)
+                .delete(crate::volume_api::remove),
+        )
+        .route(
+            "/volumecontent/{id}/file",
+            get(crate::volume_api::read_file).put(crate::volume_api::write_file),
+        )
         // Uploads carry a per-build token instead of the API key, as E2B's presigned URLs do.
         .route(
             "/templates/{id}/files/{hash}/upload",
@@ -350,11 +383,64 @@ struct NewSandbox {
     auto_resume: Option<AutoResume>,
     /// False: the pause at the end time keeps only the filesystem.
     auto_pause_memory: Option<bool>,
+    /// Volumes of the caller's team to mount: `[{"name", "path"}]`.
+    volume_mounts: Option<Vec<VolumeMountBody>>,
     // Asked for by newer SDKs; refused with a clear 400 until hutch has them (never taken
     // silently): see `unsupported`.
-    volume_mounts: Option<serde_json::Value>,
     mcp: Option<serde_json::Value>,
     iam: Option<serde_json::Value>,
+}
+
+/// One of a create's `volumeMounts`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeMountBody {
+    name: String,
+    path: String,
+}
+
+/// Checks a create's volume mounts and finds the volumes (the caller's team's, by name).
+fn volume_mounts(
+    st: &AppState,
+    caller: Option<&Caller>,
+    mounts: &[VolumeMountBody],
+) -> ApiResult<Vec<crate::sandbox::VolumeMount>> {
+    let team = caller.map_or(crate::tenancy::DEFAULT_TEAM, |c| c.team.name.as_str());
+    let mut out: Vec<crate::sandbox::VolumeMount> = Vec::new();
+    for m in mounts {
+        let bad = |why: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("volume mount path {:?} {why}", m.path),
+            )
+        };
+        if !m.path.starts_with('/') {
+            return Err(bad("must be absolute"));
+        }
+        let parts: Vec<&str> = m.path.split('/').filter(|c| !c.is_empty()).collect();
+        if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+            return Err(bad("must name a directory below / without '.' or '..'"));
+        }
+        if ["proc", "sys", "dev", "run"].contains(&parts[0]) {
+            return Err(bad("is in a directory the sandbox's system owns"));
+        }
+        let path = format!("/{}", parts.join("/"));
+        if out.iter().any(|o| o.path == path) {
+            return Err(bad("is named twice"));
+        }
+        let rec = st.volumes.by_name(&m.name, team).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("volume '{}' not found", m.name),
+            )
+        })?;
+        out.push(crate::sandbox::VolumeMount {
+            id: rec.id,
+            name: rec.name,
+            path,
+        });
+    }
+    Ok(out)
 }
 
 /// `autoResume` of a create.
@@ -392,11 +478,8 @@ fn unsupported(b: &NewSandbox) -> ApiResult<()> {
             Some(_) => true,
         }
     }
-    let mut options: Vec<(&str, &Option<serde_json::Value>)> = vec![
-        ("volumeMounts", &b.volume_mounts),
-        ("mcp", &b.mcp),
-        ("iam", &b.iam),
-    ];
+    let mut options: Vec<(&str, &Option<serde_json::Value>)> =
+        vec![("mcp", &b.mcp), ("iam", &b.iam)];
     if let Some(n) = &b.network {
         options.extend([
             ("network.allowOut", &n.allow_out),
@@ -450,6 +533,12 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
         ));
     }
     unsupported(&b)?;
+    let mounts = volume_mounts(
+        st,
+        caller.as_ref(),
+        b.volume_mounts.as_deref().unwrap_or_default(),
+    )?;
+    let volume_mounts = st.svc.volume_sources(&mounts).await?;
     let rec = st
         .svc
         .create(CreateRequest {
@@ -469,6 +558,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             caller,
             build: None,
             template: None,
+            volume_mounts,
         })
         .await?;
     Ok((

@@ -20,6 +20,8 @@ pub mod store;
 pub mod template_api;
 pub mod templates;
 pub mod tenancy;
+pub mod volume_api;
+pub mod volumes;
 pub mod zygote;
 
 use std::net::SocketAddr;
@@ -104,6 +106,8 @@ pub struct ServeConfig {
     pub zygotes: bool,
     /// Run every sandbox on gVisor (`--runtime gvisor`); zygotes are then off.
     pub gvisor: Option<hutch_runtime::gvisor::GvisorConfig>,
+    /// The size (quota) of each volume, MiB.
+    pub volume_size_mb: u64,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -231,12 +235,21 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         addr: cfg.listen,
         source: e,
     })?;
+    let volumes = Arc::new(crate::volumes::Volumes::new(
+        &cfg.data_dir,
+        Arc::clone(&store),
+        cfg.volume_size_mb,
+        ID_BASE,
+        hutch_template::SANDBOX_ID_COUNT,
+    ));
+    svc.set_volumes(Arc::clone(&volumes));
     let state = api::AppState {
         svc: Arc::clone(&svc),
         store,
         extra_key: cfg.api_key.as_deref().map(Arc::from),
         domain: cfg.domain.as_deref().map(Arc::from),
         builds,
+        volumes: Arc::clone(&volumes),
     };
     on_started(&Started { addr, new_key });
     let app = api::app(state);
@@ -311,6 +324,8 @@ pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
     for id in runtime.leftover_ids() {
         runtime.destroy(&id, None, None)?;
     }
+    // Volumes stay (their files are kept); their host mounts go with the sandboxes.
+    crate::volumes::unmount_leftovers(&cfg.data_dir);
     runtime.release_kept_disks();
     for slot in runtime.leftover_slots() {
         hutch_runtime::net::remove_host_side(&runtime.net_for(slot));

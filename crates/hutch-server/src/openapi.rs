@@ -259,6 +259,14 @@ fn components() -> Value {
                         "description": "Accepted and ignored: every sandbox requires its access token"
                     },
                     "autoPause": { "type": ["boolean", "null"] },
+                    "volumeMounts": {
+                        "type": ["array", "null"],
+                        "description": "Volumes of the caller's team to mount, by name, at absolute paths",
+                        "items": {
+                            "type": "object", "required": ["name", "path"], "additionalProperties": false,
+                            "properties": { "name": { "type": "string" }, "path": { "type": "string" } }
+                        }
+                    },
                     "autoPauseMemory": {
                         "type": ["boolean", "null"],
                         "description": "false: the pause at the end time keeps only the filesystem"
@@ -478,11 +486,193 @@ fn components() -> Value {
     if let (Some(schemas), Value::Object(keys)) = (c["schemas"].as_object_mut(), key_schemas()) {
         schemas.extend(keys);
     }
-    if let (Some(schemas), Value::Object(more)) = (c["schemas"].as_object_mut(), snapshot_schemas())
-    {
-        schemas.extend(more);
+    for more in [snapshot_schemas(), volume_schemas()] {
+        if let (Some(schemas), Value::Object(more)) = (c["schemas"].as_object_mut(), more) {
+            schemas.extend(more);
+        }
     }
     c
+}
+
+/// The schemas of volumes.
+fn volume_schemas() -> Value {
+    json!({
+        "NewVolume": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "description": "Unique in the team" }
+            }
+        },
+        "Volume": {
+            "type": "object",
+            "required": ["volumeID", "name"],
+            "properties": { "volumeID": { "type": "string" }, "name": { "type": "string" } }
+        },
+        "VolumeAndToken": {
+            "type": "object",
+            "required": ["volumeID", "name", "token"],
+            "properties": {
+                "volumeID": { "type": "string" },
+                "name": { "type": "string" },
+                "token": { "type": "string", "description": "The bearer token of the volume content API" },
+                "domain": { "type": "string" }
+            }
+        },
+        "VolumeEntryStat": {
+            "type": "object",
+            "required": ["name", "type", "path", "size", "mode", "uid", "gid", "atime", "mtime", "ctime"],
+            "properties": {
+                "name": { "type": "string" },
+                "type": { "type": "string", "enum": ["file", "directory", "symlink", "unknown"] },
+                "path": { "type": "string" },
+                "size": { "type": "integer", "minimum": 0 },
+                "mode": { "type": "integer", "minimum": 0 },
+                "uid": { "type": "integer", "minimum": 0 },
+                "gid": { "type": "integer", "minimum": 0 },
+                "atime": { "type": "string", "format": "date-time" },
+                "mtime": { "type": "string", "format": "date-time" },
+                "ctime": { "type": "string", "format": "date-time" },
+                "target": { "type": "string" }
+            }
+        },
+        "VolumeMetadata": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "uid": { "type": ["integer", "null"], "minimum": 0, "maximum": 65535 },
+                "gid": { "type": ["integer", "null"], "minimum": 0, "maximum": 65535 },
+                "mode": { "type": ["integer", "null"], "minimum": 0, "maximum": 4095 }
+            }
+        }
+    })
+}
+
+/// The `path` query parameter of the volume content API.
+fn volume_path_param() -> Value {
+    query_param(
+        "path",
+        "A path in the volume",
+        json!({ "type": "string", "minLength": 1 }),
+    )
+}
+
+/// The owner query parameters of the volume content API, then `force` described as given.
+fn volume_owner_params(force: &str) -> Vec<Value> {
+    let id = |name: &str, d: &str| {
+        query_param(
+            name,
+            d,
+            json!({ "type": "integer", "minimum": 0, "maximum": 65535 }),
+        )
+    };
+    vec![
+        id("uid", "Owner as sandboxes see it (default 1000, `user`)"),
+        id("gid", "Group as sandboxes see it (default 1000)"),
+        query_param(
+            "mode",
+            "Permission bits",
+            json!({ "type": "integer", "minimum": 0, "maximum": 4095 }),
+        ),
+        query_param("force", force, json!({ "type": "boolean" })),
+    ]
+}
+
+/// The paths of volumes and of the volume content API.
+fn volume_paths() -> Value {
+    let id = || path_param("volumeID", "The volume's id");
+    let content_auth = json!([{ "BearerAuth": [] }]);
+    let stat = || body("The entry", schema("VolumeEntryStat"));
+    let content_errors: [(&str, &str); 3] = [
+        ("404", "No such path"),
+        ("401", "Not the volume's token"),
+        ("507", "The volume is full"),
+    ];
+    let binary = json!({ "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } });
+    let mut mkdir_params = vec![id(), volume_path_param()];
+    mkdir_params.extend(volume_owner_params(
+        "Make missing parents; an existing directory is fine",
+    ));
+    let mut put_params = vec![id(), volume_path_param()];
+    put_params.extend(volume_owner_params(
+        "false: refuse to replace an existing file",
+    ));
+    json!({
+        "/volumes": {
+            "post": {
+                "operationId": "createVolume",
+                "requestBody": json_body(schema("NewVolume"), true),
+                "responses": responses(&[("201", body("The volume", schema("VolumeAndToken")))], &[("409", "The team has a volume of this name")])
+            },
+            "get": {
+                "operationId": "listVolumes",
+                "responses": responses(&[("200", body("The team's volumes", json!({ "type": "array", "items": schema("Volume") })))], &[])
+            }
+        },
+        "/volumes/{volumeID}": {
+            "get": {
+                "operationId": "getVolume",
+                "parameters": [id()],
+                "responses": responses(&[("200", body("The volume", schema("VolumeAndToken")))], &[("404", "No such volume")])
+            },
+            "delete": {
+                "operationId": "deleteVolume",
+                "parameters": [id()],
+                "responses": responses(&[("204", no_content("Destroyed, with its files"))], &[("404", "No such volume"), ("409", "Sandboxes mount it")])
+            }
+        },
+        "/volumecontent/{volumeID}/dir": {
+            "get": {
+                "operationId": "listVolumeDir",
+                "security": content_auth,
+                "parameters": [id(), volume_path_param(), query_param("depth", "Levels to list (default 1)", json!({ "type": "integer", "minimum": 1, "maximum": 32 }))],
+                "responses": responses(&[("200", body("The entries", json!({ "type": "array", "items": schema("VolumeEntryStat") })))], &content_errors)
+            },
+            "post": {
+                "operationId": "makeVolumeDir",
+                "security": content_auth,
+                "parameters": mkdir_params,
+                "responses": responses(&[("201", stat())], &[("404", "No such parent"), ("401", "Not the volume's token"), ("409", "It exists"), ("507", "The volume is full")])
+            }
+        },
+        "/volumecontent/{volumeID}/path": {
+            "get": {
+                "operationId": "statVolumePath",
+                "security": content_auth,
+                "parameters": [id(), volume_path_param()],
+                "responses": responses(&[("200", stat())], &content_errors)
+            },
+            "patch": {
+                "operationId": "setVolumePathMetadata",
+                "security": content_auth,
+                "parameters": [id(), volume_path_param()],
+                "requestBody": json_body(schema("VolumeMetadata"), false),
+                "responses": responses(&[("200", stat())], &content_errors)
+            },
+            "delete": {
+                "operationId": "removeVolumePath",
+                "security": content_auth,
+                "parameters": [id(), volume_path_param()],
+                "responses": responses(&[("204", no_content("Removed (a directory with all below it)"))], &content_errors)
+            }
+        },
+        "/volumecontent/{volumeID}/file": {
+            "get": {
+                "operationId": "readVolumeFile",
+                "security": content_auth,
+                "parameters": [id(), volume_path_param()],
+                "responses": responses(&[("200", json!({ "description": "The file's bytes", "content": binary }))], &content_errors)
+            },
+            "put": {
+                "operationId": "writeVolumeFile",
+                "security": content_auth,
+                "parameters": put_params,
+                "requestBody": { "required": false, "content": binary },
+                "responses": responses(&[("201", stat())], &[("404", "No such directory"), ("401", "Not the volume's token"), ("409", "It exists (force=false)"), ("507", "The volume is full")])
+            }
+        }
+    })
 }
 
 /// The schemas of snapshots and forks.
@@ -1035,8 +1225,10 @@ pub fn document() -> Value {
         },
         "components": components()
     });
-    if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), snapshot_paths()) {
-        paths.extend(more);
+    for more in [snapshot_paths(), volume_paths()] {
+        if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
+            paths.extend(more);
+        }
     }
     doc
 }

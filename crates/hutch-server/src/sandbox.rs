@@ -97,6 +97,20 @@ pub struct SandboxRecord {
     /// and `pid_start` are those it had, and resuming boots it again on the saved files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_disk: Option<std::path::PathBuf>,
+    /// The volumes mounted in it (`volumeMounts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// A volume mounted in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's id.
+    pub id: String,
+    /// Its name (what the create named).
+    pub name: String,
+    /// Where it is mounted inside, absolute.
+    pub path: String,
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {
@@ -169,6 +183,16 @@ impl SandboxRecord {
                 "onTimeout": if self.auto_pause { "pause" } else { "kill" },
             }),
         );
+        if !self.volume_mounts.is_empty() {
+            m.insert(
+                "volumeMounts".into(),
+                serde_json::json!(self
+                    .volume_mounts
+                    .iter()
+                    .map(|v| serde_json::json!({ "name": v.name, "path": v.path }))
+                    .collect::<Vec<_>>()),
+            );
+        }
         if self.state == SandboxState::Paused {
             m.insert(
                 "pauseMode".into(),

@@ -199,6 +199,10 @@ impl Store {
                  id TEXT PRIMARY KEY,
                  record TEXT NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS volumes (
+                 id TEXT PRIMARY KEY,
+                 record TEXT NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS pools (
                  template TEXT PRIMARY KEY,
                  min INTEGER NOT NULL,
@@ -497,6 +501,42 @@ impl Store {
         self.conn()
             .execute("DELETE FROM templates WHERE id = ?1", params![id])?;
         Ok(())
+    }
+
+    /// Stores (or replaces) a volume's record.
+    pub fn put_volume(&self, rec: &crate::volumes::VolumeRecord) -> Result<()> {
+        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
+            id: rec.id.clone(),
+            source: e,
+        })?;
+        self.conn().execute(
+            "INSERT INTO volumes (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
+            params![rec.id, json],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a volume.
+    pub fn delete_volume(&self, id: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM volumes WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Every volume; undecodable records are skipped with a warning.
+    pub fn volumes(&self) -> Result<Vec<crate::volumes::VolumeRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, record FROM volumes")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!(volume = %id, error = %e, "undecodable volume record"),
+            }
+        }
+        Ok(out)
     }
 
     /// Every user-built template; undecodable records are skipped with a warning.

@@ -25,6 +25,7 @@ pub mod ns;
 pub mod oom;
 pub mod process;
 pub mod pty;
+pub mod rooted;
 pub mod seccomp;
 pub mod signal;
 pub mod xattr;

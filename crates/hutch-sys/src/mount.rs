@@ -111,6 +111,17 @@ pub fn clone_idmapped(src: &Path, userns: BorrowedFd<'_>) -> Result<OwnedFd> {
     Ok(tree)
 }
 
+/// A detached copy of the mount at `src` (only `src`'s subtree), as [`clone_idmapped`]
+/// without an id map. Attach it with [`attach`].
+pub fn clone_tree(src: &Path) -> Result<OwnedFd> {
+    use rustix::mount::{open_tree, OpenTreeFlags};
+    open_tree(
+        rustix::fs::CWD,
+        src,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+}
+
 /// Attaches a detached mount (from [`clone_idmapped`]) on `target`.
 pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> Result<()> {
     use rustix::mount::{move_mount, MoveMountFlags};
@@ -120,6 +131,19 @@ pub fn attach(tree: BorrowedFd<'_>, target: &Path) -> Result<()> {
         rustix::fs::CWD,
         target,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
+/// Attaches a detached mount on the directory open as `target` (an `O_PATH` descriptor
+/// is enough): the mount lands exactly where the descriptor points, with no path lookup.
+pub fn attach_at(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<()> {
+    use rustix::mount::{move_mount, MoveMountFlags};
+    move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
 }
 

@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Disk (writable layer) of each sandbox, MiB.
     #[arg(long, default_value_t = 4096)]
     sandbox_disk_mb: u64,
+    /// Size of each volume (`Volume.create`), MiB: writes beyond it fail with 507.
+    #[arg(long, default_value_t = 2048)]
+    volume_size_mb: u64,
     /// Refuse a create (503) when what every sandbox's disk may still take, plus the new
     /// disk, exceeds RATIO times the data disk's free space (1 = no overcommit). Off by
     /// default: disks are sparse, and each create only checks that its own disk fits.
@@ -318,6 +321,7 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         domain: a.domain,
         pools: a.pools.into_iter().collect(),
         zygotes: a.zygotes == "on",
+        volume_size_mb: a.volume_size_mb,
         gvisor: match a.runtime.as_str() {
             "gvisor" => Some(hutch_runtime::gvisor::GvisorConfig {
                 runsc: find_runsc(a.runsc)?,
@@ -358,6 +362,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         println!("hutch is listening on {url}. Point the E2B SDKs at it with:\n");
         println!("export E2B_API_URL={url}");
         println!("export E2B_SANDBOX_URL={url}");
+        println!("export E2B_VOLUME_API_URL={url}");
         println!("export E2B_API_KEY={key}");
         println!();
     })

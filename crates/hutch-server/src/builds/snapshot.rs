@@ -230,6 +230,8 @@ impl Builds {
         let rec = self.capture(id, &scope, layer.clone()).await?;
         let mut layers = vec![layer.clone()];
         layers.extend(rec.layers.iter().cloned());
+        // Forks mount the source's volumes too (the same team's, shared as they are).
+        let volume_mounts = self.svc.volume_sources(&rec.volume_mounts).await?;
         let req = CreateRequest {
             template_id: rec.template_id.clone(),
             timeout: Some(timeout),
@@ -242,6 +244,7 @@ impl Builds {
             auto_resume: rec.auto_resume,
             caller,
             build: None,
+            volume_mounts,
             template: Some(ResolvedTemplate {
                 template_id: rec.template_id.clone(),
                 alias: rec.alias.clone(),

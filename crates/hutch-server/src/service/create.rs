@@ -64,6 +64,9 @@ pub struct CreateRequest {
     /// source sandbox's copied filesystem). Such a sandbox comes from no warm pool and
     /// starts its kernels itself.
     pub template: Option<ResolvedTemplate>,
+    /// Volumes to mount, each with where it is mounted on the host. A create with volumes
+    /// comes from no warm pool (mounts are made as the sandbox starts).
+    pub volume_mounts: Vec<(crate::sandbox::VolumeMount, std::path::PathBuf)>,
 }
 
 /// How the service talks to a new sandbox's agent: waits until it is ready, and warms and
@@ -397,7 +400,7 @@ impl Service {
         };
         validate_env(&req.env_vars)?;
         let reservation = self.reserve_for_key(req.caller.as_ref())?;
-        if req.build.is_none() && req.template.is_none() {
+        if req.build.is_none() && req.template.is_none() && req.volume_mounts.is_empty() {
             self.pools.record_demand(&tpl.template_id);
             self.pools.wake.notify_one();
             if let Some(rec) = self.claim_pooled(&tpl, &req, timeout).await? {
@@ -422,6 +425,11 @@ impl Service {
         let token = Some(random_hex(24));
         let mut env_vars = sandbox_env(&tpl);
         env_vars.extend(req.env_vars.clone());
+        let volumes: Vec<(std::path::PathBuf, String)> = req
+            .volume_mounts
+            .iter()
+            .map(|(m, source)| (source.clone(), m.path.clone()))
+            .collect();
         let launched = self
             .launch(Launch {
                 tpl: &tpl,
@@ -433,6 +441,7 @@ impl Service {
                 own_kernel: req.template.is_some(),
                 id: None,
                 seed_upper: None,
+                volumes: &volumes,
             })
             .await?;
         let rec = self.record_for(&tpl, &req, timeout, &launched, token);
@@ -478,6 +487,7 @@ impl Service {
             layers: launched.layers.clone(),
             build: req.build.clone(),
             saved_disk: None,
+            volume_mounts: req.volume_mounts.iter().map(|(m, _)| m.clone()).collect(),
         }
     }
 
@@ -530,6 +540,7 @@ impl Service {
                 ],
                 parent_userns: zygote.map(|z| z.owner),
                 seed_upper: l.seed_upper.map(std::path::Path::to_path_buf),
+                volumes: l.volumes.to_vec(),
             }
         };
         let spec = spec_for(zygote.as_ref());
@@ -632,6 +643,8 @@ pub(super) struct Launch<'a> {
     pub id: Option<&'a str>,
     /// What its upper dir starts with (that sandbox's saved filesystem).
     pub seed_upper: Option<&'a std::path::Path>,
+    /// Volumes: where each is mounted on the host, and its path inside.
+    pub volumes: &'a [(std::path::PathBuf, String)],
 }
 
 /// A sandbox [`Service::launch`] started, ready but not yet live.

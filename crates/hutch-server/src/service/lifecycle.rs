@@ -350,6 +350,12 @@ impl Service {
         };
         let mut env_vars = super::create::sandbox_env(&tpl);
         env_vars.extend(rec.env_vars.clone());
+        let volumes: Vec<(std::path::PathBuf, String)> = self
+            .volume_sources(&rec.volume_mounts)
+            .await?
+            .into_iter()
+            .map(|(m, source)| (source, m.path))
+            .collect();
         let launched = self
             .launch(super::create::Launch {
                 tpl: &tpl,
@@ -361,6 +367,7 @@ impl Service {
                 own_kernel: true,
                 id: Some(&rec.id),
                 seed_upper: Some(&saved),
+                volumes: &volumes,
             })
             .await?;
         let booted = {

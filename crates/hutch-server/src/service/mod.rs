@@ -140,6 +140,8 @@ pub struct Service {
     cold_gate: tokio::sync::Semaphore,
     /// Every template's zygote (off until [`crate::zygote::Zygotes::enable`]).
     zygotes: Arc<crate::zygote::Zygotes>,
+    /// The server's volumes (set once at start; without, no sandbox may mount one).
+    volumes: std::sync::OnceLock<Arc<crate::volumes::Volumes>>,
 }
 
 /// Host ids for zygotes' roots, right above every sandbox's range (reused in turn).
@@ -192,9 +194,54 @@ impl Service {
             pools: Arc::new(pool::Pools::default()),
             cold_gate: tokio::sync::Semaphore::new(cold_starts()),
             zygotes: Arc::new(crate::zygote::Zygotes::new(ids_end, ZYGOTE_IDS)),
+            volumes: std::sync::OnceLock::new(),
         });
         svc.recover(records);
         svc
+    }
+
+    /// Gives the service the server's volumes (once).
+    pub fn set_volumes(&self, v: Arc<crate::volumes::Volumes>) {
+        let _ = self.volumes.set(v);
+    }
+
+    /// Where each of `mounts` is mounted on the host (mounting it first if needed), paired
+    /// with the mount: what a sandbox that mounts them is created with.
+    pub async fn volume_sources(
+        &self,
+        mounts: &[crate::sandbox::VolumeMount],
+    ) -> Result<Vec<(crate::sandbox::VolumeMount, std::path::PathBuf)>> {
+        if mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let volumes = self
+            .volumes
+            .get()
+            .cloned()
+            .ok_or_else(|| Invalid::Snapshot("this server has no volumes".into()))?;
+        let mounts = mounts.to_vec();
+        tokio::task::spawn_blocking(move || {
+            mounts
+                .into_iter()
+                .map(|m| {
+                    let rec = volumes.get(&m.id, &crate::tenancy::Scope::operator())?;
+                    let source = volumes.mount_point(&rec)?;
+                    Ok((m, source))
+                })
+                .collect::<std::result::Result<Vec<_>, crate::volumes::VolumeError>>()
+        })
+        .await?
+        .map_err(|e| ServiceError::NotReady(format!("mounting the sandbox's volumes: {e}")))
+    }
+
+    /// The live sandboxes (running or paused) that mount volume `id`.
+    pub fn volume_users(&self, id: &str) -> Vec<String> {
+        lock(&self.live)
+            .values()
+            .map(|e| lock(&e.rec))
+            .filter(|r| r.volume_mounts.iter().any(|m| m.id == id))
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     /// The template registry.

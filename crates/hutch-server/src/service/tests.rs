@@ -455,6 +455,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         layers: Vec::new(),
         build: None,
         saved_disk: None,
+        volume_mounts: Vec::new(),
     }
 }
 

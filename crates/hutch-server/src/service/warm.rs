@@ -191,6 +191,7 @@ impl Service {
                 own_kernel: false,
                 id: None,
                 seed_upper: None,
+                volumes: &[],
             })
             .await
         {
