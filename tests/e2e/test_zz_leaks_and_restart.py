@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from e2b import NotFoundException, Sandbox, SandboxQuery
+from e2b import NotFoundException, Sandbox, SandboxQuery, Volume
 
 from conftest import diff_resources, host_pid_of, host_resources, kept_networks, restart_server_hard
 from sdk_helpers import wait_until
@@ -61,8 +61,22 @@ def test_hard_restart_adopts_running_sandboxes_and_leaks_nothing() -> None:
     snap = kept.create_snapshot()
     fork = kept.fork(count=1, timeout=300)[0]
     assert isinstance(fork, Sandbox)
+    # A volume, mounted in a sandbox that goes on running across the restart.
+    vol = Volume.create(f"restart-{tag[:8]}")
+    mounting = Sandbox.create(volume_mounts={"/mnt/v": vol}, timeout=300)
+    mounting.files.write("/mnt/v/before.txt", "before")
 
     restart_server_hard()
+
+    # The volume, its files and its mount in the adopted sandbox are all there.
+    assert Volume.get_info(vol.volume_id).name == vol.name
+    assert vol.read_file("/before.txt") == "before"
+    mounting.files.write("/mnt/v/after.txt", "after")
+    assert vol.read_file("/after.txt") == "after"
+    reader = Sandbox.create(volume_mounts={"/data": vol}, timeout=60)
+    assert reader.files.read("/data/after.txt") == "after"
+    assert reader.kill() is True and mounting.kill() is True
+    assert Volume.destroy(vol.volume_id) is True
 
     listed = Sandbox.list(query=SandboxQuery(metadata={"restart": tag})).next_items()
     assert sorted(s.sandbox_id for s in listed) == sorted(
