@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2b import CommandExitException, Sandbox, SandboxException
+from e2b import CommandExitException, Sandbox, SandboxException, Volume
 
 from ci_helpers import code_sandbox
 from conftest import diff_resources, host_pid_of, host_resources
@@ -129,3 +129,36 @@ def test_the_code_interpreter_runs_code_on_gvisor() -> None:
         again = sbx.run_code("import platform; print(x, platform.release())")
         assert again.logs.stdout[0].split()[0] == "42"
         assert again.logs.stdout[0].split()[1] != os.uname().release
+
+
+def test_snapshots_forks_filesystem_pauses_and_volumes_work_on_gvisor() -> None:
+    vol = Volume.create(f"gv-{uuid.uuid4().hex[:8]}")
+    vol.write_file("/from-api.txt", "api")
+    sbx = Sandbox.create(volume_mounts={"/mnt/v": vol}, timeout=120)
+    try:
+        sbx.files.write("/home/user/mark.txt", "on gvisor")
+        assert sbx.files.read("/mnt/v/from-api.txt") == "api"
+        sbx.files.write("/mnt/v/from-sandbox.txt", "sandbox")
+        assert vol.read_file("/from-sandbox.txt") == "sandbox"
+        assert vol.get_info("/from-sandbox.txt").uid == 1000
+
+        snap = sbx.create_snapshot()
+        try:
+            from_snap = Sandbox.create(snap.snapshot_id, timeout=60)
+            assert from_snap.files.read("/home/user/mark.txt") == "on gvisor"
+            from_snap.kill()
+        finally:
+            Sandbox.delete_snapshot(snap.snapshot_id)
+        fork = sbx.fork(count=1, timeout=60)[0]
+        assert isinstance(fork, Sandbox)
+        assert fork.files.read("/home/user/mark.txt") == "on gvisor"
+        assert fork.files.read("/mnt/v/from-api.txt") == "api"
+        fork.kill()
+
+        assert sbx.pause(mode="filesystem") is True
+        again = Sandbox.connect(sbx.sandbox_id)
+        assert again.files.read("/home/user/mark.txt") == "on gvisor"
+        assert again.files.read("/mnt/v/from-sandbox.txt") == "sandbox"
+    finally:
+        sbx.kill()
+        Volume.destroy(vol.volume_id)
