@@ -23,10 +23,7 @@ pub fn blank_image(cache_dir: &Path, size_mb: u64) -> Result<PathBuf> {
     }
     fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::io("mkdir", cache_dir, e))?;
     let tmp = cache_dir.join(format!(".blank-{size_mb}m-{}.img", std::process::id()));
-    let f = File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
-    f.set_len(image_len(size_mb))
-        .map_err(|e| RuntimeError::io("truncate", &tmp, e))?;
-    drop(f);
+    make_sparse(&tmp, image_len(size_mb))?;
     // The overlay's `upper` and `work` are made here, once, and `lost+found` removed: on a
     // freshly mounted filesystem the first directories cost block and inode allocations
     // (the allocator's per-group state is built on first use), 4% of all CPU under
@@ -40,31 +37,19 @@ pub fn blank_image(cache_dir: &Path, size_mb: u64) -> Result<PathBuf> {
     // No journal: the disk lives and dies with one sandbox, crash consistency buys nothing.
     // No resize inode: a sandbox's disk never grows, and its reserved descriptor blocks
     // were 2 MiB of the 2.2 MiB every sandbox copied (now 0.2 MiB).
-    let out = Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-O",
-            "^has_journal,^resize_inode",
-            "-E",
-            "lazy_itable_init=1,nodiscard",
-            "-d",
-        ])
-        .arg(&seed)
-        .arg(&tmp)
-        .output()
-        .map_err(|e| RuntimeError::io("run mkfs.ext4 on", &tmp, e));
+    let made = format_ext4(
+        &tmp,
+        &[
+            "-O".as_ref(),
+            "^has_journal,^resize_inode".as_ref(),
+            "-E".as_ref(),
+            "lazy_itable_init=1,nodiscard".as_ref(),
+            "-d".as_ref(),
+            seed.as_os_str(),
+        ],
+    );
     let _ = fs::remove_dir_all(&seed);
-    let out = out?;
-    if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
-        return Err(RuntimeError::Command {
-            cmd: format!("mkfs.ext4 {}", tmp.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
+    made?;
     // Best effort: a `lost+found` left here is removed at each mount instead.
     match Command::new("debugfs")
         .args(["-w", "-R", "rmdir lost+found"])
@@ -158,30 +143,46 @@ pub fn mount_image(image: &Path, target: &Path) -> Result<()> {
 /// with a journal (it outlives every sandbox and every crash). Its root is root's; the
 /// caller gives it its owner once mounted.
 pub fn volume_image(path: &Path, size_mb: u64) -> Result<()> {
+    make_sparse(path, size_mb << 20)?;
+    format_ext4(
+        path,
+        &[
+            "-E".as_ref(),
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
+        ],
+    )
+}
+
+/// Creates the sparse file `path` of `len` bytes.
+fn make_sparse(path: &Path, len: u64) -> Result<()> {
     let f = File::create(path).map_err(|e| RuntimeError::io("create", path, e))?;
-    f.set_len(size_mb << 20)
-        .map_err(|e| RuntimeError::io("truncate", path, e))?;
-    drop(f);
+    f.set_len(len)
+        .map_err(|e| RuntimeError::io("truncate", path, e))
+}
+
+/// Makes an ext4 filesystem in the image `image`, with no blocks reserved for root and
+/// `options` besides; on failure the image is removed.
+fn format_ext4(image: &Path, options: &[&std::ffi::OsStr]) -> Result<()> {
     let out = Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-m",
-            "0",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-        ])
-        .arg(path)
+        .args(["-q", "-F", "-m", "0"])
+        .args(options)
+        .arg(image)
         .output()
-        .map_err(|e| RuntimeError::io("run mkfs.ext4 on", path, e))?;
-    if !out.status.success() {
-        let _ = fs::remove_file(path);
-        return Err(RuntimeError::Command {
-            cmd: format!("mkfs.ext4 {}", path.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        .map_err(|e| RuntimeError::io("run mkfs.ext4 on", image, e));
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            let _ = fs::remove_file(image);
+            Err(RuntimeError::Command {
+                cmd: format!("mkfs.ext4 {}", image.display()),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            })
+        }
+        Err(e) => {
+            let _ = fs::remove_file(image);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// Mounts a volume's image on `target`: no set-id programs or devices, barriers kept.
@@ -196,9 +197,10 @@ fn mount_with(image: &Path, target: &Path, data: Option<&str>) -> Result<()> {
         .open(image)
         .map_err(|e| RuntimeError::io("open", image, e))?;
     let (dev, loopf) = attach(&backing)?;
-    // No barriers: a sync of this filesystem (at unmount, or a sandbox's fsync) would
-    // otherwise flush the loop device, which fsyncs the image on the host disk. Like the
-    // journal, that buys nothing for a disk that does not outlive its sandbox's processes.
+    // A sandbox's disk has no barriers (volumes keep theirs): a sync of it (at unmount, or
+    // a sandbox's fsync) would otherwise flush the loop device, which fsyncs the image on
+    // the host disk. Like the journal, that buys nothing for a disk that does not outlive
+    // its sandbox's processes.
     let res = hutch_sys::mount::mount(
         Some(&dev),
         target,

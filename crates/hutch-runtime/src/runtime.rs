@@ -604,28 +604,16 @@ impl Runtime {
             )?)
         };
         let source = mapped.as_ref().map_or(&upper, |m| &m.paths[0]);
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg("--no-target-directory")
-            .arg(source)
-            .arg(dest)
-            .output()
-            .map_err(|e| RuntimeError::io("run cp for", dest, e));
+        let copied = copy_tree(source, dest);
         if let Some(m) = mapped {
             // Only empty directories are removed: nothing below the view is ever deleted.
             m.detach();
             let _ = std::fs::remove_dir(&view);
         }
-        let out = out?;
-        if !out.status.success() {
+        if copied.is_err() {
             let _ = std::fs::remove_dir_all(dest);
-            return Err(RuntimeError::Spawn(format!(
-                "copying {} to {} failed: {}",
-                upper.display(),
-                dest.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
         }
+        copied?;
         // The agent's runtime state (sockets, kernel connection files) is not content.
         let _ = std::fs::remove_dir_all(dest.join("run/hutch"));
         Ok(())
@@ -636,21 +624,7 @@ impl Runtime {
     /// copy keeping modes, extended attributes and whiteouts, then re-owned into the
     /// sandbox's range, as its own writes would be.
     fn seed_upper(&self, upper: &Path, seed: &Path, range: u32) -> Result<()> {
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg("--no-target-directory")
-            .arg(seed)
-            .arg(upper)
-            .output()
-            .map_err(|e| RuntimeError::io("run cp for", upper, e))?;
-        if !out.status.success() {
-            return Err(RuntimeError::Spawn(format!(
-                "copying the saved filesystem {} into the sandbox's disk failed (does it \
-                 fit the disk?): {}",
-                seed.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        copy_tree(seed, upper)?;
         let base = self.ids.template_base();
         if range != base {
             hutch_template::shift_tree_from(upper, base, range, self.cfg.id_count)
@@ -766,6 +740,28 @@ fn disks_in_use(state_dir: &Path) -> HashSet<PathBuf> {
     rd.flatten()
         .filter_map(|e| std::fs::read_link(e.path().join("disk")).ok())
         .collect()
+}
+
+/// Copies the directory tree `src` to `dest` (made, or an existing empty directory) with
+/// `cp -a`: owners, modes, extended attributes, links, special files and overlayfs
+/// whiteouts are kept. How layers are saved, copied and restored.
+pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg("--no-target-directory")
+        .arg(src)
+        .arg(dest)
+        .output()
+        .map_err(|e| RuntimeError::io("run cp for", dest, e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(RuntimeError::Spawn(format!(
+        "copying {} to {} failed: {}",
+        src.display(),
+        dest.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 #[cfg(test)]

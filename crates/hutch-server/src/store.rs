@@ -430,35 +430,17 @@ impl Store {
 
     /// Inserts or replaces a sandbox record.
     pub fn put_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
-        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
-            id: rec.id.clone(),
-            source: e,
-        })?;
-        self.conn().execute(
-            "INSERT INTO sandboxes (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
-            params![rec.id, json],
-        )?;
-        Ok(())
+        self.put_record("sandboxes", &rec.id, rec)
     }
 
     /// Deletes a sandbox record.
     pub fn delete_sandbox(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
-        Ok(())
+        self.delete_record("sandboxes", id)
     }
 
     /// Inserts or replaces a user-built template.
     pub fn put_template(&self, rec: &crate::templates::TemplateRecord) -> Result<()> {
-        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
-            id: rec.id.clone(),
-            source: e,
-        })?;
-        self.conn().execute(
-            "INSERT INTO templates (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
-            params![rec.id, json],
-        )?;
-        Ok(())
+        self.put_record("templates", &rec.id, rec)
     }
 
     /// Saves the warm pool sizes of `template` (set through the API).
@@ -498,67 +480,84 @@ impl Store {
 
     /// Deletes a user-built template.
     pub fn delete_template(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM templates WHERE id = ?1", params![id])?;
-        Ok(())
+        self.delete_record("templates", id)
     }
 
     /// Stores (or replaces) a volume's record.
     pub fn put_volume(&self, rec: &crate::volumes::VolumeRecord) -> Result<()> {
-        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
-            id: rec.id.clone(),
-            source: e,
-        })?;
-        self.conn().execute(
-            "INSERT INTO volumes (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2",
-            params![rec.id, json],
-        )?;
-        Ok(())
+        self.put_record("volumes", &rec.id, rec)
     }
 
     /// Forgets a volume.
     pub fn delete_volume(&self, id: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM volumes WHERE id = ?1", params![id])?;
-        Ok(())
+        self.delete_record("volumes", id)
+    }
+
+    /// The volume `id`, if there is one (and its record decodes).
+    pub fn volume(&self, id: &str) -> Result<Option<crate::volumes::VolumeRecord>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM volumes WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(json.and_then(|j| match serde_json::from_str(&j) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::warn!(volume = %id, error = %e, "undecodable volume record");
+                None
+            }
+        }))
     }
 
     /// Every volume; undecodable records are skipped with a warning.
     pub fn volumes(&self) -> Result<Vec<crate::volumes::VolumeRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT id, record FROM volumes")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row?;
-            match serde_json::from_str(&json) {
-                Ok(rec) => out.push(rec),
-                Err(e) => tracing::warn!(volume = %id, error = %e, "undecodable volume record"),
-            }
-        }
-        Ok(out)
+        Ok(self.records("volumes")?.0)
     }
 
     /// Every user-built template; undecodable records are skipped with a warning.
     pub fn templates(&self) -> Result<Vec<crate::templates::TemplateRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare("SELECT id, record FROM templates")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row?;
-            match serde_json::from_str(&json) {
-                Ok(rec) => out.push(rec),
-                Err(e) => tracing::warn!(template = %id, error = %e, "undecodable template record"),
-            }
-        }
-        Ok(out)
+        Ok(self.records("templates")?.0)
     }
 
     /// Every stored sandbox record; undecodable ones are returned as ids to clean up.
     pub fn sandboxes(&self) -> Result<(Vec<SandboxRecord>, Vec<String>)> {
+        self.records("sandboxes")
+    }
+
+    /// Inserts or replaces `rec`, as JSON, under `id` in the record table `table` (one of
+    /// this file's constant names).
+    fn put_record<T: Serialize>(&self, table: &str, id: &str, rec: &T) -> Result<()> {
+        let json = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            source: e,
+        })?;
+        self.conn().execute(
+            &format!(
+                "INSERT INTO {table} (id, record) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET record = ?2"
+            ),
+            params![id, json],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes `id` from the record table `table`.
+    fn delete_record(&self, table: &str, id: &str) -> Result<()> {
+        self.conn()
+            .execute(&format!("DELETE FROM {table} WHERE id = ?1"), params![id])?;
+        Ok(())
+    }
+
+    /// Every record of the record table `table`, and the ids of those that do not decode
+    /// (each logged).
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &str,
+    ) -> Result<(Vec<T>, Vec<String>)> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT id, record FROM sandboxes")?;
+        let mut st = conn.prepare(&format!("SELECT id, record FROM {table}"))?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut good = Vec::new();
         let mut bad = Vec::new();
@@ -567,7 +566,7 @@ impl Store {
             match serde_json::from_str(&json) {
                 Ok(rec) => good.push(rec),
                 Err(e) => {
-                    tracing::warn!(sandbox = %id, error = %e, "undecodable sandbox record");
+                    tracing::warn!(table, id = %id, error = %e, "undecodable record");
                     bad.push(id)
                 }
             }

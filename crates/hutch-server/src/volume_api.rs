@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::StreamExt;
@@ -128,20 +129,6 @@ pub async fn destroy(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The volume a content request names, if its bearer token is the volume's.
-async fn authorized(st: &AppState, id: String, headers: &HeaderMap) -> ApiResult<VolumeRecord> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::to_string);
-    let v = Arc::clone(&st.volumes);
-    blocking(move || v.authorize(&id, token.as_deref())).await
-}
-
 /// The query of the content calls.
 #[derive(Debug, Default, Deserialize)]
 pub struct ContentQuery {
@@ -154,73 +141,93 @@ pub struct ContentQuery {
 }
 
 impl ContentQuery {
-    fn path(&self) -> ApiResult<String> {
-        self.path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "path is required"))
-    }
-
     fn owner(&self) -> (Option<u32>, Option<u32>, Option<u32>) {
         (self.uid, self.gid, self.mode)
     }
 }
 
-type ContentQueryResult = Result<Query<ContentQuery>, axum::extract::rejection::QueryRejection>;
+/// A content request whose bearer token is its volume's: the volume, the path the query
+/// names, and the rest of the query.
+pub struct Content {
+    volumes: Arc<Volumes>,
+    rec: VolumeRecord,
+    path: String,
+    q: ContentQuery,
+}
 
-fn query(q: ContentQueryResult) -> ApiResult<ContentQuery> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+impl FromRequestParts<AppState> for Content {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> ApiResult<Self> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+        let Path(id) = Path::<String>::from_request_parts(parts, st)
+            .await
+            .map_err(|e| bad(e.body_text()))?;
+        let Query(q) = Query::<ContentQuery>::from_request_parts(parts, st)
+            .await
+            .map_err(|e| bad(e.body_text()))?;
+        let token = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::to_string);
+        let v = Arc::clone(&st.volumes);
+        let rec = blocking(move || v.authorize(&id, token.as_deref())).await?;
+        let path = q
+            .path
+            .clone()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad("path is required".into()))?;
+        Ok(Content {
+            volumes: Arc::clone(&st.volumes),
+            rec,
+            path,
+            q,
+        })
+    }
+}
+
+impl Content {
+    /// Runs `f` on the volume and the path, off the async threads.
+    async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&Volumes, &VolumeRecord, &str) -> Result<T, VolumeError> + Send + 'static,
+    ) -> ApiResult<T> {
+        blocking(move || f(&self.volumes, &self.rec, &self.path)).await
+    }
 }
 
 /// `GET /volumecontent/{id}/dir`.
-pub async fn list_dir(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let (path, depth) = (q.path()?, q.depth.unwrap_or(1));
+pub async fn list_dir(c: Content) -> ApiResult<Response> {
+    let depth = c.q.depth.unwrap_or(1);
     if !(1..=32).contains(&depth) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "depth must be 1 to 32",
         ));
     }
-    let v = Arc::clone(&st.volumes);
-    let entries = blocking(move || v.list_dir(&rec, &path, depth)).await?;
+    let entries = c
+        .run(move |v, rec, path| v.list_dir(rec, path, depth))
+        .await?;
     Ok(Json(entries).into_response())
 }
 
 /// `POST /volumecontent/{id}/dir`.
-pub async fn make_dir(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let (path, owner, parents) = (q.path()?, q.owner(), q.force.unwrap_or(false));
-    let v = Arc::clone(&st.volumes);
-    let e = blocking(move || v.make_dir(&rec, &path, owner, parents)).await?;
+pub async fn make_dir(c: Content) -> ApiResult<Response> {
+    let (owner, parents) = (c.q.owner(), c.q.force.unwrap_or(false));
+    let e = c
+        .run(move |v, rec, path| v.make_dir(rec, path, owner, parents))
+        .await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }
 
 /// `GET /volumecontent/{id}/path`.
-pub async fn stat(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let path = q.path()?;
-    let v = Arc::clone(&st.volumes);
-    Ok(Json(blocking(move || v.stat(&rec, &path)).await?).into_response())
+pub async fn stat(c: Content) -> ApiResult<Response> {
+    Ok(Json(c.run(|v, rec, path| v.stat(rec, path)).await?).into_response())
 }
 
 /// `PATCH /volumecontent/{id}/path` body.
@@ -233,48 +240,22 @@ pub struct MetadataBody {
 }
 
 /// `PATCH /volumecontent/{id}/path`.
-pub async fn set_metadata(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-    ApiJson(b): ApiJson<MetadataBody>,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let path = q.path()?;
-    let v = Arc::clone(&st.volumes);
-    let e = blocking(move || v.set_metadata(&rec, &path, (b.uid, b.gid, b.mode))).await?;
+pub async fn set_metadata(c: Content, ApiJson(b): ApiJson<MetadataBody>) -> ApiResult<Response> {
+    let e = c
+        .run(move |v, rec, path| v.set_metadata(rec, path, (b.uid, b.gid, b.mode)))
+        .await?;
     Ok(Json(e).into_response())
 }
 
 /// `DELETE /volumecontent/{id}/path`.
-pub async fn remove(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-) -> ApiResult<StatusCode> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let path = q.path()?;
-    let v = Arc::clone(&st.volumes);
-    blocking(move || v.remove(&rec, &path)).await?;
+pub async fn remove(c: Content) -> ApiResult<StatusCode> {
+    c.run(|v, rec, path| v.remove(rec, path)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /volumecontent/{id}/file`: the file's bytes, streamed.
-pub async fn read_file(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let path = q.path()?;
-    let v = Arc::clone(&st.volumes);
-    let file = blocking(move || v.open_file(&rec, &path)).await?;
+pub async fn read_file(c: Content) -> ApiResult<Response> {
+    let file = c.run(|v, rec, path| v.open_file(rec, path)).await?;
     let len = file.metadata().map(|m| m.len()).ok();
     let stream = futures_util::stream::unfold(tokio::fs::File::from_std(file), |mut f| async {
         use tokio::io::AsyncReadExt;
@@ -325,19 +306,12 @@ async fn write_body(
 
 /// `PUT /volumecontent/{id}/file`: the body becomes the file (created, or replaced unless
 /// `force=false`).
-pub async fn write_file(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    q: ContentQueryResult,
-    body: Body,
-) -> ApiResult<Response> {
-    let q = query(q)?;
-    let rec = authorized(&st, id, &headers).await?;
-    let (path, owner, replace) = (q.path()?, q.owner(), q.force != Some(false));
-    let v = Arc::clone(&st.volumes);
-    let r = rec.clone();
-    let (path, file) = blocking(move || v.create_file(&r, &path, owner, replace)).await?;
+pub async fn write_file(c: Content, body: Body) -> ApiResult<Response> {
+    let (owner, replace) = (c.q.owner(), c.q.force != Some(false));
+    let (rec, volumes) = (c.rec.clone(), Arc::clone(&c.volumes));
+    let (path, file) = c
+        .run(move |v, rec, path| v.create_file(rec, path, owner, replace))
+        .await?;
     if let Err(e) = write_body(file, body, &rec, &path).await {
         // The rest of the body is not read: the connection cannot carry another request.
         let mut res = e.into_response();
@@ -347,7 +321,6 @@ pub async fn write_file(
         );
         return Ok(res);
     }
-    let v = Arc::clone(&st.volumes);
-    let e = blocking(move || v.stat(&rec, &path)).await?;
+    let e = blocking(move || volumes.stat(&rec, &path)).await?;
     Ok((StatusCode::CREATED, Json(e)).into_response())
 }

@@ -204,10 +204,15 @@ impl Volumes {
 
     /// The volume `scope` sees with this id.
     pub fn get(&self, id: &str, scope: &Scope) -> Result<VolumeRecord> {
-        self.records()?
-            .into_iter()
-            .find(|r| r.id == id && scope.sees(r.team.as_deref()))
+        self.by_id(id)?
+            .filter(|r| scope.sees(r.team.as_deref()))
             .ok_or_else(|| VolumeError::NotFound(id.to_string()))
+    }
+
+    fn by_id(&self, id: &str) -> Result<Option<VolumeRecord>> {
+        self.store
+            .volume(id)
+            .map_err(|e| VolumeError::Host(e.to_string()))
     }
 
     /// The volume named `name` in `team`.
@@ -311,11 +316,7 @@ impl Volumes {
 
     /// The volume `id` if `token` is its content token.
     pub fn authorize(&self, id: &str, token: Option<&str>) -> Result<VolumeRecord> {
-        let rec = self
-            .records()?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or(VolumeError::Token)?;
+        let rec = self.by_id(id)?.ok_or(VolumeError::Token)?;
         match token {
             Some(t)
                 if hutch_contracts::auth::constant_time_eq(t.as_bytes(), rec.token.as_bytes()) =>

@@ -72,12 +72,7 @@ pub fn detach(target: &Path) -> Result<()> {
 /// written). Attach it with [`attach`]; dropping the descriptor of an unattached copy
 /// releases it.
 pub fn clone_idmapped(src: &Path, userns: BorrowedFd<'_>) -> Result<OwnedFd> {
-    use rustix::mount::{open_tree, OpenTreeFlags};
-    let tree = open_tree(
-        rustix::fs::CWD,
-        src,
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
-    )?;
+    let tree = clone_tree(src)?;
     // `struct mount_attr` of mount_setattr(2) (rustix has no wrapper).
     #[repr(C)]
     struct MountAttr {

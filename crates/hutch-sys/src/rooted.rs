@@ -189,12 +189,7 @@ impl Rooted {
         if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
             return Err(Errno::INVAL);
         }
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::process::Uid::from_raw(owner.uid)),
-            Some(rustix::process::Gid::from_raw(owner.gid)),
-        )?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(owner.mode))?;
+        Self::own(fd.as_fd(), owner.uid, owner.gid, Some(owner.mode))?;
         Ok(File::from(fd))
     }
 

@@ -169,34 +169,20 @@ impl Service {
         let rec = e.record();
         if let Some(saved) = rec.saved_disk.clone() {
             // Nothing runs: its saved files are the layer already.
-            let to = dest.clone();
-            let out = tokio::task::spawn_blocking(move || {
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent)?;
+            let copied = tokio::task::spawn_blocking(move || {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| hutch_runtime::RuntimeError::io("mkdir", parent, e))?;
                 }
-                std::process::Command::new("cp")
-                    .arg("-a")
-                    .arg("--no-target-directory")
-                    .arg(&saved)
-                    .arg(&to)
-                    .output()
+                let copied = hutch_runtime::runtime::copy_tree(&saved, &dest);
+                if copied.is_err() {
+                    let _ = std::fs::remove_dir_all(&dest);
+                }
+                copied
             })
             .await?;
-            return match out {
-                Ok(o) if o.status.success() => Ok(rec),
-                Ok(o) => {
-                    let _ = std::fs::remove_dir_all(&dest);
-                    Err(ServiceError::runtime(
-                        RuntimeOp::Commit,
-                        id,
-                        hutch_runtime::RuntimeError::Spawn(format!(
-                            "copying the saved filesystem of sandbox {id}: {}",
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        )),
-                    ))
-                }
-                Err(e) => Err(ServiceError::io("run cp for", dest, e)),
-            };
+            copied.map_err(|e| ServiceError::runtime(RuntimeOp::Commit, id, e))?;
+            return Ok(rec);
         }
         let freeze = rec.state == SandboxState::Running;
         let sid = rec.id.clone();
@@ -306,17 +292,12 @@ impl Service {
         let sid = id.to_string();
         let destroyed = self
             .blocking(move |rt| rt.destroy(&sid, Some(&net), Some(init)))
-            .await;
+            .await
+            .and_then(|r| r.map_err(|e| ServiceError::runtime(RuntimeOp::Kill, id, e)));
         lock(&self.reserved_slots).remove(&rec.slot);
-        match destroyed {
-            Ok(Ok(())) => {}
-            // What is left goes at the next start (no sandbox of this id runs).
-            Ok(Err(err)) => {
-                tracing::warn!(sandbox = %id, error = %err, "releasing the paused sandbox failed")
-            }
-            Err(err) => {
-                tracing::warn!(sandbox = %id, error = %err, "releasing the paused sandbox failed")
-            }
+        // What is left goes at the next start (no sandbox of this id runs).
+        if let Err(err) = destroyed {
+            tracing::warn!(sandbox = %id, error = %err, "releasing the paused sandbox failed");
         }
         self.store.put_sandbox(&stopped)?;
         tracing::info!(sandbox = %id, "sandbox paused without memory");
