@@ -10,6 +10,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v curl >/dev/null || need+=(curl)
+# The egress tests sign their fake hosts' certificates with it.
+command -v openssl >/dev/null || need+=(openssl)
 command -v gcc >/dev/null || need+=(build-essential)
 # libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++.
 command -v g++ >/dev/null || need+=(g++)

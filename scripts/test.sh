@@ -102,6 +102,15 @@ runtime_args() {
         echo --runtime gvisor --runsc "$(scripts/runsc.sh)"
     fi
 }
+# The egress tests' fake internet (tests/e2e/fakenet.py): its hosts' certificates are
+# signed by a CA of this run that the server's egress proxy trusts, and their names are in
+# a hosts file the proxy resolves from.
+export HUTCH_TEST_EGRESS_CA="$WORK/egress-test-ca.pem" HUTCH_TEST_EGRESS_CA_KEY="$WORK/egress-test-ca.key"
+export HUTCH_TEST_EGRESS_HOSTS="$WORK/egress-hosts"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=hutch test internet CA" -keyout "$HUTCH_TEST_EGRESS_CA_KEY" -out "$HUTCH_TEST_EGRESS_CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+: > "$HUTCH_TEST_EGRESS_HOSTS"
 # Starts the server (its command line in $WORK/server.cmd, its pid in $WORK/server.pid).
 # 198.18.255.0/24: a range the network tests place a fake host in and expect unreachable.
 # --agent-log: each agent's output in its sandbox directory, for failures to be read
@@ -113,6 +122,7 @@ start_hutch() {
         --cache-dir "$TEMPLATE_CACHE" --api-key "$KEY" --deny-cidr 198.18.255.0/24
         --sandbox-disk-read-mbps 4000 --sandbox-disk-write-mbps 3000 --sandbox-disk-iops 200000 --agent-log
         --volume-size-mb 64
+        --egress-ca-file "$HUTCH_TEST_EGRESS_CA" --egress-hosts "$HUTCH_TEST_EGRESS_HOSTS"
         "${extra[@]}")
     printf '%s\n' "${SERVER_CMD[@]}" > "$WORK/server.cmd"
     RUST_BACKTRACE=0 "${SERVER_CMD[@]}" >>"$WORK/server.out" 2>>"$WORK/server.log" &

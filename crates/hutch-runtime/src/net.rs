@@ -149,19 +149,26 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// A sandbox's egress filter beyond hutch's defaults (its egress policy, decided by the
+/// server): every new TCP connection it opens goes to the server's egress proxy (which
+/// decides by name or address), and anything else it sends to a `denied` range is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressFilter {
+    /// Inclusive, disjoint and sorted address ranges non-TCP traffic may not reach.
+    pub denied: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
 /// Marks that hutch, not the host's own configuration, turned IPv4 forwarding on. Under
 /// `/run`, so it goes with a reboot, as forwarding does.
 const FORWARDING_MARK: &str = "/run/hutch-ip-forward";
 
 /// Installs (or replaces) hutch's nftables table and turns on IPv4 forwarding.
-/// `noinet` lists the sandbox addresses that must get no egress (kept across restarts);
-/// `deny`, the operator's ranges no sandbox reaches. If the host did not forward before
-/// hutch (or an earlier run of it) turned forwarding on, only sandbox traffic is forwarded.
-pub fn install_host_rules(
-    cfg: &NetConfig,
-    noinet: &[Ipv4Addr],
-    deny: &[(Ipv4Addr, u8)],
-) -> Result<()> {
+/// `host.noinet` lists the sandbox addresses that must get no egress and `host.filtered`
+/// those with an egress filter (both kept across restarts); `host.deny`, the operator's
+/// ranges no sandbox reaches. If the host did not forward before hutch (or an earlier run
+/// of it) turned forwarding on, only sandbox traffic is forwarded (whatever
+/// `host.forward_only_sandboxes` says).
+pub fn install_host_rules(cfg: &NetConfig, host: &rules::HostRules<'_>) -> Result<()> {
     const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
     let was = std::fs::read_to_string(FORWARD).map_err(|e| RuntimeError::io("read", FORWARD, e))?;
     let ours = if was.trim() == "1" {
@@ -172,7 +179,13 @@ pub fn install_host_rules(
         std::fs::write(FORWARD, "1").map_err(|e| RuntimeError::io("write", FORWARD, e))?;
         true
     };
-    let ruleset = rules::ruleset(cfg, noinet, deny, ours);
+    let ruleset = rules::ruleset(
+        cfg,
+        &rules::HostRules {
+            forward_only_sandboxes: ours,
+            ..host.clone()
+        },
+    );
     run("nft", &["-f", "-"], Some(&ruleset))
 }
 
@@ -203,6 +216,59 @@ pub fn set_internet(ip: Ipv4Addr, allowed: bool) -> Result<()> {
             e,
         )),
     }
+}
+
+/// Replaces the egress filter of the sandbox at `ip`: `old` is the one it has (None: none),
+/// `new` the one it gets (None: none, its traffic goes out as any sandbox's). One
+/// nftables batch over netlink: the change is atomic.
+pub fn set_egress_filter(
+    ip: Ipv4Addr,
+    old: Option<&EgressFilter>,
+    new: Option<&EgressFilter>,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let mut changes = Vec::new();
+    if let Some(old) = old {
+        changes.push(msgs::set_elements(
+            "egress_deny",
+            false,
+            &deny_keys(ip, old),
+        ));
+        changes.push(msgs::set_elements(
+            "proxied",
+            false,
+            &[(ip.octets().to_vec(), None)],
+        ));
+    }
+    if let Some(new) = new {
+        changes.push(msgs::set_elements(
+            "proxied",
+            true,
+            &[(ip.octets().to_vec(), None)],
+        ));
+        changes.push(msgs::set_elements("egress_deny", true, &deny_keys(ip, new)));
+    }
+    changes.retain(|m| m.is_some());
+    let changes: Vec<Message> = changes.into_iter().flatten().collect();
+    let mut nl =
+        Socket::netfilter().map_err(|e| RuntimeError::sys("netlink socket (netfilter)", e))?;
+    nl.transact(&msgs::nft_batch(changes))
+        .map(|_| ())
+        .map_err(|e| RuntimeError::sys(format!("nftables: egress filter of {ip}"), e))
+}
+
+/// The `egress_deny` keys of `filter` for the sandbox at `ip`: `ip . first` to `ip . last`.
+fn deny_keys(ip: Ipv4Addr, filter: &EgressFilter) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    filter
+        .denied
+        .iter()
+        .map(|(first, last)| {
+            let key = |a: &Ipv4Addr| [ip.octets(), a.octets()].concat();
+            (key(first), Some(key(last)))
+        })
+        .collect()
 }
 
 fn route_socket() -> Result<Socket> {

@@ -3,7 +3,7 @@
 //! All methods block (they run external tools and wait on the kernel); async callers wrap
 //! them in `spawn_blocking`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -63,6 +63,9 @@ pub struct RuntimeConfig {
     pub disk_io: DiskIo,
     /// Run every sandbox's agent on gVisor (`--runtime gvisor`, see [`crate::gvisor`]).
     pub gvisor: Option<GvisorConfig>,
+    /// The port of the server's egress proxy, where the TCP of sandboxes with an egress
+    /// filter is redirected (None: their TCP goes nowhere).
+    pub egress_port: Option<u16>,
 }
 
 /// What each sandbox may send to its disk per second; 0 = no limit.
@@ -138,6 +141,8 @@ pub struct SandboxSpec {
     /// Volumes to mount: where each is mounted on the host (owned in the template range),
     /// and the absolute path it gets inside.
     pub volumes: Vec<(PathBuf, String)>,
+    /// Its egress filter (an egress policy's), in place before anything in it runs.
+    pub egress_filter: Option<net::EgressFilter>,
 }
 
 /// What a zygote is started from.
@@ -197,6 +202,8 @@ pub struct Runtime {
     cgroups: CgroupDriver,
     /// Addresses in the nftables `noinet` set: only these need a change on destroy.
     noinet: Mutex<HashSet<Ipv4Addr>>,
+    /// The egress filters in the nftables sets, by sandbox address.
+    filters: Mutex<HashMap<Ipv4Addr, net::EgressFilter>>,
     /// Where destroyed sandboxes' directories go to be deleted in the background.
     trash: Trash,
     /// Runs the spawn helper.
@@ -209,13 +216,27 @@ pub struct Runtime {
 
 impl Runtime {
     /// Prepares the host: cgroup parent, nftables rules (`noinet` = addresses of existing
-    /// sandboxes without egress), state directories.
-    pub fn new(cfg: RuntimeConfig, noinet: &[Ipv4Addr]) -> Result<Self> {
+    /// sandboxes without egress, `filtered` = those with an egress filter), state
+    /// directories.
+    pub fn new(
+        cfg: RuntimeConfig,
+        noinet: &[Ipv4Addr],
+        filtered: &[(Ipv4Addr, net::EgressFilter)],
+    ) -> Result<Self> {
         let cgroups = CgroupDriver::detect(&cfg.cgroup_parent)?;
         for d in [cfg.state_dir.join("sandboxes"), cfg.cache_dir.clone()] {
             std::fs::create_dir_all(&d).map_err(|e| RuntimeError::io("mkdir", &d, e))?;
         }
-        net::install_host_rules(&cfg.net, noinet, &cfg.deny)?;
+        net::install_host_rules(
+            &cfg.net,
+            &net::rules::HostRules {
+                noinet,
+                deny: &cfg.deny,
+                forward_only_sandboxes: false,
+                egress_port: cfg.egress_port,
+                filtered,
+            },
+        )?;
         // Not fatal: a host whose /proc/sys is read-only keeps its own limits (sandboxes
         // then share the host's maxima; each still stops at its own).
         match crate::ucounts::raise_host_limits() {
@@ -251,6 +272,7 @@ impl Runtime {
             cfg,
             cgroups,
             noinet: Mutex::new(noinet.iter().copied().collect()),
+            filters: Mutex::new(filtered.iter().cloned().collect()),
             trash,
             spawner,
         })
@@ -326,6 +348,10 @@ impl Runtime {
             net::set_internet(net.sandbox_ip, false)?;
             self.noinet_set().insert(net.sandbox_ip);
             steps.mark("noinet");
+        }
+        if let Some(filter) = &spec.egress_filter {
+            self.set_egress_filter(net.sandbox_ip, Some(filter.clone()))?;
+            steps.mark("egress_filter");
         }
         let gvisor = match &self.cfg.gvisor {
             None => None,
@@ -408,6 +434,18 @@ impl Runtime {
         } else {
             set.insert(ip);
         }
+        Ok(())
+    }
+
+    /// Gives the sandbox at `ip` the egress filter `filter` (None: none), replacing the one
+    /// it had; destroying the sandbox removes it.
+    pub fn set_egress_filter(&self, ip: Ipv4Addr, filter: Option<net::EgressFilter>) -> Result<()> {
+        let mut filters = self.filters.lock().unwrap_or_else(|e| e.into_inner());
+        net::set_egress_filter(ip, filters.get(&ip), filter.as_ref())?;
+        match filter {
+            Some(f) => filters.insert(ip, f),
+            None => filters.remove(&ip),
+        };
         Ok(())
     }
 
@@ -552,6 +590,9 @@ impl Runtime {
             if self.noinet_set().remove(&net.sandbox_ip) {
                 let _ = net::set_internet(net.sandbox_ip, true);
                 steps.mark("noinet");
+            }
+            if let Err(e) = self.set_egress_filter(net.sandbox_ip, None) {
+                tracing::warn!(sandbox = %id, error = %e, "removing the egress filter failed");
             }
         }
         steps.log("destroy", id);

@@ -82,7 +82,7 @@ where
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -134,6 +134,10 @@ fn control_plane(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        .route(
+            "/sandboxes/{id}/network",
+            axum::routing::put(crate::network_api::update_network),
+        )
         .route(
             "/sandboxes/{id}/snapshots",
             post(crate::snapshot_api::create),
@@ -378,7 +382,7 @@ struct NewSandbox {
     // `secure` is read by no one: every sandbox's agent requires its access token, as API
     // v2 always does, so an id alone never reaches it.
     auto_pause: Option<bool>,
-    network: Option<NetworkConfig>,
+    network: Option<crate::network_api::NetworkConfig>,
     /// `{"enabled": true}`: a paused sandbox resumes when traffic reaches it.
     auto_resume: Option<AutoResume>,
     /// False: the pause at the end time keeps only the filesystem.
@@ -449,23 +453,6 @@ struct AutoResume {
     enabled: Option<bool>,
 }
 
-/// `network` of a create: `allowPublicTraffic` is honoured, the egress options are
-/// refused (see `unsupported`).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NetworkConfig {
-    /// False: the sandbox's ports (other than the agent's) answer only requests with its
-    /// `trafficAccessToken` in `E2B-Traffic-Access-Token`.
-    allow_public_traffic: Option<bool>,
-    allow_out: Option<serde_json::Value>,
-    deny_out: Option<serde_json::Value>,
-    dns_servers: Option<serde_json::Value>,
-    egress_proxy: Option<serde_json::Value>,
-    mask_request_host: Option<serde_json::Value>,
-    https_ports: Option<serde_json::Value>,
-    rules: Option<serde_json::Value>,
-}
-
 /// A create option hutch cannot honour yet: a 400 that names it, rather than a sandbox
 /// that silently lacks it. Empty values (null, false, empty list or object) are not asks.
 fn unsupported(b: &NewSandbox) -> ApiResult<()> {
@@ -478,26 +465,11 @@ fn unsupported(b: &NewSandbox) -> ApiResult<()> {
             Some(_) => true,
         }
     }
-    let mut options: Vec<(&str, &Option<serde_json::Value>)> =
-        vec![("mcp", &b.mcp), ("iam", &b.iam)];
-    if let Some(n) = &b.network {
-        options.extend([
-            ("network.allowOut", &n.allow_out),
-            ("network.denyOut", &n.deny_out),
-            ("network.dnsServers", &n.dns_servers),
-            ("network.egressProxy", &n.egress_proxy),
-            ("network.maskRequestHost", &n.mask_request_host),
-            ("network.httpsPorts", &n.https_ports),
-            ("network.rules", &n.rules),
-        ]);
-    }
+    let options: Vec<(&str, &Option<serde_json::Value>)> = vec![("mcp", &b.mcp), ("iam", &b.iam)];
     match options.into_iter().find(|(_, v)| asked(v)) {
         Some((name, _)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!(
-                "{name} is not supported by this hutch server yet; create the sandbox without \
-                 it (allow_internet_access=false blocks all egress)"
-            ),
+            format!("{name} is not supported by this hutch server; create the sandbox without it"),
         )),
         None => Ok(()),
     }
@@ -533,6 +505,10 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
         ));
     }
     unsupported(&b)?;
+    let (allow_public_traffic, network) = match b.network {
+        Some(n) => (n.allow_public_traffic, n.settings(b.allow_internet_access)?),
+        None => (None, None),
+    };
     let mounts = volume_mounts(
         st,
         caller.as_ref(),
@@ -547,7 +523,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             metadata: b.metadata.unwrap_or_default(),
             env_vars: b.env_vars.unwrap_or_default(),
             allow_internet_access: b.allow_internet_access,
-            allow_public_traffic: b.network.as_ref().and_then(|n| n.allow_public_traffic),
+            allow_public_traffic,
             auto_pause: b.auto_pause.unwrap_or(false),
             auto_pause_filesystem: b.auto_pause_memory == Some(false),
             auto_resume: b
@@ -559,6 +535,7 @@ async fn create(st: &AppState, caller: Option<Caller>, b: NewSandbox) -> ApiResu
             build: None,
             template: None,
             volume_mounts,
+            network,
         })
         .await?;
     Ok((

@@ -6,8 +6,10 @@ pub mod agent_http;
 pub mod api;
 pub mod api_error;
 pub mod builds;
+pub mod egress;
 pub mod keys_api;
 pub mod listen;
+pub mod network_api;
 pub mod openapi;
 pub mod pool_api;
 pub mod proxy;
@@ -108,6 +110,10 @@ pub struct ServeConfig {
     pub gvisor: Option<hutch_runtime::gvisor::GvisorConfig>,
     /// The size (quota) of each volume, MiB.
     pub volume_size_mb: u64,
+    /// A hosts file the egress proxy resolves names from first (`--egress-hosts`).
+    pub egress_hosts: Option<PathBuf>,
+    /// Certificates the egress proxy trusts besides the host's (`--egress-ca-file`).
+    pub egress_ca_file: Option<PathBuf>,
 }
 
 /// What the caller should tell the user once the server is up.
@@ -149,7 +155,20 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
         store.delete_sandbox(id)?;
     }
     let noinet = Service::noinet_addresses(&records, &cfg.net);
-    let runtime = Runtime::new(runtime_config(&cfg), &noinet)?;
+    let filtered = Service::egress_filters(&records, &cfg.net);
+    // The egress proxy's port is in the firewall's rules: it is bound first.
+    let (egress_listener, egress) = egress_proxy(&cfg)?;
+    let mut rc = runtime_config(&cfg);
+    rc.egress_port = Some(
+        egress_listener
+            .local_addr()
+            .map_err(|e| ServeError::Listen {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source: e,
+            })?
+            .port(),
+    );
+    let runtime = Runtime::new(rc, &noinet, &filtered)?;
     tracing::info!(cgroup_v2 = runtime.cgroups().is_v2(), "runtime ready");
     let templates = Arc::new(Templates::default());
     let svc = {
@@ -200,6 +219,9 @@ pub async fn serve(cfg: ServeConfig, on_started: impl FnOnce(&Started)) -> Resul
             no_new_privs: rc.no_new_privs,
         });
     }
+    svc.set_egress_proxy(Arc::clone(&egress));
+    svc.announce_policies();
+    tokio::spawn(egress.serve(egress_listener));
     tokio::spawn(Arc::clone(&svc).lifecycle_loop());
     svc.configure_pools(cfg.pools.clone());
     tokio::spawn(Arc::clone(&svc).pool_loop());
@@ -293,7 +315,44 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
         agent_log: cfg.agent_log,
         disk_io: cfg.disk_io,
         gvisor: cfg.gvisor.clone(),
+        egress_port: None,
     }
+}
+
+/// Binds the egress proxy's listener (every address, a port of the kernel's choosing: the
+/// firewall lets nothing but redirected sandbox connections reach it) and sets the proxy up.
+fn egress_proxy(
+    cfg: &ServeConfig,
+) -> Result<(tokio::net::TcpListener, Arc<egress::proxy::EgressProxy>), ServeError> {
+    let any = SocketAddr::from(([0, 0, 0, 0], 0));
+    let listen_err = |e: std::io::Error| ServeError::Listen {
+        addr: any,
+        source: e,
+    };
+    let std_listener = std::net::TcpListener::bind(any).map_err(listen_err)?;
+    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen_err)?;
+    let mut blocked: Vec<(std::net::Ipv4Addr, u8)> = hutch_runtime::net::rules::BLOCKED
+        .iter()
+        .filter_map(|c| {
+            let (ip, prefix) = c.split_once('/')?;
+            Some((ip.parse().ok()?, prefix.parse().ok()?))
+        })
+        .collect();
+    blocked.extend(cfg.deny.iter().copied());
+    blocked.push((cfg.net.base, cfg.net.prefix));
+    let proxy = egress::proxy::EgressProxy::new(egress::proxy::ProxyConfig {
+        ca_dir: cfg.data_dir.join("egress"),
+        extra_roots: cfg.egress_ca_file.clone(),
+        hosts: cfg.egress_hosts.clone(),
+        blocked,
+    })
+    .map_err(|e| {
+        ServeError::Runtime(hutch_runtime::RuntimeError::Spawn(format!(
+            "egress proxy: {e}"
+        )))
+    })?;
+    Ok((listener, proxy))
 }
 
 /// Kills every sandbox of a data directory (the server must be stopped), removes whatever
@@ -301,7 +360,7 @@ fn runtime_config(cfg: &ServeConfig) -> RuntimeConfig {
 pub fn cleanup(cfg: &ServeConfig) -> Result<usize, ServeError> {
     let store = Store::open(&cfg.data_dir)?;
     let (records, bad) = store.sandboxes()?;
-    let runtime = Runtime::new(runtime_config(cfg), &[])?;
+    let runtime = Runtime::new(runtime_config(cfg), &[], &[])?;
     let mut killed = 0;
     for rec in &records {
         if let Some(disk) = &rec.saved_disk {

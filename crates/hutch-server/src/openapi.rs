@@ -147,6 +147,19 @@ fn components() -> Value {
         "type": "string", "enum": ["full", "filesystem"],
         "description": "For a paused sandbox: `full` kept its memory (frozen), `filesystem` only its files (it boots again on resume)"
     });
+    detail["network"] = json!({
+        "type": "object",
+        "description": "The network options it was created or updated with (`allowPublicTraffic` always)",
+        "properties": {
+            "allowPublicTraffic": { "type": "boolean" },
+            "allowOut": { "type": "array", "items": { "type": "string" } },
+            "denyOut": { "type": "array", "items": { "type": "string" } },
+            "rules": { "type": "object" },
+            "dnsServers": { "type": "array", "items": { "type": "string" } },
+            "maskRequestHost": { "type": "string" },
+            "httpsPorts": { "type": "array", "items": { "type": "integer" } }
+        }
+    });
     let listed_required = json!([
         "templateID",
         "sandboxID",
@@ -271,13 +284,7 @@ fn components() -> Value {
                         "type": ["boolean", "null"],
                         "description": "false: the pause at the end time keeps only the filesystem"
                     },
-                    "network": {
-                        "type": ["object", "null"],
-                        "description": "Only `allowPublicTraffic` is supported: false makes the sandbox's ports other than the agent's answer only requests carrying its `trafficAccessToken` in `E2B-Traffic-Access-Token` (403 otherwise). Egress rules (`allowOut`, `denyOut`, `rules`, ...) are refused with 400.",
-                        "properties": {
-                            "allowPublicTraffic": { "type": ["boolean", "null"] }
-                        }
-                    }
+                    "network": schema("NetworkConfig")
                 }
             },
             "Sandbox": {
@@ -486,7 +493,7 @@ fn components() -> Value {
     if let (Some(schemas), Value::Object(keys)) = (c["schemas"].as_object_mut(), key_schemas()) {
         schemas.extend(keys);
     }
-    for more in [snapshot_schemas(), volume_schemas()] {
+    for more in [snapshot_schemas(), volume_schemas(), network_schemas()] {
         if let (Some(schemas), Value::Object(more)) = (c["schemas"].as_object_mut(), more) {
             schemas.extend(more);
         }
@@ -757,6 +764,95 @@ fn snapshot_paths() -> Value {
                 "requestBody": json_body(schema("ForkRequest"), false),
                 "responses": responses(&[("201", body("One entry per fork", json!({ "type": "array", "items": schema("ForkResult") })))], &[
                     ("404", "No such sandbox")
+                ])
+            }
+        }
+    })
+}
+
+/// The schemas of a sandbox's `network` options (see docs/egress.md).
+fn network_schemas() -> Value {
+    let egress = json!({
+        "allowOut": {
+            "type": ["array", "null"], "items": { "type": "string" },
+            "description": "IPv4 addresses, CIDR blocks and domains (`example.com`, `*.example.com`: subdomains at any depth, not the apex) that are allowed; allowed beats denied. A domain needs `0.0.0.0/0` in `denyOut` (or `allow_internet_access` false) and is matched on the TLS SNI or HTTP Host of each connection by hutch's egress proxy, which connects to the name as the server resolves it"
+        },
+        "denyOut": {
+            "type": ["array", "null"], "items": { "type": "string" },
+            "description": "IPv4 addresses and CIDR blocks that are denied (`0.0.0.0/0`: everything not allowed)"
+        },
+        "rules": {
+            "type": ["object", "null"],
+            "description": "Header transforms by domain (exact, or `*.` for subdomains; the exact rule wins, then the longest wildcard): plain-HTTP requests and HTTPS requests to a matching, allowed host get the headers set (replacing same-named ones). HTTPS is terminated by the proxy with a certificate of hutch's egress CA, which such sandboxes trust (their system bundle); at most 10 domains, 1 rule each, 20 headers a rule",
+            "additionalProperties": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "transform": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "headers": { "type": ["object", "null"], "additionalProperties": { "type": "string" } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+        "dnsServers": {
+            "type": ["array", "null"], "items": { "type": "string" },
+            "description": "IPv4 nameservers reachable when `allowOut` holds a domain (default `8.8.8.8`)"
+        },
+        "egressProxy": {
+            "type": ["object", "null"],
+            "description": "A bring-your-own SOCKS5 proxy: refused with 400 (E2B Cloud's)"
+        }
+    });
+    let mut create = egress.clone();
+    if let (Some(c), Value::Object(more)) = (
+        create.as_object_mut(),
+        json!({
+            "allowPublicTraffic": {
+                "type": ["boolean", "null"],
+                "description": "false: the sandbox's ports other than the agent's answer only requests carrying its `trafficAccessToken` in `E2B-Traffic-Access-Token` (403 otherwise)"
+            },
+            "maskRequestHost": {
+                "type": ["string", "null"],
+                "description": "The `Host` requests reaching the sandbox's ports through the router carry; `${PORT}` is replaced by the port"
+            },
+            "httpsPorts": {
+                "type": ["array", "null"], "items": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                "description": "Ports whose service serves TLS: the router speaks TLS to them (certificates not checked); not 49983"
+            }
+        }),
+    ) {
+        c.extend(more);
+    }
+    let mut update = egress;
+    if let Some(u) = update.as_object_mut() {
+        u.insert(
+            "allow_internet_access".into(),
+            json!({ "type": ["boolean", "null"], "description": "false: everything is denied but `allowOut`; left out: unchanged" }),
+        );
+    }
+    json!({
+        "NetworkConfig": { "type": ["object", "null"], "properties": create },
+        "NetworkUpdate": { "type": "object", "properties": update }
+    })
+}
+
+/// The paths of a sandbox's network options.
+fn network_paths() -> Value {
+    json!({
+        "/sandboxes/{sandboxID}/network": {
+            "put": {
+                "operationId": "updateSandboxNetwork",
+                "summary": "Replaces the running sandbox's egress options (what is left out is cleared); connections open through the proxy keep their verdict, every new one follows the new rules",
+                "parameters": [sandbox_id()],
+                "requestBody": json_body(schema("NetworkUpdate"), true),
+                "responses": responses(&[("204", json!({ "description": "Updated" }))], &[
+                    ("404", "No such sandbox"),
+                    ("409", "The sandbox is paused")
                 ])
             }
         }
@@ -1225,7 +1321,7 @@ pub fn document() -> Value {
         },
         "components": components()
     });
-    for more in [snapshot_paths(), volume_paths()] {
+    for more in [snapshot_paths(), volume_paths(), network_paths()] {
         if let (Some(paths), Value::Object(more)) = (doc["paths"].as_object_mut(), more) {
             paths.extend(more);
         }

@@ -13,6 +13,7 @@ use crate::sandbox::{valid_id, SandboxState};
 use crate::service::Service;
 use hutch_contracts::agent::{AGENT_PORT, FILE_HANDOFF_HEADER};
 
+mod backend_tls;
 mod handoff;
 mod upload;
 
@@ -217,6 +218,13 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
     parts
         .headers
         .remove(HeaderName::from_static(TRAFFIC_TOKEN_HEADER));
+    // `maskRequestHost`: what runs inside sees the host it was given, not the router's.
+    if let (true, Some(mask)) = (port != AGENT_PORT, &route.mask_request_host) {
+        let masked = mask.replace("${PORT}", &port.to_string());
+        if let Ok(v) = http::HeaderValue::from_str(&masked) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
     // A download from the agent: ask for the open file rather than its bytes, and keep what
     // it takes to ask again the usual way should the hand-off fail.
     let handoffs = port == AGENT_PORT && svc.hands_off_files();
@@ -433,7 +441,21 @@ async fn send_to_user_port(
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if route.https_ports.contains(&port) {
+        // `network.httpsPorts`: the service serves TLS itself; its certificate is not
+        // checked (self-signed ones are the rule inside sandboxes), as E2B does.
+        let tls = backend_tls::connect(stream, ip).await?;
+        return send_over(tls, req).await;
+    }
+    send_over(stream, req).await
+}
+
+/// Sends `req` over a new HTTP/1.1 connection on `io`.
+async fn send_over<T>(io: T, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {

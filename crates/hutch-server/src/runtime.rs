@@ -51,6 +51,13 @@ pub trait SandboxRuntime: Send + Sync + 'static {
     /// Allows or denies egress from the sandbox in `slot`.
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()>;
 
+    /// Gives the sandbox in `slot` an egress filter, or none.
+    fn set_egress_filter(
+        &self,
+        slot: u32,
+        filter: Option<hutch_runtime::net::EgressFilter>,
+    ) -> RuntimeResult<()>;
+
     /// Gives sandbox `id` the least CPU share (`low`, while it warms up for a pool) or
     /// the default one.
     fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()>;
@@ -158,10 +165,19 @@ impl SandboxRuntime for Runtime {
         let net = self.net_for(slot);
         hutch_runtime::net::remove_host_side(&net);
         let _ = hutch_runtime::net::set_internet(net.sandbox_ip, true);
+        let _ = Runtime::set_egress_filter(self, net.sandbox_ip, None);
     }
 
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
         Runtime::set_internet(self, self.net_for(slot).sandbox_ip, allowed)
+    }
+
+    fn set_egress_filter(
+        &self,
+        slot: u32,
+        filter: Option<hutch_runtime::net::EgressFilter>,
+    ) -> RuntimeResult<()> {
+        Runtime::set_egress_filter(self, self.net_for(slot).sandbox_ip, filter)
     }
 
     fn set_low_priority(&self, id: &str, low: bool) -> RuntimeResult<()> {

@@ -100,6 +100,35 @@ pub struct SandboxRecord {
     /// The volumes mounted in it (`volumeMounts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
+    /// Its `network` options besides `allowPublicTraffic` (None: none given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<SandboxNetwork>,
+}
+
+/// A sandbox's `network` options besides `allowPublicTraffic` (which is its
+/// `traffic_access_token`), as given and checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxNetwork {
+    /// The egress policy: `allowOut`, `denyOut`, `rules`, `dnsServers`.
+    #[serde(flatten)]
+    pub egress: crate::egress::policy::EgressConfig,
+    /// The `Host` requests reaching its ports through the router carry, `${PORT}` replaced
+    /// by the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_request_host: Option<String>,
+    /// Its ports the router reaches over TLS (their certificates are not checked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https_ports: Vec<u16>,
+}
+
+impl SandboxNetwork {
+    /// The `Host` a request to `port` gets, when masked.
+    pub fn masked_host(&self, port: u16) -> Option<String> {
+        self.mask_request_host
+            .as_ref()
+            .map(|m| m.replace("${PORT}", &port.to_string()))
+    }
 }
 
 /// A volume mounted in a sandbox.
@@ -183,6 +212,17 @@ impl SandboxRecord {
                 "onTimeout": if self.auto_pause { "pause" } else { "kill" },
             }),
         );
+        if self.network.is_some() || self.traffic_access_token.is_some() {
+            let mut network = match self.network.as_ref().map(serde_json::to_value).transpose() {
+                Ok(Some(serde_json::Value::Object(n))) => n,
+                _ => serde_json::Map::new(),
+            };
+            network.insert(
+                "allowPublicTraffic".into(),
+                serde_json::json!(self.traffic_access_token.is_none()),
+            );
+            m.insert("network".into(), serde_json::Value::Object(network));
+        }
         if !self.volume_mounts.is_empty() {
             m.insert(
                 "volumeMounts".into(),

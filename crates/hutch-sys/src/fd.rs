@@ -1,4 +1,5 @@
-//! File descriptors: pipes, standard-stream redirection, non-blocking I/O.
+//! File descriptors: pipes, standard-stream redirection, non-blocking I/O, where a
+//! redirected connection was headed.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -186,6 +187,19 @@ pub fn pread_new(fd: impl AsFd, want: usize, offset: u64) -> Result<Vec<u8>> {
             Ok(_) => return Ok(buf),
         }
     }
+}
+
+/// Where a TCP connection accepted on `socket` was headed before the firewall redirected
+/// it to this host (`SO_ORIGINAL_DST`, from its conntrack entry). For a connection that
+/// was not redirected, its own local address.
+pub fn original_destination(socket: impl AsFd) -> Result<std::net::SocketAddrV4> {
+    rustix::net::sockopt::ip_original_dst(socket)
+}
+
+/// Makes closing the TCP socket `socket` reset the connection (`SO_LINGER` with a zero
+/// time) instead of ending it in order.
+pub fn reset_on_close(socket: impl AsFd) -> Result<()> {
+    rustix::net::sockopt::set_socket_linger(socket, Some(std::time::Duration::ZERO))
 }
 
 #[cfg(test)]

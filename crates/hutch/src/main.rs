@@ -134,6 +134,15 @@ struct ServeArgs {
     /// networks with public addresses, for instance.
     #[arg(long = "deny-cidr", value_name = "CIDR")]
     deny_cidrs: Vec<String>,
+    /// A hosts(5) file the egress proxy resolves domain names from before this host's
+    /// resolver (read again when it changes): for names of an egress policy's `allowOut`
+    /// and `rules` that this host's DNS does not know.
+    #[arg(long, value_name = "FILE")]
+    egress_hosts: Option<PathBuf>,
+    /// PEM certificates the egress proxy trusts besides this host's, when it checks the
+    /// certificate of a destination whose HTTPS requests get a rule's headers.
+    #[arg(long, value_name = "FILE")]
+    egress_ca_file: Option<PathBuf>,
     /// Keep each sandbox agent's output in <data-dir>/sandboxes/<id>/agent.log (through a
     /// pipe; at most 64 MiB per sandbox).
     #[arg(long)]
@@ -322,6 +331,8 @@ fn serve_config(a: ServeArgs) -> Result<ServeConfig> {
         pools: a.pools.into_iter().collect(),
         zygotes: a.zygotes == "on",
         volume_size_mb: a.volume_size_mb,
+        egress_hosts: a.egress_hosts,
+        egress_ca_file: a.egress_ca_file,
         gvisor: match a.runtime.as_str() {
             "gvisor" => Some(hutch_runtime::gvisor::GvisorConfig {
                 runsc: find_runsc(a.runsc)?,

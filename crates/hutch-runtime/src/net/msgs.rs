@@ -59,6 +59,7 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 
 /// Size of `struct ifinfomsg`.
@@ -238,9 +239,16 @@ fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
 
 /// The nftables batch that adds `ip` to (`add`) or deletes it from hutch's `noinet` set.
 /// Deleting an element that is not there fails with `ENOENT`.
-pub fn noinet_batch(ip: Ipv4Addr, add: bool) -> [Message; 3] {
-    let mut begin = Message::new(NFNL_MSG_BATCH_BEGIN, 0);
-    begin.put(&nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+pub fn noinet_batch(ip: Ipv4Addr, add: bool) -> Vec<Message> {
+    nft_batch(set_elements("noinet", add, &[(ip.octets().to_vec(), None)]))
+}
+
+/// Adds (`add`) or deletes elements of hutch's set `set`: each a key, and for a range of a
+/// concatenated interval set its inclusive last key. None for no elements.
+pub fn set_elements(set: &str, add: bool, keys: &[(Vec<u8>, Option<Vec<u8>>)]) -> Option<Message> {
+    if keys.is_empty() {
+        return None;
+    }
     let (kind, flags) = if add {
         (NFT_MSG_NEWSETELEM, F_ACK | F_CREATE)
     } else {
@@ -249,17 +257,34 @@ pub fn noinet_batch(ip: Ipv4Addr, add: bool) -> [Message; 3] {
     let mut m = Message::new((NFNL_SUBSYS_NFTABLES << 8) | kind, flags);
     m.put(&nfgenmsg(NFPROTO_INET, 0))
         .attr_str(NFTA_SET_ELEM_LIST_TABLE, NFT_TABLE)
-        .attr_str(NFTA_SET_ELEM_LIST_SET, "noinet")
-        .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS, false)
-        .begin_nested(NFTA_LIST_ELEM, false)
-        .begin_nested(NFTA_SET_ELEM_KEY, false)
-        .attr(NFTA_DATA_VALUE, &ip.octets())
-        .end_nested()
-        .end_nested()
-        .end_nested();
+        .attr_str(NFTA_SET_ELEM_LIST_SET, set)
+        .begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS, false);
+    for (key, last) in keys {
+        m.begin_nested(NFTA_LIST_ELEM, false)
+            .begin_nested(NFTA_SET_ELEM_KEY, false)
+            .attr(NFTA_DATA_VALUE, key)
+            .end_nested();
+        if let Some(last) = last {
+            m.begin_nested(NFTA_SET_ELEM_KEY_END, false)
+                .attr(NFTA_DATA_VALUE, last)
+                .end_nested();
+        }
+        m.end_nested();
+    }
+    m.end_nested();
+    Some(m)
+}
+
+/// `changes` framed as one nftables transaction (they apply together or not at all).
+pub fn nft_batch(changes: impl IntoIterator<Item = Message>) -> Vec<Message> {
+    let mut begin = Message::new(NFNL_MSG_BATCH_BEGIN, 0);
+    begin.put(&nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
     let mut end = Message::new(NFNL_MSG_BATCH_END, 0);
     end.put(&nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
-    [begin, m, end]
+    let mut batch = vec![begin];
+    batch.extend(changes);
+    batch.push(end);
+    batch
 }
 
 #[cfg(test)]

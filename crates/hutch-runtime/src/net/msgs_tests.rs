@@ -142,7 +142,9 @@ fn noinet_elements_travel_in_an_nftables_batch() {
         (true, NFT_MSG_NEWSETELEM, F_REQUEST | F_ACK | F_CREATE),
         (false, NFT_MSG_DELSETELEM, F_REQUEST | F_ACK),
     ] {
-        let [begin, m, end] = noinet_batch(ip, add);
+        let Ok([begin, m, end]) = <[Message; 3]>::try_from(noinet_batch(ip, add)) else {
+            panic!("a batch of three messages")
+        };
         for (edge, k) in [(&begin, NFNL_MSG_BATCH_BEGIN), (&end, NFNL_MSG_BATCH_END)] {
             let b = edge.encode(1);
             assert_eq!(header(&b), (k, F_REQUEST));
@@ -168,6 +170,26 @@ fn noinet_elements_travel_in_an_nftables_batch() {
         let raw_kind = u16::from_ne_bytes([b[16 + 4 + 12 + 12 + 2], b[16 + 4 + 12 + 12 + 3]]);
         assert_eq!(raw_kind, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED);
     }
+}
+
+#[test]
+fn ranges_of_a_concatenated_set_carry_their_inclusive_last_key() {
+    let from = [10, 201, 0, 6, 198, 18, 0, 0];
+    let to = [10, 201, 0, 6, 198, 18, 255, 255];
+    let m = set_elements("egress_deny", true, &[(from.to_vec(), Some(to.to_vec()))])
+        .expect("one element");
+    let b = m.encode(1);
+    let attrs = attributes(&b[16..], 4);
+    assert_eq!(attrs[1], (NFTA_SET_ELEM_LIST_SET, &b"egress_deny\0"[..]));
+    let elem = attributes(attrs[2].1, 0);
+    let parts = attributes(elem[0].1, 0);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].0, NFTA_SET_ELEM_KEY);
+    assert_eq!(attributes(parts[0].1, 0), [(NFTA_DATA_VALUE, &from[..])]);
+    assert_eq!(parts[1].0, NFTA_SET_ELEM_KEY_END);
+    assert_eq!(attributes(parts[1].1, 0), [(NFTA_DATA_VALUE, &to[..])]);
+    assert!(set_elements("egress_deny", false, &[]).is_none());
+    assert_eq!(nft_batch(None).len(), 2);
 }
 
 #[test]

@@ -245,6 +245,7 @@ impl Builds {
             caller,
             build: None,
             volume_mounts,
+            network: rec.network.clone(),
             template: Some(ResolvedTemplate {
                 template_id: rec.template_id.clone(),
                 alias: rec.alias.clone(),

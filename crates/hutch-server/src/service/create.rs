@@ -67,6 +67,8 @@ pub struct CreateRequest {
     /// Volumes to mount, each with where it is mounted on the host. A create with volumes
     /// comes from no warm pool (mounts are made as the sandbox starts).
     pub volume_mounts: Vec<(crate::sandbox::VolumeMount, std::path::PathBuf)>,
+    /// `network` options besides `allowPublicTraffic`, checked.
+    pub network: Option<crate::sandbox::SandboxNetwork>,
 }
 
 /// How the service talks to a new sandbox's agent: waits until it is ready, and warms and
@@ -399,11 +401,13 @@ impl Service {
                 .resolve(&req.template_id, &Scope::of(req.caller.as_ref()))?,
         };
         validate_env(&req.env_vars)?;
+        self.check_network(req.network.as_ref())?;
+        let plan = super::network::EgressPlan::of(req.allow_internet_access, req.network.as_ref());
         let reservation = self.reserve_for_key(req.caller.as_ref())?;
         if req.build.is_none() && req.template.is_none() && req.volume_mounts.is_empty() {
             self.pools.record_demand(&tpl.template_id);
             self.pools.wake.notify_one();
-            if let Some(rec) = self.claim_pooled(&tpl, &req, timeout).await? {
+            if let Some(rec) = self.claim_pooled(&tpl, &req, timeout, &plan).await? {
                 drop(reservation);
                 return Ok(rec);
             }
@@ -435,7 +439,8 @@ impl Service {
                 tpl: &tpl,
                 env_vars: &env_vars,
                 token: token.as_deref(),
-                allow_internet: req.allow_internet_access.unwrap_or(true),
+                allow_internet: plan.internet,
+                egress: plan.policy.clone(),
                 build: req.build.is_some(),
                 pooled: false,
                 own_kernel: req.template.is_some(),
@@ -444,6 +449,13 @@ impl Service {
                 volumes: &volumes,
             })
             .await?;
+        if plan.needs_ca {
+            let ip = launched.spawned.net.sandbox_ip;
+            if let Err(e) = self.install_egress_ca(ip, token.as_deref()).await {
+                self.discard(&launched).await;
+                return Err(e);
+            }
+        }
         let rec = self.record_for(&tpl, &req, timeout, &launched, token);
         let rec = self.go_live(rec, launched.slot).await?;
         drop(reservation);
@@ -488,6 +500,7 @@ impl Service {
             build: req.build.clone(),
             saved_disk: None,
             volume_mounts: req.volume_mounts.iter().map(|(m, _)| m.clone()).collect(),
+            network: req.network.clone(),
         }
     }
 
@@ -518,6 +531,15 @@ impl Service {
         self.check_free_disk(limits.disk_mb)?;
         let id = l.id.map_or_else(new_id, str::to_string);
         let slot = self.allocate_slot()?;
+        // The proxy knows the policy before the firewall sends it the sandbox's first
+        // connection.
+        if let Some(policy) = &l.egress {
+            self.announce_policy(
+                self.runtime.net_for(slot).sandbox_ip,
+                Some(Arc::clone(policy)),
+            );
+        }
+        let egress_filter = l.egress.as_ref().map(|p| p.filter());
         let mut config = agent_config(&id, l.env_vars, l.token, custom, !l.build);
         config.pooled = Some(l.pooled);
         let mut zygote = if l.build || l.own_kernel {
@@ -541,6 +563,7 @@ impl Service {
                 parent_userns: zygote.map(|z| z.owner),
                 seed_upper: l.seed_upper.map(std::path::Path::to_path_buf),
                 volumes: l.volumes.to_vec(),
+                egress_filter: egress_filter.clone(),
             }
         };
         let spec = spec_for(zygote.as_ref());
@@ -632,6 +655,8 @@ pub(super) struct Launch<'a> {
     pub env_vars: &'a BTreeMap<String, String>,
     pub token: Option<&'a str>,
     pub allow_internet: bool,
+    /// Its egress policy, when it has one the proxy and a filter enforce.
+    pub egress: Option<Arc<crate::egress::policy::Compiled>>,
     /// A template build's sandbox: no interpreter, no start command.
     pub build: bool,
     /// Started for a warm pool.

@@ -130,6 +130,9 @@ pub enum Invalid {
     /// A snapshot or fork this server cannot take (the reason says why).
     #[error("{0}")]
     Snapshot(String),
+    /// `network` options that are malformed or cannot be honoured (the reason says why).
+    #[error("{0}")]
+    Network(String),
     /// An upload whose body broke off.
     #[error("upload broke off: {0}")]
     UploadBroken(#[source] axum::Error),
@@ -156,6 +159,8 @@ pub enum RuntimeOp {
     Resume,
     /// Saving its upper dir as a layer.
     Commit,
+    /// Changing its egress rules.
+    Network,
 }
 
 /// The message prefix of a failed runtime operation (kept as clients saw it before).
@@ -166,6 +171,7 @@ fn runtime_context(op: RuntimeOp, id: &str) -> String {
         RuntimeOp::Pause => format!("pausing sandbox {id}: "),
         RuntimeOp::Resume => format!("resuming sandbox {id}: "),
         RuntimeOp::Commit => String::new(),
+        RuntimeOp::Network => format!("changing the network rules of sandbox {id}: "),
     }
 }
 

@@ -37,6 +37,10 @@ pub enum Call {
         id: String,
         low: bool,
     },
+    SetEgressFilter {
+        slot: u32,
+        filtered: bool,
+    },
     SetInternet {
         slot: u32,
         allowed: bool,
@@ -227,6 +231,18 @@ impl SandboxRuntime for FakeRuntime {
 
     fn set_internet(&self, slot: u32, allowed: bool) -> RuntimeResult<()> {
         self.record(Call::SetInternet { slot, allowed });
+        Ok(())
+    }
+
+    fn set_egress_filter(
+        &self,
+        slot: u32,
+        filter: Option<hutch_runtime::net::EgressFilter>,
+    ) -> RuntimeResult<()> {
+        self.record(Call::SetEgressFilter {
+            slot,
+            filtered: filter.is_some(),
+        });
         Ok(())
     }
 

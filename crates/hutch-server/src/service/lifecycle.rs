@@ -337,12 +337,15 @@ impl Service {
             .into_iter()
             .map(|(m, source)| (source, m.path))
             .collect();
+        // Its saved files hold the egress CA already, if its rules needed it.
+        let plan = super::network::EgressPlan::of(rec.allow_internet_access, rec.network.as_ref());
         let launched = self
             .launch(super::create::Launch {
                 tpl: &tpl,
                 env_vars: &env_vars,
                 token: rec.envd_access_token.as_deref(),
-                allow_internet: rec.allow_internet_access.unwrap_or(true),
+                allow_internet: plan.internet,
+                egress: plan.policy.clone(),
                 build: false,
                 pooled: false,
                 own_kernel: true,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod lifecycle;
 pub mod list;
 pub mod metrics;
+pub mod network;
 pub mod pool;
 mod warm;
 mod zygote;
@@ -120,6 +121,11 @@ pub struct Route {
     pub auto_resume: bool,
     /// Its agent's access token (traffic to the agent wakes it only with this).
     pub envd_access_token: Option<String>,
+    /// The `Host` requests to its ports carry (`network.maskRequestHost`; `${PORT}` is
+    /// the port).
+    pub mask_request_host: Option<String>,
+    /// Its ports reached over TLS (`network.httpsPorts`).
+    pub https_ports: Vec<u16>,
 }
 
 /// The sandbox service.
@@ -142,6 +148,9 @@ pub struct Service {
     zygotes: Arc<crate::zygote::Zygotes>,
     /// The server's volumes (set once at start; without, no sandbox may mount one).
     volumes: std::sync::OnceLock<Arc<crate::volumes::Volumes>>,
+    /// The server's egress proxy (set once at start; without, no sandbox may have an
+    /// egress policy).
+    egress: std::sync::OnceLock<Arc<crate::egress::proxy::EgressProxy>>,
 }
 
 /// Host ids for zygotes' roots, right above every sandbox's range (reused in turn).
@@ -195,6 +204,7 @@ impl Service {
             cold_gate: tokio::sync::Semaphore::new(cold_starts()),
             zygotes: Arc::new(crate::zygote::Zygotes::new(ids_end, ZYGOTE_IDS)),
             volumes: std::sync::OnceLock::new(),
+            egress: std::sync::OnceLock::new(),
         });
         svc.recover(records);
         svc
@@ -317,6 +327,15 @@ impl Service {
             traffic_access_token: rec.traffic_access_token.clone(),
             auto_resume: rec.auto_resume,
             envd_access_token: rec.envd_access_token.clone(),
+            mask_request_host: rec
+                .network
+                .as_ref()
+                .and_then(|n| n.mask_request_host.clone()),
+            https_ports: rec
+                .network
+                .as_ref()
+                .map(|n| n.https_ports.clone())
+                .unwrap_or_default(),
         })
     }
 

@@ -456,6 +456,7 @@ fn stored(id: &str, slot: u32, pid: i32) -> SandboxRecord {
         build: None,
         saved_disk: None,
         volume_mounts: Vec::new(),
+        network: None,
     }
 }
 

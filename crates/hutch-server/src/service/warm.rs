@@ -29,6 +29,7 @@ impl Service {
         tpl: &ResolvedTemplate,
         req: &CreateRequest,
         timeout: u64,
+        plan: &super::network::EgressPlan,
     ) -> Result<Option<SandboxRecord>> {
         let (pooled, stale) = self.pools.take(&tpl.template_id, &tpl.layers);
         for p in stale {
@@ -45,14 +46,9 @@ impl Service {
             token: pool_token,
         } = p;
         self.set_priority(&launched.id, false).await;
-        if req.allow_internet_access == Some(false) {
-            let slot = launched.slot;
-            let denied = self.blocking(move |rt| rt.set_internet(slot, false)).await;
-            if let Err(e) = denied
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            {
-                tracing::warn!(sandbox = %launched.id, error = %e, "cannot turn off a pooled sandbox's egress; starting one cold");
+        if !plan.internet || plan.policy.is_some() {
+            if let Err(e) = self.apply_plan(&launched.id, launched.slot, plan).await {
+                tracing::warn!(sandbox = %launched.id, error = %e, "cannot restrict a pooled sandbox's egress; starting one cold");
                 self.discard(&launched).await;
                 return Ok(None);
             }
@@ -69,6 +65,13 @@ impl Service {
             tracing::warn!(sandbox = %launched.id, error = %e, "claiming a pooled sandbox failed; starting one cold");
             self.discard(&launched).await;
             return Ok(None);
+        }
+        if plan.needs_ca {
+            if let Err(e) = self.install_egress_ca(ip, token.as_deref()).await {
+                tracing::warn!(sandbox = %launched.id, error = %e, "cannot give a pooled sandbox the egress CA; starting one cold");
+                self.discard(&launched).await;
+                return Ok(None);
+            }
         }
         let rec = self.record_for(tpl, req, timeout, &launched, token);
         let rec = self.go_live(rec, launched.slot).await?;
@@ -186,6 +189,7 @@ impl Service {
                 env_vars: &env_vars,
                 token: Some(&token),
                 allow_internet: true,
+                egress: None,
                 build: false,
                 pooled: true,
                 own_kernel: false,
