@@ -15,10 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2b import CommandExitException, Sandbox, SandboxException, Volume
+from e2b import ALL_TRAFFIC, CommandExitException, Sandbox, SandboxException, Volume
 
 from ci_helpers import code_sandbox
 from conftest import diff_resources, host_pid_of, host_resources
+from fakenet import FakeInternetHost, answer, curl, datagrams, resolve
 from sdk_helpers import SANDBOX_URL, plain_client, wait_for_port_cmd
 
 pytestmark = pytest.mark.skipif(
@@ -162,3 +163,29 @@ def test_snapshots_forks_filesystem_pauses_and_volumes_work_on_gvisor() -> None:
     finally:
         sbx.kill()
         Volume.destroy(vol.volume_id)
+
+
+def test_an_egress_policy_and_its_header_rules_hold_on_gvisor() -> None:
+    with (
+        FakeInternetHost("gv-allowed", ["gv-allowed.test"]) as allowed,
+        FakeInternetHost("gv-denied", ["gv-denied.test"]) as denied,
+    ):
+        sbx = Sandbox.create(
+            timeout=120,
+            network={
+                "allow_out": ["gv-allowed.test"],
+                "deny_out": [ALL_TRAFFIC],
+                "rules": {"gv-allowed.test": [{"transform": {"headers": {"X-Injected": "on-gvisor"}}}]},
+            },
+        )
+        try:
+            # HTTPS through the proxy's interception: the CA is in the gVisor sandbox's bundle.
+            got = answer(
+                *curl(sbx, allowed.url("https", "gv-allowed.test"), *resolve("gv-allowed.test", 443, allowed.ip))
+            )
+            assert got["host"] == "gv-allowed" and got["headers"]["x-injected"] == "on-gvisor", got
+            rc, body = curl(sbx, denied.url())
+            assert rc != 0, body
+            assert not datagrams(sbx, denied.ip).udp_echoed
+        finally:
+            sbx.kill()
