@@ -32,6 +32,9 @@ const NAMED_PORT_WAIT: Duration = Duration::from_secs(5);
 const OTHER_PORT_WAIT: Duration = Duration::from_millis(500);
 /// How long a connection to the destination may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections one sandbox may have open through the proxy at once: each holds two of the
+/// server's descriptors, which one sandbox must not exhaust for every other.
+const MAX_CONNECTIONS_PER_SANDBOX: usize = 2048;
 
 /// Names the proxy resolves, from an operator's hosts file first (`--egress-hosts`, read
 /// again whenever it changes), then from this host's resolver.
@@ -95,6 +98,8 @@ fn parse_hosts(text: &str) -> HashMap<String, Vec<Ipv4Addr>> {
 /// The egress proxy of one server.
 pub struct EgressProxy {
     policies: RwLock<HashMap<Ipv4Addr, Arc<Compiled>>>,
+    /// Connections open per sandbox address.
+    open: Mutex<HashMap<Ipv4Addr, usize>>,
     ca: EgressCa,
     upstream_tls: Arc<rustls::ClientConfig>,
     resolver: Resolver,
@@ -135,6 +140,7 @@ impl EgressProxy {
             .collect();
         Ok(Arc::new(EgressProxy {
             policies: RwLock::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
             ca,
             upstream_tls,
             resolver: Resolver {
@@ -187,6 +193,10 @@ impl EgressProxy {
         let SocketAddr::V4(peer) = peer else { return };
         // Only sandboxes with a policy are redirected here; anything else goes.
         let Some(policy) = self.policy(*peer.ip()) else {
+            return refuse(stream);
+        };
+        let Some(_slot) = OpenSlot::take(&self, *peer.ip()) else {
+            tracing::debug!(sandbox_ip = %peer.ip(), "egress proxy: too many connections from one sandbox");
             return refuse(stream);
         };
         let Ok(dest) = hutch_sys::fd::original_destination(&stream) else {
@@ -295,6 +305,39 @@ impl EgressProxy {
             }
         }
         Err(last)
+    }
+}
+
+/// One open connection of a sandbox, counted until it is dropped.
+struct OpenSlot {
+    proxy: Arc<EgressProxy>,
+    ip: Ipv4Addr,
+}
+
+impl OpenSlot {
+    fn take(proxy: &Arc<EgressProxy>, ip: Ipv4Addr) -> Option<OpenSlot> {
+        let mut open = proxy.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_SANDBOX {
+            return None;
+        }
+        *n += 1;
+        Some(OpenSlot {
+            proxy: Arc::clone(proxy),
+            ip,
+        })
+    }
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let mut open = self.proxy.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
