@@ -368,7 +368,8 @@ impl Compiled {
         }
         let ip = u32::from(ip);
         let within = |r: &Range| r.0 <= ip && ip <= r.1;
-        if self.allow_nets.iter().any(within) {
+        // The nameservers a policy with domains opens take all traffic (DNS over TCP too).
+        if self.allow_nets.iter().chain(&self.dns).any(within) {
             Verdict::ByAddress
         } else if self.deny_nets.iter().any(within) {
             Verdict::Denied

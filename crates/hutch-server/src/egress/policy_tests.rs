@@ -105,6 +105,8 @@ fn allow_beats_deny_and_names_beat_addresses() {
     );
     assert!(p.wants_name(ip("198.18.1.6")));
     assert!(!p.wants_name(ip("198.18.1.2")));
+    // With a domain allowed, the default nameserver takes all traffic (DNS over TCP).
+    assert_eq!(p.decide(None, DEFAULT_DNS), Verdict::ByAddress);
     // Only what is denied is denied.
     let p = Compiled::new(&config(&[], &["198.18.1.0/30"]), true);
     assert_eq!(p.decide(None, ip("198.18.1.2")), Verdict::Denied);
