@@ -6,6 +6,7 @@ carried (hutch has no checkpoint/restore): the new sandboxes boot from the copie
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -230,3 +231,43 @@ async def test_async_snapshot_and_fork() -> None:
             assert await AsyncSandbox.delete_snapshot(snap.snapshot_id) is True
     finally:
         await src.kill()
+
+
+def test_a_long_chain_of_snapshots_keeps_every_change_past_the_layer_limit() -> None:
+    # An agent checkpointing as it goes: snapshot, start from it, change, snapshot again.
+    # Each round stacks a layer; past the overlay's limit hutch squashes the chain
+    # (docs/snapshots.md), and nothing of any round may be lost or come back.
+    sbx = Sandbox.create(timeout=120)
+    snaps: list[str] = []
+    try:
+        sbx.files.write("/home/user/doomed.txt", "x")
+        sbx.commands.run("mkdir -p /home/user/d && echo a > /home/user/d/a")
+        for i in range(30):
+            sbx.files.write(f"/home/user/step-{i}.txt", str(i))
+            sbx.files.write("/home/user/latest.txt", str(i))
+            if i == 3:
+                sbx.commands.run("rm -f /etc/motd", user="root")  # a file of the template
+            if i == 8:
+                sbx.commands.run("rm -rf /home/user/d && mkdir /home/user/d && echo b > /home/user/d/b")
+            if i == 10:
+                sbx.files.remove("/home/user/doomed.txt")
+            if i == 20:
+                sbx.files.write("/home/user/doomed.txt", "back")
+            snaps.append(sbx.create_snapshot().snapshot_id)
+            following = Sandbox.create(snaps[-1], timeout=120)
+            sbx.kill()
+            sbx = following
+        listing = sbx.commands.run("ls /home/user | sort; ls /home/user/d; test -e /etc/motd || echo no-motd").stdout
+        for i in range(30):
+            assert f"step-{i}.txt" in listing, listing
+        assert sbx.files.read("/home/user/latest.txt") == "29"
+        assert sbx.files.read("/home/user/doomed.txt") == "back"
+        assert sbx.files.read("/home/user/d/b") == "b\n"
+        assert "no-motd" in listing and not sbx.files.exists("/home/user/d/a"), listing
+        # The template's own files are still there below.
+        assert sbx.commands.run("test -x /bin/bash && echo ok").stdout.strip() == "ok"
+    finally:
+        sbx.kill()
+        for s in snaps:
+            with contextlib.suppress(Exception):
+                Sandbox.delete_snapshot(s)

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod seccomp;
 pub mod spawn;
 mod spawner;
+pub mod squash;
 #[cfg(test)]
 mod testutil;
 mod timing;

@@ -19,7 +19,9 @@ use chrono::Utc;
 
 use super::{lock, spec, Builds, MAX_DEPTH};
 use crate::sandbox::{new_id, SandboxRecord};
-use crate::service::{validate_timeout, CreateRequest, Invalid, Missing, Result, ServiceError};
+use crate::service::{
+    validate_timeout, CreateRequest, Invalid, Missing, Result, RuntimeOp, ServiceError,
+};
 use crate::store::Caller;
 use crate::templates::{ResolvedTemplate, TemplateRecord, Templates};
 use crate::tenancy::{Scope, DEFAULT_TEAM};
@@ -58,7 +60,12 @@ impl Builds {
 
     /// Copies sandbox `id`'s filesystem to `dest` (see [`crate::service::Service::capture_layer`])
     /// after checking that `scope` sees it and that one more layer fits; returns its record.
-    async fn capture(&self, id: &str, scope: &Scope, dest: PathBuf) -> Result<SandboxRecord> {
+    async fn capture(
+        &self,
+        id: &str,
+        scope: &Scope,
+        dest: PathBuf,
+    ) -> Result<(SandboxRecord, Vec<PathBuf>)> {
         if !self.svc.visible(id, scope) {
             return Err(Missing::Sandbox(id.to_string()).into());
         }
@@ -69,19 +76,57 @@ impl Builds {
             ))
             .into());
         }
-        if rec.layers.len() > MAX_DEPTH {
+        let started = std::time::Instant::now();
+        let rec = self.svc.capture_layer(id, dest.clone()).await?;
+        tracing::info!(sandbox = %id, layer = %dest.display(), ms = started.elapsed().as_millis() as u64, "sandbox filesystem captured");
+        let lowers = self.squash_if_deep(&rec, &dest).await?;
+        Ok((rec, lowers))
+    }
+
+    /// The layers the captured layer `dest` of `rec` stacks on: `rec`'s. When that stack
+    /// would be deeper than [`MAX_DEPTH`] (a snapshot of a snapshot's sandbox, many times
+    /// over), the layers this server made (builds, snapshots, forks) are squashed into
+    /// `dest` with it, and only the default template's remain below.
+    async fn squash_if_deep(&self, rec: &SandboxRecord, dest: &Path) -> Result<Vec<PathBuf>> {
+        if rec.layers.len() < MAX_DEPTH {
+            return Ok(rec.layers.clone());
+        }
+        let ours = self.layers_dir();
+        let made = rec
+            .layers
+            .iter()
+            .take_while(|l| l.starts_with(&ours))
+            .count();
+        if made == 0 {
             return Err(Invalid::Snapshot(format!(
-                "sandbox {id} already runs on {} layers; hutch stacks at most {MAX_DEPTH}, so \
-                 it cannot be snapshotted or forked (snapshots of its snapshots' sandboxes are \
-                 one layer deeper each)",
+                "sandbox {} runs on {} layers; hutch stacks at most {MAX_DEPTH}",
+                rec.id,
                 rec.layers.len()
             ))
             .into());
         }
+        // Bottom first: the oldest of ours, up to the new one.
+        let mut stack: Vec<PathBuf> = rec.layers[..made].iter().rev().cloned().collect();
+        stack.push(dest.to_path_buf());
+        let squashed = dest.with_extension("squash");
         let started = std::time::Instant::now();
-        let rec = self.svc.capture_layer(id, dest.clone()).await?;
-        tracing::info!(sandbox = %id, layer = %dest.display(), ms = started.elapsed().as_millis() as u64, "sandbox filesystem captured");
-        Ok(rec)
+        let (target, count) = (dest.to_path_buf(), stack.len());
+        let done = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&squashed);
+            hutch_runtime::squash::squash(&stack, &squashed)
+                .and_then(|()| {
+                    std::fs::remove_dir_all(&target)
+                        .and_then(|()| std::fs::rename(&squashed, &target))
+                        .map_err(|e| hutch_runtime::RuntimeError::io("replace", &target, e))
+                })
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_dir_all(&squashed);
+                })
+        })
+        .await?;
+        done.map_err(|e| ServiceError::runtime(RuntimeOp::Commit, &rec.id, e))?;
+        tracing::info!(sandbox = %rec.id, layers = count, ms = started.elapsed().as_millis() as u64, "deep layer chain squashed into one layer");
+        Ok(rec.layers[made..].to_vec())
     }
 
     /// The settings (ENV, user, workdir, start command, resources) of the template sandbox
@@ -139,12 +184,12 @@ impl Builds {
         let build_id = spec::new_build_id();
         let layer = self.layers_dir().join(&template_id).join(&build_id);
         let _pending = self.hold(&layer);
-        let rec = self.capture(id, &scope, layer.clone()).await?;
+        let (rec, lowers) = self.capture(id, &scope, layer.clone()).await?;
         let source = self.source_settings(&rec);
         let mut env = source.as_ref().map(|t| t.env.clone()).unwrap_or_default();
         env.extend(rec.env_vars.clone());
         let mut layers = vec![layer.clone()];
-        layers.extend(rec.layers.iter().cloned());
+        layers.extend(lowers);
         let now = Utc::now();
         let record = TemplateRecord {
             id: template_id.clone(),
@@ -227,9 +272,9 @@ impl Builds {
         let scope = Scope::of(caller.as_ref());
         let layer = self.layers_dir().join(FORKS_DIR).join(spec::new_build_id());
         let pending = self.hold(&layer);
-        let rec = self.capture(id, &scope, layer.clone()).await?;
+        let (rec, lowers) = self.capture(id, &scope, layer.clone()).await?;
         let mut layers = vec![layer.clone()];
-        layers.extend(rec.layers.iter().cloned());
+        layers.extend(lowers);
         // Forks mount the source's volumes too (the same team's, shared as they are).
         let volume_mounts = self.svc.volume_sources(&rec.volume_mounts).await?;
         let req = CreateRequest {
