@@ -348,6 +348,22 @@ def test_transform_rules_set_headers_over_http_and_https(net: Net) -> None:
         }, info
 
 
+def test_a_rule_grants_no_access_through_an_allowed_address(net: Net) -> None:
+    # A's address is allowed; the rule is for denied.test, which is not. A request to A's
+    # address naming denied.test goes to A as sent: the rule neither reaches denied.test
+    # nor puts its headers on it.
+    network: SandboxNetworkOpts = {
+        "allow_out": [net.a.ip],
+        "deny_out": [ALL_TRAFFIC],
+        "rules": {"denied.test": [{"transform": {"headers": {"X-Injected": "never"}}}]},
+    }
+    with sandbox_with(network=network) as sbx:
+        tok = token()
+        got = answer(*curl(sbx, f"http://{net.a.ip}/{tok}", "-H", "Host: denied.test"))
+        assert got["host"] == "allowed" and "x-injected" not in got["headers"], got
+        assert net.a.saw(tok) and not net.b.saw(tok)
+
+
 @pytest.mark.asyncio
 async def test_a_wildcard_rule_on_an_async_sandbox(net: Net) -> None:
     network: SandboxNetworkOpts = {

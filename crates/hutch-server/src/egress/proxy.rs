@@ -222,7 +222,7 @@ impl EgressProxy {
             _ => None,
         };
         let verdict = policy.decide(name, ip);
-        let headers = name
+        let mut headers = name
             .and_then(|n| policy.headers_for(n))
             .filter(|h| !h.is_empty())
             .cloned();
@@ -230,11 +230,21 @@ impl EgressProxy {
         if verdict == Verdict::Denied {
             return refuse(stream);
         }
-        // Headers (credentials, often) go only to the name they are for, as this host
-        // resolves it: never to an address the sandbox picked.
-        let upstream = match (verdict, name, &headers) {
-            (Verdict::ByName, Some(n), _) | (_, Some(n), Some(_)) => self.dial_name(n, port).await,
-            _ => self.dial_address(SocketAddrV4::new(ip, port)).await,
+        let direct = SocketAddrV4::new(ip, port);
+        let upstream = match (verdict, name, headers.is_some()) {
+            (Verdict::ByName, Some(n), _) => self.dial_name(n, port, None).await,
+            // Headers (credentials, often) go only to the name they are for, as this host
+            // resolves it, never to an address the sandbox picked; and a rule grants no
+            // access: the name's own addresses must be allowed too. Otherwise the request
+            // goes where it was headed, as sent.
+            (_, Some(n), true) => match self.dial_name(n, port, Some(&policy)).await {
+                Ok(s) => Ok(s),
+                Err(_) => {
+                    headers = None;
+                    self.dial_address(direct).await
+                }
+            },
+            _ => self.dial_address(direct).await,
         };
         let upstream = match upstream {
             Ok(u) => u,
@@ -291,12 +301,19 @@ impl EgressProxy {
         connect(dest).await
     }
 
-    async fn dial_name(&self, name: &str, port: u16) -> Result<TcpStream, String> {
+    /// Connects to `name` as this host resolves it; with `policy`, only to addresses it
+    /// allows.
+    async fn dial_name(
+        &self,
+        name: &str,
+        port: u16,
+        policy: Option<&Compiled>,
+    ) -> Result<TcpStream, String> {
         let addrs = self.resolver.resolve(name).await;
         let mut last = format!("{name} does not resolve to an IPv4 address");
         for ip in addrs {
-            if self.forbidden(ip) {
-                last = format!("{name} resolves to {ip}, which sandboxes may not reach");
+            if self.forbidden(ip) || policy.is_some_and(|p| p.decide(None, ip) == Verdict::Denied) {
+                last = format!("{name} resolves to {ip}, which the sandbox may not reach");
                 continue;
             }
             match connect(SocketAddrV4::new(ip, port)).await {
