@@ -787,20 +787,32 @@ fn disks_in_use(state_dir: &Path) -> HashSet<PathBuf> {
 /// `cp -a`: owners, modes, extended attributes, links, special files and overlayfs
 /// whiteouts are kept. How layers are saved, copied and restored.
 pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    cp(
+        &["-a", "--no-target-directory"],
+        &[src.to_path_buf(), dest.to_path_buf()],
+        || format!("copying {} to {}", src.display(), dest.display()),
+        dest,
+    )
+}
+
+/// Runs `cp` with `flags` and `paths`; a failure says `what` with cp's own message.
+pub(crate) fn cp(
+    flags: &[&str],
+    paths: &[PathBuf],
+    what: impl FnOnce() -> String,
+    dest: &Path,
+) -> Result<()> {
     let out = Command::new("cp")
-        .arg("-a")
-        .arg("--no-target-directory")
-        .arg(src)
-        .arg(dest)
+        .args(flags)
+        .args(paths)
         .output()
         .map_err(|e| RuntimeError::io("run cp for", dest, e))?;
     if out.status.success() {
         return Ok(());
     }
     Err(RuntimeError::Spawn(format!(
-        "copying {} to {} failed: {}",
-        src.display(),
-        dest.display(),
+        "{} failed: {}",
+        what(),
         String::from_utf8_lossy(&out.stderr).trim()
     )))
 }

@@ -17,7 +17,6 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::{Result, RuntimeError};
 
@@ -41,20 +40,14 @@ fn copy_into(sources: &[PathBuf], dest: &Path) -> Result<()> {
     if sources.is_empty() {
         return Ok(());
     }
-    let out = Command::new("cp")
-        .args(["-a", "--remove-destination", "-t"])
-        .arg(dest)
-        .args(sources)
-        .output()
-        .map_err(|e| RuntimeError::io("run cp for", dest, e))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(RuntimeError::Spawn(format!(
-        "copying into {} failed: {}",
-        dest.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    let mut paths = vec![dest.to_path_buf()];
+    paths.extend_from_slice(sources);
+    crate::runtime::cp(
+        &["-a", "--remove-destination", "-t"],
+        &paths,
+        || format!("copying into {}", dest.display()),
+        dest,
+    )
 }
 
 /// Gives `dest` the owner and mode of `src` (an upper directory's win).

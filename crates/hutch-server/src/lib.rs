@@ -332,13 +332,7 @@ fn egress_proxy(
     let std_listener = std::net::TcpListener::bind(any).map_err(listen_err)?;
     std_listener.set_nonblocking(true).map_err(listen_err)?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen_err)?;
-    let mut blocked: Vec<(std::net::Ipv4Addr, u8)> = hutch_runtime::net::rules::BLOCKED
-        .iter()
-        .filter_map(|c| {
-            let (ip, prefix) = c.split_once('/')?;
-            Some((ip.parse().ok()?, prefix.parse().ok()?))
-        })
-        .collect();
+    let mut blocked: Vec<(std::net::Ipv4Addr, u8)> = hutch_runtime::net::rules::blocked();
     blocked.extend(cfg.deny.iter().copied());
     blocked.push((cfg.net.base, cfg.net.prefix));
     let proxy = egress::proxy::EgressProxy::new(egress::proxy::ProxyConfig {

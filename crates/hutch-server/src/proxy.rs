@@ -220,8 +220,7 @@ pub async fn forward(svc: &Service, id: &str, port: u16, mut req: Request<Body>)
         .remove(HeaderName::from_static(TRAFFIC_TOKEN_HEADER));
     // `maskRequestHost`: what runs inside sees the host it was given, not the router's.
     if let (true, Some(mask)) = (port != AGENT_PORT, &route.mask_request_host) {
-        let masked = mask.replace("${PORT}", &port.to_string());
-        if let Ok(v) = http::HeaderValue::from_str(&masked) {
+        if let Ok(v) = http::HeaderValue::from_str(&crate::sandbox::masked_host(mask, port)) {
             parts.headers.insert(header::HOST, v);
         }
     }

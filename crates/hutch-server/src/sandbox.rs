@@ -126,9 +126,14 @@ impl SandboxNetwork {
     /// The `Host` a request to `port` gets, when masked.
     pub fn masked_host(&self, port: u16) -> Option<String> {
         self.mask_request_host
-            .as_ref()
-            .map(|m| m.replace("${PORT}", &port.to_string()))
+            .as_deref()
+            .map(|m| masked_host(m, port))
     }
+}
+
+/// The `Host` that `mask` (a `maskRequestHost`) gives a request to `port`.
+pub fn masked_host(mask: &str, port: u16) -> String {
+    mask.replace("${PORT}", &port.to_string())
 }
 
 /// A volume mounted in a sandbox.

@@ -22,6 +22,17 @@ pub const BLOCKED: &[&str] = &[
     "224.0.0.0/3",
 ];
 
+/// [`BLOCKED`] as addresses and prefix lengths.
+pub fn blocked() -> Vec<(Ipv4Addr, u8)> {
+    BLOCKED
+        .iter()
+        .filter_map(|c| {
+            let (ip, prefix) = c.split_once('/')?;
+            Some((ip.parse().ok()?, prefix.parse().ok()?))
+        })
+        .collect()
+}
+
 /// What the host's rules are made from besides the address range.
 #[derive(Debug, Clone, Default)]
 pub struct HostRules<'a> {

@@ -187,7 +187,7 @@ fn check_headers<'a>(
 }
 
 /// An inclusive range of addresses.
-type Range = (u32, u32);
+pub type Range = (u32, u32);
 
 /// The range of an IPv4 address or CIDR block (`0.0.0.0` alone is not an address one
 /// can send to, as E2B says).
@@ -205,13 +205,17 @@ pub fn range(entry: &str) -> Option<Range> {
     if ip.is_unspecified() && prefix == 32 {
         return None;
     }
-    let ip = u32::from(ip);
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
+    Some(block(ip, prefix))
+}
+
+/// The inclusive range of the CIDR block `ip/prefix` (prefix at most 32).
+pub fn block(ip: Ipv4Addr, prefix: u8) -> Range {
+    let mask = match prefix.min(32) {
+        0 => 0,
+        p => u32::MAX << (32 - u32::from(p)),
     };
-    Some((ip & mask, (ip & mask) | !mask))
+    let first = u32::from(ip) & mask;
+    (first, first | !mask)
 }
 
 /// A domain name pattern: a name, or `*.` and a name for its subdomains at any depth (not

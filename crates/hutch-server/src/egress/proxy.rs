@@ -128,15 +128,7 @@ impl EgressProxy {
         let blocked = cfg
             .blocked
             .iter()
-            .map(|(ip, prefix)| {
-                let mask = if *prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(*prefix).min(32))
-                };
-                let first = u32::from(*ip) & mask;
-                (first, first | !mask)
-            })
+            .map(|(ip, prefix)| super::policy::block(*ip, *prefix))
             .collect();
         Ok(Arc::new(EgressProxy {
             policies: RwLock::new(HashMap::new()),

@@ -383,6 +383,18 @@ mod tests {
         (addr, task)
     }
 
+    /// An HTTP/1.1 client connection over `io` (upgrades allowed), driven in the background.
+    async fn client<I>(io: I) -> hyper::client::conn::http1::SendRequest<Boxed>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        sender
+    }
+
     async fn text(resp: Response<Incoming>) -> String {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
@@ -396,12 +408,7 @@ mod tests {
         inject.append("x-multi", HeaderValue::from_static("b"));
         let (addr, relayed) = relay(origin(None).await, inject).await;
 
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn.with_upgrades());
+        let mut sender = client(TcpStream::connect(addr).await.unwrap()).await;
 
         // A plain request: the header it had is replaced, its Host kept.
         let req = Request::get("/one")
@@ -471,12 +478,7 @@ mod tests {
         let mut inject = HeaderMap::new();
         inject.insert("x-token", HeaderValue::from_static("injected"));
         let (addr, _relayed) = relay(origin(None).await, inject).await;
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = client(TcpStream::connect(addr).await.unwrap()).await;
         let req = Request::get("/h2c")
             .header(HOST, "api.test")
             .header(CONNECTION, "Upgrade, HTTP2-Settings")
@@ -532,11 +534,7 @@ mod tests {
             .connect(name, TcpStream::connect(addr).await.unwrap())
             .await
             .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Boxed>(TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = client(tls).await;
         for path in ["/a", "/b"] {
             sender.ready().await.unwrap();
             let req = Request::get(path)

@@ -296,14 +296,19 @@ impl Service {
         &self.http
     }
 
-    /// The addresses of adopted sandboxes without egress (for the firewall rules).
+    /// The addresses of adopted sandboxes without egress (for the firewall rules): those
+    /// whose egress plan forwards nothing.
     pub fn noinet_addresses(
         records: &[SandboxRecord],
         runtime_net: &hutch_runtime::NetConfig,
     ) -> Vec<Ipv4Addr> {
         records
             .iter()
-            .filter(|r| r.allow_internet_access == Some(false) && !r.is_stopped())
+            .filter(|r| {
+                !r.is_stopped()
+                    && !network::EgressPlan::of(r.allow_internet_access, r.network.as_ref())
+                        .internet
+            })
             .map(|r| runtime_net.slot(r.slot).sandbox_ip)
             .collect()
     }
