@@ -849,7 +849,8 @@ fn network_paths() -> Value {
                 "operationId": "updateSandboxNetwork",
                 "summary": "Replaces the running sandbox's egress options (what is left out is cleared); connections open through the proxy keep their verdict, every new one follows the new rules",
                 "parameters": [sandbox_id()],
-                "requestBody": json_body(schema("NetworkUpdate"), true),
+                // No body is an empty update: everything cleared, as `{}`.
+                "requestBody": json_body(schema("NetworkUpdate"), false),
                 "responses": responses(&[("204", json!({ "description": "Updated" }))], &[
                     ("404", "No such sandbox"),
                     ("409", "The sandbox is paused")
